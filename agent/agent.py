@@ -1,0 +1,387 @@
+"""The agent process: registers with the leading master, runs tasks in Podman, reports their status.
+
+- Master link: SUBSCRIBE on `/api/drover/agent` of any master replica, following
+  307s to the leader; a broken stream means: find the leader again and
+  re-register with the same agent id and the tasks we hold.
+- Status updates are reliable: per task, in order, the head is (re)sent until the
+  master forwards the framework's ACKNOWLEDGE; only then the next one goes.
+- Everything the agent must not forget (its id, its tasks, unacknowledged updates)
+  is checkpointed in the work dir before it acts on it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import hashlib
+import json
+import re
+import signal
+import socket
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import aiohttp
+import msgspec
+import structlog
+from aiohttp import web
+
+from agent.checkpoint import AgentCheckpoint, CheckpointStore, TaskRecord
+from agent.containerizer import ContainerLaunchError, ContainerSpec, PodmanContainerizer
+from eventstore import events as ev
+from eventstore.resources import Resources
+
+log = structlog.get_logger("drover.agent")
+
+TERMINAL = {"TASK_FINISHED", "TASK_FAILED", "TASK_KILLED", "TASK_ERROR", "TASK_LOST", "TASK_DROPPED", "TASK_GONE"}
+
+
+@dataclass
+class AgentConfig:
+    masters: list[str]  # host:port of master replicas (any of them; the agent finds the leader)
+    http: str  # host:port the agent serves its own endpoints on
+    work_dir: Path
+    resources: Resources
+    podman_socket: Path
+    hostname: str = field(default_factory=socket.gethostname)
+    attributes: list[ev.Label] = field(default_factory=list)
+    update_retry_initial: float = 2.0  # Mesos waits 10 s; reconnecting clients here are local and fast
+    update_retry_max: float = 60.0
+    start_podman_service: bool = True
+
+
+class Agent:
+    def __init__(self, config: AgentConfig):
+        self.config = config
+        self.cp_store = CheckpointStore(config.work_dir)
+        self.cp = self.cp_store.load()
+        self.tasks: dict[tuple[str, str], TaskRecord] = {(t.framework_id, t.spec.task_id): t for t in self.cp.tasks}
+        self.containerizer = PodmanContainerizer(config.podman_socket, start_service=config.start_podman_service)
+        self.master: str | None = None  # the leader we are linked to
+        self.registered = asyncio.Event()
+        self._session: aiohttp.ClientSession | None = None
+        self._update_wakeup = asyncio.Event()
+        self._bg: set[asyncio.Task] = set()
+        self._watchers: dict[tuple[str, str], asyncio.Task] = {}
+        self._killed_by_us: set[tuple[str, str]] = set()
+        self._resend_all = False
+
+    # ---- checkpointing --------------------------------------------------------------------------
+    def checkpoint(self) -> None:
+        self.cp.tasks = list(self.tasks.values())
+        self.cp_store.save(self.cp)
+
+    # ---- lifecycle ---------------------------------------------------------------------------------
+    async def run(self, stop: asyncio.Event) -> None:
+        self.config.work_dir.mkdir(parents=True, exist_ok=True)
+        await self.containerizer.start()
+        await self._recover()
+        self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=None, sock_connect=3))
+        runner = await self._serve_http()
+        tasks = [asyncio.create_task(self._link_loop(), name="master-link"),
+                 asyncio.create_task(self._update_loop(), name="status-updates")]
+        await stop.wait()
+        for t in tasks + list(self._bg) + list(self._watchers.values()):
+            t.cancel()
+        for t in tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await t
+        await self._session.close()
+        await runner.cleanup()
+        await self.containerizer.stop()
+
+    async def _recover(self) -> None:
+        """After an agent restart: re-attach to our containers; report the ones that ended while we were down."""
+        if not self.tasks:
+            return
+        for key, rec in list(self.tasks.items()):
+            if rec.terminal_sent:
+                continue
+            if rec.container_id is None:
+                # We died between accepting the launch and creating the container: launch it now.
+                self._spawn(self._launch(rec))
+                continue
+            self._watch(rec)
+        log.info("recovered tasks from checkpoint", tasks=len(self.tasks))
+
+    # ---- the agent's own endpoints --------------------------------------------------------------------
+    async def _serve_http(self) -> web.AppRunner:
+        async def health(request):
+            return web.Response(status=200)
+
+        async def state(request):
+            return web.json_response({
+                "id": self.cp.agent_id, "hostname": self.config.hostname, "master": self.master,
+                "resources": self.config.resources.format(),
+                "tasks": [{"framework_id": r.framework_id, "task_id": r.spec.task_id, "state": r.state,
+                           "container_id": r.container_id, "unacknowledged": len(r.unacked)}
+                          for r in self.tasks.values()],
+            })
+
+        app = web.Application()
+        app.router.add_get("/health", health)
+        app.router.add_get("/state", state)
+        app.router.add_get("/slave(1)/state", state)
+        runner = web.AppRunner(app, handle_signals=False)
+        await runner.setup()
+        host, _, port = self.config.http.rpartition(":")
+        await web.TCPSite(runner, host, int(port), reuse_address=True).start()
+        return runner
+
+    # ---- master link ----------------------------------------------------------------------------------
+    def _subscribe_body(self) -> bytes:
+        reports = [ev.TaskReport(framework_id=r.framework_id, task_id=r.spec.task_id, state=r.state, spec=r.spec)
+                   for r in self.tasks.values() if not (r.terminal_sent and not r.unacked)]
+        call = {"type": "SUBSCRIBE", "subscribe": {
+            "agent_id": self.cp.agent_id, "hostname": self.config.hostname, "http": self.config.http,
+            "resources": msgspec.to_builtins(self.config.resources.to_list()),
+            "attributes": msgspec.to_builtins(self.config.attributes),
+            "tasks": msgspec.to_builtins(reports)}}
+        return json.dumps(call).encode()
+
+    async def _link_loop(self) -> None:
+        i = 0
+        candidates = list(self.config.masters)
+        while True:
+            target = candidates[i % len(candidates)]
+            try:
+                await self._link(target)
+            except asyncio.CancelledError:
+                raise
+            except Exception as e:
+                log.debug("master link attempt failed", master=target, error=str(e))
+            self.registered.clear()
+            self.master = None
+            i += 1
+            await asyncio.sleep(0.25 if i % len(candidates) else 0.5)
+
+    async def _link(self, target: str) -> None:
+        url = f"http://{target}/api/drover/agent"
+        async with self._session.post(url, data=self._subscribe_body(), allow_redirects=False,
+                                      headers={"Content-Type": "application/json"}) as resp:
+            if resp.status == 307:
+                loc = resp.headers.get("Location", "")
+                leader = loc.lstrip("/").split("/", 1)[0]
+                if leader and leader != target:
+                    await self._link(leader)
+                return
+            if resp.status != 200:
+                raise RuntimeError(f"master {target} answered {resp.status}")
+            buf = b""
+            async for chunk in resp.content.iter_any():
+                buf += chunk
+                while True:
+                    nl = buf.find(b"\n")
+                    if nl < 0:
+                        break
+                    n = int(buf[:nl])
+                    if len(buf) < nl + 1 + n:
+                        break
+                    record, buf = buf[nl + 1: nl + 1 + n], buf[nl + 1 + n:]
+                    await self._on_message(target, json.loads(record))
+
+    async def _on_message(self, master: str, msg: dict) -> None:
+        t = msg.get("type")
+        if t == "REGISTERED":
+            reg = msg["registered"]
+            if self.cp.agent_id != reg["agent_id"]:
+                self.cp.agent_id, self.cp.cluster_id = reg["agent_id"], reg.get("cluster_id")
+                self.checkpoint()
+            self.master = master
+            self.registered.set()
+            self._resend_all = True
+            self._update_wakeup.set()  # resend unacknowledged updates to the (new) leader now
+            log.info("registered with master", master=master, agent_id=self.cp.agent_id)
+        elif t == "LAUNCH":
+            launch = msg["launch"]
+            spec = msgspec.convert(launch["task"], ev.TaskSpec)
+            key = (launch["framework_id"], spec.task_id)
+            if key in self.tasks:
+                return  # idempotent: a new leader re-sends launches it cannot know we got
+            rec = TaskRecord(framework_id=launch["framework_id"], spec=spec,
+                             framework_info=launch.get("framework_info", {}))
+            self.tasks[key] = rec
+            self.checkpoint()
+            self._spawn(self._launch(rec))
+        elif t == "KILL":
+            k = msg["kill"]
+            await self._kill(k["framework_id"], k["task_id"], k.get("grace_seconds"))
+        elif t == "ACKNOWLEDGE":
+            a = msg["acknowledge"]
+            self._acknowledged(a["framework_id"], a["task_id"], a["uuid"])
+        elif t == "ERROR":
+            raise RuntimeError(msg.get("error", {}).get("message", "error from master"))
+
+    def _spawn(self, coro) -> None:
+        task = asyncio.create_task(coro)
+        self._bg.add(task)
+        task.add_done_callback(self._bg.discard)
+
+    # ---- tasks ----------------------------------------------------------------------------------------
+    def _container_name(self, rec: TaskRecord) -> str:
+        raw = f"{self.cp.agent_id}-{rec.framework_id}-{rec.spec.task_id}"
+        clean = re.sub(r"[^a-zA-Z0-9_.-]", "_", raw)[:100]
+        return f"drover-{clean}-{hashlib.sha1(raw.encode()).hexdigest()[:8]}"
+
+    def _sandbox(self, rec: TaskRecord) -> Path:
+        safe = lambda s: re.sub(r"[^a-zA-Z0-9_.-]", "_", s)  # noqa: E731
+        return self.config.work_dir / "sandboxes" / safe(rec.framework_id) / safe(rec.spec.task_id)
+
+    async def _launch(self, rec: TaskRecord) -> None:
+        key = (rec.framework_id, rec.spec.task_id)
+        if rec.kill_requested:
+            self._status(rec, "TASK_KILLED", reason="REASON_TASK_KILLED_DURING_LAUNCH",
+                         message="Task killed before it was launched")
+            return
+        self._status(rec, "TASK_STARTING", source="SOURCE_EXECUTOR")
+        res = Resources(rec.spec.resources)
+        sandbox = self._sandbox(rec)
+        sandbox.mkdir(parents=True, exist_ok=True)
+        env = {v.key: v.value for v in rec.spec.command.env}
+        env.update({"MESOS_TASK_ID": rec.spec.task_id, "MESOS_FRAMEWORK_ID": rec.framework_id,
+                    "MESOS_AGENT_ID": self.cp.agent_id or ""})
+        spec = ContainerSpec(
+            name=self._container_name(rec), image=rec.spec.image, shell=rec.spec.command.shell,
+            value=rec.spec.command.value, arguments=list(rec.spec.command.arguments), env=env,
+            cpus=res.scalar("cpus") or None, mem_mb=res.scalar("mem") or None,
+            labels={"drover.agent": self.cp.agent_id or "", "drover.framework": rec.framework_id,
+                    "drover.task": rec.spec.task_id},
+            sandbox_dir=sandbox,
+        )
+        try:
+            cid = await self.containerizer.launch(spec)
+        except ContainerLaunchError as e:
+            self._status(rec, "TASK_FAILED", reason="REASON_CONTAINER_LAUNCH_FAILED", message=str(e))
+            return
+        except Exception as e:  # podman service trouble: still a clear, terminal answer for the framework
+            self._status(rec, "TASK_FAILED", reason="REASON_CONTAINER_LAUNCH_FAILED", message=f"launch failed: {e}")
+            return
+        rec.container_id = cid
+        self.checkpoint()
+        if rec.kill_requested:
+            self._killed_by_us.add(key)
+            self._spawn(self.containerizer.kill(cid, rec.spec.kill_grace_seconds or 3.0))
+        self._status(rec, "TASK_RUNNING", source="SOURCE_EXECUTOR", container_id=cid)
+        self._watch(rec)
+
+    def _watch(self, rec: TaskRecord) -> None:
+        key = (rec.framework_id, rec.spec.task_id)
+        if key not in self._watchers:
+            self._watchers[key] = asyncio.create_task(self._wait_exit(rec))
+
+    async def _wait_exit(self, rec: TaskRecord) -> None:
+        key = (rec.framework_id, rec.spec.task_id)
+        try:
+            st = await self.containerizer.wait(rec.container_id)
+        except Exception as e:
+            log.warning("lost track of a container", task=rec.spec.task_id, error=str(e))
+            st = None
+        finally:
+            self._watchers.pop(key, None)
+        if st is None:
+            self._status(rec, "TASK_LOST", reason="REASON_CONTAINER_LAUNCH_FAILED",
+                         message="The task's container disappeared")
+        elif rec.kill_requested or key in self._killed_by_us:
+            self._status(rec, "TASK_KILLED", source="SOURCE_EXECUTOR", message="Command terminated by a kill request")
+        elif st.exit_code == 0:
+            self._status(rec, "TASK_FINISHED", source="SOURCE_EXECUTOR", message="Command exited with status 0")
+        elif st.oom_suspected:
+            self._status(rec, "TASK_FAILED", source="SOURCE_EXECUTOR", reason="REASON_CONTAINER_LIMITATION_MEMORY",
+                         message="Command was killed (exit 137): memory limit probably reached")
+        else:
+            self._status(rec, "TASK_FAILED", source="SOURCE_EXECUTOR",
+                         message=f"Command exited with status {st.exit_code}")
+
+    async def _kill(self, framework_id: str, task_id: str, grace: float | None) -> None:
+        key = (framework_id, task_id)
+        rec = self.tasks.get(key)
+        if rec is None or rec.terminal_sent:
+            # Not ours (any more): maybe a container we lost track of; make sure it is gone.
+            for c in await self.containerizer.list({"drover.framework": framework_id, "drover.task": task_id}):
+                if c.status == "running":
+                    await self.containerizer.kill(c.container_id, grace or 3.0)
+            return
+        rec.kill_requested = True
+        self.checkpoint()
+        if rec.container_id is not None:
+            self._killed_by_us.add(key)
+            await self.containerizer.kill(rec.container_id, grace if grace is not None else
+                                          (rec.spec.kill_grace_seconds or 3.0))
+
+    # ---- status updates ------------------------------------------------------------------------------------
+    def _status(self, rec: TaskRecord, state: str, *, source: str = "SOURCE_AGENT", reason: str | None = None,
+                message: str | None = None, container_id: str | None = None) -> None:
+        if rec.terminal_sent:
+            return
+        st = ev.TaskStatus(state=state, source=source, timestamp=time.time(),
+                           uuid=base64.b64encode(uuid.uuid4().bytes).decode(), reason=reason, message=message,
+                           container_id=container_id or rec.container_id)
+        rec.state = state
+        rec.unacked.append(st)
+        if state in TERMINAL:
+            rec.terminal_sent = True
+        self.checkpoint()
+        self._update_wakeup.set()
+        log.info("task status", task=rec.spec.task_id, state=state, message=message)
+
+    def _acknowledged(self, framework_id: str, task_id: str, uuid_b64: str) -> None:
+        rec = self.tasks.get((framework_id, task_id))
+        if rec is None or not rec.unacked or rec.unacked[0].uuid != uuid_b64:
+            return
+        rec.unacked.pop(0)
+        if rec.terminal_sent and not rec.unacked:
+            del self.tasks[(framework_id, task_id)]  # nothing left to remember about it
+        self.checkpoint()
+        self._update_wakeup.set()
+
+    async def _update_loop(self) -> None:
+        sent: dict[tuple[str, str], tuple[str, float, float]] = {}  # key -> (uuid, next retry, backoff)
+        loop = asyncio.get_running_loop()
+        while True:
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._update_wakeup.wait(), 0.5)
+            self._update_wakeup.clear()
+            if not self.registered.is_set() or self._resend_all:
+                sent.clear()  # resend every head to whoever we register with next
+                self._resend_all = False
+            if not self.registered.is_set():
+                continue
+            now = loop.time()
+            for key, rec in list(self.tasks.items()):
+                if not rec.unacked:
+                    sent.pop(key, None)
+                    continue
+                head = rec.unacked[0]
+                prev = sent.get(key)
+                if prev is not None and prev[0] == head.uuid and now < prev[1]:
+                    continue
+                backoff = self.config.update_retry_initial if prev is None or prev[0] != head.uuid else \
+                    min(prev[2] * 2, self.config.update_retry_max)
+                sent[key] = (head.uuid, now + backoff, backoff)
+                await self._send_update(rec, head)
+
+    async def _send_update(self, rec: TaskRecord, st: ev.TaskStatus) -> None:
+        if self.master is None:
+            return
+        body = {"type": "UPDATE", "agent_id": self.cp.agent_id,
+                "update": {"framework_id": rec.framework_id, "task_id": rec.spec.task_id,
+                           "status": msgspec.to_builtins(st)}}
+        try:
+            async with self._session.post(f"http://{self.master}/api/drover/agent", json=body,
+                                          allow_redirects=False, timeout=aiohttp.ClientTimeout(total=5)) as resp:
+                if resp.status != 202:
+                    log.debug("status update not accepted", status=resp.status)
+        except (aiohttp.ClientError, asyncio.TimeoutError) as e:
+            log.debug("status update send failed", error=str(e))
+
+
+async def run_agent(config: AgentConfig, stop: asyncio.Event | None = None) -> None:
+    stop = stop or asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, stop.set)
+    await Agent(config).run(stop)

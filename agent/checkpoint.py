@@ -1,0 +1,54 @@
+"""Agent checkpoints: what an agent must remember across its own restarts.
+
+Written atomically (temp file + rename + fsync), so a crash leaves either the
+old or the new file, never half of one.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import msgspec
+
+from eventstore import events as ev
+
+
+class TaskRecord(msgspec.Struct, omit_defaults=True):
+    framework_id: str
+    spec: ev.TaskSpec
+    framework_info: dict = msgspec.field(default_factory=dict)
+    container_id: str | None = None
+    state: str = "TASK_STAGING"
+    kill_requested: bool = False
+    terminal_sent: bool = False  # a terminal update was queued: the task needs nothing more
+    unacked: list[ev.TaskStatus] = msgspec.field(default_factory=list)  # in order; the head is in flight
+
+
+class AgentCheckpoint(msgspec.Struct, omit_defaults=True):
+    agent_id: str | None = None
+    cluster_id: str | None = None
+    tasks: list[TaskRecord] = msgspec.field(default_factory=list)
+
+
+def write_atomic(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+class CheckpointStore:
+    def __init__(self, work_dir: Path):
+        self.path = work_dir / "meta" / "agent.json"
+
+    def load(self) -> AgentCheckpoint:
+        if not self.path.exists():
+            return AgentCheckpoint()
+        return msgspec.json.decode(self.path.read_bytes(), type=AgentCheckpoint)
+
+    def save(self, cp: AgentCheckpoint) -> None:
+        write_atomic(self.path, msgspec.json.encode(cp))

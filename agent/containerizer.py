@@ -1,0 +1,519 @@
+"""Podman containerizer for the Drover agent (podman 4.3.1 REST service, podman-py 5.8.0).
+
+Design notes (background: the platform notes on podman 4.3.1 / podman-py 5.8.0 quirks):
+
+* podman-py is blocking. Its calls run in a private thread pool (not asyncio's default executor, which has only
+  min(32, cpus+4) = 6 threads here and would be starved by long `stop` calls), with one PodmanClient per thread
+  because a requests session is not meant to be shared across threads.
+* wait() does not hold a thread or make the service poll: one aiohttp stream of podman "died" events (cancellable,
+  reconnects if the service restarts) wakes the waiters; every waiter re-inspects after subscribing (no lost wake-up)
+  and every 30 s as a safety net.
+* stdout/stderr: every task runs as
+      /bin/sh -c 'exec >>/mnt/mesos/sandbox/stdout 2>>/mnt/mesos/sandbox/stderr; exec "$@"' drover-wrapper ARGV...
+  where ARGV is ["/bin/sh", "-c", value] (shell=True) or [value, *arguments[1:]] (shell=False). The wrapper only
+  redirects and exec()s, so the task's exit code (and signal status, e.g. 137) is passed through unchanged, and the
+  task itself sees exactly Mesos' `sh -c value` ($0, $@ untouched). Costs: the image must have /bin/sh, and with
+  shell=False argv[0] becomes `value` (a POSIX sh has no portable `exec -a`).
+  k8s-file logs (podman logs) then only hold wrapper errors, e.g. an unwritable sandbox.
+* init=True: catatonit is PID 1 and forwards SIGTERM, so a stop takes ~0.2 s instead of the full grace period.
+* Containers are never auto-removed: exit codes must survive agent restarts (reconcile via list()).
+* OOMKilled is always false with conmon 2.1.6 + podman 4.3.1, so exit 137 not caused by our kill() is reported as
+  `oom_suspected`. The "we killed it" memory is in-process only: after an agent restart it is lost.
+* ContainerState: podman's transient "stopped" (exited, cleanup pending) is reported as "exited"; a container that
+  vanished is reported by wait() as status="removed", exit_code=None. Timestamps are ISO 8601 UTC ("...Z"),
+  microseconds from inspect(), whole seconds from list() (podman's list only has epoch seconds).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import json
+import logging
+import math
+import re
+import subprocess
+import threading
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable, TypeVar
+
+import aiohttp
+from podman import PodmanClient
+from podman.errors import APIError, NotFound
+
+from agent import images
+
+T = TypeVar("T")
+
+SANDBOX_MOUNT = "/mnt/mesos/sandbox"
+_WRAPPER = f'exec >>{SANDBOX_MOUNT}/stdout 2>>{SANDBOX_MOUNT}/stderr; exec "$@"'
+# podman's own name rule; checked up front so a bad name is a clear spec error, not a podman 500.
+_NAME_RE = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]*$")
+_DONE_STATES = {"exited", "stopped", "removed", "dead"}
+
+
+def _norm_status(status: str) -> str:
+    # "stopped" is podman's short (~0.1 s) pre-cleanup state: the process has exited and ExitCode/FinishedAt are
+    # already final. Reported as "exited" so callers only need to know one terminal status.
+    return "exited" if status == "stopped" else status
+_API_TIMEOUT = 60  # seconds per REST call (stop adds the grace period)
+_SAFETY_POLL = 30.0  # seconds: re-inspect waiters even without an event
+
+
+@dataclass
+class ContainerSpec:
+    name: str
+    image: str | None
+    shell: bool
+    value: str | None
+    arguments: list[str]
+    env: dict[str, str]
+    cpus: float | None
+    mem_mb: float | None
+    labels: dict[str, str]
+    sandbox_dir: Path
+    network: str = "none"
+
+
+@dataclass
+class ContainerState:
+    container_id: str
+    name: str
+    labels: dict[str, str]
+    status: str
+    exit_code: int | None
+    started_at: str | None
+    finished_at: str | None
+    oom_suspected: bool = False
+
+
+class ContainerLaunchError(Exception):
+    """A task container could not be created or started; str(e) is meant for users (TASK_FAILED message)."""
+
+
+def _iso(value: Any) -> str | None:
+    """Normalize podman timestamps (RFC 3339 with ns from inspect, epoch seconds from list) to ISO 8601 UTC."""
+    if value is None or value == "":
+        return None
+    if isinstance(value, (int, float)):
+        if value <= 0:
+            return None
+        return datetime.fromtimestamp(value, timezone.utc).isoformat().replace("+00:00", "Z")
+    s = str(value)
+    if s.startswith("0001-01-01"):  # Go zero time: never started / not finished
+        return None
+    m = re.match(r"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(\.\d+)?(Z|[+-]\d\d:\d\d)$", s)
+    if not m:
+        return s
+    frac = (m.group(2) or ".0")[1:7].ljust(6, "0")  # Python parses at most microseconds
+    tz = "+00:00" if m.group(3) == "Z" else m.group(3)
+    dt = datetime.fromisoformat(f"{m.group(1)}.{frac}{tz}").astimezone(timezone.utc)
+    return dt.isoformat().replace("+00:00", "Z")
+
+
+def _api_message(e: Exception) -> str:
+    if isinstance(e, APIError):
+        return (e.explanation or str(e)).strip()
+    return str(e)
+
+
+class PodmanContainerizer:
+    def __init__(self, socket_path: Path, *, start_service: bool = True, log: logging.Logger | Any = None):
+        self.socket_path = Path(socket_path)
+        self.start_service = start_service
+        self.log = log or logging.getLogger("drover.containerizer")
+        self._base_url = f"unix://{self.socket_path}"
+        self._service: subprocess.Popen | None = None
+        self._executor = concurrent.futures.ThreadPoolExecutor(max_workers=16, thread_name_prefix="podman")
+        self._tls = threading.local()
+        self._clients: list[PodmanClient] = []
+        self._clients_lock = threading.Lock()
+        self._killed: set[str] = set()  # full ids of containers stopped by kill()
+        self._waiters: dict[str, list[asyncio.Future]] = {}
+        self._events_task: asyncio.Task | None = None
+        self._events_connected: asyncio.Event | None = None
+
+    # ------------------------------------------------------------------------------------------------ plumbing
+    def _client(self) -> PodmanClient:
+        c = getattr(self._tls, "client", None)
+        if c is None:
+            c = PodmanClient(base_url=self._base_url, timeout=_API_TIMEOUT)
+            self._tls.client = c
+            with self._clients_lock:
+                self._clients.append(c)
+        return c
+
+    async def _run(self, fn: Callable[..., T], *args: Any) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+
+    def _ping(self) -> bool:
+        try:
+            return bool(self._client().ping())
+        except Exception:
+            return False
+
+    # ------------------------------------------------------------------------------------------------ lifecycle
+    async def start(self) -> None:
+        if not await self._run(self._ping):
+            if not self.start_service:
+                raise ContainerLaunchError(f"no podman service answers on {self.socket_path}")
+            await self._run(self._start_service)
+        self._events_connected = asyncio.Event()
+        self._events_task = asyncio.create_task(self._watch_events(), name="podman-events")
+        await self._run(lambda: images.ensure_image(self._client()))
+
+    def _start_service(self) -> None:
+        self.socket_path.parent.mkdir(parents=True, exist_ok=True)
+        with contextlib.suppress(FileNotFoundError):
+            self.socket_path.unlink()  # stale socket from a dead service (nothing answered the ping)
+        log_path = self.socket_path.with_name(self.socket_path.name + ".log")
+        with open(log_path, "ab") as logf:
+            # Own session: a Ctrl-C on our terminal must not kill the service (its containers survive anyway).
+            # cwd = socket dir: conmon drops stray `oom` files into the cwd of whoever started the service.
+            self._service = subprocess.Popen(
+                ["podman", "system", "service", "--time=0", self._base_url],
+                env=images.podman_env(), cwd=self.socket_path.parent, stdin=subprocess.DEVNULL,
+                stdout=logf, stderr=subprocess.STDOUT, start_new_session=True,
+            )
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if self._service.poll() is not None:
+                tail = log_path.read_text(errors="replace")[-2000:]
+                self._service = None
+                raise ContainerLaunchError(f"podman system service exited immediately; log {log_path}:\n{tail}")
+            if self.socket_path.exists() and self._ping():
+                self.log.info("started podman service pid=%s socket=%s", self._service.pid, self.socket_path)
+                return
+            time.sleep(0.05)
+        self._terminate_service()
+        raise ContainerLaunchError(f"podman system service did not answer on {self.socket_path} within 30 s")
+
+    def _terminate_service(self) -> None:
+        p, self._service = self._service, None
+        if p is None or p.poll() is not None:
+            return
+        p.terminate()  # only the service process: conmon/containers live in their own sessions and keep running
+        try:
+            p.wait(10)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()
+
+    async def stop(self) -> None:
+        if self._events_task is not None:
+            self._events_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._events_task
+            self._events_task = None
+        for futs in self._waiters.values():
+            for f in futs:
+                if not f.done():
+                    f.cancel()
+        self._waiters.clear()
+        await self._run(self._terminate_service)
+        with self._clients_lock:
+            clients, self._clients = self._clients, []
+        for c in clients:
+            with contextlib.suppress(Exception):
+                c.close()
+        self._executor.shutdown(wait=False, cancel_futures=True)
+        self._executor = concurrent.futures.ThreadPoolExecutor(max_workers=16, thread_name_prefix="podman")
+        self._tls = threading.local()
+
+    # ------------------------------------------------------------------------------------------------ state
+    def _state_from_inspect(self, attrs: dict) -> ContainerState:
+        st = attrs.get("State") or {}
+        status = _norm_status(st.get("Status", "unknown"))
+        cid = attrs["Id"]
+        exit_code = st.get("ExitCode") if status in _DONE_STATES else None
+        return ContainerState(
+            container_id=cid,
+            name=attrs.get("Name", "").lstrip("/"),
+            labels=dict((attrs.get("Config") or {}).get("Labels") or {}),
+            status=status,
+            exit_code=exit_code,
+            started_at=_iso(st.get("StartedAt")),
+            finished_at=_iso(st.get("FinishedAt")) if status in _DONE_STATES else None,
+            oom_suspected=exit_code == 137 and cid not in self._killed,
+        )
+
+    def _state_from_list(self, attrs: dict) -> ContainerState:
+        # sparse list items already carry State/ExitCode/ExitedAt/Labels: no per-container inspect needed
+        status = _norm_status(attrs.get("State", "unknown"))
+        cid = attrs["Id"]
+        exit_code = attrs.get("ExitCode") if status in _DONE_STATES else None
+        names = attrs.get("Names") or [""]
+        return ContainerState(
+            container_id=cid,
+            name=names[0],
+            labels=dict(attrs.get("Labels") or {}),
+            status=status,
+            exit_code=exit_code,
+            started_at=_iso(attrs.get("StartedAt")),
+            finished_at=_iso(attrs.get("ExitedAt")) if status in _DONE_STATES else None,
+            oom_suspected=exit_code == 137 and cid not in self._killed,
+        )
+
+    def _inspect_sync(self, container_id: str) -> ContainerState | None:
+        try:
+            resp = self._client().api.get(f"/containers/{container_id}/json")
+            resp.raise_for_status()
+        except NotFound:
+            return None
+        return self._state_from_inspect(resp.json())
+
+    async def inspect(self, container_id: str) -> ContainerState | None:
+        return await self._run(self._inspect_sync, container_id)
+
+    def _list_sync(self, labels: dict[str, str]) -> list[ContainerState]:
+        # list of "label=k=v" strings: ANDed. (A dict with a list value is sent as "['k=v']" and matches nothing.)
+        filters = [f"label={k}={v}" for k, v in labels.items()]
+        cs = self._client().containers.list(all=True, filters=filters) if filters else \
+            self._client().containers.list(all=True)
+        return [self._state_from_list(c.attrs) for c in cs]
+
+    async def list(self, labels: dict[str, str]) -> list[ContainerState]:
+        return await self._run(self._list_sync, dict(labels))
+
+    # ------------------------------------------------------------------------------------------------ launch
+    def _build_argv(self, spec: ContainerSpec, image_attrs: dict) -> list[str]:
+        if spec.shell:
+            if not spec.value:
+                raise ContainerLaunchError("invalid task command: shell=true requires a command value")
+            return ["/bin/sh", "-c", spec.value]
+        if spec.value:
+            return [spec.value, *list(spec.arguments)[1:]]
+        # Mesos: no value with shell=false -> the image's entrypoint, with `arguments` (else the image CMD) after it
+        cfg = image_attrs.get("Config") or {}
+        argv = list(cfg.get("Entrypoint") or []) + (list(spec.arguments) or list(cfg.get("Cmd") or []))
+        if not argv:
+            raise ContainerLaunchError("invalid task command: no command value and the image has no entrypoint/cmd")
+        return argv
+
+    def _validate(self, spec: ContainerSpec) -> None:
+        if not spec.name or not _NAME_RE.match(spec.name):
+            raise ContainerLaunchError(f"invalid container name {spec.name!r}: use [a-zA-Z0-9][a-zA-Z0-9_.-]*")
+        if spec.network not in ("none", "host"):
+            raise ContainerLaunchError(f"unsupported network mode {spec.network!r} (supported: none, host)")
+        if spec.cpus is not None and not (spec.cpus > 0 and math.isfinite(spec.cpus)):
+            raise ContainerLaunchError(f"invalid cpus {spec.cpus!r}: must be > 0")
+        if spec.mem_mb is not None and not (spec.mem_mb >= 6 and math.isfinite(spec.mem_mb)):
+            # podman's own minimum; checked here for a clearer message
+            raise ContainerLaunchError(f"invalid mem {spec.mem_mb!r} MB: must be >= 6 MB")
+        if not Path(spec.sandbox_dir).is_absolute():
+            raise ContainerLaunchError(f"sandbox dir must be an absolute path, got {str(spec.sandbox_dir)!r}")
+
+    def _existing(self, name: str) -> str | None:
+        """Idempotent relaunch: a container with this name exists -> make sure it was started, return its id."""
+        try:
+            c = self._client().containers.get(name)
+        except NotFound:
+            return None
+        if c.attrs["State"]["Status"] in ("created", "configured"):
+            # the agent died between create and start: finish the launch
+            self._start_or_cleanup(c)
+        return c.id
+
+    def _start_or_cleanup(self, c) -> None:
+        try:
+            c.start()
+        except APIError as e:
+            with contextlib.suppress(Exception):
+                c.remove(force=True)  # don't leave a never-started container behind a name a retry will reuse
+            raise ContainerLaunchError(f"failed to start container: {_api_message(e)}") from e
+
+    def _launch_sync(self, spec: ContainerSpec) -> str:
+        self._validate(spec)
+        client = self._client()
+        if (cid := self._existing(spec.name)) is not None:
+            return cid
+        image = spec.image or images.DEFAULT_IMAGE
+        try:
+            if not client.images.exists(image):
+                if image != images.DEFAULT_IMAGE:
+                    raise ContainerLaunchError(
+                        f"image '{image}' is not present on this agent and no registry is reachable")
+                images.ensure_image(client, image)  # someone removed the default image: rebuild it locally
+            image_attrs = client.images.get(image).attrs
+        except APIError as e:
+            raise ContainerLaunchError(f"cannot look up image '{image}': {_api_message(e)}") from e
+        argv = self._build_argv(spec, image_attrs)
+
+        sandbox = Path(spec.sandbox_dir)
+        sandbox.mkdir(parents=True, exist_ok=True)
+        env = {str(k): str(v) for k, v in spec.env.items()}
+        env["MESOS_SANDBOX"] = SANDBOX_MOUNT
+        kwargs: dict[str, Any] = dict(
+            name=spec.name,
+            # explicit entrypoint overrides any image ENTRYPOINT (Mesos: the command replaces it)
+            entrypoint=["/bin/sh", "-c", _WRAPPER, "drover-wrapper"],
+            command=argv,
+            environment=env,
+            labels={str(k): str(v) for k, v in spec.labels.items()},
+            mounts=[{"type": "bind", "source": str(sandbox), "target": SANDBOX_MOUNT}],
+            working_dir=SANDBOX_MOUNT,  # Mesos runs tasks with the sandbox as cwd
+            init=True,
+            network_mode=spec.network,
+        )
+        if spec.cpus is not None:
+            # nano_cpus is silently dropped by podman-py 5.8 -> CFS quota/period
+            kwargs["cpu_period"] = 100_000
+            kwargs["cpu_quota"] = max(1000, int(round(spec.cpus * 100_000)))
+        if spec.mem_mb is not None:
+            mem = int(spec.mem_mb * 1024 * 1024)
+            kwargs["mem_limit"] = mem
+            kwargs["memswap_limit"] = mem  # like Mesos: no swap on top of the limit
+        try:
+            c = client.containers.create(image, **kwargs)
+        except APIError as e:
+            msg = _api_message(e)
+            if "already in use" in msg:  # lost a race with a concurrent launch of the same name
+                if (cid := self._existing(spec.name)) is not None:
+                    return cid
+            raise ContainerLaunchError(f"failed to create container: {msg}") from e
+        self._start_or_cleanup(c)
+        return c.id
+
+    async def launch(self, spec: ContainerSpec) -> str:
+        try:
+            return await self._run(self._launch_sync, spec)
+        except ContainerLaunchError:
+            raise
+        except APIError as e:
+            raise ContainerLaunchError(f"podman error: {_api_message(e)}") from e
+        except OSError as e:
+            raise ContainerLaunchError(f"cannot prepare sandbox or reach podman: {e}") from e
+
+    # ------------------------------------------------------------------------------------------------ wait
+    async def _watch_events(self) -> None:
+        """Single "died" event stream for all waiters; reconnects (and re-checks every waiter) on any error."""
+        filters = json.dumps({"type": ["container"], "event": ["died"]})
+        while True:
+            try:
+                conn = aiohttp.UnixConnector(path=str(self.socket_path))
+                timeout = aiohttp.ClientTimeout(total=None, sock_connect=5)
+                async with aiohttp.ClientSession(connector=conn, timeout=timeout) as s:
+                    async with s.get("http://d/v4.0.0/libpod/events",
+                                     params={"stream": "true", "filters": filters}) as r:
+                        r.raise_for_status()
+                        self._events_connected.set()
+                        # events may have been missed while (re)connecting
+                        for cid in list(self._waiters):
+                            asyncio.create_task(self._check_waiter(cid))
+                        async for line in r.content:
+                            if not line.strip():
+                                continue
+                            try:
+                                ev = json.loads(line)
+                            except ValueError:
+                                continue
+                            cid = (ev.get("Actor") or {}).get("ID") or ev.get("id")
+                            if cid in self._waiters:
+                                asyncio.create_task(self._check_waiter(cid))
+            except asyncio.CancelledError:
+                raise
+            except Exception as e:  # service restarting, socket gone, ...
+                self.log.debug("podman event stream error: %r", e)
+            self._events_connected.clear()
+            await asyncio.sleep(0.5)
+
+    async def _check_waiter(self, cid: str) -> None:
+        try:
+            st = await self.inspect(cid)
+        except Exception as e:
+            self.log.debug("inspect %s failed: %r", cid, e)
+            return
+        if st is None or st.status in _DONE_STATES:
+            for f in self._waiters.pop(cid, []):
+                if not f.done():
+                    f.set_result(st)
+
+    async def wait(self, container_id: str) -> ContainerState:
+        """Wait until the container has exited. If it disappears (removed), returns a state with status="removed"
+        and exit_code=None instead of raising."""
+        gone = ContainerState(container_id, "", {}, "removed", None, None, None, False)
+        st = await self.inspect(container_id)
+        if st is None:
+            return gone
+        if st.status in _DONE_STATES:
+            return st
+        cid = st.container_id  # full id: events carry full ids, the caller may have given a name
+        if self._events_task is None:
+            raise RuntimeError("PodmanContainerizer.start() was not called")
+        while True:
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._events_connected.wait(), _SAFETY_POLL)
+            fut = asyncio.get_running_loop().create_future()
+            self._waiters.setdefault(cid, []).append(fut)
+            # re-inspect after subscribing: an exit between the first inspect and now has no event left to see
+            await self._check_waiter(cid)
+            try:
+                res = await asyncio.wait_for(asyncio.shield(fut), _SAFETY_POLL)
+                return res if res is not None else gone
+            except asyncio.TimeoutError:
+                lst = self._waiters.get(cid, [])
+                if fut in lst:
+                    lst.remove(fut)
+                    if not lst:
+                        self._waiters.pop(cid, None)
+            except asyncio.CancelledError:
+                lst = self._waiters.get(cid, [])
+                if fut in lst:
+                    lst.remove(fut)
+                    if not lst:
+                        self._waiters.pop(cid, None)
+                raise
+
+    # ------------------------------------------------------------------------------------------------ kill/remove
+    def _kill_sync(self, container_id: str, grace_seconds: float) -> None:
+        client = self._client()
+        try:
+            c = client.containers.get(container_id)
+        except NotFound:
+            return
+        self._killed.add(c.id)  # before stopping: the 137 that follows is ours, not an OOM
+        status = c.attrs["State"]["Status"]
+        if status in _DONE_STATES:
+            return
+        if status in ("created", "configured"):
+            # never started: podman's stop is a no-op here and wait() would block forever. Removing it makes the
+            # kill terminal (wait() then reports status="removed", exit_code=None).
+            with contextlib.suppress(NotFound):
+                c.remove(force=True)
+            return
+        # podman stop = StopSignal (SIGTERM), SIGKILL after t seconds; done server-side so it completes even if we
+        # are cancelled. t is whole seconds in the API -> round the grace up.
+        t = max(0, math.ceil(grace_seconds))
+        try:
+            resp = client.api.post(f"/containers/{c.id}/stop", params={"timeout": t}, timeout=t + _API_TIMEOUT)
+            resp.raise_for_status()  # 304 (already stopped) is fine
+        except NotFound:
+            return
+        except APIError as e:
+            if "not running" in _api_message(e) or "stopped" in _api_message(e):
+                return
+            raise
+
+    async def kill(self, container_id: str, grace_seconds: float = 3.0) -> None:
+        await self._run(self._kill_sync, container_id, grace_seconds)
+
+    def _remove_sync(self, container_id: str) -> bool:
+        try:
+            self._client().containers.get(container_id).remove(force=True)
+            return True
+        except NotFound:
+            return False
+
+    async def remove(self, container_id: str) -> None:
+        await self._run(self._remove_sync, container_id)
+
+    async def remove_all(self, labels: dict[str, str]) -> int:
+        if not labels:
+            raise ValueError("remove_all needs at least one label (refusing to remove every container)")
+        states = await self.list(labels)
+        done = await asyncio.gather(*(self._run(self._remove_sync, s.container_id) for s in states))
+        return sum(done)

@@ -1,0 +1,222 @@
+"""The `drover` command: master, agent, local, execute.
+
+Bad flags get one line on stderr and exit status 2 (no traceback).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import signal
+import sys
+import time
+from pathlib import Path
+
+from drover import logs
+
+
+class UsageError(Exception):
+    pass
+
+
+def _addr(value: str) -> str:
+    host, sep, port = value.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise argparse.ArgumentTypeError(f"expected HOST:PORT, got {value!r}")
+    return value
+
+
+def _positive(value: str) -> float:
+    try:
+        v = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {value!r}") from None
+    if v <= 0:
+        raise argparse.ArgumentTypeError(f"must be > 0, got {value}")
+    return v
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="drover", description="An event-sourced datacenter kernel (Mesos v1 API).")
+    p.add_argument("--log-level", default=None, help="debug, info, warning, error (default: info)")
+    sub = p.add_subparsers(dest="cmd", required=True)
+
+    m = sub.add_parser("master", help="run one master replica")
+    m.add_argument("--id", required=True, help="replica name, e.g. m1")
+    m.add_argument("--http", type=_addr, required=True, help="HOST:PORT for the HTTP API")
+    m.add_argument("--raft", type=_addr, required=True, help="HOST:PORT for Raft traffic")
+    m.add_argument("--peer", action="append", default=[], metavar="RAFT=HTTP",
+                   help="another replica: its Raft and HTTP addresses (repeat per peer)")
+    m.add_argument("--data-dir", type=Path, required=True)
+    m.add_argument("--leader-address", type=_addr, default=None,
+                   help="an address only the current leader listens on (for clients without leader detection)")
+    m.add_argument("--allocation-interval", type=_positive, default=1.0, help="seconds between batch allocations")
+    m.add_argument("--offer-timeout", type=_positive, default=None, help="rescind offers unanswered this long (s)")
+    m.add_argument("--heartbeat-interval", type=_positive, default=15.0, help="stream heartbeat period (s)")
+    m.add_argument("--framework-failover-grace", type=float, default=60.0,
+                   help="time frameworks get to re-subscribe after a leader change (s)")
+    m.add_argument("--min-allocatable-resources", default="cpus:0.01|mem:32")
+
+    a = sub.add_parser("agent", help="run an agent")
+    a.add_argument("--master", required=True, help="comma-separated HOST:PORT of master replicas")
+    a.add_argument("--http", type=_addr, required=True, help="HOST:PORT for the agent's own endpoints")
+    a.add_argument("--work-dir", type=Path, required=True)
+    a.add_argument("--resources", default="cpus:1;mem:1024;disk:10240;ports:[31000-32000]")
+    a.add_argument("--podman-socket", type=Path, default=None, help="default: WORK_DIR/podman.sock")
+    a.add_argument("--hostname", default=None)
+    a.add_argument("--attributes", default="", help="k:v;k2:v2")
+
+    l = sub.add_parser("local", help="run 3 master replicas and 2 agents on this machine")
+    l.add_argument("--data-dir", type=Path, default=Path("var/local"))
+    l.add_argument("--masters", type=int, default=3, choices=(1, 3, 5))
+    l.add_argument("--agents", type=int, default=2)
+    l.add_argument("--base-port", type=int, default=5050,
+                   help="leader endpoint on BASE, replicas on BASE+1.., agents on BASE+11.., Raft on BASE+100..")
+    l.add_argument("--demo", action="store_true", help="run a demo job once the cluster is up, then keep running")
+
+    e = sub.add_parser("execute", help="run a command as tasks (like mesos-execute)")
+    e.add_argument("--master", required=True, type=_addr)
+    e.add_argument("--command", required=True)
+    e.add_argument("--image", default=None)
+    e.add_argument("--cpus", type=_positive, default=0.1)
+    e.add_argument("--mem", type=_positive, default=32.0)
+    e.add_argument("--instances", type=int, default=1)
+    e.add_argument("--name", default="drover-execute")
+    e.add_argument("--timeout", type=_positive, default=300.0)
+    return p
+
+
+def _master(args) -> int:
+    from eventstore.resources import Resources  # noqa: F401  (import check early)
+    from master.allocator import AllocatorConfig
+    from master.core import MasterConfig, Peer
+    from master.http import run_master
+
+    peers = []
+    for spec in args.peer:
+        raft, sep, http = spec.partition("=")
+        if not sep:
+            raise UsageError(f"--peer {spec!r}: expected RAFT_HOST:PORT=HTTP_HOST:PORT")
+        peers.append(Peer(raft=_addr(raft), http=_addr(http)))
+    try:
+        min_alloc = AllocatorConfig.parse_min_allocatable(args.min_allocatable_resources)
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+    cfg = MasterConfig(
+        id=args.id, http=args.http, raft=args.raft, peers=peers, data_dir=args.data_dir,
+        leader_address=args.leader_address, heartbeat_interval=args.heartbeat_interval,
+        framework_failover_grace=args.framework_failover_grace,
+        allocator=AllocatorConfig(allocation_interval=args.allocation_interval, offer_timeout=args.offer_timeout,
+                                  min_allocatable=min_alloc),
+    )
+    asyncio.run(run_master(cfg))
+    return 0
+
+
+def _agent(args) -> int:
+    from agent.agent import AgentConfig, run_agent
+    from eventstore.events import Label
+    from eventstore.resources import Resources
+
+    try:
+        resources = Resources.parse(args.resources)
+    except ValueError as e:
+        raise UsageError(f"--resources: {e}") from None
+    attrs = []
+    for part in filter(None, args.attributes.split(";")):
+        k, sep, v = part.partition(":")
+        if not sep:
+            raise UsageError(f"--attributes: expected key:value, got {part!r}")
+        attrs.append(Label(k.strip(), v.strip()))
+    masters = [_addr(m.strip()) for m in args.master.split(",") if m.strip()]
+    cfg = AgentConfig(masters=masters, http=args.http, work_dir=args.work_dir, resources=resources,
+                      podman_socket=args.podman_socket or args.work_dir / "podman.sock", attributes=attrs)
+    if args.hostname:
+        cfg.hostname = args.hostname
+    asyncio.run(run_agent(cfg))
+    return 0
+
+
+def _local(args) -> int:
+    from drover.local import LocalCluster
+
+    cluster = LocalCluster(data_dir=args.data_dir.resolve(), masters=args.masters, agents=args.agents,
+                           base_port=args.base_port)
+    stopping = False
+
+    def on_signal(signum, frame):
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    layout = cluster.start()
+    try:
+        leader = cluster.wait_leader()
+        cluster.wait_agents()
+        print(f"drover local cluster is up (data in {cluster.data_dir})")
+        print(f"  leader endpoint (follows failover): {layout['leader']}")
+        for m in layout["masters"]:
+            mark = "  <- leader" if m["id"] == leader else ""
+            print(f"  master {m['id']}: http {m['http']}  raft {m['raft']}{mark}")
+        for a in layout["agents"]:
+            print(f"  agent  {a['id']}: http {a['http']}  work dir {a['work_dir']}")
+        print(f"  endpoints written to {cluster.data_dir / 'local.json'}; Ctrl-C stops everything")
+        sys.stdout.flush()
+        if args.demo:
+            from drover.execute import execute
+            print("demo: 4 tasks, each echoing from its own container ...", flush=True)
+            rc = asyncio.run(execute(layout["leader"], "echo hello from $MESOS_TASK_ID in $(hostname); sleep 1",
+                                     instances=4, name="demo"))
+            print(f"demo finished: {'all tasks finished' if rc == 0 else 'some tasks failed'}", flush=True)
+        while not stopping:
+            time.sleep(0.2)
+            for name, proc in cluster.procs.items():
+                if proc.poll() is not None and not stopping:
+                    print(f"warning: {name} exited with status {proc.returncode}; see "
+                          f"{cluster.data_dir / (name + '.log')}", file=sys.stderr)
+                    cluster.procs[name] = _Exited()
+    finally:
+        print("stopping the local cluster ...", flush=True)
+        cluster.stop()
+    return 0
+
+
+class _Exited:
+    returncode = None
+
+    def poll(self):
+        return 0
+
+    def wait(self, timeout=None):
+        return 0
+
+
+def _execute(args) -> int:
+    from drover.execute import ExecuteError, execute
+
+    try:
+        return asyncio.run(execute(args.master, args.command, image=args.image, cpus=args.cpus, mem=args.mem,
+                                   instances=args.instances, name=args.name, timeout=args.timeout))
+    except ExecuteError as e:
+        raise UsageError(str(e)) from None
+    except OSError as e:
+        raise UsageError(f"cannot reach the master at {args.master}: {e}") from None
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logs.configure(args.log_level, component=args.cmd)
+    try:
+        return {"master": _master, "agent": _agent, "local": _local, "execute": _execute}[args.cmd](args)
+    except UsageError as e:
+        print(f"drover {args.cmd}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

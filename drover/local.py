@@ -1,0 +1,206 @@
+"""`drover local`: a whole cluster on this machine (master replicas, agents, a Podman service).
+
+Each component is its own process, started exactly as an operator would start
+it (`drover master`, `drover agent`), so killing one (kill -9 of the leader) is
+a real failure. Endpoints go to DATA_DIR/local.json; Ctrl-C or SIGTERM stops
+everything and removes the cluster's containers.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from agent.images import podman_env
+
+HOST = "127.0.0.1"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind((HOST, 0))
+        return s.getsockname()[1]
+
+
+@dataclass
+class LocalCluster:
+    data_dir: Path
+    masters: int = 3
+    agents: int = 2
+    base_port: int | None = None  # None: pick free ports
+    agent_resources: str = "cpus:2;mem:2048;disk:8192;ports:[31000-32000]"
+    master_args: list[str] = field(default_factory=list)
+    agent_args: list[str] = field(default_factory=list)
+    procs: dict[str, subprocess.Popen] = field(default_factory=dict)
+    layout: dict = field(default_factory=dict)
+
+    def _port(self, offset: int) -> int:
+        return free_port() if self.base_port is None else self.base_port + offset
+
+    def plan(self) -> dict:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        masters = []
+        for i in range(self.masters):
+            masters.append({"id": f"m{i + 1}", "http": f"{HOST}:{self._port(1 + i)}",
+                            "raft": f"{HOST}:{self._port(100 + i)}", "data_dir": str(self.data_dir / f"m{i + 1}")})
+        agents = []
+        for i in range(self.agents):
+            agents.append({"id": f"a{i + 1}", "http": f"{HOST}:{self._port(11 + i)}",
+                           "work_dir": str(self.data_dir / f"a{i + 1}")})
+        self.layout = {"leader": f"{HOST}:{self._port(0)}", "masters": masters, "agents": agents,
+                       "podman_socket": str(self.data_dir / "podman.sock")}
+        return self.layout
+
+    def _cmd(self, *args: str) -> list[str]:
+        return [sys.executable, "-m", "drover.cli", *args]
+
+    def _spawn(self, name: str, argv: list[str]) -> subprocess.Popen:
+        logf = open(self.data_dir / f"{name}.log", "ab")
+        env = {**os.environ, **podman_env(), "DROVER_LOG_LEVEL": os.environ.get("DROVER_LOG_LEVEL", "info")}
+        proc = subprocess.Popen(argv, stdout=logf, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+        self.procs[name] = proc
+        return proc
+
+    def master_argv(self, m: dict) -> list[str]:
+        argv = self._cmd("master", "--id", m["id"], "--http", m["http"], "--raft", m["raft"],
+                         "--data-dir", m["data_dir"], "--leader-address", self.layout["leader"])
+        for other in self.layout["masters"]:
+            if other is not m:
+                argv += ["--peer", f"{other['raft']}={other['http']}"]
+        return argv + self.master_args
+
+    def agent_argv(self, a: dict) -> list[str]:
+        masters = ",".join(m["http"] for m in self.layout["masters"])
+        return self._cmd("agent", "--master", masters, "--http", a["http"], "--work-dir", a["work_dir"],
+                         "--resources", self.agent_resources, "--podman-socket", self.layout["podman_socket"],
+                         "--hostname", f"{a['id']}.local", *self.agent_args)
+
+    def start(self) -> dict:
+        if not self.layout:
+            self.plan()
+        sock = Path(self.layout["podman_socket"])
+        sock.unlink(missing_ok=True)
+        self._spawn("podman", ["podman", "system", "service", "--time=0", f"unix://{sock}"])
+        for m in self.layout["masters"]:
+            self.start_master(m["id"])
+        self._wait_podman(sock)
+        for a in self.layout["agents"]:
+            self.start_agent(a["id"])
+        (self.data_dir / "local.json").write_text(json.dumps(self.layout, indent=2))
+        return self.layout
+
+    def _wait_podman(self, sock: Path, timeout: float = 60.0) -> None:
+        # Agents treat a socket nobody answers on as stale and start their own service: wait until ours answers.
+        from podman import PodmanClient
+
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            if sock.exists():
+                try:
+                    with PodmanClient(base_url=f"unix://{sock}") as client:
+                        if client.ping():
+                            return
+                except Exception:
+                    pass
+            time.sleep(0.1)
+        raise TimeoutError(f"the podman service did not answer on {sock}; see {self.data_dir / 'podman.log'}")
+
+    def start_master(self, mid: str) -> subprocess.Popen:
+        m = next(m for m in self.layout["masters"] if m["id"] == mid)
+        return self._spawn(mid, self.master_argv(m))
+
+    def start_agent(self, aid: str) -> subprocess.Popen:
+        a = next(a for a in self.layout["agents"] if a["id"] == aid)
+        return self._spawn(aid, self.agent_argv(a))
+
+    def status(self, mid: str, timeout: float = 1.0) -> dict | None:
+        m = next(m for m in self.layout["masters"] if m["id"] == mid)
+        try:
+            with urllib.request.urlopen(f"http://{m['http']}/drover/status", timeout=timeout) as r:
+                return json.load(r)
+        except OSError:
+            return None
+
+    def leader(self) -> str | None:
+        for m in self.layout["masters"]:
+            proc = self.procs.get(m["id"])
+            if proc is None or proc.poll() is not None:
+                continue
+            st = self.status(m["id"])
+            if st and st["serving"]:
+                return m["id"]
+        return None
+
+    def wait_leader(self, timeout: float = 30.0) -> str:
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            lead = self.leader()
+            if lead:
+                return lead
+            time.sleep(0.1)
+        raise TimeoutError("no master replica became leader")
+
+    def agent_state(self, aid: str) -> dict | None:
+        a = next(a for a in self.layout["agents"] if a["id"] == aid)
+        try:
+            with urllib.request.urlopen(f"http://{a['http']}/state", timeout=2) as r:
+                return json.load(r)
+        except OSError:
+            return None
+
+    def wait_agents(self, timeout: float = 60.0) -> None:
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            states = [self.agent_state(a["id"]) for a in self.layout["agents"]]
+            if all(s and s.get("master") for s in states):
+                return
+            time.sleep(0.2)
+        raise TimeoutError("agents did not register")
+
+    def kill(self, name: str, sig: int = signal.SIGKILL) -> None:
+        proc = self.procs.get(name)
+        if proc is not None and proc.poll() is None:
+            proc.send_signal(sig)
+            proc.wait(timeout=30)
+
+    def stop(self) -> None:
+        """Stop agents, then masters, remove this cluster's containers, stop Podman."""
+        agent_ids = []
+        for a in self.layout.get("agents", []):
+            cp = Path(a["work_dir"]) / "meta" / "agent.json"
+            if cp.exists():
+                agent_ids.append(json.loads(cp.read_text()).get("agent_id"))
+        order = [a["id"] for a in self.layout.get("agents", [])] + [m["id"] for m in self.layout.get("masters", [])]
+        for name in order:
+            proc = self.procs.get(name)
+            if proc is not None and proc.poll() is None:
+                proc.terminate()
+        for name in order:
+            proc = self.procs.get(name)
+            if proc is not None:
+                try:
+                    proc.wait(timeout=15)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait()
+        env = {**os.environ, **podman_env()}
+        for aid in filter(None, agent_ids):
+            ids = subprocess.run(["podman", "ps", "-aq", "--filter", f"label=drover.agent={aid}"], env=env,
+                                 capture_output=True, text=True).stdout.split()
+            if ids:
+                subprocess.run(["podman", "rm", "-f", "-t", "2", *ids], env=env, capture_output=True)
+        proc = self.procs.get("podman")
+        if proc is not None and proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                proc.kill()

@@ -1,0 +1,245 @@
+"""Resources: the vocabulary shared by events, the fold, the allocator and the agent.
+
+A `Resource` is one named quantity owned by a role ("*" = unreserved): a scalar
+(cpus, mem, disk, gpus), a set of ranges (ports) or a set of items. A
+`Resources` value is a canonical bag keyed by (name, role): adding and
+subtracting keep it normalised, so two equal bags always encode to the same
+bytes (which matters for state hashes and replay).
+
+Scalars are rounded to 3 decimal places after every operation, as Mesos does
+with its fixed-point arithmetic: the result never depends on summation order.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Iterable
+
+import msgspec
+
+UNRESERVED = "*"
+
+
+class Resource(msgspec.Struct, frozen=True, omit_defaults=True):
+    name: str
+    type: str  # "SCALAR" | "RANGES" | "SET"
+    scalar: float = 0.0
+    ranges: tuple[tuple[int, int], ...] = ()
+    items: tuple[str, ...] = ()
+    role: str = UNRESERVED
+
+
+def _round(v: float) -> float:
+    return round(v + 0.0, 3)
+
+
+def _norm_ranges(rs: Iterable[tuple[int, int]]) -> tuple[tuple[int, int], ...]:
+    out: list[list[int]] = []
+    for b, e in sorted((int(b), int(e)) for b, e in rs):
+        if b > e:
+            continue
+        if out and b <= out[-1][1] + 1:
+            out[-1][1] = max(out[-1][1], e)
+        else:
+            out.append([b, e])
+    return tuple((b, e) for b, e in out)
+
+
+def _sub_ranges(a: tuple[tuple[int, int], ...], b: tuple[tuple[int, int], ...]) -> tuple[tuple[int, int], ...]:
+    out: list[tuple[int, int]] = []
+    for lo, hi in a:
+        pieces = [(lo, hi)]
+        for blo, bhi in b:
+            nxt = []
+            for plo, phi in pieces:
+                if bhi < plo or blo > phi:
+                    nxt.append((plo, phi))
+                    continue
+                if plo < blo:
+                    nxt.append((plo, blo - 1))
+                if bhi < phi:
+                    nxt.append((bhi + 1, phi))
+            pieces = nxt
+        out.extend(pieces)
+    return _norm_ranges(out)
+
+
+def _ranges_contain(a: tuple[tuple[int, int], ...], b: tuple[tuple[int, int], ...]) -> bool:
+    return not _sub_ranges(b, a)
+
+
+def _ranges_count(a: tuple[tuple[int, int], ...]) -> int:
+    return sum(e - b + 1 for b, e in a)
+
+
+class Resources:
+    """An immutable, canonical bag of resources."""
+
+    __slots__ = ("_items",)
+
+    def __init__(self, items: Iterable[Resource] = ()):
+        bag: dict[tuple[str, str], Resource] = {}
+        for r in items:
+            key = (r.name, r.role)
+            prev = bag.get(key)
+            bag[key] = r if prev is None else _add_one(prev, r)
+        self._items = {k: v for k, v in sorted(bag.items()) if not _is_empty(v)}
+
+    # -- construction -----------------------------------------------------------------
+    @classmethod
+    def parse(cls, text: str) -> "Resources":
+        """Parse the agent flag form: ``cpus:4;mem:4096;ports:[31000-32000];cpus(web):2``.
+
+        Raises ValueError naming the bad entry."""
+        items = []
+        for part in filter(None, (p.strip() for p in text.replace("\n", ";").split(";"))):
+            m = re.fullmatch(r"([A-Za-z_][\w.-]*)(?:\(([^)]*)\))?\s*:\s*(.+)", part)
+            if not m:
+                raise ValueError(f"bad resource {part!r}: expected name:value or name(role):value")
+            name, role, value = m.group(1), m.group(2) or UNRESERVED, m.group(3).strip()
+            if value.startswith("["):
+                if not value.endswith("]"):
+                    raise ValueError(f"bad ranges in {part!r}: expected [a-b,c-d]")
+                rs = []
+                for chunk in filter(None, (c.strip() for c in value[1:-1].split(","))):
+                    lo, _, hi = chunk.partition("-")
+                    try:
+                        rs.append((int(lo), int(hi or lo)))
+                    except ValueError:
+                        raise ValueError(f"bad range {chunk!r} in {part!r}") from None
+                items.append(Resource(name, "RANGES", ranges=_norm_ranges(rs), role=role))
+            elif value.startswith("{"):
+                if not value.endswith("}"):
+                    raise ValueError(f"bad set in {part!r}: expected {{a,b}}")
+                its = tuple(sorted({i.strip() for i in value[1:-1].split(",") if i.strip()}))
+                items.append(Resource(name, "SET", items=its, role=role))
+            else:
+                try:
+                    v = float(value)
+                except ValueError:
+                    raise ValueError(f"bad scalar {value!r} for {name}") from None
+                if v < 0 or v != v or v == float("inf"):
+                    raise ValueError(f"resource {name} must be a finite non-negative number, got {value}")
+                items.append(Resource(name, "SCALAR", scalar=_round(v), role=role))
+        return cls(items)
+
+    @classmethod
+    def scalars(cls, role: str = UNRESERVED, **q: float) -> "Resources":
+        return cls(Resource(n, "SCALAR", scalar=_round(v), role=role) for n, v in q.items())
+
+    # -- access -------------------------------------------------------------------------
+    def __iter__(self):
+        return iter(self._items.values())
+
+    def to_list(self) -> list[Resource]:
+        return list(self._items.values())
+
+    def __bool__(self) -> bool:
+        return bool(self._items)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Resources) and self._items == other._items
+
+    def __hash__(self) -> int:
+        return hash(tuple(self._items.items()))
+
+    def __repr__(self) -> str:
+        return f"Resources({self.format()!r})"
+
+    def format(self) -> str:
+        parts = []
+        for r in self._items.values():
+            key = r.name if r.role == UNRESERVED else f"{r.name}({r.role})"
+            if r.type == "SCALAR":
+                parts.append(f"{key}:{r.scalar:g}")
+            elif r.type == "RANGES":
+                parts.append(f"{key}:[" + ",".join(f"{b}-{e}" for b, e in r.ranges) + "]")
+            else:
+                parts.append(f"{key}:{{" + ",".join(r.items) + "}")
+        return ";".join(parts)
+
+    def scalar(self, name: str) -> float:
+        """Total of a scalar over all roles."""
+        return _round(sum(r.scalar for r in self._items.values() if r.name == name and r.type == "SCALAR"))
+
+    def quantities(self) -> dict[str, float]:
+        """Scalar totals by name (reserved and unreserved summed), sorted by name."""
+        q: dict[str, float] = {}
+        for r in self._items.values():
+            if r.type == "SCALAR":
+                q[r.name] = _round(q.get(r.name, 0.0) + r.scalar)
+        return dict(sorted(q.items()))
+
+    def ranges(self, name: str) -> tuple[tuple[int, int], ...]:
+        return _norm_ranges(rg for r in self._items.values() if r.name == name for rg in r.ranges)
+
+    def unreserved(self) -> "Resources":
+        return Resources(r for r in self._items.values() if r.role == UNRESERVED)
+
+    def allocatable_to(self, role: str) -> "Resources":
+        """Unreserved plus what is reserved for `role` or one of its ancestors."""
+        def ok(r: Resource) -> bool:
+            return r.role == UNRESERVED or r.role == role or role.startswith(r.role + "/")
+        return Resources(r for r in self._items.values() if ok(r))
+
+    # -- arithmetic ---------------------------------------------------------------------
+    def __add__(self, other: "Resources") -> "Resources":
+        return Resources([*self._items.values(), *other._items.values()])
+
+    def __sub__(self, other: "Resources") -> "Resources":
+        out = dict(self._items)
+        for key, r in other._items.items():
+            mine = out.get(key)
+            if mine is None:
+                continue
+            left = _sub_one(mine, r)
+            if _is_empty(left):
+                del out[key]
+            else:
+                out[key] = left
+        return Resources(out.values())
+
+    def contains(self, other: "Resources") -> bool:
+        for key, r in other._items.items():
+            mine = self._items.get(key)
+            if mine is None or mine.type != r.type:
+                return False
+            if r.type == "SCALAR" and _round(mine.scalar - r.scalar) < 0:
+                return False
+            if r.type == "RANGES" and not _ranges_contain(mine.ranges, r.ranges):
+                return False
+            if r.type == "SET" and not set(r.items) <= set(mine.items):
+                return False
+        return True
+
+
+def _is_empty(r: Resource) -> bool:
+    if r.type == "SCALAR":
+        return r.scalar <= 0
+    if r.type == "RANGES":
+        return not r.ranges
+    return not r.items
+
+
+def _add_one(a: Resource, b: Resource) -> Resource:
+    if a.type != b.type:
+        raise ValueError(f"resource {a.name} given as both {a.type} and {b.type}")
+    if a.type == "SCALAR":
+        return Resource(a.name, a.type, scalar=_round(a.scalar + b.scalar), role=a.role)
+    if a.type == "RANGES":
+        return Resource(a.name, a.type, ranges=_norm_ranges(a.ranges + b.ranges), role=a.role)
+    return Resource(a.name, a.type, items=tuple(sorted(set(a.items) | set(b.items))), role=a.role)
+
+
+def _sub_one(a: Resource, b: Resource) -> Resource:
+    if a.type != b.type:
+        return a
+    if a.type == "SCALAR":
+        return Resource(a.name, a.type, scalar=max(0.0, _round(a.scalar - b.scalar)), role=a.role)
+    if a.type == "RANGES":
+        return Resource(a.name, a.type, ranges=_sub_ranges(a.ranges, b.ranges), role=a.role)
+    return Resource(a.name, a.type, items=tuple(sorted(set(a.items) - set(b.items))), role=a.role)
+
+
+def ranges_count(rs: tuple[tuple[int, int], ...]) -> int:
+    return _ranges_count(rs)

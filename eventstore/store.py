@@ -1,0 +1,139 @@
+"""The durable per-replica history: every committed event in SQLite, keyed by log index.
+
+Writes are idempotent (`INSERT OR IGNORE` by index) because pysyncobj may
+re-deliver entries when it replays its journal after a restart. A write that
+finds a *different* payload at an index already stored is corruption, and says so.
+
+`AsyncEventStore` (aiosqlite) is what a running master uses; `EventStore`
+(plain sqlite3) is for tools that read a store offline (replay, audit, tests).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+from typing import Iterator
+
+import aiosqlite
+
+from eventstore import events as ev
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS events (
+    idx INTEGER PRIMARY KEY,
+    term INTEGER NOT NULL,
+    ts REAL NOT NULL,
+    type TEXT NOT NULL,
+    payload BLOB NOT NULL
+);
+"""
+PRAGMAS = ("PRAGMA journal_mode=WAL", "PRAGMA synchronous=NORMAL")
+STORE_FILE = "events.sqlite"
+
+
+class StoreCorrupt(Exception):
+    pass
+
+
+def store_path(path: str | Path) -> Path:
+    """Accept a replica's data dir or the SQLite file itself."""
+    p = Path(path)
+    if p.is_dir():
+        return p / STORE_FILE
+    return p
+
+
+def _rows(envs: list[ev.Envelope]) -> list[tuple]:
+    return [(e.index, e.term, e.ts, ev.event_type(e.event), ev.encode_event(e.event)) for e in envs]
+
+
+def row_to_envelope(row: tuple) -> ev.Envelope:
+    idx, term, ts, _type, payload = row
+    return ev.Envelope(index=idx, term=term, ts=ts, event=ev.decode_event(payload))
+
+
+class AsyncEventStore:
+    def __init__(self, path: str | Path):
+        self.path = store_path(path)
+        self._db: aiosqlite.Connection | None = None
+
+    async def open(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._db = await aiosqlite.connect(self.path)
+        for p in PRAGMAS:
+            await self._db.execute(p)
+        await self._db.executescript(SCHEMA)
+        await self._db.execute(
+            "INSERT OR IGNORE INTO meta(key, value) VALUES ('catalogue_version', ?)", (str(ev.CATALOGUE_VERSION),)
+        )
+        await self._db.commit()
+
+    async def close(self) -> None:
+        if self._db is not None:
+            await self._db.close()
+            self._db = None
+
+    async def last_index(self) -> int:
+        async with self._db.execute("SELECT COALESCE(MAX(idx), 0) FROM events") as cur:
+            (n,) = await cur.fetchone()
+        return n
+
+    async def append(self, envs: list[ev.Envelope]) -> None:
+        rows = _rows(envs)
+        await self._db.executemany("INSERT OR IGNORE INTO events(idx, term, ts, type, payload) VALUES (?,?,?,?,?)", rows)
+        await self._db.commit()
+
+    async def read(self, start: int, limit: int = 1000) -> list[ev.Envelope]:
+        async with self._db.execute(
+            "SELECT idx, term, ts, type, payload FROM events WHERE idx >= ? ORDER BY idx LIMIT ?", (start, limit)
+        ) as cur:
+            rows = await cur.fetchall()
+        return [row_to_envelope(r) for r in rows]
+
+    async def payloads(self, start: int, stop: int) -> list[tuple[int, bytes]]:
+        async with self._db.execute(
+            "SELECT idx, payload FROM events WHERE idx >= ? AND idx <= ? ORDER BY idx", (start, stop)
+        ) as cur:
+            return [(r[0], bytes(r[1])) for r in await cur.fetchall()]
+
+
+class EventStore:
+    """Synchronous, read-mostly access for offline tools."""
+
+    def __init__(self, path: str | Path, create: bool = False):
+        self.path = store_path(path)
+        if not create and not self.path.exists():
+            raise FileNotFoundError(f"no event store at {self.path}")
+        self.db = sqlite3.connect(self.path)
+        if create:
+            for p in PRAGMAS:
+                self.db.execute(p)
+            self.db.executescript(SCHEMA)
+
+    def close(self) -> None:
+        self.db.close()
+
+    def last_index(self) -> int:
+        return self.db.execute("SELECT COALESCE(MAX(idx), 0) FROM events").fetchone()[0]
+
+    def append(self, envs: list[ev.Envelope]) -> None:
+        self.db.executemany("INSERT OR IGNORE INTO events(idx, term, ts, type, payload) VALUES (?,?,?,?,?)", _rows(envs))
+        self.db.commit()
+
+    def iter_envelopes(self, start: int = 1, stop: int | None = None) -> Iterator[ev.Envelope]:
+        """Events in index order; raises StoreCorrupt at the first gap."""
+        expected = start
+        q = "SELECT idx, term, ts, type, payload FROM events WHERE idx >= ?"
+        args: list = [start]
+        if stop is not None:
+            q += " AND idx <= ?"
+            args.append(stop)
+        for row in self.db.execute(q + " ORDER BY idx", args):
+            if row[0] != expected:
+                raise StoreCorrupt(f"index {expected} is missing from {self.path} (next stored index is {row[0]})")
+            yield row_to_envelope(row)
+            expected += 1
+
+    def raw_rows(self) -> Iterator[tuple]:
+        yield from self.db.execute("SELECT idx, term, ts, type, payload FROM events ORDER BY idx")

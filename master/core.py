@@ -1,0 +1,305 @@
+"""A master replica's engine: the log, the store, the fold, and (when leading) decisions and effects.
+
+Every replica runs the applier: committed batches come off the Raft log, are
+written to SQLite, folded into `state`, and, on the leader only, turned into
+effects (messages to frameworks and agents). Decisions are taken by the leader
+under `deciding()`: read the state, choose events, commit them, and wait until
+they are folded, so the next decision sees them. Wall-clock time and new IDs
+are read here, at the edge, and written into the events.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import structlog
+
+from eventstore import events as ev
+from eventstore.raftlog import ProposalFailed, RaftLog, RaftTuning
+from eventstore.store import STORE_FILE, AsyncEventStore
+from master import effects as fx
+from master.allocator import AllocatorConfig, allocate, expired_offers
+from master.state import State, apply
+
+log = structlog.get_logger("drover.master")
+
+
+@dataclass
+class Peer:
+    raft: str
+    http: str
+
+
+@dataclass
+class MasterConfig:
+    id: str
+    http: str  # host:port this replica serves HTTP on
+    raft: str  # host:port this replica speaks Raft on
+    peers: list[Peer]  # the other replicas
+    data_dir: Path
+    leader_address: str | None = None  # an address only the current leader listens on (a floating endpoint)
+    heartbeat_interval: float = 15.0
+    allocator: AllocatorConfig = field(default_factory=AllocatorConfig)
+    # A framework whose stream was lost because the leader changed gets at least this long to re-subscribe.
+    framework_failover_grace: float = 60.0
+    raft_tuning: RaftTuning = field(default_factory=RaftTuning)
+    version: str = "1.11.0"  # the Mesos API level we speak; clients parse it as digits and dots
+
+
+class NotLeader(Exception):
+    pass
+
+
+class MasterCore:
+    def __init__(self, config: MasterConfig):
+        self.config = config
+        self.state = State()
+        self.store = AsyncEventStore(config.data_dir / STORE_FILE)
+        self.raft = RaftLog(config.raft, [p.raft for p in config.peers], config.data_dir / "raft", config.raft_tuning)
+        self.http_of_raft = {p.raft: p.http for p in config.peers}
+        self.http_of_raft[config.raft] = config.http
+        self._queue: asyncio.Queue = asyncio.Queue()
+        self._applied = asyncio.Condition()
+        self._decide_lock = asyncio.Lock()
+        self.serving = False  # leader, and our LeaderElected is folded
+        self.serving_term = 0
+        self.framework_streams: dict = {}  # framework_id -> RecordStream
+        self.agent_links: dict = {}  # agent_id -> RecordStream
+        self._tasks: list[asyncio.Task] = []
+        self._leader_tasks: list[asyncio.Task] = []
+        self._alloc_wakeup = asyncio.Event()
+        self._pending_triggers: list[str] = []
+        self.on_serving_change = None  # callback(serving: bool), set by the HTTP layer
+        self.started_at = time.time()
+        self.elected_at: float | None = None
+
+    # ---- lifecycle --------------------------------------------------------------------------
+    async def start(self) -> None:
+        await self.store.open()
+        # Rebuild state from our own history first; the Raft journal then only adds what is newer.
+        start = 1
+        while True:
+            envs = await self.store.read(start, 5000)
+            if not envs:
+                break
+            for env in envs:
+                apply(self.state, env)
+            start = envs[-1].index + 1
+        log.info("state recovered from store", index=self.state.index, replica=self.config.id)
+        self.raft.start(asyncio.get_running_loop(), self._queue)
+        self._tasks.append(asyncio.create_task(self._applier(), name="applier"))
+        self._tasks.append(asyncio.create_task(self._leadership_watch(), name="leadership"))
+
+    async def stop(self) -> None:
+        await self._step_down("shutdown")
+        for t in self._tasks:
+            t.cancel()
+        for t in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await t
+        self.raft.stop()
+        await self.store.close()
+
+    # ---- applying committed batches -------------------------------------------------------------
+    async def _applier(self) -> None:
+        while True:
+            first, batch = await self._queue.get()
+            try:
+                await self._apply_batch(first, batch)
+            except Exception:
+                log.exception("applying a committed batch failed; this replica stops applying", first=first)
+                raise
+
+    async def _apply_batch(self, first: int, batch: ev.Batch) -> None:
+        if first > self.state.index + 1:
+            await self._fill_gap(first)
+        envs = [ev.Envelope(index=first + i, term=batch.term, ts=batch.ts, event=e) for i, e in enumerate(batch.events)]
+        envs = [e for e in envs if e.index > self.state.index]
+        if not envs:
+            return
+        await self.store.append(envs)
+        for env in envs:
+            planned = fx.plan(self.state, env) if self.serving else []
+            apply(self.state, env)
+            self._execute(planned)
+            self._after_fold(env)
+        async with self._applied:
+            self._applied.notify_all()
+
+    async def _fill_gap(self, first: int) -> None:
+        # Batches folded into pysyncobj's dump before they reached SQLite come back from its bounded tail.
+        for tail_first, data in self.raft.tail():
+            batch = ev.decode_batch(data)
+            if tail_first + len(batch.events) - 1 > self.state.index and tail_first < first:
+                await self._apply_batch(tail_first, batch)
+        if first > self.state.index + 1:
+            raise RuntimeError(f"event store is missing indexes {self.state.index + 1}..{first - 1}")
+
+    def _after_fold(self, env: ev.Envelope) -> None:
+        e = env.event
+        if not self.serving:
+            return
+        if isinstance(e, ev.FrameworkSubscribed):
+            self.request_allocation("framework_added")
+        elif isinstance(e, (ev.AgentRegistered, ev.AgentReregistered)):
+            self.request_allocation("agent_added")
+        elif isinstance(e, ev.RolesRevived):
+            self.request_allocation("revive")
+
+    async def wait_applied(self, index: int, timeout: float = 10.0) -> None:
+        async with self._applied:
+            await asyncio.wait_for(self._applied.wait_for(lambda: self.state.index >= index), timeout)
+
+    # ---- effects ----------------------------------------------------------------------------------
+    def _execute(self, effects: list[fx.Effect]) -> None:
+        for e in effects:
+            if isinstance(e, fx.ToFramework):
+                self.send_framework(e.framework_id, e.event)
+            else:
+                self.send_agent(e.agent_id, e.message)
+
+    def send_framework(self, framework_id: str, event: dict) -> None:
+        stream = self.framework_streams.get(framework_id)
+        if stream is not None:
+            stream.send(event)
+
+    def send_agent(self, agent_id: str, message: dict) -> None:
+        link = self.agent_links.get(agent_id)
+        if link is not None:
+            link.send(message)
+
+    # ---- deciding ---------------------------------------------------------------------------------
+    def now(self) -> float:
+        # Never behind the log: a new leader whose clock lags must not make time run backwards.
+        return max(time.time(), self.state.ts)
+
+    @contextlib.asynccontextmanager
+    async def deciding(self):
+        async with self._decide_lock:
+            if not self.serving:
+                raise NotLeader()
+            yield
+
+    async def commit(self, events: list, ts: float | None = None, _barrier: bool = False) -> int:
+        """Commit events decided by this leader and wait until they are folded here. Call inside deciding().
+
+        `ts` is the time the decision was taken at (it is recorded so replay can re-take it)."""
+        if not events:
+            return self.state.index
+        if not _barrier and not self.serving:
+            raise NotLeader()
+        batch = ev.Batch(term=self.raft.term, ts=self.now() if ts is None else ts, events=events,
+                         proposal=uuid.uuid4().hex)
+        try:
+            first = await self.raft.propose(batch)
+        except ProposalFailed as e:
+            log.warning("proposal failed", error=str(e))
+            raise NotLeader(str(e)) from None
+        await self.wait_applied(first + len(events) - 1)
+        return first
+
+    # ---- leadership --------------------------------------------------------------------------------
+    def leader_http(self) -> str | None:
+        if self.serving:
+            return self.config.http
+        leader = self.raft.leader
+        if leader is None or leader == self.config.raft:
+            return None
+        return self.http_of_raft.get(leader)
+
+    async def _leadership_watch(self) -> None:
+        while True:
+            await asyncio.sleep(0.05)
+            try:
+                is_leader, term = self.raft.is_leader, self.raft.term
+                if is_leader and not self.serving:
+                    await self._become_leader(term)
+                elif self.serving and (not is_leader or term != self.serving_term):
+                    await self._step_down("lost leadership")
+            except NotLeader:
+                continue
+            except Exception:
+                log.exception("leadership transition failed")
+
+    async def _become_leader(self, term: int) -> None:
+        async with self._decide_lock:
+            # The barrier: once our LeaderElected is folded, every earlier entry is folded too.
+            await self.commit([ev.LeaderElected(leader_id=self.config.raft, http=self.config.http, term=term,
+                                                config=self.config.allocator.to_record())], _barrier=True)
+            if self.state.cluster_id is None:
+                await self.commit([ev.ClusterCreated(cluster_id=str(uuid.uuid4()))], _barrier=True)
+            self.serving, self.serving_term = True, term
+            self.elected_at = time.time()
+        log.info("serving as leader", replica=self.config.id, term=term, index=self.state.index)
+        self._leader_tasks = [asyncio.create_task(self._ticker(), name="ticker")]
+        if self.on_serving_change:
+            await self.on_serving_change(True)
+
+    async def _step_down(self, why: str) -> None:
+        if not self.serving:
+            return
+        self.serving = False
+        log.info("stopped serving", replica=self.config.id, why=why)
+        for t in self._leader_tasks:
+            t.cancel()
+        self._leader_tasks = []
+        for s in list(self.framework_streams.values()) + list(self.agent_links.values()):
+            s.close("leader stepped down")
+        self.framework_streams.clear()
+        self.agent_links.clear()
+        if self.on_serving_change:
+            await self.on_serving_change(False)
+
+    # ---- the leader's clock: timeouts and allocation ------------------------------------------------
+    def request_allocation(self, trigger: str) -> None:
+        self._pending_triggers.append(trigger)
+        self._alloc_wakeup.set()
+
+    async def _ticker(self) -> None:
+        interval = self.config.allocator.allocation_interval
+        loop = asyncio.get_running_loop()
+        next_periodic = loop.time() + interval
+        while True:
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._alloc_wakeup.wait(), max(0.0, next_periodic - loop.time()))
+            self._alloc_wakeup.clear()
+            if loop.time() >= next_periodic:
+                trigger = "periodic"
+                next_periodic = loop.time() + interval
+            else:
+                trigger = self._pending_triggers[0] if self._pending_triggers else "event"
+            self._pending_triggers.clear()
+            try:
+                await self.run_timers_and_allocate(trigger)
+            except NotLeader:
+                return
+            except Exception:
+                log.exception("allocation run failed")
+
+    async def run_timers_and_allocate(self, trigger: str) -> None:
+        async with self.deciding():
+            now = self.now()
+            cfg = self.config.allocator
+            events: list = []
+            expired = expired_offers(self.state, now, cfg)
+            if expired:
+                events.append(ev.OffersRescinded(offer_ids=expired, reason="offer_timeout"))
+            for fw in self.state.frameworks.values():
+                if fw.connected or fw.disconnected_at is None:
+                    continue
+                timeout = fw.info.failover_timeout
+                if fw.disconnected_by_failover:
+                    timeout = max(timeout, self.config.framework_failover_grace)
+                if now >= fw.disconnected_at + timeout:
+                    events.append(ev.FrameworkRemoved(framework_id=fw.framework_id, reason="failover_timeout"))
+            if events:
+                await self.commit(events)
+            now = self.now()
+            offers = allocate(self.state, now, cfg, trigger)
+            if offers is not None:
+                await self.commit([offers], ts=now)

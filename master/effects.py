@@ -1,0 +1,136 @@
+"""Effects: what the leader must tell frameworks and agents, derived from events and state.
+
+Pure functions. `plan(state, envelope)` is called with the state *before* the
+event is folded (a rescinded offer must still be there to know whose it was);
+`resync_agent` / `resync_framework` re-derive everything pending when a peer
+(re)connects, which is what makes a new leader pick up where the old one left
+off: launches not yet confirmed, kills not yet done, updates not yet acked.
+Receivers are idempotent, so sending twice is safe.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import msgspec
+
+from eventstore import events as ev
+from master import codec
+from master.state import State, Task
+
+# Rescinds Mesos does not announce: on failover and re-subscription offers vanish silently.
+SILENT_RESCIND_REASONS = {"leader_change", "framework_disconnected", "framework_removed"}
+
+
+@dataclass(frozen=True)
+class ToFramework:
+    framework_id: str
+    event: dict
+
+
+@dataclass(frozen=True)
+class ToAgent:
+    agent_id: str
+    message: dict
+
+
+Effect = ToFramework | ToAgent
+
+
+def launch_message(state: State, framework_id: str, spec: ev.TaskSpec) -> dict:
+    fw = state.frameworks.get(framework_id)
+    info = {"name": fw.info.name, "user": fw.info.user, "checkpoint": fw.info.checkpoint} if fw else {}
+    return {"type": "LAUNCH", "launch": {"framework_id": framework_id, "framework_info": info,
+                                         "task": msgspec.to_builtins(spec)}}
+
+
+def kill_message(task: Task) -> dict:
+    return {"type": "KILL", "kill": {"framework_id": task.framework_id, "task_id": task.task_id,
+                                     "grace_seconds": task.kill_grace_seconds}}
+
+
+def ack_message(framework_id: str, task_id: str, uuid: str) -> dict:
+    return {"type": "ACKNOWLEDGE", "acknowledge": {"framework_id": framework_id, "task_id": task_id, "uuid": uuid}}
+
+
+def update_event(state: State, framework_id: str, task_id: str, agent_id: str | None, status: ev.TaskStatus) -> dict:
+    fw = state.frameworks.get(framework_id)
+    caps = fw.info.capabilities if fw else []
+    return codec.ev_update(codec.status_out(framework_id, task_id, agent_id, status, caps))
+
+
+def plan(state: State, env: ev.Envelope) -> list[Effect]:
+    e = env.event
+    out: list[Effect] = []
+    if isinstance(e, ev.OffersMade):
+        by_fw: dict[str, list[dict]] = {}
+        for o in e.offers:
+            fw, agent = state.frameworks.get(o.framework_id), state.agents.get(o.agent_id)
+            if fw is None or agent is None:
+                continue
+            by_fw.setdefault(o.framework_id, []).append(codec.offer_out(
+                o.offer_id, o.framework_id, o.agent_id, agent.hostname, agent.http, o.role, o.resources,
+                fw.info.capabilities, agent.attributes))
+        out.extend(ToFramework(fid, codec.ev_offers(offers)) for fid, offers in by_fw.items())
+    elif isinstance(e, ev.OffersRescinded):
+        if e.reason not in SILENT_RESCIND_REASONS:
+            for oid in e.offer_ids:
+                o = state.offers.get(oid)
+                if o is not None:
+                    out.append(ToFramework(o.framework_id, codec.ev_rescind(oid)))
+    elif isinstance(e, ev.OffersAccepted):
+        for spec in e.tasks:
+            out.append(ToAgent(spec.agent_id, launch_message(state, e.framework_id, spec)))
+        for rej in e.rejected:
+            st = ev.TaskStatus(state=rej.state, source="SOURCE_MASTER", timestamp=env.ts, reason=rej.reason,
+                               message=rej.message)
+            out.append(ToFramework(e.framework_id, update_event(state, e.framework_id, rej.task_id, None, st)))
+    elif isinstance(e, ev.TaskKillRequested):
+        task = state.task(e.framework_id, e.task_id)
+        if task is not None and not task.terminal:
+            grace = e.grace_seconds if e.grace_seconds is not None else task.kill_grace_seconds
+            out.append(ToAgent(task.agent_id, {"type": "KILL", "kill": {
+                "framework_id": e.framework_id, "task_id": e.task_id, "grace_seconds": grace}}))
+    elif isinstance(e, ev.StatusUpdated):
+        out.append(ToFramework(e.framework_id, update_event(state, e.framework_id, e.task_id, e.agent_id, e.status)))
+    elif isinstance(e, ev.StatusAcknowledged):
+        task = state.task(e.framework_id, e.task_id)
+        if task is not None:
+            out.append(ToAgent(task.agent_id, ack_message(e.framework_id, e.task_id, e.uuid)))
+    elif isinstance(e, ev.FrameworkRemoved):
+        for task in state.tasks.get(e.framework_id, {}).values():
+            if not task.terminal:
+                out.append(ToAgent(task.agent_id, kill_message(task)))
+    return out
+
+
+def resync_agent(state: State, agent_id: str, reported: list[ev.TaskReport]) -> list[dict]:
+    """Messages for an agent that just (re-)registered with this leader."""
+    known = {(r.framework_id, r.task_id) for r in reported}
+    msgs: list[dict] = []
+    for task in state.all_tasks():
+        if task.agent_id != agent_id or task.terminal:
+            continue
+        if (task.framework_id, task.task_id) not in known and task.state == "TASK_STAGING":
+            msgs.append(launch_message(state, task.framework_id, task.spec))
+        if task.kill_requested:
+            msgs.append(kill_message(task))
+    for r in sorted(reported, key=lambda r: (r.framework_id, r.task_id)):
+        task = state.task(r.framework_id, r.task_id)
+        if (task is None or task.terminal) and r.state not in _TERMINAL_REPORTED:
+            # The log says this task should not be running (framework removed, task completed): stop it.
+            msgs.append({"type": "KILL", "kill": {"framework_id": r.framework_id, "task_id": r.task_id,
+                                                  "grace_seconds": None}})
+    return msgs
+
+
+_TERMINAL_REPORTED = {"TASK_FINISHED", "TASK_FAILED", "TASK_KILLED", "TASK_ERROR", "TASK_LOST", "TASK_DROPPED"}
+
+
+def resync_framework(state: State, framework_id: str) -> list[dict]:
+    """Updates a (re-)subscribed framework has not acknowledged yet, oldest task first."""
+    out = []
+    for task in state.tasks.get(framework_id, {}).values():
+        if task.pending is not None:
+            out.append(update_event(state, framework_id, task.task_id, task.agent_id, task.pending))
+    return out

@@ -1,0 +1,158 @@
+"""The master's HTTP surface (aiohttp) and the process that runs one replica.
+
+Leader-only endpoints answer from followers with a 307 to the leader
+(`Location: //host:port/path`, protocol-relative as Mesos does) or 503 when no
+leader is known. `/drover/status` answers on every replica: it is how tests and
+tools compare replicas (applied index, state hash).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+
+import structlog
+from aiohttp import web
+
+from master import state_json
+from master.agent_api import AgentAPI
+from master.core import MasterConfig, MasterCore
+from master.scheduler_api import SchedulerAPI
+from master.state import state_hash
+
+log = structlog.get_logger("drover.http")
+
+MAX_BODY = 4 * 1024 * 1024
+LEADER_ONLY_POST = {"/api/v1/scheduler", "/master/api/v1/scheduler", "/api/drover/agent"}
+LEADER_ONLY_GET = {"/state", "/master/state", "/state.json", "/master/state.json"}
+
+
+def build_app(core: MasterCore) -> web.Application:
+    scheduler = SchedulerAPI(core)
+    agents = AgentAPI(core)
+
+    @web.middleware
+    async def leader_only(request: web.Request, handler):
+        path = request.path
+        if path in LEADER_ONLY_POST or path in LEADER_ONLY_GET:
+            if not core.serving:
+                leader = core.leader_http()
+                if leader is None:
+                    return web.Response(status=503, text="No leader elected")
+                return web.Response(status=307, headers={"Location": f"//{leader}{request.path_qs}"})
+            if path in LEADER_ONLY_POST and request.method != "POST":
+                return web.Response(status=405, headers={"Allow": "POST"}, text="Expecting POST")
+        return await handler(request)
+
+    async def health(request: web.Request) -> web.Response:
+        return web.Response(status=200)
+
+    async def version(request: web.Request) -> web.Response:
+        return web.json_response({"version": core.config.version, "build_date": "", "build_time": 0.0,
+                                  "build_user": "", "drover_version": "0.1.0"})
+
+    async def redirect(request: web.Request) -> web.Response:
+        leader = core.leader_http()
+        if leader is None:
+            return web.Response(status=503, text="No leader elected")
+        return web.Response(status=307, headers={"Location": f"//{leader}"})
+
+    async def redirect_loop(request: web.Request) -> web.Response:
+        return web.Response(status=404)
+
+    async def state(request: web.Request) -> web.Response:
+        flags = {"allocation_interval": f"{core.config.allocator.allocation_interval}secs",
+                 "offer_timeout": str(core.config.allocator.offer_timeout or ""),
+                 "heartbeat_interval": f"{core.config.heartbeat_interval}secs"}
+        body = state_json.render(core.state, master_id=core.config.id, http=core.config.http,
+                                 leader_http=core.leader_http(), version=core.config.version,
+                                 start_time=core.started_at, elected_time=core.elected_at, flags=flags)
+        cb = request.query.get("jsonp")
+        if cb:
+            import json
+            return web.Response(text=f"{cb}({json.dumps(body)});", content_type="text/javascript")
+        return web.json_response(body)
+
+    async def status(request: web.Request) -> web.Response:
+        return web.json_response({
+            "id": core.config.id, "http": core.config.http, "raft": core.config.raft,
+            "serving": core.serving, "raft_leader": core.raft.is_leader, "leader_http": core.leader_http(),
+            "term": core.raft.term, "applied_index": core.state.index, "state_hash": state_hash(core.state),
+            "cluster_id": core.state.cluster_id,
+        })
+
+    app = web.Application(middlewares=[leader_only], client_max_size=MAX_BODY)
+    for p in ("/api/v1/scheduler", "/master/api/v1/scheduler"):
+        app.router.add_route("*", p, scheduler.handle)
+    app.router.add_route("*", "/api/drover/agent", agents.handle)
+    for p in ("/health", "/master/health"):
+        app.router.add_get(p, health)
+    app.router.add_get("/version", version)
+    for p in ("/redirect", "/master/redirect"):
+        app.router.add_get(p, redirect)
+        app.router.add_get(p + "/{tail:.*}", redirect_loop)
+    for p in LEADER_ONLY_GET:
+        app.router.add_get(p, state)
+    app.router.add_get("/drover/status", status)
+    return app
+
+
+class FloatingEndpoint:
+    """An address only the serving leader listens on, so clients without leader detection
+    (pymesos without ZooKeeper) find the new leader at the same place after a failover."""
+
+    def __init__(self, runner: web.AppRunner, address: str):
+        host, _, port = address.rpartition(":")
+        self.runner, self.host, self.port = runner, host, int(port)
+        self.site: web.TCPSite | None = None
+        self._task: asyncio.Task | None = None
+
+    async def set_serving(self, serving: bool) -> None:
+        if serving and self._task is None:
+            self._task = asyncio.create_task(self._bind())
+        elif not serving:
+            if self._task is not None:
+                self._task.cancel()
+                self._task = None
+            if self.site is not None:
+                await self.site.stop()
+                self.site = None
+
+    async def _bind(self) -> None:
+        # The old leader may still hold the port for a moment (stepping down): retry until it lets go.
+        while self.site is None:
+            site = web.TCPSite(self.runner, self.host, self.port, reuse_address=True)
+            try:
+                await site.start()
+                self.site = site
+                log.info("listening on the leader endpoint", address=f"{self.host}:{self.port}")
+            except OSError:
+                await asyncio.sleep(0.2)
+
+
+async def run_master(config: MasterConfig, stop: asyncio.Event | None = None) -> None:
+    core = MasterCore(config)
+    app = build_app(core)
+    runner = web.AppRunner(app, keepalive_timeout=24 * 3600.0, handle_signals=False)
+    await runner.setup()
+    host, _, port = config.http.rpartition(":")
+    site = web.TCPSite(runner, host, int(port), reuse_address=True)
+    await site.start()
+    floating = FloatingEndpoint(runner, config.leader_address) if config.leader_address else None
+    if floating is not None:
+        core.on_serving_change = floating.set_serving
+    await core.start()
+    log.info("master replica up", id=config.id, http=config.http, raft=config.raft,
+             peers=[p.raft for p in config.peers])
+    stop = stop or asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    log.info("master replica stopping", id=config.id)
+    await core.stop()
+    if floating is not None:
+        await floating.set_serving(False)
+    await runner.cleanup()

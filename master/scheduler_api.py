@@ -1,0 +1,387 @@
+"""`POST /api/v1/scheduler`: the Mesos v1 scheduler API on the leader.
+
+Checks run in Mesos's order (mesos-v1-api.md 1.6). Each call validates against
+the folded state, decides the events it causes, and commits them; what the
+framework sees afterwards (offers, updates) flows from those events as effects.
+Stale calls (unknown offer, unknown ack) are accepted with 202 and change
+nothing: pymesos calls from inside its callbacks and any non-2xx kills it.
+"""
+
+from __future__ import annotations
+
+import uuid
+
+import structlog
+from aiohttp import web
+
+from eventstore import events as ev
+from eventstore.resources import Resources
+from master import codec
+from master import effects as fx
+from master.allocator import effective_refuse_seconds
+from master.core import MasterCore, NotLeader
+from master.streams import RecordStream
+
+log = structlog.get_logger("drover.scheduler_api")
+
+JSON = "application/json"
+
+
+def _text(status: int, message: str, **headers) -> web.Response:
+    return web.Response(status=status, text=message, headers=headers)
+
+
+class SchedulerAPI:
+    def __init__(self, core: MasterCore):
+        self.core = core
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        ctype = request.headers.get("Content-Type")
+        if ctype is None:
+            return _text(400, "Expecting 'Content-Type' to be present")
+        body = await request.read()
+        if ctype not in (JSON, "application/x-protobuf"):
+            return _text(415, f"Expecting 'Content-Type' of {JSON} or application/x-protobuf")
+        if ctype != JSON:
+            return _text(415, "Drover accepts only application/json on the scheduler API")
+        try:
+            call = codec.parse_call(body)
+        except codec.CallError as e:
+            return _text(400, str(e))
+        ctype_call = call["type"]
+        if ctype_call == "UNKNOWN":
+            return _text(501, "Call type UNKNOWN is not implemented")
+        sub = call.get(ctype_call.lower())
+        if ctype_call == "SUBSCRIBE":
+            return await self._subscribe(request, call)
+        try:
+            framework_id = codec._id(call.get("framework_id"), "framework_id", required=False)
+            if framework_id is None:
+                return _text(400, "Failed to validate scheduler::Call: Expecting 'framework_id' to be present")
+            state = self.core.state
+            fw = state.frameworks.get(framework_id)
+            if fw is None:
+                return _text(400, "Framework cannot be found")
+            if not fw.connected or framework_id not in self.core.framework_streams:
+                return _text(403, "Framework is not subscribed")
+            stream = self.core.framework_streams[framework_id]
+            sid = request.headers.get("Mesos-Stream-Id")
+            if sid is None:
+                return _text(400, "All non-subscribe calls should include the 'Mesos-Stream-Id' header")
+            if sid != stream.stream_id:
+                return _text(400, f"The stream ID '{sid}' included in this request didn't match the stream ID "
+                                  f"currently associated with framework ID {framework_id}")
+            handler = getattr(self, "_" + ctype_call.lower(), None)
+            if handler is None:
+                return web.Response(status=202)  # accepted and ignored (MESSAGE, REQUEST, inverse offers, ...)
+            return await handler(framework_id, codec._obj(sub, ctype_call.lower()), stream)
+        except codec.CallError as e:
+            return _text(400, str(e))
+        except NotLeader:
+            return _text(503, "This master is no longer the leader; retry")
+
+    # ---- SUBSCRIBE ----------------------------------------------------------------------------
+    async def _subscribe(self, request: web.Request, call: dict) -> web.StreamResponse:
+        core = self.core
+        try:
+            sub = codec._obj(call.get("subscribe"), "subscribe")
+            if not sub:
+                raise codec.CallError("Failed to validate scheduler::Call: Expecting 'subscribe' to be present")
+            if sub.get("framework_info") is None:
+                raise codec.CallError("Missing required fields: subscribe.framework_info")
+            top_id = codec._id(call.get("framework_id"), "framework_id", required=False)
+            refusal = None
+            try:
+                info, info_id = codec.parse_framework_info(sub.get("framework_info"))
+            except codec.FrameworkRefused as e:
+                refusal, info, info_id = str(e), None, None
+                raw_id = codec._obj(sub.get("framework_info"), "framework_info").get("id")
+                info_id = codec._id(raw_id, "framework_info.id", required=False)
+            if top_id != info_id:
+                raise codec.CallError("Failed to validate scheduler::Call: 'framework_id' differs from "
+                                      "'subscribe.framework_info.id'")
+            suppressed = [codec._str(r, "suppressed_roles[]", True)
+                          for r in codec._list(sub.get("suppressed_roles"), "subscribe.suppressed_roles")]
+        except codec.CallError as e:
+            return _text(400, str(e))
+        accept = request.headers.get("Accept", "*/*")
+        if not any(a.strip().split(";")[0] in (JSON, "*/*", "application/*") for a in accept.split(",")):
+            return _text(406, f"Expecting 'Accept' to allow {JSON}")
+        if "Mesos-Stream-Id" in request.headers:
+            return _text(400, "Subscribe calls should not include the 'Mesos-Stream-Id' header")
+
+        stream_id = str(uuid.uuid4())
+        response = web.StreamResponse(status=200, headers={"Content-Type": JSON, "Mesos-Stream-Id": stream_id})
+        response.enable_chunked_encoding()
+        await response.prepare(request)
+        stream = RecordStream(request, response, core.config.heartbeat_interval, "framework")
+        stream.stream_id = stream_id
+
+        def refuse(message: str) -> RecordStream:
+            stream.close("refused", codec.ev_error(message))
+            return stream
+
+        framework_id = top_id
+        try:
+            async with core.deciding():
+                state = core.state
+                if refusal is not None:
+                    refuse(refusal)
+                elif framework_id is not None and framework_id in state.removed_frameworks:
+                    refuse("Framework has been removed")
+                elif info is not None and suppressed and not set(suppressed) <= set(info.roles):
+                    refuse("Suppressed roles must be a subset of the framework's roles")
+                else:
+                    existing = state.frameworks.get(framework_id) if framework_id else None
+                    if existing is not None and existing.info.principal != info.principal:
+                        refuse("Changing framework's principal is not allowed")
+                    else:
+                        if existing is not None:
+                            # Mesos silently keeps these immutable fields on re-subscription.
+                            info.user, info.checkpoint = existing.info.user, existing.info.checkpoint
+                        if framework_id is None:
+                            framework_id = f"{state.cluster_id}-{state.next_framework:04d}"
+                        await core.commit([ev.FrameworkSubscribed(
+                            framework_id=framework_id, info=info, suppressed_roles=sorted(set(suppressed)),
+                            resubscribe=existing is not None)])
+                        old = core.framework_streams.get(framework_id)
+                        core.framework_streams[framework_id] = stream
+                        if old is not None:
+                            old.close("failed over", codec.ev_error("Framework failed over"))
+                        stream.send(codec.ev_subscribed(framework_id, core.config.heartbeat_interval,
+                                                        codec.master_info(core.state.cluster_id or "", core.config.http,
+                                                                          core.config.version)))
+                        stream.send(codec.ev_heartbeat())
+                        for upd in fx.resync_framework(core.state, framework_id):
+                            stream.send(upd)
+                        log.info("framework subscribed", framework_id=framework_id, name=info.name,
+                                 resubscribe=existing is not None)
+        except NotLeader:
+            refuse("Master is no longer the leader; retry")
+        await stream.run()
+        if stream.close_reason is None and core.framework_streams.get(framework_id) is stream:
+            # The client went away (not replaced, not refused): the framework is disconnected.
+            del core.framework_streams[framework_id]
+            try:
+                async with core.deciding():
+                    fw = core.state.frameworks.get(framework_id)
+                    if fw is not None and fw.connected:
+                        offer_ids = [o.offer_id for o in core.state.offers.values() if o.framework_id == framework_id]
+                        events: list = []
+                        if offer_ids:
+                            events.append(ev.OffersRescinded(offer_ids=offer_ids, reason="framework_disconnected"))
+                        events.append(ev.FrameworkDisconnected(framework_id=framework_id))
+                        await core.commit(events)
+                        log.info("framework disconnected", framework_id=framework_id)
+            except NotLeader:
+                pass
+        return response
+
+    # ---- calls ---------------------------------------------------------------------------------
+    def _offers_of(self, framework_id: str, ids: list[str]) -> tuple[list, list[str]]:
+        """Split offer ids into this framework's live offers and the invalid ones."""
+        valid, invalid, seen = [], [], set()
+        for oid in ids:
+            o = self.core.state.offers.get(oid)
+            if o is None or o.framework_id != framework_id or oid in seen:
+                invalid.append(oid)
+            else:
+                valid.append(o)
+            seen.add(oid)
+        return valid, invalid
+
+    def _offer_ids(self, sub: dict, key: str) -> list[str]:
+        return [codec._id(o, f"{key}.offer_ids[]") for o in codec._list(sub.get("offer_ids"), f"{key}.offer_ids")]
+
+    async def _decline(self, framework_id: str, sub: dict, stream: RecordStream) -> web.Response:
+        ids = self._offer_ids(sub, "decline")
+        refuse = codec.parse_refuse_seconds(sub.get("filters"))
+        async with self.core.deciding():
+            valid, _ = self._offers_of(framework_id, ids)
+            if valid:
+                secs = effective_refuse_seconds(refuse, self.core.config.allocator.allocation_interval)
+                await self.core.commit([ev.OffersDeclined(
+                    framework_id=framework_id, offer_ids=[o.offer_id for o in valid], refuse_seconds=secs)])
+        return web.Response(status=202)
+
+    async def _accept(self, framework_id: str, sub: dict, stream: RecordStream) -> web.Response:
+        ids = self._offer_ids(sub, "accept")
+        refuse = codec.parse_refuse_seconds(sub.get("filters"))
+        ops = codec._list(sub.get("operations"), "accept.operations")
+        task_infos: list[tuple[int, dict]] = []
+        for i, op in enumerate(ops):
+            op = codec._obj(op, f"accept.operations[{i}]")
+            t = op.get("type")
+            if t == "LAUNCH":
+                launch = codec._obj(op.get("launch"), f"accept.operations[{i}].launch")
+                for j, ti in enumerate(codec._list(launch.get("task_infos"), "launch.task_infos")):
+                    task_infos.append((j, codec._obj(ti, f"accept.operations[{i}].launch.task_infos[{j}]")))
+            elif t is None:
+                raise codec.CallError(f"Missing required fields: accept.operations[{i}].type")
+            # Other operations (RESERVE, CREATE, LAUNCH_GROUP, ...) come with later issues: ignored for now.
+        core = self.core
+        async with core.deciding():
+            state = core.state
+            fw = state.frameworks[framework_id]
+            valid, invalid = self._offers_of(framework_id, ids)
+            rejected: list[ev.Rejection] = []
+            tasks: list[ev.TaskSpec] = []
+            lost_state = "TASK_DROPPED" if "PARTITION_AWARE" in fw.info.capabilities else "TASK_LOST"
+            problem = None
+            if not ids:
+                problem = "No offers specified"
+            elif invalid:
+                problem = f"Offer(s) {', '.join(invalid)} are no longer valid (unknown, rescinded, already used or not yours)"
+            elif len({o.agent_id for o in valid}) > 1:
+                problem = "Offers must all be on the same agent"
+            elif len({o.role for o in valid}) > 1:
+                problem = "Offers must all be allocated to the same role"
+            if problem is not None:
+                for _, ti in task_infos:
+                    tid = (ti.get("task_id") or {}).get("value", "") if isinstance(ti.get("task_id"), dict) else ""
+                    rejected.append(ev.Rejection(task_id=tid, state=lost_state, reason="REASON_INVALID_OFFERS",
+                                                 message=f"Task launched with invalid offers: {problem}"))
+                # The valid offers go back to the allocator, as Mesos does.
+                events: list = []
+                if valid:
+                    events.append(ev.OffersDeclined(framework_id=framework_id, offer_ids=[o.offer_id for o in valid],
+                                                    refuse_seconds=0.0))
+                if events:
+                    await core.commit(events)
+                core._execute([fx.ToFramework(framework_id, fx.update_event(
+                    state, framework_id, r.task_id, None,
+                    ev.TaskStatus(state=r.state, source="SOURCE_MASTER", timestamp=core.now(), reason=r.reason,
+                                  message=r.message))) for r in rejected])
+                return web.Response(status=202)
+            agent_id = valid[0].agent_id
+            remaining = Resources(r for o in valid for r in o.resources)
+            seen: set[str] = set()
+            for _, ti in task_infos:
+                raw_tid = ti.get("task_id")
+                tid = raw_tid.get("value", "") if isinstance(raw_tid, dict) else ""
+                try:
+                    spec = codec.parse_task_info(ti, "task_info")
+                    if spec.agent_id != agent_id:
+                        raise codec.TaskInvalid(f"Task uses agent {spec.agent_id} but the offers are for agent {agent_id}")
+                    if spec.task_id in seen or state.task(framework_id, spec.task_id) is not None:
+                        raise codec.TaskInvalid(f"Task has duplicate ID: {spec.task_id}")
+                    need = Resources(spec.resources)
+                    if not remaining.contains(need):
+                        raise codec.TaskInvalid(
+                            f"Task uses more resources {need.format()} than available {remaining.format()}")
+                except (codec.TaskInvalid, codec.CallError) as e:
+                    rejected.append(ev.Rejection(task_id=tid, state="TASK_ERROR", reason="REASON_TASK_INVALID",
+                                                 message=str(e)))
+                    continue
+                seen.add(spec.task_id)
+                remaining = remaining - need
+                tasks.append(spec)
+            secs = effective_refuse_seconds(refuse, core.config.allocator.allocation_interval)
+            await core.commit([ev.OffersAccepted(framework_id=framework_id, offer_ids=[o.offer_id for o in valid],
+                                                 tasks=tasks, refuse_seconds=secs, rejected=rejected)])
+        return web.Response(status=202)
+
+    async def _acknowledge(self, framework_id: str, sub: dict, stream: RecordStream) -> web.Response:
+        codec._id(sub.get("agent_id"), "acknowledge.agent_id")
+        task_id = codec._id(sub.get("task_id"), "acknowledge.task_id")
+        raw = sub.get("uuid")
+        codec.decode_uuid(raw)
+        async with self.core.deciding():
+            task = self.core.state.task(framework_id, task_id)
+            if task is not None and task.pending is not None and task.pending.uuid == raw:
+                await self.core.commit([ev.StatusAcknowledged(framework_id=framework_id, task_id=task_id, uuid=raw)])
+        return web.Response(status=202)
+
+    async def _kill(self, framework_id: str, sub: dict, stream: RecordStream) -> web.Response:
+        task_id = codec._id(sub.get("task_id"), "kill.task_id")
+        agent_id = codec._id(sub.get("agent_id"), "kill.agent_id", required=False)
+        grace = None
+        if sub.get("kill_policy") is not None:
+            gp = codec._obj(codec._obj(sub["kill_policy"], "kill_policy").get("grace_period"), "grace_period")
+            if gp.get("nanoseconds") is not None:
+                grace = codec._num(gp["nanoseconds"], "kill.kill_policy.grace_period.nanoseconds") / 1e9
+        async with self.core.deciding():
+            task = self.core.state.task(framework_id, task_id)
+            if task is None:
+                self._reconcile_one(framework_id, task_id, agent_id, stream)
+            elif agent_id is not None and agent_id != task.agent_id:
+                pass  # Mesos ignores a kill naming the wrong agent
+            elif not task.terminal:
+                await self.core.commit([ev.TaskKillRequested(framework_id=framework_id, task_id=task_id,
+                                                             grace_seconds=grace)])
+        return web.Response(status=202)
+
+    def _reconcile_one(self, framework_id: str, task_id: str, agent_id: str | None, stream: RecordStream) -> None:
+        state = self.core.state
+        fw = state.frameworks[framework_id]
+        task = state.task(framework_id, task_id)
+        now = self.core.now()
+        if task is not None:
+            st = ev.TaskStatus(state=task.state, source="SOURCE_MASTER", timestamp=now,
+                               reason="REASON_RECONCILIATION", message="Reconciliation: Latest task state")
+            stream.send(fx.update_event(state, framework_id, task_id, task.agent_id, st))
+            return
+        if agent_id is not None and agent_id in state.agents:
+            agent = state.agents[agent_id]
+            if not agent.connected:
+                return  # the agent may still re-register with this task: say nothing yet, as Mesos does
+            st_name, msg = "TASK_GONE", "Reconciliation: Task is unknown to the agent"
+        elif agent_id is not None:
+            st_name, msg = "TASK_UNKNOWN", "Reconciliation: Task is unknown"
+        else:
+            st_name, msg = "TASK_UNKNOWN", "Reconciliation: Task is unknown"
+        st = ev.TaskStatus(state=st_name, source="SOURCE_MASTER", timestamp=now, reason="REASON_RECONCILIATION",
+                           message=msg)
+        stream.send(codec.ev_update(codec.status_out(framework_id, task_id, agent_id, st, fw.info.capabilities)))
+
+    async def _reconcile(self, framework_id: str, sub: dict, stream: RecordStream) -> web.Response:
+        entries = codec._list(sub.get("tasks"), "reconcile.tasks")
+        state = self.core.state
+        if not entries:
+            now = self.core.now()
+            for task in state.tasks.get(framework_id, {}).values():
+                st = ev.TaskStatus(state=task.state, source="SOURCE_MASTER", timestamp=now,
+                                   reason="REASON_RECONCILIATION", message="Reconciliation: Latest task state")
+                stream.send(fx.update_event(state, framework_id, task.task_id, task.agent_id, st))
+            return web.Response(status=202)
+        for i, t in enumerate(entries):
+            t = codec._obj(t, f"reconcile.tasks[{i}]")
+            self._reconcile_one(framework_id, codec._id(t.get("task_id"), f"reconcile.tasks[{i}].task_id"),
+                                codec._id(t.get("agent_id"), f"reconcile.tasks[{i}].agent_id", required=False), stream)
+        return web.Response(status=202)
+
+    def _roles(self, framework_id: str, sub: dict, key: str) -> list[str] | None:
+        roles = [codec._str(r, f"{key}.roles[]", True) for r in codec._list(sub.get("roles"), f"{key}.roles")]
+        fw_roles = self.core.state.frameworks[framework_id].info.roles
+        if not roles:
+            return list(fw_roles)
+        if not set(roles) <= set(fw_roles):
+            return None  # Mesos drops the whole call silently (still 202)
+        return sorted(set(roles))
+
+    async def _revive(self, framework_id: str, sub: dict, stream: RecordStream) -> web.Response:
+        async with self.core.deciding():
+            roles = self._roles(framework_id, sub, "revive")
+            if roles is not None:
+                await self.core.commit([ev.RolesRevived(framework_id=framework_id, roles=roles)])
+        return web.Response(status=202)
+
+    async def _suppress(self, framework_id: str, sub: dict, stream: RecordStream) -> web.Response:
+        async with self.core.deciding():
+            roles = self._roles(framework_id, sub, "suppress")
+            if roles is not None:
+                await self.core.commit([ev.RolesSuppressed(framework_id=framework_id, roles=roles)])
+        return web.Response(status=202)
+
+    async def _teardown(self, framework_id: str, sub: dict, stream: RecordStream) -> web.Response:
+        async with self.core.deciding():
+            offer_ids = [o.offer_id for o in self.core.state.offers.values() if o.framework_id == framework_id]
+            events: list = []
+            if offer_ids:
+                events.append(ev.OffersRescinded(offer_ids=offer_ids, reason="framework_removed"))
+            events.append(ev.FrameworkRemoved(framework_id=framework_id, reason="teardown"))
+            await self.core.commit(events)
+            s = self.core.framework_streams.pop(framework_id, None)
+            if s is not None:
+                s.close("teardown")
+        return web.Response(status=202)

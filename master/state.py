@@ -1,0 +1,394 @@
+"""Master state and the fold that derives it from the event log.
+
+`apply(state, envelope)` is the only writer of master state, on every replica,
+in log order. It is deterministic: no clock (time comes from the envelope), no
+randomness, no IO, and every collection is either a dict filled in log order
+or sorted. It mutates `state` in place and returns it (copying a cluster's
+state per event would make replay slow); callers that need an old state keep
+a copy (`clone`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+import msgspec
+
+from eventstore import events as ev
+from eventstore.resources import Resource, Resources
+
+TERMINAL_STATES = frozenset(
+    {"TASK_FINISHED", "TASK_FAILED", "TASK_KILLED", "TASK_ERROR", "TASK_LOST", "TASK_DROPPED", "TASK_GONE",
+     "TASK_GONE_BY_OPERATOR"}
+)
+MAX_COMPLETED_TASKS = 1000
+MAX_COMPLETED_FRAMEWORKS = 1000
+
+
+class Framework(msgspec.Struct, omit_defaults=True):
+    framework_id: str
+    info: ev.FrameworkInfo
+    registered_at: float
+    connected: bool = True
+    active: bool = True
+    reregistered_at: float | None = None
+    disconnected_at: float | None = None
+    disconnected_by_failover: bool = False  # the leader changed under it: it gets the re-registration grace
+    suppressed_roles: list[str] = msgspec.field(default_factory=list)
+    allocations: int = 0  # how many times the allocator offered to it (DRF tie-break)
+
+
+class Agent(msgspec.Struct, omit_defaults=True):
+    agent_id: str
+    hostname: str
+    http: str
+    resources: list[Resource]
+    registered_at: float
+    attributes: list[ev.Label] = msgspec.field(default_factory=list)
+    connected: bool = True
+    reregistered_at: float | None = None
+
+    def total(self) -> Resources:
+        return Resources(self.resources)
+
+
+class Task(msgspec.Struct, omit_defaults=True):
+    framework_id: str
+    spec: ev.TaskSpec
+    launched_at: float
+    state: str = "TASK_STAGING"
+    statuses: list[ev.TaskStatus] = msgspec.field(default_factory=list)
+    pending: ev.TaskStatus | None = None  # latest update with a uuid the framework has not acknowledged
+    kill_requested: bool = False
+    kill_grace_seconds: float | None = None
+
+    @property
+    def task_id(self) -> str:
+        return self.spec.task_id
+
+    @property
+    def agent_id(self) -> str:
+        return self.spec.agent_id
+
+    @property
+    def terminal(self) -> bool:
+        return self.state in TERMINAL_STATES
+
+
+class Offer(msgspec.Struct, omit_defaults=True):
+    offer_id: str
+    framework_id: str
+    agent_id: str
+    role: str
+    resources: list[Resource]
+    made_at: float
+
+
+class Filter(msgspec.Struct, omit_defaults=True):
+    """A decline filter: don't offer a subset of `resources` on `agent_id` to (framework, role) until `expires_at`."""
+
+    framework_id: str
+    role: str
+    agent_id: str
+    resources: list[Resource]
+    expires_at: float
+
+
+class State(msgspec.Struct, omit_defaults=True):
+    index: int = 0  # last applied log index
+    ts: float = 0.0  # leader timestamp of the last applied event
+    cluster_id: str | None = None
+    term: int = 0
+    leader_id: str | None = None
+    leader_http: str | None = None
+    elected_at: float | None = None
+    config: dict[str, object] = msgspec.field(default_factory=dict)
+    next_framework: int = 0
+    next_agent: int = 0
+    next_offer: int = 0
+    frameworks: dict[str, Framework] = msgspec.field(default_factory=dict)
+    removed_frameworks: dict[str, float] = msgspec.field(default_factory=dict)  # id -> removed_at
+    agents: dict[str, Agent] = msgspec.field(default_factory=dict)
+    tasks: dict[str, dict[str, Task]] = msgspec.field(default_factory=dict)  # framework_id -> task_id -> Task
+    completed_tasks: list[Task] = msgspec.field(default_factory=list)
+    offers: dict[str, Offer] = msgspec.field(default_factory=dict)
+    filters: list[Filter] = msgspec.field(default_factory=list)
+
+    # -- derived views (pure) ----------------------------------------------------------------
+    def task(self, framework_id: str, task_id: str) -> Task | None:
+        return self.tasks.get(framework_id, {}).get(task_id)
+
+    def all_tasks(self) -> list[Task]:
+        return [t for fw in self.tasks.values() for t in fw.values()]
+
+    def used_on_agent(self, agent_id: str) -> Resources:
+        return Resources(
+            r for t in self.all_tasks() if t.agent_id == agent_id and not t.terminal for r in t.spec.resources
+        )
+
+    def offered_on_agent(self, agent_id: str) -> Resources:
+        return Resources(r for o in self.offers.values() if o.agent_id == agent_id for r in o.resources)
+
+    def available_on_agent(self, agent_id: str) -> Resources:
+        agent = self.agents[agent_id]
+        return agent.total() - self.used_on_agent(agent_id) - self.offered_on_agent(agent_id)
+
+    def used_by_framework(self, framework_id: str) -> Resources:
+        return Resources(
+            r for t in self.tasks.get(framework_id, {}).values() if not t.terminal for r in t.spec.resources
+        )
+
+    def offered_to_framework(self, framework_id: str) -> Resources:
+        return Resources(r for o in self.offers.values() if o.framework_id == framework_id for r in o.resources)
+
+
+def clone(state: State) -> State:
+    return msgspec.msgpack.decode(msgspec.msgpack.encode(state), type=State)
+
+
+_hash_enc = msgspec.msgpack.Encoder()
+
+
+def state_hash(state: State) -> str:
+    """A digest of the whole state; equal on every replica at the same index."""
+    return hashlib.sha256(_hash_enc.encode(state)).hexdigest()
+
+
+# ---- the fold -----------------------------------------------------------------------------------
+
+
+def apply(state: State, env: ev.Envelope) -> State:
+    if env.index != state.index + 1:
+        raise ValueError(f"event index {env.index} does not follow applied index {state.index}")
+    handler = _HANDLERS.get(type(env.event))
+    if handler is None:
+        raise ev.UnknownEvent(f"no fold for event type {type(env.event).__name__}")
+    handler(state, env.event, env.ts)
+    state.index = env.index
+    state.ts = max(state.ts, env.ts)
+    return state
+
+
+def _cluster_created(s: State, e: ev.ClusterCreated, ts: float) -> None:
+    s.cluster_id = e.cluster_id
+
+
+def _leader_elected(s: State, e: ev.LeaderElected, ts: float) -> None:
+    s.term, s.leader_id, s.leader_http, s.elected_at = e.term, e.leader_id, e.http, ts
+    s.config = dict(e.config)
+    # Streams and agent links lived on the old leader: everyone must reconnect to this one.
+    for fw in s.frameworks.values():
+        if fw.connected:
+            fw.connected = fw.active = False
+            fw.disconnected_at = ts
+            fw.disconnected_by_failover = True
+    for agent in s.agents.values():
+        agent.connected = False
+    s.offers.clear()  # normally already rescinded by an OffersRescinded in the same batch
+
+
+def _framework_subscribed(s: State, e: ev.FrameworkSubscribed, ts: float) -> None:
+    fw = s.frameworks.get(e.framework_id)
+    if fw is None:
+        s.frameworks[e.framework_id] = Framework(
+            framework_id=e.framework_id, info=e.info, registered_at=ts, suppressed_roles=sorted(e.suppressed_roles)
+        )
+        s.tasks.setdefault(e.framework_id, {})
+        s.next_framework += 1
+        return
+    fw.info = e.info
+    fw.connected = fw.active = True
+    fw.reregistered_at = ts
+    fw.disconnected_at = None
+    fw.disconnected_by_failover = False
+    fw.suppressed_roles = sorted(e.suppressed_roles)
+    # A re-subscription silently invalidates the framework's outstanding offers.
+    for oid in [o.offer_id for o in s.offers.values() if o.framework_id == e.framework_id]:
+        del s.offers[oid]
+
+
+def _framework_disconnected(s: State, e: ev.FrameworkDisconnected, ts: float) -> None:
+    fw = s.frameworks.get(e.framework_id)
+    if fw is None:
+        return
+    fw.connected = fw.active = False
+    fw.disconnected_at = ts
+    _drop_framework_offers_and_filters(s, e.framework_id)
+
+
+def _framework_removed(s: State, e: ev.FrameworkRemoved, ts: float) -> None:
+    fw = s.frameworks.pop(e.framework_id, None)
+    if fw is None:
+        return
+    _drop_framework_offers_and_filters(s, e.framework_id)
+    for task in s.tasks.pop(e.framework_id, {}).values():
+        if not task.terminal:
+            task.state = "TASK_KILLED"
+            task.statuses.append(
+                ev.TaskStatus(state="TASK_KILLED", source="SOURCE_MASTER", timestamp=ts, reason="REASON_FRAMEWORK_REMOVED",
+                              message=f"Framework removed ({e.reason})")
+            )
+        task.pending = None
+        _complete(s, task)
+    s.removed_frameworks[e.framework_id] = ts
+    while len(s.removed_frameworks) > MAX_COMPLETED_FRAMEWORKS:
+        del s.removed_frameworks[next(iter(s.removed_frameworks))]
+
+
+def _drop_framework_offers_and_filters(s: State, framework_id: str) -> None:
+    for oid in [o.offer_id for o in s.offers.values() if o.framework_id == framework_id]:
+        del s.offers[oid]
+    s.filters = [f for f in s.filters if f.framework_id != framework_id]
+
+
+def _roles_suppressed(s: State, e: ev.RolesSuppressed, ts: float) -> None:
+    fw = s.frameworks.get(e.framework_id)
+    if fw is not None:
+        fw.suppressed_roles = sorted(set(fw.suppressed_roles) | set(e.roles))
+
+
+def _roles_revived(s: State, e: ev.RolesRevived, ts: float) -> None:
+    fw = s.frameworks.get(e.framework_id)
+    if fw is None:
+        return
+    roles = set(e.roles)
+    fw.suppressed_roles = sorted(set(fw.suppressed_roles) - roles)
+    s.filters = [f for f in s.filters if not (f.framework_id == e.framework_id and f.role in roles)]
+
+
+def _agent_registered(s: State, e: ev.AgentRegistered, ts: float) -> None:
+    s.agents[e.agent_id] = Agent(
+        agent_id=e.agent_id, hostname=e.hostname, http=e.http, resources=e.resources, attributes=e.attributes,
+        registered_at=ts,
+    )
+    s.next_agent += 1
+
+
+def _agent_reregistered(s: State, e: ev.AgentReregistered, ts: float) -> None:
+    agent = s.agents.get(e.agent_id)
+    if agent is None:
+        agent = s.agents[e.agent_id] = Agent(
+            agent_id=e.agent_id, hostname=e.hostname, http=e.http, resources=e.resources, registered_at=ts
+        )
+    agent.hostname, agent.http, agent.resources, agent.attributes = e.hostname, e.http, e.resources, e.attributes
+    agent.connected = True
+    agent.reregistered_at = ts
+    for report in e.tasks:
+        task = s.task(report.framework_id, report.task_id)
+        if task is None and report.spec is not None and report.framework_id in s.frameworks:
+            # A task this log never saw launched (e.g. recorded only on a lost replica): adopt it.
+            s.tasks.setdefault(report.framework_id, {})[report.task_id] = Task(
+                framework_id=report.framework_id, spec=report.spec, launched_at=ts, state=report.state
+            )
+
+
+def _agent_disconnected(s: State, e: ev.AgentDisconnected, ts: float) -> None:
+    agent = s.agents.get(e.agent_id)
+    if agent is not None:
+        agent.connected = False
+
+
+def _offers_made(s: State, e: ev.OffersMade, ts: float) -> None:
+    for o in e.offers:
+        s.offers[o.offer_id] = Offer(
+            offer_id=o.offer_id, framework_id=o.framework_id, agent_id=o.agent_id, role=o.role,
+            resources=o.resources, made_at=ts,
+        )
+        fw = s.frameworks.get(o.framework_id)
+        if fw is not None:
+            fw.allocations += 1
+    s.next_offer += len(e.offers)
+    # Expired filters can no longer matter to any decision from here on.
+    s.filters = [f for f in s.filters if f.expires_at > ts]
+
+
+def _offers_rescinded(s: State, e: ev.OffersRescinded, ts: float) -> None:
+    for oid in e.offer_ids:
+        s.offers.pop(oid, None)
+
+
+def _add_filter(s: State, framework_id: str, offers: list[Offer], leftover: Resources, refuse: float, ts: float) -> None:
+    if refuse <= 0 or not leftover or not offers:
+        return
+    s.filters.append(
+        Filter(framework_id=framework_id, role=offers[0].role, agent_id=offers[0].agent_id,
+               resources=leftover.to_list(), expires_at=ts + refuse)
+    )
+
+
+def _offers_declined(s: State, e: ev.OffersDeclined, ts: float) -> None:
+    offers = [s.offers.pop(oid) for oid in e.offer_ids if oid in s.offers]
+    for o in offers:  # one filter per declined offer: each is one (agent, role)
+        _add_filter(s, e.framework_id, [o], Resources(o.resources), e.refuse_seconds, ts)
+
+
+def _offers_accepted(s: State, e: ev.OffersAccepted, ts: float) -> None:
+    offers = [s.offers.pop(oid) for oid in e.offer_ids if oid in s.offers]
+    offered = Resources(r for o in offers for r in o.resources)
+    used = Resources(r for t in e.tasks for r in t.resources)
+    fw_tasks = s.tasks.setdefault(e.framework_id, {})
+    for spec in e.tasks:
+        fw_tasks[spec.task_id] = Task(framework_id=e.framework_id, spec=spec, launched_at=ts,
+                                      kill_grace_seconds=spec.kill_grace_seconds)
+    _add_filter(s, e.framework_id, offers, offered - used, e.refuse_seconds, ts)
+
+
+def _task_kill_requested(s: State, e: ev.TaskKillRequested, ts: float) -> None:
+    task = s.task(e.framework_id, e.task_id)
+    if task is not None and not task.terminal:
+        task.kill_requested = True
+        if e.grace_seconds is not None:
+            task.kill_grace_seconds = e.grace_seconds
+
+
+def _status_updated(s: State, e: ev.StatusUpdated, ts: float) -> None:
+    task = s.task(e.framework_id, e.task_id)
+    if task is None:
+        return
+    task.state = e.status.state
+    task.statuses.append(e.status)
+    if e.status.uuid is not None:
+        task.pending = e.status
+    if task.terminal and task.pending is None:
+        _complete(s, task)
+
+
+def _status_acknowledged(s: State, e: ev.StatusAcknowledged, ts: float) -> None:
+    task = s.task(e.framework_id, e.task_id)
+    if task is None or task.pending is None or task.pending.uuid != e.uuid:
+        return
+    task.pending = None
+    if task.terminal:
+        _complete(s, task)
+
+
+def _complete(s: State, task: Task) -> None:
+    fw_tasks = s.tasks.get(task.framework_id)
+    if fw_tasks is not None:
+        fw_tasks.pop(task.task_id, None)
+    s.completed_tasks.append(task)
+    if len(s.completed_tasks) > MAX_COMPLETED_TASKS:
+        del s.completed_tasks[: len(s.completed_tasks) - MAX_COMPLETED_TASKS]
+
+
+_HANDLERS = {
+    ev.ClusterCreated: _cluster_created,
+    ev.LeaderElected: _leader_elected,
+    ev.FrameworkSubscribed: _framework_subscribed,
+    ev.FrameworkDisconnected: _framework_disconnected,
+    ev.FrameworkRemoved: _framework_removed,
+    ev.RolesSuppressed: _roles_suppressed,
+    ev.RolesRevived: _roles_revived,
+    ev.AgentRegistered: _agent_registered,
+    ev.AgentReregistered: _agent_reregistered,
+    ev.AgentDisconnected: _agent_disconnected,
+    ev.OffersMade: _offers_made,
+    ev.OffersRescinded: _offers_rescinded,
+    ev.OffersDeclined: _offers_declined,
+    ev.OffersAccepted: _offers_accepted,
+    ev.TaskKillRequested: _task_kill_requested,
+    ev.StatusUpdated: _status_updated,
+    ev.StatusAcknowledged: _status_acknowledged,
+}
+
+assert set(_HANDLERS) == set(ev.Event.__args__), "every event type needs a fold"

@@ -1,0 +1,1 @@
+from tests.conftest_podman import *  # noqa: F401,F403

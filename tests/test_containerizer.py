@@ -1,0 +1,207 @@
+"""PodmanContainerizer against a real podman service (fixture from tests/conftest_podman.py). No mocks."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from pathlib import Path
+
+import pytest
+from podman import PodmanClient
+
+from agent import images
+from agent.containerizer import ContainerLaunchError, ContainerSpec, PodmanContainerizer
+from tests.conftest_podman import TEST_LABELS
+
+pytestmark = pytest.mark.timeout(60)
+
+
+@pytest.fixture
+async def cz(podman_socket):
+    z = PodmanContainerizer(podman_socket, start_service=False)
+    await z.start()
+    try:
+        yield z
+    finally:
+        await z.stop()
+
+
+@pytest.fixture
+def run_id() -> str:
+    return uuid.uuid4().hex[:10]
+
+
+@pytest.fixture
+def mkspec(tmp_path: Path, run_id: str):
+    n = iter(range(1000))
+
+    def make(value: str | None = None, **kw) -> ContainerSpec:
+        i = next(n)
+        labels = {**TEST_LABELS, "drover.testrun": run_id, **kw.pop("labels", {})}
+        defaults = dict(
+            name=f"drover-test-{run_id}-{i}", image=None, shell=True, value=value, arguments=[], env={},
+            cpus=None, mem_mb=None, labels=labels, sandbox_dir=tmp_path / f"sandbox-{i}",
+        )
+        defaults.update(kw)
+        return ContainerSpec(**defaults)
+
+    return make
+
+
+def raw_inspect(sock: Path, cid: str) -> dict:
+    with PodmanClient(base_url=f"unix://{sock}") as c:
+        return c.containers.get(cid).attrs
+
+
+async def run(cz: PodmanContainerizer, spec: ContainerSpec):
+    cid = await cz.launch(spec)
+    return cid, await asyncio.wait_for(cz.wait(cid), 30)
+
+
+async def test_echo_stdout_lands_in_sandbox(cz, mkspec):
+    spec = mkspec("echo hello; echo $MESOS_SANDBOX; pwd")
+    cid, st = await run(cz, spec)
+    assert st.status == "exited" and st.exit_code == 0 and not st.oom_suspected
+    assert st.container_id == cid and st.name == spec.name
+    assert st.started_at and st.finished_at
+    assert (spec.sandbox_dir / "stdout").read_text() == "hello\n/mnt/mesos/sandbox\n/mnt/mesos/sandbox\n"
+
+
+async def test_exit_code_and_stderr(cz, mkspec):
+    spec = mkspec("echo oops >&2; exit 3")
+    _, st = await run(cz, spec)
+    assert st.exit_code == 3
+    assert (spec.sandbox_dir / "stderr").read_text() == "oops\n"
+    assert (spec.sandbox_dir / "stdout").read_text() == ""
+
+
+async def test_non_shell_command_argv(cz, mkspec):
+    # Mesos shell=false: value is the executable, arguments is argv including argv[0]
+    spec = mkspec("/bin/sh", shell=False, arguments=["sh", "-c", 'echo "$0|$1"; exit 7', "zero", "one"])
+    _, st = await run(cz, spec)
+    assert st.exit_code == 7
+    assert (spec.sandbox_dir / "stdout").read_text() == "zero|one\n"
+
+    spec = mkspec("/no/such/binary", shell=False, arguments=["x"])
+    _, st = await run(cz, spec)
+    assert st.exit_code == 127
+    assert "no/such/binary" in (spec.sandbox_dir / "stderr").read_text()
+
+
+async def test_env_var_visible(cz, mkspec):
+    spec = mkspec('echo "$FOO $BAR"', env={"FOO": "foo value", "BAR": "b=1"})
+    _, st = await run(cz, spec)
+    assert st.exit_code == 0
+    assert (spec.sandbox_dir / "stdout").read_text() == "foo value b=1\n"
+
+
+async def test_limits_visible_in_inspect(cz, mkspec, podman_socket):
+    cid, st = await run(cz, mkspec("true", cpus=0.5, mem_mb=64))
+    assert st.exit_code == 0
+    hc = raw_inspect(podman_socket, cid)["HostConfig"]
+    assert hc["Memory"] == 64 * 1024 * 1024
+    assert hc["CpuQuota"] == 50_000 and hc["CpuPeriod"] == 100_000
+
+
+async def test_missing_image_is_clear_error_and_creates_nothing(cz, mkspec, run_id):
+    spec = mkspec("true", image="foo:1")
+    with pytest.raises(ContainerLaunchError, match=r"image 'foo:1' is not present on this agent"):
+        await cz.launch(spec)
+    assert await cz.inspect(spec.name) is None
+    assert await cz.list({"drover.testrun": run_id}) == []
+
+
+async def test_bad_spec_rejected(cz, mkspec):
+    with pytest.raises(ContainerLaunchError, match="shell=true requires"):
+        await cz.launch(mkspec(None))
+    with pytest.raises(ContainerLaunchError, match="network"):
+        await cz.launch(mkspec("true", network="bridge"))
+    with pytest.raises(ContainerLaunchError, match="container name"):
+        await cz.launch(mkspec("true", name="bad name/with slash"))
+
+
+async def test_kill_sleeping_task(cz, mkspec):
+    spec = mkspec("sleep 100")
+    cid = await cz.launch(spec)
+    st = await cz.inspect(cid)
+    assert st.status == "running" and st.exit_code is None
+    waiter = asyncio.create_task(cz.wait(cid))
+    await cz.kill(cid, grace_seconds=3)
+    st = await asyncio.wait_for(waiter, 15)
+    assert st.status == "exited"
+    assert st.exit_code in (143, 137)  # SIGTERM via catatonit, or SIGKILL after the grace
+    assert not st.oom_suspected  # we killed it
+    await cz.kill(cid)  # already exited: no error
+    await cz.remove(cid)
+    await cz.kill(cid)  # gone: no error
+    assert await cz.inspect(cid) is None
+    assert (await cz.wait(cid)).status == "removed"
+
+
+async def test_oom_suspected(cz, mkspec):
+    # dd allocates a 64 MiB buffer: far above the 8 MiB limit -> kernel OOM kill (137), podman says OOMKilled=false
+    _, st = await run(cz, mkspec("dd if=/dev/zero of=/dev/null bs=64M count=1", mem_mb=8))
+    assert st.exit_code == 137
+    assert st.oom_suspected
+
+
+async def test_list_by_two_labels(cz, mkspec, run_id):
+    a = await cz.launch(mkspec("true", labels={"drover.framework": "f1", "drover.task": "t1"}))
+    await cz.launch(mkspec("true", labels={"drover.framework": "f1", "drover.task": "t2"}))
+    await cz.launch(mkspec("true", labels={"drover.framework": "f2", "drover.task": "t1"}))
+    got = await cz.list({"drover.testrun": run_id, "drover.framework": "f1", "drover.task": "t1"})
+    assert [s.container_id for s in got] == [a]
+    assert got[0].labels["drover.task"] == "t1"
+    assert len(await cz.list({"drover.testrun": run_id, "drover.framework": "f1"})) == 2
+    assert len(await cz.list({"drover.testrun": run_id})) == 3
+    assert await cz.remove_all({"drover.testrun": run_id}) == 3
+    assert await cz.list({"drover.testrun": run_id}) == []
+
+
+async def test_idempotent_launch_same_name(cz, mkspec, run_id):
+    spec = mkspec("echo once; sleep 100")
+    cid1 = await cz.launch(spec)
+    cid2 = await cz.launch(spec)
+    assert cid1 == cid2
+    assert len(await cz.list({"drover.testrun": run_id})) == 1
+    await cz.kill(cid1, grace_seconds=1)
+    st = await asyncio.wait_for(cz.wait(cid1), 15)
+    assert st.status == "exited"
+    assert (spec.sandbox_dir / "stdout").read_text() == "once\n"  # ran only once
+    # after exit the same name still maps to the old container (exit code readable after an agent restart)
+    assert await cz.launch(spec) == cid1
+    assert (await cz.inspect(cid1)).status == "exited"
+
+
+async def test_concurrent_launches(cz, mkspec):
+    specs = [mkspec(f"exit {i}") for i in range(6)]
+    ids = await asyncio.gather(*(cz.launch(s) for s in specs))
+    states = await asyncio.gather(*(asyncio.wait_for(cz.wait(i), 30) for i in ids))
+    assert [s.exit_code for s in states] == list(range(6))
+
+
+def test_rootfs_tar_is_deterministic(tmp_path):
+    a = images.build_rootfs_tar(tmp_path / "a.tar").read_bytes()
+    b = images.build_rootfs_tar(tmp_path / "b.tar").read_bytes()
+    assert a == b
+
+
+async def test_kill_never_started_container(cz, mkspec, podman_socket, run_id):
+    # agent died between create and start, then the task is killed: must become terminal, not hang wait()
+    spec = mkspec("sleep 100")
+    with PodmanClient(base_url=f"unix://{podman_socket}") as c:
+        cid = c.containers.create(images.DEFAULT_IMAGE, command=["true"], name=spec.name, labels=spec.labels).id
+    await cz.kill(cid)
+    st = await asyncio.wait_for(cz.wait(cid), 10)
+    assert st.status == "removed" and st.exit_code is None
+
+
+async def test_relaunch_finishes_interrupted_launch(cz, mkspec, podman_socket):
+    # created but never started (agent crashed in between): launch() with the same name starts it
+    spec = mkspec("unused")
+    with PodmanClient(base_url=f"unix://{podman_socket}") as c:
+        cid = c.containers.create(images.DEFAULT_IMAGE, command=["sh", "-c", "exit 4"], name=spec.name,
+                                  labels=spec.labels).id
+    assert await cz.launch(spec) == cid
+    st = await asyncio.wait_for(cz.wait(cid), 10)
+    assert st.exit_code == 4
