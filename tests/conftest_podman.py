@@ -75,7 +75,7 @@ def _remove_test_containers(socket_path: Path) -> None:
 @pytest.fixture(scope="session")
 def podman_socket(tmp_path_factory) -> Iterator[Path]:
     if shutil.which("podman") is None:
-        pytest.skip("podman is not installed (run scripts/setup.sh)")
+        pytest.fail("podman is not installed: run scripts/setup.sh (the README test command does)")
     d = tmp_path_factory.mktemp("podman")
     sock = d / "podman.sock"
     proc = start_podman_service(sock, d / "podman-service.log")
