@@ -1,0 +1,95 @@
+"""The `drover` command as a user runs it: execute against a real cluster, local up/down, bad flags."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from drover.local import free_port
+from tests.cluster import start_framework
+
+pytestmark = pytest.mark.integration
+
+
+def drover(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "drover.cli", *args], capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def test_execute_exit_status_follows_the_tasks(cluster):
+    ok = drover("execute", "--master", cluster.leader_endpoint(), "--command", "echo hi", "--instances", "2")
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    assert ok.stdout.count("TASK_FINISHED") == 2
+    failed = drover("execute", "--master", cluster.leader_endpoint(), "--command", "exit 3")
+    assert failed.returncode == 1
+    assert "TASK_FAILED (Command exited with status 3)" in failed.stdout
+    missing = drover("execute", "--master", cluster.leader_endpoint(), "--command", "true", "--image", "nosuch:1")
+    assert missing.returncode == 1
+    assert "image 'nosuch:1' is not present on this agent" in missing.stdout
+
+
+@pytest.mark.parametrize("args, message", [
+    (["agent", "--master", "127.0.0.1:1", "--http", "127.0.0.1:2", "--work-dir", "/tmp/x", "--resources", "cpus:x"],
+     "bad scalar 'x' for cpus"),
+    (["agent", "--master", "127.0.0.1:1", "--http", "127.0.0.1:2", "--work-dir", "/tmp/x", "--resources",
+      "ports:[5-x]"], "bad range"),
+    (["master", "--id", "m", "--http", "127.0.0.1:1", "--raft", "127.0.0.1:2", "--data-dir", "/tmp/x",
+      "--peer", "nonsense"], "--peer 'nonsense'"),
+    (["master", "--id", "m", "--http", "localhost", "--raft", "127.0.0.1:2", "--data-dir", "/tmp/x"],
+     "expected HOST:PORT"),
+    (["execute", "--master", "127.0.0.1:1", "--command", "true"], "cannot reach the master"),
+])
+def test_bad_flags_get_one_clear_line_and_no_traceback(args, message):
+    r = drover(*args, timeout=60)
+    assert r.returncode == 2
+    assert message in r.stderr
+    assert "Traceback" not in r.stderr
+
+
+def test_local_cluster_starts_writes_endpoints_and_stops_cleanly(tmp_path):
+    data = tmp_path / "local"
+    base = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "drover.cli", "local", "--data-dir", str(data),
+                             "--base-port", str(base)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        lines = []
+        deadline = time.time() + 90
+        while time.time() < deadline:
+            line = proc.stdout.readline()
+            lines.append(line)
+            if "Ctrl-C stops everything" in line or not line:
+                break
+        assert any("cluster is up" in l for l in lines), "".join(lines)
+        layout = json.loads((data / "local.json").read_text())
+        assert [m["id"] for m in layout["masters"]] == ["m1", "m2", "m3"]
+        assert all({"id", "http", "raft", "data_dir"} <= set(m) for m in layout["masters"])
+        assert [a["id"] for a in layout["agents"]] == ["a1", "a2"]
+        assert all({"id", "http", "work_dir"} <= set(a) for a in layout["agents"])
+        # A framework that vanishes (kill -9) with failover_timeout=60 leaves its tasks running:
+        # stopping the cluster must remove their containers.
+        ready = tmp_path / "ready"
+        fw = start_framework("pymesos_echo.py", "--master", layout["leader"], "--tasks", "2", "--command",
+                             "sleep 300", "--ready-file", str(ready), log_path=tmp_path / "fw.log")
+        while not ready.exists() and time.time() < deadline:
+            time.sleep(0.1)
+        fw.kill()
+        fw.wait()
+        assert ready.exists(), (tmp_path / "fw.log").read_text()
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=90)
+    assert proc.returncode == 0
+    agent_ids = [json.loads((data / a / "meta" / "agent.json").read_text())["agent_id"] for a in ("a1", "a2")]
+    from agent.images import podman_env
+    for aid in agent_ids:
+        left = subprocess.run(["podman", "ps", "-aq", "--filter", f"label=drover.agent={aid}"],
+                              capture_output=True, text=True, env={**os.environ, **podman_env()}).stdout.split()
+        assert left == [], f"containers of agent {aid} left behind"
+    ps = subprocess.run(["pgrep", "-f", str(data)], capture_output=True, text=True).stdout.split()
+    assert ps == [], "processes of the local cluster left behind"
