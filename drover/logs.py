@@ -1,4 +1,8 @@
-"""Structured logs: readable on a terminal, JSON lines otherwise (files, CI, log shippers)."""
+"""Structured logs: readable on a terminal, JSON lines otherwise (files, CI, log shippers).
+
+structlog loggers and the standard library's (pysyncobj, aiohttp, podman-py, our containerizer)
+go through the same renderer, so a log file is JSON lines throughout.
+"""
 
 from __future__ import annotations
 
@@ -12,23 +16,30 @@ import structlog
 def configure(level: str | None = None, component: str | None = None) -> None:
     level_name = (level or os.environ.get("DROVER_LOG_LEVEL", "info")).upper()
     lvl = getattr(logging, level_name, logging.INFO)
-    logging.basicConfig(level=lvl, stream=sys.stderr, format="%(message)s")
+    shared = [
+        structlog.contextvars.merge_contextvars,
+        structlog.stdlib.add_log_level,
+        structlog.stdlib.add_logger_name,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+    ]
+    renderer = structlog.dev.ConsoleRenderer() if sys.stderr.isatty() else structlog.processors.JSONRenderer()
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(structlog.stdlib.ProcessorFormatter(
+        foreign_pre_chain=shared,
+        processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+                    structlog.processors.format_exc_info, renderer],
+    ))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(lvl)
     # pysyncobj and aiohttp chatter only matters when debugging them.
     for noisy in ("aiohttp.access", "pysyncobj", "urllib3", "asyncio"):
         logging.getLogger(noisy).setLevel(max(lvl, logging.WARNING))
-    renderer = structlog.dev.ConsoleRenderer() if sys.stderr.isatty() else structlog.processors.JSONRenderer()
-    processors = [
-        structlog.contextvars.merge_contextvars,
-        structlog.processors.add_log_level,
-        structlog.processors.TimeStamper(fmt="iso", utc=True),
-        structlog.processors.format_exc_info,
-        renderer,
-    ]
     if component:
         structlog.contextvars.bind_contextvars(component=component)
     structlog.configure(
-        processors=processors,
+        processors=[*shared, structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
         wrapper_class=structlog.make_filtering_bound_logger(lvl),
-        logger_factory=structlog.PrintLoggerFactory(sys.stderr),
+        logger_factory=structlog.stdlib.LoggerFactory(),
         cache_logger_on_first_use=True,
     )

@@ -82,6 +82,7 @@ class Resources:
         for r in items:
             key = (r.name, r.role)
             prev = bag.get(key)
+            r = _canon(r)
             bag[key] = r if prev is None else _add_one(prev, r)
         self._items = {k: v for k, v in sorted(bag.items()) if not _is_empty(v)}
 
@@ -104,9 +105,12 @@ class Resources:
                 for chunk in filter(None, (c.strip() for c in value[1:-1].split(","))):
                     lo, _, hi = chunk.partition("-")
                     try:
-                        rs.append((int(lo), int(hi or lo)))
+                        b, e = int(lo), int(hi or lo)
                     except ValueError:
                         raise ValueError(f"bad range {chunk!r} in {part!r}") from None
+                    if b > e:
+                        raise ValueError(f"bad range {chunk!r} in {part!r}: begin is after end")
+                    rs.append((b, e))
                 items.append(Resource(name, "RANGES", ranges=_norm_ranges(rs), role=role))
             elif value.startswith("{"):
                 if not value.endswith("}"):
@@ -151,7 +155,7 @@ class Resources:
         for r in self._items.values():
             key = r.name if r.role == UNRESERVED else f"{r.name}({r.role})"
             if r.type == "SCALAR":
-                parts.append(f"{key}:{r.scalar:g}")
+                parts.append(f"{key}:" + (f"{r.scalar:.3f}".rstrip("0").rstrip(".") or "0"))  # exact, unlike :g
             elif r.type == "RANGES":
                 parts.append(f"{key}:[" + ",".join(f"{b}-{e}" for b, e in r.ranges) + "]")
             else:
@@ -211,6 +215,18 @@ class Resources:
             if r.type == "SET" and not set(r.items) <= set(mine.items):
                 return False
         return True
+
+
+def _canon(r: Resource) -> Resource:
+    """The normal form of one record: scalars rounded, ranges merged and sorted, items sorted and unique."""
+    if r.type == "SCALAR":
+        v = _round(r.scalar)
+        return r if v == r.scalar and type(r.scalar) is float else Resource(r.name, r.type, scalar=v, role=r.role)
+    if r.type == "RANGES":
+        rs = _norm_ranges(r.ranges)
+        return r if rs == r.ranges else Resource(r.name, r.type, ranges=rs, role=r.role)
+    its = tuple(sorted(set(r.items)))
+    return r if its == r.items else Resource(r.name, r.type, items=its, role=r.role)
 
 
 def _is_empty(r: Resource) -> bool:

@@ -66,7 +66,7 @@ class AllocatorConfig:
 def effective_refuse_seconds(refuse: float | None, interval: float) -> float:
     """Mesos's filter rules: absent or negative = 5 s, capped at 365 days, 0 = no filter,
     and never shorter than one allocation interval."""
-    if refuse is None or refuse < 0:
+    if refuse is None or refuse < 0 or refuse != refuse:  # absent, negative or NaN: the default
         refuse = DEFAULT_REFUSE_SECONDS
     if refuse == 0:
         return 0.0
@@ -74,8 +74,10 @@ def effective_refuse_seconds(refuse: float | None, interval: float) -> float:
 
 
 def is_allocatable(res: Resources, config: AllocatorConfig) -> bool:
+    if not res:  # never an empty offer, whatever the (possibly empty) quantity sets say
+        return False
     if not config.min_allocatable:
-        return bool(res)
+        return True
     q = res.quantities()
     return any(all(q.get(n, 0.0) >= v for n, v in alt) for alt in config.min_allocatable)
 

@@ -118,75 +118,211 @@ def parse_call(body: bytes) -> dict:
     except (ValueError, UnicodeDecodeError) as e:
         raise CallError(f"Failed to parse body into JSON: {e}") from None
     if not isinstance(call, dict):
-        raise CallError("Failed to convert JSON into Call protobuf: expecting a JSON object")
+        raise CallError(f"{CONVERT}expecting a JSON object")
     t = call.get("type")
     if t is None:
-        raise CallError("Failed to validate scheduler::Call: Expecting 'type' to be present")
+        raise CallError(f"{VALIDATE}Expecting 'type' to be present")
     if not isinstance(t, str):
-        raise CallError("Failed to convert JSON into Call protobuf: 'type' must be an enum name")
+        raise CallError(f"{CONVERT}'type' must be an enum name")
     if t != "UNKNOWN" and t not in CALL_TYPES:
-        raise CallError(f"Failed to convert JSON into Call protobuf: unknown call type '{t}'")
+        raise CallError(f"{CONVERT}unknown call type '{t}'")
     return call
 
 
-def parse_framework_info(d: object) -> tuple[ev.FrameworkInfo, str | None]:
-    """Returns the info and the `id` it carried (re-subscription)."""
-    d = _obj(d, "framework_info")
-    user = _str(d.get("user"), "framework_info.user", True)
-    name = _str(d.get("name"), "framework_info.name", True)
+CONVERT = "Failed to convert JSON into Call protobuf: "
+VALIDATE = "Failed to validate scheduler::Call: "
+
+# Calls Mesos refuses without their payload (scheduler::call::validate); TEARDOWN, REVIVE, SUPPRESS and UNKNOWN
+# need none.
+PAYLOAD_REQUIRED = CALL_TYPES - {"SUBSCRIBE", "TEARDOWN", "REVIVE", "SUPPRESS"}
+
+
+def conversion_error(e: Exception) -> CallError:
+    """A structural error (missing required field, wrong JSON type) worded as Mesos words it."""
+    msg = str(e)
+    return CallError(msg if msg.startswith("Failed to") else CONVERT + msg)
+
+
+def validate_call(call: dict) -> None:
+    """A non-SUBSCRIBE call, checked as Mesos checks it before it looks the framework up, so a malformed
+    call is a 400 even from an unknown or disconnected framework: first the JSON->protobuf conversion of
+    its payload (proto2 required fields and JSON types, anywhere in the payload: a TaskInfo without a
+    `name` fails the whole call, it is not a TASK_ERROR), then `scheduler::call::validate`."""
+    t = call["type"]
+    key = t.lower()
+    payload = call.get(key)
+    try:
+        framework_id = _id(call.get("framework_id"), "framework_id", required=False)
+        if payload is not None:
+            _convert_payload(t, _obj(payload, key), key)
+    except CallError as e:
+        raise conversion_error(e) from None
+    if framework_id is None:
+        raise CallError(f"{VALIDATE}Expecting 'framework_id' to be present")
+    if t in PAYLOAD_REQUIRED and payload is None:
+        raise CallError(f"{VALIDATE}Expecting '{key}' to be present")
+    if t in ("ACKNOWLEDGE", "ACKNOWLEDGE_OPERATION_STATUS"):
+        decode_uuid(payload["uuid"], f"{key}.uuid")
+    if t == "ACKNOWLEDGE_OPERATION_STATUS" and payload.get("agent_id") is None:
+        raise CallError(f"{VALIDATE}Expecting 'agent_id' to be present")
+    if t == "UPDATE_FRAMEWORK":
+        info_id = _id(payload["framework_info"].get("id"), "update_framework.framework_info.id", required=False)
+        if info_id != framework_id:
+            raise CallError(f"{VALIDATE}'framework_id' differs from 'update_framework.framework_info.id'")
+
+
+def _ids(v: object, where: str) -> None:
+    for i, x in enumerate(_list(v, where)):
+        _id(x, f"{where}[{i}]")
+
+
+def _strs(v: object, where: str) -> None:
+    for i, x in enumerate(_list(v, where)):
+        _str(x, f"{where}[{i}]", True)
+
+
+def _convert_payload(t: str, p: dict, key: str) -> None:
+    """Raise CallError where stout's JSON->protobuf conversion of this call payload fails."""
+    if t == "ACCEPT":
+        _ids(p.get("offer_ids"), f"{key}.offer_ids")
+        for i, op in enumerate(_list(p.get("operations"), f"{key}.operations")):
+            w = f"{key}.operations[{i}]"
+            op = _obj(op, w)
+            if op.get("type") is None:
+                raise CallError(f"Missing required fields: {w}.type")
+            if op.get("type") == "LAUNCH":
+                launch = _obj(op.get("launch"), f"{w}.launch")
+                for j, ti in enumerate(_list(launch.get("task_infos"), f"{w}.launch.task_infos")):
+                    try:
+                        parse_task_info(ti, f"{w}.launch.task_infos[{j}]")
+                    except TaskInvalid:
+                        pass  # well-formed but invalid: that task gets a TASK_ERROR, the call goes on
+        parse_refuse_seconds(p.get("filters"))
+    elif t in ("DECLINE", "ACCEPT_INVERSE_OFFERS", "DECLINE_INVERSE_OFFERS"):
+        _ids(p.get("offer_ids" if t == "DECLINE" else "inverse_offer_ids"),
+             f"{key}.{'offer_ids' if t == 'DECLINE' else 'inverse_offer_ids'}")
+        parse_refuse_seconds(p.get("filters"))
+    elif t in ("REVIVE", "SUPPRESS"):
+        _strs(p.get("roles"), f"{key}.roles")
+    elif t == "KILL":
+        _id(p.get("task_id"), f"{key}.task_id")
+        _id(p.get("agent_id"), f"{key}.agent_id", required=False)
+        if p.get("kill_policy") is not None:
+            gp = _obj(p["kill_policy"], f"{key}.kill_policy").get("grace_period")
+            if gp is not None:
+                _num(_obj(gp, f"{key}.kill_policy.grace_period").get("nanoseconds"),
+                     f"{key}.kill_policy.grace_period.nanoseconds")
+    elif t == "SHUTDOWN":
+        _id(p.get("executor_id"), f"{key}.executor_id")
+        _id(p.get("agent_id"), f"{key}.agent_id")
+    elif t == "ACKNOWLEDGE":
+        _id(p.get("agent_id"), f"{key}.agent_id")
+        _id(p.get("task_id"), f"{key}.task_id")
+        _str(p.get("uuid"), f"{key}.uuid", True)
+    elif t == "ACKNOWLEDGE_OPERATION_STATUS":
+        _id(p.get("agent_id"), f"{key}.agent_id", required=False)
+        _id(p.get("resource_provider_id"), f"{key}.resource_provider_id", required=False)
+        _str(p.get("uuid"), f"{key}.uuid", True)
+        _id(p.get("operation_id"), f"{key}.operation_id")
+    elif t in ("RECONCILE", "RECONCILE_OPERATIONS"):
+        item, item_id = ("tasks", "task_id") if t == "RECONCILE" else ("operations", "operation_id")
+        for i, x in enumerate(_list(p.get(item), f"{key}.{item}")):
+            x = _obj(x, f"{key}.{item}[{i}]")
+            _id(x.get(item_id), f"{key}.{item}[{i}].{item_id}")
+            _id(x.get("agent_id"), f"{key}.{item}[{i}].agent_id", required=False)
+    elif t == "MESSAGE":
+        _id(p.get("agent_id"), f"{key}.agent_id")
+        _id(p.get("executor_id"), f"{key}.executor_id")
+        _str(p.get("data"), f"{key}.data", True)
+    elif t == "REQUEST":
+        for i, r in enumerate(_list(p.get("requests"), f"{key}.requests")):
+            _obj(r, f"{key}.requests[{i}]")
+    elif t == "UPDATE_FRAMEWORK":
+        if p.get("framework_info") is None:
+            raise CallError(f"Missing required fields: {key}.framework_info")
+        try:
+            parse_framework_info(p["framework_info"], f"{key}.framework_info")
+        except FrameworkRefused:
+            pass  # well-formed; whether it is acceptable is decided later
+        _strs(p.get("suppressed_roles"), f"{key}.suppressed_roles")
+
+
+def parse_framework_info(d: object, where: str = "framework_info") -> tuple[ev.FrameworkInfo, str | None]:
+    """Returns the info and the `id` it carried (re-subscription).
+
+    Structure first (CallError: a 400, as stout's conversion fails), then the checks Mesos makes when it
+    subscribes the framework (FrameworkRefused: an ERROR event on the stream), so a refusal never hides
+    a malformed field."""
+    d = _obj(d, where)
+    user = _str(d.get("user"), f"{where}.user", True)
+    name = _str(d.get("name"), f"{where}.name", True)
     caps = []
-    for i, c in enumerate(_list(d.get("capabilities"), "framework_info.capabilities")):
-        t = _obj(c, f"framework_info.capabilities[{i}]").get("type")
+    for i, c in enumerate(_list(d.get("capabilities"), f"{where}.capabilities")):
+        t = _obj(c, f"{where}.capabilities[{i}]").get("type")
         if isinstance(t, str) and t in CAPABILITIES:  # unknown enum names are dropped, as stout does
             caps.append(t)
     caps = sorted(set(caps))
     roles_given = d.get("roles")
-    role_given = d.get("role")
+    role_given = _str(d.get("role"), f"{where}.role")
+    roles_list = [_str(r, f"{where}.roles[{i}]", True) for i, r in enumerate(_list(roles_given, f"{where}.roles"))]
+    failover = _num(d.get("failover_timeout", 0.0), f"{where}.failover_timeout")
+    principal = _str(d.get("principal"), f"{where}.principal")
+    hostname = _str(d.get("hostname"), f"{where}.hostname")
+    webui_url = _str(d.get("webui_url"), f"{where}.webui_url")
+    labels = labels_in(d.get("labels"), f"{where}.labels") if d.get("labels") is not None else []
+    framework_id = _id(d.get("id"), f"{where}.id", required=False)
+
     if roles_given is not None and role_given is not None:
         raise FrameworkRefused("'FrameworkInfo.role' and 'FrameworkInfo.roles' must not both be set")
-    if roles_given is not None:
+    if roles_given is not None and (roles_list or "MULTI_ROLE" in caps):
         if "MULTI_ROLE" not in caps:
             raise FrameworkRefused("'FrameworkInfo.roles' requires the MULTI_ROLE capability")
-        roles = [_str(r, "framework_info.roles[]", True) for r in _list(roles_given, "framework_info.roles")]
+        roles = roles_list
         if len(set(roles)) != len(roles):
             raise FrameworkRefused(f"Duplicate roles in FrameworkInfo.roles: {roles}")
         multi = True
     else:
         if "MULTI_ROLE" in caps and role_given is not None:
             raise FrameworkRefused("'FrameworkInfo.role' must not be set with the MULTI_ROLE capability")
-        roles = [_str(role_given, "framework_info.role") or "*"]
         multi = "MULTI_ROLE" in caps
+        # A MULTI_ROLE framework without `roles` is subscribed to no role (and gets no offers), as in Mesos.
+        roles = [] if multi else [role_given if role_given is not None else "*"]
     for r in roles:
         validate_role(r)
-    failover = _num(d.get("failover_timeout", 0.0), "framework_info.failover_timeout")
     if failover < 0 or math.isnan(failover) or math.isinf(failover):
         raise FrameworkRefused(f"Invalid failover_timeout: {failover}")
     info = ev.FrameworkInfo(
         name=name, user=user, roles=roles, multi_role=multi, capabilities=caps, failover_timeout=failover,
-        checkpoint=bool(d.get("checkpoint", False)), principal=_str(d.get("principal"), "framework_info.principal"),
-        hostname=_str(d.get("hostname"), "framework_info.hostname"),
-        webui_url=_str(d.get("webui_url"), "framework_info.webui_url"),
-        labels=labels_in(d.get("labels"), "framework_info.labels") if d.get("labels") is not None else [],
+        checkpoint=bool(d.get("checkpoint", False)), principal=principal, hostname=hostname, webui_url=webui_url,
+        labels=labels,
     )
-    return info, _id(d.get("id"), "framework_info.id", required=False)
+    return info, framework_id
 
 
 class FrameworkRefused(Exception):
     """SUBSCRIBE refused: an ERROR event on the 200 stream, then close (Mesos's behaviour)."""
 
 
+_ROLE_BAD_CHARS = set("\t\n\v\f\r \x7f")
+
+
 def validate_role(role: str) -> None:
+    """Mesos's rules: '*' or '/'-separated components, none empty, '.', '..', starting with '-',
+    or holding whitespace or DEL."""
     if role == "*":
         return
-    if not role or role in (".", "..") or role.startswith("-") or role.startswith("/") or role.endswith("/"):
-        raise FrameworkRefused(f"Role '{role}' is invalid")
+    if not role:
+        raise FrameworkRefused("Empty role name is invalid")
     for part in role.split("/"):
-        if part in ("", ".", "..") or part.startswith("-") or any(c.isspace() or c in "\\*" for c in part):
-            raise FrameworkRefused(f"Role '{role}' is invalid")
+        if part in ("", ".", "..", "*") or part.startswith("-") or any(c in _ROLE_BAD_CHARS for c in part):
+            raise FrameworkRefused(f"Role name '{role}' is invalid: components must be non-empty, not '.', '..' or '*', "
+                                   "not start with '-', and hold no whitespace or DEL")
 
 
 def parse_resources(items: object, where: str) -> Resources:
+    """Every resource is checked for structure (CallError) before any value is judged (TaskInvalid)."""
     out = []
+    problem: str | None = None
     for i, r in enumerate(_list(items, where)):
         w = f"{where}[{i}]"
         r = _obj(r, w)
@@ -199,25 +335,38 @@ def parse_resources(items: object, where: str) -> Resources:
         elif r.get("role") is not None:
             role = _str(r.get("role"), f"{w}.role") or UNRESERVED
         if typ == "SCALAR":
-            v = _num(_obj(r.get("scalar"), f"{w}.scalar").get("value"), f"{w}.scalar.value")
+            v = _num(_required(_obj(r.get("scalar"), f"{w}.scalar").get("value"), f"{w}.scalar.value"),
+                     f"{w}.scalar.value")
             if v < 0 or math.isnan(v) or math.isinf(v):
-                raise TaskInvalid(f"Invalid scalar resource {name}: {v}")
+                problem = problem or f"Invalid scalar resource {name}: {v}"
+                continue
             out.append(Resource(name, "SCALAR", scalar=round(v, 3), role=role))
         elif typ == "RANGES":
             rs = []
             for j, rg in enumerate(_list(_obj(r.get("ranges"), f"{w}.ranges").get("range"), f"{w}.ranges.range")):
-                rg = _obj(rg, f"{w}.ranges.range[{j}]")
-                b, e = int(_num(rg.get("begin"), "begin")), int(_num(rg.get("end"), "end"))
+                wr = f"{w}.ranges.range[{j}]"
+                rg = _obj(rg, wr)
+                b = int(_num(_required(rg.get("begin"), f"{wr}.begin"), f"{wr}.begin"))
+                e = int(_num(_required(rg.get("end"), f"{wr}.end"), f"{wr}.end"))
                 if b > e:
-                    raise TaskInvalid(f"Invalid range [{b}-{e}] in resource {name}")
+                    problem = problem or f"Invalid range [{b}-{e}] in resource {name}"
                 rs.append((b, e))
             out.append(Resource(name, "RANGES", ranges=tuple(sorted(rs)), role=role))
         elif typ == "SET":
             its = _list(_obj(r.get("set"), f"{w}.set").get("item"), f"{w}.set.item")
-            out.append(Resource(name, "SET", items=tuple(sorted(str(x) for x in its)), role=role))
+            out.append(Resource(name, "SET", items=tuple(sorted(_str(x, f"{w}.set.item[]", True) for x in its)),
+                                role=role))
         else:
             raise CallError(f"{w}.type: unknown resource type '{typ}'")
+    if problem is not None:
+        raise TaskInvalid(problem)
     return Resources(out)
+
+
+def _required(v: object, where: str) -> object:
+    if v is None:
+        raise CallError(f"Missing required fields: {where}")
+    return v
 
 
 def parse_refuse_seconds(filters: object) -> float | None:
@@ -230,67 +379,94 @@ def parse_refuse_seconds(filters: object) -> float | None:
 
 
 def parse_task_info(d: object, where: str) -> ev.TaskSpec:
+    """A TaskInfo: its structure first (CallError: stout's conversion would fail the whole call with 400),
+    then what Mesos's task validation and Drover's support decide (TaskInvalid: a TASK_ERROR for this task)."""
     d = _obj(d, where)
     task_id = _id(d.get("task_id"), f"{where}.task_id")
     name = _str(d.get("name"), f"{where}.name", True)
     agent_id = _id(d.get("agent_id"), f"{where}.agent_id")
-    if not task_id or task_id.strip() != task_id or "/" in task_id or task_id in (".", "..") or "\x00" in task_id:
-        raise TaskInvalid(f"Task ID '{task_id}' is invalid: it must be non-empty, without '/', NUL or outer spaces")
+    cmd = _obj(d.get("command"), f"{where}.command")
+    shell = bool(cmd.get("shell", True))
+    value = _str(cmd.get("value"), f"{where}.command.value")
+    user = _str(cmd.get("user"), f"{where}.command.user")
+    args = [_str(a, f"{where}.command.arguments[{i}]", True)
+            for i, a in enumerate(_list(cmd.get("arguments"), f"{where}.command.arguments"))]
+    env = []
+    wenv = f"{where}.command.environment"
+    for i, var in enumerate(_list(_obj(cmd.get("environment"), wenv).get("variables"), f"{wenv}.variables")):
+        var = _obj(var, f"{wenv}.variables[{i}]")
+        env.append(ev.Label(_str(var.get("name"), f"{wenv}.variables[{i}].name", True),
+                            _str(var.get("value"), f"{wenv}.variables[{i}].value") or ""))
+    try:
+        resources, bad_resources = parse_resources(d.get("resources"), f"{where}.resources"), None
+    except TaskInvalid as e:
+        resources, bad_resources = Resources([]), str(e)
+    image, bad_image = None, None
+    if d.get("container") is not None:
+        wc = f"{where}.container"
+        c = _obj(d["container"], wc)
+        ctype = _str(_required(c.get("type"), f"{wc}.type"), f"{wc}.type")
+        if ctype == "DOCKER":
+            image = _str(_obj(c.get("docker"), f"{wc}.docker").get("image"), f"{wc}.docker.image", True)
+        elif ctype == "MESOS":
+            img = _obj(_obj(c.get("mesos"), f"{wc}.mesos").get("image"), f"{wc}.mesos.image")
+            if img:
+                itype = _str(img.get("type", "DOCKER"), f"{wc}.mesos.image.type")
+                if itype == "DOCKER":
+                    image = _str(_obj(img.get("docker"), f"{wc}.mesos.image.docker").get("name"),
+                                 f"{wc}.mesos.image.docker.name", True)
+                elif itype == "APPC":
+                    bad_image = "Only DOCKER images are supported in container.mesos.image"
+                else:
+                    raise CallError(f"{wc}.mesos.image.type: unknown image type '{itype}'")
+        else:
+            raise CallError(f"{wc}.type: unknown container type '{ctype}'")
+    grace = None
+    if d.get("kill_policy") is not None:
+        wk = f"{where}.kill_policy"
+        gp = _obj(_obj(d["kill_policy"], wk).get("grace_period"), f"{wk}.grace_period")
+        if gp:
+            grace = _num(_required(gp.get("nanoseconds"), f"{wk}.grace_period.nanoseconds"),
+                         f"{wk}.grace_period.nanoseconds") / 1e9
+    labels = labels_in(d.get("labels"), f"{where}.labels") if d.get("labels") else []
+    data = _str(d.get("data"), f"{where}.data")
+
+    if (not task_id or task_id.strip() != task_id or task_id in (".", "..")
+            or any(c in "/\\" or ord(c) < 32 or ord(c) == 127 for c in task_id)):
+        raise TaskInvalid(f"Task ID {task_id!r} is invalid: it must be non-empty, without '/', '\\', control "
+                          "characters or outer spaces")
     if d.get("executor") is not None:
         raise TaskInvalid("Custom executors are not supported by Drover yet; use 'command'")
     if d.get("command") is None:
         raise TaskInvalid("Task must have exactly one of 'command' or 'executor' set")
-    cmd = _obj(d["command"], f"{where}.command")
-    shell = bool(cmd.get("shell", True))
-    value = _str(cmd.get("value"), f"{where}.command.value")
-    args = [_str(a, f"{where}.command.arguments[]", True) for a in _list(cmd.get("arguments"), "arguments")]
     if shell and not value:
         raise TaskInvalid("Shell command of task must have a value")
     if not shell and not value:
         raise TaskInvalid("Non-shell command of task must have a value (the executable)")
-    env = []
-    for i, var in enumerate(_list(_obj(cmd.get("environment"), "environment").get("variables"), "variables")):
-        var = _obj(var, f"{where}.command.environment.variables[{i}]")
-        env.append(ev.Label(_str(var.get("name"), "name", True), _str(var.get("value"), "value") or ""))
-    resources = parse_resources(d.get("resources"), f"{where}.resources")
+    if bad_resources is not None:
+        raise TaskInvalid(bad_resources)
     if not resources:
         raise TaskInvalid("Task uses no resources")
-    image = None
-    if d.get("container") is not None:
-        c = _obj(d["container"], f"{where}.container")
-        ctype = c.get("type")
-        if ctype == "DOCKER":
-            image = _str(_obj(c.get("docker"), "docker").get("image"), f"{where}.container.docker.image", True)
-        elif ctype == "MESOS":
-            img = _obj(_obj(c.get("mesos"), "mesos").get("image"), "image")
-            if img:
-                if img.get("type", "DOCKER") != "DOCKER":
-                    raise TaskInvalid("Only DOCKER images are supported in container.mesos.image")
-                image = _str(_obj(img.get("docker"), "docker").get("name"), f"{where}.container.mesos.image.docker.name", True)
-        else:
-            raise TaskInvalid(f"ContainerInfo.type must be DOCKER or MESOS, got {ctype!r}")
-    grace = None
-    if d.get("kill_policy") is not None:
-        gp = _obj(_obj(d["kill_policy"], "kill_policy").get("grace_period"), "grace_period")
-        if gp.get("nanoseconds") is not None:
-            grace = _num(gp["nanoseconds"], "kill_policy.grace_period.nanoseconds") / 1e9
+    if bad_image is not None:
+        raise TaskInvalid(bad_image)
     return ev.TaskSpec(
         task_id=task_id, name=name, agent_id=agent_id, resources=resources.to_list(),
-        command=ev.CommandSpec(shell=shell, value=value, arguments=args, env=env, user=_str(cmd.get("user"), "user")),
-        image=image, labels=labels_in(d.get("labels"), f"{where}.labels") if d.get("labels") else [],
-        kill_grace_seconds=grace, data=_str(d.get("data"), f"{where}.data"),
+        command=ev.CommandSpec(shell=shell, value=value, arguments=args, env=env, user=user),
+        image=image, labels=labels, kill_grace_seconds=grace, data=data,
     )
 
 
-def decode_uuid(b64: object) -> bytes:
+def decode_uuid(b64: object, where: str = "acknowledge.uuid") -> bytes:
+    if b64 is None:
+        raise CallError(f"{CONVERT}Missing required fields: {where}")
     if not isinstance(b64, str):
-        raise CallError("Failed to validate scheduler::Call: 'acknowledge.uuid' must be a base64 string")
+        raise CallError(f"{CONVERT}'{where}' must be a base64 string")
     try:
         raw = base64.b64decode(b64, validate=True)
     except (ValueError, TypeError):
-        raise CallError("Failed to convert JSON into Call protobuf: 'acknowledge.uuid' is not valid base64") from None
+        raise CallError(f"{CONVERT}'{where}' is not valid base64") from None
     if len(raw) != 16:
-        raise CallError(f"Failed to validate scheduler::Call: UUID must be 16 bytes, got {len(raw)}")
+        raise CallError(f"{VALIDATE}'{where}' is not a valid UUID: it must be 16 bytes, got {len(raw)}")
     return raw
 
 

@@ -46,18 +46,17 @@ class SchedulerAPI:
             return _text(415, "Drover accepts only application/json on the scheduler API")
         try:
             call = codec.parse_call(body)
+            ctype_call = call["type"]
+            if ctype_call == "SUBSCRIBE":
+                return await self._subscribe(request, call)
+            # Mesos converts and validates the whole call before it looks at the framework: a malformed
+            # call is a 400 even from an unknown or disconnected framework.
+            codec.validate_call(call)
         except codec.CallError as e:
             return _text(400, str(e))
-        ctype_call = call["type"]
-        if ctype_call == "UNKNOWN":
-            return _text(501, "Call type UNKNOWN is not implemented")
         sub = call.get(ctype_call.lower())
-        if ctype_call == "SUBSCRIBE":
-            return await self._subscribe(request, call)
         try:
-            framework_id = codec._id(call.get("framework_id"), "framework_id", required=False)
-            if framework_id is None:
-                return _text(400, "Failed to validate scheduler::Call: Expecting 'framework_id' to be present")
+            framework_id = codec._id(call.get("framework_id"), "framework_id")
             state = self.core.state
             fw = state.frameworks.get(framework_id)
             if fw is None:
@@ -71,6 +70,8 @@ class SchedulerAPI:
             if sid != stream.stream_id:
                 return _text(400, f"The stream ID '{sid}' included in this request didn't match the stream ID "
                                   f"currently associated with framework ID {framework_id}")
+            if ctype_call == "UNKNOWN":
+                return _text(501, "Call type UNKNOWN is not implemented")
             handler = getattr(self, "_" + ctype_call.lower(), None)
             if handler is None:
                 return web.Response(status=202)  # accepted and ignored (MESSAGE, REQUEST, inverse offers, ...)
@@ -84,24 +85,26 @@ class SchedulerAPI:
     async def _subscribe(self, request: web.Request, call: dict) -> web.StreamResponse:
         core = self.core
         try:
-            sub = codec._obj(call.get("subscribe"), "subscribe")
-            if not sub:
-                raise codec.CallError("Failed to validate scheduler::Call: Expecting 'subscribe' to be present")
-            if sub.get("framework_info") is None:
-                raise codec.CallError("Missing required fields: subscribe.framework_info")
-            top_id = codec._id(call.get("framework_id"), "framework_id", required=False)
-            refusal = None
+            if call.get("subscribe") is None:
+                raise codec.CallError(f"{codec.VALIDATE}Expecting 'subscribe' to be present")
             try:
-                info, info_id = codec.parse_framework_info(sub.get("framework_info"))
-            except codec.FrameworkRefused as e:
-                refusal, info, info_id = str(e), None, None
-                raw_id = codec._obj(sub.get("framework_info"), "framework_info").get("id")
-                info_id = codec._id(raw_id, "framework_info.id", required=False)
+                sub = codec._obj(call.get("subscribe"), "subscribe")
+                if sub.get("framework_info") is None:
+                    raise codec.CallError("Missing required fields: subscribe.framework_info")
+                top_id = codec._id(call.get("framework_id"), "framework_id", required=False)
+                refusal = None
+                try:
+                    info, info_id = codec.parse_framework_info(sub.get("framework_info"), "subscribe.framework_info")
+                except codec.FrameworkRefused as e:  # well-formed (structure is checked first), but refused
+                    refusal, info = str(e), None
+                    raw_id = codec._obj(sub.get("framework_info"), "framework_info").get("id")
+                    info_id = codec._id(raw_id, "subscribe.framework_info.id", required=False)
+                roles = codec._list(sub.get("suppressed_roles"), "subscribe.suppressed_roles")
+                suppressed = [codec._str(r, f"subscribe.suppressed_roles[{i}]", True) for i, r in enumerate(roles)]
+            except codec.CallError as e:
+                raise codec.conversion_error(e) from None
             if top_id != info_id:
-                raise codec.CallError("Failed to validate scheduler::Call: 'framework_id' differs from "
-                                      "'subscribe.framework_info.id'")
-            suppressed = [codec._str(r, "suppressed_roles[]", True)
-                          for r in codec._list(sub.get("suppressed_roles"), "subscribe.suppressed_roles")]
+                raise codec.CallError(f"{codec.VALIDATE}'framework_id' differs from 'subscribe.framework_info.id'")
         except codec.CallError as e:
             return _text(400, str(e))
         accept = request.headers.get("Accept", "*/*")
@@ -208,16 +211,13 @@ class SchedulerAPI:
         ids = self._offer_ids(sub, "accept")
         refuse = codec.parse_refuse_seconds(sub.get("filters"))
         ops = codec._list(sub.get("operations"), "accept.operations")
-        task_infos: list[tuple[int, dict]] = []
-        for i, op in enumerate(ops):
+        task_infos: list[tuple[str, dict]] = []
+        for i, op in enumerate(ops):  # structure already checked by codec.validate_call
             op = codec._obj(op, f"accept.operations[{i}]")
-            t = op.get("type")
-            if t == "LAUNCH":
+            if op.get("type") == "LAUNCH":
                 launch = codec._obj(op.get("launch"), f"accept.operations[{i}].launch")
                 for j, ti in enumerate(codec._list(launch.get("task_infos"), "launch.task_infos")):
-                    task_infos.append((j, codec._obj(ti, f"accept.operations[{i}].launch.task_infos[{j}]")))
-            elif t is None:
-                raise codec.CallError(f"Missing required fields: accept.operations[{i}].type")
+                    task_infos.append((f"accept.operations[{i}].launch.task_infos[{j}]", ti))
             # Other operations (RESERVE, CREATE, LAUNCH_GROUP, ...) come with later issues: ignored for now.
         core = self.core
         async with core.deciding():
@@ -238,7 +238,7 @@ class SchedulerAPI:
                 problem = "Offers must all be allocated to the same role"
             if problem is not None:
                 for _, ti in task_infos:
-                    tid = (ti.get("task_id") or {}).get("value", "") if isinstance(ti.get("task_id"), dict) else ""
+                    tid = ti["task_id"]["value"]
                     rejected.append(ev.Rejection(task_id=tid, state=lost_state, reason="REASON_INVALID_OFFERS",
                                                  message=f"Task launched with invalid offers: {problem}"))
                 # The valid offers go back to the allocator, as Mesos does.
@@ -256,11 +256,10 @@ class SchedulerAPI:
             agent_id = valid[0].agent_id
             remaining = Resources(r for o in valid for r in o.resources)
             seen: set[str] = set()
-            for _, ti in task_infos:
-                raw_tid = ti.get("task_id")
-                tid = raw_tid.get("value", "") if isinstance(raw_tid, dict) else ""
+            for where, ti in task_infos:
+                tid = ti["task_id"]["value"]
                 try:
-                    spec = codec.parse_task_info(ti, "task_info")
+                    spec = codec.parse_task_info(ti, where)
                     if spec.agent_id != agent_id:
                         raise codec.TaskInvalid(f"Task uses agent {spec.agent_id} but the offers are for agent {agent_id}")
                     if spec.task_id in seen or state.task(framework_id, spec.task_id) is not None:
@@ -269,7 +268,7 @@ class SchedulerAPI:
                     if not remaining.contains(need):
                         raise codec.TaskInvalid(
                             f"Task uses more resources {need.format()} than available {remaining.format()}")
-                except (codec.TaskInvalid, codec.CallError) as e:
+                except codec.TaskInvalid as e:
                     rejected.append(ev.Rejection(task_id=tid, state="TASK_ERROR", reason="REASON_TASK_INVALID",
                                                  message=str(e)))
                     continue

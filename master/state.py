@@ -184,7 +184,8 @@ def _leader_elected(s: State, e: ev.LeaderElected, ts: float) -> None:
             fw.disconnected_by_failover = True
     for agent in s.agents.values():
         agent.connected = False
-    s.offers.clear()  # normally already rescinded by an OffersRescinded in the same batch
+    s.offers.clear()  # dropped silently: Mesos sends no RESCIND on failover
+    s.filters.clear()  # frameworks were deactivated, which drops their filters (as a Mesos failover loses them)
 
 
 def _framework_subscribed(s: State, e: ev.FrameworkSubscribed, ts: float) -> None:
@@ -345,7 +346,8 @@ def _status_updated(s: State, e: ev.StatusUpdated, ts: float) -> None:
     task = s.task(e.framework_id, e.task_id)
     if task is None:
         return
-    task.state = e.status.state
+    if not task.terminal:  # as Mesos: a terminal task's state never changes again (resources were recovered)
+        task.state = e.status.state
     task.statuses.append(e.status)
     if e.status.uuid is not None:
         task.pending = e.status

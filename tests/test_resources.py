@@ -1,0 +1,261 @@
+"""Unit tests for eventstore.resources: the canonical resource bag."""
+
+import msgspec
+import pytest
+
+from eventstore.resources import UNRESERVED, Resource, Resources, ranges_count
+
+FLAG = "cpus:4;mem:4096;disk:8192;ports:[31000-32000];cpus(web):2"
+
+
+def R(text: str) -> Resources:
+    return Resources.parse(text)
+
+
+def by_key(res: Resources) -> dict:
+    return {(r.name, r.role): r for r in res}
+
+
+# ---- parsing ------------------------------------------------------------------------------------
+
+
+def test_parse_agent_flag_form():
+    res = R(FLAG)
+    items = by_key(res)
+    assert set(items) == {("cpus", "*"), ("cpus", "web"), ("mem", "*"), ("disk", "*"), ("ports", "*")}
+    assert items[("cpus", "*")] == Resource("cpus", "SCALAR", scalar=4.0)
+    assert items[("cpus", "web")] == Resource("cpus", "SCALAR", scalar=2.0, role="web")
+    assert items[("mem", "*")].scalar == 4096.0
+    assert items[("disk", "*")].scalar == 8192.0
+    assert items[("ports", "*")] == Resource("ports", "RANGES", ranges=((31000, 32000),))
+    # Totals by name sum the roles; ports are not a quantity.
+    assert res.quantities() == {"cpus": 6.0, "disk": 8192.0, "mem": 4096.0}
+    assert res.scalar("cpus") == 6.0
+    assert res.ranges("ports") == ((31000, 32000),)
+    assert res.unreserved() == R("cpus:4;mem:4096;disk:8192;ports:[31000-32000]")
+
+
+def test_parse_whitespace_newlines_sets_and_multiple_ranges():
+    res = R(" cpus : 1.5 ;\nmem:64;; ports:[1-2, 5-5, 3-4];zones:{b, a, a}")
+    assert res.scalar("cpus") == 1.5
+    assert res.scalar("mem") == 64.0
+    assert res.ranges("ports") == ((1, 5),)  # adjacent/overlapping pieces merge
+    assert by_key(res)[("zones", "*")].items == ("a", "b")
+    assert R("") == Resources()
+    assert not R("")
+
+
+def test_parse_format_round_trip():
+    res = R(FLAG + ";zones:{a,b};ports(web):[1-3,7-9]")
+    assert R(res.format()) == res
+    assert R("cpus:4;mem:4096").format() == "cpus:4;mem:4096"
+
+
+def test_format_is_exact_for_large_and_fractional_scalars():
+    res = R("mem:1234567;disk:262144.5;cpus:0.125;gpus:1000000")
+    assert res.format() == "cpus:0.125;disk:262144.5;gpus:1000000;mem:1234567"
+    assert R(res.format()) == res
+
+
+@pytest.mark.parametrize(
+    "text, fragment",
+    [
+        ("cpus:4;mem", "mem"),  # no value
+        ("cpus:4;mem:lots", "lots"),  # not a number
+        ("cpus:-1", "cpus"),  # negative
+        ("cpus:nan", "cpus"),
+        ("cpus:inf", "cpus"),
+        ("ports:[31000-abc]", "31000-abc"),
+        ("ports:[1-2", "ports:[1-2"),  # unterminated
+        ("zones:{a,b", "zones:{a,b"),
+        ("4cpus:1", "4cpus:1"),  # bad name
+        ("cpus(web:1", "cpus(web:1"),
+    ],
+)
+def test_parse_errors_name_the_entry(text, fragment):
+    with pytest.raises(ValueError) as exc:
+        R(text)
+    assert fragment in str(exc.value)
+
+
+def test_parse_reversed_range_is_an_error():
+    with pytest.raises(ValueError) as exc:
+        R("ports:[32000-31000]")
+    assert "32000-31000" in str(exc.value)
+
+
+def test_parse_conflicting_types_for_one_name():
+    with pytest.raises(ValueError) as exc:
+        R("ports:[1-2];ports:3")
+    assert "ports" in str(exc.value)
+
+
+def test_parse_scalar_rounds_to_three_decimals():
+    assert R("cpus:0.12345").scalar("cpus") == 0.123
+    assert R("cpus:0.0004") == Resources()  # rounds to zero: empty
+
+
+# ---- scalars -----------------------------------------------------------------------------------
+
+
+def test_scalar_add_subtract_contains():
+    a = R("cpus:2;mem:1024")
+    b = R("cpus:0.5;mem:256")
+    assert a + b == R("cpus:2.5;mem:1280")
+    assert a - b == R("cpus:1.5;mem:768")
+    assert a.contains(b)
+    assert not b.contains(a)
+    assert a.contains(a)
+    assert a.contains(Resources())
+    assert not a.contains(R("gpus:1"))
+    # Subtracting more than there is leaves nothing (never negative), and a missing name is ignored.
+    assert a - R("cpus:5") == R("mem:1024")
+    assert a - R("gpus:1") == a
+    assert (a - a) == Resources()
+    assert not (a - a)
+
+
+def test_scalar_rounding_is_order_independent():
+    tenth, fifth = R("cpus:0.1"), R("cpus:0.2")
+    assert (tenth + fifth).scalar("cpus") == 0.3  # not 0.30000000000000004
+    assert tenth + fifth == R("cpus:0.3")
+    assert R("cpus:0.3") - fifth == tenth
+    assert (R("cpus:0.3") - fifth - tenth) == Resources()
+    total = Resources()
+    for _ in range(10):
+        total = total + tenth
+    assert total == R("cpus:1")
+    assert R("cpus:0.3").contains(tenth + fifth)
+    assert (tenth + fifth).contains(R("cpus:0.3"))
+    # Summation in any order gives the same bag and the same encoding.
+    parts = [R("cpus:0.1"), R("cpus:0.2"), R("cpus:0.7"), R("cpus:0.001")]
+    fwd = Resources()
+    for p in parts:
+        fwd = fwd + p
+    bwd = Resources()
+    for p in reversed(parts):
+        bwd = bwd + p
+    assert fwd == bwd
+    assert msgspec.json.encode(fwd.to_list()) == msgspec.json.encode(bwd.to_list())
+    assert fwd.scalar("cpus") == 1.001
+
+
+def test_scalars_constructor_rounds():
+    assert Resources.scalars(cpus=0.1 + 0.2, mem=32) == R("cpus:0.3;mem:32")
+    assert Resources.scalars(role="web", cpus=1) == R("cpus(web):1")
+
+
+def test_scalars_of_different_roles_are_separate():
+    a = R("cpus:2;cpus(web):1")
+    assert a - R("cpus:2") == R("cpus(web):1")
+    assert not R("cpus:5").contains(R("cpus(web):1"))
+    assert not R("cpus(web):5").contains(R("cpus:1"))
+    assert a.scalar("cpus") == 3.0
+
+
+# ---- ranges ------------------------------------------------------------------------------------
+
+
+def test_ranges_merge_on_add():
+    a = R("ports:[1-5]")
+    assert (a + R("ports:[6-10]")).ranges("ports") == ((1, 10),)  # adjacent merges
+    assert (a + R("ports:[3-8]")).ranges("ports") == ((1, 8),)  # overlap merges
+    assert (a + R("ports:[8-10]")).ranges("ports") == ((1, 5), (8, 10))
+    assert (R("ports:[20-30]") + R("ports:[1-2]")).ranges("ports") == ((1, 2), (20, 30))
+
+
+def test_ranges_split_on_subtract():
+    a = R("ports:[31000-32000]")
+    left = a - R("ports:[31500-31500]")
+    assert left.ranges("ports") == ((31000, 31499), (31501, 32000))
+    assert ranges_count(left.ranges("ports")) == 1000
+    assert (a - R("ports:[30000-31010]")).ranges("ports") == ((31011, 32000),)
+    assert (a - R("ports:[31990-33000]")).ranges("ports") == ((31000, 31989),)
+    assert (a - R("ports:[31000-31000,31002-31998,32000-32000]")).ranges("ports") == ((31001, 31001), (31999, 31999))
+    assert (a - a) == Resources()
+    assert a - R("ports:[1-10]") == a
+
+
+def test_ranges_contains():
+    a = R("ports:[1-10,20-30]")
+    assert a.contains(R("ports:[1-10]"))
+    assert a.contains(R("ports:[2-3,25-30]"))
+    assert not a.contains(R("ports:[10-20]"))
+    assert not a.contains(R("ports:[31-31]"))
+    assert not a.contains(R("ports(web):[1-2]"))
+    assert R("ports:[1-3,4-6]").contains(R("ports:[2-5]"))
+
+
+def test_range_type_mismatch_is_not_contained():
+    assert not R("ports:[1-10]").contains(Resources([Resource("ports", "SCALAR", scalar=1.0)]))
+
+
+# ---- sets --------------------------------------------------------------------------------------
+
+
+def test_sets():
+    a = R("zones:{a,b}")
+    assert a + R("zones:{b,c}") == R("zones:{a,b,c}")
+    assert a - R("zones:{a}") == R("zones:{b}")
+    assert a - R("zones:{a,b,z}") == Resources()
+    assert a.contains(R("zones:{b}"))
+    assert not a.contains(R("zones:{c}"))
+    assert R("zones:{c,b,a}") == R("zones:{a,b,c}")
+
+
+# ---- canonical form ----------------------------------------------------------------------------
+
+
+def test_canonical_equality_independent_of_order():
+    a = R("cpus:4;mem:4096;disk:8192;ports:[31000-32000];cpus(web):2")
+    b = R("cpus(web):2;ports:[31000-32000];disk:8192;mem:4096;cpus:4")
+    c = R("mem:4000;cpus:1;cpus(web):2;ports:[31500-32000];cpus:3;mem:96;disk:8192;ports:[31000-31499]")
+    assert a == b == c
+    assert hash(a) == hash(b) == hash(c)
+    assert a.to_list() == b.to_list() == c.to_list()
+    assert msgspec.msgpack.encode(a.to_list()) == msgspec.msgpack.encode(c.to_list())
+    assert a.format() == c.format()
+    assert R("cpus:1") != R("cpus(web):1")
+    assert R("cpus:1") != "cpus:1"
+
+
+def test_direct_construction_is_canonical():
+    """A bag built from raw Resource records (e.g. decoded from the wire) is normalised too."""
+    raw = Resources([
+        Resource("ports", "RANGES", ranges=((5, 6), (1, 4))),
+        Resource("zones", "SET", items=("b", "a", "a")),
+        Resource("cpus", "SCALAR", scalar=0.1 + 0.2),
+    ])
+    assert raw == R("ports:[1-6];zones:{a,b};cpus:0.3")
+    assert msgspec.json.encode(raw.to_list()) == msgspec.json.encode(R("ports:[1-6];zones:{a,b};cpus:0.3").to_list())
+
+
+def test_empty_entries_dropped():
+    assert Resources([Resource("cpus", "SCALAR", scalar=0.0), Resource("ports", "RANGES")]) == Resources()
+    assert R("cpus:0;mem:1") == R("mem:1")
+
+
+# ---- roles -------------------------------------------------------------------------------------
+
+
+def test_allocatable_to_hierarchical_roles():
+    res = R("cpus:1;cpus(a):2;cpus(a/b):4;cpus(a/bc):8;cpus(b):16;mem(a/b/c):32")
+    assert res.allocatable_to("*") == R("cpus:1")
+    assert res.allocatable_to("a") == R("cpus:1;cpus(a):2")  # a/b is not allocatable to a
+    assert res.allocatable_to("a/b") == R("cpus:1;cpus(a):2;cpus(a/b):4")  # ancestor a is
+    assert res.allocatable_to("a/b/c") == R("cpus:1;cpus(a):2;cpus(a/b):4;mem(a/b/c):32")
+    assert res.allocatable_to("a/bc") == R("cpus:1;cpus(a):2;cpus(a/bc):8")  # not a/b: prefix is per component
+    assert res.allocatable_to("ab") == R("cpus:1")
+    assert res.allocatable_to("b") == R("cpus:1;cpus(b):16")
+    assert res.allocatable_to("c") == R("cpus:1")
+
+
+def test_unreserved_role_constant():
+    assert UNRESERVED == "*"
+    assert all(r.role == "*" for r in R("cpus:1;mem(x):2").unreserved())
+
+
+def test_integer_scalar_encodes_like_float():
+    """State hashes are over msgpack bytes: an int 4 and a float 4.0 must not encode differently."""
+    a = Resources([Resource("cpus", "SCALAR", scalar=4)])
+    assert msgspec.msgpack.encode(a.to_list()) == msgspec.msgpack.encode(R("cpus:4").to_list())
