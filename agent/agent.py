@@ -30,6 +30,7 @@ import structlog
 from aiohttp import web
 
 from agent.checkpoint import AgentCheckpoint, CheckpointStore, TaskRecord
+from drover.recordio import RecordIODecoder
 from agent.containerizer import ContainerLaunchError, ContainerSpec, PodmanContainerizer
 from eventstore import events as ev
 from eventstore.resources import Resources
@@ -68,6 +69,7 @@ class Agent:
         self._watchers: dict[tuple[str, str], asyncio.Task] = {}
         self._killed_by_us: set[tuple[str, str]] = set()
         self._resend_all = False
+        self._silence_timeout = 60.0  # until REGISTERED tells us the master's heartbeat interval
 
     # ---- checkpointing --------------------------------------------------------------------------
     def checkpoint(self) -> None:
@@ -170,18 +172,17 @@ class Agent:
                 return
             if resp.status != 200:
                 raise RuntimeError(f"master {target} answered {resp.status}")
-            buf = b""
-            async for chunk in resp.content.iter_any():
-                buf += chunk
-                while True:
-                    nl = buf.find(b"\n")
-                    if nl < 0:
-                        break
-                    n = int(buf[:nl])
-                    if len(buf) < nl + 1 + n:
-                        break
-                    record, buf = buf[nl + 1: nl + 1 + n], buf[nl + 1 + n:]
-                    await self._on_message(target, json.loads(record))
+            decoder = RecordIODecoder()
+            while True:
+                # A master that went silent (partitioned, hung) is as good as gone: find the leader again.
+                try:
+                    chunk = await asyncio.wait_for(resp.content.readany(), self._silence_timeout)
+                except asyncio.TimeoutError:
+                    raise RuntimeError(f"no heartbeat from {target} for {self._silence_timeout:g}s") from None
+                if not chunk:
+                    return
+                for record in decoder.feed(chunk):
+                    await self._on_message(target, record)
 
     async def _on_message(self, master: str, msg: dict) -> None:
         t = msg.get("type")
@@ -190,6 +191,7 @@ class Agent:
             if self.cp.agent_id != reg["agent_id"]:
                 self.cp.agent_id, self.cp.cluster_id = reg["agent_id"], reg.get("cluster_id")
                 self.checkpoint()
+            self._silence_timeout = 3 * float(reg.get("heartbeat_interval_seconds", 15.0)) + 1
             self.master = master
             self.registered.set()
             self._resend_all = True

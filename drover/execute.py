@@ -9,10 +9,11 @@ Drover's internals. Exit status: 0 if every task finished, 1 if any did not,
 from __future__ import annotations
 
 import asyncio
-import json
 import sys
 
 import aiohttp
+
+from drover.recordio import RecordIODecoder
 
 TERMINAL = {"TASK_FINISHED", "TASK_FAILED", "TASK_KILLED", "TASK_ERROR", "TASK_LOST", "TASK_DROPPED", "TASK_GONE",
             "TASK_GONE_BY_OPERATOR", "TASK_UNKNOWN"}
@@ -62,16 +63,10 @@ async def execute(master: str, command: str, *, image: str | None = None, cpus: 
                     raise ExecuteError(f"{payload['type']} failed: HTTP {r.status} {await r.text()}")
 
         async def events():
-            buf = b""
+            decoder = RecordIODecoder()
             async for chunk in resp.content.iter_any():
-                buf += chunk
-                while b"\n" in buf:
-                    nl = buf.index(b"\n")
-                    n = int(buf[:nl])
-                    if len(buf) < nl + 1 + n:
-                        break
-                    rec, buf = buf[nl + 1:nl + 1 + n], buf[nl + 1 + n:]
-                    yield json.loads(rec)
+                for record in decoder.feed(chunk):
+                    yield record
 
         async def run() -> None:
             nonlocal fid, launched

@@ -84,8 +84,9 @@ class AgentAPI:
                 core.agent_links[agent_id] = stream
                 if old is not None:
                     old.close("replaced")
-                stream.send({"type": "REGISTERED", "registered": {"agent_id": agent_id,
-                                                                  "cluster_id": core.state.cluster_id}})
+                stream.send({"type": "REGISTERED", "registered": {
+                    "agent_id": agent_id, "cluster_id": core.state.cluster_id,
+                    "heartbeat_interval_seconds": core.config.heartbeat_interval}})
                 for msg in fx.resync_agent(core.state, agent_id, sub.tasks if sub.agent_id == agent_id else []):
                     stream.send(msg)
                 log.info("agent registered", agent_id=agent_id, hostname=sub.hostname,
