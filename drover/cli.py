@@ -90,7 +90,7 @@ def build_parser() -> argparse.ArgumentParser:
 def _master(args) -> int:
     from eventstore.resources import Resources  # noqa: F401  (import check early)
     from master.allocator import AllocatorConfig
-    from master.core import MasterConfig, Peer
+    from master.server import MasterConfig, Peer
     from master.http import run_master
 
     peers = []

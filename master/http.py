@@ -16,9 +16,9 @@ import structlog
 from aiohttp import web
 
 from master import state_json
-from master.agent_api import AgentAPI
-from master.core import MasterConfig, MasterCore
-from master.scheduler_api import SchedulerAPI
+from master.api.agent import AgentAPI
+from master.server import MasterConfig, MasterServer
+from master.api.scheduler import SchedulerAPI
 from master.state import state_hash
 
 log = structlog.get_logger("drover.http")
@@ -28,7 +28,7 @@ LEADER_ONLY_POST = {"/api/v1/scheduler", "/master/api/v1/scheduler", "/api/drove
 LEADER_ONLY_GET = {"/state", "/master/state", "/state.json", "/master/state.json"}
 
 
-def build_app(core: MasterCore) -> web.Application:
+def build_app(core: MasterServer) -> web.Application:
     scheduler = SchedulerAPI(core)
     agents = AgentAPI(core)
 
@@ -132,7 +132,7 @@ class FloatingEndpoint:
 
 
 async def run_master(config: MasterConfig, stop: asyncio.Event | None = None) -> None:
-    core = MasterCore(config)
+    core = MasterServer(config)
     app = build_app(core)
     runner = web.AppRunner(app, keepalive_timeout=24 * 3600.0, handle_signals=False)
     await runner.setup()

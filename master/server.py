@@ -55,7 +55,7 @@ class NotLeader(Exception):
     pass
 
 
-class MasterCore:
+class MasterServer:
     def __init__(self, config: MasterConfig):
         self.config = config
         self.state = State()

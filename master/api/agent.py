@@ -15,10 +15,10 @@ from aiohttp import web
 from eventstore import events as ev
 from eventstore.resources import Resources
 from master import effects as fx
-from master.core import MasterCore, NotLeader
+from master.server import MasterServer, NotLeader
 from master.streams import RecordStream
 
-log = structlog.get_logger("drover.agent_api")
+log = structlog.get_logger("drover.api.agent")
 
 
 class AgentSubscribe(msgspec.Struct):
@@ -47,7 +47,7 @@ _decoder = msgspec.json.Decoder(AgentCall)
 
 
 class AgentAPI:
-    def __init__(self, core: MasterCore):
+    def __init__(self, core: MasterServer):
         self.core = core
 
     async def handle(self, request: web.Request) -> web.StreamResponse:

@@ -19,10 +19,10 @@ from eventstore.resources import Resources
 from master import codec
 from master import effects as fx
 from master.allocator import effective_refuse_seconds
-from master.core import MasterCore, NotLeader
+from master.server import MasterServer, NotLeader
 from master.streams import RecordStream
 
-log = structlog.get_logger("drover.scheduler_api")
+log = structlog.get_logger("drover.api.scheduler")
 
 JSON = "application/json"
 
@@ -32,7 +32,7 @@ def _text(status: int, message: str, **headers) -> web.Response:
 
 
 class SchedulerAPI:
-    def __init__(self, core: MasterCore):
+    def __init__(self, core: MasterServer):
         self.core = core
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
