@@ -29,7 +29,7 @@ import msgspec
 import structlog
 from aiohttp import web
 
-from agent.checkpoint import AgentCheckpoint, CheckpointStore, TaskRecord
+from agent.checkpoint import CheckpointStore, TaskRecord
 from drover.recordio import RecordIODecoder
 from agent.containerizer import ContainerLaunchError, ContainerSpec, PodmanContainerizer
 from eventstore import events as ev

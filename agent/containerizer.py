@@ -259,12 +259,19 @@ class PodmanContainerizer:
         )
 
     def _inspect_sync(self, container_id: str) -> ContainerState | None:
-        try:
-            resp = self._client().api.get(f"/containers/{container_id}/json")
-            resp.raise_for_status()
-        except NotFound:
-            return None
-        return self._state_from_inspect(resp.json())
+        # Under load podman 4.3 sometimes answers an inspect with a transient 500 ("GET operation failed")
+        # while other containers are created or cleaned up: retry before reporting an error.
+        for attempt in range(4):
+            try:
+                resp = self._client().api.get(f"/containers/{container_id}/json")
+                resp.raise_for_status()
+                return self._state_from_inspect(resp.json())
+            except NotFound:
+                return None
+            except APIError:
+                if attempt == 3:
+                    raise
+                time.sleep(0.1 * (attempt + 1))
 
     async def inspect(self, container_id: str) -> ContainerState | None:
         return await self._run(self._inspect_sync, container_id)

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import signal
 import sys
 import time
@@ -88,7 +87,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _master(args) -> int:
-    from eventstore.resources import Resources  # noqa: F401  (import check early)
     from master.allocator import AllocatorConfig
     from master.server import MasterConfig, Peer
     from master.http import run_master

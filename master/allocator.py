@@ -12,7 +12,7 @@ then the order is recomputed for the next agent.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from eventstore import events as ev
 from eventstore.resources import Resources

@@ -203,6 +203,27 @@ class MasterServer:
         await self.wait_applied(first + len(events) - 1)
         return first
 
+    async def record_disconnect(self, *, framework_id: str | None = None, agent_id: str | None = None) -> None:
+        """A framework's stream or an agent's link broke: rescind what was offered through it and record it."""
+        try:
+            async with self.deciding():
+                state = self.state
+                if framework_id is not None:
+                    peer = state.frameworks.get(framework_id)
+                    offer_ids = [o.offer_id for o in state.offers.values() if o.framework_id == framework_id]
+                    reason, event = "framework_disconnected", ev.FrameworkDisconnected(framework_id=framework_id)
+                else:
+                    peer = state.agents.get(agent_id)
+                    offer_ids = [o.offer_id for o in state.offers.values() if o.agent_id == agent_id]
+                    reason, event = "agent_disconnected", ev.AgentDisconnected(agent_id=agent_id)
+                if peer is None or not peer.connected:
+                    return
+                events: list = [ev.OffersRescinded(offer_ids=offer_ids, reason=reason)] if offer_ids else []
+                await self.commit(events + [event])
+                log.info("peer disconnected", framework_id=framework_id, agent_id=agent_id)
+        except NotLeader:
+            pass
+
     # ---- leadership --------------------------------------------------------------------------------
     def leader_http(self) -> str | None:
         if self.serving:

@@ -3,6 +3,7 @@ agent processes and a Podman service, started as `drover local` starts them."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
@@ -59,9 +60,9 @@ class Cluster(LocalCluster):
         return (self.data_dir / f"{name}.log").read_text(errors="replace")
 
 
-@pytest.fixture
-def cluster(tmp_path) -> Iterator[Cluster]:
-    c = Cluster(data_dir=tmp_path / "cluster", master_args=list(MASTER_ARGS))
+@contextlib.contextmanager
+def running_cluster(data_dir: Path) -> Iterator[Cluster]:
+    c = Cluster(data_dir=data_dir, master_args=list(MASTER_ARGS))
     c.start()
     try:
         c.wait_leader()
@@ -69,6 +70,12 @@ def cluster(tmp_path) -> Iterator[Cluster]:
         yield c
     finally:
         c.stop()
+
+
+@pytest.fixture
+def cluster(tmp_path) -> Iterator[Cluster]:
+    with running_cluster(tmp_path / "cluster") as c:
+        yield c
 
 
 def run_framework(script: str, *args: str, timeout: float = 120.0, env: dict | None = None) -> dict:

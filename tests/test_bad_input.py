@@ -30,7 +30,7 @@ import aiohttp
 import pytest
 
 from agent.images import podman_env
-from tests.cluster import MASTER_ARGS, Cluster
+from tests.cluster import Cluster, running_cluster
 
 pytestmark = pytest.mark.integration
 
@@ -48,14 +48,8 @@ _OMIT: Any = object()
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory) -> Iterator[Cluster]:
     """tests.cluster's `cluster` fixture, started once for this module instead of once per test."""
-    c = Cluster(data_dir=tmp_path_factory.mktemp("bad-input") / "cluster", master_args=list(MASTER_ARGS))
-    c.start()
-    try:
-        c.wait_leader()
-        c.wait_agents()
+    with running_cluster(tmp_path_factory.mktemp("bad-input") / "cluster") as c:
         yield c
-    finally:
-        c.stop()
 
 
 @pytest.fixture(autouse=True)

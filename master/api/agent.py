@@ -96,19 +96,7 @@ class AgentAPI:
         await stream.run()
         if stream.close_reason is None and core.agent_links.get(agent_id) is stream:
             del core.agent_links[agent_id]
-            try:
-                async with core.deciding():
-                    agent = core.state.agents.get(agent_id)
-                    if agent is not None and agent.connected:
-                        offer_ids = [o.offer_id for o in core.state.offers.values() if o.agent_id == agent_id]
-                        events: list = []
-                        if offer_ids:
-                            events.append(ev.OffersRescinded(offer_ids=offer_ids, reason="agent_disconnected"))
-                        events.append(ev.AgentDisconnected(agent_id=agent_id))
-                        await core.commit(events)
-                        log.info("agent disconnected", agent_id=agent_id)
-            except NotLeader:
-                pass
+            await core.record_disconnect(agent_id=agent_id)
         return response
 
     async def _update(self, agent_id: str, upd: AgentUpdate) -> web.Response:

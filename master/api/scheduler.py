@@ -165,19 +165,7 @@ class SchedulerAPI:
         if stream.close_reason is None and core.framework_streams.get(framework_id) is stream:
             # The client went away (not replaced, not refused): the framework is disconnected.
             del core.framework_streams[framework_id]
-            try:
-                async with core.deciding():
-                    fw = core.state.frameworks.get(framework_id)
-                    if fw is not None and fw.connected:
-                        offer_ids = [o.offer_id for o in core.state.offers.values() if o.framework_id == framework_id]
-                        events: list = []
-                        if offer_ids:
-                            events.append(ev.OffersRescinded(offer_ids=offer_ids, reason="framework_disconnected"))
-                        events.append(ev.FrameworkDisconnected(framework_id=framework_id))
-                        await core.commit(events)
-                        log.info("framework disconnected", framework_id=framework_id)
-            except NotLeader:
-                pass
+            await core.record_disconnect(framework_id=framework_id)
         return response
 
     # ---- calls ---------------------------------------------------------------------------------

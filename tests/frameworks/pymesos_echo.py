@@ -11,7 +11,6 @@ import argparse
 import json
 import sys
 import threading
-import time
 import uuid
 from pathlib import Path
 
