@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import signal
 import sys
 import time
@@ -73,6 +74,10 @@ def build_parser() -> argparse.ArgumentParser:
     l.add_argument("--base-port", type=int, default=5050,
                    help="leader endpoint on BASE, replicas on BASE+1.., agents on BASE+11.., Raft on BASE+100..")
     l.add_argument("--demo", action="store_true", help="run a demo job once the cluster is up, then keep running")
+
+    sm = sub.add_parser("sim", help="run the allocator over scenario files (docs/allocator-scenarios.md)")
+    sm.add_argument("scenarios", nargs="+", type=Path, help="scenario JSON files")
+    sm.add_argument("--quiet", action="store_true", help="print only failures and the summary")
 
     e = sub.add_parser("execute", help="run a command as tasks (like mesos-execute)")
     e.add_argument("--master", required=True, type=_addr)
@@ -191,6 +196,31 @@ class _Exited:
         return 0
 
 
+def _sim(args) -> int:
+    from replay.sim import ScenarioError, load_cases, run_case
+
+    failed = total = 0
+    for path in args.scenarios:
+        try:
+            cases = load_cases(path)
+            results = [run_case(c) for c in cases]
+        except ScenarioError as e:
+            raise UsageError(str(e)) from None
+        for res in results:
+            total += 1
+            failed += not res.ok
+            if not args.quiet:
+                for cp in res.checkpoints:
+                    print(json.dumps({"case": res.case_id, "step": cp.index, "ok": cp.ok, "offers": cp.offers}))
+            print(f"{'ok  ' if res.ok else 'FAIL'} {res.case_id} ({path.name})")
+            for cp in res.checkpoints:
+                if not cp.ok:
+                    print(f"  checkpoint steps[{cp.index}]" + (f" ({cp.note})" if cp.note else "") + ":")
+                    print("\n".join("  " + line for line in cp.diff))
+    print(f"{total - failed} passed, {failed} failed")
+    return 1 if failed else 0
+
+
 def _execute(args) -> int:
     from drover.execute import ExecuteError, execute
 
@@ -208,7 +238,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logs.configure(args.log_level, component=args.cmd)
     try:
-        return {"master": _master, "agent": _agent, "local": _local, "execute": _execute}[args.cmd](args)
+        handlers = {"master": _master, "agent": _agent, "local": _local, "execute": _execute, "sim": _sim}
+        return handlers[args.cmd](args)
     except UsageError as e:
         print(f"drover {args.cmd}: error: {e}", file=sys.stderr)
         return 2

@@ -12,75 +12,10 @@ then the order is recomputed for the next agent.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from eventstore import events as ev
+from master.allocator.config import AllocatorConfig, is_allocatable
 from eventstore.resources import Resources
 from master.state import State
-
-DEFAULT_REFUSE_SECONDS = 5.0
-MAX_REFUSE_SECONDS = 365 * 24 * 3600.0
-
-
-@dataclass(frozen=True)
-class AllocatorConfig:
-    allocation_interval: float = 1.0
-    offer_timeout: float | None = None
-    # An offer must hold at least one of these quantity sets (Mesos --min_allocatable_resources).
-    min_allocatable: tuple[tuple[tuple[str, float], ...], ...] = ((("cpus", 0.01),), (("mem", 32.0),))
-    fair_sharing_excluded: tuple[str, ...] = ()
-
-    def to_record(self) -> dict[str, object]:
-        return {
-            "allocation_interval": self.allocation_interval,
-            "offer_timeout": self.offer_timeout,
-            "min_allocatable": [dict(s) for s in self.min_allocatable],
-            "fair_sharing_excluded": list(self.fair_sharing_excluded),
-        }
-
-    @classmethod
-    def from_record(cls, rec: dict) -> "AllocatorConfig":
-        return cls(
-            allocation_interval=float(rec.get("allocation_interval", 1.0)),
-            offer_timeout=rec.get("offer_timeout"),
-            min_allocatable=tuple(tuple(sorted(s.items())) for s in rec.get("min_allocatable", [{"cpus": 0.01}, {"mem": 32.0}])),
-            fair_sharing_excluded=tuple(rec.get("fair_sharing_excluded", ())),
-        )
-
-    @staticmethod
-    def parse_min_allocatable(text: str) -> tuple[tuple[tuple[str, float], ...], ...]:
-        """`cpus:0.01|mem:32` -> ((("cpus", 0.01),), (("mem", 32.0),)); raises ValueError naming the bad part."""
-        sets = []
-        for alt in text.split("|"):
-            q = []
-            for part in filter(None, alt.split(";")):
-                name, _, val = part.partition(":")
-                try:
-                    q.append((name.strip(), float(val)))
-                except ValueError:
-                    raise ValueError(f"--min-allocatable-resources: bad quantity {part!r}") from None
-            sets.append(tuple(sorted(q)))
-        return tuple(sets)
-
-
-def effective_refuse_seconds(refuse: float | None, interval: float) -> float:
-    """Mesos's filter rules: absent or negative = 5 s, capped at 365 days, 0 = no filter,
-    and never shorter than one allocation interval."""
-    if refuse is None or refuse < 0 or refuse != refuse:  # absent, negative or NaN: the default
-        refuse = DEFAULT_REFUSE_SECONDS
-    if refuse == 0:
-        return 0.0
-    return max(min(refuse, MAX_REFUSE_SECONDS), interval)
-
-
-def is_allocatable(res: Resources, config: AllocatorConfig) -> bool:
-    if not res:  # never an empty offer, whatever the (possibly empty) quantity sets say
-        return False
-    if not config.min_allocatable:
-        return True
-    q = res.quantities()
-    return any(all(q.get(n, 0.0) >= v for n, v in alt) for alt in config.min_allocatable)
-
 
 def _share(alloc: dict[str, float], totals: dict[str, float], excluded: tuple[str, ...]) -> float:
     share = 0.0

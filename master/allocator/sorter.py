@@ -233,6 +233,14 @@ class DRFSorter:
         """Track an allocation to `client` (quantities by name); counts one more allocation."""
         self._propagate(self.clients[client], q, 1.0, 1)
 
+    def uncount(self, client: str) -> None:
+        """Take back one allocation count (undoing a tentative allocation)."""
+        node = self.clients[client]
+        while node is not self.root:
+            node.count -= 1
+            self._rekey(node)
+            node = node.parent
+
     def unallocated(self, client: str, q: dict[str, float]) -> None:
         self._propagate(self.clients[client], q, -1.0, 0)
 

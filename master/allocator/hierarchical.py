@@ -1,0 +1,513 @@
+"""The hierarchical allocator: Mesos's two-stage allocation over incremental bookkeeping.
+
+State changes come through the mutators (`add_agent`, `allocate`, `recover`, ...),
+called by the master's fold and by the simulator alike. `decide()` computes one
+allocation run (allocator-semantics.md 2.2) and returns the offers *without*
+changing anything: its tentative allocations are undone before it returns; the
+caller records the offers as an event, and folding that event applies them
+through `allocate()`. Same state, same time, same seed: same offers.
+
+Agents are visited in an order shuffled by a seeded PRNG (Mesos shuffles at
+random); the seed is part of the recorded decision, so replay re-derives it.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+
+from eventstore.resources import UNRESERVED, Resources
+from master.allocator.config import AllocatorConfig
+from master.allocator.quantities import Q, q_add, q_iadd, q_sub, reserved_or_nonscalar, shrink, unreserved_scalars
+from master.allocator.sorter import DRFSorter, make_sorter
+
+
+def top_level(role: str) -> str:
+    return role.split("/", 1)[0]
+
+
+def ancestors(role: str) -> list[str]:
+    parts = role.split("/")
+    return ["/".join(parts[:i]) for i in range(len(parts) - 1, 0, -1)]
+
+
+@dataclass
+class Filter:
+    resources: Resources
+    expires_at: float
+
+
+@dataclass
+class Agent:
+    agent_id: str
+    total: Resources
+    available: Resources
+    allocated: dict[tuple[str, str], Resources] = field(default_factory=dict)  # (framework, role) -> resources
+    active: bool = True
+    has_reservations: bool = False
+
+
+@dataclass
+class Framework:
+    framework_id: str
+    roles: list[str]
+    suppressed: set[str] = field(default_factory=set)
+    active: bool = True
+    priority: float = 0.0
+    # role -> alternative quantity sets (FrameworkInfo.offer_filters.min_allocatable_resources); [] = anything
+    min_allocatable: dict[str, list[Q]] = field(default_factory=dict)
+
+
+@dataclass
+class Quota:
+    guarantees: Q = field(default_factory=dict)
+    limits: Q = field(default_factory=dict)  # absent name = unlimited
+
+
+@dataclass
+class OfferDecision:
+    framework_id: str
+    role: str
+    agent_id: str
+    resources: Resources
+
+
+@dataclass
+class AgentTrace:
+    """Why the offers on one agent went where they went: the order and shares seen, and the skips."""
+    agent_id: str
+    stage: int
+    order: list[tuple[str, str, float, int]] = field(default_factory=list)  # framework, role, share, count
+    skipped: list[tuple[str, str]] = field(default_factory=list)  # framework, reason
+
+
+@dataclass
+class Decision:
+    offers: list[OfferDecision]
+    traces: list[AgentTrace]
+    seed: int
+
+
+class HierarchicalAllocator:
+    def __init__(self, config: AllocatorConfig | None = None):
+        self.config = config or AllocatorConfig()
+        self.agents: dict[str, Agent] = {}
+        self.frameworks: dict[str, Framework] = {}
+        self.weights: dict[str, float] = {}
+        self.quotas: dict[str, Quota] = {}
+        excluded = tuple(self.config.fair_sharing_excluded)
+        self.role_sorter: DRFSorter = make_sorter(self.config.role_sorter, {}, excluded)
+        self.fw_sorters: dict[str, DRFSorter] = {}
+        self.role_frameworks: dict[str, set[str]] = {}  # role -> frameworks tracked under it
+        self.filters: dict[tuple[str, str, str], list[Filter]] = {}  # (framework, role, agent)
+        self.totals: Q = {}
+        # Quota bookkeeping, kept per top-level role (only top-level roles may have quota, as in Mesos).
+        self.reserved_by_top: dict[str, Q] = {}  # reservations of the role and its subroles, allocated or not
+        self.reserved_total: Q = {}
+        self.unreserved_alloc_by_top: dict[str, Q] = {}  # offered or allocated unreserved scalars
+        self.reserved_alloc_total: Q = {}
+        self.alloc_total: Q = {}
+        self._default_min: list[Q] = [dict(a) for a in self.config.min_allocatable]
+
+    # ---- agents ---------------------------------------------------------------------------------------
+    def add_agent(self, agent_id: str, total: Resources, used: list[tuple[str, str, Resources]] = ()) -> None:
+        if agent_id in self.agents:
+            raise ValueError(f"agent {agent_id} is already known")
+        agent = Agent(agent_id, total, total, has_reservations=any(r.role != UNRESERVED for r in total))
+        self.agents[agent_id] = agent
+        q_iadd(self.totals, total.quantities())
+        self._set_totals()
+        for r in total:
+            if r.role != UNRESERVED and r.type == "SCALAR":
+                q_iadd(self.reserved_by_top.setdefault(top_level(r.role), {}), {r.name: r.scalar})
+                q_iadd(self.reserved_total, {r.name: r.scalar})
+        for fid, role, res in used:
+            self.allocate(fid, role, agent_id, res)
+
+    def remove_agent(self, agent_id: str) -> None:
+        agent = self.agents.pop(agent_id)
+        for (fid, role), res in list(agent.allocated.items()):
+            agent.allocated.pop((fid, role))
+            self._untrack(fid, role, res)
+        q_iadd(self.totals, agent.total.quantities(), -1.0)
+        self._set_totals()
+        for r in agent.total:
+            if r.role != UNRESERVED and r.type == "SCALAR":
+                q_iadd(self.reserved_by_top.setdefault(top_level(r.role), {}), {r.name: r.scalar}, -1.0)
+                q_iadd(self.reserved_total, {r.name: r.scalar}, -1.0)
+        for key in [k for k in self.filters if k[2] == agent_id]:
+            del self.filters[key]
+
+    def activate_agent(self, agent_id: str, active: bool = True) -> None:
+        self.agents[agent_id].active = active
+
+    def _set_totals(self) -> None:
+        self.role_sorter.set_totals(self.totals)
+        for s in self.fw_sorters.values():
+            s.set_totals(self.totals)
+
+    # ---- frameworks -----------------------------------------------------------------------------------
+    def add_framework(self, framework_id: str, roles: list[str], suppressed: list[str] = (), active: bool = True,
+                      min_allocatable: dict[str, list[Q]] | None = None, priority: float = 0.0) -> None:
+        if framework_id in self.frameworks:
+            raise ValueError(f"framework {framework_id} is already known")
+        fw = Framework(framework_id, list(roles), set(suppressed), active, priority, dict(min_allocatable or {}))
+        self.frameworks[framework_id] = fw
+        for role in fw.roles:
+            self._track(framework_id, role)
+        self._refresh_activity(fw)
+
+    def update_framework(self, framework_id: str, roles: list[str], suppressed: list[str] = (),
+                         min_allocatable: dict[str, list[Q]] | None = None) -> None:
+        fw = self.frameworks[framework_id]
+        old = set(fw.roles)
+        fw.roles, fw.suppressed = list(roles), set(suppressed)
+        fw.min_allocatable = dict(min_allocatable or {})
+        for role in fw.roles:
+            if role not in old:
+                self._track(framework_id, role)
+        for role in sorted(old - set(fw.roles)):
+            self._maybe_untrack(framework_id, role)
+        self._refresh_activity(fw)
+
+    def remove_framework(self, framework_id: str) -> None:
+        fw = self.frameworks.pop(framework_id)
+        for agent in self.agents.values():
+            for (fid, role), res in list(agent.allocated.items()):
+                if fid == framework_id:
+                    self._recover_tracked(agent, fid, role, res)
+        for role in list(self.role_frameworks):
+            if framework_id in self.role_frameworks[role]:
+                self._untrack_framework(framework_id, role)
+        self._drop_filters(lambda k: k[0] == framework_id)
+        del fw
+
+    def activate_framework(self, framework_id: str) -> None:
+        fw = self.frameworks[framework_id]
+        fw.active = True
+        self._refresh_activity(fw)
+
+    def deactivate_framework(self, framework_id: str) -> None:
+        fw = self.frameworks[framework_id]
+        fw.active = False
+        self._refresh_activity(fw)
+        self._drop_filters(lambda k: k[0] == framework_id)
+
+    def suppress(self, framework_id: str, roles: list[str] = ()) -> None:
+        fw = self.frameworks[framework_id]
+        fw.suppressed |= set(roles or fw.roles)
+        self._refresh_activity(fw)
+
+    def revive(self, framework_id: str, roles: list[str] = ()) -> None:
+        fw = self.frameworks[framework_id]
+        roles = set(roles or fw.roles)
+        fw.suppressed -= roles
+        self._drop_filters(lambda k: k[0] == framework_id and k[1] in roles)
+        self._refresh_activity(fw)
+
+    def _refresh_activity(self, fw: Framework) -> None:
+        for role in sorted(self.role_frameworks):
+            sorter = self.fw_sorters.get(role)
+            if sorter is None or fw.framework_id not in sorter:
+                continue
+            if fw.active and role in fw.roles and role not in fw.suppressed:
+                sorter.activate(fw.framework_id)
+            else:
+                sorter.deactivate(fw.framework_id)
+
+    def _track(self, framework_id: str, role: str) -> None:
+        """Track a framework under a role (subscribed to it, or holding resources in it)."""
+        fws = self.role_frameworks.setdefault(role, set())
+        if not fws:
+            self.role_sorter.add(role)
+            sorter = make_sorter(self.config.framework_sorter, {}, tuple(self.config.fair_sharing_excluded),
+                                 for_frameworks=True)
+            sorter.set_totals(self.totals)
+            self.fw_sorters[role] = sorter
+        if framework_id not in fws:
+            fws.add(framework_id)
+            sorter = self.fw_sorters[role]
+            sorter.add(framework_id, active=False)
+            fw = self.frameworks.get(framework_id)
+            if fw is not None and fw.priority and hasattr(sorter, "set_priority"):
+                sorter.set_priority(framework_id, fw.priority)
+
+    def _maybe_untrack(self, framework_id: str, role: str) -> None:
+        sorter = self.fw_sorters.get(role)
+        if sorter is None or framework_id not in sorter:
+            return
+        fw = self.frameworks.get(framework_id)
+        if (fw is not None and role in fw.roles) or sorter.allocation(framework_id):
+            return
+        self._untrack_framework(framework_id, role)
+
+    def _untrack_framework(self, framework_id: str, role: str) -> None:
+        fws = self.role_frameworks[role]
+        fws.discard(framework_id)
+        self.fw_sorters[role].remove(framework_id)
+        if not fws:
+            del self.role_frameworks[role]
+            del self.fw_sorters[role]
+            self.role_sorter.remove(role)
+
+    # ---- weights and quota ----------------------------------------------------------------------------
+    def update_weights(self, weights: dict[str, float]) -> None:
+        self.weights.update(weights)
+        self.role_sorter.set_weights(self.weights)
+
+    def set_quota(self, role: str, guarantees: Q, limits: Q) -> None:
+        if "/" in role:
+            raise ValueError(f"quota can only be set on top-level roles, not {role!r}")
+        if not guarantees and not limits:
+            self.quotas.pop(role, None)
+        else:
+            self.quotas[role] = Quota(dict(guarantees), dict(limits))
+
+    # ---- allocations -------------------------------------------------------------------------------------
+    def allocate(self, framework_id: str, role: str, agent_id: str, res: Resources) -> None:
+        """Track resources offered (or in use) on an agent by (framework, role)."""
+        agent = self.agents[agent_id]
+        key = (framework_id, role)
+        prev = agent.allocated.get(key)
+        agent.allocated[key] = res if prev is None else prev + res
+        agent.available = agent.available - res
+        self._track(framework_id, role)
+        self._count_alloc(framework_id, role, res, +1.0)
+        self.role_sorter.allocated(role, res.quantities())
+        self.fw_sorters[role].allocated(framework_id, res.quantities())
+
+    def recover(self, framework_id: str, role: str, agent_id: str, res: Resources,
+                refuse_seconds: float | None = None, now: float = 0.0) -> None:
+        """Resources come back (declined, rescinded, task ended). A positive `refuse_seconds` (already
+        effective: defaults and the allocation-interval floor applied) installs a decline filter."""
+        agent = self.agents.get(agent_id)
+        if agent is None:
+            return
+        held = agent.allocated.get((framework_id, role))
+        if held is None:
+            return
+        res = Resources(r for r in res if held.contains(Resources([r])))  # never recover more than is held
+        self._recover_tracked(agent, framework_id, role, res)
+        if refuse_seconds and refuse_seconds > 0 and framework_id in self.frameworks:
+            self.filters.setdefault((framework_id, role, agent_id), []).append(Filter(res, now + refuse_seconds))
+
+    def _recover_tracked(self, agent: Agent, framework_id: str, role: str, res: Resources) -> None:
+        key = (framework_id, role)
+        left = agent.allocated[key] - res
+        if left:
+            agent.allocated[key] = left
+        else:
+            del agent.allocated[key]
+        agent.available = agent.available + res
+        self._untrack(framework_id, role, res)
+
+    def _untrack(self, framework_id: str, role: str, res: Resources) -> None:
+        self._count_alloc(framework_id, role, res, -1.0)
+        q = res.quantities()
+        self.role_sorter.unallocated(role, q)
+        self.fw_sorters[role].unallocated(framework_id, q)
+        self._maybe_untrack(framework_id, role)
+
+    def _count_alloc(self, framework_id: str, role: str, res: Resources, sign: float) -> None:
+        q = res.quantities()
+        q_iadd(self.alloc_total, q, sign)
+        unres = {r.name: r.scalar for r in res if r.type == "SCALAR" and r.role == UNRESERVED}
+        resv = {r.name: r.scalar for r in res if r.type == "SCALAR" and r.role != UNRESERVED}
+        if unres:
+            q_iadd(self.unreserved_alloc_by_top.setdefault(top_level(role), {}), unres, sign)
+        if resv:
+            q_iadd(self.reserved_alloc_total, resv, sign)
+
+    # ---- filters --------------------------------------------------------------------------------------
+    def _drop_filters(self, pred) -> None:
+        for key in [k for k in self.filters if pred(k)]:
+            del self.filters[key]
+
+    def expire_filters(self, now: float) -> None:
+        for key in list(self.filters):
+            kept = [f for f in self.filters[key] if f.expires_at > now]
+            if kept:
+                self.filters[key] = kept
+            else:
+                del self.filters[key]
+
+    def _filtered(self, framework_id: str, role: str, agent_id: str, res: Resources, now: float | None) -> bool:
+        for f in self.filters.get((framework_id, role, agent_id), ()):
+            if (now is None or f.expires_at > now) and f.resources.contains(res):
+                return True
+        return False
+
+    # ---- min allocatable ------------------------------------------------------------------------------
+    def _allocatable(self, res: Resources, role: str, fw: Framework) -> bool:
+        if not res:
+            return False
+        alts = fw.min_allocatable.get(role)
+        if alts is None:
+            alts = self._default_min
+        if not alts:
+            return True
+        q = res.quantities()
+        return any(all(q.get(n, 0.0) >= v for n, v in alt.items()) for alt in alts)
+
+    # ---- deciding ---------------------------------------------------------------------------------------
+    def decide(self, now: float | None, agent_ids: list[str] | None = None, seed: int = 0,
+               explain: bool = True) -> Decision:
+        """One allocation run over `agent_ids` (all agents when None). Filters count while
+        `expires_at > now`; with `now=None` every present filter counts (the simulator expires them)."""
+        candidates = sorted(a for a in (self.agents if agent_ids is None else agent_ids)
+                            if a in self.agents and self.agents[a].active)
+        rng = random.Random(seed)
+        rng.shuffle(candidates)
+        offers: dict[tuple[str, str, str], Resources] = {}
+        traces: list[AgentTrace] = []
+        undo: list[tuple[str, str, str, Resources]] = []
+        sorters = [self.role_sorter, *self.fw_sorters.values()]
+        for s in sorters:
+            s.deferred = True
+
+        def offer(fid: str, role: str, agent_id: str, res: Resources) -> None:
+            self.allocate(fid, role, agent_id, res)
+            undo.append((fid, role, agent_id, res))
+            key = (fid, role, agent_id)
+            offers[key] = res if key not in offers else offers[key] + res
+
+        try:
+            consumed: dict[str, Q] = {}
+            for role in sorted(self.quotas):
+                consumed[role] = q_add(self.reserved_by_top.get(role, {}), self.unreserved_alloc_by_top.get(role, {}))
+            required: Q = {}
+            for role in sorted(self.quotas):
+                required = q_add(required, q_sub(self.quotas[role].guarantees, consumed[role]))
+            available_headroom = q_sub(q_sub(self.totals, self.alloc_total),
+                                       q_sub(self.reserved_total, self.reserved_alloc_total))
+
+            # Stage 1: roles with unsatisfied quota guarantees.
+            if any(q.guarantees for q in self.quotas.values()):
+                for agent_id in candidates:
+                    agent = self.agents[agent_id]
+                    trace = AgentTrace(agent_id, 1)
+                    for role in self.role_sorter.sort():
+                        quota = self.quotas.get(role)
+                        if quota is None or not quota.guarantees or not self.role_frameworks.get(role):
+                            continue
+                        if not agent.available:
+                            break
+                        unsatisfied = q_sub(quota.guarantees, consumed.get(role, {}))
+                        if not unsatisfied:
+                            continue
+                        for fid in self.fw_sorters[role].sort():
+                            if not unsatisfied:
+                                break
+                            available = agent.available.allocatable_to(role)
+                            if not available:
+                                break
+                            fw = self.frameworks[fid]
+                            if explain:
+                                trace.order.append(self._explain(fid, role))
+                            if not self._allocatable(available, role, fw):
+                                trace.skipped.append((fid, "below min_allocatable_resources"))
+                                continue
+                            quota_res = unreserved_scalars(available)
+                            guarantee_part = shrink(quota_res, unsatisfied, limits=False)
+                            if not guarantee_part:
+                                continue
+                            to_offer = guarantee_part + reserved_or_nonscalar(available, role)
+                            extra = quota_res - guarantee_part
+                            if quota.limits:
+                                room = q_sub_limits(q_sub_limits(quota.limits, consumed.get(role, {})),
+                                                    guarantee_part.quantities())
+                                extra = shrink(extra, room, limits=True)
+                            if required and extra:
+                                extra = shrink(extra, q_sub(available_headroom, required), limits=False)
+                            to_offer = to_offer + extra
+                            if not self._allocatable(to_offer, role, fw):
+                                trace.skipped.append((fid, "below min_allocatable_resources"))
+                                continue
+                            if self._filtered(fid, role, agent_id, to_offer, now):
+                                trace.skipped.append((fid, "declined (filter active)"))
+                                continue
+                            offer(fid, role, agent_id, to_offer)
+                            increase = (guarantee_part + extra).quantities()
+                            unsatisfied = q_sub(unsatisfied, increase)
+                            consumed[role] = q_add(consumed.get(role, {}), increase)
+                            required = q_sub(required, guarantee_part.quantities())
+                            available_headroom = q_sub(available_headroom, increase)
+                    for s in sorters:
+                        s.flush()
+                    if explain and (trace.order or trace.skipped):
+                        traces.append(trace)
+                rng.shuffle(candidates)
+
+            # Stage 2: everything, within limits and keeping the headroom the guarantees need.
+            for agent_id in candidates:
+                agent = self.agents[agent_id]
+                if not agent.available:
+                    continue
+                trace = AgentTrace(agent_id, 2)
+                for role in self.role_sorter.sort():
+                    if not agent.available:
+                        break
+                    quota = self.quotas.get(role)
+                    limits = quota.limits if quota is not None else {}
+                    for fid in self.fw_sorters[role].sort():
+                        available = agent.available.allocatable_to(role) if agent.has_reservations \
+                            else agent.available
+                        if not available:
+                            break
+                        fw = self.frameworks[fid]
+                        if explain:
+                            trace.order.append(self._explain(fid, role))
+                        if not self._allocatable(available, role, fw):
+                            trace.skipped.append((fid, "below min_allocatable_resources"))
+                            continue
+                        if agent.has_reservations or limits or required:
+                            to_offer = reserved_or_nonscalar(available)
+                            extra = unreserved_scalars(available)
+                            if limits:
+                                extra = shrink(extra, q_sub_limits(limits, consumed.get(role, {})), limits=True)
+                            if required and extra:
+                                extra = shrink(extra, q_sub(available_headroom, required), limits=False)
+                            to_offer = to_offer + extra
+                        else:
+                            to_offer, extra = available, None
+                        if not self._allocatable(to_offer, role, fw):
+                            trace.skipped.append((fid, "below min_allocatable_resources"))
+                            continue
+                        if self._filtered(fid, role, agent_id, to_offer, now):
+                            trace.skipped.append((fid, "declined (filter active)"))
+                            continue
+                        offer(fid, role, agent_id, to_offer)
+                        if quota is not None or required:
+                            increase = (extra if extra is not None else unreserved_scalars(to_offer)).quantities()
+                            if quota is not None:
+                                consumed[role] = q_add(consumed.get(role, {}), increase)
+                            available_headroom = q_sub(available_headroom, increase)
+                for s in sorters:
+                    s.flush()
+                if explain and (trace.order or trace.skipped):
+                    traces.append(trace)
+        finally:
+            for fid, role, agent_id, res in reversed(undo):
+                self._undo_allocate(fid, role, agent_id, res)
+            for s in [self.role_sorter, *self.fw_sorters.values()]:
+                s.deferred = False
+                s.flush()
+        result = [OfferDecision(fid, role, aid, res) for (fid, role, aid), res in offers.items()]
+        return Decision(result, traces, seed)
+
+    def _explain(self, fid: str, role: str) -> tuple[str, str, float, int]:
+        s = self.fw_sorters[role]
+        return (fid, role, round(self.role_sorter.client_share(role), 9), s.count(fid))
+
+    def _undo_allocate(self, fid: str, role: str, agent_id: str, res: Resources) -> None:
+        """Exactly reverses `allocate` (including the allocation counts it bumped)."""
+        agent = self.agents[agent_id]
+        self._recover_tracked(agent, fid, role, res)
+        self.role_sorter.uncount(role)
+        if role in self.fw_sorters and fid in self.fw_sorters[role]:
+            self.fw_sorters[role].uncount(fid)
+
+
+def q_sub_limits(limits: Q, consumed: Q) -> Q:
+    """limits - consumed, per limited name, floored at zero (zeros kept: a name at its limit gets nothing)."""
+    return {k: max(0.0, round(v - consumed.get(k, 0.0), 3)) for k, v in limits.items()}
