@@ -56,7 +56,12 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--heartbeat-interval", type=_positive, default=15.0, help="stream heartbeat period (s)")
     m.add_argument("--framework-failover-grace", type=float, default=60.0,
                    help="time frameworks get to re-subscribe after a leader change (s)")
-    m.add_argument("--min-allocatable-resources", default="cpus:0.01|mem:32")
+    m.add_argument("--min-allocatable-resources", default="cpus:0.01|mem:32",
+                   help="an offer must hold one of these quantity sets ('|' between sets, ';' within one)")
+    m.add_argument("--role-sorter", default="drf", help="drf (weighted DRF) or priority (higher weight first)")
+    m.add_argument("--framework-sorter", default="drf", help="drf or priority (a framework's 'priority' label)")
+    m.add_argument("--fair-sharing-excluded-resource-names", default="",
+                   help="comma-separated resource names left out of DRF shares (e.g. gpus)")
 
     a = sub.add_parser("agent", help="run an agent")
     a.add_argument("--master", required=True, help="comma-separated HOST:PORT of master replicas")
@@ -103,15 +108,24 @@ def _master(args) -> int:
             raise UsageError(f"--peer {spec!r}: expected RAFT_HOST:PORT=HTTP_HOST:PORT")
         peers.append(Peer(raft=_addr(raft), http=_addr(http)))
     try:
-        min_alloc = AllocatorConfig.parse_min_allocatable(args.min_allocatable_resources)
+        allocator = AllocatorConfig(
+            allocation_interval=args.allocation_interval, offer_timeout=args.offer_timeout,
+            min_allocatable=AllocatorConfig.parse_min_allocatable(args.min_allocatable_resources),
+            fair_sharing_excluded=tuple(n.strip() for n in args.fair_sharing_excluded_resource_names.split(",")
+                                        if n.strip()),
+            role_sorter=args.role_sorter, framework_sorter=args.framework_sorter)
     except ValueError as e:
-        raise UsageError(str(e)) from None
+        msg = str(e)
+        for field, flag in (("role_sorter", "--role-sorter"), ("framework_sorter", "--framework-sorter"),
+                            ("min_allocatable_resources:", "--min-allocatable-resources:"),
+                            ("allocation_interval", "--allocation-interval"), ("offer_timeout", "--offer-timeout")):
+            if msg.startswith(field):
+                msg = flag + msg[len(field):]
+        raise UsageError(msg) from None
     cfg = MasterConfig(
         id=args.id, http=args.http, raft=args.raft, peers=peers, data_dir=args.data_dir,
         leader_address=args.leader_address, heartbeat_interval=args.heartbeat_interval,
-        framework_failover_grace=args.framework_failover_grace,
-        allocator=AllocatorConfig(allocation_interval=args.allocation_interval, offer_timeout=args.offer_timeout,
-                                  min_allocatable=min_alloc),
+        framework_failover_grace=args.framework_failover_grace, allocator=allocator,
     )
     asyncio.run(run_master(cfg))
     return 0

@@ -71,6 +71,7 @@ class TaskSpec(msgspec.Struct, omit_defaults=True):
     labels: list[Label] = msgspec.field(default_factory=list)
     kill_grace_seconds: float | None = None
     data: str | None = None  # base64, passed through
+    role: str = "*"  # the allocation role of the offers it was launched from
 
 
 class TaskStatus(msgspec.Struct, omit_defaults=True):
@@ -94,17 +95,20 @@ class OfferRecord(msgspec.Struct, omit_defaults=True):
 
 
 class Candidate(msgspec.Struct, array_like=True):
-    """One entry of the allocator's sorted order when it decided: why this framework came first."""
+    """One entry of the allocator's sorted order when it decided: why this framework came first.
+    `share` and `allocations` rank it among its role's frameworks; `role_share` ranks its role."""
 
     framework_id: str
     role: str
     share: float
     allocations: int
+    role_share: float = 0.0
 
 
 class AgentDecision(msgspec.Struct, omit_defaults=True):
     agent_id: str
     order: list[Candidate]
+    stage: int = 2  # 1: quota guarantees, 2: everything
     skipped: list[list[str]] = msgspec.field(default_factory=list)  # [framework_id, why] pairs
 
 
@@ -193,9 +197,14 @@ class AgentDisconnected(Base, tag="AGENT_DISCONNECTED"):
 
 
 class OffersMade(Base, tag="OFFERS_MADE"):
+    """One allocation run: its inputs (trigger, candidate agents, shuffle seed; the time is the
+    envelope's), the offers it made, and why (per agent: the order and shares it saw)."""
+
     offers: list[OfferRecord]
     trigger: str  # "periodic" | "framework_added" | "agent_added" | "revive" | ...
     decisions: list[AgentDecision] = msgspec.field(default_factory=list)
+    seed: int = 0
+    candidates: list[str] | None = None  # agent ids considered; None = every agent
 
 
 class OffersRescinded(Base, tag="OFFERS_RESCINDED"):
@@ -215,6 +224,18 @@ class OffersAccepted(Base, tag="OFFERS_ACCEPTED"):
     tasks: list[TaskSpec]
     refuse_seconds: float  # filter on the unused remainder (implicit decline)
     rejected: list[Rejection] = msgspec.field(default_factory=list)
+
+
+class WeightsUpdated(Base, tag="WEIGHTS_UPDATED"):
+    weights: dict[str, float]
+
+
+class QuotaUpdated(Base, tag="QUOTA_UPDATED"):
+    """A role's quota; empty guarantees and limits remove it. Limits: an absent name is unlimited."""
+
+    role: str
+    guarantees: dict[str, float] = msgspec.field(default_factory=dict)
+    limits: dict[str, float] = msgspec.field(default_factory=dict)
 
 
 class TaskKillRequested(Base, tag="TASK_KILL_REQUESTED"):
@@ -251,6 +272,8 @@ Event = Union[
     OffersRescinded,
     OffersDeclined,
     OffersAccepted,
+    WeightsUpdated,
+    QuotaUpdated,
     TaskKillRequested,
     StatusUpdated,
     StatusAcknowledged,

@@ -17,6 +17,7 @@ from aiohttp import web
 
 from master import state_json
 from master.api.agent import AgentAPI
+from master.api.operator import OperatorAPI
 from master.server import MasterConfig, MasterServer
 from master.api.scheduler import SchedulerAPI
 from master.state import state_hash
@@ -24,13 +25,15 @@ from master.state import state_hash
 log = structlog.get_logger("drover.http")
 
 MAX_BODY = 4 * 1024 * 1024
-LEADER_ONLY_POST = {"/api/v1/scheduler", "/master/api/v1/scheduler", "/api/drover/agent"}
+LEADER_ONLY_POST = {"/api/v1/scheduler", "/master/api/v1/scheduler", "/api/drover/agent", "/api/v1",
+                    "/master/api/v1"}
 LEADER_ONLY_GET = {"/state", "/master/state", "/state.json", "/master/state.json"}
 
 
 def build_app(core: MasterServer) -> web.Application:
     scheduler = SchedulerAPI(core)
     agents = AgentAPI(core)
+    operator = OperatorAPI(core)
 
     @web.middleware
     async def leader_only(request: web.Request, handler):
@@ -86,6 +89,8 @@ def build_app(core: MasterServer) -> web.Application:
     for p in ("/api/v1/scheduler", "/master/api/v1/scheduler"):
         app.router.add_route("*", p, scheduler.handle)
     app.router.add_route("*", "/api/drover/agent", agents.handle)
+    for p in ("/api/v1", "/master/api/v1"):
+        app.router.add_route("*", p, operator.handle)
     for p in ("/health", "/master/health"):
         app.router.add_get(p, health)
     app.router.add_get("/version", version)

@@ -23,7 +23,8 @@ from eventstore import events as ev
 from eventstore.raftlog import ProposalFailed, RaftLog, RaftTuning
 from eventstore.store import STORE_FILE, AsyncEventStore
 from master import effects as fx
-from master.allocator import AllocatorConfig, allocate, expired_offers
+from master.allocation import decide_offers, expired_offers
+from master.allocator import AllocatorConfig
 from master.state import State, apply
 
 log = structlog.get_logger("drover.master")
@@ -147,7 +148,7 @@ class MasterServer:
         if isinstance(e, ev.FrameworkSubscribed):
             self.request_allocation("framework_added")
         elif isinstance(e, (ev.AgentRegistered, ev.AgentReregistered)):
-            self.request_allocation("agent_added")
+            self.request_allocation("agent_added", e.agent_id)
         elif isinstance(e, ev.RolesRevived):
             self.request_allocation("revive")
 
@@ -277,8 +278,9 @@ class MasterServer:
             await self.on_serving_change(False)
 
     # ---- the leader's clock: timeouts and allocation ------------------------------------------------
-    def request_allocation(self, trigger: str) -> None:
-        self._pending_triggers.append(trigger)
+    def request_allocation(self, trigger: str, agent_id: str | None = None) -> None:
+        """An event-triggered run: over one agent (it was added) or over all (framework added, revive)."""
+        self._pending_triggers.append((trigger, agent_id))
         self._alloc_wakeup.set()
 
     async def _ticker(self) -> None:
@@ -289,25 +291,29 @@ class MasterServer:
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self._alloc_wakeup.wait(), max(0.0, next_periodic - loop.time()))
             self._alloc_wakeup.clear()
+            agents: list[str] | None = None
             if loop.time() >= next_periodic:
                 trigger = "periodic"
                 next_periodic = loop.time() + interval
             else:
-                trigger = self._pending_triggers[0] if self._pending_triggers else "event"
+                # Triggers that arrived together are merged into one run, as Mesos does.
+                pending = self._pending_triggers or [("event", None)]
+                trigger = pending[0][0]
+                if all(a is not None for _, a in pending):
+                    agents = sorted({a for _, a in pending})
             self._pending_triggers.clear()
             try:
-                await self.run_timers_and_allocate(trigger)
+                await self.run_timers_and_allocate(trigger, agents)
             except NotLeader:
                 return
             except Exception:
                 log.exception("allocation run failed")
 
-    async def run_timers_and_allocate(self, trigger: str) -> None:
+    async def run_timers_and_allocate(self, trigger: str, agents: list[str] | None = None) -> None:
         async with self.deciding():
             now = self.now()
-            cfg = self.config.allocator
             events: list = []
-            expired = expired_offers(self.state, now, cfg)
+            expired = expired_offers(self.state, now)
             if expired:
                 events.append(ev.OffersRescinded(offer_ids=expired, reason="offer_timeout"))
             for fw in self.state.frameworks.values():
@@ -321,6 +327,6 @@ class MasterServer:
             if events:
                 await self.commit(events)
             now = self.now()
-            offers = allocate(self.state, now, cfg, trigger)
+            offers = decide_offers(self.state, now, trigger, agents)
             if offers is not None:
                 await self.commit([offers], ts=now)

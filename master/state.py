@@ -10,12 +10,14 @@ a copy (`clone`).
 
 from __future__ import annotations
 
+import copy
 import hashlib
 
 import msgspec
 
 from eventstore import events as ev
 from eventstore.resources import Resource, Resources
+from master.allocation import allocator_of, digest, reset
 
 TERMINAL_STATES = frozenset(
     {"TASK_FINISHED", "TASK_FAILED", "TASK_KILLED", "TASK_ERROR", "TASK_LOST", "TASK_DROPPED", "TASK_GONE",
@@ -35,7 +37,6 @@ class Framework(msgspec.Struct, omit_defaults=True):
     disconnected_at: float | None = None
     disconnected_by_failover: bool = False  # the leader changed under it: it gets the re-registration grace
     suppressed_roles: list[str] = msgspec.field(default_factory=list)
-    allocations: int = 0  # how many times the allocator offered to it (DRF tie-break)
 
 
 class Agent(msgspec.Struct, omit_defaults=True):
@@ -94,7 +95,15 @@ class Filter(msgspec.Struct, omit_defaults=True):
     expires_at: float
 
 
-class State(msgspec.Struct, omit_defaults=True):
+class QuotaRecord(msgspec.Struct, omit_defaults=True):
+    guarantees: dict[str, float] = msgspec.field(default_factory=dict)
+    limits: dict[str, float] = msgspec.field(default_factory=dict)
+
+
+class State(msgspec.Struct, omit_defaults=True, dict=True):
+    """The folded master state. Its fields are the record; the allocator (`master.allocation`)
+    is an index derived from them and kept in step by the fold, held outside the fields."""
+
     index: int = 0  # last applied log index
     ts: float = 0.0  # leader timestamp of the last applied event
     cluster_id: str | None = None
@@ -113,6 +122,8 @@ class State(msgspec.Struct, omit_defaults=True):
     completed_tasks: list[Task] = msgspec.field(default_factory=list)
     offers: dict[str, Offer] = msgspec.field(default_factory=dict)
     filters: list[Filter] = msgspec.field(default_factory=list)
+    weights: dict[str, float] = msgspec.field(default_factory=dict)
+    quotas: dict[str, QuotaRecord] = msgspec.field(default_factory=dict)
 
     # -- derived views (pure) ----------------------------------------------------------------
     def task(self, framework_id: str, task_id: str) -> Task | None:
@@ -143,15 +154,20 @@ class State(msgspec.Struct, omit_defaults=True):
 
 
 def clone(state: State) -> State:
-    return msgspec.msgpack.decode(msgspec.msgpack.encode(state), type=State)
+    """An independent copy: the fields through msgpack, the derived allocator deep-copied."""
+    new = msgspec.msgpack.decode(msgspec.msgpack.encode(state), type=State)
+    new.__dict__.update(copy.deepcopy(state.__dict__))
+    return new
 
 
 _hash_enc = msgspec.msgpack.Encoder()
 
 
 def state_hash(state: State) -> str:
-    """A digest of the whole state; equal on every replica at the same index."""
-    return hashlib.sha256(_hash_enc.encode(state)).hexdigest()
+    """A digest of the whole state, allocator included; equal on every replica at the same index."""
+    h = hashlib.sha256(_hash_enc.encode(state))
+    h.update(digest(allocator_of(state)).encode())
+    return h.hexdigest()
 
 
 # ---- the fold -----------------------------------------------------------------------------------
@@ -175,27 +191,41 @@ def _cluster_created(s: State, e: ev.ClusterCreated, ts: float) -> None:
 
 def _leader_elected(s: State, e: ev.LeaderElected, ts: float) -> None:
     s.term, s.leader_id, s.leader_http, s.elected_at = e.term, e.leader_id, e.http, ts
-    s.config = dict(e.config)
+    a = allocator_of(s)
+    for o in s.offers.values():
+        a.recover(o.framework_id, o.role, o.agent_id, Resources(o.resources))
+    s.offers.clear()
+    if dict(e.config) != s.config:
+        s.config = dict(e.config)
+        reset(s)  # other allocation flags: the allocator is rebuilt from the fields
+        a = allocator_of(s)
     # Streams and agent links lived on the old leader: everyone must reconnect to this one.
     for fw in s.frameworks.values():
         if fw.connected:
             fw.connected = fw.active = False
             fw.disconnected_at = ts
             fw.disconnected_by_failover = True
+        if fw.framework_id in a.frameworks:
+            a.deactivate_framework(fw.framework_id)
     for agent in s.agents.values():
         agent.connected = False
-    s.offers.clear()  # dropped silently: Mesos sends no RESCIND on failover
-    s.filters.clear()  # frameworks were deactivated, which drops their filters (as a Mesos failover loses them)
+        a.activate_agent(agent.agent_id, False)
+    # Offers were dropped silently above (Mesos sends no RESCIND on failover); the frameworks were
+    # deactivated, which drops their filters (as a Mesos failover loses them).
+    s.filters.clear()
+    a.filters.clear()
 
 
 def _framework_subscribed(s: State, e: ev.FrameworkSubscribed, ts: float) -> None:
     fw = s.frameworks.get(e.framework_id)
+    a = allocator_of(s)
     if fw is None:
         s.frameworks[e.framework_id] = Framework(
             framework_id=e.framework_id, info=e.info, registered_at=ts, suppressed_roles=sorted(e.suppressed_roles)
         )
         s.tasks.setdefault(e.framework_id, {})
         s.next_framework += 1
+        a.add_framework(e.framework_id, list(e.info.roles), sorted(e.suppressed_roles))
         return
     fw.info = e.info
     fw.connected = fw.active = True
@@ -204,8 +234,9 @@ def _framework_subscribed(s: State, e: ev.FrameworkSubscribed, ts: float) -> Non
     fw.disconnected_by_failover = False
     fw.suppressed_roles = sorted(e.suppressed_roles)
     # A re-subscription silently invalidates the framework's outstanding offers.
-    for oid in [o.offer_id for o in s.offers.values() if o.framework_id == e.framework_id]:
-        del s.offers[oid]
+    _drop_offers(s, [o for o in s.offers.values() if o.framework_id == e.framework_id])
+    a.update_framework(e.framework_id, list(e.info.roles), sorted(e.suppressed_roles))
+    a.activate_framework(e.framework_id)
 
 
 def _framework_disconnected(s: State, e: ev.FrameworkDisconnected, ts: float) -> None:
@@ -215,6 +246,7 @@ def _framework_disconnected(s: State, e: ev.FrameworkDisconnected, ts: float) ->
     fw.connected = fw.active = False
     fw.disconnected_at = ts
     _drop_framework_offers_and_filters(s, e.framework_id)
+    allocator_of(s).deactivate_framework(e.framework_id)
 
 
 def _framework_removed(s: State, e: ev.FrameworkRemoved, ts: float) -> None:
@@ -222,6 +254,7 @@ def _framework_removed(s: State, e: ev.FrameworkRemoved, ts: float) -> None:
     if fw is None:
         return
     _drop_framework_offers_and_filters(s, e.framework_id)
+    allocator_of(s).remove_framework(e.framework_id)  # gives back everything it held, tasks included
     for task in s.tasks.pop(e.framework_id, {}).values():
         if not task.terminal:
             task.state = "TASK_KILLED"
@@ -236,9 +269,20 @@ def _framework_removed(s: State, e: ev.FrameworkRemoved, ts: float) -> None:
         del s.removed_frameworks[next(iter(s.removed_frameworks))]
 
 
+def _drop_offers(s: State, offers: list[Offer], refuse: float = 0.0, ts: float = 0.0) -> None:
+    """Offers go away; their resources return to the allocator (with a decline filter if `refuse`)."""
+    a = allocator_of(s)
+    for o in offers:
+        s.offers.pop(o.offer_id, None)
+        if o.framework_id in a.frameworks:
+            a.recover(o.framework_id, o.role, o.agent_id, Resources(o.resources), refuse, ts)
+        if refuse > 0:
+            s.filters.append(Filter(framework_id=o.framework_id, role=o.role, agent_id=o.agent_id,
+                                    resources=o.resources, expires_at=ts + refuse))
+
+
 def _drop_framework_offers_and_filters(s: State, framework_id: str) -> None:
-    for oid in [o.offer_id for o in s.offers.values() if o.framework_id == framework_id]:
-        del s.offers[oid]
+    _drop_offers(s, [o for o in s.offers.values() if o.framework_id == framework_id])
     s.filters = [f for f in s.filters if f.framework_id != framework_id]
 
 
@@ -246,6 +290,7 @@ def _roles_suppressed(s: State, e: ev.RolesSuppressed, ts: float) -> None:
     fw = s.frameworks.get(e.framework_id)
     if fw is not None:
         fw.suppressed_roles = sorted(set(fw.suppressed_roles) | set(e.roles))
+        allocator_of(s).suppress(e.framework_id, list(e.roles))
 
 
 def _roles_revived(s: State, e: ev.RolesRevived, ts: float) -> None:
@@ -255,6 +300,7 @@ def _roles_revived(s: State, e: ev.RolesRevived, ts: float) -> None:
     roles = set(e.roles)
     fw.suppressed_roles = sorted(set(fw.suppressed_roles) - roles)
     s.filters = [f for f in s.filters if not (f.framework_id == e.framework_id and f.role in roles)]
+    allocator_of(s).revive(e.framework_id, sorted(roles))
 
 
 def _agent_registered(s: State, e: ev.AgentRegistered, ts: float) -> None:
@@ -263,75 +309,102 @@ def _agent_registered(s: State, e: ev.AgentRegistered, ts: float) -> None:
         registered_at=ts,
     )
     s.next_agent += 1
+    allocator_of(s).add_agent(e.agent_id, Resources(e.resources))
 
 
 def _agent_reregistered(s: State, e: ev.AgentReregistered, ts: float) -> None:
+    a = allocator_of(s)
     agent = s.agents.get(e.agent_id)
     if agent is None:
         agent = s.agents[e.agent_id] = Agent(
             agent_id=e.agent_id, hostname=e.hostname, http=e.http, resources=e.resources, registered_at=ts
         )
+        a.add_agent(e.agent_id, Resources(e.resources))
+    elif Resources(agent.resources) != Resources(e.resources):
+        # The agent came back with other resources: re-add it, keeping what runs there allocated.
+        _drop_offers(s, [o for o in s.offers.values() if o.agent_id == e.agent_id])
+        a.remove_agent(e.agent_id)
+        used = [(t.framework_id, t.spec.role, Resources(t.spec.resources)) for t in s.all_tasks()
+                if t.agent_id == e.agent_id and not t.terminal]
+        a.add_agent(e.agent_id, Resources(e.resources), used)
     agent.hostname, agent.http, agent.resources, agent.attributes = e.hostname, e.http, e.resources, e.attributes
     agent.connected = True
     agent.reregistered_at = ts
+    a.activate_agent(e.agent_id, True)
     for report in e.tasks:
         task = s.task(report.framework_id, report.task_id)
-        if task is None and report.spec is not None and report.framework_id in s.frameworks:
+        if task is None and report.spec is not None and report.framework_id in s.frameworks \
+                and report.state not in TERMINAL_STATES:
             # A task this log never saw launched (e.g. recorded only on a lost replica): adopt it.
             s.tasks.setdefault(report.framework_id, {})[report.task_id] = Task(
                 framework_id=report.framework_id, spec=report.spec, launched_at=ts, state=report.state
             )
+            a.allocate(report.framework_id, report.spec.role, e.agent_id, Resources(report.spec.resources))
 
 
 def _agent_disconnected(s: State, e: ev.AgentDisconnected, ts: float) -> None:
     agent = s.agents.get(e.agent_id)
     if agent is not None:
         agent.connected = False
+        allocator_of(s).activate_agent(e.agent_id, False)
 
 
 def _offers_made(s: State, e: ev.OffersMade, ts: float) -> None:
+    a = allocator_of(s)
     for o in e.offers:
         s.offers[o.offer_id] = Offer(
             offer_id=o.offer_id, framework_id=o.framework_id, agent_id=o.agent_id, role=o.role,
             resources=o.resources, made_at=ts,
         )
-        fw = s.frameworks.get(o.framework_id)
-        if fw is not None:
-            fw.allocations += 1
+        a.allocate(o.framework_id, o.role, o.agent_id, Resources(o.resources))
     s.next_offer += len(e.offers)
     # Expired filters can no longer matter to any decision from here on.
     s.filters = [f for f in s.filters if f.expires_at > ts]
+    a.expire_filters(ts)
 
 
 def _offers_rescinded(s: State, e: ev.OffersRescinded, ts: float) -> None:
-    for oid in e.offer_ids:
-        s.offers.pop(oid, None)
-
-
-def _add_filter(s: State, framework_id: str, offers: list[Offer], leftover: Resources, refuse: float, ts: float) -> None:
-    if refuse <= 0 or not leftover or not offers:
-        return
-    s.filters.append(
-        Filter(framework_id=framework_id, role=offers[0].role, agent_id=offers[0].agent_id,
-               resources=leftover.to_list(), expires_at=ts + refuse)
-    )
+    _drop_offers(s, [s.offers[oid] for oid in e.offer_ids if oid in s.offers])
 
 
 def _offers_declined(s: State, e: ev.OffersDeclined, ts: float) -> None:
-    offers = [s.offers.pop(oid) for oid in e.offer_ids if oid in s.offers]
-    for o in offers:  # one filter per declined offer: each is one (agent, role)
-        _add_filter(s, e.framework_id, [o], Resources(o.resources), e.refuse_seconds, ts)
+    # One filter per declined offer: each is one (agent, role).
+    _drop_offers(s, [s.offers[oid] for oid in e.offer_ids if oid in s.offers], e.refuse_seconds, ts)
 
 
 def _offers_accepted(s: State, e: ev.OffersAccepted, ts: float) -> None:
     offers = [s.offers.pop(oid) for oid in e.offer_ids if oid in s.offers]
+    if not offers:
+        return
     offered = Resources(r for o in offers for r in o.resources)
     used = Resources(r for t in e.tasks for r in t.resources)
     fw_tasks = s.tasks.setdefault(e.framework_id, {})
     for spec in e.tasks:
         fw_tasks[spec.task_id] = Task(framework_id=e.framework_id, spec=spec, launched_at=ts,
                                       kill_grace_seconds=spec.kill_grace_seconds)
-    _add_filter(s, e.framework_id, offers, offered - used, e.refuse_seconds, ts)
+    # What the tasks use stays allocated; the rest goes back, filtered (an implicit decline).
+    leftover = offered - used
+    role, agent_id = offers[0].role, offers[0].agent_id
+    if leftover:
+        a = allocator_of(s)
+        if e.framework_id in a.frameworks:
+            a.recover(e.framework_id, role, agent_id, leftover, e.refuse_seconds, ts)
+        if e.refuse_seconds > 0:
+            s.filters.append(Filter(framework_id=e.framework_id, role=role, agent_id=agent_id,
+                                    resources=leftover.to_list(), expires_at=ts + e.refuse_seconds))
+
+
+def _weights_updated(s: State, e: ev.WeightsUpdated, ts: float) -> None:
+    s.weights.update(e.weights)
+    allocator_of(s).update_weights(dict(e.weights))
+
+
+def _quota_updated(s: State, e: ev.QuotaUpdated, ts: float) -> None:
+    if e.guarantees or e.limits:
+        s.quotas[e.role] = QuotaRecord(guarantees=dict(e.guarantees), limits=dict(e.limits))
+    else:
+        s.quotas.pop(e.role, None)
+    allocator_of(s).set_quota(e.role, dict(e.guarantees), dict(e.limits))
 
 
 def _task_kill_requested(s: State, e: ev.TaskKillRequested, ts: float) -> None:
@@ -348,6 +421,10 @@ def _status_updated(s: State, e: ev.StatusUpdated, ts: float) -> None:
         return
     if not task.terminal:  # as Mesos: a terminal task's state never changes again (resources were recovered)
         task.state = e.status.state
+        if task.terminal:
+            a = allocator_of(s)
+            if task.agent_id in a.agents and task.framework_id in a.frameworks:
+                a.recover(task.framework_id, task.spec.role, task.agent_id, Resources(task.spec.resources))
     task.statuses.append(e.status)
     if e.status.uuid is not None:
         task.pending = e.status
@@ -388,6 +465,8 @@ _HANDLERS = {
     ev.OffersRescinded: _offers_rescinded,
     ev.OffersDeclined: _offers_declined,
     ev.OffersAccepted: _offers_accepted,
+    ev.WeightsUpdated: _weights_updated,
+    ev.QuotaUpdated: _quota_updated,
     ev.TaskKillRequested: _task_kill_requested,
     ev.StatusUpdated: _status_updated,
     ev.StatusAcknowledged: _status_acknowledged,

@@ -158,7 +158,10 @@ def load_cases(path: Path) -> list[Case]:
     except msgspec.ValidationError as e:
         raise ScenarioError(f"{path}: {e}") from None
     for c in cases:
-        _check_case(c)
+        try:
+            _check_case(c)
+        except ScenarioError as e:
+            raise ScenarioError(f"{path}: {e}") from None
     return cases
 
 
@@ -168,7 +171,12 @@ def _check_case(c: Case) -> None:
                         min_allocatable=tuple(tuple(sorted(s.items())) for s in c.config.min_allocatable_resources),
                         role_sorter=c.config.role_sorter, framework_sorter=c.config.framework_sorter)
     except ValueError as e:
-        raise ScenarioError(f"case {c.id}: config: {e}") from None
+        msg = str(e)
+        for field, name in (("allocation_interval", "allocation_interval_s"),
+                            ("min_allocatable_resources:", "min_allocatable_resources:")):
+            if msg.startswith(field):
+                msg = name + msg[len(field):]
+        raise ScenarioError(f"case {c.id}: config.{msg}") from None
     for i, step in enumerate(c.steps):
         where = f"case {c.id}: steps[{i}] ({type(step).__struct_config__.tag})"
         if isinstance(step, ExpectOffers):

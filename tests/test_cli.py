@@ -44,6 +44,11 @@ def test_execute_exit_status_follows_the_tasks(cluster):
     (["master", "--id", "m", "--http", "localhost", "--raft", "127.0.0.1:2", "--data-dir", "/tmp/x"],
      "expected HOST:PORT"),
     (["execute", "--master", "127.0.0.1:1", "--command", "true"], "cannot reach the master"),
+    (["master", "--id", "m", "--http", "127.0.0.1:1", "--raft", "127.0.0.1:2", "--data-dir", "/tmp/x",
+      "--role-sorter", "nope"], "--role-sorter must be one of drf, priority"),
+    (["master", "--id", "m", "--http", "127.0.0.1:1", "--raft", "127.0.0.1:2", "--data-dir", "/tmp/x",
+      "--min-allocatable-resources", "cpus:-1"], "--min-allocatable-resources: cpus must be a non-negative"),
+    (["sim", "/nonexistent/scenario.json"], "cannot read /nonexistent/scenario.json"),
 ])
 def test_bad_flags_get_one_clear_line_and_no_traceback(args, message):
     r = drover(*args, timeout=60)

@@ -7,4 +7,3 @@ from master.allocator.config import (  # noqa: F401
     effective_refuse_seconds,
     is_allocatable,
 )
-from master.allocator.first import allocate, expired_offers  # noqa: F401

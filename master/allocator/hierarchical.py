@@ -77,7 +77,7 @@ class AgentTrace:
     """Why the offers on one agent went where they went: the order and shares seen, and the skips."""
     agent_id: str
     stage: int
-    order: list[tuple[str, str, float, int]] = field(default_factory=list)  # framework, role, share, count
+    order: list[tuple[str, str, float, int, float]] = field(default_factory=list)  # see _explain
     skipped: list[tuple[str, str]] = field(default_factory=list)  # framework, reason
 
 
@@ -258,6 +258,10 @@ class HierarchicalAllocator:
     def set_quota(self, role: str, guarantees: Q, limits: Q) -> None:
         if "/" in role:
             raise ValueError(f"quota can only be set on top-level roles, not {role!r}")
+        for name, g in guarantees.items():
+            if name in limits and g > limits[name]:
+                raise ValueError(f"quota of {role!r}: the guarantee of {name} ({g:g}) exceeds its limit "
+                                 f"({limits[name]:g})")
         if not guarantees and not limits:
             self.quotas.pop(role, None)
         else:
@@ -398,12 +402,12 @@ class HierarchicalAllocator:
                         for fid in self.fw_sorters[role].sort():
                             if not unsatisfied:
                                 break
+                            if explain:  # recorded before the exhaustion check: the audit shows who was next
+                                trace.order.append(self._explain(fid, role))
                             available = agent.available.allocatable_to(role)
                             if not available:
                                 break
                             fw = self.frameworks[fid]
-                            if explain:
-                                trace.order.append(self._explain(fid, role))
                             if not self._allocatable(available, role, fw):
                                 trace.skipped.append((fid, "below min_allocatable_resources"))
                                 continue
@@ -450,13 +454,13 @@ class HierarchicalAllocator:
                     quota = self.quotas.get(role)
                     limits = quota.limits if quota is not None else {}
                     for fid in self.fw_sorters[role].sort():
+                        if explain:  # recorded before the exhaustion check: the audit shows who was next
+                            trace.order.append(self._explain(fid, role))
                         available = agent.available.allocatable_to(role) if agent.has_reservations \
                             else agent.available
                         if not available:
                             break
                         fw = self.frameworks[fid]
-                        if explain:
-                            trace.order.append(self._explain(fid, role))
                         if not self._allocatable(available, role, fw):
                             trace.skipped.append((fid, "below min_allocatable_resources"))
                             continue
@@ -495,9 +499,10 @@ class HierarchicalAllocator:
         result = [OfferDecision(fid, role, aid, res) for (fid, role, aid), res in offers.items()]
         return Decision(result, traces, seed)
 
-    def _explain(self, fid: str, role: str) -> tuple[str, str, float, int]:
+    def _explain(self, fid: str, role: str) -> tuple[str, str, float, int, float]:
+        """(framework, role, its DRF share within the role, its allocation count, the role's share)."""
         s = self.fw_sorters[role]
-        return (fid, role, round(self.role_sorter.client_share(role), 9), s.count(fid))
+        return (fid, role, round(s.client_share(fid), 9), s.count(fid), round(self.role_sorter.client_share(role), 9))
 
     def _undo_allocate(self, fid: str, role: str, agent_id: str, res: Resources) -> None:
         """Exactly reverses `allocate` (including the allocation counts it bumped)."""

@@ -177,8 +177,8 @@ class DRFSorter:
         if leaf is None:
             return
         self.deactivate_node(leaf)
-        # Its allocation leaves the tree with it.
-        self._propagate(leaf, dict(leaf.alloc), -1.0, -leaf.count)
+        # Its allocation leaves the tree with it; its count stays with its ancestors (as in Mesos).
+        self._propagate(leaf, dict(leaf.alloc), -1.0, 0)
         leaf.is_client = False
         node = leaf
         while node is not self.root and not node.children and not node.is_client:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import uuid
 
+import msgspec
 import structlog
 from aiohttp import web
 
@@ -262,7 +263,7 @@ class SchedulerAPI:
                     continue
                 seen.add(spec.task_id)
                 remaining = remaining - need
-                tasks.append(spec)
+                tasks.append(msgspec.structs.replace(spec, role=valid[0].role))
             secs = effective_refuse_seconds(refuse, core.config.allocator.allocation_interval)
             await core.commit([ev.OffersAccepted(framework_id=framework_id, offer_ids=[o.offer_id for o in valid],
                                                  tasks=tasks, refuse_seconds=secs, rejected=rejected)])

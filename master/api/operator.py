@@ -1,0 +1,167 @@
+"""`POST /api/v1`: the Mesos v1 operator API (the calls this version implements).
+
+Reads answer from the folded state; writes (weights, quota) are validated, recorded as
+events and folded before the 200 goes out, like every other decision.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+
+from aiohttp import web
+
+from eventstore import events as ev
+from eventstore.resources import Resources
+from master import codec
+from master.server import MasterServer, NotLeader
+
+JSON = "application/json"
+
+
+def _text(status: int, message: str) -> web.Response:
+    return web.Response(status=status, text=message)
+
+
+def _ok(call_type: str, body: dict) -> web.Response:
+    return web.json_response({"type": call_type, call_type.lower(): body})
+
+
+def _quantities(d: object, where: str) -> dict[str, float]:
+    """`{"cpus": {"value": 1.0}, ...}` -> {"cpus": 1.0}; each value finite and non-negative."""
+    out = {}
+    for name, v in codec._obj(d, where).items():
+        val = codec._num(codec._obj(v, f"{where}.{name}").get("value"), f"{where}.{name}.value")
+        if val < 0 or math.isnan(val) or math.isinf(val):
+            raise codec.CallError(f"'{where}.{name}.value' must be a finite non-negative number, got {val}")
+        out[name] = round(val, 3)
+    return dict(sorted(out.items()))
+
+
+def _quantities_out(q: dict[str, float]) -> dict:
+    return {name: {"value": float(v)} for name, v in sorted(q.items())}
+
+
+class OperatorAPI:
+    def __init__(self, core: MasterServer):
+        self.core = core
+
+    async def handle(self, request: web.Request) -> web.Response:
+        ctype = request.headers.get("Content-Type")
+        if ctype is None:
+            return _text(400, "Expecting 'Content-Type' to be present")
+        if ctype != JSON:
+            return _text(415, f"Expecting 'Content-Type' of {JSON}")
+        try:
+            call = json.loads(await request.read())
+            if not isinstance(call, dict) or not isinstance(call.get("type"), str):
+                raise codec.CallError("Expecting a JSON object with a 'type'")
+        except (ValueError, UnicodeDecodeError) as e:
+            return _text(400, f"Failed to parse body into JSON: {e}")
+        except codec.CallError as e:
+            return _text(400, str(e))
+        t = call["type"]
+        handler = getattr(self, "_" + t.lower(), None)
+        if handler is None:
+            return _text(501 if t == "UNKNOWN" else 400, f"Operator call {t!r} is not supported")
+        try:
+            return await handler(t, codec._obj(call.get(t.lower()), t.lower()))
+        except codec.CallError as e:
+            return _text(400, str(e))
+        except codec.FrameworkRefused as e:  # role validation
+            return _text(400, str(e))
+        except NotLeader:
+            return _text(503, "This master is no longer the leader; retry")
+
+    async def _get_health(self, t: str, body: dict) -> web.Response:
+        return _ok(t, {"healthy": True})
+
+    async def _get_version(self, t: str, body: dict) -> web.Response:
+        return _ok(t, {"version_info": {"version": self.core.config.version, "build_date": "", "build_time": 0.0,
+                                        "build_user": ""}})
+
+    async def _get_flags(self, t: str, body: dict) -> web.Response:
+        cfg = self.core.config
+        flags = {"allocation_interval": f"{cfg.allocator.allocation_interval}secs",
+                 "offer_timeout": "" if cfg.allocator.offer_timeout is None else f"{cfg.allocator.offer_timeout}secs",
+                 "min_allocatable_resources": "|".join(";".join(f"{n}:{v:g}" for n, v in alt)
+                                                       for alt in cfg.allocator.min_allocatable),
+                 "role_sorter": cfg.allocator.role_sorter, "framework_sorter": cfg.allocator.framework_sorter,
+                 "fair_sharing_excluded_resource_names": ",".join(cfg.allocator.fair_sharing_excluded)}
+        return _ok(t, {"flags": [{"name": k, "value": v} for k, v in sorted(flags.items())]})
+
+    async def _get_weights(self, t: str, body: dict) -> web.Response:
+        return _ok(t, {"weight_infos": [{"role": r, "weight": float(w)}
+                                        for r, w in sorted(self.core.state.weights.items())]})
+
+    async def _update_weights(self, t: str, body: dict) -> web.Response:
+        weights = {}
+        for i, w in enumerate(codec._list(body.get("weight_infos"), "update_weights.weight_infos")):
+            w = codec._obj(w, f"update_weights.weight_infos[{i}]")
+            role = codec._str(w.get("role"), f"update_weights.weight_infos[{i}].role", True)
+            codec.validate_role(role)
+            if role == "*":
+                raise codec.CallError("Updating the weight of role '*' is not allowed")
+            weight = codec._num(w.get("weight"), f"update_weights.weight_infos[{i}].weight")
+            if not (weight > 0 and math.isfinite(weight)):
+                raise codec.CallError(f"Weight of role '{role}' must be a positive number, got {weight}")
+            weights[role] = weight
+        if not weights:
+            raise codec.CallError("Expecting 'update_weights.weight_infos' to be present and non-empty")
+        async with self.core.deciding():
+            await self.core.commit([ev.WeightsUpdated(weights=dict(sorted(weights.items())))])
+        return web.Response(status=200)
+
+    async def _get_quota(self, t: str, body: dict) -> web.Response:
+        configs = [{"role": r, "guarantees": _quantities_out(q.guarantees), "limits": _quantities_out(q.limits)}
+                   for r, q in sorted(self.core.state.quotas.items())]
+        return _ok(t, {"status": {"configs": configs}})
+
+    async def _update_quota(self, t: str, body: dict) -> web.Response:
+        force = bool(body.get("force", False))
+        configs = []
+        for i, c in enumerate(codec._list(body.get("quota_configs"), "update_quota.quota_configs")):
+            w = f"update_quota.quota_configs[{i}]"
+            c = codec._obj(c, w)
+            role = codec._str(c.get("role"), f"{w}.role", True)
+            codec.validate_role(role)
+            if role == "*" or "/" in role:
+                raise codec.CallError(f"{w}.role: quota can only be set on a top-level role other than '*', "
+                                      f"not {role!r}")
+            g = _quantities(c.get("guarantees"), f"{w}.guarantees")
+            lim = _quantities(c.get("limits"), f"{w}.limits")
+            for name, v in g.items():
+                if name in lim and v > lim[name]:
+                    raise codec.CallError(f"{w}: the guarantee of {name} ({v:g}) exceeds its limit ({lim[name]:g})")
+            configs.append((role, g, lim))
+        if not configs:
+            raise codec.CallError("Expecting 'update_quota.quota_configs' to be present and non-empty")
+        async with self.core.deciding():
+            state = self.core.state
+            if not force:
+                # Mesos refuses guarantees the cluster cannot hold, unless forced.
+                after = {r: q.guarantees for r, q in state.quotas.items()}
+                after.update({r: g for r, g, _ in configs})
+                totals = Resources(r for a in state.agents.values() for r in a.resources).quantities()
+                for name in sorted({n for g in after.values() for n in g}):
+                    want = round(sum(g.get(name, 0.0) for g in after.values()), 3)
+                    if want > totals.get(name, 0.0):
+                        raise codec.CallError(f"Total quota guarantees for {name} ({want:g}) exceed the cluster's "
+                                              f"capacity ({totals.get(name, 0.0):g}); use 'force' to set them anyway")
+            await self.core.commit([ev.QuotaUpdated(role=r, guarantees=g, limits=lim) for r, g, lim in configs])
+        return web.Response(status=200)
+
+    async def _get_roles(self, t: str, body: dict) -> web.Response:
+        state = self.core.state
+        names = set(state.weights) | set(state.quotas)
+        for fw in state.frameworks.values():
+            names |= set(fw.info.roles)
+        roles = []
+        for name in sorted(names):
+            fws = sorted(f.framework_id for f in state.frameworks.values() if name in f.info.roles)
+            held = Resources(r for o in state.offers.values() if o.role == name for r in o.resources) + Resources(
+                r for task in state.all_tasks() if not task.terminal and task.spec.role == name
+                for r in task.spec.resources)
+            roles.append({"name": name, "weight": float(state.weights.get(name, 1.0)),
+                          "frameworks": [{"value": f} for f in fws], "resources": codec.resources_out(held)})
+        return _ok(t, {"roles": roles})
