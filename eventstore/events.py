@@ -49,6 +49,18 @@ class FrameworkInfo(msgspec.Struct, omit_defaults=True):
     hostname: str | None = None
     webui_url: str | None = None
     labels: list[Label] = msgspec.field(default_factory=list)
+    # FrameworkInfo.offer_filters: role -> alternative quantity sets an offer must hold ([] = anything)
+    min_allocatable: dict[str, list[dict[str, float]]] = msgspec.field(default_factory=dict)
+
+    def priority(self) -> float:
+        """For `--framework-sorter priority`: the framework's `priority` label (a Drover extension)."""
+        for label in self.labels:
+            if label.key == "priority":
+                try:
+                    return float(label.value)
+                except ValueError:
+                    return 0.0
+        return 0.0
 
 
 class CommandSpec(msgspec.Struct, omit_defaults=True):

@@ -48,7 +48,8 @@ def rebuild(state: "State") -> HierarchicalAllocator:
         a.add_agent(agent.agent_id, Resources(agent.resources))
         a.activate_agent(agent.agent_id, agent.connected)
     for fw in state.frameworks.values():
-        a.add_framework(fw.framework_id, list(fw.info.roles), list(fw.suppressed_roles), active=fw.active)
+        a.add_framework(fw.framework_id, list(fw.info.roles), list(fw.suppressed_roles), active=fw.active,
+                        min_allocatable=dict(fw.info.min_allocatable), priority=fw.info.priority())
     for task in state.all_tasks():
         if not task.terminal and task.agent_id in a.agents:
             a.allocate(task.framework_id, task.spec.role, task.agent_id, Resources(task.spec.resources))

@@ -291,10 +291,26 @@ def parse_framework_info(d: object, where: str = "framework_info") -> tuple[ev.F
         validate_role(r)
     if failover < 0 or math.isnan(failover) or math.isinf(failover):
         raise FrameworkRefused(f"Invalid failover_timeout: {failover}")
+    min_alloc = {}
+    for role, f in _obj(d.get("offer_filters"), f"{where}.offer_filters").items():
+        w = f"{where}.offer_filters.{role}"
+        mar = _obj(f, w).get("min_allocatable_resources")
+        if mar is None:
+            continue
+        alts = []
+        for i, q in enumerate(_list(_obj(mar, f"{w}.min_allocatable_resources").get("quantities"),
+                                    f"{w}.min_allocatable_resources.quantities")):
+            wq = f"{w}.min_allocatable_resources.quantities[{i}].quantities"
+            qs = _obj(_obj(q, f"{w}.min_allocatable_resources.quantities[{i}]").get("quantities"), wq)
+            alts.append({n: _num(_obj(v, f"{wq}.{n}").get("value"), f"{wq}.{n}.value") for n, v in sorted(qs.items())})
+        if role not in roles:
+            raise FrameworkRefused(f"Offer filters are specified for role '{role}' which the framework is not "
+                                   "subscribed to")
+        min_alloc[role] = alts
     info = ev.FrameworkInfo(
         name=name, user=user, roles=roles, multi_role=multi, capabilities=caps, failover_timeout=failover,
         checkpoint=bool(d.get("checkpoint", False)), principal=principal, hostname=hostname, webui_url=webui_url,
-        labels=labels,
+        labels=labels, min_allocatable=dict(sorted(min_alloc.items())),
     )
     return info, framework_id
 

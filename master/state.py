@@ -225,7 +225,8 @@ def _framework_subscribed(s: State, e: ev.FrameworkSubscribed, ts: float) -> Non
         )
         s.tasks.setdefault(e.framework_id, {})
         s.next_framework += 1
-        a.add_framework(e.framework_id, list(e.info.roles), sorted(e.suppressed_roles))
+        a.add_framework(e.framework_id, list(e.info.roles), sorted(e.suppressed_roles),
+                        min_allocatable=dict(e.info.min_allocatable), priority=e.info.priority())
         return
     fw.info = e.info
     fw.connected = fw.active = True
@@ -235,7 +236,8 @@ def _framework_subscribed(s: State, e: ev.FrameworkSubscribed, ts: float) -> Non
     fw.suppressed_roles = sorted(e.suppressed_roles)
     # A re-subscription silently invalidates the framework's outstanding offers.
     _drop_offers(s, [o for o in s.offers.values() if o.framework_id == e.framework_id])
-    a.update_framework(e.framework_id, list(e.info.roles), sorted(e.suppressed_roles))
+    a.update_framework(e.framework_id, list(e.info.roles), sorted(e.suppressed_roles),
+                       min_allocatable=dict(e.info.min_allocatable))
     a.activate_framework(e.framework_id)
 
 
