@@ -236,6 +236,9 @@ class OffersAccepted(Base, tag="OFFERS_ACCEPTED"):
     tasks: list[TaskSpec]
     refuse_seconds: float  # filter on the unused remainder (implicit decline)
     rejected: list[Rejection] = msgspec.field(default_factory=list)
+    # Dynamic reservations made (RESERVE) and released (UNRESERVE) by this ACCEPT, applied before its tasks.
+    reserved: list[Resource] = msgspec.field(default_factory=list)
+    unreserved: list[Resource] = msgspec.field(default_factory=list)
 
 
 class WeightsUpdated(Base, tag="WEIGHTS_UPDATED"):

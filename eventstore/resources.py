@@ -177,6 +177,10 @@ class Resources:
     def ranges(self, name: str) -> tuple[tuple[int, int], ...]:
         return _norm_ranges(rg for r in self._items.values() if r.name == name for rg in r.ranges)
 
+    def as_unreserved(self) -> "Resources":
+        """The same resources with every reservation dropped (what a reservation was made from)."""
+        return Resources(msgspec.structs.replace(r, role=UNRESERVED) for r in self._items.values())
+
     def unreserved(self) -> "Resources":
         return Resources(r for r in self._items.values() if r.role == UNRESERVED)
 

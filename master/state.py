@@ -48,9 +48,19 @@ class Agent(msgspec.Struct, omit_defaults=True):
     attributes: list[ev.Label] = msgspec.field(default_factory=list)
     connected: bool = True
     reregistered_at: float | None = None
+    # Dynamic reservations recorded by the log; `resources` (the total) already includes them, and an agent
+    # that re-registers with its flag's resources gets them applied again.
+    dynamic: list[Resource] = msgspec.field(default_factory=list)
 
     def total(self) -> Resources:
         return Resources(self.resources)
+
+
+def with_reservations(base: Resources, dynamic: Resources) -> Resources:
+    """An agent's flag resources with the dynamic reservations the log made on it applied."""
+    if not dynamic or not base.contains(dynamic.as_unreserved()):
+        return base
+    return base - dynamic.as_unreserved() + dynamic
 
 
 class Task(msgspec.Struct, omit_defaults=True):
@@ -322,14 +332,15 @@ def _agent_reregistered(s: State, e: ev.AgentReregistered, ts: float) -> None:
             agent_id=e.agent_id, hostname=e.hostname, http=e.http, resources=e.resources, registered_at=ts
         )
         a.add_agent(e.agent_id, Resources(e.resources))
-    elif Resources(agent.resources) != Resources(e.resources):
+    reported = with_reservations(Resources(e.resources), Resources(agent.dynamic)).to_list()
+    if Resources(agent.resources) != Resources(reported):
         # The agent came back with other resources: re-add it, keeping what runs there allocated.
         _drop_offers(s, [o for o in s.offers.values() if o.agent_id == e.agent_id])
         a.remove_agent(e.agent_id)
         used = [(t.framework_id, t.spec.role, Resources(t.spec.resources)) for t in s.all_tasks()
                 if t.agent_id == e.agent_id and not t.terminal]
-        a.add_agent(e.agent_id, Resources(e.resources), used)
-    agent.hostname, agent.http, agent.resources, agent.attributes = e.hostname, e.http, e.resources, e.attributes
+        a.add_agent(e.agent_id, Resources(reported), used)
+    agent.hostname, agent.http, agent.resources, agent.attributes = e.hostname, e.http, reported, e.attributes
     agent.connected = True
     agent.reregistered_at = ts
     a.activate_agent(e.agent_id, True)
@@ -379,6 +390,17 @@ def _offers_accepted(s: State, e: ev.OffersAccepted, ts: float) -> None:
     if not offers:
         return
     offered = Resources(r for o in offers for r in o.resources)
+    role, agent_id = offers[0].role, offers[0].agent_id
+    if e.reserved or e.unreserved:
+        # RESERVE / UNRESERVE: the offered resources change owner before the tasks take theirs.
+        reserved, unreserved = Resources(e.reserved), Resources(e.unreserved)
+        consumed = reserved.as_unreserved() + unreserved
+        converted = reserved + unreserved.as_unreserved()
+        agent = s.agents[agent_id]
+        agent.resources = (agent.total() - consumed + converted).to_list()
+        agent.dynamic = (Resources(agent.dynamic) - unreserved + reserved).to_list()
+        allocator_of(s).convert(agent_id, e.framework_id, role, consumed, converted)
+        offered = offered - consumed + converted
     used = Resources(r for t in e.tasks for r in t.resources)
     fw_tasks = s.tasks.setdefault(e.framework_id, {})
     for spec in e.tasks:
@@ -386,7 +408,6 @@ def _offers_accepted(s: State, e: ev.OffersAccepted, ts: float) -> None:
                                       kill_grace_seconds=spec.kill_grace_seconds)
     # What the tasks use stays allocated; the rest goes back, filtered (an implicit decline).
     leftover = offered - used
-    role, agent_id = offers[0].role, offers[0].agent_id
     if leftover:
         a = allocator_of(s)
         if e.framework_id in a.frameworks:

@@ -65,7 +65,9 @@ def render(state: State, *, master_id: str, http: str, leader_http: str | None, 
             "attributes": {l.key: l.value for l in a.attributes}, "registered_time": float(a.registered_at),
             "resources": resources_summary(total), "used_resources": resources_summary(used),
             "offered_resources": resources_summary(offered),
-            "unreserved_resources": resources_summary(total.unreserved()), "reserved_resources": {},
+            "unreserved_resources": resources_summary(total.unreserved()),
+            "reserved_resources": {role: resources_summary(Resources(r for r in total if r.role == role))
+                                   for role in sorted({r.role for r in total} - {"*"})},
             "active": a.connected, "deactivated": False, "version": version, "capabilities": [],
         })
     out = {

@@ -138,6 +138,28 @@ class HierarchicalAllocator:
         for key in [k for k in self.filters if k[2] == agent_id]:
             del self.filters[key]
 
+    def convert(self, agent_id: str, framework_id: str, role: str, consumed: Resources,
+                converted: Resources) -> None:
+        """An offer operation (RESERVE, UNRESERVE) turned `consumed`, held by (framework, role) on the
+        agent, into `converted`: the same quantities by name, so shares do not move; only what is
+        reserved for whom changes."""
+        agent = self.agents[agent_id]
+        key = (framework_id, role)
+        agent.total = agent.total - consumed + converted
+        agent.allocated[key] = agent.allocated[key] - consumed + converted
+        for res, sign in ((consumed, -1.0), (converted, 1.0)):
+            for r in res:
+                if r.type != "SCALAR":
+                    continue
+                q = {r.name: r.scalar}
+                if r.role == UNRESERVED:
+                    q_iadd(self.unreserved_alloc_by_top.setdefault(top_level(role), {}), q, sign)
+                else:
+                    q_iadd(self.reserved_by_top.setdefault(top_level(r.role), {}), q, sign)
+                    q_iadd(self.reserved_total, q, sign)
+                    q_iadd(self.reserved_alloc_total, q, sign)
+        agent.has_reservations = any(r.role != UNRESERVED for r in agent.total)
+
     def activate_agent(self, agent_id: str, active: bool = True) -> None:
         self.agents[agent_id].active = active
 

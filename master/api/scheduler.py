@@ -201,13 +201,24 @@ class SchedulerAPI:
         refuse = codec.parse_refuse_seconds(sub.get("filters"))
         ops = codec._list(sub.get("operations"), "accept.operations")
         task_infos: list[tuple[str, dict]] = []
+        steps: list[tuple[str, str, object]] = []  # (LAUNCH | RESERVE | UNRESERVE, where, payload), in order
         for i, op in enumerate(ops):  # structure already checked by codec.validate_call
             op = codec._obj(op, f"accept.operations[{i}]")
-            if op.get("type") == "LAUNCH":
+            kind = op.get("type")
+            if kind == "LAUNCH":
                 launch = codec._obj(op.get("launch"), f"accept.operations[{i}].launch")
                 for j, ti in enumerate(codec._list(launch.get("task_infos"), "launch.task_infos")):
-                    task_infos.append((f"accept.operations[{i}].launch.task_infos[{j}]", ti))
-            # Other operations (RESERVE, CREATE, LAUNCH_GROUP, ...) come with later issues: ignored for now.
+                    where = f"accept.operations[{i}].launch.task_infos[{j}]"
+                    task_infos.append((where, ti))
+                    steps.append(("LAUNCH", where, ti))
+            elif kind in ("RESERVE", "UNRESERVE"):
+                where = f"accept.operations[{i}].{kind.lower()}.resources"
+                body = codec._obj(op.get(kind.lower()), f"accept.operations[{i}].{kind.lower()}")
+                try:
+                    steps.append((kind, where, codec.parse_resources(body.get("resources"), where)))
+                except codec.TaskInvalid as e:
+                    steps.append((kind, where, e))
+            # Other operations (CREATE, DESTROY, LAUNCH_GROUP, ...) come with later issues: ignored for now.
         core = self.core
         async with core.deciding():
             state = core.state
@@ -242,10 +253,27 @@ class SchedulerAPI:
                     ev.TaskStatus(state=r.state, source="SOURCE_MASTER", timestamp=core.now(), reason=r.reason,
                                   message=r.message))) for r in rejected])
                 return web.Response(status=202)
-            agent_id = valid[0].agent_id
+            agent_id, role = valid[0].agent_id, valid[0].role
             remaining = Resources(r for o in valid for r in o.resources)
+            reserved, unreserved = Resources(), Resources()
             seen: set[str] = set()
-            for where, ti in task_infos:
+            for kind, where, payload in steps:
+                if kind != "LAUNCH":
+                    problem = payload if isinstance(payload, Exception) else self._reservation_problem(
+                        kind, payload, role, remaining, Resources(state.agents[agent_id].dynamic) + reserved)
+                    if problem:
+                        # Mesos drops an invalid operation (it would answer OPERATION_ERROR had it an id).
+                        log.info("offer operation dropped", framework_id=framework_id, operation=kind,
+                                 why=str(problem))
+                        continue
+                    if kind == "RESERVE":
+                        remaining = remaining - payload.as_unreserved() + payload
+                        reserved = reserved + payload
+                    else:
+                        remaining = remaining - payload + payload.as_unreserved()
+                        unreserved = unreserved + payload
+                    continue
+                ti = payload
                 tid = ti["task_id"]["value"]
                 try:
                     spec = codec.parse_task_info(ti, where)
@@ -266,8 +294,28 @@ class SchedulerAPI:
                 tasks.append(msgspec.structs.replace(spec, role=valid[0].role))
             secs = effective_refuse_seconds(refuse, core.config.allocator.allocation_interval)
             await core.commit([ev.OffersAccepted(framework_id=framework_id, offer_ids=[o.offer_id for o in valid],
-                                                 tasks=tasks, refuse_seconds=secs, rejected=rejected)])
+                                                 tasks=tasks, refuse_seconds=secs, rejected=rejected,
+                                                 reserved=reserved.to_list(), unreserved=unreserved.to_list())])
         return web.Response(status=202)
+
+    @staticmethod
+    def _reservation_problem(kind: str, res: Resources, role: str, remaining: Resources,
+                             dynamic: Resources) -> str | None:
+        if not res:
+            return f"{kind} names no resources"
+        if any(r.role == "*" for r in res):
+            return f"{kind} resources must name a reservation role"
+        if kind == "RESERVE":
+            if any(r.role != role for r in res):
+                return f"RESERVE must reserve for the offer's allocation role {role!r}"
+            if not remaining.contains(res.as_unreserved()):
+                return f"RESERVE of {res.format()}: not available unreserved in the offers ({remaining.format()})"
+            return None
+        if not dynamic.contains(res):
+            return f"UNRESERVE of {res.format()}: not a dynamic reservation on this agent"
+        if not remaining.contains(res):
+            return f"UNRESERVE of {res.format()}: not in the offers ({remaining.format()})"
+        return None
 
     async def _acknowledge(self, framework_id: str, sub: dict, stream: RecordStream) -> web.Response:
         codec._id(sub.get("agent_id"), "acknowledge.agent_id")
