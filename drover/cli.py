@@ -16,8 +16,8 @@ from pathlib import Path
 from drover import logs
 
 
-class UsageError(Exception):
-    pass
+from drover import audit_cli, replay_cli
+from drover.errors import UsageError
 
 
 def _addr(value: str) -> str:
@@ -56,6 +56,8 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--heartbeat-interval", type=_positive, default=15.0, help="stream heartbeat period (s)")
     m.add_argument("--framework-failover-grace", type=float, default=60.0,
                    help="time frameworks get to re-subscribe after a leader change (s)")
+    m.add_argument("--snapshot-every", type=int, default=10_000,
+                   help="events between state snapshots in the store (replay starts from the nearest)")
     m.add_argument("--min-allocatable-resources", default="cpus:0.01|mem:32",
                    help="an offer must hold one of these quantity sets ('|' between sets, ';' within one)")
     m.add_argument("--role-sorter", default="drf", help="drf (weighted DRF) or priority (higher weight first)")
@@ -83,6 +85,9 @@ def build_parser() -> argparse.ArgumentParser:
     sm = sub.add_parser("sim", help="run the allocator over scenario files (docs/allocator-scenarios.md)")
     sm.add_argument("scenarios", nargs="+", type=Path, help="scenario JSON files")
     sm.add_argument("--quiet", action="store_true", help="print only failures and the summary")
+
+    replay_cli.add_commands(sub)
+    audit_cli.add_commands(sub)
 
     e = sub.add_parser("execute", help="run a command as tasks (like mesos-execute)")
     e.add_argument("--master", required=True, type=_addr)
@@ -126,7 +131,10 @@ def _master(args) -> int:
         id=args.id, http=args.http, raft=args.raft, peers=peers, data_dir=args.data_dir,
         leader_address=args.leader_address, heartbeat_interval=args.heartbeat_interval,
         framework_failover_grace=args.framework_failover_grace, allocator=allocator,
+        snapshot_every=args.snapshot_every,
     )
+    if args.snapshot_every < 1:
+        raise UsageError(f"--snapshot-every must be at least 1, got {args.snapshot_every}")
     asyncio.run(run_master(cfg))
     return 0
 
@@ -253,7 +261,7 @@ def main(argv: list[str] | None = None) -> int:
     logs.configure(args.log_level, component=args.cmd)
     try:
         handlers = {"master": _master, "agent": _agent, "local": _local, "execute": _execute, "sim": _sim}
-        return handlers[args.cmd](args)
+        return handlers[args.cmd](args) if args.cmd in handlers else args.run(args)
     except UsageError as e:
         print(f"drover {args.cmd}: error: {e}", file=sys.stderr)
         return 2

@@ -27,6 +27,11 @@ CREATE TABLE IF NOT EXISTS events (
     type TEXT NOT NULL,
     payload BLOB NOT NULL
 );
+CREATE TABLE IF NOT EXISTS snapshots (
+    idx INTEGER PRIMARY KEY,   -- the state after folding events 1..idx
+    hash TEXT NOT NULL,        -- master.state.state_hash of it
+    data BLOB NOT NULL         -- master.state.encode_snapshot
+);
 """
 PRAGMAS = ("PRAGMA journal_mode=WAL", "PRAGMA synchronous=NORMAL")
 STORE_FILE = "events.sqlite"
@@ -91,6 +96,20 @@ class AsyncEventStore:
             rows = await cur.fetchall()
         return [row_to_envelope(r) for r in rows]
 
+    async def write_snapshot(self, idx: int, digest: str, data: bytes) -> None:
+        await self._db.execute("INSERT OR REPLACE INTO snapshots(idx, hash, data) VALUES (?,?,?)", (idx, digest, data))
+        await self._db.commit()
+
+    async def latest_snapshot(self) -> tuple[int, str, bytes] | None:
+        async with self._db.execute("SELECT idx, hash, data FROM snapshots ORDER BY idx DESC LIMIT 1") as cur:
+            row = await cur.fetchone()
+        return None if row is None else (row[0], row[1], bytes(row[2]))
+
+    async def last_snapshot_index(self) -> int:
+        async with self._db.execute("SELECT COALESCE(MAX(idx), 0) FROM snapshots") as cur:
+            (n,) = await cur.fetchone()
+        return n
+
     async def payloads(self, start: int, stop: int) -> list[tuple[int, bytes]]:
         async with self._db.execute(
             "SELECT idx, payload FROM events WHERE idx >= ? AND idx <= ? ORDER BY idx", (start, stop)
@@ -137,3 +156,16 @@ class EventStore:
 
     def raw_rows(self) -> Iterator[tuple]:
         yield from self.db.execute("SELECT idx, term, ts, type, payload FROM events ORDER BY idx")
+
+    def snapshots(self) -> list[tuple[int, str]]:
+        """(index, state hash) of every recorded snapshot, in index order."""
+        return list(self.db.execute("SELECT idx, hash FROM snapshots ORDER BY idx"))
+
+    def snapshot_at_or_before(self, idx: int) -> tuple[int, str, bytes] | None:
+        row = self.db.execute("SELECT idx, hash, data FROM snapshots WHERE idx <= ? ORDER BY idx DESC LIMIT 1",
+                              (idx,)).fetchone()
+        return None if row is None else (row[0], row[1], bytes(row[2]))
+
+    def write_snapshot(self, idx: int, digest: str, data: bytes) -> None:
+        self.db.execute("INSERT OR REPLACE INTO snapshots(idx, hash, data) VALUES (?,?,?)", (idx, digest, data))
+        self.db.commit()

@@ -23,7 +23,7 @@ from master.allocator.hierarchical import Filter, HierarchicalAllocator
 if TYPE_CHECKING:
     from master.state import State
 
-_KEY = "_allocator"
+ALLOCATOR_KEY = "_allocator"
 
 
 def config_of(state: "State") -> AllocatorConfig:
@@ -31,9 +31,9 @@ def config_of(state: "State") -> AllocatorConfig:
 
 
 def allocator_of(state: "State") -> HierarchicalAllocator:
-    a = state.__dict__.get(_KEY)
+    a = state.__dict__.get(ALLOCATOR_KEY)
     if a is None:
-        a = state.__dict__[_KEY] = rebuild(state)
+        a = state.__dict__[ALLOCATOR_KEY] = rebuild(state)
     return a
 
 
@@ -64,7 +64,7 @@ def rebuild(state: "State") -> HierarchicalAllocator:
 
 def reset(state: "State") -> None:
     """Drop the derived allocator; the next use rebuilds it (after a configuration change)."""
-    state.__dict__.pop(_KEY, None)
+    state.__dict__.pop(ALLOCATOR_KEY, None)
 
 
 def decide_offers(state: "State", now: float, trigger: str, agent_ids: list[str] | None = None,

@@ -25,7 +25,7 @@ from eventstore.store import STORE_FILE, AsyncEventStore
 from master import effects as fx
 from master.allocation import decide_offers, expired_offers
 from master.allocator import AllocatorConfig
-from master.state import State, apply
+from master.state import State, apply, decode_snapshot, encode_snapshot, state_hash
 
 log = structlog.get_logger("drover.master")
 
@@ -50,6 +50,7 @@ class MasterConfig:
     framework_failover_grace: float = 60.0
     raft_tuning: RaftTuning = field(default_factory=RaftTuning)
     version: str = "1.11.0"  # the Mesos API level we speak; clients parse it as digits and dots
+    snapshot_every: int = 10_000  # events between state snapshots (with their hash) in the store
 
 
 class NotLeader(Exception):
@@ -74,6 +75,7 @@ class MasterServer:
         self._tasks: list[asyncio.Task] = []
         self._leader_tasks: list[asyncio.Task] = []
         self._alloc_wakeup = asyncio.Event()
+        self._last_snapshot = 0
         self._pending_triggers: list[str] = []
         self.on_serving_change = None  # callback(serving: bool), set by the HTTP layer
         self.started_at = time.time()
@@ -82,8 +84,17 @@ class MasterServer:
     # ---- lifecycle --------------------------------------------------------------------------
     async def start(self) -> None:
         await self.store.open()
-        # Rebuild state from our own history first; the Raft journal then only adds what is newer.
-        start = 1
+        # Rebuild state from our own history first (from the latest snapshot whose hash checks out);
+        # the Raft journal then only adds what is newer.
+        snap = await self.store.latest_snapshot()
+        if snap is not None:
+            idx, digest, data = snap
+            restored = decode_snapshot(data)
+            if restored.index == idx and state_hash(restored) == digest:
+                self.state = restored
+            else:
+                log.warning("ignoring a snapshot whose hash does not match", index=idx)
+        start = self.state.index + 1
         while True:
             envs = await self.store.read(start, 5000)
             if not envs:
@@ -91,6 +102,7 @@ class MasterServer:
             for env in envs:
                 apply(self.state, env)
             start = envs[-1].index + 1
+        self._last_snapshot = await self.store.last_snapshot_index()
         log.info("state recovered from store", index=self.state.index, replica=self.config.id)
         self.raft.start(asyncio.get_running_loop(), self._queue)
         self._tasks.append(asyncio.create_task(self._applier(), name="applier"))
@@ -129,6 +141,10 @@ class MasterServer:
             apply(self.state, env)
             self._execute(planned)
             self._after_fold(env)
+        if self.state.index >= self._last_snapshot + self.config.snapshot_every:
+            # Replay to any index starts from the nearest snapshot instead of from 0.
+            await self.store.write_snapshot(self.state.index, state_hash(self.state), encode_snapshot(self.state))
+            self._last_snapshot = self.state.index
         async with self._applied:
             self._applied.notify_all()
 

@@ -17,7 +17,8 @@ import msgspec
 
 from eventstore import events as ev
 from eventstore.resources import Resource, Resources
-from master.allocation import allocator_of, digest, reset
+from master.allocation import ALLOCATOR_KEY, allocator_of, digest, reset
+from master.allocator.hierarchical import HierarchicalAllocator
 
 TERMINAL_STATES = frozenset(
     {"TASK_FINISHED", "TASK_FAILED", "TASK_KILLED", "TASK_ERROR", "TASK_LOST", "TASK_DROPPED", "TASK_GONE",
@@ -171,6 +172,23 @@ def clone(state: State) -> State:
 
 
 _hash_enc = msgspec.msgpack.Encoder()
+
+
+class Snapshot(msgspec.Struct):
+    """A state at one index, exact enough to fold on from: the fields and the allocator's record."""
+
+    state: State
+    allocator: dict
+
+
+def encode_snapshot(state: State) -> bytes:
+    return _hash_enc.encode(Snapshot(state=state, allocator=allocator_of(state).to_record()))
+
+
+def decode_snapshot(data: bytes) -> State:
+    snap = msgspec.msgpack.decode(data, type=Snapshot)
+    snap.state.__dict__[ALLOCATOR_KEY] = HierarchicalAllocator.from_record(snap.allocator)
+    return snap.state
 
 
 def state_hash(state: State) -> str:

@@ -61,8 +61,8 @@ class Cluster(LocalCluster):
 
 
 @contextlib.contextmanager
-def running_cluster(data_dir: Path) -> Iterator[Cluster]:
-    c = Cluster(data_dir=data_dir, master_args=list(MASTER_ARGS))
+def running_cluster(data_dir: Path, extra_master_args: list[str] = ()) -> Iterator[Cluster]:
+    c = Cluster(data_dir=data_dir, master_args=list(MASTER_ARGS) + list(extra_master_args))
     c.start()
     try:
         c.wait_leader()

@@ -16,7 +16,9 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass, field
 
-from eventstore.resources import UNRESERVED, Resources
+import msgspec
+
+from eventstore.resources import UNRESERVED, Resource, Resources
 from master.allocator.config import AllocatorConfig
 from master.allocator.quantities import Q, q_add, q_iadd, q_sub, reserved_or_nonscalar, shrink, unreserved_scalars
 from master.allocator.sorter import DRFSorter, make_sorter
@@ -108,6 +110,50 @@ class HierarchicalAllocator:
         self.reserved_alloc_total: Q = {}
         self.alloc_total: Q = {}
         self._default_min: list[Q] = [dict(a) for a in self.config.min_allocatable]
+
+    # ---- snapshots ------------------------------------------------------------------------------------
+    def to_record(self) -> dict:
+        """Everything needed to continue exactly where this allocator is (for state snapshots)."""
+        def res(r: Resources) -> list:
+            return msgspec.to_builtins(r.to_list())
+        return {
+            "config": self.config.to_record(),
+            "agents": [[a.agent_id, res(a.total), a.active,
+                        [[fid, role, res(r)] for (fid, role), r in a.allocated.items()]]
+                       for a in self.agents.values()],
+            "frameworks": [[f.framework_id, f.roles, sorted(f.suppressed), f.active, f.priority, f.min_allocatable]
+                           for f in self.frameworks.values()],
+            "weights": dict(self.weights),
+            "quotas": {r: [q.guarantees, q.limits] for r, q in self.quotas.items()},
+            "filters": [[k[0], k[1], k[2], [[res(f.resources), f.expires_at] for f in v]]
+                        for k, v in self.filters.items()],
+            "role_sorter": self.role_sorter.to_record(),
+            "fw_sorters": {role: s.to_record() for role, s in self.fw_sorters.items()},
+        }
+
+    @classmethod
+    def from_record(cls, rec: dict) -> "HierarchicalAllocator":
+        def res(items: list) -> Resources:
+            return Resources(msgspec.convert(items, list[Resource]))
+        a = cls(AllocatorConfig.from_record(rec["config"]))
+        a.update_weights(rec["weights"])
+        for role, (g, lim) in rec["quotas"].items():
+            a.set_quota(role, g, lim)
+        for aid, total, active, _ in rec["agents"]:
+            a.add_agent(aid, res(total))
+            a.activate_agent(aid, active)
+        for fid, roles, suppressed, active, priority, min_alloc in rec["frameworks"]:
+            a.add_framework(fid, roles, suppressed, active, min_alloc, priority)
+        for aid, _, _, allocated in rec["agents"]:
+            for fid, role, r in allocated:
+                a.allocate(fid, role, aid, res(r))
+        for fid, role, aid, flts in rec["filters"]:
+            a.filters[(fid, role, aid)] = [Filter(res(r), exp) for r, exp in flts]
+        # The bookkeeping above is exact except the sorters' allocation counts: take the recorded trees.
+        a.role_sorter.load_record(rec["role_sorter"])
+        for role, nodes in rec["fw_sorters"].items():
+            a.fw_sorters[role].load_record(nodes)
+        return a
 
     # ---- agents ---------------------------------------------------------------------------------------
     def add_agent(self, agent_id: str, total: Resources, used: list[tuple[str, str, Resources]] = ()) -> None:

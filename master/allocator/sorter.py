@@ -260,6 +260,42 @@ class DRFSorter:
     def count(self, client: str) -> int:
         return self.clients[client].count
 
+    # ---- snapshots ---------------------------------------------------------------------------------
+    def to_record(self) -> list:
+        """Every node, pre-order: [path, is_client, client_active, count, alloc]. Counts of internal
+        nodes are not derivable (a removed client's count stays with its ancestors), so all are kept."""
+        out: list = []
+
+        def walk(n: _Node) -> None:
+            for name in sorted(n.children):
+                c = n.children[name]
+                out.append([c.path, c.is_client, c.client_active, c.count, sorted(c.alloc.items())])
+                walk(c)
+        walk(self.root)
+        return out
+
+    def load_record(self, nodes: list) -> None:
+        """Replace the tree with a recorded one (see to_record); totals and weights stay as set."""
+        self.root = _Node("", "", None)
+        self.clients = {}
+        self._pending = {}
+        by_path = {"": self.root}
+        for path, is_client, active, count, alloc in nodes:
+            parent_path, _, name = path.rpartition("/")
+            parent = by_path[parent_path]
+            n = _Node(name, path, parent)
+            n.is_client, n.client_active, n.count, n.alloc = is_client, active, count, dict(alloc)
+            parent.children[name] = n
+            by_path[path] = n
+            if is_client:
+                self.clients[parent_path if name == VIRTUAL else path] = n
+
+        def count_active(n: _Node) -> int:
+            n.active_leaves = (1 if n.client_active else 0) + sum(count_active(c) for c in n.children.values())
+            return n.active_leaves
+        count_active(self.root)
+        self._stale = True
+
     # ---- ordering ----------------------------------------------------------------------------------
     def sort(self) -> Iterator[str]:
         """Active clients in allocation order (lazily: callers usually stop early)."""
