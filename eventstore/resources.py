@@ -75,7 +75,7 @@ def _ranges_count(a: tuple[tuple[int, int], ...]) -> int:
 class Resources:
     """An immutable, canonical bag of resources."""
 
-    __slots__ = ("_items",)
+    __slots__ = ("_items", "_q")
 
     def __init__(self, items: Iterable[Resource] = ()):
         bag: dict[tuple[str, str], Resource] = {}
@@ -85,6 +85,16 @@ class Resources:
             r = _canon(r)
             bag[key] = r if prev is None else _add_one(prev, r)
         self._items = {k: v for k, v in sorted(bag.items()) if not _is_empty(v)}
+        self._q: dict[str, float] | None = None
+
+    @classmethod
+    def _make(cls, items: dict[tuple[str, str], Resource]) -> "Resources":
+        """From a dict already in canonical form (sorted keys, canonical non-empty records): the hot
+        path of arithmetic, which would otherwise re-canonicalise what is canonical already."""
+        obj = object.__new__(cls)
+        obj._items = items
+        obj._q = None
+        return obj
 
     # -- construction -----------------------------------------------------------------
     @classmethod
@@ -167,12 +177,18 @@ class Resources:
         return _round(sum(r.scalar for r in self._items.values() if r.name == name and r.type == "SCALAR"))
 
     def quantities(self) -> dict[str, float]:
-        """Scalar totals by name (reserved and unreserved summed), sorted by name."""
-        q: dict[str, float] = {}
-        for r in self._items.values():
-            if r.type == "SCALAR":
-                q[r.name] = _round(q.get(r.name, 0.0) + r.scalar)
-        return dict(sorted(q.items()))
+        """Scalar totals by name (reserved and unreserved summed), sorted by name (a fresh dict)."""
+        return dict(self.quantities_view())
+
+    def quantities_view(self) -> dict[str, float]:
+        """`quantities()` without the copy, for hot paths that only read it. Never mutate it."""
+        if self._q is None:
+            q: dict[str, float] = {}
+            for r in self._items.values():
+                if r.type == "SCALAR":
+                    q[r.name] = _round(q.get(r.name, 0.0) + r.scalar)
+            self._q = dict(sorted(q.items()))
+        return self._q
 
     def ranges(self, name: str) -> tuple[tuple[int, int], ...]:
         return _norm_ranges(rg for r in self._items.values() if r.name == name for rg in r.ranges)
@@ -182,19 +198,35 @@ class Resources:
         return Resources(msgspec.structs.replace(r, role=UNRESERVED) for r in self._items.values())
 
     def unreserved(self) -> "Resources":
-        return Resources(r for r in self._items.values() if r.role == UNRESERVED)
+        return Resources._make({k: r for k, r in self._items.items() if r.role == UNRESERVED})
 
     def allocatable_to(self, role: str) -> "Resources":
         """Unreserved plus what is reserved for `role` or one of its ancestors."""
         def ok(r: Resource) -> bool:
             return r.role == UNRESERVED or r.role == role or role.startswith(r.role + "/")
-        return Resources(r for r in self._items.values() if ok(r))
+        kept = {k: r for k, r in self._items.items() if ok(r)}
+        return self if len(kept) == len(self._items) else Resources._make(kept)
 
     # -- arithmetic ---------------------------------------------------------------------
     def __add__(self, other: "Resources") -> "Resources":
-        return Resources([*self._items.values(), *other._items.values()])
+        if not other._items:
+            return self
+        if not self._items:
+            return other
+        out = dict(self._items)
+        fresh = False
+        for key, r in other._items.items():
+            prev = out.get(key)
+            if prev is None:
+                out[key] = r
+                fresh = True
+            else:
+                out[key] = _add_one(prev, r)
+        return Resources._make(dict(sorted(out.items())) if fresh else out)
 
     def __sub__(self, other: "Resources") -> "Resources":
+        if not other._items:
+            return self
         out = dict(self._items)
         for key, r in other._items.items():
             mine = out.get(key)
@@ -205,7 +237,7 @@ class Resources:
                 del out[key]
             else:
                 out[key] = left
-        return Resources(out.values())
+        return Resources._make(out)
 
     def contains(self, other: "Resources") -> bool:
         for key, r in other._items.items():

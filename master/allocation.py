@@ -57,8 +57,7 @@ def rebuild(state: "State") -> HierarchicalAllocator:
         if o.agent_id in a.agents:
             a.allocate(o.framework_id, o.role, o.agent_id, Resources(o.resources))
     for f in state.filters:
-        a.filters.setdefault((f.framework_id, f.role, f.agent_id), []).append(
-            Filter(Resources(f.resources), f.expires_at))
+        a.add_filter(f.framework_id, f.role, f.agent_id, Filter(Resources(f.resources), f.expires_at))
     return a
 
 

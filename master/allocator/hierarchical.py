@@ -110,6 +110,9 @@ class HierarchicalAllocator:
         self.reserved_alloc_total: Q = {}
         self.alloc_total: Q = {}
         self._default_min: list[Q] = [dict(a) for a in self.config.min_allocatable]
+        # Earliest filter expiry, a lower bound (filters may be dropped without updating it): lets
+        # expire_filters skip its scan while nothing can have expired.
+        self._next_expiry = float("inf")
 
     # ---- snapshots ------------------------------------------------------------------------------------
     def to_record(self) -> dict:
@@ -148,7 +151,8 @@ class HierarchicalAllocator:
             for fid, role, r in allocated:
                 a.allocate(fid, role, aid, res(r))
         for fid, role, aid, flts in rec["filters"]:
-            a.filters[(fid, role, aid)] = [Filter(res(r), exp) for r, exp in flts]
+            for r, exp in flts:
+                a.add_filter(fid, role, aid, Filter(res(r), exp))
         # The bookkeeping above is exact except the sorters' allocation counts: take the recorded trees.
         a.role_sorter.load_record(rec["role_sorter"])
         for role, nodes in rec["fw_sorters"].items():
@@ -345,8 +349,8 @@ class HierarchicalAllocator:
         agent.available = agent.available - res
         self._track(framework_id, role)
         self._count_alloc(framework_id, role, res, +1.0)
-        self.role_sorter.allocated(role, res.quantities())
-        self.fw_sorters[role].allocated(framework_id, res.quantities())
+        self.role_sorter.allocated(role, res.quantities_view())
+        self.fw_sorters[role].allocated(framework_id, res.quantities_view())
 
     def recover(self, framework_id: str, role: str, agent_id: str, res: Resources,
                 refuse_seconds: float | None = None, now: float = 0.0) -> None:
@@ -358,10 +362,11 @@ class HierarchicalAllocator:
         held = agent.allocated.get((framework_id, role))
         if held is None:
             return
-        res = Resources(r for r in res if held.contains(Resources([r])))  # never recover more than is held
+        if not held.contains(res):  # never recover more than is held
+            res = Resources(r for r in res if held.contains(Resources([r])))
         self._recover_tracked(agent, framework_id, role, res)
         if refuse_seconds and refuse_seconds > 0 and framework_id in self.frameworks:
-            self.filters.setdefault((framework_id, role, agent_id), []).append(Filter(res, now + refuse_seconds))
+            self.add_filter(framework_id, role, agent_id, Filter(res, now + refuse_seconds))
 
     def _recover_tracked(self, agent: Agent, framework_id: str, role: str, res: Resources) -> None:
         key = (framework_id, role)
@@ -375,16 +380,19 @@ class HierarchicalAllocator:
 
     def _untrack(self, framework_id: str, role: str, res: Resources) -> None:
         self._count_alloc(framework_id, role, res, -1.0)
-        q = res.quantities()
+        q = res.quantities_view()
         self.role_sorter.unallocated(role, q)
         self.fw_sorters[role].unallocated(framework_id, q)
         self._maybe_untrack(framework_id, role)
 
     def _count_alloc(self, framework_id: str, role: str, res: Resources, sign: float) -> None:
-        q = res.quantities()
+        q = res.quantities_view()
         q_iadd(self.alloc_total, q, sign)
-        unres = {r.name: r.scalar for r in res if r.type == "SCALAR" and r.role == UNRESERVED}
-        resv = {r.name: r.scalar for r in res if r.type == "SCALAR" and r.role != UNRESERVED}
+        if all(r.role == UNRESERVED for r in res):
+            unres, resv = q, None
+        else:
+            unres = {r.name: r.scalar for r in res if r.type == "SCALAR" and r.role == UNRESERVED}
+            resv = {r.name: r.scalar for r in res if r.type == "SCALAR" and r.role != UNRESERVED}
         if unres:
             q_iadd(self.unreserved_alloc_by_top.setdefault(top_level(role), {}), unres, sign)
         if resv:
@@ -395,13 +403,20 @@ class HierarchicalAllocator:
         for key in [k for k in self.filters if pred(k)]:
             del self.filters[key]
 
+    def add_filter(self, framework_id: str, role: str, agent_id: str, flt: Filter) -> None:
+        self.filters.setdefault((framework_id, role, agent_id), []).append(flt)
+        self._next_expiry = min(self._next_expiry, flt.expires_at)
+
     def expire_filters(self, now: float) -> None:
+        if not self.filters or now < self._next_expiry:
+            return
         for key in list(self.filters):
             kept = [f for f in self.filters[key] if f.expires_at > now]
             if kept:
                 self.filters[key] = kept
             else:
                 del self.filters[key]
+        self._next_expiry = min((f.expires_at for v in self.filters.values() for f in v), default=float("inf"))
 
     def _filtered(self, framework_id: str, role: str, agent_id: str, res: Resources, now: float | None) -> bool:
         for f in self.filters.get((framework_id, role, agent_id), ()):
@@ -418,7 +433,7 @@ class HierarchicalAllocator:
             alts = self._default_min
         if not alts:
             return True
-        q = res.quantities()
+        q = res.quantities_view()
         return any(all(q.get(n, 0.0) >= v for n, v in alt.items()) for alt in alts)
 
     # ---- deciding ---------------------------------------------------------------------------------------
@@ -435,6 +450,7 @@ class HierarchicalAllocator:
         undo: list[tuple[str, str, str, Resources]] = []
         sorters = [self.role_sorter, *self.fw_sorters.values()]
         for s in sorters:
+            s.flush()  # bring keys up to date with what the fold changed since the last sort
             s.deferred = True
 
         def offer(fid: str, role: str, agent_id: str, res: Resources) -> None:

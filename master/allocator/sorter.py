@@ -92,10 +92,9 @@ class DRFSorter:
         return self.share(n.alloc) / self.weight_of(n.path)
 
     def _rekey(self, n: _Node) -> None:
-        if self.deferred:
-            self._pending[n] = None
-            return
-        self._rekey_now(n)
+        # Always lazy: the fold changes allocations far more often than anyone sorts (replay never
+        # sorts at all), so keys are brought up to date once, by the next sort() or flush().
+        self._pending[n] = None
 
     def _rekey_now(self, n: _Node) -> None:
         parent = n.parent
