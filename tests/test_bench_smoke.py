@@ -8,7 +8,7 @@ import pytest
 pytestmark = pytest.mark.integration
 
 
-@pytest.mark.parametrize("module", ["bench.raftlog", "bench.launch_latency", "bench.allocator"])
+@pytest.mark.parametrize("module", ["bench.raftlog", "bench.launch_latency", "bench.allocator", "bench.replay"])
 def test_benchmark_quick_run(module):
     r = subprocess.run([sys.executable, "-m", module, "--quick"], capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
