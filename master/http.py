@@ -3,7 +3,8 @@
 Leader-only endpoints answer from followers with a 307 to the leader
 (`Location: //host:port/path`, protocol-relative as Mesos does) or 503 when no
 leader is known. `/drover/status` answers on every replica: it is how tests and
-tools compare replicas (applied index, state hash).
+tools compare replicas (applied index, state hash). `GET /api/v1/events` too: it
+streams the replica's own committed history (master/api/events.py).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from aiohttp import web
 
 from master import state_json
 from master.api.agent import AgentAPI
+from master.api.events import EventsAPI
 from master.api.operator import OperatorAPI
 from master.server import MasterConfig, MasterServer
 from master.api.scheduler import SchedulerAPI
@@ -34,6 +36,7 @@ def build_app(core: MasterServer) -> web.Application:
     scheduler = SchedulerAPI(core)
     agents = AgentAPI(core)
     operator = OperatorAPI(core)
+    events = EventsAPI(core)
 
     @web.middleware
     async def leader_only(request: web.Request, handler):
@@ -91,6 +94,8 @@ def build_app(core: MasterServer) -> web.Application:
     app.router.add_route("*", "/api/drover/agent", agents.handle)
     for p in ("/api/v1", "/master/api/v1"):
         app.router.add_route("*", p, operator.handle)
+    for p in ("/api/v1/events", "/master/api/v1/events"):  # any replica: not in LEADER_ONLY_*
+        app.router.add_get(p, events.handle, allow_head=False)
     for p in ("/health", "/master/health"):
         app.router.add_get(p, health)
     app.router.add_get("/version", version)

@@ -78,6 +78,9 @@ class MasterServer:
         self._last_snapshot = 0
         self._pending_triggers: list[str] = []
         self.on_serving_change = None  # callback(serving: bool), set by the HTTP layer
+        # Live readers of the committed history (GET /api/v1/events, operator SUBSCRIBE): each bounded queue
+        # gets every batch this replica folds, as a list of Envelopes. See _notify_listeners.
+        self.event_listeners: set[asyncio.Queue] = set()
         self.started_at = time.time()
         self.elected_at: float | None = None
 
@@ -110,6 +113,8 @@ class MasterServer:
 
     async def stop(self) -> None:
         await self._step_down("shutdown")
+        for q in list(self.event_listeners):  # end the live event streams, or they hold up the HTTP shutdown
+            self.drop_listener(q)
         for t in self._tasks:
             t.cancel()
         for t in self._tasks:
@@ -141,12 +146,33 @@ class MasterServer:
             apply(self.state, env)
             self._execute(planned)
             self._after_fold(env)
+        self._notify_listeners(envs)  # right after the fold, no await in between: see _notify_listeners
         if self.state.index >= self._last_snapshot + self.config.snapshot_every:
             # Replay to any index starts from the nearest snapshot instead of from 0.
             await self.store.write_snapshot(self.state.index, state_hash(self.state), encode_snapshot(self.state))
             self._last_snapshot = self.state.index
         async with self._applied:
             self._applied.notify_all()
+
+    def _notify_listeners(self, envs: list[ev.Envelope]) -> None:
+        """Hand a folded batch to every live event listener, never blocking the applier.
+
+        Called with no await between the fold and this call, so a listener registered together with a
+        look at `state` (in one synchronous step) gets exactly the batches after `state.index`. A listener
+        whose queue is full is too slow: it is dropped, its queue emptied and ended with `None` (its
+        stream then closes; an /api/v1/events client resumes with ?from=<last index + 1>)."""
+        for q in list(self.event_listeners):
+            try:
+                q.put_nowait(envs)
+            except asyncio.QueueFull:
+                self.drop_listener(q)
+
+    def drop_listener(self, q: asyncio.Queue) -> None:
+        """Stop feeding an event listener; its reader gets `None` next, and ends its stream."""
+        self.event_listeners.discard(q)
+        while not q.empty():
+            q.get_nowait()
+        q.put_nowait(None)
 
     async def _fill_gap(self, first: int) -> None:
         # Batches folded into pysyncobj's dump before they reached SQLite come back from its bounded tail.

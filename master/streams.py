@@ -1,9 +1,13 @@
-"""Long-lived RecordIO event streams (framework subscriptions, agent links).
+"""Long-lived RecordIO event streams.
 
-One writer task per stream drains a queue, so producers never block on a slow
-client and each record goes out as one HTTP chunk (naive clients rely on it).
-A stream ends when the client goes away, when it is replaced (framework
-failover) or when this replica stops leading.
+`RecordStream` (framework subscriptions, agent links): one writer task per
+stream drains a queue, so producers never block on a slow client and each
+record goes out as one HTTP chunk (naive clients rely on it). A stream ends
+when the client goes away, when it is replaced (framework failover) or when
+this replica stops leading.
+
+`LiveStream` (streams of committed events: GET /api/v1/events, operator
+SUBSCRIBE): written directly by the coroutine that produces the records.
 """
 
 from __future__ import annotations
@@ -68,3 +72,56 @@ class RecordStream:
             return
         finally:
             self.closed.set()
+
+
+class StreamOver(Exception):
+    """A LiveStream cannot go on: its client went away, or `idle_check` gave a reason to stop."""
+
+
+class LiveStream:
+    """A RecordIO stream written by the one coroutine that produces it (no queue of its own).
+
+    Used by the streams of committed events (GET /api/v1/events, operator SUBSCRIBE): each write is
+    awaited, so a slow client only slows its own coroutine, and the only buffer is the bounded listener
+    queue the coroutine reads from (MasterServer.event_listeners), which the applier drops when full.
+    `next_batch` waits on that queue, writing a HEARTBEAT whenever `heartbeat` seconds pass without a
+    record, and notices a client that went away within half a second.
+    """
+
+    def __init__(self, request: web.Request, response: web.StreamResponse, heartbeat: float):
+        self.request = request
+        self.response = response
+        self.heartbeat = heartbeat
+        self._next_beat = 0.0
+
+    async def send(self, obj: object) -> None:
+        await self.send_bytes(codec.recordio(obj))
+
+    async def send_bytes(self, record: bytes) -> None:
+        """One already framed record, as one HTTP chunk."""
+        try:
+            await self.response.write(record)
+        except (ConnectionError, RuntimeError) as e:
+            raise StreamOver(f"client went away: {e}") from None
+        self._next_beat = asyncio.get_running_loop().time() + self.heartbeat
+
+    def client_gone(self) -> bool:
+        t = self.request.transport
+        return t is None or t.is_closing()
+
+    async def next_batch(self, queue: asyncio.Queue, idle_check=None):
+        """The next item of `queue`, with heartbeats while waiting. `idle_check()` (optional) is called
+        every half second while idle; if it returns a reason the wait ends with StreamOver(reason)."""
+        loop = asyncio.get_running_loop()
+        while True:
+            timeout = min(max(0.0, self._next_beat - loop.time()), 0.5)
+            try:
+                return await asyncio.wait_for(queue.get(), timeout)
+            except asyncio.TimeoutError:
+                pass
+            if self.client_gone():
+                raise StreamOver("client went away")
+            if idle_check is not None and (why := idle_check()):
+                raise StreamOver(why)
+            if loop.time() >= self._next_beat:
+                await self.send(codec.ev_heartbeat())

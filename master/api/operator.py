@@ -1,22 +1,32 @@
 """`POST /api/v1`: the Mesos v1 operator API (the calls this version implements).
 
-Reads answer from the folded state; writes (weights, quota) are validated, recorded as
-events and folded before the 200 goes out, like every other decision.
+Reads answer from the folded state (shapes in master/operator_json.py); writes (weights,
+quota) are validated, recorded as events and folded before the 200 goes out, like every
+other decision. SUBSCRIBE streams SUBSCRIBED (with the GET_STATE view), heartbeats and the
+events derived from each committed event (docs/event-stream.md).
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import math
 
+import structlog
 from aiohttp import web
 
 from eventstore import events as ev
 from eventstore.resources import Resources
-from master import codec
+from master import codec, operator_json
 from master.server import MasterServer, NotLeader
+from master.state import clone
+from master.streams import LiveStream, StreamOver
+
+log = structlog.get_logger("drover.api.operator")
 
 JSON = "application/json"
+MAX_SUBSCRIBERS = 1000  # --max_operator_event_stream_subscribers: beyond it the oldest stream is closed
+LISTENER_QUEUE = 1024  # folded batches a subscriber may lag behind before the applier drops it
 
 
 def _text(status: int, message: str) -> web.Response:
@@ -45,6 +55,7 @@ def _quantities_out(q: dict[str, float]) -> dict:
 class OperatorAPI:
     def __init__(self, core: MasterServer):
         self.core = core
+        self._subscribers: list[asyncio.Queue] = []  # listener queues of the SUBSCRIBE streams, oldest first
 
     async def handle(self, request: web.Request) -> web.Response:
         ctype = request.headers.get("Content-Type")
@@ -61,6 +72,8 @@ class OperatorAPI:
         except codec.CallError as e:
             return _text(400, str(e))
         t = call["type"]
+        if t == "SUBSCRIBE":
+            return await self._subscribe(request)
         handler = getattr(self, "_" + t.lower(), None)
         if handler is None:
             return _text(501 if t == "UNKNOWN" else 400, f"Operator call {t!r} is not supported")
@@ -72,6 +85,78 @@ class OperatorAPI:
             return _text(400, str(e))
         except NotLeader:
             return _text(503, "This master is no longer the leader; retry")
+
+    # ---- the cluster's state, as GET_STATE and its parts ---------------------------------------------
+    async def _get_state(self, t: str, body: dict) -> web.Response:
+        return _ok(t, operator_json.get_state(self.core.state, self.core.config.version))
+
+    async def _get_tasks(self, t: str, body: dict) -> web.Response:
+        return _ok(t, operator_json.get_tasks(self.core.state))
+
+    async def _get_executors(self, t: str, body: dict) -> web.Response:
+        return _ok(t, operator_json.get_executors(self.core.state))
+
+    async def _get_frameworks(self, t: str, body: dict) -> web.Response:
+        return _ok(t, operator_json.get_frameworks(self.core.state))
+
+    async def _get_agents(self, t: str, body: dict) -> web.Response:
+        return _ok(t, operator_json.get_agents(self.core.state, self.core.config.version))
+
+    # ---- SUBSCRIBE: the event stream ------------------------------------------------------------------
+    async def _subscribe(self, request: web.Request) -> web.StreamResponse:
+        accept = request.headers.get("Accept", "*/*")
+        if not any(a.strip().split(";")[0] in (JSON, "*/*", "application/*") for a in accept.split(",")):
+            return _text(406, f"Expecting 'Accept' to allow {JSON}")
+        core = self.core
+        if not core.serving:
+            return _text(503, "This master is no longer the leader; retry")
+        version, heartbeat = core.config.version, core.config.heartbeat_interval
+        # In one synchronous step: the state SUBSCRIBED shows, and a listener that gets every batch folded
+        # after it. The stream folds those into its own copy (`shadow`) to derive each event at its index.
+        shadow = clone(core.state)
+        listener: asyncio.Queue = asyncio.Queue(LISTENER_QUEUE)
+        core.event_listeners.add(listener)
+        self._subscribers.append(listener)
+        while len(self._subscribers) > MAX_SUBSCRIBERS:
+            core.drop_listener(self._subscribers.pop(0))
+        response = web.StreamResponse(status=200, headers={"Content-Type": JSON})  # no Mesos-Stream-Id
+        response.enable_chunked_encoding()
+
+        def stepped_down() -> str | None:
+            return None if core.serving else "this master stopped leading"
+
+        why = "client went away"
+        try:
+            await response.prepare(request)
+            stream = LiveStream(request, response, heartbeat)
+            await stream.send(operator_json.subscribed(shadow, version, heartbeat))
+            await stream.send(codec.ev_heartbeat())
+            while True:
+                batch = await stream.next_batch(listener, stepped_down)
+                if batch is None:
+                    why = "dropped: too slow, or more than the maximum number of subscribers"
+                    break
+                for env in batch:
+                    if env.index > shadow.index:
+                        for event in operator_json.derive(shadow, env, version):
+                            await stream.send(event)
+                if (why := stepped_down()) is not None:
+                    break
+        except StreamOver as e:
+            why = str(e)
+        except (ConnectionError, RuntimeError) as e:
+            why = f"client went away: {e}"
+        finally:
+            core.event_listeners.discard(listener)
+            if listener in self._subscribers:
+                self._subscribers.remove(listener)
+        log.info("operator event stream ended", why=why, index=shadow.index, peer=request.remote)
+        if response.prepared and not (request.transport is None or request.transport.is_closing()):
+            try:
+                await response.write_eof()
+            except (ConnectionError, RuntimeError):
+                pass
+        return response
 
     async def _get_health(self, t: str, body: dict) -> web.Response:
         return _ok(t, {"healthy": True})

@@ -1,0 +1,237 @@
+"""Operator API (v1, `master.proto`) JSON shapes rendered from the folded state, and the operator
+SUBSCRIBE events derived from committed events (mesos-v1-api.md sections 6 and 6.1).
+
+Mesos vocabulary, not /master/state's: IDs as {"value": ..}, times as TimeInfo {"nanoseconds": int},
+resources as v1 Resource lists in the "ENDPOINT" format Mesos uses for operator output (the
+`reservations` stack plus the legacy `role`), `framework_info` / `agent_info` sub-messages.
+
+`derive(shadow, env)` is a pure function of a state and the next committed event: it folds the
+event into `shadow` and returns the operator events it causes. A SUBSCRIBE stream keeps its own
+shadow (a clone of the state it rendered SUBSCRIBED from), so it needs nothing from the applier
+but the committed batches, and every event is rendered from the state exactly at its index.
+"""
+
+from __future__ import annotations
+
+from eventstore import events as ev
+from eventstore.resources import Resources
+from master import codec
+from master.state import TERMINAL_STATES, Agent, Framework, State, Task, apply
+
+# Operator output reports the master's own task states, never a framework's downgraded view.
+_ALL_STATES = ("PARTITION_AWARE", "TASK_KILLING_STATE")
+_REFINED = ("RESERVATION_REFINEMENT",)
+
+
+def time_info(ts: float) -> dict:
+    return {"nanoseconds": int(round(ts * 1e9))}
+
+
+def resources(res, alloc_role: str | None = None) -> list[dict]:
+    """v1 Resources in Mesos's ENDPOINT format: the post-refinement `reservations` stack plus `role`."""
+    res = Resources(res)
+    out = codec.resources_out(res, _REFINED, alloc_role)
+    for d, r in zip(out, res):
+        d["role"] = r.role
+    return out
+
+
+def _by_role(items: list[tuple[str, list]]) -> list[dict]:
+    """Resources held under several allocation roles, each with its `allocation_info`."""
+    roles: dict[str, Resources] = {}
+    for role, res in items:
+        roles[role] = roles.get(role, Resources()) + Resources(res)
+    return [d for role in sorted(roles) for d in resources(roles[role], role)]
+
+
+# ---- Task, Framework, Agent ------------------------------------------------------------------------
+
+
+def status(framework_id: str, task_id: str, agent_id: str | None, st: ev.TaskStatus) -> dict:
+    return codec.status_out(framework_id, task_id, agent_id, st, _ALL_STATES)
+
+
+def task(state: State, t: Task) -> dict:
+    spec = t.spec
+    d: dict = {"name": spec.name, "task_id": codec.ident(t.task_id), "framework_id": codec.ident(t.framework_id),
+               "agent_id": codec.ident(t.agent_id), "state": t.state,
+               "resources": resources(spec.resources, spec.role),
+               "statuses": [status(t.framework_id, t.task_id, t.agent_id, s) for s in t.statuses]}
+    last = next((s for s in reversed(t.statuses) if s.uuid), None)
+    if last is not None:  # the latest update sent to the framework with a uuid (acknowledged or not)
+        d["status_update_state"], d["status_update_uuid"] = last.state, last.uuid
+    if spec.labels:
+        d["labels"] = codec.labels_out(spec.labels)
+    if spec.image:
+        d["container"] = {"type": "DOCKER", "docker": {"image": spec.image, "network": "HOST", "privileged": False}}
+    if t.kill_grace_seconds is not None:
+        d["kill_policy"] = {"grace_period": {"nanoseconds": int(round(t.kill_grace_seconds * 1e9))}}
+    fw = state.frameworks.get(t.framework_id)
+    user = spec.command.user or (fw.info.user if fw is not None else None)
+    if user:
+        d["user"] = user
+    if not d["statuses"]:
+        del d["statuses"]  # repeated fields are omitted when empty
+    return d
+
+
+def framework(state: State, fw: Framework) -> dict:
+    fid = fw.framework_id
+    d: dict = {"framework_info": codec.framework_info_out(fid, fw.info), "active": fw.active,
+               "connected": fw.connected,
+               # Known from before this leader but not re-subscribed to it yet: what Mesos calls recovered.
+               "recovered": not fw.connected and fw.disconnected_by_failover,
+               "registered_time": time_info(fw.registered_at)}
+    if fw.reregistered_at is not None:
+        d["reregistered_time"] = time_info(fw.reregistered_at)
+    if fw.disconnected_at is not None:
+        d["unregistered_time"] = time_info(fw.disconnected_at)
+    offers = []
+    for o in state.offers.values():
+        agent = state.agents.get(o.agent_id)
+        if o.framework_id == fid and agent is not None:
+            offers.append(codec.offer_out(o.offer_id, fid, o.agent_id, agent.hostname, agent.http, o.role,
+                                          o.resources, ["MULTI_ROLE", *_REFINED], agent.attributes))
+    if offers:
+        d["offers"] = offers
+    allocated = _by_role([(t.spec.role, t.spec.resources) for t in state.tasks.get(fid, {}).values()
+                          if not t.terminal])
+    offered = _by_role([(o.role, o.resources) for o in state.offers.values() if o.framework_id == fid])
+    if allocated:
+        d["allocated_resources"] = allocated
+    if offered:
+        d["offered_resources"] = offered
+    return d
+
+
+def agent_info(a: Agent) -> dict:
+    _, _, port = a.http.rpartition(":")
+    d: dict = {"hostname": a.hostname, "port": int(port or 5051), "resources": resources(a.resources),
+               "id": codec.ident(a.agent_id)}
+    if a.attributes:
+        d["attributes"] = [{"name": l.key, "type": "TEXT", "text": {"value": l.value}} for l in a.attributes]
+    return d
+
+
+def agent(state: State, a: Agent, version: str) -> dict:
+    d: dict = {"agent_info": agent_info(a), "active": a.connected, "deactivated": False, "version": version,
+               "pid": f"slave(1)@{a.http}", "registered_time": time_info(a.registered_at)}
+    if a.reregistered_at is not None:
+        d["reregistered_time"] = time_info(a.reregistered_at)
+    d["total_resources"] = resources(a.resources)
+    allocated = _by_role([(t.spec.role, t.spec.resources) for t in state.all_tasks()
+                          if t.agent_id == a.agent_id and not t.terminal])
+    offered = _by_role([(o.role, o.resources) for o in state.offers.values() if o.agent_id == a.agent_id])
+    if allocated:
+        d["allocated_resources"] = allocated
+    if offered:
+        d["offered_resources"] = offered
+    if not d["total_resources"]:
+        del d["total_resources"]
+    return d
+
+
+# ---- GET_* responses ---------------------------------------------------------------------------------
+
+
+def get_tasks(state: State) -> dict:
+    d: dict = {}
+    tasks = [task(state, t) for t in state.all_tasks()]
+    completed = [task(state, t) for t in state.completed_tasks]
+    if tasks:
+        d["tasks"] = tasks
+    if completed:
+        d["completed_tasks"] = completed
+    return d
+
+
+def get_executors(state: State) -> dict:
+    # Drover runs command tasks only; Mesos lists no executor for those (the agent makes them up).
+    return {}
+
+
+def get_frameworks(state: State) -> dict:
+    # Removed frameworks: the state keeps only their ids, not the FrameworkInfo `completed_frameworks` needs.
+    fws = [framework(state, fw) for fw in state.frameworks.values()]
+    return {"frameworks": fws} if fws else {}
+
+
+def get_agents(state: State, version: str) -> dict:
+    agents = [agent(state, a, version) for a in state.agents.values()]
+    return {"agents": agents} if agents else {}
+
+
+def get_state(state: State, version: str) -> dict:
+    return {"get_tasks": get_tasks(state), "get_executors": get_executors(state),
+            "get_frameworks": get_frameworks(state), "get_agents": get_agents(state, version)}
+
+
+# ---- operator SUBSCRIBE events -------------------------------------------------------------------------
+
+
+def subscribed(state: State, version: str, heartbeat: float) -> dict:
+    return {"type": "SUBSCRIBED", "subscribed": {"get_state": get_state(state, version),
+                                                 "heartbeat_interval_seconds": float(heartbeat)}}
+
+
+def _event(kind: str, body: dict) -> dict:
+    return {"type": kind, kind.lower(): body}
+
+
+def task_updated(t: Task, st: ev.TaskStatus) -> dict:
+    return _event("TASK_UPDATED", {"framework_id": codec.ident(t.framework_id),
+                                   "status": status(t.framework_id, t.task_id, t.agent_id, st), "state": t.state})
+
+
+def derive(shadow: State, env: ev.Envelope, version: str) -> list[dict]:
+    """Fold `env` into `shadow` and return the operator events it causes (Mesos's master.cpp emits
+    them from the same transitions): TASK_ADDED for a launched or adopted task; TASK_UPDATED when a
+    task's state changes; AGENT_ADDED for a new agent; FRAMEWORK_ADDED / FRAMEWORK_UPDATED on
+    subscription / re-subscription; FRAMEWORK_REMOVED (after a TASK_UPDATED for each task it kills).
+    The catalogue has no agent removal (a lost agent only disconnects), so AGENT_REMOVED never comes."""
+    e = env.event
+    out: list[dict] = []
+    if isinstance(e, ev.OffersAccepted):
+        before = {s.task_id: shadow.task(e.framework_id, s.task_id) for s in e.tasks}
+        apply(shadow, env)
+        for s in e.tasks:
+            t = shadow.task(e.framework_id, s.task_id)
+            if t is not None and t is not before[s.task_id]:
+                out.append(_event("TASK_ADDED", {"task": task(shadow, t)}))
+    elif isinstance(e, ev.StatusUpdated):
+        t = shadow.task(e.framework_id, e.task_id)
+        was = t.state if t is not None else None
+        apply(shadow, env)
+        if t is not None and was not in TERMINAL_STATES and t.state != was:
+            out.append(task_updated(t, e.status))
+    elif isinstance(e, ev.AgentRegistered):
+        apply(shadow, env)
+        out.append(_event("AGENT_ADDED", {"agent": agent(shadow, shadow.agents[e.agent_id], version)}))
+    elif isinstance(e, ev.AgentReregistered):
+        known = e.agent_id in shadow.agents
+        before = {(r.framework_id, r.task_id): shadow.task(r.framework_id, r.task_id) for r in e.tasks}
+        apply(shadow, env)
+        if not known:
+            out.append(_event("AGENT_ADDED", {"agent": agent(shadow, shadow.agents[e.agent_id], version)}))
+        for key, old in before.items():
+            t = shadow.task(*key)
+            if t is not None and t is not old:  # a task the log never saw launched, adopted from the agent
+                out.append(_event("TASK_ADDED", {"task": task(shadow, t)}))
+    elif isinstance(e, ev.FrameworkSubscribed):
+        known = e.framework_id in shadow.frameworks
+        apply(shadow, env)
+        kind = "FRAMEWORK_UPDATED" if known else "FRAMEWORK_ADDED"
+        out.append(_event(kind, {"framework": framework(shadow, shadow.frameworks[e.framework_id])}))
+    elif isinstance(e, ev.FrameworkRemoved):
+        fw = shadow.frameworks.get(e.framework_id)
+        live = [t for t in shadow.tasks.get(e.framework_id, {}).values() if not t.terminal]
+        apply(shadow, env)
+        for t in live:  # the fold killed them (TASK_KILLED, REASON_FRAMEWORK_REMOVED)
+            out.append(task_updated(t, t.statuses[-1]))
+        if fw is not None:
+            out.append(_event("FRAMEWORK_REMOVED", {"framework_info": codec.framework_info_out(fw.framework_id,
+                                                                                              fw.info)}))
+    else:
+        apply(shadow, env)
+    return out
+
