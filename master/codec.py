@@ -489,8 +489,12 @@ def decode_uuid(b64: object, where: str = "acknowledge.uuid") -> bytes:
 # ---- output -------------------------------------------------------------------------------------
 
 
-def resources_out(res: list[Resource] | Resources, caps: list[str] | tuple = (), alloc_role: str | None = None) -> list[dict]:
+def resources_out(res: list[Resource] | Resources, caps: list[str] | tuple = (), alloc_role: str | None = None,
+                  dynamic: list[Resource] | Resources = ()) -> list[dict]:
+    """v1 Resources. `dynamic` holds the agent's dynamic reservations: reserved resources of a (name, role)
+    found there are rendered as DYNAMIC reservations (legacy format: with a `reservation` object)."""
     refinement = "RESERVATION_REFINEMENT" in caps
+    dyn = {(r.name, r.role) for r in dynamic}
     out = []
     for r in res:
         d: dict = {"name": r.name, "type": r.type}
@@ -500,11 +504,14 @@ def resources_out(res: list[Resource] | Resources, caps: list[str] | tuple = (),
             d["ranges"] = {"range": [{"begin": b, "end": e} for b, e in r.ranges]}
         else:
             d["set"] = {"item": list(r.items)}
+        is_dynamic = (r.name, r.role) in dyn
         if refinement:
             if r.role != UNRESERVED:
-                d["reservations"] = [{"type": "STATIC", "role": r.role}]
+                d["reservations"] = [{"type": "DYNAMIC" if is_dynamic else "STATIC", "role": r.role}]
         else:
             d["role"] = r.role
+            if is_dynamic:
+                d["reservation"] = {}
         if alloc_role is not None:
             d["allocation_info"] = {"role": alloc_role}
         out.append(d)
@@ -563,7 +570,8 @@ def ev_failure(agent_id: str) -> dict:
 
 
 def offer_out(offer_id: str, framework_id: str, agent_id: str, hostname: str, agent_http: str, role: str,
-              resources: list[Resource], caps: list[str], attributes: list[ev.Label]) -> dict:
+              resources: list[Resource], caps: list[str], attributes: list[ev.Label],
+              dynamic: list[Resource] = ()) -> dict:
     multi = "MULTI_ROLE" in caps
     host, _, port = agent_http.rpartition(":")
     d = {
@@ -571,7 +579,7 @@ def offer_out(offer_id: str, framework_id: str, agent_id: str, hostname: str, ag
         "hostname": hostname,
         "url": {"scheme": "http", "address": {"hostname": hostname, "ip": host, "port": int(port or 0)},
                 "path": "/slave(1)"},
-        "resources": resources_out(resources, caps, role if multi else None),
+        "resources": resources_out(resources, caps, role if multi else None, dynamic),
     }
     if attributes:
         d["attributes"] = [{"name": a.key, "type": "TEXT", "text": {"value": a.value}} for a in attributes]

@@ -70,7 +70,7 @@ def plan(state: State, env: ev.Envelope) -> list[Effect]:
                 continue
             by_fw.setdefault(o.framework_id, []).append(codec.offer_out(
                 o.offer_id, o.framework_id, o.agent_id, agent.hostname, agent.http, o.role, o.resources,
-                fw.info.capabilities, agent.attributes))
+                fw.info.capabilities, agent.attributes, agent.dynamic))
         out.extend(ToFramework(fid, codec.ev_offers(offers)) for fid, offers in by_fw.items())
     elif isinstance(e, ev.OffersRescinded):
         if e.reason not in SILENT_RESCIND_REASONS:

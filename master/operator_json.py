@@ -91,7 +91,7 @@ def framework(state: State, fw: Framework) -> dict:
         agent = state.agents.get(o.agent_id)
         if o.framework_id == fid and agent is not None:
             offers.append(codec.offer_out(o.offer_id, fid, o.agent_id, agent.hostname, agent.http, o.role,
-                                          o.resources, ["MULTI_ROLE", *_REFINED], agent.attributes))
+                                          o.resources, ["MULTI_ROLE", *_REFINED], agent.attributes, agent.dynamic))
     if offers:
         d["offers"] = offers
     allocated = _by_role([(t.spec.role, t.spec.resources) for t in state.tasks.get(fid, {}).values()

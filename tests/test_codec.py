@@ -435,3 +435,16 @@ def test_decode_uuid():
 
 def test_resource_type_preserved():
     assert codec.resources_out([Resource("gpus", "SCALAR", scalar=1.0)])[0]["scalar"] == {"value": 1.0}
+
+
+def test_dynamic_reservations_render_as_dynamic():
+    from eventstore.resources import Resources
+    res = Resources.parse("cpus(db):1;cpus(web):2;mem:64")
+    dynamic = Resources.parse("cpus(db):1").to_list()
+    refined = codec.resources_out(res, ["RESERVATION_REFINEMENT"], dynamic=dynamic)
+    by_role = {tuple(x["reservations"][0].values()) if "reservations" in x else None: x for x in refined}
+    assert ("DYNAMIC", "db") in by_role and ("STATIC", "web") in by_role
+    legacy = codec.resources_out(res, [], dynamic=dynamic)
+    db = next(x for x in legacy if x.get("role") == "db")
+    web = next(x for x in legacy if x.get("role") == "web")
+    assert db["reservation"] == {} and "reservation" not in web
