@@ -195,27 +195,18 @@ def _local(args) -> int:
             rc = asyncio.run(execute(layout["leader"], "echo hello from $MESOS_TASK_ID in $(hostname); sleep 1",
                                      instances=4, name="demo"))
             print(f"demo finished: {'all tasks finished' if rc == 0 else 'some tasks failed'}", flush=True)
+        reported: set[str] = set()
         while not stopping:
             time.sleep(0.2)
             for name, proc in cluster.procs.items():
-                if proc.poll() is not None and not stopping:
+                if name not in reported and proc.poll() is not None and not stopping:
+                    reported.add(name)
                     print(f"warning: {name} exited with status {proc.returncode}; see "
                           f"{cluster.data_dir / (name + '.log')}", file=sys.stderr)
-                    cluster.procs[name] = _Exited()
     finally:
         print("stopping the local cluster ...", flush=True)
         cluster.stop()
     return 0
-
-
-class _Exited:
-    returncode = None
-
-    def poll(self):
-        return 0
-
-    def wait(self, timeout=None):
-        return 0
 
 
 def _sim(args) -> int:

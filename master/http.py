@@ -18,6 +18,7 @@ from aiohttp import web
 
 from master import state_json
 from master.api.agent import AgentAPI
+from master.api.audit import add_audit_routes
 from master.api.events import EventsAPI
 from master.api.operator import OperatorAPI
 from master.server import MasterConfig, MasterServer
@@ -105,6 +106,7 @@ def build_app(core: MasterServer) -> web.Application:
     for p in LEADER_ONLY_GET:
         app.router.add_get(p, state)
     app.router.add_get("/drover/status", status)
+    add_audit_routes(app, core.store.path)  # read-only, from this replica's own store
     return app
 
 

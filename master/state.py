@@ -354,7 +354,8 @@ def _agent_reregistered(s: State, e: ev.AgentReregistered, ts: float) -> None:
     if Resources(agent.resources) != Resources(reported):
         # The agent came back with other resources: re-add it, keeping what runs there allocated.
         _drop_offers(s, [o for o in s.offers.values() if o.agent_id == e.agent_id])
-        a.remove_agent(e.agent_id)
+        a.remove_agent(e.agent_id)  # which drops the agent's filters, as Mesos does on an agent update
+        s.filters = [f for f in s.filters if f.agent_id != e.agent_id]
         used = [(t.framework_id, t.spec.role, Resources(t.spec.resources)) for t in s.all_tasks()
                 if t.agent_id == e.agent_id and not t.terminal]
         a.add_agent(e.agent_id, Resources(reported), used)
@@ -422,6 +423,8 @@ def _offers_accepted(s: State, e: ev.OffersAccepted, ts: float) -> None:
     used = Resources(r for t in e.tasks for r in t.resources)
     fw_tasks = s.tasks.setdefault(e.framework_id, {})
     for spec in e.tasks:
+        if spec.role != role:  # a task is allocated to the role of the offers it was launched from
+            spec = msgspec.structs.replace(spec, role=role)
         fw_tasks[spec.task_id] = Task(framework_id=e.framework_id, spec=spec, launched_at=ts,
                                       kill_grace_seconds=spec.kill_grace_seconds)
     # What the tasks use stays allocated; the rest goes back, filtered (an implicit decline).
