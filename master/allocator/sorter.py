@@ -26,16 +26,9 @@ from typing import Iterator
 
 from sortedcontainers import SortedKeyList
 
+from master.allocator.quantities import q_iadd
+
 VIRTUAL = "."
-
-
-def _add_q(into: dict[str, float], q: dict[str, float], sign: float = 1.0) -> None:
-    for name, v in q.items():
-        nv = round(into.get(name, 0.0) + sign * v, 3)
-        if nv > 0:
-            into[name] = nv
-        else:
-            into.pop(name, None)
 
 
 class _Node:
@@ -248,7 +241,7 @@ class DRFSorter:
             self._refresh_all()
         node = leaf
         while node is not self.root:
-            _add_q(node.alloc, q, sign)
+            q_iadd(node.alloc, q, sign)
             node.count += dcount
             self._rekey(node)
             node = node.parent
