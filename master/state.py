@@ -334,12 +334,13 @@ def _roles_revived(s: State, e: ev.RolesRevived, ts: float) -> None:
 
 
 def _agent_registered(s: State, e: ev.AgentRegistered, ts: float) -> None:
+    a = allocator_of(s)  # before the agent is in the fields: a first use rebuilds from them
     s.agents[e.agent_id] = Agent(
         agent_id=e.agent_id, hostname=e.hostname, http=e.http, resources=e.resources, attributes=e.attributes,
         registered_at=ts,
     )
     s.next_agent += 1
-    allocator_of(s).add_agent(e.agent_id, Resources(e.resources))
+    a.add_agent(e.agent_id, Resources(e.resources))
 
 
 def _agent_reregistered(s: State, e: ev.AgentReregistered, ts: float) -> None:
