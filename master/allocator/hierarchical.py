@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 
 import msgspec
 
-from eventstore.resources import UNRESERVED, Resource, Resources
+from eventstore.resources import UNRESERVED, Resource, Resources, round3
 from master.allocator.config import AllocatorConfig
 from master.allocator.quantities import Q, q_add, q_iadd, q_sub, reserved_or_nonscalar, shrink, unreserved_scalars
 from master.allocator.sorter import DRFSorter, make_sorter
@@ -599,4 +599,4 @@ class HierarchicalAllocator:
 
 def q_sub_limits(limits: Q, consumed: Q) -> Q:
     """limits - consumed, per limited name, floored at zero (zeros kept: a name at its limit gets nothing)."""
-    return {k: max(0.0, round(v - consumed.get(k, 0.0), 3)) for k, v in limits.items()}
+    return {k: max(0.0, round3(v - consumed.get(k, 0.0))) for k, v in limits.items()}

@@ -7,7 +7,7 @@ means when shrinking: unlimited for limits, nothing for quantities.
 
 from __future__ import annotations
 
-from eventstore.resources import UNRESERVED, Resource, Resources
+from eventstore.resources import UNRESERVED, Resource, Resources, round3
 
 Q = dict[str, float]
 
@@ -15,14 +15,14 @@ Q = dict[str, float]
 def q_add(a: Q, b: Q) -> Q:
     out = dict(a)
     for k, v in b.items():
-        out[k] = round(out.get(k, 0.0) + v, 3)
+        out[k] = round3(out.get(k, 0.0) + v)
     return {k: v for k, v in out.items() if v > 0}
 
 
 def q_sub(a: Q, b: Q) -> Q:
     out = {}
     for k, v in a.items():
-        r = round(v - b.get(k, 0.0), 3)
+        r = round3(v - b.get(k, 0.0))
         if r > 0:
             out[k] = r
     return out
@@ -30,7 +30,7 @@ def q_sub(a: Q, b: Q) -> Q:
 
 def q_iadd(into: Q, b: Q, sign: float = 1.0) -> None:
     for k, v in b.items():
-        r = round(into.get(k, 0.0) + sign * v, 3)
+        r = round3(into.get(k, 0.0) + sign * v)
         if r > 0:
             into[k] = r
         else:
@@ -71,6 +71,6 @@ def shrink(res: Resources, target: Q, *, limits: bool) -> Resources:
             continue
         take = min(r.scalar, left[r.name])
         if take > 0:
-            out.append(Resource(r.name, "SCALAR", scalar=round(take, 3), role=r.role))
-            left[r.name] = round(left[r.name] - take, 3)
+            out.append(Resource(r.name, "SCALAR", scalar=round3(take), role=r.role))
+            left[r.name] = round3(left[r.name] - take)
     return Resources(out)
