@@ -13,7 +13,6 @@ random); the seed is part of the recorded decision, so replay re-derives it.
 
 from __future__ import annotations
 
-import random
 from dataclasses import dataclass, field
 
 import msgspec
@@ -21,6 +20,7 @@ import msgspec
 from eventstore.resources import UNRESERVED, Resource, Resources, round3
 from master.allocator.config import AllocatorConfig
 from master.allocator.quantities import Q, q_add, q_iadd, q_sub, reserved_or_nonscalar, shrink, unreserved_scalars
+from master.allocator.shuffle import SeededShuffle
 from master.allocator.sorter import DRFSorter, make_sorter
 
 
@@ -443,7 +443,7 @@ class HierarchicalAllocator:
         `expires_at > now`; with `now=None` every present filter counts (the simulator expires them)."""
         candidates = sorted(a for a in (self.agents if agent_ids is None else agent_ids)
                             if a in self.agents and self.agents[a].active)
-        rng = random.Random(seed)
+        rng = SeededShuffle(seed)
         rng.shuffle(candidates)
         offers: dict[tuple[str, str, str], Resources] = {}
         traces: list[AgentTrace] = []
