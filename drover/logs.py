@@ -13,6 +13,21 @@ import sys
 import structlog
 
 
+class _PysyncobjResendFilter(logging.Filter):
+    """pysyncobj 0.3.17 logs CRITICAL "truncating already-applied log entries" when a follower receives
+    entries it already has again (the leader re-sent them after a stale acknowledgement). Applied entries
+    are committed, and Raft never changes a committed entry, so the re-sent ones are identical: nothing
+    diverges (the stores stay byte-identical; `drover replay bisect` would show otherwise). Logged as a
+    warning instead, so that a real CRITICAL stays rare enough to be read."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno == logging.CRITICAL and str(record.msg).startswith("truncating already-applied"):
+            record.levelno, record.levelname = logging.WARNING, "WARNING"
+            record.msg = "pysyncobj re-received entries it had applied (a duplicate re-send, harmless): " + str(
+                record.msg)
+        return True
+
+
 def configure(level: str | None = None, component: str | None = None) -> None:
     level_name = (level or os.environ.get("DROVER_LOG_LEVEL", "info")).upper()
     lvl = getattr(logging, level_name, logging.INFO)
@@ -35,6 +50,7 @@ def configure(level: str | None = None, component: str | None = None) -> None:
     # pysyncobj and aiohttp chatter only matters when debugging them.
     for noisy in ("aiohttp.access", "pysyncobj", "urllib3", "asyncio"):
         logging.getLogger(noisy).setLevel(max(lvl, logging.WARNING))
+    logging.getLogger("pysyncobj.syncobj").addFilter(_PysyncobjResendFilter())
     if component:
         structlog.contextvars.bind_contextvars(component=component)
     structlog.configure(
