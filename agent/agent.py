@@ -68,8 +68,10 @@ class Agent:
         self._bg: set[asyncio.Task] = set()
         self._watchers: dict[tuple[str, str], asyncio.Task] = {}
         self._killed_by_us: set[tuple[str, str]] = set()
+        self._stopping: dict[tuple[str, str], asyncio.Task] = {}
         self._resend_all = False
         self._silence_timeout = 60.0  # until REGISTERED tells us the master's heartbeat interval
+        self._ping_interval = 5.0  # REGISTERED tells us the leader's (its --agent-ping-timeout)
 
     # ---- checkpointing --------------------------------------------------------------------------
     def checkpoint(self) -> None:
@@ -84,9 +86,10 @@ class Agent:
         self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=None, sock_connect=3))
         runner = await self._serve_http()
         tasks = [asyncio.create_task(self._link_loop(), name="master-link"),
-                 asyncio.create_task(self._update_loop(), name="status-updates")]
+                 asyncio.create_task(self._update_loop(), name="status-updates"),
+                 asyncio.create_task(self._ping_loop(), name="ping")]
         await stop.wait()
-        for t in tasks + list(self._bg) + list(self._watchers.values()):
+        for t in tasks + list(self._bg) + list(self._watchers.values()) + list(self._stopping.values()):
             t.cancel()
         for t in tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
@@ -107,6 +110,9 @@ class Agent:
                 self._spawn(self._launch(rec))
                 continue
             self._watch(rec)
+            if rec.kill_requested:
+                # We may have died between checkpointing the kill and asking podman to stop the container.
+                self._stop(rec, rec.spec.kill_grace_seconds or 3.0)
         log.info("recovered tasks from checkpoint", tasks=len(self.tasks))
 
     # ---- the agent's own endpoints --------------------------------------------------------------------
@@ -192,6 +198,7 @@ class Agent:
                 self.cp.agent_id, self.cp.cluster_id = reg["agent_id"], reg.get("cluster_id")
                 self.checkpoint()
             self._silence_timeout = 3 * float(reg.get("heartbeat_interval_seconds", 15.0)) + 1
+            self._ping_interval = float(reg.get("ping_interval_seconds", self._ping_interval))
             self.master = master
             self.registered.set()
             self._resend_all = True
@@ -233,12 +240,14 @@ class Agent:
         return self.config.work_dir / "sandboxes" / safe(rec.framework_id) / safe(rec.spec.task_id)
 
     async def _launch(self, rec: TaskRecord) -> None:
-        key = (rec.framework_id, rec.spec.task_id)
         if rec.kill_requested:
             self._status(rec, "TASK_KILLED", reason="REASON_TASK_KILLED_DURING_LAUNCH",
                          message="Task killed before it was launched")
+            # After an agent restart the container may exist although we never recorded its id.
+            self._spawn(self._kill_strays(rec.framework_id, rec.spec.task_id, rec.spec.kill_grace_seconds or 3.0))
             return
-        self._status(rec, "TASK_STARTING", source="SOURCE_EXECUTOR")
+        if rec.state == "TASK_STAGING":  # a launch resumed after an agent restart already announced it
+            self._status(rec, "TASK_STARTING", source="SOURCE_EXECUTOR")
         res = Resources(rec.spec.resources)
         sandbox = self._sandbox(rec)
         sandbox.mkdir(parents=True, exist_ok=True)
@@ -264,8 +273,7 @@ class Agent:
         rec.container_id = cid
         self.checkpoint()
         if rec.kill_requested:
-            self._killed_by_us.add(key)
-            self._spawn(self.containerizer.kill(cid, rec.spec.kill_grace_seconds or 3.0))
+            self._stop(rec, rec.spec.kill_grace_seconds or 3.0)
         self._status(rec, "TASK_RUNNING", source="SOURCE_EXECUTOR", container_id=cid)
         self._watch(rec)
 
@@ -276,18 +284,28 @@ class Agent:
 
     async def _wait_exit(self, rec: TaskRecord) -> None:
         key = (rec.framework_id, rec.spec.task_id)
+        backoff = 0.5
         try:
-            st = await self.containerizer.wait(rec.container_id)
-        except Exception as e:
-            log.warning("lost track of a container", task=rec.spec.task_id, error=str(e))
-            st = None
+            while True:
+                try:
+                    st = await self.containerizer.wait(rec.container_id)
+                    break
+                except asyncio.CancelledError:
+                    raise
+                except Exception as e:
+                    # The podman service is down or restarting: the container (run by conmon) is not lost with
+                    # it. Keep asking until the service answers again.
+                    log.warning("cannot wait for a container yet", task=rec.spec.task_id, error=str(e))
+                    await asyncio.sleep(backoff)
+                    backoff = min(backoff * 2, 5.0)
         finally:
             self._watchers.pop(key, None)
-        if st is None:
-            self._status(rec, "TASK_LOST", reason="REASON_CONTAINER_LAUNCH_FAILED",
-                         message="The task's container disappeared")
-        elif rec.kill_requested or key in self._killed_by_us:
+        if rec.kill_requested or key in self._killed_by_us:
             self._status(rec, "TASK_KILLED", source="SOURCE_EXECUTOR", message="Command terminated by a kill request")
+        elif st is None or st.status == "removed" or st.exit_code is None:
+            # Removed behind our back (podman rm, a store reset): no exit status to report.
+            self._status(rec, "TASK_LOST", reason="REASON_EXECUTOR_TERMINATED",
+                         message="The task's container disappeared")
         elif st.exit_code == 0:
             self._status(rec, "TASK_FINISHED", source="SOURCE_EXECUTOR", message="Command exited with status 0")
         elif st.oom_suspected:
@@ -298,20 +316,57 @@ class Agent:
                          message=f"Command exited with status {st.exit_code}")
 
     async def _kill(self, framework_id: str, task_id: str, grace: float | None) -> None:
+        """A KILL from the master. Never blocks nor fails the master link: podman's stop (which may take the
+        whole grace period, or fail while the podman service is down) runs in the background, retried."""
         key = (framework_id, task_id)
         rec = self.tasks.get(key)
         if rec is None or rec.terminal_sent:
             # Not ours (any more): maybe a container we lost track of; make sure it is gone.
-            for c in await self.containerizer.list({"drover.framework": framework_id, "drover.task": task_id}):
-                if c.status == "running":
-                    await self.containerizer.kill(c.container_id, grace or 3.0)
+            self._spawn(self._kill_strays(framework_id, task_id, grace or 3.0))
             return
-        rec.kill_requested = True
-        self.checkpoint()
+        if not rec.kill_requested:
+            rec.kill_requested = True
+            self.checkpoint()
         if rec.container_id is not None:
-            self._killed_by_us.add(key)
-            await self.containerizer.kill(rec.container_id, grace if grace is not None else
-                                          (rec.spec.kill_grace_seconds or 3.0))
+            self._stop(rec, grace if grace is not None else (rec.spec.kill_grace_seconds or 3.0))
+        # else: _launch sees kill_requested once the container exists (or before creating it)
+
+    def _stop(self, rec: TaskRecord, grace: float) -> None:
+        key = (rec.framework_id, rec.spec.task_id)
+        self._killed_by_us.add(key)
+        if key in self._stopping:
+            return  # already on it (the master re-sends KILLs on re-registration)
+        task = asyncio.create_task(self._stop_container(rec, grace))
+        self._stopping[key] = task
+        task.add_done_callback(lambda _t: self._stopping.pop(key, None))
+
+    async def _stop_container(self, rec: TaskRecord, grace: float) -> None:
+        backoff = 0.5
+        while not rec.terminal_sent:
+            try:
+                await self.containerizer.kill(rec.container_id, grace)
+                return
+            except asyncio.CancelledError:
+                raise
+            except Exception as e:
+                log.warning("kill failed; retrying", task=rec.spec.task_id, error=str(e))
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 5.0)
+
+    async def _kill_strays(self, framework_id: str, task_id: str, grace: float) -> None:
+        backoff = 0.5
+        for _ in range(20):
+            try:
+                for c in await self.containerizer.list({"drover.framework": framework_id, "drover.task": task_id}):
+                    if c.status == "running":
+                        await self.containerizer.kill(c.container_id, grace)
+                return
+            except asyncio.CancelledError:
+                raise
+            except Exception as e:
+                log.warning("cannot check for a stray container yet", task=task_id, error=str(e))
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 5.0)
 
     # ---- status updates ------------------------------------------------------------------------------------
     def _status(self, rec: TaskRecord, state: str, *, source: str = "SOURCE_AGENT", reason: str | None = None,
@@ -364,6 +419,25 @@ class Agent:
                     min(prev[2] * 2, self.config.update_retry_max)
                 sent[key] = (head.uuid, now + backoff, backoff)
                 await self._send_update(rec, head)
+
+    async def _ping_loop(self) -> None:
+        """Tell the leader we are alive every ping interval: its heartbeats only go the other way, and it marks
+        an agent it has not heard from for a while unreachable."""
+        while True:
+            await self.registered.wait()
+            if self.master is None:
+                await asyncio.sleep(0.1)
+                continue
+            body = {"type": "PING", "agent_id": self.cp.agent_id}
+            try:
+                async with self._session.post(f"http://{self.master}/api/drover/agent", json=body,
+                                              allow_redirects=False,
+                                              timeout=aiohttp.ClientTimeout(total=self._ping_interval)) as resp:
+                    if resp.status != 202:
+                        log.debug("ping not accepted", status=resp.status)
+            except (aiohttp.ClientError, asyncio.TimeoutError) as e:
+                log.debug("ping failed", error=str(e))
+            await asyncio.sleep(self._ping_interval)
 
     async def _send_update(self, rec: TaskRecord, st: ev.TaskStatus) -> None:
         if self.master is None:

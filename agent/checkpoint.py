@@ -39,6 +39,12 @@ def write_atomic(path: Path, data: bytes) -> None:
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)
+    # The rename itself must be durable too: without this a crash can bring back the old file (or none).
+    dir_fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
 
 
 class CheckpointStore:
@@ -48,7 +54,12 @@ class CheckpointStore:
     def load(self) -> AgentCheckpoint:
         if not self.path.exists():
             return AgentCheckpoint()
-        return msgspec.json.decode(self.path.read_bytes(), type=AgentCheckpoint)
+        try:
+            return msgspec.json.decode(self.path.read_bytes(), type=AgentCheckpoint)
+        except (msgspec.DecodeError, msgspec.ValidationError) as e:
+            # Refuse to start rather than forget tasks that may still be running (Mesos's --strict).
+            raise RuntimeError(f"agent checkpoint {self.path} is unreadable ({e}); move it away to start "
+                               f"this agent afresh (its containers will then be unknown to it)") from e
 
     def save(self, cp: AgentCheckpoint) -> None:
         write_atomic(self.path, msgspec.json.encode(cp))

@@ -128,6 +128,7 @@ class PodmanContainerizer:
         self.log = log or logging.getLogger("drover.containerizer")
         self._base_url = f"unix://{self.socket_path}"
         self._service: subprocess.Popen | None = None
+        self._owns_service = False  # we started the service: we restart it if it dies
         self._executor = concurrent.futures.ThreadPoolExecutor(max_workers=16, thread_name_prefix="podman")
         self._tls = threading.local()
         self._clients: list[PodmanClient] = []
@@ -187,10 +188,24 @@ class PodmanContainerizer:
                 raise ContainerLaunchError(f"podman system service exited immediately; log {log_path}:\n{tail}")
             if self.socket_path.exists() and self._ping():
                 self.log.info("started podman service pid=%s socket=%s", self._service.pid, self.socket_path)
+                self._owns_service = True
                 return
             time.sleep(0.05)
         self._terminate_service()
         raise ContainerLaunchError(f"podman system service did not answer on {self.socket_path} within 30 s")
+
+    def _restart_service_if_ours(self) -> bool:
+        """The service we started died (killed, crashed): start another on the same socket. Containers live on
+        (conmon runs them); a new service reads their state from the store. A service someone else started is
+        theirs to restart: we only wait for it. Returns True if a new service was started."""
+        if not self._owns_service or (self._service is not None and self._service.poll() is None):
+            return False
+        if self._ping():  # something answers on the socket again: leave it alone
+            return False
+        self.log.warning("podman service (pid %s) is gone: starting a new one",
+                         self._service.pid if self._service is not None else "?")
+        self._start_service()
+        return True
 
     def _terminate_service(self) -> None:
         p, self._service = self._service, None
@@ -214,6 +229,7 @@ class PodmanContainerizer:
                 if not f.done():
                     f.cancel()
         self._waiters.clear()
+        self._owns_service = False
         await self._run(self._terminate_service)
         with self._clients_lock:
             clients, self._clients = self._clients, []
@@ -426,6 +442,11 @@ class PodmanContainerizer:
             except Exception as e:  # service restarting, socket gone, ...
                 self.log.debug("podman event stream error: %r", e)
             self._events_connected.clear()
+            try:
+                await self._run(self._restart_service_if_ours)
+            except Exception as e:
+                self.log.warning("could not restart the podman service: %s", e)
+                await asyncio.sleep(2.0)
             await asyncio.sleep(0.5)
 
     async def _check_waiter(self, cid: str) -> None:

@@ -56,6 +56,10 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--heartbeat-interval", type=_positive, default=15.0, help="stream heartbeat period (s)")
     m.add_argument("--framework-failover-grace", type=float, default=60.0,
                    help="time frameworks get to re-subscribe after a leader change (s)")
+    m.add_argument("--agent-ping-timeout", type=_positive, default=15.0,
+                   help="agents ping the leader this often; one missing a ping for this long missed one (s)")
+    m.add_argument("--max-agent-ping-timeouts", type=int, default=5,
+                   help="missed pings (or that many timeouts disconnected) before an agent is marked unreachable")
     m.add_argument("--snapshot-every", type=int, default=10_000,
                    help="events between state snapshots in the store (replay starts from the nearest)")
     m.add_argument("--min-allocatable-resources", default="cpus:0.01|mem:32",
@@ -132,7 +136,10 @@ def _master(args) -> int:
         leader_address=args.leader_address, heartbeat_interval=args.heartbeat_interval,
         framework_failover_grace=args.framework_failover_grace, allocator=allocator,
         snapshot_every=args.snapshot_every,
+        agent_ping_timeout=args.agent_ping_timeout, max_agent_ping_timeouts=args.max_agent_ping_timeouts,
     )
+    if args.max_agent_ping_timeouts < 1:
+        raise UsageError(f"--max-agent-ping-timeouts must be at least 1, got {args.max_agent_ping_timeouts}")
     if args.snapshot_every < 1:
         raise UsageError(f"--snapshot-every must be at least 1, got {args.snapshot_every}")
     asyncio.run(run_master(cfg))

@@ -96,6 +96,7 @@ class TaskStatus(msgspec.Struct, omit_defaults=True):
     reason: str | None = None
     message: str | None = None
     container_id: str | None = None
+    unreachable_time: float | None = None  # set on master-generated TASK_UNREACHABLE statuses (seconds)
 
 
 class OfferRecord(msgspec.Struct, omit_defaults=True):
@@ -208,6 +209,14 @@ class AgentDisconnected(Base, tag="AGENT_DISCONNECTED"):
     agent_id: str
 
 
+class AgentUnreachable(Base, tag="AGENT_UNREACHABLE"):
+    """The leader stopped hearing from an agent (no ping for agent_ping_timeout x max_agent_ping_timeouts,
+    or its link stayed broken that long): its tasks become TASK_UNREACHABLE until it re-registers."""
+
+    agent_id: str
+    unreachable_time: float
+
+
 class OffersMade(Base, tag="OFFERS_MADE"):
     """One allocation run: its inputs (trigger, candidate agents, shuffle seed; the time is the
     envelope's), the offers it made, and why (per agent: the order and shares it saw)."""
@@ -283,6 +292,7 @@ Event = Union[
     AgentRegistered,
     AgentReregistered,
     AgentDisconnected,
+    AgentUnreachable,
     OffersMade,
     OffersRescinded,
     OffersDeclined,

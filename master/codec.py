@@ -618,6 +618,8 @@ def status_out(framework_id: str, task_id: str, agent_id: str | None, st: ev.Tas
         d["uuid"] = st.uuid
     if st.container_id:
         d["container_status"] = {"container_id": ident(st.container_id)}
+    if st.unreachable_time is not None:
+        d["unreachable_time"] = {"nanoseconds": int(round(st.unreachable_time * 1e9))}
     return d
 
 

@@ -16,7 +16,7 @@ import msgspec
 
 from eventstore import events as ev
 from master import codec
-from master.state import State, Task
+from master.state import State, Task, returning_tasks, tasks_on_agent, unreachable_status
 
 # Rescinds Mesos does not announce: on failover and re-subscription offers vanish silently.
 SILENT_RESCIND_REASONS = {"leader_change", "framework_disconnected", "framework_removed"}
@@ -97,6 +97,21 @@ def plan(state: State, env: ev.Envelope) -> list[Effect]:
         task = state.task(e.framework_id, e.task_id)
         if task is not None:
             out.append(ToAgent(task.agent_id, ack_message(e.framework_id, e.task_id, e.uuid)))
+    elif isinstance(e, ev.AgentUnreachable):
+        agent = state.agents.get(e.agent_id)
+        if agent is not None:
+            st = unreachable_status(env.ts, e, agent.hostname)  # no uuid: not retried, not acknowledged
+            for task in tasks_on_agent(state, e.agent_id):
+                if not task.terminal:
+                    out.append(ToFramework(task.framework_id,
+                                           update_event(state, task.framework_id, task.task_id, e.agent_id, st)))
+            for fw in state.frameworks.values():
+                if fw.connected:
+                    out.append(ToFramework(fw.framework_id, codec.ev_failure(e.agent_id)))
+    elif isinstance(e, ev.AgentReregistered):
+        for task, st in returning_tasks(state, e, env.ts):
+            out.append(ToFramework(task.framework_id,
+                                   update_event(state, task.framework_id, task.task_id, e.agent_id, st)))
     elif isinstance(e, ev.FrameworkRemoved):
         for task in state.tasks.get(e.framework_id, {}).values():
             if not task.terminal:

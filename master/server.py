@@ -51,6 +51,14 @@ class MasterConfig:
     raft_tuning: RaftTuning = field(default_factory=RaftTuning)
     version: str = "1.11.0"  # the Mesos API level we speak; clients parse it as digits and dots
     snapshot_every: int = 10_000  # events between state snapshots (with their hash) in the store
+    # Agent health (Mesos's --agent_ping_timeout / --max_agent_ping_timeouts): agents PING the leader every
+    # `agent_ping_timeout`; one silent (or disconnected) for timeout x max is marked unreachable.
+    agent_ping_timeout: float = 15.0
+    max_agent_ping_timeouts: int = 5
+
+    @property
+    def agent_unreachable_after(self) -> float:
+        return self.agent_ping_timeout * self.max_agent_ping_timeouts
 
 
 class NotLeader(Exception):
@@ -72,6 +80,9 @@ class MasterServer:
         self.serving_term = 0
         self.framework_streams: dict = {}  # framework_id -> RecordStream
         self.agent_links: dict = {}  # agent_id -> RecordStream
+        # Leader's memory, not history: when each agent was last heard from (any agent call: SUBSCRIBE, PING,
+        # UPDATE) or its link broke. An agent absent here counts from this leader's election.
+        self.agent_seen: dict[str, float] = {}
         self._tasks: list[asyncio.Task] = []
         self._leader_tasks: list[asyncio.Task] = []
         self._alloc_wakeup = asyncio.Event()
@@ -246,6 +257,10 @@ class MasterServer:
         await self.wait_applied(first + len(events) - 1)
         return first
 
+    def agent_heard(self, agent_id: str) -> None:
+        """A sign of life from an agent (it called us); chatter, so kept in memory only."""
+        self.agent_seen[agent_id] = self.now()
+
     async def record_disconnect(self, *, framework_id: str | None = None, agent_id: str | None = None) -> None:
         """A framework's stream or an agent's link broke: rescind what was offered through it and record it."""
         try:
@@ -261,6 +276,8 @@ class MasterServer:
                     reason, event = "agent_disconnected", ev.AgentDisconnected(agent_id=agent_id)
                 if peer is None or not peer.connected:
                     return
+                if agent_id is not None:
+                    self.agent_heard(agent_id)  # a disconnected agent gets the whole ping timeout to come back
                 events: list = [ev.OffersRescinded(offer_ids=offer_ids, reason=reason)] if offer_ids else []
                 await self.commit(events + [event])
                 log.info("peer disconnected", framework_id=framework_id, agent_id=agent_id)
@@ -298,6 +315,7 @@ class MasterServer:
             if self.state.cluster_id is None:
                 await self.commit([ev.ClusterCreated(cluster_id=str(uuid.uuid4()))], _barrier=True)
             self.serving, self.serving_term = True, term
+            self.agent_seen.clear()
             self.elected_at = time.time()
         log.info("serving as leader", replica=self.config.id, term=term, index=self.state.index)
         self._leader_tasks = [asyncio.create_task(self._ticker(), name="ticker")]
@@ -366,9 +384,33 @@ class MasterServer:
                     timeout = max(timeout, self.config.framework_failover_grace)
                 if now >= fw.disconnected_at + timeout:
                     events.append(ev.FrameworkRemoved(framework_id=fw.framework_id, reason="failover_timeout"))
+            unreachable = self._unreachable_agents(now)
+            for agent_id in unreachable:
+                gone = set(expired)
+                offer_ids = [o.offer_id for o in self.state.offers.values()
+                             if o.agent_id == agent_id and o.offer_id not in gone]
+                if offer_ids:
+                    events.append(ev.OffersRescinded(offer_ids=offer_ids, reason="agent_unreachable"))
+                events.append(ev.AgentUnreachable(agent_id=agent_id, unreachable_time=now))
             if events:
-                await self.commit(events)
+                await self.commit(events, ts=now)
+            for agent_id in unreachable:
+                log.warning("agent unreachable", agent_id=agent_id,
+                            silent_for=round(now - self._agent_last_seen(agent_id), 3))
+                # Drop its link: if it is alive after all, it sees the stream end and re-registers.
+                self.agent_seen.pop(agent_id, None)
+                link = self.agent_links.pop(agent_id, None)
+                if link is not None:
+                    link.close("unreachable")
             now = self.now()
             offers = decide_offers(self.state, now, trigger, agents)
             if offers is not None:
                 await self.commit([offers], ts=now)
+
+    def _agent_last_seen(self, agent_id: str) -> float:
+        return max(self.agent_seen.get(agent_id, 0.0), self.state.elected_at or 0.0)
+
+    def _unreachable_agents(self, now: float) -> list[str]:
+        """Agents silent (no call, or a broken link) for agent_ping_timeout x max_agent_ping_timeouts."""
+        limit = self.config.agent_unreachable_after
+        return [aid for aid in self.state.agents if now >= self._agent_last_seen(aid) + limit]

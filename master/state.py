@@ -24,6 +24,8 @@ TERMINAL_STATES = frozenset(
     {"TASK_FINISHED", "TASK_FAILED", "TASK_KILLED", "TASK_ERROR", "TASK_LOST", "TASK_DROPPED", "TASK_GONE",
      "TASK_GONE_BY_OPERATOR"}
 )
+# Not terminal, but its resources are no longer allocated (recovered when its agent became unreachable).
+UNREACHABLE = "TASK_UNREACHABLE"
 MAX_COMPLETED_TASKS = 1000
 MAX_COMPLETED_FRAMEWORKS = 1000
 
@@ -52,6 +54,7 @@ class Agent(msgspec.Struct, omit_defaults=True):
     # Dynamic reservations recorded by the log; `resources` (the total) already includes them, and an agent
     # that re-registers with its flag's resources gets them applied again.
     dynamic: list[Resource] = msgspec.field(default_factory=list)
+    unreachable_at: float | None = None  # set while it is in `State.unreachable_agents`
 
     def total(self) -> Resources:
         return Resources(self.resources)
@@ -85,6 +88,11 @@ class Task(msgspec.Struct, omit_defaults=True):
     @property
     def terminal(self) -> bool:
         return self.state in TERMINAL_STATES
+
+    @property
+    def holds_resources(self) -> bool:
+        """Allocated in the allocator: not terminal and not on an unreachable agent (as Mesos recovers those)."""
+        return self.state not in TERMINAL_STATES and self.state != UNREACHABLE
 
 
 class Offer(msgspec.Struct, omit_defaults=True):
@@ -129,6 +137,8 @@ class State(msgspec.Struct, omit_defaults=True, dict=True):
     frameworks: dict[str, Framework] = msgspec.field(default_factory=dict)
     removed_frameworks: dict[str, float] = msgspec.field(default_factory=dict)  # id -> removed_at
     agents: dict[str, Agent] = msgspec.field(default_factory=dict)
+    # Agents marked unreachable (AGENT_UNREACHABLE): not offered, not in the allocator, until they re-register.
+    unreachable_agents: dict[str, Agent] = msgspec.field(default_factory=dict)
     tasks: dict[str, dict[str, Task]] = msgspec.field(default_factory=dict)  # framework_id -> task_id -> Task
     completed_tasks: list[Task] = msgspec.field(default_factory=list)
     offers: dict[str, Offer] = msgspec.field(default_factory=dict)
@@ -145,7 +155,7 @@ class State(msgspec.Struct, omit_defaults=True, dict=True):
 
     def used_on_agent(self, agent_id: str) -> Resources:
         return Resources(
-            r for t in self.all_tasks() if t.agent_id == agent_id and not t.terminal for r in t.spec.resources
+            r for t in self.all_tasks() if t.agent_id == agent_id and t.holds_resources for r in t.spec.resources
         )
 
     def offered_on_agent(self, agent_id: str) -> Resources:
@@ -157,7 +167,7 @@ class State(msgspec.Struct, omit_defaults=True, dict=True):
 
     def used_by_framework(self, framework_id: str) -> Resources:
         return Resources(
-            r for t in self.tasks.get(framework_id, {}).values() if not t.terminal for r in t.spec.resources
+            r for t in self.tasks.get(framework_id, {}).values() if t.holds_resources for r in t.spec.resources
         )
 
     def offered_to_framework(self, framework_id: str) -> Resources:
@@ -343,9 +353,74 @@ def _agent_registered(s: State, e: ev.AgentRegistered, ts: float) -> None:
     a.add_agent(e.agent_id, Resources(e.resources))
 
 
+def unreachable_status(ts: float, e: ev.AgentUnreachable, hostname: str) -> ev.TaskStatus:
+    """The master-generated status every live task on an agent gets when the agent is marked unreachable."""
+    return ev.TaskStatus(state=UNREACHABLE, source="SOURCE_MASTER", timestamp=ts, reason="REASON_AGENT_REMOVED",
+                         message=f"Agent {hostname} is unreachable", unreachable_time=e.unreachable_time)
+
+
+def tasks_on_agent(s: State, agent_id: str) -> list[Task]:
+    """The tasks the master holds on an agent, in log order (frameworks, then tasks, as they were added)."""
+    return [t for t in s.all_tasks() if t.agent_id == agent_id]
+
+
+def returning_tasks(s: State, e: ev.AgentReregistered, ts: float) -> list[tuple[Task, ev.TaskStatus]]:
+    """For an unreachable agent that re-registers: each of its TASK_UNREACHABLE tasks and the status it gets.
+    Reported (live) tasks get their reported state back; tasks the agent does not report are TASK_GONE."""
+    if e.agent_id not in s.unreachable_agents:
+        return []
+    reported = {(r.framework_id, r.task_id): r for r in e.tasks}
+    out = []
+    for task in tasks_on_agent(s, e.agent_id):
+        if task.state != UNREACHABLE:
+            continue
+        r = reported.get((task.framework_id, task.task_id))
+        if r is not None:
+            st = ev.TaskStatus(state=r.state, source="SOURCE_MASTER", timestamp=ts, reason="REASON_AGENT_REREGISTERED",
+                               message="Agent reregistered")
+        else:
+            st = ev.TaskStatus(state="TASK_GONE", source="SOURCE_MASTER", timestamp=ts,
+                               reason="REASON_AGENT_REREGISTERED", message="Task is unknown to the reregistered agent")
+        out.append((task, st))
+    return out
+
+
+def _agent_unreachable(s: State, e: ev.AgentUnreachable, ts: float) -> None:
+    agent = s.agents.get(e.agent_id)
+    if agent is None:
+        return
+    a = allocator_of(s)
+    # Its offers were rescinded in the same batch; any left (none, normally) go silently.
+    _drop_offers(s, [o for o in s.offers.values() if o.agent_id == e.agent_id])
+    a.remove_agent(e.agent_id)  # gives back what its tasks held and drops its filters, as Mesos does
+    s.filters = [f for f in s.filters if f.agent_id != e.agent_id]
+    del s.agents[e.agent_id]
+    agent.connected = False
+    agent.unreachable_at = e.unreachable_time
+    s.unreachable_agents[e.agent_id] = agent
+    for task in tasks_on_agent(s, e.agent_id):
+        if task.terminal:
+            continue
+        task.state = UNREACHABLE
+        task.statuses.append(unreachable_status(ts, e, agent.hostname))
+
+
 def _agent_reregistered(s: State, e: ev.AgentReregistered, ts: float) -> None:
     a = allocator_of(s)
     agent = s.agents.get(e.agent_id)
+    if agent is None and e.agent_id in s.unreachable_agents:
+        # Back from unreachable: its tasks come back (or are gone), then it rejoins the allocator.
+        for task, st in returning_tasks(s, e, ts):
+            task.state = st.state
+            task.statuses.append(st)
+            if task.terminal and task.pending is None:
+                _complete(s, task)
+        agent = s.agents[e.agent_id] = s.unreachable_agents.pop(e.agent_id)
+        agent.unreachable_at = None
+        agent.resources = with_reservations(Resources(e.resources), Resources(agent.dynamic)).to_list()
+        used = [(t.framework_id, t.spec.role, Resources(t.spec.resources)) for t in tasks_on_agent(s, e.agent_id)
+                if t.holds_resources]
+        a.add_agent(e.agent_id, agent.total(), used)
     if agent is None:
         agent = s.agents[e.agent_id] = Agent(
             agent_id=e.agent_id, hostname=e.hostname, http=e.http, resources=e.resources, registered_at=ts
@@ -358,7 +433,7 @@ def _agent_reregistered(s: State, e: ev.AgentReregistered, ts: float) -> None:
         a.remove_agent(e.agent_id)  # which drops the agent's filters, as Mesos does on an agent update
         s.filters = [f for f in s.filters if f.agent_id != e.agent_id]
         used = [(t.framework_id, t.spec.role, Resources(t.spec.resources)) for t in s.all_tasks()
-                if t.agent_id == e.agent_id and not t.terminal]
+                if t.agent_id == e.agent_id and t.holds_resources]
         a.add_agent(e.agent_id, Resources(reported), used)
     agent.hostname, agent.http, agent.resources, agent.attributes = e.hostname, e.http, reported, e.attributes
     agent.connected = True
@@ -465,11 +540,14 @@ def _status_updated(s: State, e: ev.StatusUpdated, ts: float) -> None:
     if task is None:
         return
     if not task.terminal:  # as Mesos: a terminal task's state never changes again (resources were recovered)
+        held = task.holds_resources
         task.state = e.status.state
-        if task.terminal:
-            a = allocator_of(s)
-            if task.agent_id in a.agents and task.framework_id in a.frameworks:
+        a = allocator_of(s)
+        if task.agent_id in a.agents and task.framework_id in a.frameworks and held != task.holds_resources:
+            if held:
                 a.recover(task.framework_id, task.spec.role, task.agent_id, Resources(task.spec.resources))
+            else:  # TASK_UNREACHABLE -> live again
+                a.allocate(task.framework_id, task.spec.role, task.agent_id, Resources(task.spec.resources))
     task.statuses.append(e.status)
     if e.status.uuid is not None:
         task.pending = e.status
@@ -506,6 +584,7 @@ _HANDLERS = {
     ev.AgentRegistered: _agent_registered,
     ev.AgentReregistered: _agent_reregistered,
     ev.AgentDisconnected: _agent_disconnected,
+    ev.AgentUnreachable: _agent_unreachable,
     ev.OffersMade: _offers_made,
     ev.OffersRescinded: _offers_rescinded,
     ev.OffersDeclined: _offers_declined,

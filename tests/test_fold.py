@@ -383,7 +383,7 @@ def test_leader_elected_keeps_earlier_disconnect_time():
 def one_of_each() -> list:
     spec = task("t1")
     st = ev.TaskStatus(state="TASK_RUNNING", source="SOURCE_AGENT", timestamp=1.5, uuid="dXVpZA==", reason="R",
-                       message="m", container_id="c")
+                       message="m", container_id="c", unreachable_time=1.25)
     return [
         ev.ClusterCreated(cluster_id=CID),
         ev.LeaderElected(leader_id="m1", http="m1:5050", term=3, config={"allocation_interval": 1.0, "x": [1, "y"]}),
@@ -403,6 +403,7 @@ def one_of_each() -> list:
                              tasks=[ev.TaskReport(framework_id="F1", task_id="t1", state="TASK_RUNNING", spec=spec),
                                     ev.TaskReport(framework_id="F1", task_id="t2", state="TASK_LOST")]),
         ev.AgentDisconnected(agent_id="A1"),
+        ev.AgentUnreachable(agent_id="A1", unreachable_time=12.5),
         ev.OffersMade(offers=[offer("O1")], trigger="periodic", decisions=[ev.AgentDecision(
             agent_id="A1", order=[ev.Candidate("F1", "*", 0.25, 3)], skipped=[["F2", "why"]])]),
         ev.OffersRescinded(offer_ids=["O1"], reason="offer_timeout"),

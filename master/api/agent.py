@@ -4,6 +4,12 @@ Mesos agents speak libprocess messages; ours speak the scheduler API's shape:
 a SUBSCRIBE call opens a RecordIO stream of commands (REGISTERED, LAUNCH, KILL,
 ACKNOWLEDGE, HEARTBEAT) and status updates come back as UPDATE calls. A broken
 stream means a disconnected agent. See docs/agent-protocol.md.
+
+Health: the stream's HEARTBEATs go master -> agent, so they say nothing about the
+agent. The agent PINGs the leader every `ping_interval_seconds` (from REGISTERED,
+= --agent-ping-timeout); every agent call (SUBSCRIBE, PING, UPDATE) counts as a
+sign of life. An agent silent for timeout x --max-agent-ping-timeouts is marked
+unreachable by the leader's timers (MasterServer.run_timers_and_allocate).
 """
 
 from __future__ import annotations
@@ -59,6 +65,8 @@ class AgentAPI:
             return await self._subscribe(request, call.subscribe)
         if call.type == "UPDATE" and call.update is not None and call.agent_id:
             return await self._update(call.agent_id, call.update)
+        if call.type == "PING" and call.agent_id:
+            return self._ping(call.agent_id)
         return web.Response(status=400, text=f"Unknown or incomplete agent call {call.type!r}")
 
     async def _subscribe(self, request: web.Request, sub: AgentSubscribe) -> web.StreamResponse:
@@ -86,7 +94,9 @@ class AgentAPI:
                     old.close("replaced")
                 stream.send({"type": "REGISTERED", "registered": {
                     "agent_id": agent_id, "cluster_id": core.state.cluster_id,
-                    "heartbeat_interval_seconds": core.config.heartbeat_interval}})
+                    "heartbeat_interval_seconds": core.config.heartbeat_interval,
+                    "ping_interval_seconds": core.config.agent_ping_timeout}})
+                core.agent_heard(agent_id)
                 for msg in fx.resync_agent(core.state, agent_id, sub.tasks if sub.agent_id == agent_id else []):
                     stream.send(msg)
                 log.info("agent registered", agent_id=agent_id, hostname=sub.hostname,
@@ -99,6 +109,16 @@ class AgentAPI:
             await core.record_disconnect(agent_id=agent_id)
         return response
 
+    def _ping(self, agent_id: str) -> web.Response:
+        core = self.core
+        if not core.serving:
+            return web.Response(status=503, text="This master is not the leader")
+        if agent_id not in core.agent_links:
+            # Not linked to us (or marked unreachable): it must (re-)subscribe; its link loop will.
+            return web.Response(status=403, text="Agent is not subscribed to this master")
+        core.agent_heard(agent_id)
+        return web.Response(status=202)
+
     async def _update(self, agent_id: str, upd: AgentUpdate) -> web.Response:
         core = self.core
         try:
@@ -106,6 +126,7 @@ class AgentAPI:
                 state = core.state
                 if agent_id not in core.agent_links:
                     return web.Response(status=403, text="Agent is not subscribed to this master")
+                core.agent_heard(agent_id)
                 task = state.task(upd.framework_id, upd.task_id)
                 uuid = upd.status.uuid
                 if task is None or task.agent_id != agent_id:

@@ -353,9 +353,15 @@ class SchedulerAPI:
         task = state.task(framework_id, task_id)
         now = self.core.now()
         if task is not None:
-            st = ev.TaskStatus(state=task.state, source="SOURCE_MASTER", timestamp=now,
-                               reason="REASON_RECONCILIATION", message="Reconciliation: Latest task state")
-            stream.send(fx.update_event(state, framework_id, task_id, task.agent_id, st))
+            stream.send(fx.update_event(state, framework_id, task_id, task.agent_id, _latest(state, task, now)))
+            return
+        if agent_id is not None and agent_id in state.unreachable_agents:
+            # A task we do not know on an unreachable agent: it may be there; as Mesos, TASK_UNREACHABLE
+            # (TASK_LOST for frameworks that are not partition-aware, by codec.state_for).
+            st = ev.TaskStatus(state="TASK_UNREACHABLE", source="SOURCE_MASTER", timestamp=now,
+                               reason="REASON_RECONCILIATION", message="Reconciliation: Task is unreachable",
+                               unreachable_time=state.unreachable_agents[agent_id].unreachable_at)
+            stream.send(codec.ev_update(codec.status_out(framework_id, task_id, agent_id, st, fw.info.capabilities)))
             return
         if agent_id is not None and agent_id in state.agents:
             agent = state.agents[agent_id]
@@ -376,9 +382,7 @@ class SchedulerAPI:
         if not entries:
             now = self.core.now()
             for task in state.tasks.get(framework_id, {}).values():
-                st = ev.TaskStatus(state=task.state, source="SOURCE_MASTER", timestamp=now,
-                                   reason="REASON_RECONCILIATION", message="Reconciliation: Latest task state")
-                stream.send(fx.update_event(state, framework_id, task.task_id, task.agent_id, st))
+                stream.send(fx.update_event(state, framework_id, task.task_id, task.agent_id, _latest(state, task, now)))
             return web.Response(status=202)
         for i, t in enumerate(entries):
             t = codec._obj(t, f"reconcile.tasks[{i}]")
@@ -421,3 +425,15 @@ class SchedulerAPI:
             if s is not None:
                 s.close("teardown")
         return web.Response(status=202)
+
+
+def _latest(state, task, now: float) -> ev.TaskStatus:
+    """A reconciliation answer for a task the master knows: its latest state; for a TASK_UNREACHABLE task
+    with its unreachable_time (the framework sees TASK_LOST unless it is PARTITION_AWARE)."""
+    unreachable_time = None
+    if task.state == "TASK_UNREACHABLE":
+        agent = state.unreachable_agents.get(task.agent_id)
+        unreachable_time = agent.unreachable_at if agent is not None else next(
+            (s.unreachable_time for s in reversed(task.statuses) if s.unreachable_time is not None), None)
+    return ev.TaskStatus(state=task.state, source="SOURCE_MASTER", timestamp=now, reason="REASON_RECONCILIATION",
+                         message="Reconciliation: Latest task state", unreachable_time=unreachable_time)
