@@ -187,8 +187,9 @@ def derive(shadow: State, env: ev.Envelope, version: str) -> list[dict]:
     """Fold `env` into `shadow` and return the operator events it causes (Mesos's master.cpp emits
     them from the same transitions): TASK_ADDED for a launched or adopted task; TASK_UPDATED when a
     task's state changes; AGENT_ADDED for a new agent; FRAMEWORK_ADDED / FRAMEWORK_UPDATED on
-    subscription / re-subscription; FRAMEWORK_REMOVED (after a TASK_UPDATED for each task it kills).
-    The catalogue has no agent removal (a lost agent only disconnects), so AGENT_REMOVED never comes."""
+    subscription / re-subscription; FRAMEWORK_REMOVED (after a TASK_UPDATED for each task it kills);
+    AGENT_REMOVED when an agent is marked unreachable (after a TASK_UPDATED for each of its tasks), and
+    AGENT_ADDED plus TASK_UPDATEDs when it comes back, as Mesos does."""
     e = env.event
     out: list[dict] = []
     if isinstance(e, ev.OffersAccepted):
@@ -207,10 +208,23 @@ def derive(shadow: State, env: ev.Envelope, version: str) -> list[dict]:
     elif isinstance(e, ev.AgentRegistered):
         apply(shadow, env)
         out.append(_event("AGENT_ADDED", {"agent": agent(shadow, shadow.agents[e.agent_id], version)}))
+    elif isinstance(e, ev.AgentUnreachable):
+        on_agent = [t for t in shadow.all_tasks() if t.agent_id == e.agent_id and not t.terminal]
+        was = {id(t): t.state for t in on_agent}
+        apply(shadow, env)
+        for t in on_agent:
+            if t.state != was[id(t)]:
+                out.append(task_updated(t, t.statuses[-1]))
+        if e.agent_id in shadow.unreachable_agents:
+            out.append(_event("AGENT_REMOVED", {"agent_id": codec.ident(e.agent_id)}))
     elif isinstance(e, ev.AgentReregistered):
         known = e.agent_id in shadow.agents
+        back = [t for t in shadow.all_tasks() if t.agent_id == e.agent_id and t.state == "TASK_UNREACHABLE"]
         before = {(r.framework_id, r.task_id): shadow.task(r.framework_id, r.task_id) for r in e.tasks}
         apply(shadow, env)
+        for t in back:  # back from unreachable: running again, or gone
+            if t.state != "TASK_UNREACHABLE":
+                out.append(task_updated(t, t.statuses[-1]))
         if not known:
             out.append(_event("AGENT_ADDED", {"agent": agent(shadow, shadow.agents[e.agent_id], version)}))
         for key, old in before.items():

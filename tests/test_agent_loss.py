@@ -333,3 +333,28 @@ async def test_frozen_agent_becomes_unreachable_and_comes_back(tmp_path):
             finally:
                 await sched.close()
         cluster.wait_converged()
+
+
+def test_operator_events_for_an_agent_lost_and_back():
+    from master import operator_json
+    from master.state import clone
+
+    log = lost_agent_log()
+    shadow = clone(log.state)
+    out = []
+    for e in (ev.OffersRescinded(offer_ids=["O3"], reason="agent_unreachable"),
+              ev.AgentUnreachable(agent_id="A1", unreachable_time=200.0)):
+        out += operator_json.derive(shadow, envelope(log, e, 200.0), "1.11.0")
+        log(e, ts=200.0)
+    assert [o["type"] for o in out] == ["TASK_UPDATED", "TASK_UPDATED", "AGENT_REMOVED"]
+    assert {o["task_updated"]["state"] for o in out[:2]} == {"TASK_UNREACHABLE"}
+    assert out[2]["agent_removed"] == {"agent_id": {"value": "A1"}}
+    spec = log.state.task("F1", "t1").spec
+    back = ev.AgentReregistered(agent_id="A1", hostname="h1", http="h1:5051", resources=res(AGENT_RES),
+                                tasks=[ev.TaskReport(framework_id="F1", task_id="t1", state="TASK_RUNNING", spec=spec)])
+    out = operator_json.derive(shadow, envelope(log, back, 300.0), "1.11.0")
+    kinds = [o["type"] for o in out]
+    assert kinds.count("TASK_UPDATED") == 2 and "AGENT_ADDED" in kinds  # t1 running again, t2 gone
+    states = {o["task_updated"]["status"]["task_id"]["value"]: o["task_updated"]["state"]
+              for o in out if o["type"] == "TASK_UPDATED"}
+    assert states["t1"] == "TASK_RUNNING"
