@@ -286,7 +286,34 @@ def _agent_registered(s: _Scan, e: ev.AgentRegistered, env: ev.Envelope) -> None
     s.agents[e.agent_id] = [Resources(e.resources), Resources()]
 
 
+def _master_status(t: dict, state: str, reason: str, message: str, env: ev.Envelope) -> None:
+    t["state"] = state
+    if state in TERMINAL_STATES:
+        t["ended_at"] = env.ts
+    t["statuses"].append({"state": state, "source": "SOURCE_MASTER", "reason": reason, "message": message,
+                          "time": env.ts, "index": env.index, "agent_time": env.ts, "uuid": None,
+                          "acknowledged_at": None})
+
+
+def _agent_unreachable(s: _Scan, e: ev.AgentUnreachable, env: ev.Envelope) -> None:
+    s._drop_offers(lambda o: o["agent_id"] == e.agent_id, "agent_unreachable", env)
+    for t in list(s.live_tasks.values()):
+        if t["agent_id"] == e.agent_id and t["state"] not in TERMINAL_STATES:
+            _master_status(t, "TASK_UNREACHABLE", "REASON_AGENT_REMOVED", "Agent is unreachable", env)
+
+
 def _agent_reregistered(s: _Scan, e: ev.AgentReregistered, env: ev.Envelope) -> None:
+    # Back from unreachable (as the fold decides it): reported tasks run again, the others are gone.
+    reported = {(r.framework_id, r.task_id): r for r in e.tasks}
+    for key, t in list(s.live_tasks.items()):
+        if t["agent_id"] == e.agent_id and t["state"] == "TASK_UNREACHABLE":
+            r = reported.get(key)
+            if r is not None and r.state not in TERMINAL_STATES:
+                _master_status(t, r.state, "REASON_AGENT_REREGISTERED", "Agent re-registered", env)
+            else:
+                _master_status(t, "TASK_GONE", "REASON_AGENT_REREGISTERED", "Task is gone from its agent", env)
+                if t["_pending"] is None:
+                    s._complete(t)
     agent = s.agents.get(e.agent_id)
     if agent is None:
         agent = s.agents[e.agent_id] = [Resources(e.resources), Resources()]
@@ -404,6 +431,7 @@ _HANDLERS = {
     ev.RolesRevived: _roles_revived,
     ev.AgentRegistered: _agent_registered,
     ev.AgentReregistered: _agent_reregistered,
+    ev.AgentUnreachable: _agent_unreachable,
     ev.OffersMade: _offers_made,
     ev.OffersRescinded: _offers_rescinded,
     ev.OffersDeclined: _offers_declined,

@@ -358,3 +358,21 @@ def test_operator_events_for_an_agent_lost_and_back():
     states = {o["task_updated"]["status"]["task_id"]["value"]: o["task_updated"]["state"]
               for o in out if o["type"] == "TASK_UPDATED"}
     assert states["t1"] == "TASK_RUNNING"
+
+
+def test_audit_shows_tasks_going_unreachable_and_coming_back(tmp_path):
+    from eventstore.store import EventStore
+    from replay.audit import query
+
+    log = lost_agent_log()
+    mark_unreachable(log)
+    spec = log.state.task("F1", "t1").spec
+    reregister(log, [ev.TaskReport(framework_id="F1", task_id="t1", state="TASK_RUNNING", spec=spec)])
+    store = EventStore(tmp_path / "events.sqlite", create=True)
+    store.append(log.envelopes)
+    tasks = {t["task_id"]: t for t in query(store, "tasks")}
+    store.close()
+    assert [s["state"] for s in tasks["t1"]["statuses"]] == ["TASK_RUNNING", "TASK_UNREACHABLE", "TASK_RUNNING"]
+    assert tasks["t1"]["statuses"][-1]["reason"] == "REASON_AGENT_REREGISTERED"
+    assert [s["state"] for s in tasks["t2"]["statuses"]][-2:] == ["TASK_UNREACHABLE", "TASK_GONE"]
+    assert tasks["t2"]["state"] == "TASK_GONE"
