@@ -2,6 +2,7 @@
 
     .venv/bin/python -m bench.raftlog            # full run, about a minute
     .venv/bin/python -m bench.raftlog --quick    # smoke run, ~15 s
+    .venv/bin/python -m bench.raftlog --fsync    # Drover twice: journal fsync off and on (RaftTuning.fsync_journal)
 
 Two 3-replica clusters run side by side on loopback, each replica its own process (this module's `_replica`
 entry point):
@@ -24,6 +25,11 @@ Proposals are sequential (one outstanding at a time) on the leader, as the maste
 serializes commits). events/s = events / wall time of the measured loop. Measurements alternate between the two
 clusters in rounds so that drift on the machine hits both alike. Events are `StatusUpdated` records (~300 bytes of
 JSON each) for a task nobody knows, so the fold is a cheap no-op and the cost measured is the log + store path.
+
+With `--fsync` a third cluster runs: the drover row is split into "fsync off" (pysyncobj's mmap journal, never
+flushed; SQLite synchronous=NORMAL) and "fsync on" (journal msync'd before every acknowledgement, term/vote file
+fsync'd, SQLite synchronous=FULL), measured in the same alternating rounds. Without it, the drover row uses the
+default `RaftTuning`.
 
 The total number of Raft entries per cluster stays below pysyncobj's `logCompactionMinEntries` (5000), so log
 compaction (a forked whole-state pickle) does not happen during the run and is not measured.
@@ -94,9 +100,12 @@ async def _drover_replica(args) -> None:
     from eventstore import events as ev
     from master.server import MasterConfig, MasterServer, Peer
 
+    from eventstore.raftlog import RaftTuning
+
     peers = [Peer(raft=p.split("=")[0], http=p.split("=")[1]) for p in args.peer]
+    tuning = RaftTuning() if args.fsync == "default" else RaftTuning(fsync_journal=args.fsync == "on")
     cfg = MasterConfig(id=args.id, http=f"{HOST}:{args.control}", raft=args.raft, peers=peers,
-                       data_dir=Path(args.data_dir))
+                       data_dir=Path(args.data_dir), raft_tuning=tuning)
     core = MasterServer(cfg)
     await core.start()
 
@@ -222,6 +231,7 @@ def replica_main(argv: list[str]) -> int:
     ap.add_argument("--control", type=int, required=True)
     ap.add_argument("--data-dir", required=True)
     ap.add_argument("--parent", type=int, required=True)
+    ap.add_argument("--fsync", choices=("default", "on", "off"), default="default")
     args = ap.parse_args(argv)
     exit_when_orphaned(args.parent)
     from drover import logs
@@ -254,11 +264,14 @@ def _http(url: str, body: dict | None = None, timeout: float = 2.0) -> tuple[int
 
 
 class BenchCluster:
-    def __init__(self, kind: str, root: Path, size: int = 3):
+    def __init__(self, kind: str, root: Path, size: int = 3, fsync: str = "default", name: str | None = None):
         self.kind = kind
-        self.root = root / kind
+        self.name = name or kind
+        self.fsync = fsync
+        self.root = root / self.name
         self.root.mkdir(parents=True)
-        self.nodes = [{"id": f"{kind[0]}{i + 1}", "raft": f"{HOST}:{_free_port()}", "control": _free_port()}
+        prefix = kind[0] + ("" if fsync == "default" else fsync[1])  # d1 / dn1 (on) / df1 (off) / r1
+        self.nodes = [{"id": f"{prefix}{i + 1}", "raft": f"{HOST}:{_free_port()}", "control": _free_port()}
                       for i in range(size)]
         self.procs: dict[str, subprocess.Popen] = {}
 
@@ -266,7 +279,7 @@ class BenchCluster:
         for n in self.nodes:
             argv = [sys.executable, "-m", "bench.raftlog", "_replica", "--kind", self.kind, "--id", n["id"],
                     "--raft", n["raft"], "--control", str(n["control"]), "--data-dir", str(self.root / n["id"]),
-                    "--parent", str(os.getpid())]
+                    "--parent", str(os.getpid()), "--fsync", self.fsync]
             for o in self.nodes:
                 if o is not n:
                     argv += ["--peer", f"{o['raft']}={HOST}:{o['control']}"]
@@ -285,12 +298,12 @@ class BenchCluster:
             for n in self.nodes:
                 p = self.procs[n["id"]]
                 if p.poll() is not None:
-                    raise RuntimeError(f"{self.kind} replica {n['id']} exited with {p.returncode}:\n{self.log(n['id'])}")
+                    raise RuntimeError(f"{self.name} replica {n['id']} exited with {p.returncode}:\n{self.log(n['id'])}")
                 code, st = _http(f"http://{HOST}:{n['control']}/status")
                 if code == 200 and st and st["leader"] and st["ready"]:
                     return n
             time.sleep(0.1)
-        raise TimeoutError(f"no {self.kind} replica became leader within {timeout}s; logs in {self.root}")
+        raise TimeoutError(f"no {self.name} replica became leader within {timeout}s; logs in {self.root}")
 
     def log(self, nid: str) -> str:
         return (self.root / f"{nid}.log").read_text(errors="replace")[-3000:]
@@ -306,9 +319,9 @@ class BenchCluster:
                 res["errors"] = errors
                 return res
             errors.append((res or {}).get("error", f"HTTP {code}"))
-            eprint(f"  {self.kind}: run on {lead['id']} failed ({errors[-1]}); retrying on the current leader")
+            eprint(f"  {self.name}: run on {lead['id']} failed ({errors[-1]}); retrying on the current leader")
             time.sleep(0.5)
-        raise RuntimeError(f"{self.kind}: batch {batch} failed 4 times: {errors}")
+        raise RuntimeError(f"{self.name}: batch {batch} failed 4 times: {errors}")
 
     def wait_converged(self, timeout: float = 30.0) -> float:
         """Seconds until every replica has applied the same index (followers catching up after the run)."""
@@ -374,22 +387,36 @@ def _split(total: int, rounds: int) -> list[int]:
     return [c for c in base if c > 0]
 
 
-def run_bench(batches: list[int], counts: dict[int, int], rounds: int, keep: bool) -> int:
+def run_bench(batches: list[int], counts: dict[int, int], rounds: int, keep: bool, fsync: bool = False) -> int:
     root = Path(tempfile.mkdtemp(prefix="drover-bench-raftlog-"))
     clusters: dict[str, BenchCluster] = {}
     results: dict[tuple[int, str], dict] = {}
     t_start = time.time()
+    # name -> row label; the drover clusters are every name but "raw"
+    labels = {"raw": "raw pysyncobj append"}
+    if fsync:
+        labels["drover"] = "Drover, fsync off"
+        labels["drover-fsync"] = "Drover, fsync on"
+    else:
+        labels["drover"] = "Drover RaftLog+SQLite"
+    drovers = [k for k in labels if k != "raw"]
     try:
-        clusters["raw"], clusters["drover"] = BenchCluster("raw", root), BenchCluster("drover", root)
+        clusters["raw"] = BenchCluster("raw", root)
+        if fsync:
+            clusters["drover"] = BenchCluster("drover", root, fsync="off")
+            clusters["drover-fsync"] = BenchCluster("drover", root, fsync="on", name="drover-fsync")
+        else:
+            clusters["drover"] = BenchCluster("drover", root)
         for c in clusters.values():
             c.start()
         for c in clusters.values():
             lead = c.leader()
-            eprint(f"{c.kind}: leader {lead['id']} ready after {time.time() - t_start:.1f}s")
+            eprint(f"{c.name}: leader {lead['id']} ready after {time.time() - t_start:.1f}s")
         terms0 = {k: c.statuses() for k, c in clusters.items()}
+        names = list(clusters)
         for batch in batches:
             for r, count in enumerate(_split(counts[batch], rounds)):
-                order = ("raw", "drover") if r % 2 == 0 else ("drover", "raw")
+                order = names[r % len(names):] + names[:r % len(names)]  # rotate who goes first each round
                 for kind in order:
                     res = clusters[kind].run(batch, count, WARMUP)
                     acc = results.setdefault((batch, kind), {"wall": 0.0, "committed": [], "applied": [],
@@ -401,16 +428,17 @@ def run_bench(batches: list[int], counts: dict[int, int], rounds: int, keep: boo
                     acc["errors"] += res["errors"]
                     acc["entry_bytes"] = res.get("entry_bytes", acc.get("entry_bytes"))
             eprint(f"batch {batch}: done ({time.time() - t_start:.0f}s)")
-        catch_up = clusters["drover"].wait_converged()
+        catch_up = {k: clusters[k].wait_converged() for k in drovers}
         terms1 = {k: c.statuses() for k, c in clusters.items()}
         truncations = {k: c.count_log(TRUNCATION_MSG) for k, c in clusters.items()}
         rss = {k: c.rss_mib() for k, c in clusters.items()}
     finally:
         for c in clusters.values():
             c.stop()
-        digests = None
-        with contextlib.suppress(Exception):  # (rows, last index, digest) per replica, compared below
-            digests = clusters["drover"].store_digests()
+        digests = {}
+        for k in drovers:
+            with contextlib.suppress(Exception):  # (rows, last index, digest) per replica, compared below
+                digests[k] = clusters[k].store_digests()
         if keep:
             eprint(f"kept {root}")
         else:
@@ -423,15 +451,18 @@ def run_bench(batches: list[int], counts: dict[int, int], rounds: int, keep: boo
     print()
     print("Raft log: committed events/s, 3 replicas on loopback, sequential proposals on the leader")
     print(machine_line())
-    print(f"SyncObjConf (both rows): appendEntriesUseBatch=False, raftMinTimeout={t.raft_min_timeout}, "
+    print(f"SyncObjConf (all rows): appendEntriesUseBatch=False, raftMinTimeout={t.raft_min_timeout}, "
           f"raftMaxTimeout={t.raft_max_timeout}, appendEntriesPeriod={t.append_entries_period}, journal file on")
+    print("journal fsync: raw never; " + ("'fsync off' = pysyncobj's unflushed mmap journal + SQLite synchronous=NORMAL, "
+                                          "'fsync on' = msync per entry + SQLite synchronous=FULL" if fsync else
+                                          f"Drover default (fsync_journal={t.fsync_journal})"))
     headers = ["batch", "system", "proposals", "events/s", "commit p50 ms", "commit p95 ms",
                "+SQLite p50 ms", "+SQLite p95 ms", "events/s vs raw"]
     rows = []
     for batch in batches:
         raw = results[(batch, "raw")]
         raw_eps = batch * len(raw["committed"]) / raw["wall"]
-        for kind, label in (("raw", "raw pysyncobj append"), ("drover", "Drover RaftLog+SQLite")):
+        for kind, label in labels.items():
             r = results[(batch, kind)]
             eps = batch * len(r["committed"]) / r["wall"]
             ms = lambda xs, p: fmt(percentile(xs, p) * 1000, 2) if xs else "-"  # noqa: E731
@@ -440,21 +471,29 @@ def run_bench(batches: list[int], counts: dict[int, int], rounds: int, keep: boo
                          fmt(median(r["applied"]) * 1000, 2) if r["applied"] else "-", ms(r["applied"], 95),
                          "1.00" if kind == "raw" else f"{eps / raw_eps:.2f}"])
     print(table(headers, rows))
+    if fsync:
+        for batch in batches:
+            off, on = results[(batch, "drover")], results[(batch, "drover-fsync")]
+            eps = lambda r: batch * len(r["committed"]) / r["wall"]  # noqa: E731
+            print(f"fsync on vs off, batch {batch}: events/s x{eps(on) / eps(off):.2f}, commit p50 "
+                  f"{(median(on['committed']) - median(off['committed'])) * 1000:+.2f} ms, +SQLite p50 "
+                  f"{(median(on['applied']) - median(off['applied'])) * 1000:+.2f} ms")
     print("commit = propose() until the entry is committed by a majority and applied to pysyncobj's consumer on the\n"
           "leader; +SQLite = until MasterServer's applier has written it to the leader's SQLite store and folded it\n"
           "(what MasterServer.commit waits for). events/s counts the whole sequential loop (Drover: to +SQLite).")
     retries = {k: sum(results[(b, k)]["retries"] for b in batches) for k in clusters}
     terms = {k: (sorted({s["term"] for s in terms0[k].values() if s}), sorted({s["term"] for s in terms1[k].values() if s}))
              for k in clusters}
-    print(f"Raft terms before/after: raw {terms['raw'][0]}->{terms['raw'][1]}, "
-          f"drover {terms['drover'][0]}->{terms['drover'][1]}; retried runs: {retries}")
-    print(f"Drover followers caught up (same applied index on all 3) {fmt(catch_up, 2)} s after the last commit")
-    print(f"pysyncobj CRITICAL '{TRUNCATION_MSG}' lines in replica logs: raw {truncations['raw']}, "
-          f"drover {truncations['drover']}")
-    if digests:
-        same = len({d for d in digests.values()}) == 1
-        rows_, top, _ = next(iter(digests.values()))
-        print(f"Drover SQLite stores after the run: {'identical on all 3 replicas' if same else 'DIFFER: ' + str(digests)}"
+    print("Raft terms before/after: " + ", ".join(f"{k} {terms[k][0]}->{terms[k][1]}" for k in clusters)
+          + f"; retried runs: {retries}")
+    print("Drover followers caught up (same applied index on all 3) after the last commit: "
+          + ", ".join(f"{k} {fmt(catch_up[k], 2)} s" for k in drovers))
+    print(f"pysyncobj CRITICAL '{TRUNCATION_MSG}' lines in replica logs: "
+          + ", ".join(f"{k} {truncations[k]}" for k in clusters))
+    for k, dg in digests.items():
+        same = len({d for d in dg.values()}) == 1
+        rows_, top, _ = next(iter(dg.values()))
+        print(f"{k} SQLite stores after the run: {'identical on all 3 replicas' if same else 'DIFFER: ' + str(dg)}"
               f" ({rows_:,} events, last index {top:,})")
     print("replica RSS after the run (MiB): " + "; ".join(
         f"{k} {', '.join(f'{x:.0f}' for x in v)}" for k, v in rss.items()))
@@ -472,12 +511,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--batches", default=",".join(map(str, BATCH_SIZES)), help="comma-separated batch sizes")
     ap.add_argument("--scale", type=float, default=1.0, help="multiply the number of proposals")
     ap.add_argument("--keep", action="store_true", help="keep the temp dir (replica logs, SQLite stores)")
+    ap.add_argument("--fsync", action="store_true",
+                    help="also compare Drover with the journal fsync option off vs on (a third cluster, same rounds)")
     args = ap.parse_args(argv)
     batches = [int(b) for b in args.batches.split(",") if b.strip()]
     base = QUICK_COUNTS if args.quick else FULL_COUNTS
     counts = {b: max(1, int(base.get(b, max(4, 3000 // max(b, 1))) * args.scale)) for b in batches}
     sigterm_as_keyboard_interrupt()
-    return run_bench(batches, counts, QUICK_ROUNDS if args.quick else FULL_ROUNDS, args.keep)
+    return run_bench(batches, counts, QUICK_ROUNDS if args.quick else FULL_ROUNDS, args.keep, args.fsync)
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import json
 import signal
 import sys
@@ -51,6 +52,10 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--data-dir", type=Path, required=True)
     m.add_argument("--leader-address", type=_addr, default=None,
                    help="an address only the current leader listens on (for clients without leader detection)")
+    m.add_argument("--raft-fsync", action=argparse.BooleanOptionalAction, default=None,
+                   help="flush the Raft journal to disk before acknowledging each entry, and run SQLite with "
+                        "synchronous=FULL, so acknowledged events survive power loss of the host (default: on; "
+                        "see docs/design.md, Durability)")
     m.add_argument("--allocation-interval", type=_positive, default=1.0, help="seconds between batch allocations")
     m.add_argument("--offer-timeout", type=_positive, default=None, help="rescind offers unanswered this long (s)")
     m.add_argument("--heartbeat-interval", type=_positive, default=15.0, help="stream heartbeat period (s)")
@@ -138,6 +143,8 @@ def _master(args) -> int:
         snapshot_every=args.snapshot_every,
         agent_ping_timeout=args.agent_ping_timeout, max_agent_ping_timeouts=args.max_agent_ping_timeouts,
     )
+    if args.raft_fsync is not None:
+        cfg.raft_tuning = dataclasses.replace(cfg.raft_tuning, fsync_journal=args.raft_fsync)
     if args.max_agent_ping_timeouts < 1:
         raise UsageError(f"--max-agent-ping-timeouts must be at least 1, got {args.max_agent_ping_timeouts}")
     if args.snapshot_every < 1:

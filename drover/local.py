@@ -43,7 +43,15 @@ class LocalCluster:
     layout: dict = field(default_factory=dict)
 
     def _port(self, offset: int) -> int:
-        return free_port() if self.base_port is None else self.base_port + offset
+        if self.base_port is not None:
+            return self.base_port + offset
+        # The kernel may hand out a just-released port again: never give two components the same one.
+        taken = self.__dict__.setdefault("_taken_ports", set())
+        while True:
+            port = free_port()
+            if port not in taken:
+                taken.add(port)
+                return port
 
     def plan(self) -> dict:
         self.data_dir.mkdir(parents=True, exist_ok=True)

@@ -34,6 +34,8 @@ CREATE TABLE IF NOT EXISTS snapshots (
 );
 """
 PRAGMAS = ("PRAGMA journal_mode=WAL", "PRAGMA synchronous=NORMAL")
+# With the durability option (RaftTuning.fsync_journal): WAL is fsync'd on every commit, not only at checkpoints.
+DURABLE_PRAGMAS = ("PRAGMA journal_mode=WAL", "PRAGMA synchronous=FULL")
 STORE_FILE = "events.sqlite"
 
 
@@ -59,14 +61,15 @@ def row_to_envelope(row: tuple) -> ev.Envelope:
 
 
 class AsyncEventStore:
-    def __init__(self, path: str | Path):
+    def __init__(self, path: str | Path, durable: bool = False):
         self.path = store_path(path)
         self._db: aiosqlite.Connection | None = None
+        self._pragmas = DURABLE_PRAGMAS if durable else PRAGMAS
 
     async def open(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._db = await aiosqlite.connect(self.path)
-        for p in PRAGMAS:
+        for p in self._pragmas:
             await self._db.execute(p)
         await self._db.executescript(SCHEMA)
         await self._db.execute(

@@ -69,7 +69,7 @@ class MasterServer:
     def __init__(self, config: MasterConfig):
         self.config = config
         self.state = State()
-        self.store = AsyncEventStore(config.data_dir / STORE_FILE)
+        self.store = AsyncEventStore(config.data_dir / STORE_FILE, durable=config.raft_tuning.fsync_journal)
         self.raft = RaftLog(config.raft, [p.raft for p in config.peers], config.data_dir / "raft", config.raft_tuning)
         self.http_of_raft = {p.raft: p.http for p in config.peers}
         self.http_of_raft[config.raft] = config.http
