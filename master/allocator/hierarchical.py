@@ -424,6 +424,15 @@ class HierarchicalAllocator:
                 return True
         return False
 
+    def _refusal(self, fid: str, role: str, agent_id: str, fw: Framework, res: Resources,
+                 now: float | None) -> str | None:
+        """Why `res` may not be offered to (framework, role) on this agent now; None if it may."""
+        if not self._allocatable(res, role, fw):
+            return "below min_allocatable_resources"
+        if self._filtered(fid, role, agent_id, res, now):
+            return "declined (filter active)"
+        return None
+
     # ---- min allocatable ------------------------------------------------------------------------------
     def _allocatable(self, res: Resources, role: str, fw: Framework) -> bool:
         if not res:
@@ -508,11 +517,9 @@ class HierarchicalAllocator:
                             if required and extra:
                                 extra = shrink(extra, q_sub(available_headroom, required), limits=False)
                             to_offer = to_offer + extra
-                            if not self._allocatable(to_offer, role, fw):
-                                trace.skipped.append((fid, "below min_allocatable_resources"))
-                                continue
-                            if self._filtered(fid, role, agent_id, to_offer, now):
-                                trace.skipped.append((fid, "declined (filter active)"))
+                            why = self._refusal(fid, role, agent_id, fw, to_offer, now)
+                            if why:
+                                trace.skipped.append((fid, why))
                                 continue
                             offer(fid, role, agent_id, to_offer)
                             increase = (guarantee_part + extra).quantities()
@@ -558,11 +565,9 @@ class HierarchicalAllocator:
                             to_offer = to_offer + extra
                         else:
                             to_offer, extra = available, None
-                        if not self._allocatable(to_offer, role, fw):
-                            trace.skipped.append((fid, "below min_allocatable_resources"))
-                            continue
-                        if self._filtered(fid, role, agent_id, to_offer, now):
-                            trace.skipped.append((fid, "declined (filter active)"))
+                        why = self._refusal(fid, role, agent_id, fw, to_offer, now)
+                        if why:
+                            trace.skipped.append((fid, why))
                             continue
                         offer(fid, role, agent_id, to_offer)
                         if quota is not None or required:
