@@ -11,7 +11,9 @@ import pytest
 from replay.sim import ScenarioError, load_cases, run_case
 
 ROOT = Path(__file__).resolve().parent.parent
-SAMPLES = Path("/work/shared/allocator-samples")
+# The shared samples live beside the checkout (../shared, as CI lays it out), or where sessions mount them.
+SAMPLES = next((p for p in (ROOT.parent / "shared" / "allocator-samples", Path("/work/shared/allocator-samples"))
+                if p.is_dir()), ROOT.parent / "shared" / "allocator-samples")
 SCENARIOS = Path(__file__).resolve().parent / "allocator_scenarios"
 
 
