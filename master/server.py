@@ -314,6 +314,11 @@ class MasterServer:
                                                 config=self.config.allocator.to_record())], _barrier=True)
             if self.state.cluster_id is None:
                 await self.commit([ev.ClusterCreated(cluster_id=str(uuid.uuid4()))], _barrier=True)
+            # Streams of an earlier serving period are over, even one registered in a race with the step-down.
+            for stream in list(self.framework_streams.values()) + list(self.agent_links.values()):
+                stream.close("leader changed")
+            self.framework_streams.clear()
+            self.agent_links.clear()
             self.serving, self.serving_term = True, term
             self.agent_seen.clear()
             self.elected_at = time.time()

@@ -88,6 +88,8 @@ class AgentAPI:
                     agent_id = f"{state.cluster_id}-S{state.next_agent}"
                     await core.commit([ev.AgentRegistered(agent_id=agent_id, hostname=sub.hostname, http=sub.http,
                                                           resources=sub.resources, attributes=sub.attributes)])
+                if not core.serving:
+                    raise NotLeader()  # stepped down while committing: don't register a link nobody feeds
                 old = core.agent_links.get(agent_id)
                 core.agent_links[agent_id] = stream
                 if old is not None:

@@ -148,6 +148,10 @@ class SchedulerAPI:
                         await core.commit([ev.FrameworkSubscribed(
                             framework_id=framework_id, info=info, suppressed_roles=sorted(set(suppressed)),
                             resubscribe=existing is not None)])
+                        if not core.serving:
+                            # Leadership was lost while committing: the step-down already closed the
+                            # streams, so this one must not be registered (nobody would ever feed it).
+                            raise NotLeader()
                         old = core.framework_streams.get(framework_id)
                         core.framework_streams[framework_id] = stream
                         if old is not None:
