@@ -79,3 +79,12 @@ def exit_when_orphaned(parent_pid: int, interval: float = 1.0) -> None:
 
 def eprint(*args) -> None:
     print(*args, file=sys.stderr, flush=True)
+
+
+def run_main(main) -> None:
+    """A benchmark's entry point: exit with main()'s status; Ctrl-C (after main's own cleanup) exits 130."""
+    try:
+        sys.exit(main())
+    except KeyboardInterrupt:
+        eprint("interrupted (cleaned up)")
+        sys.exit(130)

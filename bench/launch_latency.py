@@ -29,13 +29,12 @@ import concurrent.futures
 import contextlib
 import json
 import shutil
-import sys
 import tempfile
 import time
 import uuid
 from pathlib import Path
 
-from bench import eprint, fmt, machine_line, median, percentile, sigterm_as_keyboard_interrupt, table
+from bench import eprint, fmt, run_main, machine_line, median, percentile, sigterm_as_keyboard_interrupt, table
 
 CPUS, MEM = 0.1, 32.0
 TERMINAL = {"TASK_FINISHED", "TASK_FAILED", "TASK_KILLED", "TASK_ERROR", "TASK_LOST", "TASK_DROPPED", "TASK_GONE",
@@ -394,8 +393,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except KeyboardInterrupt:
-        eprint("interrupted (cleaned up)")
-        sys.exit(130)
+    run_main(main)

@@ -54,7 +54,7 @@ import urllib.request
 import uuid
 from pathlib import Path
 
-from bench import eprint, exit_when_orphaned, fmt, machine_line, median, percentile, sigterm_as_keyboard_interrupt, table
+from bench import eprint, exit_when_orphaned, run_main, fmt, machine_line, median, percentile, sigterm_as_keyboard_interrupt, table
 
 HOST = "127.0.0.1"
 REPO = Path(__file__).resolve().parent.parent
@@ -522,8 +522,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except KeyboardInterrupt:
-        eprint("interrupted (cleaned up)")
-        sys.exit(130)
+    run_main(main)
