@@ -78,8 +78,9 @@ class LocalCluster:
         return proc
 
     def master_argv(self, m: dict) -> list[str]:
-        argv = self._cmd("master", "--id", m["id"], "--http", m["http"], "--raft", m["raft"],
-                         "--data-dir", m["data_dir"], "--leader-address", self.layout["leader"])
+        argv = self._cmd("master", "--id", m["id"], "--http", m["http"], "--raft", m["raft"], "--data-dir", m["data_dir"])
+        if self.layout.get("leader"):
+            argv += ["--leader-address", self.layout["leader"]]
         for other in self.layout["masters"]:
             if other is not m:
                 argv += ["--peer", f"{other['raft']}={other['http']}"]
@@ -94,16 +95,22 @@ class LocalCluster:
     def start(self) -> dict:
         if not self.layout:
             self.plan()
-        sock = Path(self.layout["podman_socket"])
-        sock.unlink(missing_ok=True)
-        self._spawn("podman", ["podman", "system", "service", "--time=0", f"unix://{sock}"])
+        self.start_podman(wait=False)
         for m in self.layout["masters"]:
             self.start_master(m["id"])
-        self._wait_podman(sock)
+        self._wait_podman(Path(self.layout["podman_socket"]))
         for a in self.layout["agents"]:
             self.start_agent(a["id"])
         (self.data_dir / "local.json").write_text(json.dumps(self.layout, indent=2))
         return self.layout
+
+    def start_podman(self, wait: bool = True) -> None:
+        """The Podman service the agents share (an operator's systemd unit would restart it the same way)."""
+        sock = Path(self.layout["podman_socket"])
+        sock.unlink(missing_ok=True)
+        self._spawn("podman", ["podman", "system", "service", "--time=0", f"unix://{sock}"])
+        if wait:
+            self._wait_podman(sock)
 
     def _wait_podman(self, sock: Path, timeout: float = 60.0) -> None:
         # Agents treat a socket nobody answers on as stale and start their own service: wait until ours answers.

@@ -9,6 +9,7 @@ nothing: pymesos calls from inside its callbacks and any non-2xx kills it.
 
 from __future__ import annotations
 
+import contextvars
 import uuid
 
 import msgspec
@@ -26,6 +27,11 @@ from master.streams import RecordStream
 log = structlog.get_logger("drover.api.scheduler")
 
 JSON = "application/json"
+# The log indices a call's commits got, returned as `Drover-Log-Index: FIRST-LAST` on its 202 (an extension
+# Mesos clients ignore): a client can then check that what it was told is committed survives failovers
+# (`drover chaos` records these, Jepsen-style, and looks each one up in the final log).
+LOG_INDEX_HEADER = "Drover-Log-Index"
+_committed: contextvars.ContextVar[list[int] | None] = contextvars.ContextVar("committed", default=None)
 
 
 def _text(status: int, message: str, **headers) -> web.Response:
@@ -76,11 +82,26 @@ class SchedulerAPI:
             handler = getattr(self, "_" + ctype_call.lower(), None)
             if handler is None:
                 return web.Response(status=202)  # accepted and ignored (MESSAGE, REQUEST, inverse offers, ...)
-            return await handler(framework_id, codec._obj(sub, ctype_call.lower()), stream)
+            token = _committed.set([])
+            try:
+                response = await handler(framework_id, codec._obj(sub, ctype_call.lower()), stream)
+                indices = _committed.get()
+                if indices and response.status == 202:
+                    response.headers[LOG_INDEX_HEADER] = f"{min(indices)}-{max(indices)}"
+                return response
+            finally:
+                _committed.reset(token)
         except codec.CallError as e:
             return _text(400, str(e))
         except NotLeader:
             return _text(503, "This master is no longer the leader; retry")
+
+    async def _commit(self, events: list) -> int:
+        first = await self.core.commit(events)
+        indices = _committed.get()
+        if indices is not None and events:
+            indices += [first, first + len(events) - 1]
+        return first
 
     # ---- SUBSCRIBE ----------------------------------------------------------------------------
     async def _subscribe(self, request: web.Request, call: dict) -> web.StreamResponse:
@@ -196,7 +217,7 @@ class SchedulerAPI:
             valid, _ = self._offers_of(framework_id, ids)
             if valid:
                 secs = effective_refuse_seconds(refuse, self.core.config.allocator.allocation_interval)
-                await self.core.commit([ev.OffersDeclined(
+                await self._commit([ev.OffersDeclined(
                     framework_id=framework_id, offer_ids=[o.offer_id for o in valid], refuse_seconds=secs)])
         return web.Response(status=202)
 
@@ -251,7 +272,7 @@ class SchedulerAPI:
                     events.append(ev.OffersDeclined(framework_id=framework_id, offer_ids=[o.offer_id for o in valid],
                                                     refuse_seconds=0.0))
                 if events:
-                    await core.commit(events)
+                    await self._commit(events)
                 core._execute([fx.ToFramework(framework_id, fx.update_event(
                     state, framework_id, r.task_id, None,
                     ev.TaskStatus(state=r.state, source="SOURCE_MASTER", timestamp=core.now(), reason=r.reason,
@@ -297,7 +318,7 @@ class SchedulerAPI:
                 remaining = remaining - need
                 tasks.append(msgspec.structs.replace(spec, role=valid[0].role))
             secs = effective_refuse_seconds(refuse, core.config.allocator.allocation_interval)
-            await core.commit([ev.OffersAccepted(framework_id=framework_id, offer_ids=[o.offer_id for o in valid],
+            await self._commit([ev.OffersAccepted(framework_id=framework_id, offer_ids=[o.offer_id for o in valid],
                                                  tasks=tasks, refuse_seconds=secs, rejected=rejected,
                                                  reserved=reserved.to_list(), unreserved=unreserved.to_list())])
         return web.Response(status=202)
@@ -329,7 +350,7 @@ class SchedulerAPI:
         async with self.core.deciding():
             task = self.core.state.task(framework_id, task_id)
             if task is not None and task.pending is not None and task.pending.uuid == raw:
-                await self.core.commit([ev.StatusAcknowledged(framework_id=framework_id, task_id=task_id, uuid=raw)])
+                await self._commit([ev.StatusAcknowledged(framework_id=framework_id, task_id=task_id, uuid=raw)])
         return web.Response(status=202)
 
     async def _kill(self, framework_id: str, sub: dict, stream: RecordStream) -> web.Response:
@@ -347,7 +368,7 @@ class SchedulerAPI:
             elif agent_id is not None and agent_id != task.agent_id:
                 pass  # Mesos ignores a kill naming the wrong agent
             elif not task.terminal:
-                await self.core.commit([ev.TaskKillRequested(framework_id=framework_id, task_id=task_id,
+                await self._commit([ev.TaskKillRequested(framework_id=framework_id, task_id=task_id,
                                                              grace_seconds=grace)])
         return web.Response(status=202)
 
@@ -407,14 +428,14 @@ class SchedulerAPI:
         async with self.core.deciding():
             roles = self._roles(framework_id, sub, "revive")
             if roles is not None:
-                await self.core.commit([ev.RolesRevived(framework_id=framework_id, roles=roles)])
+                await self._commit([ev.RolesRevived(framework_id=framework_id, roles=roles)])
         return web.Response(status=202)
 
     async def _suppress(self, framework_id: str, sub: dict, stream: RecordStream) -> web.Response:
         async with self.core.deciding():
             roles = self._roles(framework_id, sub, "suppress")
             if roles is not None:
-                await self.core.commit([ev.RolesSuppressed(framework_id=framework_id, roles=roles)])
+                await self._commit([ev.RolesSuppressed(framework_id=framework_id, roles=roles)])
         return web.Response(status=202)
 
     async def _teardown(self, framework_id: str, sub: dict, stream: RecordStream) -> web.Response:
@@ -424,7 +445,7 @@ class SchedulerAPI:
             if offer_ids:
                 events.append(ev.OffersRescinded(offer_ids=offer_ids, reason="framework_removed"))
             events.append(ev.FrameworkRemoved(framework_id=framework_id, reason="teardown"))
-            await self.core.commit(events)
+            await self._commit(events)
             s = self.core.framework_streams.pop(framework_id, None)
             if s is not None:
                 s.close("teardown")

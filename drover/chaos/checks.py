@@ -1,0 +1,223 @@
+"""The invariants a chaos run must keep, checked from the final logs, the workload's history and podman.
+
+1. tasks: every task the workload launched reached exactly one terminal state, or is still running and
+   known to the master and its agent; no task was launched twice (in the log, or as containers).
+2. acknowledged: every call the leader answered 202 with `Drover-Log-Index: A-B` finds its event at
+   those indices of the final log (Jepsen-style: the ack is the promise), and every replica's log is
+   identical, row for row.
+3. replay: `drover replay verify` passes on every replica's store.
+4. recovery: after every fault the cluster became whole again (a leader serving, every agent and the
+   framework connected, replicas converged); the timings go into the report.
+Plus liveness: the workload drained (every task it launched ended) before its deadline.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from eventstore import events as ev
+from master.state import TERMINAL_STATES, State
+from replay.fold import iter_envelopes, iter_rows, open_store, state_at
+
+# Terminal for the framework but not a fact about the task: a reconciliation answer for a task the master
+# does not know (e.g. a launch whose ACCEPT never committed).
+NOT_A_TASK_STATE = {"TASK_UNKNOWN"}
+
+
+@dataclass
+class Check:
+    name: str
+    ok: bool
+    summary: str
+    violations: list[str] = field(default_factory=list)
+
+    def to_json(self) -> dict:
+        return {"name": self.name, "ok": self.ok, "summary": self.summary, "violations": self.violations[:50],
+                "violation_count": len(self.violations)}
+
+
+@dataclass
+class LogFacts:
+    """What the final log says about the chaos framework's tasks, and every envelope by index."""
+
+    envelopes: list[ev.Envelope]
+    accepted: dict[str, list[int]] = field(default_factory=dict)  # task id -> indices of OFFERS_ACCEPTED with it
+    statuses: dict[str, list[tuple[int, ev.TaskStatus]]] = field(default_factory=dict)
+    state: State | None = None
+
+    @classmethod
+    def read(cls, store_dir: Path, framework_ids: set[str]) -> "LogFacts":
+        store = open_store(store_dir)
+        try:
+            envs = list(iter_envelopes(store))
+            facts = cls(envelopes=envs)
+            for env in envs:
+                e = env.event
+                if isinstance(e, ev.OffersAccepted) and e.framework_id in framework_ids:
+                    for t in e.tasks:
+                        facts.accepted.setdefault(t.task_id, []).append(env.index)
+                elif isinstance(e, ev.StatusUpdated) and e.framework_id in framework_ids:
+                    facts.statuses.setdefault(e.task_id, []).append((env.index, e.status))
+            facts.state = state_at(store)
+            return facts
+        finally:
+            store.close()
+
+    def at(self, first: int, last: int) -> list[ev.Event]:
+        return [env.event for env in self.envelopes[first - 1:last] if first <= env.index <= last]
+
+
+def store_digest(store_dir: Path) -> tuple[int, str]:
+    """(last index, sha256 over every row) of a replica's store."""
+    store = open_store(store_dir)
+    try:
+        h, last = hashlib.sha256(), 0
+        for idx, term, ts, typ, payload in iter_rows(store):
+            h.update(json.dumps([idx, term, repr(ts), typ]).encode())
+            h.update(payload if isinstance(payload, bytes) else str(payload).encode())
+            last = idx
+        return last, h.hexdigest()
+    finally:
+        store.close()
+
+
+def check_tasks(facts: LogFacts, history: list[dict], framework_ids: set[str], agents: dict[str, dict | None],
+                containers: dict[str, int], creates: dict[str, int]) -> Check:
+    v: list[str] = []
+    invoked: list[str] = [t for r in history if r["type"] == "invoke" and r.get("op") == "launch" for t in r["task_ids"]]
+    seen_terminal: dict[str, set[str]] = {}
+    seen_any: dict[str, set[str]] = {}
+    for r in history:
+        if r["type"] == "event" and r.get("event") == "UPDATE":
+            seen_any.setdefault(r["task_id"], set()).add(r["state"])
+            if r["state"] in TERMINAL_STATES:
+                seen_terminal.setdefault(r["task_id"], set()).add(r["state"])
+    dup_invokes = sorted({t for t in invoked if invoked.count(t) > 1})
+    if dup_invokes:
+        v.append(f"the workload itself launched these ids twice (a workload bug): {dup_invokes[:5]}")
+    agent_tasks = {t["task_id"]: t["state"] for s in agents.values() if s for t in s.get("tasks", [])}
+    ended = running = 0
+    for tid in sorted(set(invoked) | set(facts.accepted)):
+        where = facts.accepted.get(tid, [])
+        if len(where) > 1:
+            v.append(f"{tid}: launched twice in the log (OFFERS_ACCEPTED at {where})")
+        if containers.get(tid, 0) > 1 or creates.get(tid, 0) > 1:
+            v.append(f"{tid}: launched twice on agents ({containers.get(tid, 0)} containers, "
+                     f"{creates.get(tid, 0)} podman create events)")
+        if not where:
+            # Never committed (its ACCEPT timed out or was refused): it must not have run anywhere.
+            ran = seen_any.get(tid, set()) & {"TASK_STARTING", "TASK_RUNNING", "TASK_FINISHED", "TASK_FAILED"}
+            if ran or containers.get(tid, 0) or creates.get(tid, 0):
+                v.append(f"{tid}: ran ({sorted(ran)}, {containers.get(tid, 0)} containers) but is not in the log")
+            continue
+        states = [st.state for _, st in facts.statuses.get(tid, [])]
+        terminal_at = next((i for i, s in enumerate(states) if s in TERMINAL_STATES), None)
+        if terminal_at is not None:
+            final = states[terminal_at]
+            later = [s for s in states[terminal_at + 1:] if s != final]
+            if later:
+                v.append(f"{tid}: more than one terminal state in the log: {states[terminal_at:]}")
+            fw_terminal = seen_terminal.get(tid, set()) - NOT_A_TASK_STATE
+            if fw_terminal - {final}:
+                v.append(f"{tid}: the framework was told {sorted(fw_terminal)} but the log says {final}")
+            ended += 1
+            continue
+        task = facts.state.task(next(iter(framework_ids)), tid) if len(framework_ids) == 1 else None
+        if task is None:
+            task = next((facts.state.task(f, tid) for f in framework_ids if facts.state.task(f, tid)), None)
+        if task is None or task.terminal:
+            v.append(f"{tid}: no terminal state in the log and not a live task of the final state")
+        elif agent_tasks.get(tid) in (None,) or agent_tasks[tid] in TERMINAL_STATES:
+            v.append(f"{tid}: the master has it {task.state} but its agent reports {agent_tasks.get(tid)}")
+        else:
+            running += 1
+    n = len(set(invoked) | set(facts.accepted))
+    return Check("tasks", not v, f"{n} tasks: {ended} ended with one terminal state, {running} still running "
+                                 f"and known, {n - ended - running} never committed", v)
+
+
+def _matches(op: str, rec: dict, events: list[ev.Event], framework_ids: set[str]) -> bool:
+    for e in events:
+        if op == "launch" and isinstance(e, ev.OffersAccepted) and e.framework_id in framework_ids:
+            ids = {t.task_id for t in e.tasks} | {r.task_id for r in e.rejected}
+            if set(rec["task_ids"]) <= ids:
+                return True
+        elif op == "decline" and isinstance(e, ev.OffersDeclined) and rec["offer_id"] in e.offer_ids:
+            return True
+        elif op == "ack" and isinstance(e, ev.StatusAcknowledged) and (e.task_id, e.uuid) == (rec["task_id"], rec["uuid"]):
+            return True
+        elif op == "kill" and isinstance(e, ev.TaskKillRequested) and e.task_id == rec["task_id"]:
+            return True
+        elif op not in ("launch", "decline", "ack", "kill"):
+            return bool(events)
+    return False
+
+
+def check_acknowledged(facts: LogFacts, history: list[dict], framework_ids: set[str],
+                       digests: dict[str, tuple[int, str]]) -> Check:
+    v: list[str] = []
+    acked = [r for r in history if r["type"] == "ok" and r.get("index")]
+    last = facts.envelopes[-1].index if facts.envelopes else 0
+    for r in acked:
+        first, end = r["index"]
+        if end > last:
+            v.append(f"{r['op']} acknowledged at {first}-{end}, beyond the final log's end ({last})")
+        elif not _matches(r["op"], r, facts.at(first, end), framework_ids):
+            found = [e.__struct_config__.tag for e in facts.at(first, end)]
+            v.append(f"{r['op']} {_what(r)} acknowledged at {first}-{end}, but the final log has {found} there")
+    subscribed = {e.framework_id for env in facts.envelopes if isinstance(e := env.event, ev.FrameworkSubscribed)}
+    for r in history:
+        if r["type"] == "ok" and r.get("op") == "subscribe" and r.get("framework_id") not in subscribed:
+            v.append(f"SUBSCRIBED as {r.get('framework_id')} but no FRAMEWORK_SUBSCRIBED for it in the final log")
+    distinct = {d for d in digests.values()}
+    if len(distinct) != 1:
+        v.append("replica logs differ: " + ", ".join(f"{k}: {n} events, sha256 {h[:12]}"
+                                                      for k, (n, h) in sorted(digests.items())))
+    n, h = next(iter(distinct)) if len(distinct) == 1 else (last, "")
+    return Check("acknowledged", not v, f"{len(acked)} acknowledged calls found in the final log; "
+                                        f"{len(digests)} replica logs " +
+                 (f"identical ({n} events, sha256 {h[:12]})" if len(distinct) == 1 else "differ"), v)
+
+
+def _what(r: dict) -> str:
+    for key in ("task_ids", "task_id", "offer_id"):
+        if key in r:
+            return f"{key}={r[key]}"
+    return ""
+
+
+def check_replay(stores: dict[str, Path]) -> Check:
+    v: list[str] = []
+    for rid, path in sorted(stores.items()):
+        proc = subprocess.run([sys.executable, "-m", "drover.cli", "replay", "verify", "--store", str(path), "--json"],
+                              capture_output=True, text=True)
+        if proc.returncode != 0:
+            v.append(f"{rid}: drover replay verify exited {proc.returncode}: "
+                     f"{(proc.stdout.strip() or proc.stderr.strip())[-400:]}")
+    return Check("replay", not v, f"drover replay verify on {len(stores)} replicas: "
+                                  f"{len(stores) - len(v)} passed", v)
+
+
+def check_recovery(faults: list) -> Check:
+    v = [f"{f.kind} of {f.target}: the cluster did not become whole again ({'; '.join(f.notes)})"
+         for f in faults if f.recovered is False]
+    return Check("recovery", not v, f"{len(faults)} faults, {sum(1 for f in faults if f.recovered)} recovered", v)
+
+
+def check_liveness(history: list[dict]) -> Check:
+    # The newest instance speaks for the workload (older ones were killed or failed over).
+    newest = max((r["inst"] for r in history), default=None)
+    ends = [r for r in history if r["type"] == "end" and r["inst"] == newest]
+    last = ends[-1] if ends else None
+    v = []
+    if last is None:
+        v.append("the workload never finished")
+    elif last.get("outcome") != "drained":
+        v.append(f"the workload ended with {last.get('outcome')!r}; open tasks: {last.get('open_tasks', [])[:10]}")
+    return Check("liveness", not v, "the workload drained: every task it launched ended" if not v else
+                 "the workload did not drain", v)

@@ -1,0 +1,409 @@
+"""`drover chaos run`: a local cluster, the workload, a seeded fault schedule, then the invariants.
+
+The run: start the cluster (each master and agent in its own network namespace when root), start
+workload instance 1, inject faults until `duration` is over (each held for a while, healed, then the
+harness waits until the cluster is whole again), let the workload drain, wait for the replicas to
+converge, look at the agents and podman, stop everything, and check (checks.py) and report
+(report.py). Timestamps are wall-clock time on this host, which every component shares.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from agent.images import podman_env
+from drover.chaos import checks, netns
+from drover.chaos.faults import SCENARIOS, Fault, Injector, hold_seconds
+from drover.chaos.workload import read_history
+from drover.local import LocalCluster, free_port
+from eventstore import events as ev
+
+# Short timeouts so that faults are noticed within a run; all are ordinary master flags.
+PING_TIMEOUT, MAX_PINGS = 1.0, 4
+MASTER_ARGS = ["--heartbeat-interval", "1", "--allocation-interval", "0.5", "--offer-timeout", "10",
+               "--agent-ping-timeout", str(PING_TIMEOUT), "--max-agent-ping-timeouts", str(MAX_PINGS)]
+RECOVERY_TIMEOUT = 60.0
+DRAIN = 90.0
+
+
+class ChaosCluster(LocalCluster):
+    """LocalCluster whose masters and agents may live in network namespaces (`network`)."""
+
+    network: netns.Network | None = None
+
+    def plan(self) -> dict:
+        if self.network is None:
+            return super().plan()
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        masters, agents = [], []
+        for i in range(self.masters):
+            ip = self.network.add(f"m{i + 1}")
+            masters.append({"id": f"m{i + 1}", "http": f"{ip}:5050", "raft": f"{ip}:5150",
+                            "data_dir": str(self.data_dir / f"m{i + 1}")})
+        for i in range(self.agents):
+            ip = self.network.add(f"a{i + 1}")
+            agents.append({"id": f"a{i + 1}", "http": f"{ip}:5051", "work_dir": str(self.data_dir / f"a{i + 1}")})
+        # No floating leader address: it would have to move between namespaces. The workload and the agents
+        # take the list of replicas and follow redirects, as Mesos clients do.
+        self.layout = {"leader": None, "masters": masters, "agents": agents,
+                       "podman_socket": str(self.data_dir / "podman.sock")}
+        return self.layout
+
+    def _spawn(self, name: str, argv: list[str]) -> subprocess.Popen:
+        if self.network is not None and name in self.network.nodes:
+            argv = self.network.wrap(name, argv)
+        return super()._spawn(name, argv)
+
+    def signal(self, name: str, sig: int) -> None:
+        proc = self.procs.get(name)
+        if proc is not None and proc.poll() is None:
+            proc.send_signal(sig)
+
+    def alive(self, name: str) -> bool:
+        proc = self.procs.get(name)
+        return proc is not None and proc.poll() is None
+
+    def agent_id(self, aid: str) -> str | None:
+        a = next(a for a in self.layout["agents"] if a["id"] == aid)
+        cp = Path(a["work_dir"]) / "meta" / "agent.json"
+        try:
+            return json.loads(cp.read_text()).get("agent_id")
+        except (OSError, ValueError):
+            return None
+
+
+@dataclass
+class ChaosRun:
+    scenario: str
+    seed: int
+    duration: float
+    data_dir: Path
+    use_netns: bool | None = None  # None: when available (root)
+    agents: int = 2
+    out: object = sys.stdout
+    cluster: ChaosCluster | None = None
+    faults: list[Fault] = field(default_factory=list)
+    workload_instance: int = 0
+    workload_proc: subprocess.Popen | None = None
+    t0: float = 0.0
+    _threads: list[threading.Thread] = field(default_factory=list)
+
+    def say(self, msg: str) -> None:
+        print(f"[{time.time() - self.t0:7.2f}s] {msg}", file=self.out, flush=True)
+
+    @property
+    def history_path(self) -> Path:
+        return self.data_dir / "history.jsonl"
+
+    # ---- the workload ----------------------------------------------------------------------------------
+    def masters_csv(self) -> str:
+        return ",".join(m["http"] for m in self.cluster.layout["masters"])
+
+    def start_workload(self) -> int:
+        self.workload_instance += 1
+        inst = self.workload_instance
+        remaining = max(1.0, self.t0 + self.duration - time.time())
+        log = open(self.data_dir / f"workload-{inst}.log", "ab")
+        self.workload_proc = subprocess.Popen(
+            [sys.executable, "-m", "drover.chaos.workload", "--masters", self.masters_csv(),
+             "--history", str(self.history_path), "--seed", str(self.seed), "--instance", str(inst),
+             "--duration", f"{remaining:.1f}", "--drain", str(DRAIN)],
+            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        return inst
+
+    def kill_workload(self) -> None:
+        if self.workload_proc is not None and self.workload_proc.poll() is None:
+            self.workload_proc.kill()
+            self.workload_proc.wait()
+
+    # ---- watching ----------------------------------------------------------------------------------------
+    def _status(self, mid: str, timeout: float = 0.5) -> dict | None:
+        return self.cluster.status(mid, timeout=timeout)
+
+    def watch_step_down(self, f: Fault) -> None:
+        """How long an isolated leader goes on serving (it must step down and refuse writes)."""
+        def poll() -> None:
+            deadline = f.at + 30
+            while time.time() < deadline:
+                st = self._status(f.target)
+                if st is not None and not st.get("serving"):
+                    f.timings["old_leader_stepped_down_s"] = time.time() - f.at
+                    return
+                time.sleep(0.05)
+            f.notes.append("the isolated leader still served after 30 s")
+        t = threading.Thread(target=poll, daemon=True)
+        t.start()
+        self._threads.append(t)
+
+    def whole(self) -> tuple[bool, str]:
+        """Leader serving; every replica reachable and caught up; every agent and the framework connected."""
+        c = self.cluster
+        sts = {m["id"]: self._status(m["id"]) for m in c.layout["masters"]}
+        serving = [k for k, s in sts.items() if s and s.get("serving")]
+        if len(serving) != 1:
+            return False, f"serving replicas: {serving}"
+        missing = [k for k, s in sts.items() if s is None]
+        if missing:
+            return False, f"replicas not answering: {missing}"
+        if len({(s["applied_index"], s["state_hash"]) for s in sts.values()}) != 1:
+            # Events keep coming (offers, heartbeats): compare again a moment later.
+            return False, "replicas not converged: " + ", ".join(f"{k}@{s['applied_index']}" for k, s in sts.items())
+        lead = next(m for m in c.layout["masters"] if m["id"] == serving[0])
+        try:
+            with urllib.request.urlopen(f"http://{lead['http']}/master/state", timeout=2) as r:
+                state = json.load(r)
+        except OSError as e:
+            return False, f"/master/state: {e}"
+        inactive = [s["id"] for s in state["slaves"] if not s["active"]]
+        if inactive or len(state["slaves"]) < len(c.layout["agents"]):
+            return False, f"agents not active: {inactive or 'missing'}"
+        if self.workload_proc is not None and self.workload_proc.poll() is None:
+            fws = [fw for fw in state["frameworks"] if fw["name"] == "drover-chaos"]
+            if not fws or not all(fw["connected"] for fw in fws):
+                return False, "framework not connected"
+        return True, ""
+
+    def wait_whole(self, f: Fault | None, timeout: float = RECOVERY_TIMEOUT) -> bool:
+        deadline = time.time() + timeout
+        why = ""
+        converged_once = False
+        while time.time() < deadline:
+            ok, why = self.whole()
+            if ok:
+                if f is not None:
+                    f.recovered, f.recovered_at = True, time.time()
+                return True
+            if why.startswith("replicas not converged") and not converged_once:
+                converged_once = True
+            time.sleep(0.1)
+        if f is not None:
+            f.recovered = False
+            f.notes.append(f"after {timeout:g} s: {why}")
+        return False
+
+    # ---- the run -------------------------------------------------------------------------------------
+    def setup(self) -> None:
+        if self.data_dir.exists():
+            shutil.rmtree(self.data_dir)
+        self.data_dir.mkdir(parents=True)
+        use = netns.available() if self.use_netns is None else self.use_netns
+        if use and not netns.available():
+            raise RuntimeError("network namespaces need root, ip and iptables (run without --netns)")
+        self.cluster = ChaosCluster(data_dir=self.data_dir / "cluster", agents=self.agents,
+                                    master_args=list(MASTER_ARGS))
+        if use:
+            self.cluster.network = netns.Network.for_this_process()
+            self.cluster.network.up()
+
+    def execute(self) -> dict:
+        kinds = SCENARIOS[self.scenario]
+        rnd = random.Random(self.seed)
+        self.t0 = time.time()
+        self.setup()
+        c = self.cluster
+        mode = "netns" if c.network is not None else "process"
+        self.say(f"scenario {self.scenario}, seed {self.seed}, {self.duration:g} s, faults as {mode}; "
+                 f"data in {self.data_dir}")
+        try:
+            c.start()
+            c.wait_leader(60)
+            c.wait_agents(60)
+            self.t0 = time.time()  # the workload's clock starts now
+            self.start_workload()
+            self.wait_whole(None, 30)
+            time.sleep(rnd.uniform(2.0, 4.0))
+            unreachable_after = PING_TIMEOUT * MAX_PINGS
+            i = 0
+            while time.time() < self.t0 + self.duration - 2:
+                kind = kinds[i % len(kinds)] if self.scenario != "mixed" else rnd.choice(kinds)
+                i += 1
+                f = Injector(self, rnd).inject(kind)
+                if f is None:
+                    time.sleep(0.5)
+                    continue
+                self.faults.append(f)
+                self.say(f"fault {len(self.faults)}: {f.kind} of {f.target} ({f.mode})")
+                time.sleep(hold_seconds(kind, rnd, unreachable_after))
+                Injector(self, rnd).heal(f)
+                ok = self.wait_whole(f)
+                self.say(f"  healed; cluster whole again after {f.recovered_at - f.healed_at:.2f} s" if ok else
+                         f"  NOT whole again: {f.notes[-1]}")
+                time.sleep(rnd.uniform(1.0, 3.0))
+            self.say("faults over; the workload drains")
+            self.restore()
+            self.wait_workload()
+            self.wait_whole(None, 60)
+            collected = self.collect()
+        finally:
+            for t in self._threads:
+                t.join(timeout=1)
+            self.kill_workload()
+            c.stop()
+            if c.network is not None:
+                c.network.down()
+        return self.verdict(collected)
+
+    def restore(self) -> None:
+        """Anything still down comes back (a fault interrupted by the end of the run)."""
+        c = self.cluster
+        if c.network is not None:
+            c.network.heal()
+        for m in c.layout["masters"]:
+            c.signal(m["id"], signal.SIGCONT)
+            if not c.alive(m["id"]):
+                c.start_master(m["id"])
+        for a in c.layout["agents"]:
+            c.signal(a["id"], signal.SIGCONT)
+            if not c.alive(a["id"]):
+                c.start_agent(a["id"])
+        if not c.alive("podman"):
+            c.start_podman()
+
+    def wait_workload(self) -> None:
+        proc = self.workload_proc
+        try:
+            proc.wait(timeout=max(30.0, self.t0 + self.duration + DRAIN + 30 - time.time()))
+        except subprocess.TimeoutExpired:
+            self.say("the workload did not finish in time: killing it")
+            proc.kill()
+            proc.wait()
+
+    def collect(self) -> dict:
+        c = self.cluster
+        agents = {a["id"]: c.agent_state(a["id"]) for a in c.layout["agents"]}
+        history = read_history(self.history_path)
+        fids = sorted({r["framework_id"] for r in history if r["type"] == "ok" and r.get("op") == "subscribe"})
+        env = {**os.environ, **podman_env()}
+        containers: dict[str, int] = {}
+        creates: dict[str, int] = {}
+        for fid in fids:
+            out = subprocess.run(["podman", "ps", "-a", "--filter", f"label=drover.framework={fid}", "--format", "json"],
+                                 env=env, capture_output=True, text=True, timeout=120).stdout
+            for ctr in json.loads(out or "[]"):
+                tid = (ctr.get("Labels") or {}).get("drover.task")
+                containers[tid] = containers.get(tid, 0) + 1
+        since = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(self.t0 - 60))
+        out = subprocess.run(["podman", "events", "--stream=false", "--since", since, "--filter", "event=create",
+                              "--format", "json"], env=env, capture_output=True, text=True, timeout=120).stdout
+        for line in out.splitlines():
+            try:
+                attrs = json.loads(line).get("Attributes") or {}
+            except ValueError:
+                continue
+            if attrs.get("drover.framework") in fids:
+                tid = attrs.get("drover.task")
+                creates[tid] = creates.get(tid, 0) + 1
+        agent_ids = {a["id"]: c.agent_id(a["id"]) for a in c.layout["agents"]}
+        return {"agents": agents, "framework_ids": fids, "containers": containers, "creates": creates,
+                "agent_ids": agent_ids}
+
+    # ---- verdict ---------------------------------------------------------------------------------------
+    def verdict(self, collected: dict) -> dict:
+        c = self.cluster
+        stores = {m["id"]: Path(m["data_dir"]) for m in c.layout["masters"]}
+        history = read_history(self.history_path)
+        fids = set(collected["framework_ids"])
+        digests = {rid: checks.store_digest(p) for rid, p in stores.items()}
+        ref = max(stores, key=lambda rid: digests[rid][0])
+        facts = checks.LogFacts.read(stores[ref], fids)
+        timings(self.faults, facts, history, collected["agent_ids"])
+        results = [
+            checks.check_tasks(facts, history, fids, collected["agents"], collected["containers"], collected["creates"]),
+            checks.check_acknowledged(facts, history, fids, digests),
+            checks.check_replay(stores),
+            checks.check_recovery(self.faults),
+            checks.check_liveness(history),
+        ]
+        return {
+            "scenario": self.scenario, "seed": self.seed, "duration": self.duration,
+            "fault_mode": "netns" if c.network is not None else "process",
+            "data_dir": str(self.data_dir), "started": self.t0,
+            "ok": all(r.ok for r in results),
+            "faults": [f.to_json(self.t0) for f in self.faults],
+            "checks": [r.to_json() for r in results],
+            "workload": workload_summary(history),
+            "recovery": recovery_summary(self.faults),
+        }
+
+
+def timings(faults: list[Fault], facts: checks.LogFacts, history: list[dict], agent_ids: dict[str, str | None]) -> None:
+    """Recovery timings from the final log (the leader's clock) and the history (the workload's)."""
+    envs = facts.envelopes
+    offers_seen = [r["t"] for r in history if r["type"] == "event" and r.get("event") == "OFFERS"]
+    running_seen = [r["t"] for r in history if r["type"] == "event" and r.get("event") == "UPDATE"
+                    and r.get("state") == "TASK_RUNNING"]
+
+    def first_after(ts: list[float], t: float) -> float | None:
+        return next((x for x in ts if x >= t), None)
+
+    for f in faults:
+        if f.kind in ("kill-leader", "partition-leader"):
+            elected = next((e for e in envs if isinstance(e.event, ev.LeaderElected) and e.ts >= f.at), None)
+            if elected is not None:
+                f.timings["new_leader_s"] = elected.ts - f.at
+                offer = first_after(offers_seen, elected.ts)
+                if offer is not None:
+                    f.timings["first_offer_s"] = offer - f.at
+        elif f.kind in ("kill-agent", "partition-agent"):
+            aid = agent_ids.get(f.target)
+            if f.kind == "partition-agent":
+                lost = next((e for e in envs if isinstance(e.event, ev.AgentUnreachable) and e.event.agent_id == aid
+                             and e.ts >= f.at), None)
+                if lost is not None:
+                    f.timings["marked_unreachable_s"] = lost.ts - f.at
+            back = next((e for e in envs if isinstance(e.event, ev.AgentReregistered) and e.event.agent_id == aid
+                         and e.ts >= (f.healed_at or f.at)), None)
+            if back is not None:
+                f.timings["reregistered_s"] = back.ts - (f.healed_at or f.at)
+        elif f.kind in ("kill-framework", "standby-framework"):
+            start = f.healed_at if f.kind == "kill-framework" else f.at
+            sub = next((r["t"] for r in history if r["type"] == "ok" and r.get("op") == "subscribe"
+                        and r["t"] >= (start or f.at) and r["inst"] > 1), None)
+            if sub is not None:
+                f.timings["resubscribed_s"] = sub - (start or f.at)
+        elif f.kind == "kill-podman":
+            run = first_after(running_seen, f.healed_at or f.at)
+            if run is not None:
+                f.timings["next_task_running_s"] = run - (f.healed_at or f.at)
+        if f.recovered_at is not None and f.healed_at is not None:
+            f.timings["whole_again_s"] = f.recovered_at - f.healed_at
+
+
+def workload_summary(history: list[dict]) -> dict:
+    launched = {t for r in history if r["type"] == "invoke" and r.get("op") == "launch" for t in r["task_ids"]}
+    finals: dict[str, str] = {}
+    for r in history:
+        if r["type"] == "event" and r.get("event") == "UPDATE":
+            finals[r["task_id"]] = r["state"]
+    counts: dict[str, int] = {}
+    for s in finals.values():
+        counts[s] = counts.get(s, 0) + 1
+    return {"instances": len({r["inst"] for r in history}), "tasks_launched": len(launched),
+            "acknowledged_calls": sum(1 for r in history if r["type"] == "ok"),
+            "indeterminate_calls": sum(1 for r in history if r["type"] == "info"),
+            "last_states": dict(sorted(counts.items()))}
+
+
+def recovery_summary(faults: list[Fault]) -> dict:
+    out: dict[str, dict] = {}
+    for f in faults:
+        for k, v in f.timings.items():
+            out.setdefault(k, []).append(v)
+    summary = {}
+    for k, vs in sorted(out.items()):
+        vs = sorted(vs)
+        summary[k] = {"n": len(vs), "median": round(vs[len(vs) // 2] if len(vs) % 2 else
+                                                     (vs[len(vs) // 2 - 1] + vs[len(vs) // 2]) / 2, 3),
+                      "max": round(vs[-1], 3)}
+    return summary

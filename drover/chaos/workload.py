@@ -1,0 +1,344 @@
+"""The chaos workload: a framework on the public Mesos v1 scheduler API that records what it did.
+
+Run as its own process (`python -m drover.chaos.workload ...`) so the harness can kill -9 it and start
+another instance with the same framework id. It launches short tasks on offers (some fail, some get
+killed), acknowledges updates, and survives master failovers the way a real scheduler does: on a broken
+or silent stream it finds the leader again (any replica redirects to it), re-subscribes with its
+framework id and reconciles.
+
+Every operation goes to the history file as JSON lines, Jepsen-style: `invoke` before a call, then `ok`
+(with the log indices the leader returned in `Drover-Log-Index`), `fail` (a definite refusal) or `info`
+(outcome unknown: timeout, connection lost). Events received are `event` lines. The file doubles as
+this framework's persistent store: a new instance reads it to learn its framework id and tasks.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import random
+import signal
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import aiohttp
+
+from drover.recordio import RecordIODecoder
+
+API = "/api/v1/scheduler"
+TERMINAL = {"TASK_FINISHED", "TASK_FAILED", "TASK_KILLED", "TASK_ERROR", "TASK_LOST", "TASK_DROPPED", "TASK_GONE",
+            "TASK_GONE_BY_OPERATOR", "TASK_UNKNOWN"}
+CALL_TIMEOUT = 10.0
+CPUS, MEM = 0.1, 32.0
+
+
+class Lost(Exception):
+    """The subscription is over (stream closed or silent, master gone, 403): subscribe again."""
+
+
+class FailedOver(Exception):
+    """Another instance of this framework took over: this one must stop."""
+
+
+@dataclass
+class TaskPlan:
+    task_id: str
+    seconds: float
+    exit_code: int  # 0: TASK_FINISHED, else TASK_FAILED
+    kill_after: float | None  # seconds after TASK_RUNNING to KILL it, or None
+
+
+def plan_task(seed: int, instance: int, n: int) -> TaskPlan:
+    """Task n of an instance, the same for the same seed (random.Random seeded with a string is stable)."""
+    rnd = random.Random(f"{seed}:{instance}:{n}")
+    seconds = round(rnd.uniform(0.5, 6.0), 1)
+    exit_code = 3 if rnd.random() < 0.1 else 0
+    kill_after = round(rnd.uniform(0.2, 1.0), 1) if rnd.random() < 0.1 else None
+    return TaskPlan(f"chaos-{seed}-i{instance}-{n:04d}", seconds, exit_code, kill_after)
+
+
+class History:
+    def __init__(self, path: Path, instance: int):
+        self.path, self.instance = path, instance
+        self._f = open(path, "a", buffering=1)
+
+    def write(self, kind: str, **fields) -> None:
+        # One write() per line on an O_APPEND file: lines of concurrent instances do not interleave.
+        line = json.dumps({"t": time.time(), "inst": self.instance, "type": kind, **fields}, sort_keys=True)
+        self._f.write(line + "\n")
+
+    def close(self) -> None:
+        self._f.close()
+
+
+def read_history(path: Path) -> list[dict]:
+    if not path.exists():
+        return []
+    out = []
+    for line in path.read_text().splitlines():
+        try:
+            out.append(json.loads(line))
+        except json.JSONDecodeError:
+            pass  # a line cut short by kill -9
+    return out
+
+
+@dataclass
+class Known:
+    agent_id: str | None = None
+    state: str | None = None
+    kill_sent: bool = False
+
+
+@dataclass
+class Workload:
+    masters: list[str]
+    history: History
+    seed: int
+    instance: int
+    duration: float
+    drain: float
+    max_inflight: int = 8
+    framework_id: str | None = None
+    tasks: dict[str, Known] = field(default_factory=dict)
+    plans: dict[str, TaskPlan] = field(default_factory=dict)
+    next_n: int = 0
+    target: str | None = None
+    stream_id: str | None = None
+    heartbeat: float = 15.0
+    _want_kill: list[str] = field(default_factory=list)  # tasks whose planned KILL is due
+
+    def recover(self, past: list[dict]) -> None:
+        """What an earlier instance recorded: the framework id and the tasks (this framework's own store)."""
+        for rec in past:
+            if rec["type"] == "ok" and rec.get("op") == "subscribe":
+                self.framework_id = rec["framework_id"]
+            elif rec["type"] == "invoke" and rec.get("op") == "launch":
+                for tid in rec["task_ids"]:
+                    self.tasks.setdefault(tid, Known(agent_id=rec["agent_id"]))
+            elif rec["type"] == "event" and rec.get("event") == "UPDATE":
+                k = self.tasks.setdefault(rec["task_id"], Known(agent_id=rec.get("agent_id")))
+                k.state = rec["state"]
+
+    # ---- connection -------------------------------------------------------------------------------
+    async def subscribe(self, http: aiohttp.ClientSession) -> aiohttp.ClientResponse:
+        info = {"user": "root", "name": "drover-chaos", "failover_timeout": 3600.0, "checkpoint": True,
+                "capabilities": [{"type": "PARTITION_AWARE"}, {"type": "TASK_KILLING_STATE"}]}
+        body: dict = {"type": "SUBSCRIBE", "subscribe": {"framework_info": info}}
+        if self.framework_id:
+            info["id"] = {"value": self.framework_id}
+            body["framework_id"] = {"value": self.framework_id}
+        order = ([self.target] if self.target else []) + [m for m in self.masters if m != self.target]
+        attempt = 0
+        while True:
+            target = order[attempt % len(order)]
+            attempt += 1
+            for _ in range(3):  # follow redirects to the leader
+                self.history.write("invoke", op="subscribe", master=target, framework_id=self.framework_id)
+                try:
+                    resp = await http.post(f"http://{target}{API}", json=body, allow_redirects=False,
+                                           headers={"Accept": "application/json"},
+                                           timeout=aiohttp.ClientTimeout(total=None, connect=2, sock_read=None))
+                except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as e:
+                    self.history.write("info", op="subscribe", master=target, error=repr(e)[:200])
+                    break
+                if resp.status == 307 and resp.headers.get("Location"):
+                    self.history.write("fail", op="subscribe", master=target, status=307)
+                    target = resp.headers["Location"].lstrip("/").split("/", 1)[0]
+                    resp.release()
+                    continue
+                if resp.status != 200:
+                    self.history.write("fail", op="subscribe", master=target, status=resp.status,
+                                       text=(await resp.text())[:200])
+                    resp.release()
+                    break
+                self.target, self.stream_id = target, resp.headers["Mesos-Stream-Id"]
+                return resp
+            await asyncio.sleep(min(0.2 * attempt, 1.0))
+
+    async def call(self, http: aiohttp.ClientSession, op: str, payload: dict, **fields) -> bool:
+        """One call on the current subscription; records invoke/ok/fail/info. False: not done (or unknown)."""
+        payload["framework_id"] = {"value": self.framework_id}
+        self.history.write("invoke", op=op, **fields)
+        try:
+            async with http.post(f"http://{self.target}{API}", json=payload,
+                                 headers={"Mesos-Stream-Id": self.stream_id or ""},
+                                 timeout=aiohttp.ClientTimeout(total=CALL_TIMEOUT)) as r:
+                text = await r.text()
+                if r.status == 202:
+                    idx = r.headers.get("Drover-Log-Index")
+                    first, _, last = idx.partition("-") if idx else (None, "", None)
+                    self.history.write("ok", op=op, index=[int(first), int(last)] if idx else None, **fields)
+                    return True
+                self.history.write("fail", op=op, status=r.status, text=text[:200], **fields)
+                if r.status in (403, 503, 307):
+                    raise Lost(f"{op}: HTTP {r.status}")
+                return False
+        except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as e:
+            self.history.write("info", op=op, error=repr(e)[:200], **fields)
+            raise Lost(f"{op}: {e!r}") from None
+
+    # ---- the scheduler ----------------------------------------------------------------------------
+    def launching(self, started: float) -> bool:
+        return time.time() - started < self.duration
+
+    def inflight(self) -> int:
+        return sum(1 for k in self.tasks.values() if k.state not in TERMINAL)
+
+    async def on_offers(self, http, offers: list[dict], started: float) -> None:
+        for offer in offers:
+            agent_id = offer["agent_id"]["value"]
+            cpus = sum(r.get("scalar", {}).get("value", 0.0) for r in offer.get("resources", [])
+                       if r.get("name") == "cpus")
+            mem = sum(r.get("scalar", {}).get("value", 0.0) for r in offer.get("resources", [])
+                      if r.get("name") == "mem")
+            infos, ids = [], []
+            while (self.launching(started) and self.inflight() + len(infos) < self.max_inflight
+                   and cpus >= CPUS - 1e-9 and mem >= MEM - 1e-9 and len(infos) < 3):
+                plan = plan_task(self.seed, self.instance, self.next_n)
+                self.next_n += 1
+                cmd = f"sleep {plan.seconds}" + (f"; exit {plan.exit_code}" if plan.exit_code else "")
+                infos.append({"name": plan.task_id, "task_id": {"value": plan.task_id},
+                              "agent_id": {"value": agent_id},
+                              "resources": [{"name": "cpus", "type": "SCALAR", "scalar": {"value": CPUS}},
+                                            {"name": "mem", "type": "SCALAR", "scalar": {"value": MEM}}],
+                              "command": {"value": cmd, "shell": True}})
+                ids.append(plan.task_id)
+                self.plans[plan.task_id] = plan
+                cpus, mem = cpus - CPUS, mem - MEM
+            if infos:
+                for tid in ids:  # known before the call: its outcome may stay unknown
+                    self.tasks[tid] = Known(agent_id=agent_id, state="TASK_STAGING")
+                await self.call(http, "launch", {"type": "ACCEPT", "accept": {
+                    "offer_ids": [offer["id"]], "operations": [{"type": "LAUNCH", "launch": {"task_infos": infos}}],
+                    "filters": {"refuse_seconds": 0.5}}}, task_ids=ids, agent_id=agent_id, offer_id=offer["id"]["value"])
+            else:
+                await self.call(http, "decline", {"type": "DECLINE", "decline": {
+                    "offer_ids": [offer["id"]], "filters": {"refuse_seconds": 1.0}}}, offer_id=offer["id"]["value"])
+
+    async def on_update(self, http, status: dict) -> None:
+        tid, state = status["task_id"]["value"], status["state"]
+        agent_id = (status.get("agent_id") or {}).get("value")
+        self.history.write("event", event="UPDATE", task_id=tid, state=state, agent_id=agent_id,
+                           uuid=status.get("uuid"), source=status.get("source"), reason=status.get("reason"))
+        k = self.tasks.setdefault(tid, Known(agent_id=agent_id))
+        k.state = state
+        if agent_id:
+            k.agent_id = agent_id
+        if "uuid" in status:
+            await self.call(http, "ack", {"type": "ACKNOWLEDGE", "acknowledge": {
+                "agent_id": status["agent_id"], "task_id": status["task_id"], "uuid": status["uuid"]}},
+                task_id=tid, uuid=status["uuid"], state=state)
+        plan = self.plans.get(tid)
+        if state == "TASK_RUNNING" and plan and plan.kill_after is not None and not k.kill_sent:
+            k.kill_sent = True
+            asyncio.get_running_loop().call_later(plan.kill_after, self._want_kill.append, tid)
+
+    async def reconcile(self, http) -> None:
+        open_tasks = sorted(t for t, k in self.tasks.items() if k.state not in TERMINAL)
+        tasks = [{"task_id": {"value": t}, **({"agent_id": {"value": self.tasks[t].agent_id}}
+                                               if self.tasks[t].agent_id else {})} for t in open_tasks]
+        # Explicit for what we know, then implicit: a standby instance learns its predecessor's tasks.
+        if tasks:
+            await self.call(http, "reconcile", {"type": "RECONCILE", "reconcile": {"tasks": tasks}}, task_ids=open_tasks)
+        await self.call(http, "reconcile", {"type": "RECONCILE", "reconcile": {"tasks": []}}, task_ids=[])
+
+    async def run(self) -> str:
+        started = time.time()
+        async with aiohttp.ClientSession() as http:
+            while True:
+                resp = await self.subscribe(http)
+                try:
+                    outcome = await self._session(http, resp, started)
+                    if outcome:
+                        return outcome
+                except Lost as e:
+                    self.history.write("lost", why=str(e)[:200], master=self.target)
+                finally:
+                    resp.close()
+
+    async def _session(self, http, resp: aiohttp.ClientResponse, started: float) -> str | None:
+        decoder = RecordIODecoder()
+        last_reconcile = 0.0
+        while True:
+            timeout = 3 * self.heartbeat + 1 if self.framework_id else 10.0
+            try:
+                chunk = await asyncio.wait_for(resp.content.readany(), timeout)
+            except asyncio.TimeoutError:
+                raise Lost("no heartbeat") from None
+            except (aiohttp.ClientError, OSError) as e:
+                raise Lost(f"stream: {e!r}") from None
+            if not chunk:
+                raise Lost("stream closed")
+            for e in decoder.feed(chunk):
+                t = e["type"]
+                if t == "SUBSCRIBED":
+                    sub = e["subscribed"]
+                    self.framework_id = sub["framework_id"]["value"]
+                    self.heartbeat = float(sub.get("heartbeat_interval_seconds", 15.0))
+                    self.history.write("ok", op="subscribe", master=self.target, framework_id=self.framework_id)
+                    await self.reconcile(http)
+                    last_reconcile = time.time()
+                elif t == "ERROR":
+                    msg = e["error"]["message"]
+                    self.history.write("event", event="ERROR", message=msg)
+                    if "failed over" in msg.lower():
+                        raise FailedOver(msg)
+                    raise Lost(f"ERROR: {msg}")
+                elif t == "OFFERS":
+                    offers = e["offers"]["offers"]
+                    self.history.write("event", event="OFFERS", offer_ids=[o["id"]["value"] for o in offers],
+                                       master=self.target)
+                    await self.on_offers(http, offers, started)
+                elif t == "RESCIND":
+                    self.history.write("event", event="RESCIND", offer_id=e["rescind"]["offer_id"]["value"])
+                elif t == "UPDATE":
+                    await self.on_update(http, e["update"]["status"])
+            while self._want_kill:
+                tid = self._want_kill.pop(0)
+                k = self.tasks.get(tid)
+                if k is not None and k.state not in TERMINAL:
+                    await self.call(http, "kill", {"type": "KILL", "kill": {
+                        "task_id": {"value": tid}, **({"agent_id": {"value": k.agent_id}} if k.agent_id else {})}},
+                        task_id=tid)
+            if not self.launching(started):
+                if self.inflight() == 0:
+                    return "drained"
+                if time.time() - started > self.duration + self.drain:
+                    return "drain timed out"
+                if time.time() - last_reconcile > 3.0:
+                    last_reconcile = time.time()
+                    await self.reconcile(http)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m drover.chaos.workload")
+    p.add_argument("--masters", required=True, help="comma-separated HOST:PORT of the master replicas")
+    p.add_argument("--history", type=Path, required=True)
+    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--instance", type=int, default=1)
+    p.add_argument("--duration", type=float, default=30.0, help="seconds to keep launching tasks")
+    p.add_argument("--drain", type=float, default=60.0, help="seconds to then wait for every task to end")
+    p.add_argument("--max-inflight", type=int, default=8)
+    args = p.parse_args(argv)
+    history = History(args.history, args.instance)
+    w = Workload(masters=args.masters.split(","), history=history, seed=args.seed, instance=args.instance,
+                 duration=args.duration, drain=args.drain, max_inflight=args.max_inflight)
+    w.recover(read_history(args.history))
+    history.write("start", pid=os.getpid(), framework_id=w.framework_id, known_tasks=len(w.tasks))
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    try:
+        outcome = asyncio.run(w.run())
+    except FailedOver as e:
+        history.write("end", outcome="failed over", message=str(e))
+        return 0
+    history.write("end", outcome=outcome, open_tasks=sorted(t for t, k in w.tasks.items() if k.state not in TERMINAL))
+    return 0 if outcome == "drained" else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
