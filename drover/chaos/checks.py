@@ -21,8 +21,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from eventstore import events as ev
-from master.state import TERMINAL_STATES, State
-from replay.fold import iter_envelopes, iter_rows, open_store, state_at
+from master.state import TERMINAL_STATES, State, Task, apply
+from replay.fold import iter_envelopes, iter_rows, open_store
 
 # Terminal for the framework but not a fact about the task: a reconciliation answer for a task the master
 # does not know (e.g. a launch whose ACCEPT never committed).
@@ -43,11 +43,13 @@ class Check:
 
 @dataclass
 class LogFacts:
-    """What the final log says about the chaos framework's tasks, and every envelope by index."""
+    """What the final log says: every envelope, the OFFERS_ACCEPTED indices of each of the chaos framework's
+    tasks, and each task as the fold leaves it (its `statuses` are every status the log gave it, including
+    those folded from agent re-registrations and unreachability, not only STATUS_UPDATED)."""
 
     envelopes: list[ev.Envelope]
-    accepted: dict[str, list[int]] = field(default_factory=dict)  # task id -> indices of OFFERS_ACCEPTED with it
-    statuses: dict[str, list[tuple[int, ev.TaskStatus]]] = field(default_factory=dict)
+    accepted: dict[str, list[int]] = field(default_factory=dict)
+    tasks: dict[str, Task] = field(default_factory=dict)
     state: State | None = None
 
     @classmethod
@@ -55,18 +57,20 @@ class LogFacts:
         store = open_store(store_dir)
         try:
             envs = list(iter_envelopes(store))
-            facts = cls(envelopes=envs)
-            for env in envs:
-                e = env.event
-                if isinstance(e, ev.OffersAccepted) and e.framework_id in framework_ids:
-                    for t in e.tasks:
-                        facts.accepted.setdefault(t.task_id, []).append(env.index)
-                elif isinstance(e, ev.StatusUpdated) and e.framework_id in framework_ids:
-                    facts.statuses.setdefault(e.task_id, []).append((env.index, e.status))
-            facts.state = state_at(store)
-            return facts
         finally:
             store.close()
+        facts = cls(envelopes=envs)
+        state = State()
+        for env in envs:
+            state = apply(state, env)
+            e = env.event
+            if isinstance(e, ev.OffersAccepted) and e.framework_id in framework_ids:
+                for t in e.tasks:
+                    facts.accepted.setdefault(t.task_id, []).append(env.index)
+                    # The fold mutates this Task in place from here on, also once it is completed.
+                    facts.tasks.setdefault(t.task_id, state.task(e.framework_id, t.task_id))
+        facts.state = state
+        return facts
 
     def at(self, first: int, last: int) -> list[ev.Event]:
         return [env.event for env in self.envelopes[first - 1:last] if first <= env.index <= last]
@@ -86,59 +90,62 @@ def store_digest(store_dir: Path) -> tuple[int, str]:
         store.close()
 
 
-def check_tasks(facts: LogFacts, history: list[dict], framework_ids: set[str], agents: dict[str, dict | None],
+def check_tasks(facts: LogFacts, history: list[dict], agents: dict[str, dict | None],
                 containers: dict[str, int], creates: dict[str, int]) -> Check:
     v: list[str] = []
-    invoked: list[str] = [t for r in history if r["type"] == "invoke" and r.get("op") == "launch" for t in r["task_ids"]]
-    seen_terminal: dict[str, set[str]] = {}
-    seen_any: dict[str, set[str]] = {}
+    invoked = [t for r in history if r["type"] == "invoke" and r.get("op") == "launch" for t in r["task_ids"]]
+    updates: dict[str, list[dict]] = {}
     for r in history:
         if r["type"] == "event" and r.get("event") == "UPDATE":
-            seen_any.setdefault(r["task_id"], set()).add(r["state"])
-            if r["state"] in TERMINAL_STATES:
-                seen_terminal.setdefault(r["task_id"], set()).add(r["state"])
+            updates.setdefault(r["task_id"], []).append(r)
     dup_invokes = sorted({t for t in invoked if invoked.count(t) > 1})
     if dup_invokes:
         v.append(f"the workload itself launched these ids twice (a workload bug): {dup_invokes[:5]}")
     agent_tasks = {t["task_id"]: t["state"] for s in agents.values() if s for t in s.get("tasks", [])}
-    ended = running = 0
+    ended = running = never = 0
     for tid in sorted(set(invoked) | set(facts.accepted)):
         where = facts.accepted.get(tid, [])
+        seen = updates.get(tid, [])
         if len(where) > 1:
             v.append(f"{tid}: launched twice in the log (OFFERS_ACCEPTED at {where})")
         if containers.get(tid, 0) > 1 or creates.get(tid, 0) > 1:
             v.append(f"{tid}: launched twice on agents ({containers.get(tid, 0)} containers, "
                      f"{creates.get(tid, 0)} podman create events)")
-        if not where:
+        task = facts.tasks.get(tid)
+        if task is None:
             # Never committed (its ACCEPT timed out or was refused): it must not have run anywhere.
-            ran = seen_any.get(tid, set()) & {"TASK_STARTING", "TASK_RUNNING", "TASK_FINISHED", "TASK_FAILED"}
+            never += 1
+            ran = {r["state"] for r in seen} & {"TASK_STARTING", "TASK_RUNNING", "TASK_FINISHED", "TASK_FAILED"}
             if ran or containers.get(tid, 0) or creates.get(tid, 0):
                 v.append(f"{tid}: ran ({sorted(ran)}, {containers.get(tid, 0)} containers) but is not in the log")
             continue
-        states = [st.state for _, st in facts.statuses.get(tid, [])]
-        terminal_at = next((i for i, s in enumerate(states) if s in TERMINAL_STATES), None)
-        if terminal_at is not None:
-            final = states[terminal_at]
-            later = [s for s in states[terminal_at + 1:] if s != final]
-            if later:
-                v.append(f"{tid}: more than one terminal state in the log: {states[terminal_at:]}")
-            fw_terminal = seen_terminal.get(tid, set()) - NOT_A_TASK_STATE
-            if fw_terminal - {final}:
-                v.append(f"{tid}: the framework was told {sorted(fw_terminal)} but the log says {final}")
-            ended += 1
+        states = [st.state for st in task.statuses]
+        at = next((i for i, st in enumerate(task.statuses) if st.state in TERMINAL_STATES), None)
+        if at is None:
+            if task.terminal:
+                v.append(f"{tid}: the fold has it {task.state} without a terminal status")
+            elif agent_tasks.get(tid) is None or agent_tasks[tid] in TERMINAL_STATES:
+                v.append(f"{tid}: no terminal state in the log, the master has it {task.state} but its agent "
+                         f"reports {agent_tasks.get(tid)}")
+            else:
+                running += 1
             continue
-        task = facts.state.task(next(iter(framework_ids)), tid) if len(framework_ids) == 1 else None
-        if task is None:
-            task = next((facts.state.task(f, tid) for f in framework_ids if facts.state.task(f, tid)), None)
-        if task is None or task.terminal:
-            v.append(f"{tid}: no terminal state in the log and not a live task of the final state")
-        elif agent_tasks.get(tid) in (None,) or agent_tasks[tid] in TERMINAL_STATES:
-            v.append(f"{tid}: the master has it {task.state} but its agent reports {agent_tasks.get(tid)}")
-        else:
-            running += 1
+        ended += 1
+        final = task.statuses[at]
+        if any(s != final.state for s in states[at + 1:]):
+            v.append(f"{tid}: more than one terminal state in the log: {states[at:]}")
+        for r in seen:
+            if r["state"] not in TERMINAL_STATES | NOT_A_TASK_STATE or r["state"] == final.state:
+                continue
+            if r.get("reason") == "REASON_RECONCILIATION" and (r.get("timestamp") or 0) >= final.timestamp:
+                # As Mesos: the master forgets a task once its terminal update is acknowledged, and then
+                # answers an explicit reconciliation with TASK_GONE (TASK_UNKNOWN without the agent).
+                continue
+            v.append(f"{tid}: the framework was told {r['state']} ({r.get('source')}, {r.get('reason')}) "
+                     f"but the log says {final.state}")
     n = len(set(invoked) | set(facts.accepted))
     return Check("tasks", not v, f"{n} tasks: {ended} ended with one terminal state, {running} still running "
-                                 f"and known, {n - ended - running} never committed", v)
+                                 f"and known, {never} never committed", v)
 
 
 def _matches(op: str, rec: dict, events: list[ev.Event], framework_ids: set[str]) -> bool:

@@ -319,7 +319,7 @@ class ChaosRun:
         facts = checks.LogFacts.read(stores[ref], fids)
         timings(self.faults, facts, history, collected["agent_ids"])
         results = [
-            checks.check_tasks(facts, history, fids, collected["agents"], collected["containers"], collected["creates"]),
+            checks.check_tasks(facts, history, collected["agents"], collected["containers"], collected["creates"]),
             checks.check_acknowledged(facts, history, fids, digests),
             checks.check_replay(stores),
             checks.check_recovery(self.faults),

@@ -158,7 +158,8 @@ class Workload:
                     break
                 self.target, self.stream_id = target, resp.headers["Mesos-Stream-Id"]
                 return resp
-            await asyncio.sleep(min(0.2 * attempt, 1.0))
+            # Short pauses: while no replica leads (an election takes ~1 s) every one answers 503 at once.
+            await asyncio.sleep(min(0.05 * attempt, 0.5))
 
     async def call(self, http: aiohttp.ClientSession, op: str, payload: dict, **fields) -> bool:
         """One call on the current subscription; records invoke/ok/fail/info. False: not done (or unknown)."""
@@ -224,7 +225,8 @@ class Workload:
         tid, state = status["task_id"]["value"], status["state"]
         agent_id = (status.get("agent_id") or {}).get("value")
         self.history.write("event", event="UPDATE", task_id=tid, state=state, agent_id=agent_id,
-                           uuid=status.get("uuid"), source=status.get("source"), reason=status.get("reason"))
+                           uuid=status.get("uuid"), source=status.get("source"), reason=status.get("reason"),
+                           timestamp=status.get("timestamp"))
         k = self.tasks.setdefault(tid, Known(agent_id=agent_id))
         k.state = state
         if agent_id:
