@@ -47,10 +47,22 @@ class _Log(SyncObjConsumer):
         self.last_index = 0
         self.tail: collections.deque = collections.deque()
         self.tail_bytes = 0
+        self.fence_term = 0  # the term of the newest LEADER_ELECTED in the log
 
     @replicated
     def append(self, data: bytes) -> int:
+        """Number and hand on a batch; returns the index of its first event, or -fence_term if it is refused."""
         batch = ev.decode_batch(data)
+        # Fencing. A replica that lost leadership but has not noticed yet (paused, partitioned) may still decide
+        # and propose, and pysyncobj forwards a follower's proposal to the current leader, so it would commit.
+        # `batch.term` is the serving term its decider was elected in: once a newer leader's LEADER_ELECTED is
+        # in the log, older terms' batches are refused here, identically on every replica (this runs in log
+        # order), so no store ever holds a decision taken on a deposed leader's stale state.
+        if batch.term < self.fence_term:
+            return -self.fence_term
+        for e in batch.events:
+            if isinstance(e, ev.LeaderElected):
+                self.fence_term = max(self.fence_term, e.term)
         first = self.last_index + 1
         self.last_index += len(batch.events)
         self.tail.append((first, data))
@@ -281,7 +293,10 @@ class RaftLog:
             def settle() -> None:
                 if fut.done():
                     return
-                if error == FAIL_REASON.SUCCESS:
+                if error == FAIL_REASON.SUCCESS and result < 0:
+                    fut.set_exception(ProposalFailed(f"refused: decided in serving term {batch.term}, but the "
+                                                     f"leader of term {-result} was elected since"))
+                elif error == FAIL_REASON.SUCCESS:
                     fut.set_result(result)
                 else:
                     fut.set_exception(ProposalFailed(f"raft append failed: {_FAIL_NAMES.get(error, error)}"))

@@ -239,16 +239,17 @@ class MasterServer:
                 raise NotLeader()
             yield
 
-    async def commit(self, events: list, ts: float | None = None, _barrier: bool = False) -> int:
+    async def commit(self, events: list, ts: float | None = None, _barrier_term: int | None = None) -> int:
         """Commit events decided by this leader and wait until they are folded here. Call inside deciding().
 
-        `ts` is the time the decision was taken at (it is recorded so replay can re-take it)."""
+        `ts` is the time the decision was taken at (it is recorded so replay can re-take it). The batch carries
+        the term this replica serves in, so the log refuses it once a newer leader was elected (raftlog._Log)."""
         if not events:
             return self.state.index
-        if not _barrier and not self.serving:
+        if _barrier_term is None and not self.serving:
             raise NotLeader()
-        batch = ev.Batch(term=self.raft.term, ts=self.now() if ts is None else ts, events=events,
-                         proposal=uuid.uuid4().hex)
+        term = self.serving_term if _barrier_term is None else _barrier_term
+        batch = ev.Batch(term=term, ts=self.now() if ts is None else ts, events=events, proposal=uuid.uuid4().hex)
         try:
             first = await self.raft.propose(batch)
         except ProposalFailed as e:
@@ -311,9 +312,9 @@ class MasterServer:
         async with self._decide_lock:
             # The barrier: once our LeaderElected is folded, every earlier entry is folded too.
             await self.commit([ev.LeaderElected(leader_id=self.config.raft, http=self.config.http, term=term,
-                                                config=self.config.allocator.to_record())], _barrier=True)
+                                                config=self.config.allocator.to_record())], _barrier_term=term)
             if self.state.cluster_id is None:
-                await self.commit([ev.ClusterCreated(cluster_id=str(uuid.uuid4()))], _barrier=True)
+                await self.commit([ev.ClusterCreated(cluster_id=str(uuid.uuid4()))], _barrier_term=term)
             # Streams of an earlier serving period are over, even one registered in a race with the step-down.
             for stream in list(self.framework_streams.values()) + list(self.agent_links.values()):
                 stream.close("leader changed")
