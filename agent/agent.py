@@ -52,6 +52,8 @@ class AgentConfig:
     update_retry_initial: float = 2.0  # Mesos waits 10 s; reconnecting clients here are local and fast
     update_retry_max: float = 60.0
     start_podman_service: bool = True
+    # A launch that finds the podman service down (restarting) waits for it this long before TASK_FAILED.
+    launch_retry_seconds: float = 60.0
 
 
 class Agent:
@@ -262,14 +264,29 @@ class Agent:
                     "drover.task": rec.spec.task_id},
             sandbox_dir=sandbox,
         )
-        try:
-            cid = await self.containerizer.launch(spec)
-        except ContainerLaunchError as e:
-            self._status(rec, "TASK_FAILED", reason="REASON_CONTAINER_LAUNCH_FAILED", message=str(e))
-            return
-        except Exception as e:  # podman service trouble: still a clear, terminal answer for the framework
-            self._status(rec, "TASK_FAILED", reason="REASON_CONTAINER_LAUNCH_FAILED", message=f"launch failed: {e}")
-            return
+        deadline = time.monotonic() + self.config.launch_retry_seconds
+        backoff = 0.25
+        while True:
+            try:
+                cid = await self.containerizer.launch(spec)
+                break
+            except Exception as e:
+                # The podman service is down (killed, restarting): the task is not at fault, so wait for the
+                # service rather than fail it; a relaunch is idempotent (the container name is the task's).
+                if time.monotonic() < deadline and not rec.kill_requested and not await self.containerizer.available():
+                    log.warning("podman service unavailable; launch retried", task=rec.spec.task_id, error=str(e))
+                    await asyncio.sleep(backoff)
+                    backoff = min(backoff * 2, 2.0)
+                    continue
+                if rec.kill_requested:
+                    self._status(rec, "TASK_KILLED", reason="REASON_TASK_KILLED_DURING_LAUNCH",
+                                 message="Task killed before it was launched")
+                    self._spawn(self._kill_strays(rec.framework_id, rec.spec.task_id,
+                                                  rec.spec.kill_grace_seconds or 3.0))
+                    return
+                msg = str(e) if isinstance(e, ContainerLaunchError) else f"launch failed: {e}"
+                self._status(rec, "TASK_FAILED", reason="REASON_CONTAINER_LAUNCH_FAILED", message=msg)
+                return
         rec.container_id = cid
         self.checkpoint()
         if rec.kill_requested:

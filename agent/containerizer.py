@@ -157,6 +157,10 @@ class PodmanContainerizer:
         except Exception:
             return False
 
+    async def available(self) -> bool:
+        """The podman service answers (a failed call while it does not is the service's fault, not the task's)."""
+        return await self._run(self._ping)
+
     # ------------------------------------------------------------------------------------------------ lifecycle
     async def start(self) -> None:
         if not await self._run(self._ping):

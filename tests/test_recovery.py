@@ -376,6 +376,24 @@ async def test_agent_survives_podman_service_restart(cluster: Cluster, http):
     await fw.close()
 
 
+async def test_a_launch_while_podman_is_down_waits_for_the_service(cluster: Cluster, http):
+    """The service being down is not the task's fault: the agent retries the launch until it is back (up to
+    AgentConfig.launch_retry_seconds) instead of failing the task."""
+    a1 = agent_id(cluster, "a1")
+    fw = await Framework(http, cluster.leader_endpoint()).subscribe()
+    cluster.kill("podman")
+    tid = unique("patient")
+    await fw.launch(a1, {tid: "sleep 300"})
+    await wait_for(lambda: "launch retried" in cluster.log("a1"), why="the agent to find the service down")
+    await asyncio.to_thread(cluster.start_podman)
+    await fw.until(tid, "TASK_RUNNING")  # fails on TASK_FAILED
+    assert containers("drover.task", tid)[tid]["State"] == "running"
+    r = await fw.call("KILL", {"task_id": {"value": tid}})
+    assert r.status == 202, r
+    await fw.until(tid, "TASK_KILLED")
+    await fw.close()
+
+
 async def test_containerizer_restarts_the_podman_service_it_started(tmp_path, podman_socket):
     """An agent that started its own podman service (nothing answered on its socket) starts a new one when that
     service dies; the running container is still waited for and can be killed; new launches work."""
