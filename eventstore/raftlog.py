@@ -17,6 +17,7 @@ import asyncio
 import collections
 import os
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -25,6 +26,7 @@ import pysyncobj.syncobj
 from pysyncobj import FAIL_REASON, SyncObj, SyncObjConf, SyncObjConsumer, replicated
 from pysyncobj.journal import FileJournal, MetaStorer
 from pysyncobj.pickle import dumps as _pso_dumps
+from pysyncobj.syncobj import _RAFT_STATE
 
 from eventstore import events as ev
 
@@ -116,6 +118,7 @@ class DurableFileJournal(FileJournal):
         super().__init__(journalFile)
         # Name-mangled in pysyncobj 0.3.17; fail loudly (not silently non-durable) if a new version renames it.
         assert isinstance(self._FileJournal__metaStorer, MetaStorer), "pysyncobj FileJournal layout changed"
+        assert isinstance(self._FileJournal__meta, dict) and isinstance(self._FileJournal__metaSaved, bool)
         self._FileJournal__metaStorer = _DurableMetaStorer(journalFile + ".meta")
         self.flush()
         _fsync_dir(journalFile)  # the journal file may just have been created
@@ -135,6 +138,21 @@ class DurableFileJournal(FileJournal):
     def deleteEntriesFrom(self, entryFrom):
         super().deleteEntriesFrom(entryFrom)
         self.flush()
+
+    def onOneSecondTimer(self):
+        # pysyncobj stores the meta file once a second when only the commit index changed; with the durable storer
+        # that is two fsyncs (file + directory) per second in the tick thread, measured at up to 0.3 s each on a
+        # loaded host: long enough to delay heartbeats into a spurious election. Raft's commitIndex is volatile
+        # state (a restarted node relearns it from the leader), so it is stored only together with a term/vote
+        # change (setCurrentTerm, durable) and on a clean shutdown. A non-fsync'd rewrite is no option: it could
+        # leave a torn meta file after power loss, and lose the durable term and vote with it.
+        pass
+
+    def _destroy(self):
+        if not self._FileJournal__metaSaved:
+            self._FileJournal__metaStorer.storeMeta(self._FileJournal__meta)
+            self._FileJournal__metaSaved = True
+        super()._destroy()
 
     def deleteEntriesTo(self, entryTo):
         self._sync_dump()
@@ -187,21 +205,113 @@ def _install_journal_hook() -> None:
         _original_create_journal = original
 
 
+# -- a steadier Raft on a loaded host ------------------------------------------------------------
+# Measured (3 replicas, 2 loaded cores): spurious elections came from disk stalls of 0.3-0.9 s inside the Raft tick
+# threads (journal msync per entry; until now also a fsync'd meta file every second), often on all replicas at
+# once. mmap.flush holds the GIL, so the whole process stops. pysyncobj has no PreVote: one candidate at a higher
+# term makes the healthy leader step down. The term changes, so Drover ends the serving period and closes every
+# framework stream, even when the same replica wins again. Most of these elections (5 of 5 in one natural-load run)
+# were started by a *follower* that had been stalled itself, because of a pysyncobj quirk fixed below:
+#  - Timers are checked at the start of a tick, before the sockets are read. A node that was stalled (follower:
+#    election deadline; leader: leaderFallbackTimeout) acts on the timeout although the heartbeats or replies that
+#    would have reset it are already waiting in its socket buffers.
+# and a second quirk doubled failover time:
+#  - A TCP link counts as dead once nothing was *read* on it for connectionTimeout, checked lazily when it is next
+#    used. Followers never talk to each other, so after a leader kill -9 the first RequestVote to the other
+#    follower found that link "timed out": dropped, message lost, and every failover took two election rounds.
+
+
+class _SteadySyncObj(SyncObj):
+    """pysyncobj's SyncObj, with two changes in the tick thread (see above):
+
+    - before a tick that would act on an expired election deadline (follower, candidate) or on missing follower
+      replies (leader fallback), the sockets are read first (a zero-timeout poll), so messages that arrived while
+      this thread was stalled count;
+    - a node that is not the leader sends a tiny keepalive to the other connected replicas every connectionTimeout/4,
+      so idle follower-to-follower links stay alive for the next election. pysyncobj ignores message types it does
+      not know, so replicas without this change simply drop it.
+    """
+
+    _KEEPALIVE = {"type": "drover_keepalive"}
+
+    def __init__(self, *args, **kwargs):
+        # Set before SyncObj.__init__ (which starts the tick thread); attributes existing at the end of it are not
+        # part of pysyncobj's dump.
+        self._steady_ticked = False
+        self._steady_next_keepalive = 0.0
+        super().__init__(*args, **kwargs)
+        # Name-mangled internals of pysyncobj 0.3.17; fail loudly if a new version renames them.
+        for name in ("raftState", "raftElectionDeadline", "transport", "needLoadDumpFile", "lastResponseTime",
+                     "otherNodes", "connectedNodes", "raftLeader"):
+            assert hasattr(self, "_SyncObj__" + name), f"pysyncobj SyncObj layout changed: no {name}"
+
+    def _onTick(self, timeToWait=0.0):
+        if self._steady_ticked:  # after the first tick: the transport is up and a dump, if any, is loaded
+            if self._timer_due():
+                self._poller.poll(0)
+            self._keepalive()
+        super()._onTick(timeToWait)
+        self._steady_ticked = True
+
+    def _timer_due(self) -> bool:
+        if not self._SyncObj__transport.ready or self._SyncObj__needLoadDumpFile:
+            return False
+        now = time.monotonic()
+        if self._SyncObj__raftState != _RAFT_STATE.LEADER:
+            return self._SyncObj__raftElectionDeadline < now
+        heard = now - self.conf.leaderFallbackTimeout
+        others = self._SyncObj__otherNodes
+        alive = 1 + sum(1 for n in others if self._SyncObj__lastResponseTime.get(n, 0.0) > heard)
+        return alive <= (len(others) + 1) / 2
+
+    def _keepalive(self) -> None:
+        now = time.monotonic()
+        if now < self._steady_next_keepalive:
+            return
+        self._steady_next_keepalive = now + self.conf.connectionTimeout / 4
+        if self._SyncObj__raftState == _RAFT_STATE.LEADER:
+            return  # its heartbeats and the replies to them keep its links alive
+        leader = self._SyncObj__raftLeader
+        for node in list(self._SyncObj__connectedNodes):
+            if node != leader:
+                self._SyncObj__transport.send(node, self._KEEPALIVE)
+
+
 @dataclass(frozen=True)
 class RaftTuning:
-    # Measured on these machines (platform-notes E): batching off gives ~1 ms commits instead of ~100 ms;
-    # 0.3/0.8 s election timeouts survive GC pauses on 2 cores while failing over in well under a second.
-    raft_min_timeout: float = 0.3
-    raft_max_timeout: float = 0.8
+    # Measured on these machines (platform-notes E): batching off gives ~1 ms commits instead of ~100 ms.
+    # Election timeouts: the smallest must outlast the longest tick-thread stall of a healthy leader (measured up
+    # to ~0.9 s on a loaded 2-core host, typically <0.4 s, see above) plus one heartbeat period. After a leader
+    # kill -9 the first of the two followers times out after min..max, a new leader serves ~0.1 s later (measured
+    # 0.84-1.53 s, median 1.08 s; 0.78-1.53 s with the former 0.3-0.8 s, which needed two election rounds).
+    raft_min_timeout: float = 0.8
+    raft_max_timeout: float = 1.6
     append_entries_period: float = 0.05
     connection_retry_time: float = 0.5
+    # A leader that heard from no majority for this long steps down: a partitioned leader keeps serving (stale
+    # reads) at most this long (docs/chaos.md relies on ~1 s). A leader stalled longer than raft_min_timeout is
+    # likely replaced anyway, so a larger value would not buy stall tolerance.
     leader_fallback_timeout: float = 1.0
-    connection_timeout: float = 1.0
+    # pysyncobj requires connection_timeout >= raft_max_timeout. A link is dropped after this long without a read
+    # (checked before reading, so a tick thread stalled this long drops its links); a replica killed -9 closes its
+    # sockets at once, so this bounds only hung or partitioned peers.
+    connection_timeout: float = 3.0
     # Durability (docs/design.md "Durability"): flush the Raft journal (msync) on every append and term/vote
     # change before acknowledging, and run SQLite with synchronous=FULL. Measured (bench/README.md, --fsync): +1.0
     # to +1.5 ms p50 per master commit, sequential commits/s about halved. Rule: on by default if it adds at most
     # 2 ms p50 to a master commit (decisions, not raw log throughput, are what the master pays for).
     fsync_journal: bool = True
+
+    def __post_init__(self) -> None:
+        # pysyncobj checks these with bare asserts inside SyncObj(); fail here, early and with a reason.
+        if not self.raft_min_timeout > 3 * self.append_entries_period:
+            raise ValueError("raft_min_timeout must be more than 3 x append_entries_period")
+        if not self.raft_max_timeout > self.raft_min_timeout:
+            raise ValueError("raft_max_timeout must be more than raft_min_timeout")
+        if not self.leader_fallback_timeout > self.append_entries_period:
+            raise ValueError("leader_fallback_timeout must be more than append_entries_period")
+        if not self.connection_timeout >= self.raft_max_timeout:
+            raise ValueError("connection_timeout must be at least raft_max_timeout (pysyncobj requires it)")
 
 
 class RaftLog:
@@ -245,7 +355,7 @@ class RaftLog:
             _DURABLE_JOURNALS[self._conf.journalFile] = lambda path: DurableFileJournal(path, dump)
         else:
             _DURABLE_JOURNALS.pop(self._conf.journalFile, None)
-        self._sync = SyncObj(self.self_addr, self._peers, conf=self._conf, consumers=[self._log])
+        self._sync = _SteadySyncObj(self.self_addr, self._peers, conf=self._conf, consumers=[self._log])
 
     def stop(self) -> None:
         if self._sync is not None:

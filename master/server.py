@@ -118,7 +118,13 @@ class MasterServer:
             start = envs[-1].index + 1
         self._last_snapshot = await self.store.last_snapshot_index()
         log.info("state recovered from store", index=self.state.index, replica=self.config.id)
-        self.raft.start(asyncio.get_running_loop(), self._queue)
+        try:
+            self.raft.start(asyncio.get_running_loop(), self._queue)
+        except BaseException:
+            # Close the store, or its (non-daemon) SQLite thread keeps the process alive after the error:
+            # a replica that can never join the Raft cluster would hang instead of exiting.
+            await self.store.close()
+            raise
         self._tasks.append(asyncio.create_task(self._applier(), name="applier"))
         self._tasks.append(asyncio.create_task(self._leadership_watch(), name="leadership"))
 
