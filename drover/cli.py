@@ -65,6 +65,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="agents ping the leader this often; one missing a ping for this long missed one (s)")
     m.add_argument("--max-agent-ping-timeouts", type=int, default=5,
                    help="missed pings (or that many timeouts disconnected) before an agent is marked unreachable")
+    m.add_argument("--agent-reregister-timeout", type=_positive, default=600.0,
+                   help="after a leader change, time an agent not heard from since gets to re-register before it "
+                        "is marked unreachable (s; Mesos: 10 min)")
     m.add_argument("--snapshot-every", type=int, default=10_000,
                    help="events between state snapshots in the store (replay starts from the nearest)")
     m.add_argument("--min-allocatable-resources", default="cpus:0.01|mem:32",
@@ -143,6 +146,7 @@ def _master(args) -> int:
         framework_failover_grace=args.framework_failover_grace, allocator=allocator,
         snapshot_every=args.snapshot_every,
         agent_ping_timeout=args.agent_ping_timeout, max_agent_ping_timeouts=args.max_agent_ping_timeouts,
+        agent_reregister_timeout=args.agent_reregister_timeout,
     )
     if args.raft_fsync is not None:
         cfg.raft_tuning = dataclasses.replace(cfg.raft_tuning, fsync_journal=args.raft_fsync)

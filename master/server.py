@@ -55,6 +55,9 @@ class MasterConfig:
     # `agent_ping_timeout`; one silent (or disconnected) for timeout x max is marked unreachable.
     agent_ping_timeout: float = 15.0
     max_agent_ping_timeouts: int = 5
+    # Mesos's --agent_reregister_timeout: after a leader change, an agent not heard from since the election gets
+    # this long to re-register (all agents reconnect at once after a failover) before it is marked unreachable.
+    agent_reregister_timeout: float = 600.0
 
     @property
     def agent_unreachable_after(self) -> float:
@@ -423,6 +426,17 @@ class MasterServer:
         return max(self.agent_seen.get(agent_id, 0.0), self.state.elected_at or 0.0)
 
     def _unreachable_agents(self, now: float) -> list[str]:
-        """Agents silent (no call, or a broken link) for agent_ping_timeout x max_agent_ping_timeouts."""
+        """Agents silent (no call, or a broken link) for agent_ping_timeout x max_agent_ping_timeouts; one not
+        heard from at all since this leader's election, for agent_reregister_timeout (if longer)."""
         limit = self.config.agent_unreachable_after
-        return [aid for aid in self.state.agents if now >= self._agent_last_seen(aid) + limit]
+        elected = self.state.elected_at or 0.0
+        out = []
+        for aid in self.state.agents:
+            seen = self.agent_seen.get(aid)
+            if seen is None:
+                deadline = elected + max(limit, self.config.agent_reregister_timeout)
+            else:
+                deadline = max(seen, elected) + limit
+            if now >= deadline:
+                out.append(aid)
+        return out

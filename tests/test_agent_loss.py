@@ -257,7 +257,7 @@ def test_reconcile_on_an_unreachable_agent():
 
 def test_unreachable_after_silence_or_disconnection(tmp_path):
     core = MasterServer(MasterConfig(id="m1", http="127.0.0.1:1", raft="127.0.0.1:2", peers=[], data_dir=tmp_path,
-                                     agent_ping_timeout=2.0, max_agent_ping_timeouts=3))
+                                     agent_ping_timeout=2.0, max_agent_ping_timeouts=3, agent_reregister_timeout=10.0))
     log = lost_agent_log()  # elected at 100
     core.state = log.state
     log(ev.AgentDisconnected(agent_id="A2"), ts=103)
@@ -266,8 +266,10 @@ def test_unreachable_after_silence_or_disconnection(tmp_path):
     assert core._unreachable_agents(108.9) == []
     assert core._unreachable_agents(109.0) == ["A2"]
     assert core._unreachable_agents(110.0) == ["A1", "A2"]
-    core.agent_seen.clear()  # a new leader counts from its election
-    assert core._unreachable_agents(105.9) == [] and core._unreachable_agents(106.0) == ["A1", "A2"]
+    core.agent_seen.clear()  # a new leader: agents not heard from since its election get the re-register window
+    assert core._unreachable_agents(109.9) == [] and core._unreachable_agents(110.0) == ["A1", "A2"]
+    core.agent_seen["A1"] = 101.0  # A1 re-registered, then went silent: back to ping timeouts (101 + 6)
+    assert core._unreachable_agents(106.9) == [] and core._unreachable_agents(107.0) == ["A1"]
 
 
 # ---- a real cluster ------------------------------------------------------------------------------------

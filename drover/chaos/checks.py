@@ -144,8 +144,11 @@ def check_tasks(facts: LogFacts, history: list[dict], agents: dict[str, dict | N
             v.append(f"{tid}: the framework was told {r['state']} ({r.get('source')}, {r.get('reason')}) "
                      f"but the log says {final.state}")
     n = len(set(invoked) | set(facts.accepted))
+    # podman's event file rotates at its size limit (deploy/containers.conf raises it): say if it did.
+    events_note = "" if sum(creates.values()) >= sum(containers.values()) else \
+        f"; only {sum(creates.values())} podman create events for {sum(containers.values())} containers (rotated?)"
     return Check("tasks", not v, f"{n} tasks: {ended} ended with one terminal state, {running} still running "
-                                 f"and known, {never} never committed", v)
+                                 f"and known, {never} never committed{events_note}", v)
 
 
 def _matches(op: str, rec: dict, events: list[ev.Event], framework_ids: set[str]) -> bool:

@@ -32,7 +32,8 @@ from eventstore import events as ev
 # Short timeouts so that faults are noticed within a run; all are ordinary master flags.
 PING_TIMEOUT, MAX_PINGS = 1.0, 4
 MASTER_ARGS = ["--heartbeat-interval", "1", "--allocation-interval", "0.5", "--offer-timeout", "10",
-               "--agent-ping-timeout", str(PING_TIMEOUT), "--max-agent-ping-timeouts", str(MAX_PINGS)]
+               "--agent-ping-timeout", str(PING_TIMEOUT), "--max-agent-ping-timeouts", str(MAX_PINGS),
+               "--agent-reregister-timeout", "10"]
 RECOVERY_TIMEOUT = 60.0
 DRAIN = 90.0
 
