@@ -42,6 +42,8 @@ def render(report: dict) -> str:
             lines.append(f"        - {v}")
         if c["violation_count"] > len(c["violations"]):
             lines.append(f"        ... {c['violation_count'] - len(c['violations'])} more")
+    for tid, views in (report.get("open_task_containers") or {}).items():
+        lines.append(f"open task {tid}: podman says {views}")
     lines.append("")
     lines.append("verdict: " + ("PASS" if report["ok"] else "FAIL (see above)"))
     return "\n".join(lines)

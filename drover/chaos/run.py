@@ -307,7 +307,31 @@ class ChaosRun:
                 creates[tid] = creates.get(tid, 0) + 1
         agent_ids = {a["id"]: c.agent_id(a["id"]) for a in c.layout["agents"]}
         return {"agents": agents, "framework_ids": fids, "containers": containers, "creates": creates,
-                "agent_ids": agent_ids}
+                "agent_ids": agent_ids, "open_tasks": self.open_task_containers(history, env)}
+
+    def open_task_containers(self, history: list[dict], env: dict) -> dict[str, list[dict]]:
+        """Podman's view of the containers of tasks the workload still had open at its end (a liveness failure):
+        the evidence for why no exit was reported, kept in the report."""
+        ends = [r for r in history if r["type"] == "end"]
+        open_tasks = ends[-1].get("open_tasks", []) if ends else []
+        out: dict[str, list[dict]] = {}
+        for tid in open_tasks[:10]:
+            ids = subprocess.run(["podman", "ps", "-aq", "--filter", f"label=drover.task={tid}"], env=env,
+                                 capture_output=True, text=True, timeout=60).stdout.split()
+            views = []
+            for cid in ids:
+                proc = subprocess.run(["podman", "inspect", cid], env=env, capture_output=True, text=True, timeout=60)
+                try:
+                    st = json.loads(proc.stdout)[0]["State"]
+                except (ValueError, IndexError, KeyError):
+                    views.append({"id": cid, "inspect": (proc.stdout or proc.stderr)[-300:]})
+                    continue
+                pid = st.get("Pid") or 0
+                views.append({"id": cid[:12], "status": st.get("Status"), "pid": pid, "exit_code": st.get("ExitCode"),
+                              "pid_alive": bool(pid) and os.path.exists(f"/proc/{pid}"),
+                              "conmon_pid": st.get("ConmonPid"), "error": st.get("Error")})
+            out[tid] = views
+        return out
 
     # ---- verdict ---------------------------------------------------------------------------------------
     def verdict(self, collected: dict) -> dict:
@@ -334,6 +358,7 @@ class ChaosRun:
             "faults": [f.to_json(self.t0) for f in self.faults],
             "checks": [r.to_json() for r in results],
             "workload": workload_summary(history),
+            "open_task_containers": collected.get("open_tasks", {}),
             "recovery": recovery_summary(self.faults),
         }
 
