@@ -319,6 +319,10 @@ class Agent:
             self._watchers.pop(key, None)
         if rec.kill_requested or key in self._killed_by_us:
             self._status(rec, "TASK_KILLED", source="SOURCE_EXECUTOR", message="Command terminated by a kill request")
+        elif st is not None and st.status == "lost":
+            self._status(rec, "TASK_FAILED", reason="REASON_EXECUTOR_TERMINATED",
+                         message="The task's process ended while the podman service was restarting, and podman "
+                                 "lost its exit status")
         elif st is None or st.status == "removed" or st.exit_code is None:
             # Removed behind our back (podman rm, a store reset): no exit status to report.
             self._status(rec, "TASK_LOST", reason="REASON_EXECUTOR_TERMINATED",

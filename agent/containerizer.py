@@ -32,6 +32,7 @@ import contextlib
 import json
 import logging
 import math
+import os
 import re
 import subprocess
 import threading
@@ -53,7 +54,14 @@ SANDBOX_MOUNT = "/mnt/mesos/sandbox"
 _WRAPPER = f'exec >>{SANDBOX_MOUNT}/stdout 2>>{SANDBOX_MOUNT}/stderr; exec "$@"'
 # podman's own name rule; checked up front so a bad name is a clear spec error, not a podman 500.
 _NAME_RE = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]*$")
-_DONE_STATES = {"exited", "stopped", "removed", "dead"}
+# "lost": podman still says created/configured, but the container's process has come and gone. Seen when the
+# podman service is killed in the middle of a start: runc ran the task, conmon watched it, but the service's
+# database never recorded it running, so nothing ever records its exit either; waiting on it would be forever.
+_DONE_STATES = {"exited", "stopped", "removed", "dead", "lost"}
+
+
+def _pid_gone(pid: int) -> bool:
+    return pid > 0 and not os.path.exists(f"/proc/{pid}")
 
 
 def _norm_status(status: str) -> str:
@@ -248,8 +256,10 @@ class PodmanContainerizer:
     def _state_from_inspect(self, attrs: dict) -> ContainerState:
         st = attrs.get("State") or {}
         status = _norm_status(st.get("Status", "unknown"))
+        if status in ("created", "configured") and _pid_gone(st.get("Pid") or 0):
+            status = "lost"
         cid = attrs["Id"]
-        exit_code = st.get("ExitCode") if status in _DONE_STATES else None
+        exit_code = st.get("ExitCode") if status in _DONE_STATES and status != "lost" else None
         return ContainerState(
             container_id=cid,
             name=attrs.get("Name", "").lstrip("/"),
@@ -340,8 +350,9 @@ class PodmanContainerizer:
             c = self._client().containers.get(name)
         except NotFound:
             return None
-        if c.attrs["State"]["Status"] in ("created", "configured"):
-            # the agent died between create and start: finish the launch
+        state = c.attrs["State"]
+        if state["Status"] in ("created", "configured") and not _pid_gone(state.get("Pid") or 0):
+            # the agent died between create and start: finish the launch (a "lost" one already ran: see wait)
             self._start_or_cleanup(c)
         return c.id
 

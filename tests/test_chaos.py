@@ -25,6 +25,10 @@ def chaos(tmp_path, scenario: str, *extra: str, duration: int = 20, seed: int = 
     data = json.loads(report.read_text())
     assert proc.returncode == (0 if data["ok"] else 1)
     assert data["ok"], proc.stdout[-6000:]
+    # The acknowledged check is only as strong as the indices the leader returned: there must be many.
+    history = [json.loads(line) for line in (tmp_path / "run" / "history.jsonl").read_text().splitlines()]
+    indexed = [r for r in history if r["type"] == "ok" and r.get("index")]
+    assert len(indexed) > 20 and {r["op"] for r in indexed} >= {"launch", "ack"}
     return data
 
 

@@ -205,3 +205,24 @@ async def test_relaunch_finishes_interrupted_launch(cz, mkspec, podman_socket):
     assert await cz.launch(spec) == cid
     st = await asyncio.wait_for(cz.wait(cid), 10)
     assert st.exit_code == 4
+
+
+def test_a_container_podman_lost_track_of_counts_as_ended(tmp_path):
+    """Podman killed in the middle of a start can leave a container "created" in its database although runc ran
+    it (it has a pid) and it has ended: waiting for an exit podman will never record would hang the task."""
+    import subprocess
+    import sys
+
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    z = PodmanContainerizer(tmp_path / "none.sock", start_service=False)
+
+    def attrs(status: str, pid: int) -> dict:
+        return {"Id": "c" * 64, "Name": "x", "State": {"Status": status, "Pid": pid, "ExitCode": 0}}
+
+    lost = z._state_from_inspect(attrs("created", dead.pid))
+    assert lost.status == "lost" and lost.exit_code is None  # podman's ExitCode 0 is not a real exit status
+    assert z._state_from_inspect(attrs("created", 0)).status == "created"  # never started
+    import os
+    assert z._state_from_inspect(attrs("created", os.getpid())).status == "created"  # runc init still waiting
+    assert z._state_from_inspect(attrs("running", dead.pid)).status == "running"  # podman will notice this one
