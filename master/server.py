@@ -81,6 +81,7 @@ class MasterServer:
         self._decide_lock = asyncio.Lock()
         self.serving = False  # leader, and our LeaderElected is folded
         self.serving_term = 0
+        self._serving_over: asyncio.Event | None = None  # set when this serving period ends
         self.framework_streams: dict = {}  # framework_id -> RecordStream
         self.agent_links: dict = {}  # agent_id -> RecordStream
         # Leader's memory, not history: when each agent was last heard from (any agent call: SUBSCRIBE, PING,
@@ -260,12 +261,32 @@ class MasterServer:
         term = self.serving_term if _barrier_term is None else _barrier_term
         batch = ev.Batch(term=term, ts=self.now() if ts is None else ts, events=events, proposal=uuid.uuid4().hex)
         try:
-            first = await self.raft.propose(batch)
+            if _barrier_term is None and self._serving_over is not None:
+                first = await self._propose_while_serving(batch, self._serving_over)
+            else:
+                first = await self.raft.propose(batch)
         except ProposalFailed as e:
             log.warning("proposal failed", error=str(e))
             raise NotLeader(str(e)) from None
         await self.wait_applied(first + len(events) - 1)
         return first
+
+    async def _propose_while_serving(self, batch: ev.Batch, over: asyncio.Event) -> int:
+        """Propose, but give up as soon as this replica stops leading: a leader cut off from its quorum steps down
+        after leaderFallbackTimeout (~1 s), and its clients then get their 503 at once rather than after the
+        proposal timeout, and go find the new leader. As after a timeout, the outcome is unknown: a quorum may
+        already hold the entry, and then the new leader commits it ahead of its own LEADER_ELECTED; anything
+        proposed later than that is fenced (raftlog._Log)."""
+        prop = asyncio.ensure_future(self.raft.propose(batch))
+        stop = asyncio.ensure_future(over.wait())
+        try:
+            done, _ = await asyncio.wait({prop, stop}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stop.cancel()
+        if prop in done:
+            return prop.result()
+        prop.add_done_callback(lambda f: f.cancelled() or f.exception())  # nobody awaits it any more
+        raise ProposalFailed("stopped leading while the proposal was pending")
 
     def agent_heard(self, agent_id: str) -> None:
         """A sign of life from an agent (it called us); chatter, so kept in memory only."""
@@ -330,6 +351,7 @@ class MasterServer:
             self.framework_streams.clear()
             self.agent_links.clear()
             self.serving, self.serving_term = True, term
+            self._serving_over = asyncio.Event()
             self.agent_seen.clear()
             self.elected_at = time.time()
         log.info("serving as leader", replica=self.config.id, term=term, index=self.state.index)
@@ -341,6 +363,8 @@ class MasterServer:
         if not self.serving:
             return
         self.serving = False
+        if self._serving_over is not None:
+            self._serving_over.set()
         log.info("stopped serving", replica=self.config.id, why=why)
         for t in self._leader_tasks:
             t.cancel()
