@@ -62,7 +62,8 @@ def run(args: argparse.Namespace) -> int:
         return 0
     from drover.chaos import netns
     from drover.chaos.report import render
-    from drover.chaos.run import ChaosRun
+    from drover.chaos.netns import NetnsError
+    from drover.chaos.run import ChaosError, ChaosRun
 
     if args.netns and not netns.available():
         raise UsageError("--netns needs root and the ip and iptables commands")
@@ -70,7 +71,10 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(f"--agents must be at least 1, got {args.agents}")
     chaos = ChaosRun(scenario=args.scenario, seed=args.seed, duration=args.duration, data_dir=args.data_dir.resolve(),
                      use_netns=args.netns, agents=args.agents, out=sys.stderr if args.json else sys.stdout)
-    report = chaos.execute()
+    try:
+        report = chaos.execute()
+    except (ChaosError, NetnsError) as e:
+        raise UsageError(str(e)) from None
     path = args.report or (args.data_dir / "report.json")
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(report, indent=2) + "\n")

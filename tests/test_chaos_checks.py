@@ -126,7 +126,17 @@ def test_acknowledged_catches_a_lost_or_overwritten_event():
 
 def test_acknowledged_catches_diverging_replicas():
     c = checks.check_acknowledged(facts_with([], {}), [], {FID}, {"m1": (5, "aaa"), "m2": (5, "bbb")})
-    assert not c.ok and "replica logs differ" in c.violations[0]
+    assert not c.ok and any("replica logs differ" in v for v in c.violations)
+
+
+def test_acknowledged_with_nothing_acknowledged_is_not_a_pass():
+    c = checks.check_acknowledged(facts_with([], {}), [], {FID}, {"m1": (5, "aaa"), "m2": (5, "aaa")})
+    assert not c.ok and "nothing to check" in c.violations[0]
+
+
+def test_tasks_blind_podman_is_a_violation():
+    c = checks.check_tasks(facts_with([], {}), [], {}, {}, {}, ["podman ps exited 125: boom"])
+    assert not c.ok and "could not check for double launches" in c.violations[0]
 
 
 def test_recovery_and_liveness_verdicts():

@@ -9,6 +9,7 @@ Only root can do this; without it `drover chaos` falls back to process faults (f
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 from dataclasses import dataclass, field
 
@@ -19,12 +20,7 @@ class NetnsError(Exception):
 
 def available() -> bool:
     """Root, and the tools this needs (ip, iptables)."""
-    if os.geteuid() != 0:
-        return False
-    for tool in ("ip", "iptables"):
-        if subprocess.run(["sh", "-c", f"command -v {tool}"], capture_output=True).returncode != 0:
-            return False
-    return True
+    return os.geteuid() == 0 and all(shutil.which(tool) for tool in ("ip", "iptables"))
 
 
 def _run(*argv: str, check: bool = True) -> subprocess.CompletedProcess:
@@ -45,7 +41,13 @@ class Network:
 
     @classmethod
     def for_this_process(cls) -> "Network":
-        return cls(tag=20 + os.getpid() % 230)
+        """A tag no other run on this host is using (its bridge does not exist)."""
+        start = os.getpid() % 230
+        for i in range(230):
+            tag = 20 + (start + i) % 230
+            if not os.path.exists(f"/sys/class/net/drvbr{tag}"):
+                return cls(tag=tag)
+        raise NetnsError("no free network tag: remove stale drvbr* bridges (ip link del drvbrN)")
 
     @property
     def bridge(self) -> str:
@@ -62,7 +64,6 @@ class Network:
         return f"drv{self.tag}{node}h"[:15]
 
     def up(self) -> None:
-        self.down()  # leftovers of a crashed run with the same tag
         _run("ip", "link", "add", self.bridge, "type", "bridge")
         _run("ip", "addr", "add", f"{self.host_ip}/24", "dev", self.bridge)
         _run("ip", "link", "set", self.bridge, "up")
@@ -105,20 +106,24 @@ class Network:
             _run("ip", "netns", "exec", ns, "iptables", "-w", "-D", "OUTPUT", "-d", ip, "-j", "DROP", check=False)
             self.cut.discard((n, peer))
 
+    def _ours(self, name: str) -> bool:
+        # drv20m1 is tag 20's, drv200m1 is not: the tag must be followed by the node name.
+        prefix = f"drv{self.tag}"
+        return name.startswith(prefix) and name[len(prefix):len(prefix) + 1].isalpha()
+
     def down(self) -> None:
         """Remove every namespace and link of this tag (idempotent)."""
         listed = _run("ip", "netns", "list", check=False).stdout.split("\n")
-        prefix = f"drv{self.tag}"
         for line in listed:
             name = line.split(" ")[0].strip()
-            if name.startswith(prefix) and name[len(prefix):len(prefix) + 1].isalpha():
+            if self._ours(name):
                 _run("ip", "netns", "del", name, check=False)
         links = _run("ip", "-o", "link", "show", check=False).stdout.splitlines()
         for line in links:
             parts = line.split(":")
             if len(parts) > 1:
                 name = parts[1].strip().split("@")[0]
-                if name == self.bridge or (name.startswith(prefix) and name.endswith("h")):
+                if name == self.bridge or (self._ours(name) and name.endswith("h")):
                     _run("ip", "link", "del", name, check=False)
         self.nodes.clear()
         self.cut.clear()

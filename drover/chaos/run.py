@@ -14,6 +14,7 @@ import os
 import random
 import shutil
 import signal
+import statistics
 import subprocess
 import sys
 import threading
@@ -36,6 +37,11 @@ MASTER_ARGS = ["--heartbeat-interval", "1", "--allocation-interval", "0.5", "--o
                "--agent-reregister-timeout", "10"]
 RECOVERY_TIMEOUT = 60.0
 DRAIN = 90.0
+MARKER = ".drover-chaos"
+
+
+class ChaosError(Exception):
+    """A run that cannot start (bad data dir, no network namespaces): a usage error, not a verdict."""
 
 
 class ChaosCluster(LocalCluster):
@@ -96,7 +102,8 @@ class ChaosRun:
     cluster: ChaosCluster | None = None
     faults: list[Fault] = field(default_factory=list)
     workload_instance: int = 0
-    workload_proc: subprocess.Popen | None = None
+    workload_proc: subprocess.Popen | None = None  # the newest instance
+    workload_procs: list[subprocess.Popen] = field(default_factory=list)
     t0: float = 0.0
     _threads: list[threading.Thread] = field(default_factory=list)
 
@@ -115,18 +122,21 @@ class ChaosRun:
         self.workload_instance += 1
         inst = self.workload_instance
         remaining = max(1.0, self.t0 + self.duration - time.time())
-        log = open(self.data_dir / f"workload-{inst}.log", "ab")
-        self.workload_proc = subprocess.Popen(
-            [sys.executable, "-m", "drover.chaos.workload", "--masters", self.masters_csv(),
-             "--history", str(self.history_path), "--seed", str(self.seed), "--instance", str(inst),
-             "--duration", f"{remaining:.1f}", "--drain", str(DRAIN)],
-            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        with open(self.data_dir / f"workload-{inst}.log", "ab") as log:
+            self.workload_proc = subprocess.Popen(
+                [sys.executable, "-m", "drover.chaos.workload", "--masters", self.masters_csv(),
+                 "--history", str(self.history_path), "--seed", str(self.seed), "--instance", str(inst),
+                 "--duration", f"{remaining:.1f}", "--drain", str(DRAIN)],
+                stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        self.workload_procs.append(self.workload_proc)
         return inst
 
-    def kill_workload(self) -> None:
-        if self.workload_proc is not None and self.workload_proc.poll() is None:
-            self.workload_proc.kill()
-            self.workload_proc.wait()
+    def kill_workload(self, every: bool = False) -> None:
+        """kill -9 the newest instance (a fault), or every instance still running (the end of a run)."""
+        for proc in (self.workload_procs if every else [self.workload_proc]):
+            if proc is not None and proc.poll() is None:
+                proc.kill()
+                proc.wait()
 
     # ---- watching ----------------------------------------------------------------------------------------
     def _status(self, mid: str, timeout: float = 0.5) -> dict | None:
@@ -178,15 +188,12 @@ class ChaosRun:
     def wait_whole(self, f: Fault | None, timeout: float = RECOVERY_TIMEOUT) -> bool:
         deadline = time.time() + timeout
         why = ""
-        converged_once = False
         while time.time() < deadline:
             ok, why = self.whole()
             if ok:
                 if f is not None:
                     f.recovered, f.recovered_at = True, time.time()
                 return True
-            if why.startswith("replicas not converged") and not converged_once:
-                converged_once = True
             time.sleep(0.1)
         if f is not None:
             f.recovered = False
@@ -195,9 +202,14 @@ class ChaosRun:
 
     # ---- the run -------------------------------------------------------------------------------------
     def setup(self) -> None:
-        if self.data_dir.exists():
+        # Emptied first, but only if it is one of ours: this may run as root.
+        if self.data_dir.exists() and any(self.data_dir.iterdir()):
+            if not (self.data_dir / MARKER).exists():
+                raise ChaosError(f"{self.data_dir} is not empty and not a drover chaos data dir; "
+                                 f"choose another --data-dir")
             shutil.rmtree(self.data_dir)
-        self.data_dir.mkdir(parents=True)
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        (self.data_dir / MARKER).write_text("a drover chaos run; the next run with this --data-dir empties it\n")
         use = netns.available() if self.use_netns is None else self.use_netns
         if use and not netns.available():
             raise RuntimeError("network namespaces need root, ip and iptables (run without --netns)")
@@ -211,12 +223,12 @@ class ChaosRun:
         kinds = SCENARIOS[self.scenario]
         rnd = random.Random(self.seed)
         self.t0 = time.time()
-        self.setup()
-        c = self.cluster
-        mode = "netns" if c.network is not None else "process"
-        self.say(f"scenario {self.scenario}, seed {self.seed}, {self.duration:g} s, faults as {mode}; "
-                 f"data in {self.data_dir}")
         try:
+            self.setup()
+            c = self.cluster
+            mode = "netns" if c.network is not None else "process"
+            self.say(f"scenario {self.scenario}, seed {self.seed}, {self.duration:g} s, faults as {mode}; "
+                     f"data in {self.data_dir}")
             c.start()
             c.wait_leader(60)
             c.wait_agents(60)
@@ -225,18 +237,19 @@ class ChaosRun:
             self.wait_whole(None, 30)
             time.sleep(rnd.uniform(2.0, 4.0))
             unreachable_after = PING_TIMEOUT * MAX_PINGS
+            injector = Injector(self, rnd)
             i = 0
             while time.time() < self.t0 + self.duration - 2:
                 kind = kinds[i % len(kinds)] if self.scenario != "mixed" else rnd.choice(kinds)
                 i += 1
-                f = Injector(self, rnd).inject(kind)
+                f = injector.inject(kind)
                 if f is None:
                     time.sleep(0.5)
                     continue
                 self.faults.append(f)
                 self.say(f"fault {len(self.faults)}: {f.kind} of {f.target} ({f.mode})")
                 time.sleep(hold_seconds(kind, rnd, unreachable_after))
-                Injector(self, rnd).heal(f)
+                injector.heal(f)
                 ok = self.wait_whole(f)
                 self.say(f"  healed; cluster whole again after {f.recovered_at - f.healed_at:.2f} s" if ok else
                          f"  NOT whole again: {f.notes[-1]}")
@@ -249,10 +262,14 @@ class ChaosRun:
         finally:
             for t in self._threads:
                 t.join(timeout=1)
-            self.kill_workload()
-            c.stop()
-            if c.network is not None:
-                c.network.down()
+            self.kill_workload(every=True)
+            c = self.cluster
+            try:
+                if c is not None and c.layout:
+                    c.stop()
+            finally:
+                if c is not None and c.network is not None:
+                    c.network.down()
         return self.verdict(collected)
 
     def restore(self) -> None:
@@ -286,28 +303,33 @@ class ChaosRun:
         history = read_history(self.history_path)
         fids = sorted({r["framework_id"] for r in history if r["type"] == "ok" and r.get("op") == "subscribe"})
         env = {**os.environ, **podman_env()}
+        blind: list[str] = []
         containers: dict[str, int] = {}
-        creates: dict[str, int] = {}
+        starts: dict[str, int] = {}
         for fid in fids:
-            out = subprocess.run(["podman", "ps", "-a", "--filter", f"label=drover.framework={fid}", "--format", "json"],
-                                 env=env, capture_output=True, text=True, timeout=120).stdout
-            for ctr in json.loads(out or "[]"):
+            ps = subprocess.run(["podman", "ps", "-a", "--filter", f"label=drover.framework={fid}", "--format", "json"],
+                                env=env, capture_output=True, text=True, timeout=120)
+            if ps.returncode != 0:
+                blind.append(f"podman ps exited {ps.returncode}: {ps.stderr.strip()[-200:]}")
+            for ctr in json.loads(ps.stdout or "[]"):
                 tid = (ctr.get("Labels") or {}).get("drover.task")
                 containers[tid] = containers.get(tid, 0) + 1
         since = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(self.t0 - 60))
-        out = subprocess.run(["podman", "events", "--stream=false", "--since", since, "--filter", "event=create",
-                              "--format", "json"], env=env, capture_output=True, text=True, timeout=120).stdout
-        for line in out.splitlines():
+        evs = subprocess.run(["podman", "events", "--stream=false", "--since", since, "--filter", "event=start",
+                              "--format", "json"], env=env, capture_output=True, text=True, timeout=120)
+        if evs.returncode != 0:
+            blind.append(f"podman events exited {evs.returncode}: {evs.stderr.strip()[-200:]}")
+        for line in evs.stdout.splitlines():
             try:
                 attrs = json.loads(line).get("Attributes") or {}
             except ValueError:
                 continue
             if attrs.get("drover.framework") in fids:
                 tid = attrs.get("drover.task")
-                creates[tid] = creates.get(tid, 0) + 1
+                starts[tid] = starts.get(tid, 0) + 1
         agent_ids = {a["id"]: c.agent_id(a["id"]) for a in c.layout["agents"]}
-        return {"agents": agents, "framework_ids": fids, "containers": containers, "creates": creates,
-                "agent_ids": agent_ids, "open_tasks": self.open_task_containers(history, env)}
+        return {"agents": agents, "framework_ids": fids, "containers": containers, "starts": starts,
+                "agent_ids": agent_ids, "blind": blind, "open_tasks": self.open_task_containers(history, env)}
 
     def open_task_containers(self, history: list[dict], env: dict) -> dict[str, list[dict]]:
         """Podman's view of the containers of tasks the workload still had open at its end (a liveness failure):
@@ -344,7 +366,8 @@ class ChaosRun:
         facts = checks.LogFacts.read(stores[ref], fids)
         timings(self.faults, facts, history, collected["agent_ids"])
         results = [
-            checks.check_tasks(facts, history, collected["agents"], collected["containers"], collected["creates"]),
+            checks.check_tasks(facts, history, collected["agents"], collected["containers"], collected["starts"],
+                               collected["blind"]),
             checks.check_acknowledged(facts, history, fids, digests),
             checks.check_replay(stores),
             checks.check_recovery(self.faults),
@@ -426,10 +449,5 @@ def recovery_summary(faults: list[Fault]) -> dict:
     for f in faults:
         for k, v in f.timings.items():
             out.setdefault(k, []).append(v)
-    summary = {}
-    for k, vs in sorted(out.items()):
-        vs = sorted(vs)
-        summary[k] = {"n": len(vs), "median": round(vs[len(vs) // 2] if len(vs) % 2 else
-                                                     (vs[len(vs) // 2 - 1] + vs[len(vs) // 2]) / 2, 3),
-                      "max": round(vs[-1], 3)}
-    return summary
+    return {k: {"n": len(vs), "median": round(statistics.median(vs), 3), "max": round(max(vs), 3)}
+            for k, vs in sorted(out.items())}

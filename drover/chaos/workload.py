@@ -175,7 +175,10 @@ class Workload:
                     first, _, last = idx.partition("-") if idx else (None, "", None)
                     self.history.write("ok", op=op, index=[int(first), int(last)] if idx else None, **fields)
                     return True
-                self.history.write("fail", op=op, status=r.status, text=text[:200], **fields)
+                # A 503 may come after the leader proposed (it lost leadership or the proposal timed out): the
+                # outcome is unknown, as Jepsen's "info". Other refusals come before anything is proposed.
+                self.history.write("info" if r.status == 503 else "fail", op=op, status=r.status, text=text[:200],
+                                   **fields)
                 if r.status in (403, 503, 307):
                     raise Lost(f"{op}: HTTP {r.status}")
                 return False
