@@ -241,12 +241,15 @@ class Agent:
         safe = lambda s: re.sub(r"[^a-zA-Z0-9_.-]", "_", s)  # noqa: E731
         return self.config.work_dir / "sandboxes" / safe(rec.framework_id) / safe(rec.spec.task_id)
 
+    def _killed_before_launch(self, rec: TaskRecord) -> None:
+        self._status(rec, "TASK_KILLED", reason="REASON_TASK_KILLED_DURING_LAUNCH",
+                     message="Task killed before it was launched")
+        # After an agent restart, or a launch cut short, the container may exist although we never recorded its id.
+        self._spawn(self._kill_strays(rec.framework_id, rec.spec.task_id, rec.spec.kill_grace_seconds or 3.0))
+
     async def _launch(self, rec: TaskRecord) -> None:
         if rec.kill_requested:
-            self._status(rec, "TASK_KILLED", reason="REASON_TASK_KILLED_DURING_LAUNCH",
-                         message="Task killed before it was launched")
-            # After an agent restart the container may exist although we never recorded its id.
-            self._spawn(self._kill_strays(rec.framework_id, rec.spec.task_id, rec.spec.kill_grace_seconds or 3.0))
+            self._killed_before_launch(rec)
             return
         if rec.state == "TASK_STAGING":  # a launch resumed after an agent restart already announced it
             self._status(rec, "TASK_STARTING", source="SOURCE_EXECUTOR")
@@ -264,6 +267,11 @@ class Agent:
                     "drover.task": rec.spec.task_id},
             sandbox_dir=sandbox,
         )
+        try:
+            self.containerizer.validate(spec)  # the task's own fault: no waiting for podman would help
+        except ContainerLaunchError as e:
+            self._status(rec, "TASK_FAILED", reason="REASON_CONTAINER_LAUNCH_FAILED", message=str(e))
+            return
         deadline = time.monotonic() + self.config.launch_retry_seconds
         backoff = 0.25
         while True:
@@ -279,13 +287,12 @@ class Agent:
                     backoff = min(backoff * 2, 2.0)
                     continue
                 if rec.kill_requested:
-                    self._status(rec, "TASK_KILLED", reason="REASON_TASK_KILLED_DURING_LAUNCH",
-                                 message="Task killed before it was launched")
-                    self._spawn(self._kill_strays(rec.framework_id, rec.spec.task_id,
-                                                  rec.spec.kill_grace_seconds or 3.0))
+                    self._killed_before_launch(rec)
                     return
                 msg = str(e) if isinstance(e, ContainerLaunchError) else f"launch failed: {e}"
                 self._status(rec, "TASK_FAILED", reason="REASON_CONTAINER_LAUNCH_FAILED", message=msg)
+                # The service may have created (even started) it before it went away: nothing of it may run on.
+                self._spawn(self._kill_strays(rec.framework_id, rec.spec.task_id, rec.spec.kill_grace_seconds or 3.0))
                 return
         rec.container_id = cid
         self.checkpoint()

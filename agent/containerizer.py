@@ -60,6 +60,14 @@ _NAME_RE = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]*$")
 _DONE_STATES = {"exited", "stopped", "removed", "dead", "lost"}
 
 
+def _status_of(status: str, pid: int) -> str:
+    """podman's status, normalised; "lost" for created/configured with a pid that is gone. The agent must share
+    podman's PID namespace (it runs on the same host) for the pid check to mean anything."""
+    if status in ("created", "configured") and _pid_gone(pid):
+        return "lost"
+    return _norm_status(status)
+
+
 def _pid_gone(pid: int) -> bool:
     return pid > 0 and not os.path.exists(f"/proc/{pid}")
 
@@ -255,9 +263,7 @@ class PodmanContainerizer:
     # ------------------------------------------------------------------------------------------------ state
     def _state_from_inspect(self, attrs: dict) -> ContainerState:
         st = attrs.get("State") or {}
-        status = _norm_status(st.get("Status", "unknown"))
-        if status in ("created", "configured") and _pid_gone(st.get("Pid") or 0):
-            status = "lost"
+        status = _status_of(st.get("Status", "unknown"), st.get("Pid") or 0)
         cid = attrs["Id"]
         exit_code = st.get("ExitCode") if status in _DONE_STATES and status != "lost" else None
         return ContainerState(
@@ -267,15 +273,15 @@ class PodmanContainerizer:
             status=status,
             exit_code=exit_code,
             started_at=_iso(st.get("StartedAt")),
-            finished_at=_iso(st.get("FinishedAt")) if status in _DONE_STATES else None,
+            finished_at=_iso(st.get("FinishedAt")) if status in _DONE_STATES and status != "lost" else None,
             oom_suspected=exit_code == 137 and cid not in self._killed,
         )
 
     def _state_from_list(self, attrs: dict) -> ContainerState:
         # sparse list items already carry State/ExitCode/ExitedAt/Labels: no per-container inspect needed
-        status = _norm_status(attrs.get("State", "unknown"))
+        status = _status_of(attrs.get("State", "unknown"), attrs.get("Pid") or 0)
         cid = attrs["Id"]
-        exit_code = attrs.get("ExitCode") if status in _DONE_STATES else None
+        exit_code = attrs.get("ExitCode") if status in _DONE_STATES and status != "lost" else None
         names = attrs.get("Names") or [""]
         return ContainerState(
             container_id=cid,
@@ -330,6 +336,10 @@ class PodmanContainerizer:
         if not argv:
             raise ContainerLaunchError("invalid task command: no command value and the image has no entrypoint/cmd")
         return argv
+
+    def validate(self, spec: ContainerSpec) -> None:
+        """Raise ContainerLaunchError if the spec itself is invalid (no podman involved)."""
+        self._validate(spec)
 
     def _validate(self, spec: ContainerSpec) -> None:
         if not spec.name or not _NAME_RE.match(spec.name):
