@@ -150,7 +150,8 @@ def check_tasks(facts: LogFacts, history: list[dict], agents: dict[str, dict | N
     n = len(set(invoked) | set(facts.accepted))
     # podman's event file rotates at its size limit (deploy/containers.conf raises it): say if it did.
     events_note = "" if sum(starts.values()) >= sum(containers.values()) else \
-        f"; only {sum(starts.values())} podman start events for {sum(containers.values())} containers (rotated?)"
+        f"; only {sum(starts.values())} podman start events for {sum(containers.values())} containers (a start " \
+        f"cut short by a podman restart may log none; or the event file rotated)"
     return Check("tasks", not v, f"{n} tasks: {ended} ended with one terminal state, {running} still running "
                                  f"and known, {never} never committed{events_note}", v)
 
