@@ -308,20 +308,10 @@ class Agent:
 
     async def _wait_exit(self, rec: TaskRecord) -> None:
         key = (rec.framework_id, rec.spec.task_id)
-        backoff = 0.5
         try:
-            while True:
-                try:
-                    st = await self.containerizer.wait(rec.container_id)
-                    break
-                except asyncio.CancelledError:
-                    raise
-                except Exception as e:
-                    # The podman service is down or restarting: the container (run by conmon) is not lost with
-                    # it. Keep asking until the service answers again.
-                    log.warning("cannot wait for a container yet", task=rec.spec.task_id, error=str(e))
-                    await asyncio.sleep(backoff)
-                    backoff = min(backoff * 2, 5.0)
+            # While the podman service is down or restarting the container (run by conmon) lives on: keep asking.
+            _, st = await _with_backoff(lambda: self.containerizer.wait(rec.container_id),
+                                        "cannot wait for a container yet", rec.spec.task_id)
         finally:
             self._watchers.pop(key, None)
         if rec.kill_requested or key in self._killed_by_us:
@@ -369,32 +359,16 @@ class Agent:
         task.add_done_callback(lambda _t: self._stopping.pop(key, None))
 
     async def _stop_container(self, rec: TaskRecord, grace: float) -> None:
-        backoff = 0.5
-        while not rec.terminal_sent:
-            try:
-                await self.containerizer.kill(rec.container_id, grace)
-                return
-            except asyncio.CancelledError:
-                raise
-            except Exception as e:
-                log.warning("kill failed; retrying", task=rec.spec.task_id, error=str(e))
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, 5.0)
+        await _with_backoff(lambda: self.containerizer.kill(rec.container_id, grace), "kill failed; retrying",
+                            rec.spec.task_id, go_on=lambda: not rec.terminal_sent)
 
     async def _kill_strays(self, framework_id: str, task_id: str, grace: float) -> None:
-        backoff = 0.5
-        for _ in range(20):
-            try:
-                for c in await self.containerizer.list({"drover.framework": framework_id, "drover.task": task_id}):
-                    if c.status == "running":
-                        await self.containerizer.kill(c.container_id, grace)
-                return
-            except asyncio.CancelledError:
-                raise
-            except Exception as e:
-                log.warning("cannot check for a stray container yet", task=task_id, error=str(e))
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, 5.0)
+        async def kill_running() -> None:
+            for c in await self.containerizer.list({"drover.framework": framework_id, "drover.task": task_id}):
+                if c.status == "running":
+                    await self.containerizer.kill(c.container_id, grace)
+
+        await _with_backoff(kill_running, "cannot check for a stray container yet", task_id, attempts=20)
 
     # ---- status updates ------------------------------------------------------------------------------------
     def _status(self, rec: TaskRecord, state: str, *, source: str = "SOURCE_AGENT", reason: str | None = None,
@@ -480,6 +454,23 @@ class Agent:
                     log.debug("status update not accepted", status=resp.status)
         except (aiohttp.ClientError, asyncio.TimeoutError) as e:
             log.debug("status update send failed", error=str(e))
+
+
+async def _with_backoff(op, warning: str, task_id: str, *, go_on=lambda: True, attempts: int | None = None):
+    """Run `op()` until it succeeds (podman calls fail while its service restarts), backing off 0.5 s to 5 s,
+    while `go_on()` holds and for at most `attempts` tries. Returns (True, result), or (False, None) on giving up."""
+    backoff, tries = 0.5, 0
+    while go_on() and (attempts is None or tries < attempts):
+        tries += 1
+        try:
+            return True, await op()
+        except asyncio.CancelledError:
+            raise
+        except Exception as e:
+            log.warning(warning, task=task_id, error=str(e))
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, 5.0)
+    return False, None
 
 
 async def run_agent(config: AgentConfig, stop: asyncio.Event | None = None) -> None:
