@@ -146,8 +146,7 @@ class LocalCluster:
 
     def leader(self) -> str | None:
         for m in self.layout["masters"]:
-            proc = self.procs.get(m["id"])
-            if proc is None or proc.poll() is not None:
+            if not self.alive(m["id"]):
                 continue
             st = self.status(m["id"])
             if st and st["serving"]:
@@ -180,19 +179,29 @@ class LocalCluster:
             time.sleep(0.2)
         raise TimeoutError("agents did not register")
 
-    def kill(self, name: str, sig: int = signal.SIGKILL) -> None:
+    def alive(self, name: str) -> bool:
+        proc = self.procs.get(name)
+        return proc is not None and proc.poll() is None
+
+    def kill(self, name: str, sig: int = signal.SIGKILL, wait: bool = True) -> None:
+        """Signal a component (kill -9 by default) and, unless `wait` is False (SIGSTOP/SIGCONT), reap it."""
         proc = self.procs.get(name)
         if proc is not None and proc.poll() is None:
             proc.send_signal(sig)
-            proc.wait(timeout=30)
+            if wait:
+                proc.wait(timeout=30)
+
+    def agent_id(self, aid: str) -> str | None:
+        """The id agent `aid` registered under (its checkpoint), None before it first registered."""
+        a = next(a for a in self.layout["agents"] if a["id"] == aid)
+        try:
+            return json.loads((Path(a["work_dir"]) / "meta" / "agent.json").read_text()).get("agent_id")
+        except (OSError, ValueError):
+            return None
 
     def stop(self) -> None:
         """Stop agents, then masters, remove this cluster's containers, stop Podman."""
-        agent_ids = []
-        for a in self.layout.get("agents", []):
-            cp = Path(a["work_dir"]) / "meta" / "agent.json"
-            if cp.exists():
-                agent_ids.append(json.loads(cp.read_text()).get("agent_id"))
+        agent_ids = [self.agent_id(a["id"]) for a in self.layout.get("agents", [])]
         order = [a["id"] for a in self.layout.get("agents", [])] + [m["id"] for m in self.layout.get("masters", [])]
         for name in order:
             proc = self.procs.get(name)

@@ -107,7 +107,7 @@ class Injector:
 
     def _inject_flap_follower(self) -> Fault | None:
         leader = self.cluster.leader()
-        followers = [m for m in self._others(leader)] if leader else []
+        followers = self._others(leader) if leader else []
         if not followers:
             return None
         target = self.rnd.choice(followers)
@@ -179,7 +179,7 @@ class Injector:
         if net is not None:
             net.partition(node, peers)
             return "netns"
-        self.cluster.signal(node, signal.SIGSTOP)
+        self.cluster.kill(node, signal.SIGSTOP, wait=False)
         return "process"
 
     def _unpartition(self, f: Fault) -> None:
@@ -187,4 +187,4 @@ class Injector:
         if net is not None and f.mode == "netns":
             net.heal(f.target)
         else:
-            self.cluster.signal(f.target, signal.SIGCONT)
+            self.cluster.kill(f.target, signal.SIGCONT, wait=False)

@@ -27,7 +27,7 @@ from agent.images import podman_env
 from drover.chaos import checks, netns
 from drover.chaos.faults import SCENARIOS, Fault, Injector, hold_seconds
 from drover.chaos.workload import read_history
-from drover.local import LocalCluster, free_port
+from drover.local import LocalCluster
 from eventstore import events as ev
 
 # Short timeouts so that faults are noticed within a run; all are ordinary master flags.
@@ -71,23 +71,6 @@ class ChaosCluster(LocalCluster):
         if self.network is not None and name in self.network.nodes:
             argv = self.network.wrap(name, argv)
         return super()._spawn(name, argv)
-
-    def signal(self, name: str, sig: int) -> None:
-        proc = self.procs.get(name)
-        if proc is not None and proc.poll() is None:
-            proc.send_signal(sig)
-
-    def alive(self, name: str) -> bool:
-        proc = self.procs.get(name)
-        return proc is not None and proc.poll() is None
-
-    def agent_id(self, aid: str) -> str | None:
-        a = next(a for a in self.layout["agents"] if a["id"] == aid)
-        cp = Path(a["work_dir"]) / "meta" / "agent.json"
-        try:
-            return json.loads(cp.read_text()).get("agent_id")
-        except (OSError, ValueError):
-            return None
 
 
 @dataclass
@@ -278,11 +261,11 @@ class ChaosRun:
         if c.network is not None:
             c.network.heal()
         for m in c.layout["masters"]:
-            c.signal(m["id"], signal.SIGCONT)
+            c.kill(m["id"], signal.SIGCONT, wait=False)
             if not c.alive(m["id"]):
                 c.start_master(m["id"])
         for a in c.layout["agents"]:
-            c.signal(a["id"], signal.SIGCONT)
+            c.kill(a["id"], signal.SIGCONT, wait=False)
             if not c.alive(a["id"]):
                 c.start_agent(a["id"])
         if not c.alive("podman"):
