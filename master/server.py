@@ -25,6 +25,8 @@ from eventstore.store import STORE_FILE, AsyncEventStore
 from master import effects as fx
 from master.allocation import decide_offers, expired_offers
 from master.allocator import AllocatorConfig
+from master.decide import DecideConfig
+from master.limits import Limits
 from master.state import State, apply, decode_snapshot, encode_snapshot, state_hash
 
 log = structlog.get_logger("drover.master")
@@ -58,10 +60,18 @@ class MasterConfig:
     # Mesos's --agent_reregister_timeout: after a leader change, an agent not heard from since the election gets
     # this long to re-register (all agents reconnect at once after a failover) before it is marked unreachable.
     agent_reregister_timeout: float = 600.0
+    limits: Limits = field(default_factory=Limits)
 
     @property
     def agent_unreachable_after(self) -> float:
         return self.agent_ping_timeout * self.max_agent_ping_timeouts
+
+    def decide_config(self) -> DecideConfig:
+        """The part of this configuration the pure deciders see."""
+        return DecideConfig(allocation_interval=self.allocator.allocation_interval,
+                            framework_failover_grace=self.framework_failover_grace,
+                            agent_unreachable_after=self.agent_unreachable_after,
+                            agent_reregister_timeout=self.agent_reregister_timeout, limits=self.limits)
 
 
 class NotLeader(Exception):
