@@ -300,5 +300,45 @@ def _sub_one(a: Resource, b: Resource) -> Resource:
     return Resource(a.name, a.type, items=tuple(sorted(set(a.items) - set(b.items))), role=a.role)
 
 
+def resources_problem(items: Iterable[Resource]) -> str | None:
+    """Why a list of resource records cannot form a `Resources` bag (or be folded), or None if it can.
+
+    The rules the fold relies on: every name has one type across the list (a resource sent both as SCALAR and
+    RANGES would make every later sum raise), scalars are finite and within MAX_SCALAR, ranges are well-formed
+    (begin <= end, within bounds, at most MAX_RANGES pieces), sets are bounded, names and roles valid."""
+    from eventstore.values import MAX_NAME_LENGTH, MAX_RANGE_VALUE, MAX_RANGES, MAX_SCALAR, MAX_SET_ITEMS, role_problem
+
+    types: dict[str, str] = {}
+    for r in items:
+        if not isinstance(r.name, str) or not r.name or len(r.name) > MAX_NAME_LENGTH:
+            return f"Invalid resource name {str(r.name)[:64]!r}"
+        if r.type not in ("SCALAR", "RANGES", "SET"):
+            return f"Resource {r.name}: unknown type {r.type!r}"
+        if types.setdefault(r.name, r.type) != r.type:
+            return f"Resource {r.name} is given as both {types[r.name]} and {r.type}"
+        if (why := role_problem(r.role)) is not None:
+            return f"Resource {r.name}: {why}"
+        if r.type == "SCALAR":
+            v = r.scalar
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not (0.0 <= v <= MAX_SCALAR):
+                return f"Resource {r.name}: scalar must be a finite number in [0, {MAX_SCALAR:g}], got {v!r}"
+        elif r.type == "RANGES":
+            if len(r.ranges) > MAX_RANGES:
+                return f"Resource {r.name}: more than {MAX_RANGES} ranges"
+            for rg in r.ranges:
+                if len(rg) != 2:
+                    return f"Resource {r.name}: a range must be [begin, end]"
+                b, e = rg
+                if (isinstance(b, bool) or isinstance(e, bool) or not isinstance(b, int) or not isinstance(e, int)
+                        or not (0 <= b <= e <= MAX_RANGE_VALUE)):
+                    return f"Resource {r.name}: invalid range [{b}-{e}] (0 <= begin <= end <= {MAX_RANGE_VALUE})"
+        else:
+            if len(r.items) > MAX_SET_ITEMS:
+                return f"Resource {r.name}: more than {MAX_SET_ITEMS} set items"
+            if any(not isinstance(i, str) or len(i) > MAX_NAME_LENGTH for i in r.items):
+                return f"Resource {r.name}: invalid set item"
+    return None
+
+
 def ranges_count(rs: tuple[tuple[int, int], ...]) -> int:
     return _ranges_count(rs)

@@ -41,6 +41,8 @@ class Decision:
     refusal: Refused | None = None
     # Sent after the events are folded (or at once when there are none): answers that are not history.
     messages: list[Effect] = field(default_factory=list)
+    # A call-specific result for the handler (e.g. the framework id a SUBSCRIBE got); None if nothing.
+    reply: object = None
 
     @staticmethod
     def refuse(status: int, message: str) -> "Decision":
