@@ -5,20 +5,46 @@ Rules (see docs/events.md):
   function of the log (time, new IDs, the allocator's choice) is a field here.
 - The leader's timestamp, the Raft term and the log index are on the
   `Envelope`, not on each event: one batch shares one timestamp.
-- Encoding is msgspec JSON with a "type" tag. Adding an optional field is a
-  compatible change; renaming or removing one bumps CATALOGUE_VERSION.
-  An unknown "type" is an error (`UnknownEvent`), never silently skipped.
+- Encoding is msgspec JSON with a "type" tag, and it is the only encoding: a
+  Raft entry carries each event's JSON bytes and the store keeps those same
+  bytes, so a live replica, a restarted one and replay fold identical input.
+  Adding an optional field is a compatible change; renaming or removing one
+  bumps CATALOGUE_VERSION. An unknown "type" is an error (`UnknownEvent`).
+- Every field's rules (eventstore/values.py: ids, roles, finite bounded
+  numbers, sizes) are part of its type. `encode_event` is the commit gate: it
+  refuses (`InvalidEvent`) an event that would not decode, or that breaks a
+  rule the fold relies on (`event_problem`), so only events the fold accepts
+  are ever committed. Non-finite floats cannot be represented (JSON has none).
 """
 
 from __future__ import annotations
 
-from typing import Union
+from typing import Annotated, Literal, Union
 
 import msgspec
 
-from eventstore.resources import Resource
+from eventstore.resources import Resource, resources_problem
+from eventstore.values import (MAX_LIST, MAX_TEXT_LENGTH, Address, Count, Id, Name, Role, Scalar, Seconds, Text,
+                               Timestamp, Weight)
+from eventstore.vocab import SourceName, TaskStateName
 
-CATALOGUE_VERSION = 1
+# 2: events travel as JSON on the Raft log too (was msgpack), and carry their value rules.
+CATALOGUE_VERSION = 2
+
+Data = Annotated[str, msgspec.Meta(max_length=4 * 1024 * 1024)]  # base64 task data, passed through
+Finite = Annotated[float, msgspec.Meta(ge=-1e300, le=1e300)]
+Uuid = Annotated[str, msgspec.Meta(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9+/=_-]+$")]
+# A task id as a framework sent it, for a rejection: it may be the very reason the task was refused (an
+# invalid id), so only its length is bounded; it never becomes a path or a key of state.
+AnyTaskId = Annotated[str, msgspec.Meta(max_length=1024)]
+
+
+def _list(t: object, n: int = MAX_LIST) -> object:
+    return Annotated[list[t], msgspec.Meta(max_length=n)]  # type: ignore[valid-type]
+
+
+class InvalidEvent(ValueError):
+    """An event that must not be committed: it would not decode, or the fold could not take it."""
 
 
 class UnknownEvent(Exception):
@@ -33,24 +59,25 @@ class Base(msgspec.Struct, tag_field="type", omit_defaults=True, forbid_unknown_
 
 
 class Label(msgspec.Struct, array_like=True):
-    key: str
-    value: str = ""
+    key: Name
+    value: Text = ""
 
 
 class FrameworkInfo(msgspec.Struct, omit_defaults=True):
-    name: str
-    user: str
-    roles: list[str] = msgspec.field(default_factory=lambda: ["*"])
+    name: Name
+    user: Name
+    roles: _list(Role, 1000) = msgspec.field(default_factory=lambda: ["*"])  # type: ignore[valid-type]
     multi_role: bool = False  # subscribed with MULTI_ROLE (roles) vs the legacy single role
-    capabilities: list[str] = msgspec.field(default_factory=list)
-    failover_timeout: float = 0.0
+    capabilities: _list(Name, 100) = msgspec.field(default_factory=list)  # type: ignore[valid-type]
+    failover_timeout: Seconds = 0.0
     checkpoint: bool = False
-    principal: str | None = None
-    hostname: str | None = None
-    webui_url: str | None = None
-    labels: list[Label] = msgspec.field(default_factory=list)
+    principal: Name | None = None
+    hostname: Name | None = None
+    webui_url: Text | None = None
+    labels: _list(Label, 1000) = msgspec.field(default_factory=list)  # type: ignore[valid-type]
     # FrameworkInfo.offer_filters: role -> alternative quantity sets an offer must hold ([] = anything)
-    min_allocatable: dict[str, list[dict[str, float]]] = msgspec.field(default_factory=dict)
+    min_allocatable: dict[Role, _list(dict[Name, Scalar], 100)] = msgspec.field(  # type: ignore[valid-type]
+        default_factory=dict)
 
     def priority(self) -> float:
         """For `--framework-sorter priority`: the framework's `priority` label (a Drover extension)."""
@@ -65,88 +92,88 @@ class FrameworkInfo(msgspec.Struct, omit_defaults=True):
 
 class CommandSpec(msgspec.Struct, omit_defaults=True):
     shell: bool = True
-    value: str | None = None
-    arguments: list[str] = msgspec.field(default_factory=list)
-    env: list[Label] = msgspec.field(default_factory=list)  # name/value pairs, in the framework's order
-    user: str | None = None
+    value: Text | None = None
+    arguments: _list(Text, 1000) = msgspec.field(default_factory=list)  # type: ignore[valid-type]
+    env: _list(Label, 1000) = msgspec.field(default_factory=list)  # type: ignore[valid-type]  # framework's order
+    user: Name | None = None
 
 
 class TaskSpec(msgspec.Struct, omit_defaults=True):
     """What a framework asked to run, as validated by the leader."""
 
-    task_id: str
-    name: str
-    agent_id: str
-    resources: list[Resource]
+    task_id: Id
+    name: Name
+    agent_id: Id
+    resources: _list(Resource, 1000)  # type: ignore[valid-type]
     command: CommandSpec
-    image: str | None = None
-    labels: list[Label] = msgspec.field(default_factory=list)
-    kill_grace_seconds: float | None = None
-    data: str | None = None  # base64, passed through
-    role: str = "*"  # the allocation role of the offers it was launched from
+    image: Name | None = None
+    labels: _list(Label, 1000) = msgspec.field(default_factory=list)  # type: ignore[valid-type]
+    kill_grace_seconds: Seconds | None = None
+    data: Data | None = None  # base64, passed through
+    role: Role = "*"  # the allocation role of the offers it was launched from
 
 
 class TaskStatus(msgspec.Struct, omit_defaults=True):
     """One status update. `uuid` (base64 of 16 bytes) is set only for agent updates that need an ack."""
 
-    state: str
-    source: str  # SOURCE_MASTER | SOURCE_AGENT | SOURCE_EXECUTOR
-    timestamp: float
-    uuid: str | None = None
-    reason: str | None = None
-    message: str | None = None
-    container_id: str | None = None
-    unreachable_time: float | None = None  # set on master-generated TASK_UNREACHABLE statuses (seconds)
+    state: TaskStateName
+    source: SourceName
+    timestamp: Timestamp
+    uuid: Uuid | None = None
+    reason: Name | None = None
+    message: Text | None = None
+    container_id: Name | None = None
+    unreachable_time: Timestamp | None = None  # set on master-generated TASK_UNREACHABLE statuses (seconds)
 
 
 class OfferRecord(msgspec.Struct, omit_defaults=True):
-    offer_id: str
-    framework_id: str
-    agent_id: str
-    role: str
-    resources: list[Resource]
+    offer_id: Id
+    framework_id: Id
+    agent_id: Id
+    role: Role
+    resources: _list(Resource, 10_000)  # type: ignore[valid-type]
 
 
 class Candidate(msgspec.Struct, array_like=True):
     """One entry of the allocator's sorted order when it decided: why this framework came first.
     `share` and `allocations` rank it among its role's frameworks; `role_share` ranks its role."""
 
-    framework_id: str
-    role: str
-    share: float
-    allocations: int
-    role_share: float = 0.0
+    framework_id: Id
+    role: Role
+    share: Finite
+    allocations: Count
+    role_share: Finite = 0.0
 
 
 class AgentDecision(msgspec.Struct, omit_defaults=True):
-    agent_id: str
-    order: list[Candidate]
-    stage: int = 2  # 1: quota guarantees, 2: everything
-    skipped: list[list[str]] = msgspec.field(default_factory=list)  # [framework_id, why] pairs
+    agent_id: Id
+    order: _list(Candidate)  # type: ignore[valid-type]
+    stage: Literal[1, 2] = 2  # 1: quota guarantees, 2: everything
+    skipped: _list(_list(Text, 2)) = msgspec.field(default_factory=list)  # type: ignore[valid-type]
 
 
 class TaskReport(msgspec.Struct, omit_defaults=True):
     """A task an agent says it has, when it (re-)registers."""
 
-    framework_id: str
-    task_id: str
-    state: str
+    framework_id: Id
+    task_id: Id
+    state: TaskStateName
     spec: TaskSpec | None = None
 
 
 class Rejection(msgspec.Struct, omit_defaults=True):
-    task_id: str
-    state: str  # TASK_ERROR / TASK_LOST / TASK_DROPPED
-    reason: str
-    message: str
+    task_id: AnyTaskId
+    state: TaskStateName  # TASK_ERROR / TASK_LOST / TASK_DROPPED
+    reason: Name
+    message: Text
 
 
 # ---- the events ---------------------------------------------------------------------------
 
 
 class ClusterCreated(Base, tag="CLUSTER_CREATED"):
-    cluster_id: str
-    catalogue_version: int = CATALOGUE_VERSION
+    cluster_id: Id
+    catalogue_version: Count = CATALOGUE_VERSION
 
 
 class LeaderElected(Base, tag="LEADER_ELECTED"):
@@ -156,129 +183,129 @@ class LeaderElected(Base, tag="LEADER_ELECTED"):
     and marks frameworks and agents disconnected until they reconnect to this leader.
     `config` is the leader's allocation-relevant flags, so `verify` can re-decide."""
 
-    leader_id: str
-    http: str
-    term: int
-    config: dict[str, object] = msgspec.field(default_factory=dict)
+    leader_id: Name
+    http: Address
+    term: Count
+    config: dict[Name, object] = msgspec.field(default_factory=dict)
 
 
 class FrameworkSubscribed(Base, tag="FRAMEWORK_SUBSCRIBED"):
-    framework_id: str
+    framework_id: Id
     info: FrameworkInfo
-    suppressed_roles: list[str] = msgspec.field(default_factory=list)
+    suppressed_roles: _list(Role, 1000) = msgspec.field(default_factory=list)  # type: ignore[valid-type]
     resubscribe: bool = False
 
 
 class FrameworkDisconnected(Base, tag="FRAMEWORK_DISCONNECTED"):
-    framework_id: str
+    framework_id: Id
 
 
 class FrameworkRemoved(Base, tag="FRAMEWORK_REMOVED"):
-    framework_id: str
-    reason: str  # "teardown" | "failover_timeout"
+    framework_id: Id
+    reason: Name  # "teardown" | "failover_timeout"
 
 
 class RolesSuppressed(Base, tag="ROLES_SUPPRESSED"):
-    framework_id: str
-    roles: list[str]
+    framework_id: Id
+    roles: _list(Role, 1000)  # type: ignore[valid-type]
 
 
 class RolesRevived(Base, tag="ROLES_REVIVED"):
-    framework_id: str
-    roles: list[str]
+    framework_id: Id
+    roles: _list(Role, 1000)  # type: ignore[valid-type]
 
 
 class AgentRegistered(Base, tag="AGENT_REGISTERED"):
-    agent_id: str
-    hostname: str
-    http: str
-    resources: list[Resource]
-    attributes: list[Label] = msgspec.field(default_factory=list)
+    agent_id: Id
+    hostname: Name
+    http: Address
+    resources: _list(Resource, 10_000)  # type: ignore[valid-type]
+    attributes: _list(Label, 1000) = msgspec.field(default_factory=list)  # type: ignore[valid-type]
 
 
 class AgentReregistered(Base, tag="AGENT_REREGISTERED"):
-    agent_id: str
-    hostname: str
-    http: str
-    resources: list[Resource]
-    attributes: list[Label] = msgspec.field(default_factory=list)
-    tasks: list[TaskReport] = msgspec.field(default_factory=list)
+    agent_id: Id
+    hostname: Name
+    http: Address
+    resources: _list(Resource, 10_000)  # type: ignore[valid-type]
+    attributes: _list(Label, 1000) = msgspec.field(default_factory=list)  # type: ignore[valid-type]
+    tasks: _list(TaskReport) = msgspec.field(default_factory=list)  # type: ignore[valid-type]
 
 
 class AgentDisconnected(Base, tag="AGENT_DISCONNECTED"):
-    agent_id: str
+    agent_id: Id
 
 
 class AgentUnreachable(Base, tag="AGENT_UNREACHABLE"):
     """The leader stopped hearing from an agent (no ping for agent_ping_timeout x max_agent_ping_timeouts,
     or its link stayed broken that long): its tasks become TASK_UNREACHABLE until it re-registers."""
 
-    agent_id: str
-    unreachable_time: float
+    agent_id: Id
+    unreachable_time: Timestamp
 
 
 class OffersMade(Base, tag="OFFERS_MADE"):
     """One allocation run: its inputs (trigger, candidate agents, shuffle seed; the time is the
     envelope's), the offers it made, and why (per agent: the order and shares it saw)."""
 
-    offers: list[OfferRecord]
-    trigger: str  # "periodic" | "framework_added" | "agent_added" | "revive" | ...
-    decisions: list[AgentDecision] = msgspec.field(default_factory=list)
-    seed: int = 0
-    candidates: list[str] | None = None  # agent ids considered; None = every agent
+    offers: _list(OfferRecord)  # type: ignore[valid-type]
+    trigger: Name  # "periodic" | "framework_added" | "agent_added" | "revive" | ...
+    decisions: _list(AgentDecision) = msgspec.field(default_factory=list)  # type: ignore[valid-type]
+    seed: Annotated[int, msgspec.Meta(ge=0, le=2**63 - 1)] = 0
+    candidates: _list(Id) | None = None  # type: ignore[valid-type]  # agent ids considered; None = every agent
 
 
 class OffersRescinded(Base, tag="OFFERS_RESCINDED"):
-    offer_ids: list[str]
-    reason: str  # "offer_timeout" | "agent_disconnected" | "framework_removed" | ...
+    offer_ids: _list(Id)  # type: ignore[valid-type]
+    reason: Name  # "offer_timeout" | "agent_disconnected" | "framework_removed" | ...
 
 
 class OffersDeclined(Base, tag="OFFERS_DECLINED"):
-    framework_id: str
-    offer_ids: list[str]
-    refuse_seconds: float  # effective filter duration; 0 = no filter
+    framework_id: Id
+    offer_ids: _list(Id)  # type: ignore[valid-type]
+    refuse_seconds: Seconds  # effective filter duration; 0 = no filter
 
 
 class OffersAccepted(Base, tag="OFFERS_ACCEPTED"):
-    framework_id: str
-    offer_ids: list[str]
-    tasks: list[TaskSpec]
-    refuse_seconds: float  # filter on the unused remainder (implicit decline)
-    rejected: list[Rejection] = msgspec.field(default_factory=list)
+    framework_id: Id
+    offer_ids: _list(Id)  # type: ignore[valid-type]
+    tasks: _list(TaskSpec)  # type: ignore[valid-type]
+    refuse_seconds: Seconds  # filter on the unused remainder (implicit decline)
+    rejected: _list(Rejection) = msgspec.field(default_factory=list)  # type: ignore[valid-type]
     # Dynamic reservations made (RESERVE) and released (UNRESERVE) by this ACCEPT, applied before its tasks.
-    reserved: list[Resource] = msgspec.field(default_factory=list)
-    unreserved: list[Resource] = msgspec.field(default_factory=list)
+    reserved: _list(Resource, 10_000) = msgspec.field(default_factory=list)  # type: ignore[valid-type]
+    unreserved: _list(Resource, 10_000) = msgspec.field(default_factory=list)  # type: ignore[valid-type]
 
 
 class WeightsUpdated(Base, tag="WEIGHTS_UPDATED"):
-    weights: dict[str, float]
+    weights: dict[Role, Weight]
 
 
 class QuotaUpdated(Base, tag="QUOTA_UPDATED"):
     """A role's quota; empty guarantees and limits remove it. Limits: an absent name is unlimited."""
 
-    role: str
-    guarantees: dict[str, float] = msgspec.field(default_factory=dict)
-    limits: dict[str, float] = msgspec.field(default_factory=dict)
+    role: Role
+    guarantees: dict[Name, Scalar] = msgspec.field(default_factory=dict)
+    limits: dict[Name, Scalar] = msgspec.field(default_factory=dict)
 
 
 class TaskKillRequested(Base, tag="TASK_KILL_REQUESTED"):
-    framework_id: str
-    task_id: str
-    grace_seconds: float | None = None
+    framework_id: Id
+    task_id: Id
+    grace_seconds: Seconds | None = None
 
 
 class StatusUpdated(Base, tag="STATUS_UPDATED"):
-    framework_id: str
-    task_id: str
-    agent_id: str
+    framework_id: Id
+    task_id: Id
+    agent_id: Id
     status: TaskStatus
 
 
 class StatusAcknowledged(Base, tag="STATUS_ACKNOWLEDGED"):
-    framework_id: str
-    task_id: str
-    uuid: str
+    framework_id: Id
+    task_id: Id
+    uuid: Uuid
 
 
 Event = Union[
@@ -317,47 +344,102 @@ class Envelope(msgspec.Struct, omit_defaults=True):
 
 
 class Batch(msgspec.Struct):
-    """What one Raft entry carries: events decided together by one leader at one instant."""
+    """What one Raft entry carries: events decided together by one leader at one instant.
 
-    term: int
-    ts: float
+    On the wire (`encode_batch`) the events travel as their JSON bytes (`payloads`), the same bytes the store
+    keeps: `decode_batch` returns both, and replicas store the payloads they folded."""
+
+    term: Count
+    ts: Timestamp
     events: list[Event]
-    proposal: str = ""  # the proposer's id for this batch (lets it find its own commit)
+    proposal: Name = ""  # the proposer's id for this batch (lets it find its own commit)
+    payloads: list[bytes] = msgspec.field(default_factory=list)
+
+
+class _RaftEntry(msgspec.Struct, array_like=True):
+    term: Count
+    ts: Timestamp
+    proposal: Name
+    payloads: Annotated[list[bytes], msgspec.Meta(max_length=MAX_LIST)]
 
 
 _json_enc = msgspec.json.Encoder()
 _event_dec = msgspec.json.Decoder(Event)
-_batch_dec = msgspec.msgpack.Decoder(Batch)
+_entry_dec = msgspec.msgpack.Decoder(_RaftEntry)
 _msgpack_enc = msgspec.msgpack.Encoder()
 
 
-def encode_event(ev: Event) -> bytes:
-    return _json_enc.encode(ev)
+def encode_event(e: Event) -> bytes:
+    """The commit gate: an event's bytes, only if they decode back (every value rule of its type holds; no
+    non-finite number, which JSON cannot hold) and the fold can take it (`event_problem`). InvalidEvent if not."""
+    data = _json_enc.encode(e)
+    try:
+        decode_event(data)
+    except (msgspec.ValidationError, InvalidEvent) as err:
+        raise InvalidEvent(f"refusing to commit an invalid {event_type(e)} event: {err}") from None
+    return data
 
 
 def decode_event(data: bytes | str) -> Event:
+    """An event from its committed bytes; raises UnknownEvent for a type this build does not know, and
+    msgspec.ValidationError / InvalidEvent for bytes that break a rule (never committed by this build)."""
     try:
-        return _event_dec.decode(data)
-    except msgspec.ValidationError as e:
-        if "Invalid value" in str(e) and "$.type" in str(e):
-            raise UnknownEvent(f"unknown event type in {data[:80]!r}: {e}") from None
+        e = _event_dec.decode(data)
+    except msgspec.ValidationError as err:
+        if "Invalid value" in str(err) and "$.type" in str(err):
+            raise UnknownEvent(f"unknown event type in {data[:80]!r}: {err}") from None
         raise
+    problem = event_problem(e)
+    if problem is not None:
+        raise InvalidEvent(f"{event_type(e)}: {problem}")
+    return e
 
 
-def event_type(ev: Event) -> str:
-    return ev.__struct_config__.tag
+def event_problem(e: Event) -> str | None:
+    """The rules the fold relies on that a field's type cannot express, or None when the event keeps them."""
+    lists: list[list[Resource]] = []
+    if isinstance(e, (AgentRegistered, AgentReregistered)):
+        lists.append(e.resources)
+        if isinstance(e, AgentReregistered):
+            lists += [t.spec.resources for t in e.tasks if t.spec is not None]
+    elif isinstance(e, OffersMade):
+        lists += [o.resources for o in e.offers]
+    elif isinstance(e, OffersAccepted):
+        # The fold adds all of these up: one name must have one type across them.
+        lists.append([r for t in e.tasks for r in t.resources] + list(e.reserved) + list(e.unreserved))
+    elif isinstance(e, QuotaUpdated):
+        if e.role == "*" or "/" in e.role:
+            return f"quota can only be set on a top-level role other than '*', not {e.role!r}"
+        for name, g in e.guarantees.items():
+            if name in e.limits and g > e.limits[name]:
+                return f"the guarantee of {name} ({g:g}) exceeds its limit ({e.limits[name]:g})"
+    for items in lists:
+        problem = resources_problem(items)
+        if problem is not None:
+            return problem
+    return None
+
+
+def event_type(e: Event) -> str:
+    return e.__struct_config__.tag
 
 
 def encode_batch(b: Batch) -> bytes:
-    return _msgpack_enc.encode(b)
+    """A batch as one Raft entry: each event through the commit gate (InvalidEvent if one is refused)."""
+    payloads = [encode_event(e) for e in b.events]
+    return _msgpack_enc.encode(_RaftEntry(term=b.term, ts=b.ts, proposal=b.proposal, payloads=payloads))
 
 
 def decode_batch(data: bytes) -> Batch:
+    """A Raft entry back into a batch, events decoded from the very bytes the store will keep.
+    UnknownEvent / InvalidEvent if any part does not decode."""
     try:
-        return _batch_dec.decode(data)
-    except msgspec.ValidationError as e:
-        raise UnknownEvent(f"undecodable batch: {e}") from None
+        entry = _entry_dec.decode(data)
+        events = [decode_event(p) for p in entry.payloads]
+    except (msgspec.ValidationError, msgspec.DecodeError) as err:
+        raise InvalidEvent(f"undecodable batch: {err}") from None
+    return Batch(term=entry.term, ts=entry.ts, events=events, proposal=entry.proposal, payloads=entry.payloads)
 
 
-def to_builtins(obj) -> object:
+def to_builtins(obj: object) -> object:
     return msgspec.to_builtins(obj)

@@ -18,10 +18,11 @@ import collections
 import os
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
+import pysyncobj.encryptor
 import pysyncobj.syncobj
 from pysyncobj import FAIL_REASON, SyncObj, SyncObjConf, SyncObjConsumer, replicated
 from pysyncobj.journal import FileJournal, MetaStorer
@@ -53,8 +54,15 @@ class _Log(SyncObjConsumer):
 
     @replicated
     def append(self, data: bytes) -> int:
-        """Number and hand on a batch; returns the index of its first event, or -fence_term if it is refused."""
-        batch = ev.decode_batch(data)
+        """Number and hand on a batch; returns the index of its first event, -fence_term if it is fenced, or 0
+        if it does not decode. This runs on every replica in log order, so a refusal is the same everywhere."""
+        try:
+            batch = ev.decode_batch(data)
+        except (ev.InvalidEvent, ev.UnknownEvent):
+            # Never proposed by a leader of this build (its events passed the commit gate), so only a newer or
+            # broken peer sends it: refusing it here keeps it out of every store and every fold. Raising would
+            # stop this thread and with it the replica.
+            return 0
         # Fencing. A replica that lost leadership but has not noticed yet (paused, partitioned) may still decide
         # and propose, and pysyncobj forwards a follower's proposal to the current leader, so it would commit.
         # `batch.term` is the serving term its decider was elected in: once a newer leader's LEADER_ELECTED is
@@ -277,6 +285,76 @@ class _SteadySyncObj(SyncObj):
                 self._SyncObj__transport.send(node, self._KEEPALIVE)
 
 
+# -- peer authentication (issue 9) ---------------------------------------------------------------
+# pysyncobj unpickles every frame it reads from the Raft port (tcp_connection.py, TcpConnection.__processParseMessage:
+# `pickle.loads(zlib.decompress(data))`). Without a password that is code execution, as the master's user, for anyone
+# who can reach the port: as the first frame of a connection (the peer's address), as a utility command ('status',
+# 'add', 'remove', ...: transport.py `_onIncomingMessageReceived`, before any check of who is talking) or as any
+# later message.
+#
+# With `SyncObjConf(password=...)` (pysyncobj 0.3.17, read line by line; pinned in pyproject.toml) every frame in
+# both directions is a Fernet token (AES-128-CBC + HMAC-SHA256, key = PBKDF2 of the password, encryptor.py), and
+# nothing unauthenticated is unpickled:
+#  - SyncObj.__init__ builds the encryptor (syncobj.py:123-126) before it builds the transport (syncobj.py:210);
+#    TCPTransport sets it on each accepted connection in `_onNewIncomingConnection` (transport.py:324-327), which
+#    TcpServer calls synchronously on accept (tcp_server.py:65-73), before the poller can deliver the first read; on
+#    each outgoing connection when it is created (transport.py:529).
+#  - __processParseMessage (tcp_connection.py:277-300) runs `encryptor.extract_timestamp(data)` and
+#    `encryptor.decrypt(data)` (lines 286, 290) before `pickle.loads` (line 291); both check the HMAC first and raise InvalidToken on a bad one
+#    (cryptography's documented behaviour; pinned by tests/test_raft_auth.py). Any exception there is caught by a
+#    bare `except:` that disconnects (lines 295-298): the frame is discarded unread and the connection dropped.
+#  - The handshake (transport.py:342-346, 453-456: each side sends a random per-connection key) and the utility
+#    commands come through the same path, so they need the secret as well. A recorded frame replayed on a new
+#    connection is authentic data a replica produced (harmless to unpickle) and fails the per-connection key check
+#    (tcp_connection.py:292-294) after the first frame, which is taken as the key and is harmless.
+# So no patch is needed: the cluster secret is pysyncobj's password. Drover adds: the secret comes from a file (never a
+# flag value, a log line or an environment variable), `drover master` refuses to start without one unless
+# --raft-insecure says otherwise, `drover local` generates one per cluster, and RaftLog.start checks that encryption
+# is in effect (fails loudly should a pysyncobj upgrade change that). Left as is: a frame's 4-byte length is read
+# before authentication, so an unauthenticated client can make a replica buffer up to 2 GiB (memory, not code); and a
+# holder of the secret is trusted completely (it could make replicas unpickle anything): guard the file like a key.
+
+SECRET_MIN_BYTES = 16
+
+
+def read_secret_file(path: Path | str) -> bytes:
+    """The cluster's Raft secret: the file's bytes without surrounding whitespace. Refused (ValueError, whose message
+    never contains the secret) when unreadable, shorter than SECRET_MIN_BYTES, or accessible to group or others."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError as e:
+        raise ValueError(f"cannot read {path}: {e.strerror}") from None
+    try:
+        st = os.fstat(fd)
+        if st.st_mode & 0o077:
+            raise ValueError(f"{path} is accessible to group or others (mode {st.st_mode & 0o777:o}); "
+                             f"chmod 600 it")
+        with os.fdopen(os.dup(fd), "rb") as f:
+            secret = f.read().strip()
+    finally:
+        os.close(fd)
+    if len(secret) < SECRET_MIN_BYTES:
+        raise ValueError(f"{path} holds {len(secret)} bytes; a Raft secret needs at least {SECRET_MIN_BYTES}")
+    return secret
+
+
+def ensure_secret_file(path: Path | str) -> Path:
+    """Create `path` with a new random secret (32 random bytes, hex; mode 0600 from the start) unless it exists."""
+    import secrets
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return path
+    with os.fdopen(fd, "w") as f:
+        f.write(secrets.token_hex(32) + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+    return path
+
+
 @dataclass(frozen=True)
 class RaftTuning:
     # Measured on these machines (platform-notes E): batching off gives ~1 ms commits instead of ~100 ms.
@@ -301,6 +379,10 @@ class RaftTuning:
     # to +1.5 ms p50 per master commit, sequential commits/s about halved. Rule: on by default if it adds at most
     # 2 ms p50 to a master commit (decisions, not raw log throughput, are what the master pays for).
     fsync_journal: bool = True
+    # The cluster's shared secret (read_secret_file): pysyncobj's `password`, see "peer authentication" above. None:
+    # no authentication, anyone reaching the Raft port runs code as this process (`drover master` refuses that unless
+    # --raft-insecure). Kept out of repr so that logging a config never prints it.
+    secret: bytes | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         # pysyncobj checks these with bare asserts inside SyncObj(); fail here, early and with a reason.
@@ -312,6 +394,8 @@ class RaftTuning:
             raise ValueError("leader_fallback_timeout must be more than append_entries_period")
         if not self.connection_timeout >= self.raft_max_timeout:
             raise ValueError("connection_timeout must be at least raft_max_timeout (pysyncobj requires it)")
+        if self.secret is not None and len(self.secret) < SECRET_MIN_BYTES:
+            raise ValueError(f"secret must be at least {SECRET_MIN_BYTES} bytes")
 
 
 class RaftLog:
@@ -335,7 +419,10 @@ class RaftLog:
             # Alone, nothing wakes pysyncobj's tick thread when an entry is appended: it would commit only
             # on the next 50 ms tick. A single replica ticks often instead (measured: 50 ms -> ~1 ms).
             autoTickPeriod=0.05 if peers else 0.002,
+            password=tuning.secret,  # authenticates (and encrypts) every Raft frame: "peer authentication" above
         )
+        if tuning.secret is not None and not pysyncobj.encryptor.HAS_CRYPTO:
+            raise ImportError("a Raft secret needs the 'cryptography' package (a dependency of drover)")
         self._peers = peers
         self._sync: SyncObj | None = None
         self.fsync_journal = tuning.fsync_journal
@@ -356,6 +443,9 @@ class RaftLog:
         else:
             _DURABLE_JOURNALS.pop(self._conf.journalFile, None)
         self._sync = _SteadySyncObj(self.self_addr, self._peers, conf=self._conf, consumers=[self._log])
+        if self._conf.password is not None and getattr(self._sync, "encryptor", None) is None:
+            self.stop()  # pysyncobj changed: do not run unauthenticated while the operator asked for a secret
+            raise RuntimeError("pysyncobj did not enable encryption for the Raft secret")
 
     def stop(self) -> None:
         if self._sync is not None:
@@ -403,7 +493,9 @@ class RaftLog:
             def settle() -> None:
                 if fut.done():
                     return
-                if error == FAIL_REASON.SUCCESS and result < 0:
+                if error == FAIL_REASON.SUCCESS and result == 0:
+                    fut.set_exception(ProposalFailed("refused: the batch does not decode on the replicas"))
+                elif error == FAIL_REASON.SUCCESS and result < 0:
                     fut.set_exception(ProposalFailed(f"refused: decided in serving term {batch.term}, but the "
                                                      f"leader of term {-result} was elected since"))
                 elif error == FAIL_REASON.SUCCESS:

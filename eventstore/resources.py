@@ -14,20 +14,28 @@ from __future__ import annotations
 
 import re
 from math import floor as _floor
-from typing import Iterable
+from typing import Annotated, Iterable, Literal
 
 import msgspec
 
+from eventstore.values import MAX_NAME_LENGTH, MAX_RANGES, MAX_SET_ITEMS, RangeValue, Role, Scalar
+
 UNRESERVED = "*"
+
+_Name = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_NAME_LENGTH)]
 
 
 class Resource(msgspec.Struct, frozen=True, omit_defaults=True):
-    name: str
-    type: str  # "SCALAR" | "RANGES" | "SET"
-    scalar: float = 0.0
-    ranges: tuple[tuple[int, int], ...] = ()
-    items: tuple[str, ...] = ()
-    role: str = UNRESERVED
+    """One resource record. Its field types carry the value rules (checked whenever it is decoded, so in every
+    committed event); `resources_problem` checks the rules across records."""
+
+    name: _Name
+    type: Literal["SCALAR", "RANGES", "SET"]
+    scalar: Scalar = 0.0
+    ranges: Annotated[tuple[tuple[RangeValue, RangeValue], ...], msgspec.Meta(max_length=MAX_RANGES)] = ()
+    items: Annotated[tuple[Annotated[str, msgspec.Meta(max_length=MAX_NAME_LENGTH)], ...],
+                     msgspec.Meta(max_length=MAX_SET_ITEMS)] = ()
+    role: Role = UNRESERVED
 
 
 def round3(v: float) -> float:
@@ -142,6 +150,9 @@ class Resources:
                 if v < 0 or v != v or v == float("inf"):
                     raise ValueError(f"resource {name} must be a finite non-negative number, got {value}")
                 items.append(Resource(name, "SCALAR", scalar=_round(v), role=role))
+        problem = resources_problem(items)
+        if problem is not None:
+            raise ValueError(problem)
         return cls(items)
 
     @classmethod
@@ -282,7 +293,9 @@ def _is_empty(r: Resource) -> bool:
 
 def _add_one(a: Resource, b: Resource) -> Resource:
     if a.type != b.type:
-        raise ValueError(f"resource {a.name} given as both {a.type} and {b.type}")
+        # Never in a committed event (resources_problem is part of the commit gate); the fold must not raise,
+        # so a record of another type is ignored, as subtraction ignores it.
+        return a
     if a.type == "SCALAR":
         return Resource(a.name, a.type, scalar=_round(a.scalar + b.scalar), role=a.role)
     if a.type == "RANGES":
@@ -306,7 +319,7 @@ def resources_problem(items: Iterable[Resource]) -> str | None:
     The rules the fold relies on: every name has one type across the list (a resource sent both as SCALAR and
     RANGES would make every later sum raise), scalars are finite and within MAX_SCALAR, ranges are well-formed
     (begin <= end, within bounds, at most MAX_RANGES pieces), sets are bounded, names and roles valid."""
-    from eventstore.values import MAX_NAME_LENGTH, MAX_RANGE_VALUE, MAX_RANGES, MAX_SCALAR, MAX_SET_ITEMS, role_problem
+    from eventstore.values import MAX_RANGE_VALUE, MAX_SCALAR, role_problem
 
     types: dict[str, str] = {}
     for r in items:

@@ -51,8 +51,13 @@ def store_path(path: str | Path) -> Path:
     return p
 
 
-def _rows(envs: list[ev.Envelope]) -> list[tuple]:
-    return [(e.index, e.term, e.ts, ev.event_type(e.event), ev.encode_event(e.event)) for e in envs]
+def _rows(envs: list[ev.Envelope], payloads: list[bytes] | None = None) -> list[tuple]:
+    """Rows for `envs`. A replica passes the payloads it folded (the Raft entry's bytes), so the store holds
+    exactly what was folded; tools that build envelopes themselves get them encoded through the commit gate."""
+    if payloads is None:
+        payloads = [ev.encode_event(e.event) for e in envs]
+    assert len(payloads) == len(envs)
+    return [(e.index, e.term, e.ts, ev.event_type(e.event), p) for e, p in zip(envs, payloads)]
 
 
 def row_to_envelope(row: tuple) -> ev.Envelope:
@@ -87,8 +92,8 @@ class AsyncEventStore:
             (n,) = await cur.fetchone()
         return n
 
-    async def append(self, envs: list[ev.Envelope]) -> None:
-        rows = _rows(envs)
+    async def append(self, envs: list[ev.Envelope], payloads: list[bytes] | None = None) -> None:
+        rows = _rows(envs, payloads)
         await self._db.executemany("INSERT OR IGNORE INTO events(idx, term, ts, type, payload) VALUES (?,?,?,?,?)", rows)
         await self._db.commit()
 

@@ -53,6 +53,8 @@ def build_app(core: MasterServer) -> web.Application:
         return await handler(request)
 
     async def health(request: web.Request) -> web.Response:
+        if core.failed is not None:
+            return web.Response(status=503, text=f"unhealthy: this replica stopped applying the log: {core.failed}")
         return web.Response(status=200)
 
     async def version(request: web.Request) -> web.Response:
@@ -86,7 +88,7 @@ def build_app(core: MasterServer) -> web.Application:
             "id": core.config.id, "http": core.config.http, "raft": core.config.raft,
             "serving": core.serving, "raft_leader": core.raft.is_leader, "leader_http": core.leader_http(),
             "term": core.raft.term, "applied_index": core.state.index, "state_hash": state_hash(core.state),
-            "cluster_id": core.state.cluster_id,
+            "cluster_id": core.state.cluster_id, "failed": core.failed,
         })
 
     app = web.Application(middlewares=[leader_only], client_max_size=MAX_BODY)

@@ -108,6 +108,7 @@ class MasterServer:
         self.event_listeners: set[asyncio.Queue] = set()
         self.started_at = time.time()
         self.elected_at: float | None = None
+        self.failed: str | None = None  # why this replica stopped applying (its /health then answers 503)
 
     # ---- lifecycle --------------------------------------------------------------------------
     async def start(self) -> None:
@@ -160,18 +161,27 @@ class MasterServer:
             first, batch = await self._queue.get()
             try:
                 await self._apply_batch(first, batch)
-            except Exception:
-                log.exception("applying a committed batch failed; this replica stops applying", first=first)
-                raise
+            except Exception as e:
+                # Never for a committed event (the commit gate and a total fold see to that); if it happens anyway,
+                # this replica's state is no longer the log's: it must not serve or lead on it. It leaves the Raft
+                # cluster (the others elect a leader without it) and /health says why, until an operator acts.
+                self.failed = f"applying the batch at index {first} failed: {type(e).__name__}: {e}"
+                log.exception("applying a committed batch failed; this replica stops applying and leaves Raft",
+                              first=first)
+                await self._step_down("applier failed")
+                self.raft.stop()
+                return
 
     async def _apply_batch(self, first: int, batch: ev.Batch) -> None:
         if first > self.state.index + 1:
             await self._fill_gap(first)
         envs = [ev.Envelope(index=first + i, term=batch.term, ts=batch.ts, event=e) for i, e in enumerate(batch.events)]
-        envs = [e for e in envs if e.index > self.state.index]
+        skip = sum(1 for e in envs if e.index <= self.state.index)
+        envs = envs[skip:]
         if not envs:
             return
-        await self.store.append(envs)
+        # The bytes stored are the bytes folded: the Raft entry's own event payloads (one codec, no re-encoding).
+        await self.store.append(envs, batch.payloads[skip:] if batch.payloads else None)
         for env in envs:
             planned = fx.plan(self.state, env) if self.serving else []
             apply(self.state, env)

@@ -30,7 +30,8 @@ from master.state import State, apply, decode_snapshot, state_hash
 
 CHUNK = 4096  # rows per SELECT
 
-_event_dec = msgspec.json.Decoder(ev.Event)
+# The master's own decoder: value rules and `event_problem` included, so replay reads exactly what a replica folds.
+_decode = ev.decode_event
 _Envelope = ev.Envelope
 
 
@@ -205,7 +206,11 @@ def iter_rows(store: EventStore, start: int = 1, stop: int | None = None,
 
 def decode_payload(idx: int, payload: bytes | str) -> ev.Event:
     try:
-        return _event_dec.decode(payload)
+        return _decode(payload)
+    except ev.UnknownEvent as e:
+        raise PayloadError(f"index {idx}: payload does not decode: unknown event type ({e})", idx) from None
+    except ev.InvalidEvent as e:
+        raise PayloadError(f"index {idx}: payload breaks a value rule: {e}", idx) from None
     except msgspec.ValidationError as e:
         msg = str(e)
         if "$.type" in msg and "Invalid value" in msg:
@@ -223,7 +228,7 @@ def iter_envelopes(store: EventStore, start: int = 1, stop: int | None = None,
     including indexes missing at the end (before `stop`). `check_type` also checks the `type`
     column against the payload's type."""
     expected = start
-    dec = _event_dec.decode
+    dec = _decode
     env = _Envelope
     for idx, term, ts, typ, payload in iter_rows(store, start, stop, chunk):
         if idx != expected:
@@ -231,7 +236,7 @@ def iter_envelopes(store: EventStore, start: int = 1, stop: int | None = None,
                                expected)
         try:
             event = dec(payload)
-        except (msgspec.DecodeError, TypeError):
+        except (msgspec.DecodeError, TypeError, ev.InvalidEvent, ev.UnknownEvent):
             decode_payload(idx, payload)  # raises PayloadError with the reason
             raise  # pragma: no cover
         if check_type and typ != event.__struct_config__.tag:
@@ -268,7 +273,7 @@ def fold_range(state: State, store: EventStore, stop: int | None, chunk: int = C
     if stop is not None:
         q += " AND idx <= ?"
         args = (start, stop)
-    dec = _event_dec.decode
+    dec = _decode
     env_t = _Envelope
     with _no_gc():
         try:
@@ -283,7 +288,7 @@ def fold_range(state: State, store: EventStore, stop: int | None, chunk: int = C
                                        f"is {idx})", expected)
                 try:
                     event = dec(payload)
-                except (msgspec.DecodeError, TypeError):
+                except (msgspec.DecodeError, TypeError, ev.InvalidEvent, ev.UnknownEvent):
                     decode_payload(idx, payload)  # raises PayloadError with the reason
                     raise  # pragma: no cover
                 env = env_t(idx, term, ts, event)

@@ -12,7 +12,7 @@ def batch(term: int, *events) -> bytes:
 
 
 def elected(term: int) -> ev.LeaderElected:
-    return ev.LeaderElected(leader_id=f"r{term}", http="h", term=term)
+    return ev.LeaderElected(leader_id=f"r{term}", http="h:5050", term=term)
 
 
 def test_a_deposed_leaders_batch_is_refused_and_gets_no_index():
