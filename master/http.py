@@ -27,7 +27,6 @@ from master.state import state_hash
 
 log = structlog.get_logger("drover.http")
 
-MAX_BODY = 4 * 1024 * 1024
 LEADER_ONLY_POST = {"/api/v1/scheduler", "/master/api/v1/scheduler", "/api/drover/agent", "/api/v1",
                     "/master/api/v1"}
 LEADER_ONLY_GET = {"/state", "/master/state", "/state.json", "/master/state.json"}
@@ -51,6 +50,15 @@ def build_app(core: MasterServer) -> web.Application:
             if path in LEADER_ONLY_POST and request.method != "POST":
                 return web.Response(status=405, headers={"Allow": "POST"}, text="Expecting POST")
         return await handler(request)
+
+    @web.middleware
+    async def too_deep(request: web.Request, handler):
+        # json.loads and msgspec raise RecursionError on deeply nested bodies ([[[[...), before any decision
+        # is taken: a malformed request like any other, not a server error.
+        try:
+            return await handler(request)
+        except RecursionError:
+            return web.Response(status=400, text="Failed to parse body into JSON: nested too deeply")
 
     async def health(request: web.Request) -> web.Response:
         if core.failed is not None:
@@ -91,7 +99,7 @@ def build_app(core: MasterServer) -> web.Application:
             "cluster_id": core.state.cluster_id, "failed": core.failed,
         })
 
-    app = web.Application(middlewares=[leader_only], client_max_size=MAX_BODY)
+    app = web.Application(middlewares=[too_deep, leader_only], client_max_size=core.config.limits.max_body_bytes)
     for p in ("/api/v1/scheduler", "/master/api/v1/scheduler"):
         app.router.add_route("*", p, scheduler.handle)
     app.router.add_route("*", "/api/drover/agent", agents.handle)

@@ -22,9 +22,9 @@ class Limits:
     max_frameworks: int = 10_000  # registered (not removed) frameworks
     max_agents: int = 100_000  # registered agents, reachable or not
     max_reported_tasks: int = 100_000  # tasks one agent may report when it (re-)registers
-    stream_queue: int = 10_000  # messages queued for one framework stream / agent link before it is dropped
+    stream_queue: int = 100_000  # messages queued for one framework stream / agent link before it is dropped
     max_event_readers: int = 256  # concurrent GET /api/v1/events readers and operator SUBSCRIBE streams, each
-    max_body_bytes: int = 8 * 1024 * 1024  # one HTTP request body
+    max_body_bytes: int = 4 * 1024 * 1024  # one HTTP request body
     max_json_depth: int = 64  # nesting of a JSON request body
 
     def __post_init__(self) -> None:

@@ -22,22 +22,39 @@ _CLOSE = object()
 
 
 class RecordStream:
-    def __init__(self, request: web.Request, response: web.StreamResponse, heartbeat: float, name: str):
+    """A framework's subscription or an agent's link. Its queue is bounded (`max_queue` records): a client that
+    falls that far behind is dropped as if it had gone away (its handler records the disconnection, and the
+    peer re-subscribes and is re-sent what is pending), so a slow or stalled reader cannot grow the leader's
+    memory without bound."""
+
+    def __init__(self, request: web.Request, response: web.StreamResponse, heartbeat: float, name: str,
+                 max_queue: int = 100_000):
         self.request = request
         self.response = response
         self.heartbeat = heartbeat
         self.name = name
+        self.max_queue = max_queue
         self.queue: asyncio.Queue = asyncio.Queue()
         self.closed = asyncio.Event()
-        self.close_reason: str | None = None  # None: the client went away
+        self.close_reason: str | None = None  # None: the client went away (or was too slow: `overflowed`)
+        self.overflowed = False
 
     def send(self, obj: dict) -> None:
-        if not self.closed.is_set():
-            self.queue.put_nowait(obj)
+        if self.closed.is_set() or self.overflowed:
+            return
+        if self.queue.qsize() >= self.max_queue:
+            # Too slow: drop what is queued and end the stream; close_reason stays None, so the handler treats it
+            # as a client that went away.
+            self.overflowed = True
+            while not self.queue.empty():
+                self.queue.get_nowait()
+            self.queue.put_nowait(_CLOSE)
+            return
+        self.queue.put_nowait(obj)
 
     def close(self, reason: str, final: dict | None = None) -> None:
         """Close from our side, optionally after one last record (e.g. an ERROR event)."""
-        if self.close_reason is None:
+        if self.close_reason is None and not self.overflowed:
             self.close_reason = reason
         if final is not None:
             self.queue.put_nowait(final)

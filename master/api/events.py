@@ -81,8 +81,10 @@ def parse_query(query) -> Query:
     start = 1
     if "from" in query:
         raw = query["from"]
-        if not (raw.isascii() and raw.isdigit()) or int(raw) < 1:
-            raise BadQuery(f"'from' must be a positive integer (a log index, 1 = the beginning), got {raw!r}")
+        # At most 18 digits: any log index fits, and neither int() nor SQLite is handed a number it refuses.
+        if not (raw.isascii() and raw.isdigit()) or len(raw) > 18 or int(raw) < 1:
+            raise BadQuery(f"'from' must be a positive integer of at most 18 digits (a log index, 1 = the "
+                           f"beginning), got {raw[:40]!r}")
         start = int(raw)
     types = None
     if "type" in query:
@@ -137,12 +139,24 @@ def record(env: ev.Envelope) -> bytes:
 class EventsAPI:
     def __init__(self, core: MasterServer):
         self.core = core
+        self.readers = 0  # streams open now (history or live)
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         try:
             q = parse_query(request.query)
         except BadQuery as e:
             return web.Response(status=400, text=str(e))
+        limit = self.core.config.limits.max_event_readers
+        if self.readers >= limit:
+            return web.Response(status=503, headers={"Retry-After": "1"},
+                                text=f"Too many event stream readers on this replica (limit {limit}); retry later")
+        self.readers += 1
+        try:
+            return await self._serve(request, q)
+        finally:
+            self.readers -= 1
+
+    async def _serve(self, request: web.Request, q: Query) -> web.StreamResponse:
         core = self.core
         response = web.StreamResponse(status=200, headers={"Content-Type": JSON})
         response.enable_chunked_encoding()
