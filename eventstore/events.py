@@ -39,8 +39,9 @@ Uuid = Annotated[str, msgspec.Meta(min_length=1, max_length=64, pattern=r"^[A-Za
 AnyTaskId = Annotated[str, msgspec.Meta(max_length=1024)]
 
 
-def _list(t: object, n: int = MAX_LIST) -> object:
-    return Annotated[list[t], msgspec.Meta(max_length=n)]  # type: ignore[valid-type]
+_BIG = msgspec.Meta(max_length=MAX_LIST)  # any list in an event
+_1K = msgspec.Meta(max_length=1000)  # roles, labels, arguments, resources of one task
+_10K = msgspec.Meta(max_length=10_000)  # resources of one agent or offer
 
 
 class InvalidEvent(ValueError):
@@ -66,17 +67,17 @@ class Label(msgspec.Struct, array_like=True):
 class FrameworkInfo(msgspec.Struct, omit_defaults=True):
     name: Name
     user: Name
-    roles: _list(Role, 1000) = msgspec.field(default_factory=lambda: ["*"])  # type: ignore[valid-type]
+    roles: Annotated[list[Role], _1K] = msgspec.field(default_factory=lambda: ["*"])
     multi_role: bool = False  # subscribed with MULTI_ROLE (roles) vs the legacy single role
-    capabilities: _list(Name, 100) = msgspec.field(default_factory=list)  # type: ignore[valid-type]
+    capabilities: Annotated[list[Name], msgspec.Meta(max_length=100)] = msgspec.field(default_factory=list)
     failover_timeout: Seconds = 0.0
     checkpoint: bool = False
     principal: Name | None = None
     hostname: Name | None = None
     webui_url: Text | None = None
-    labels: _list(Label, 1000) = msgspec.field(default_factory=list)  # type: ignore[valid-type]
+    labels: Annotated[list[Label], _1K] = msgspec.field(default_factory=list)
     # FrameworkInfo.offer_filters: role -> alternative quantity sets an offer must hold ([] = anything)
-    min_allocatable: dict[Role, _list(dict[Name, Scalar], 100)] = msgspec.field(  # type: ignore[valid-type]
+    min_allocatable: dict[Role, Annotated[list[dict[Name, Scalar]], msgspec.Meta(max_length=100)]] = msgspec.field(
         default_factory=dict)
 
     def priority(self) -> float:
@@ -93,8 +94,8 @@ class FrameworkInfo(msgspec.Struct, omit_defaults=True):
 class CommandSpec(msgspec.Struct, omit_defaults=True):
     shell: bool = True
     value: Text | None = None
-    arguments: _list(Text, 1000) = msgspec.field(default_factory=list)  # type: ignore[valid-type]
-    env: _list(Label, 1000) = msgspec.field(default_factory=list)  # type: ignore[valid-type]  # framework's order
+    arguments: Annotated[list[Text], _1K] = msgspec.field(default_factory=list)
+    env: Annotated[list[Label], _1K] = msgspec.field(default_factory=list)  # framework's order
     user: Name | None = None
 
 
@@ -104,10 +105,10 @@ class TaskSpec(msgspec.Struct, omit_defaults=True):
     task_id: Id
     name: Name
     agent_id: Id
-    resources: _list(Resource, 1000)  # type: ignore[valid-type]
+    resources: Annotated[list[Resource], _1K]
     command: CommandSpec
     image: Name | None = None
-    labels: _list(Label, 1000) = msgspec.field(default_factory=list)  # type: ignore[valid-type]
+    labels: Annotated[list[Label], _1K] = msgspec.field(default_factory=list)
     kill_grace_seconds: Seconds | None = None
     data: Data | None = None  # base64, passed through
     role: Role = "*"  # the allocation role of the offers it was launched from
@@ -131,7 +132,7 @@ class OfferRecord(msgspec.Struct, omit_defaults=True):
     framework_id: Id
     agent_id: Id
     role: Role
-    resources: _list(Resource, 10_000)  # type: ignore[valid-type]
+    resources: Annotated[list[Resource], _10K]
 
 
 class Candidate(msgspec.Struct, array_like=True):
@@ -147,9 +148,9 @@ class Candidate(msgspec.Struct, array_like=True):
 
 class AgentDecision(msgspec.Struct, omit_defaults=True):
     agent_id: Id
-    order: _list(Candidate)  # type: ignore[valid-type]
+    order: Annotated[list[Candidate], _BIG]
     stage: Literal[1, 2] = 2  # 1: quota guarantees, 2: everything
-    skipped: _list(_list(Text, 2)) = msgspec.field(default_factory=list)  # type: ignore[valid-type]
+    skipped: Annotated[list[Annotated[list[Text], msgspec.Meta(max_length=2)]], _BIG] = msgspec.field(default_factory=list)
 
 
 class TaskReport(msgspec.Struct, omit_defaults=True):
@@ -192,7 +193,7 @@ class LeaderElected(Base, tag="LEADER_ELECTED"):
 class FrameworkSubscribed(Base, tag="FRAMEWORK_SUBSCRIBED"):
     framework_id: Id
     info: FrameworkInfo
-    suppressed_roles: _list(Role, 1000) = msgspec.field(default_factory=list)  # type: ignore[valid-type]
+    suppressed_roles: Annotated[list[Role], _1K] = msgspec.field(default_factory=list)
     resubscribe: bool = False
 
 
@@ -207,29 +208,29 @@ class FrameworkRemoved(Base, tag="FRAMEWORK_REMOVED"):
 
 class RolesSuppressed(Base, tag="ROLES_SUPPRESSED"):
     framework_id: Id
-    roles: _list(Role, 1000)  # type: ignore[valid-type]
+    roles: Annotated[list[Role], _1K]
 
 
 class RolesRevived(Base, tag="ROLES_REVIVED"):
     framework_id: Id
-    roles: _list(Role, 1000)  # type: ignore[valid-type]
+    roles: Annotated[list[Role], _1K]
 
 
 class AgentRegistered(Base, tag="AGENT_REGISTERED"):
     agent_id: Id
     hostname: Name
     http: Address
-    resources: _list(Resource, 10_000)  # type: ignore[valid-type]
-    attributes: _list(Label, 1000) = msgspec.field(default_factory=list)  # type: ignore[valid-type]
+    resources: Annotated[list[Resource], _10K]
+    attributes: Annotated[list[Label], _1K] = msgspec.field(default_factory=list)
 
 
 class AgentReregistered(Base, tag="AGENT_REREGISTERED"):
     agent_id: Id
     hostname: Name
     http: Address
-    resources: _list(Resource, 10_000)  # type: ignore[valid-type]
-    attributes: _list(Label, 1000) = msgspec.field(default_factory=list)  # type: ignore[valid-type]
-    tasks: _list(TaskReport) = msgspec.field(default_factory=list)  # type: ignore[valid-type]
+    resources: Annotated[list[Resource], _10K]
+    attributes: Annotated[list[Label], _1K] = msgspec.field(default_factory=list)
+    tasks: Annotated[list[TaskReport], _BIG] = msgspec.field(default_factory=list)
 
 
 class AgentDisconnected(Base, tag="AGENT_DISCONNECTED"):
@@ -248,33 +249,33 @@ class OffersMade(Base, tag="OFFERS_MADE"):
     """One allocation run: its inputs (trigger, candidate agents, shuffle seed; the time is the
     envelope's), the offers it made, and why (per agent: the order and shares it saw)."""
 
-    offers: _list(OfferRecord)  # type: ignore[valid-type]
+    offers: Annotated[list[OfferRecord], _BIG]
     trigger: Name  # "periodic" | "framework_added" | "agent_added" | "revive" | ...
-    decisions: _list(AgentDecision) = msgspec.field(default_factory=list)  # type: ignore[valid-type]
+    decisions: Annotated[list[AgentDecision], _BIG] = msgspec.field(default_factory=list)
     seed: Annotated[int, msgspec.Meta(ge=0, le=2**63 - 1)] = 0
-    candidates: _list(Id) | None = None  # type: ignore[valid-type]  # agent ids considered; None = every agent
+    candidates: Annotated[list[Id], _BIG] | None = None  # agent ids considered; None = every agent
 
 
 class OffersRescinded(Base, tag="OFFERS_RESCINDED"):
-    offer_ids: _list(Id)  # type: ignore[valid-type]
+    offer_ids: Annotated[list[Id], _BIG]
     reason: Name  # "offer_timeout" | "agent_disconnected" | "framework_removed" | ...
 
 
 class OffersDeclined(Base, tag="OFFERS_DECLINED"):
     framework_id: Id
-    offer_ids: _list(Id)  # type: ignore[valid-type]
+    offer_ids: Annotated[list[Id], _BIG]
     refuse_seconds: Seconds  # effective filter duration; 0 = no filter
 
 
 class OffersAccepted(Base, tag="OFFERS_ACCEPTED"):
     framework_id: Id
-    offer_ids: _list(Id)  # type: ignore[valid-type]
-    tasks: _list(TaskSpec)  # type: ignore[valid-type]
+    offer_ids: Annotated[list[Id], _BIG]
+    tasks: Annotated[list[TaskSpec], _BIG]
     refuse_seconds: Seconds  # filter on the unused remainder (implicit decline)
-    rejected: _list(Rejection) = msgspec.field(default_factory=list)  # type: ignore[valid-type]
+    rejected: Annotated[list[Rejection], _BIG] = msgspec.field(default_factory=list)
     # Dynamic reservations made (RESERVE) and released (UNRESERVE) by this ACCEPT, applied before its tasks.
-    reserved: _list(Resource, 10_000) = msgspec.field(default_factory=list)  # type: ignore[valid-type]
-    unreserved: _list(Resource, 10_000) = msgspec.field(default_factory=list)  # type: ignore[valid-type]
+    reserved: Annotated[list[Resource], _10K] = msgspec.field(default_factory=list)
+    unreserved: Annotated[list[Resource], _10K] = msgspec.field(default_factory=list)
 
 
 class WeightsUpdated(Base, tag="WEIGHTS_UPDATED"):

@@ -434,8 +434,9 @@ def test_commands_do_not_modify_the_store(small, tmp_path):
 
 
 def test_replay_speed(tmp_path, capsys):
-    """Replay from 0 of a `drover execute`-shaped history; prints the rate (docs/replay.md quotes it).
-    Only the store's reading and decoding is held to a floor here: the fold's cost is master/state.py's."""
+    """Replay from 0 of a `drover execute`-shaped history gives the live state; prints the rates (docs/replay.md
+    quotes them). No floor on them: a wall-clock figure measured on a shared CI host is no test result
+    (bench/replay.py measures replay against a baseline in the same run)."""
     n = 60_000
     log, live = typical_log(n)
     path = tmp_path / "events.sqlite"
@@ -460,7 +461,6 @@ def test_replay_speed(tmp_path, capsys):
         print(f"\nreplay speed, {len(log):,} events: read+decode {count / read_s:,.0f}/s; "
               f"fold alone (in memory) {len(log) / fold_s:,.0f}/s; replay from 0 (state_at) "
               f"{len(log) / replay_s:,.0f}/s")
-    assert count / read_s > 100_000
 
 
 # ---- CLI usage errors ----------------------------------------------------------------------------------------
