@@ -29,15 +29,16 @@ import msgspec
 import structlog
 from aiohttp import web
 
+from agent import rules
 from agent.checkpoint import CheckpointStore, TaskRecord
 from drover.recordio import RecordIODecoder
 from agent.containerizer import ContainerLaunchError, ContainerSpec, PodmanContainerizer
 from eventstore import events as ev
 from eventstore.resources import Resources
+from eventstore.values import is_valid_id
+from eventstore.vocab import TERMINAL_STATES, Reason, Source, TaskState
 
 log = structlog.get_logger("drover.agent")
-
-TERMINAL = {"TASK_FINISHED", "TASK_FAILED", "TASK_KILLED", "TASK_ERROR", "TASK_LOST", "TASK_DROPPED", "TASK_GONE"}
 
 
 @dataclass
@@ -77,7 +78,7 @@ class Agent:
 
     # ---- checkpointing --------------------------------------------------------------------------
     def checkpoint(self) -> None:
-        self.cp.tasks = list(self.tasks.values())
+        self.cp.tasks = [r for r in self.tasks.values() if not r.refused]
         self.cp_store.save(self.cp)
 
     # ---- lifecycle ---------------------------------------------------------------------------------
@@ -114,7 +115,7 @@ class Agent:
             self._watch(rec)
             if rec.kill_requested:
                 # We may have died between checkpointing the kill and asking podman to stop the container.
-                self._stop(rec, rec.spec.kill_grace_seconds or 3.0)
+                self._stop(rec, rules.kill_grace(rec.spec.kill_grace_seconds))
         log.info("recovered tasks from checkpoint", tasks=len(self.tasks))
 
     # ---- the agent's own endpoints --------------------------------------------------------------------
@@ -144,7 +145,7 @@ class Agent:
     # ---- master link ----------------------------------------------------------------------------------
     def _subscribe_body(self) -> bytes:
         reports = [ev.TaskReport(framework_id=r.framework_id, task_id=r.spec.task_id, state=r.state, spec=r.spec)
-                   for r in self.tasks.values() if not (r.terminal_sent and not r.unacked)]
+                   for r in self.tasks.values() if not r.refused and not (r.terminal_sent and not r.unacked)]
         call = {"type": "SUBSCRIBE", "subscribe": {
             "agent_id": self.cp.agent_id, "hostname": self.config.hostname, "http": self.config.http,
             "resources": msgspec.to_builtins(self.config.resources.to_list()),
@@ -207,24 +208,68 @@ class Agent:
             self._update_wakeup.set()  # resend unacknowledged updates to the (new) leader now
             log.info("registered with master", master=master, agent_id=self.cp.agent_id)
         elif t == "LAUNCH":
-            launch = msg["launch"]
-            spec = msgspec.convert(launch["task"], ev.TaskSpec)
-            key = (launch["framework_id"], spec.task_id)
-            if key in self.tasks:
-                return  # idempotent: a new leader re-sends launches it cannot know we got
-            rec = TaskRecord(framework_id=launch["framework_id"], spec=spec,
-                             framework_info=launch.get("framework_info", {}))
-            self.tasks[key] = rec
-            self.checkpoint()
-            self._spawn(self._launch(rec))
+            self._on_launch(msg.get("launch"))
         elif t == "KILL":
-            k = msg["kill"]
-            await self._kill(k["framework_id"], k["task_id"], k.get("grace_seconds"))
+            k = msg.get("kill") or {}
+            await self._kill(k.get("framework_id"), k.get("task_id"), k.get("grace_seconds"))
         elif t == "ACKNOWLEDGE":
-            a = msg["acknowledge"]
-            self._acknowledged(a["framework_id"], a["task_id"], a["uuid"])
+            a = msg.get("acknowledge") or {}
+            self._acknowledged(a.get("framework_id"), a.get("task_id"), a.get("uuid"))
         elif t == "ERROR":
             raise RuntimeError(msg.get("error", {}).get("message", "error from master"))
+
+    def _on_launch(self, launch: object) -> None:
+        """A LAUNCH from the master. Never trusted: ids are checked before anything is built from them, and a
+        launch that cannot run ends with a status instead of breaking the master link."""
+        task = launch.get("task") if isinstance(launch, dict) else None
+        fid = launch.get("framework_id") if isinstance(launch, dict) else None
+        tid = task.get("task_id") if isinstance(task, dict) else None
+        if not isinstance(fid, str) or not isinstance(tid, str):
+            log.warning("LAUNCH without a framework id and task id ignored (no task to report on)")
+            return
+        info = launch.get("framework_info")
+        info = info if isinstance(info, dict) else {}
+        key = (fid, tid)
+        problem = rules.launch_problem(fid, tid, task.get("agent_id"), self.cp.agent_id)
+        spec: ev.TaskSpec | None = None
+        try:
+            spec = msgspec.convert(task, ev.TaskSpec)
+        except msgspec.ValidationError as e:
+            problem = problem or f"Invalid task: {e}"
+        existing = self.tasks.get(key)
+        if existing is not None:
+            if existing.refused or (problem is None and existing.spec == spec):
+                return  # idempotent: a new leader re-sends launches it cannot know we got
+            self._refuse_reused_id(existing, info)
+            return
+        if problem is not None:
+            # Nothing is created for it, nor checkpointed: an id that is not a valid path component never
+            # becomes one. After an agent restart the master re-sends the launch and it is refused again.
+            placeholder = spec or ev.TaskSpec(task_id=tid, name="", agent_id="", resources=[],
+                                              command=ev.CommandSpec())
+            rec = TaskRecord(framework_id=fid, spec=placeholder, framework_info=info, refused=True)
+            self.tasks[key] = rec
+            log.warning("launch refused", framework_id=fid[:64], task_id=tid[:64], problem=problem)
+            self._status(rec, TaskState.ERROR, reason=Reason.TASK_INVALID, message=problem)
+            return
+        rec = TaskRecord(framework_id=fid, spec=spec, framework_info=info, launch_id=uuid.uuid4().hex)
+        self.tasks[key] = rec
+        self.checkpoint()
+        self._spawn(self._launch(rec))
+
+    def _refuse_reused_id(self, rec: TaskRecord, framework_info: dict) -> None:
+        """A LAUNCH of a different task under the ID of a task this agent still holds (running, or ended with
+        its final status not acknowledged yet). As Mesos's agent (slave.cpp, Slave::run, MESOS-9657): the new
+        task is dropped (TASK_DROPPED, or TASK_LOST for frameworks that are not partition-aware) with
+        REASON_TASK_INVALID; the task already here is left alone. The status goes on that task ID's update
+        stream, after the updates already queued there."""
+        tid = rec.spec.task_id
+        held = "ended, its final status not acknowledged yet" if rec.terminal_sent else f"in state {rec.state}"
+        message = (f"Task ID '{tid}' is already in use on this agent by a task that is {held}: a task ID "
+                   f"cannot be reused until the agent has forgotten the earlier task")
+        log.warning("launch refused: task id in use", framework_id=rec.framework_id, task_id=tid)
+        self._enqueue(rec, self._new_status(rules.reused_id_state(framework_info), Source.AGENT,
+                                            Reason.TASK_INVALID, message, None))
 
     def _spawn(self, coro) -> None:
         task = asyncio.create_task(coro)
@@ -235,33 +280,65 @@ class Agent:
     def _container_name(self, rec: TaskRecord) -> str:
         raw = f"{self.cp.agent_id}-{rec.framework_id}-{rec.spec.task_id}"
         clean = re.sub(r"[^a-zA-Z0-9_.-]", "_", raw)[:100]
-        return f"drover-{clean}-{hashlib.sha1(raw.encode()).hexdigest()[:8]}"
+        # The launch id makes each launch's name its own (a reused task id must not find the earlier container),
+        # while a launch resumed after an agent restart finds the container it may have created already.
+        unique = raw if rec.launch_id is None else f"{raw}/{rec.launch_id}"
+        return f"drover-{clean}-{hashlib.sha1(unique.encode()).hexdigest()[:8]}"
 
-    def _sandbox(self, rec: TaskRecord) -> Path:
-        safe = lambda s: re.sub(r"[^a-zA-Z0-9_.-]", "_", s)  # noqa: E731
-        return self.config.work_dir / "sandboxes" / safe(rec.framework_id) / safe(rec.spec.task_id)
+    def _grace(self, rec: TaskRecord, requested: object = None) -> float:
+        return rules.kill_grace(requested, rec.spec.kill_grace_seconds)
 
     def _killed_before_launch(self, rec: TaskRecord) -> None:
-        self._status(rec, "TASK_KILLED", reason="REASON_TASK_KILLED_DURING_LAUNCH",
+        self._status(rec, TaskState.KILLED, reason=Reason.TASK_KILLED_DURING_LAUNCH,
                      message="Task killed before it was launched")
         # After an agent restart, or a launch cut short, the container may exist although we never recorded its id.
-        self._spawn(self._kill_strays(rec.framework_id, rec.spec.task_id, rec.spec.kill_grace_seconds or 3.0))
+        self._spawn(self._kill_strays(rec.framework_id, rec.spec.task_id, self._grace(rec)))
 
     async def _launch(self, rec: TaskRecord) -> None:
+        """Launch the task; whatever goes wrong, the task ends with a status (never left in STARTING)."""
+        try:
+            await self._launch_task(rec)
+        except asyncio.CancelledError:
+            raise
+        except Exception as e:
+            log.exception("task launch failed unexpectedly", task=rec.spec.task_id)
+            self._status(rec, TaskState.FAILED, reason=Reason.CONTAINER_LAUNCH_FAILED,
+                         message=f"The agent could not launch the task: {e}")
+            self._spawn(self._kill_strays(rec.framework_id, rec.spec.task_id, self._grace(rec)))
+
+    async def _launch_task(self, rec: TaskRecord) -> None:
         if rec.kill_requested:
             self._killed_before_launch(rec)
             return
-        if rec.state == "TASK_STAGING":  # a launch resumed after an agent restart already announced it
-            self._status(rec, "TASK_STARTING", source="SOURCE_EXECUTOR")
+        # Checked again: a record from a checkpoint written before ids were checked must not become a path either.
+        problem = rules.launch_problem(rec.framework_id, rec.spec.task_id, rec.spec.agent_id, self.cp.agent_id)
+        if problem is not None:
+            self._status(rec, TaskState.ERROR, reason=Reason.TASK_INVALID, message=problem)
+            return
+        if rec.state == TaskState.STAGING:  # a launch resumed after an agent restart already announced it
+            self._status(rec, TaskState.STARTING, source=Source.EXECUTOR)
         res = Resources(rec.spec.resources)
-        sandbox = self._sandbox(rec)
-        sandbox.mkdir(parents=True, exist_ok=True)
+        sandbox: Path | None = None
+        try:
+            sandbox = rules.sandbox_path(self.config.work_dir, rec.framework_id, rec.spec.task_id)
+            sandbox.mkdir(parents=True, exist_ok=True)
+            rules.sandbox_path(self.config.work_dir, rec.framework_id, rec.spec.task_id)  # still inside
+        except rules.UnsafePath as e:
+            self._status(rec, TaskState.FAILED, reason=Reason.CONTAINER_LAUNCH_FAILED,
+                         message=f"Refusing to use the task's sandbox: {e}")
+            return
+        except OSError as e:
+            self._status(rec, TaskState.FAILED, reason=Reason.CONTAINER_LAUNCH_FAILED,
+                         message=f"Cannot create the task's sandbox {sandbox or self.config.work_dir}: "
+                                 f"{e.strerror or e}")
+            return
         env = {v.key: v.value for v in rec.spec.command.env}
         env.update({"MESOS_TASK_ID": rec.spec.task_id, "MESOS_FRAMEWORK_ID": rec.framework_id,
                     "MESOS_AGENT_ID": self.cp.agent_id or ""})
         spec = ContainerSpec(
             name=self._container_name(rec), image=rec.spec.image, shell=rec.spec.command.shell,
             value=rec.spec.command.value, arguments=list(rec.spec.command.arguments), env=env,
+            # None (no such resource): the containerizer's default limits apply, never none at all
             cpus=res.scalar("cpus") or None, mem_mb=res.scalar("mem") or None,
             labels={"drover.agent": self.cp.agent_id or "", "drover.framework": rec.framework_id,
                     "drover.task": rec.spec.task_id},
@@ -270,7 +347,7 @@ class Agent:
         try:
             self.containerizer.validate(spec)  # the task's own fault: no waiting for podman would help
         except ContainerLaunchError as e:
-            self._status(rec, "TASK_FAILED", reason="REASON_CONTAINER_LAUNCH_FAILED", message=str(e))
+            self._status(rec, TaskState.FAILED, reason=Reason.CONTAINER_LAUNCH_FAILED, message=str(e))
             return
         deadline = time.monotonic() + self.config.launch_retry_seconds
         backoff = 0.25
@@ -290,15 +367,15 @@ class Agent:
                     self._killed_before_launch(rec)
                     return
                 msg = str(e) if isinstance(e, ContainerLaunchError) else f"launch failed: {e}"
-                self._status(rec, "TASK_FAILED", reason="REASON_CONTAINER_LAUNCH_FAILED", message=msg)
+                self._status(rec, TaskState.FAILED, reason=Reason.CONTAINER_LAUNCH_FAILED, message=msg)
                 # The service may have created (even started) it before it went away: nothing of it may run on.
-                self._spawn(self._kill_strays(rec.framework_id, rec.spec.task_id, rec.spec.kill_grace_seconds or 3.0))
+                self._spawn(self._kill_strays(rec.framework_id, rec.spec.task_id, self._grace(rec)))
                 return
         rec.container_id = cid
         self.checkpoint()
         if rec.kill_requested:
-            self._stop(rec, rec.spec.kill_grace_seconds or 3.0)
-        self._status(rec, "TASK_RUNNING", source="SOURCE_EXECUTOR", container_id=cid)
+            self._stop(rec, self._grace(rec))
+        self._status(rec, TaskState.RUNNING, source=Source.EXECUTOR, container_id=cid)
         self._watch(rec)
 
     def _watch(self, rec: TaskRecord) -> None:
@@ -314,39 +391,27 @@ class Agent:
                                         "cannot wait for a container yet", rec.spec.task_id)
         finally:
             self._watchers.pop(key, None)
-        if rec.kill_requested or key in self._killed_by_us:
-            self._status(rec, "TASK_KILLED", source="SOURCE_EXECUTOR", message="Command terminated by a kill request")
-        elif st is not None and st.status == "lost":
-            self._status(rec, "TASK_FAILED", reason="REASON_EXECUTOR_TERMINATED",
-                         message="The task's process ended while the podman service was restarting, and podman "
-                                 "lost its exit status")
-        elif st is None or st.status == "removed" or st.exit_code is None:
-            # Removed behind our back (podman rm, a store reset): no exit status to report.
-            self._status(rec, "TASK_LOST", reason="REASON_EXECUTOR_TERMINATED",
-                         message="The task's container disappeared")
-        elif st.exit_code == 0:
-            self._status(rec, "TASK_FINISHED", source="SOURCE_EXECUTOR", message="Command exited with status 0")
-        elif st.oom_suspected:
-            self._status(rec, "TASK_FAILED", source="SOURCE_EXECUTOR", reason="REASON_CONTAINER_LIMITATION_MEMORY",
-                         message="Command was killed (exit 137): memory limit probably reached")
-        else:
-            self._status(rec, "TASK_FAILED", source="SOURCE_EXECUTOR",
-                         message=f"Command exited with status {st.exit_code}")
+        out = rules.exit_outcome(st, killed=rec.kill_requested or key in self._killed_by_us)
+        self._status(rec, out.state, source=out.source, reason=out.reason, message=out.message)
 
-    async def _kill(self, framework_id: str, task_id: str, grace: float | None) -> None:
+    async def _kill(self, framework_id: object, task_id: object, grace: object) -> None:
         """A KILL from the master. Never blocks nor fails the master link: podman's stop (which may take the
-        whole grace period, or fail while the podman service is down) runs in the background, retried."""
+        whole grace period, or fail while the podman service is down) runs in the background, retried. The grace
+        period is bounded (rules.kill_grace)."""
+        if not (is_valid_id(framework_id) and is_valid_id(task_id)):
+            log.warning("KILL with an invalid id ignored (no task of ours can have it)")
+            return
         key = (framework_id, task_id)
         rec = self.tasks.get(key)
         if rec is None or rec.terminal_sent:
             # Not ours (any more): maybe a container we lost track of; make sure it is gone.
-            self._spawn(self._kill_strays(framework_id, task_id, grace or 3.0))
+            self._spawn(self._kill_strays(framework_id, task_id, rules.kill_grace(grace)))
             return
         if not rec.kill_requested:
             rec.kill_requested = True
             self.checkpoint()
         if rec.container_id is not None:
-            self._stop(rec, grace if grace is not None else (rec.spec.kill_grace_seconds or 3.0))
+            self._stop(rec, self._grace(rec, grace))
         # else: _launch sees kill_requested once the container exists (or before creating it)
 
     def _stop(self, rec: TaskRecord, grace: float) -> None:
@@ -371,30 +436,49 @@ class Agent:
         await _with_backoff(kill_running, "cannot check for a stray container yet", task_id, attempts=20)
 
     # ---- status updates ------------------------------------------------------------------------------------
-    def _status(self, rec: TaskRecord, state: str, *, source: str = "SOURCE_AGENT", reason: str | None = None,
+    @staticmethod
+    def _new_status(state: str, source: str, reason: str | None, message: str | None,
+                    container_id: str | None) -> ev.TaskStatus:
+        return ev.TaskStatus(state=str(state), source=str(source), timestamp=time.time(),
+                             uuid=base64.b64encode(uuid.uuid4().bytes).decode(),
+                             reason=None if reason is None else str(reason), message=message,
+                             container_id=container_id)
+
+    def _status(self, rec: TaskRecord, state: str, *, source: str = Source.AGENT, reason: str | None = None,
                 message: str | None = None, container_id: str | None = None) -> None:
+        """The task's next state; nothing after a terminal one."""
         if rec.terminal_sent:
             return
-        st = ev.TaskStatus(state=state, source=source, timestamp=time.time(),
-                           uuid=base64.b64encode(uuid.uuid4().bytes).decode(), reason=reason, message=message,
-                           container_id=container_id or rec.container_id)
-        rec.state = state
-        rec.unacked.append(st)
-        if state in TERMINAL:
+        rec.state = str(state)
+        if state in TERMINAL_STATES:
             rec.terminal_sent = True
+        self._enqueue(rec, self._new_status(state, source, reason, message, container_id or rec.container_id))
+
+    def _enqueue(self, rec: TaskRecord, st: ev.TaskStatus) -> None:
+        """Queue an update on the task's stream (checkpointed before it is sent)."""
+        rec.unacked.append(st)
         self.checkpoint()
         self._update_wakeup.set()
-        log.info("task status", task=rec.spec.task_id, state=state, message=message)
+        log.info("task status", task=rec.spec.task_id[:64], state=st.state, message=st.message)
 
-    def _acknowledged(self, framework_id: str, task_id: str, uuid_b64: str) -> None:
+    def _acknowledged(self, framework_id: object, task_id: object, uuid_b64: object) -> None:
+        if not isinstance(framework_id, str) or not isinstance(task_id, str):
+            return
         rec = self.tasks.get((framework_id, task_id))
         if rec is None or not rec.unacked or rec.unacked[0].uuid != uuid_b64:
             return
         rec.unacked.pop(0)
         if rec.terminal_sent and not rec.unacked:
-            del self.tasks[(framework_id, task_id)]  # nothing left to remember about it
+            self._forget(rec)  # nothing left to remember about it
         self.checkpoint()
         self._update_wakeup.set()
+
+    def _forget(self, rec: TaskRecord) -> None:
+        """Drop a task the agent needs nothing more of; its id may then be used by a new launch."""
+        key = (rec.framework_id, rec.spec.task_id)
+        if self.tasks.get(key) is rec:
+            del self.tasks[key]
+            self._killed_by_us.discard(key)
 
     async def _update_loop(self) -> None:
         sent: dict[tuple[str, str], tuple[str, float, float]] = {}  # key -> (uuid, next retry, backoff)
@@ -450,7 +534,12 @@ class Agent:
         try:
             async with self._session.post(f"http://{self.master}/api/drover/agent", json=body,
                                           allow_redirects=False, timeout=aiohttp.ClientTimeout(total=5)) as resp:
-                if resp.status != 202:
+                if resp.status == 400 and rec.refused:
+                    # The master will not take an update naming these ids at all: resending cannot help.
+                    log.warning("refused launch's status not accepted by the master; forgotten",
+                                text=(await resp.text())[:200])
+                    self._forget(rec)
+                elif resp.status != 202:
                     log.debug("status update not accepted", status=resp.status)
         except (aiohttp.ClientError, asyncio.TimeoutError) as e:
             log.debug("status update send failed", error=str(e))

@@ -23,6 +23,12 @@ class TaskRecord(msgspec.Struct, omit_defaults=True):
     kill_requested: bool = False
     terminal_sent: bool = False  # a terminal update was queued: the task needs nothing more
     unacked: list[ev.TaskStatus] = msgspec.field(default_factory=list)  # in order; the head is in flight
+    # Chosen when the agent accepts the launch; part of the container's name, so a task ID reused after the agent
+    # forgot the earlier task gets a container of its own. None in checkpoints from before it existed.
+    launch_id: str | None = None
+    # A launch refused before anything was created (its ids are invalid): kept in memory only, until its
+    # TASK_ERROR is acknowledged; never checkpointed, never reported on re-registration.
+    refused: bool = False
 
 
 class AgentCheckpoint(msgspec.Struct, omit_defaults=True):

@@ -16,6 +16,9 @@ Design notes (background: the platform notes on podman 4.3.1 / podman-py 5.8.0 q
   shell=False argv[0] becomes `value` (a POSIX sh has no portable `exec -a`).
   k8s-file logs (podman logs) then only hold wrapper errors, e.g. an unwritable sandbox.
 * init=True: catatonit is PID 1 and forwards SIGTERM, so a stop takes ~0.2 s instead of the full grace period.
+* Limits: every container gets a CFS quota (period 100 ms) and a memory limit with no swap on top. A spec without
+  cpus or mem gets agent.rules.DEFAULT_CPUS (0.1) / DEFAULT_MEM_MB (32), Mesos's command executor allowance: no
+  container ever runs without limits.
 * Containers are never auto-removed: exit codes must survive agent restarts (reconcile via list()).
 * OOMKilled is always false with conmon 2.1.6 + podman 4.3.1, so exit 137 not caused by our kill() is reported as
   `oom_suspected`. The "we killed it" memory is in-process only: after an agent restart it is lost.
@@ -46,7 +49,7 @@ import aiohttp
 from podman import PodmanClient
 from podman.errors import APIError, NotFound
 
-from agent import images
+from agent import images, rules
 
 T = TypeVar("T")
 
@@ -88,8 +91,8 @@ class ContainerSpec:
     value: str | None
     arguments: list[str]
     env: dict[str, str]
-    cpus: float | None
-    mem_mb: float | None
+    cpus: float | None  # None: rules.DEFAULT_CPUS
+    mem_mb: float | None  # None: rules.DEFAULT_MEM_MB
     labels: dict[str, str]
     sandbox_dir: Path
     network: str = "none"
@@ -346,11 +349,12 @@ class PodmanContainerizer:
             raise ContainerLaunchError(f"invalid container name {spec.name!r}: use [a-zA-Z0-9][a-zA-Z0-9_.-]*")
         if spec.network not in ("none", "host"):
             raise ContainerLaunchError(f"unsupported network mode {spec.network!r} (supported: none, host)")
-        if spec.cpus is not None and not (spec.cpus > 0 and math.isfinite(spec.cpus)):
-            raise ContainerLaunchError(f"invalid cpus {spec.cpus!r}: must be > 0")
-        if spec.mem_mb is not None and not (spec.mem_mb >= 6 and math.isfinite(spec.mem_mb)):
+        cpus, mem_mb = rules.container_limits(spec.cpus, spec.mem_mb)
+        if not (cpus > 0 and math.isfinite(cpus)):
+            raise ContainerLaunchError(f"invalid cpus {cpus!r}: must be > 0")
+        if not (mem_mb >= 6 and math.isfinite(mem_mb)):
             # podman's own minimum; checked here for a clearer message
-            raise ContainerLaunchError(f"invalid mem {spec.mem_mb!r} MB: must be >= 6 MB")
+            raise ContainerLaunchError(f"invalid mem {mem_mb!r} MB: must be >= 6 MB")
         if not Path(spec.sandbox_dir).is_absolute():
             raise ContainerLaunchError(f"sandbox dir must be an absolute path, got {str(spec.sandbox_dir)!r}")
 
@@ -407,14 +411,14 @@ class PodmanContainerizer:
             init=True,
             network_mode=spec.network,
         )
-        if spec.cpus is not None:
-            # nano_cpus is silently dropped by podman-py 5.8 -> CFS quota/period
-            kwargs["cpu_period"] = 100_000
-            kwargs["cpu_quota"] = max(1000, int(round(spec.cpus * 100_000)))
-        if spec.mem_mb is not None:
-            mem = int(spec.mem_mb * 1024 * 1024)
-            kwargs["mem_limit"] = mem
-            kwargs["memswap_limit"] = mem  # like Mesos: no swap on top of the limit
+        # Always limited: a spec without cpus/mem gets the defaults (rules.container_limits).
+        cpus, mem_mb = rules.container_limits(spec.cpus, spec.mem_mb)
+        # nano_cpus is silently dropped by podman-py 5.8 -> CFS quota/period
+        kwargs["cpu_period"] = 100_000
+        kwargs["cpu_quota"] = max(1000, int(round(cpus * 100_000)))
+        mem = int(mem_mb * 1024 * 1024)
+        kwargs["mem_limit"] = mem
+        kwargs["memswap_limit"] = mem  # like Mesos: no swap on top of the limit
         try:
             c = client.containers.create(image, **kwargs)
         except APIError as e:
@@ -551,8 +555,9 @@ class PodmanContainerizer:
                 return
             raise
 
-    async def kill(self, container_id: str, grace_seconds: float = 3.0) -> None:
-        await self._run(self._kill_sync, container_id, grace_seconds)
+    async def kill(self, container_id: str, grace_seconds: float = rules.DEFAULT_KILL_GRACE_SECONDS) -> None:
+        # bounded here too: [0, rules.MAX_KILL_GRACE_SECONDS], NaN or a non-number -> the default
+        await self._run(self._kill_sync, container_id, rules.kill_grace(grace_seconds))
 
     def _remove_sync(self, container_id: str) -> bool:
         try:

@@ -103,6 +103,15 @@ async def test_limits_visible_in_inspect(cz, mkspec, podman_socket):
     assert hc["CpuQuota"] == 50_000 and hc["CpuPeriod"] == 100_000
 
 
+async def test_a_spec_without_limits_gets_the_defaults(cz, mkspec, podman_socket):
+    # no container runs unlimited: Mesos's command executor allowance (0.1 cpus, 32 MB) when the task names none
+    cid, st = await run(cz, mkspec("cat /proc/self/cgroup >/dev/null", cpus=None, mem_mb=None))
+    assert st.exit_code == 0
+    hc = raw_inspect(podman_socket, cid)["HostConfig"]
+    assert hc["CpuQuota"] == 10_000 and hc["CpuPeriod"] == 100_000
+    assert hc["Memory"] == hc["MemorySwap"] == 32 * 1024 * 1024
+
+
 async def test_missing_image_is_clear_error_and_creates_nothing(cz, mkspec, run_id):
     spec = mkspec("true", image="foo:1")
     with pytest.raises(ContainerLaunchError, match=r"image 'foo:1' is not present on this agent"):

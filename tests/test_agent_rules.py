@@ -1,0 +1,395 @@
+"""The agent's own defences and task-lifecycle rules, without podman: the pure rules (agent/rules.py) and the Agent's
+handling of LAUNCH/KILL/ACKNOWLEDGE against a fake containerizer. The same paths against real podman containers are
+in tests/test_agent_safety.py."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+from agent import rules
+from agent.agent import Agent, AgentConfig
+from agent.containerizer import ContainerSpec, ContainerState
+from eventstore.resources import Resources
+
+pytestmark = pytest.mark.timeout(30)
+
+AGENT_ID = "c1-S0"
+
+
+# ---- pure rules ------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("fid,tid,aid,own,what", [
+    ("..", "t", AGENT_ID, AGENT_ID, "Framework ID '..'"),
+    (".", "t", AGENT_ID, AGENT_ID, "Framework ID '.'"),
+    ("f", "..", AGENT_ID, AGENT_ID, "Task ID '..'"),
+    ("f", "a/b", AGENT_ID, AGENT_ID, "Task ID 'a/b'"),
+    ("f/../..", "t", AGENT_ID, AGENT_ID, "Framework ID"),
+    ("f", "a\\b", AGENT_ID, AGENT_ID, "Task ID"),
+    ("", "t", AGENT_ID, AGENT_ID, "Framework ID must not be empty"),
+    ("f", "x" * 256, AGENT_ID, AGENT_ID, "Task ID is longer than 255"),
+    ("f", "a\nb", AGENT_ID, AGENT_ID, "whitespace or control"),
+    ("f", None, AGENT_ID, AGENT_ID, "Task ID must be a string"),
+    ("f", "t", "../S0", AGENT_ID, "The task's agent ID"),
+    ("f", "t", AGENT_ID, None, "This agent's ID must be a string"),
+])
+def test_launch_problem_names_the_bad_id(fid, tid, aid, own, what):
+    problem = rules.launch_problem(fid, tid, aid, own)
+    assert problem is not None and what in problem
+
+
+def test_launch_problem_accepts_ordinary_ids():
+    assert rules.launch_problem("c1-0001", "task:1,a=b", AGENT_ID, AGENT_ID) is None
+    assert rules.launch_problem("f", "é" * 255, AGENT_ID, AGENT_ID) is None  # 255 characters, 510 bytes
+
+
+def test_paths_stay_inside_the_work_dir(tmp_path):
+    work = tmp_path / "work"
+    work.mkdir()
+    assert rules.sandbox_path(work, "F", "t") == (work / "sandboxes" / "F" / "t").resolve()
+    assert rules.sandbox_path(work, "F", "a:b") != rules.sandbox_path(work, "F", "a_b")  # no two tasks share one
+    for parts in [("sandboxes", "..", "t"), ("sandboxes", "F", ".."), ("sandboxes", "a/b"), ("..",), (".",),
+                  ("sandboxes", "/etc"), ("sandboxes", "")]:
+        with pytest.raises(rules.UnsafePath):
+            rules.inside(work, *parts)
+    with pytest.raises(rules.UnsafePath):
+        rules.inside(work)  # the work dir itself is nobody's own directory
+    # a symlink inside the work dir that leads out of it
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (work / "sandboxes").mkdir()
+    (work / "sandboxes" / "F").symlink_to(outside)
+    with pytest.raises(rules.UnsafePath, match="outside the agent's work dir"):
+        rules.sandbox_path(work, "F", "t")
+    # a relative work dir gives an absolute path (podman needs one for the bind mount)
+    assert rules.inside(Path("."), "x").is_absolute()
+
+
+@pytest.mark.parametrize("candidates,expected", [
+    ((), 3.0),
+    ((None,), 3.0),
+    ((None, None), 3.0),
+    ((5,), 5.0),
+    ((None, 7.5), 7.5),
+    ((0,), 0.0),
+    ((None, 0.0), 0.0),  # a task's grace of 0 means 0, not the default
+    ((2.0, 30.0), 2.0),  # the KILL's own grace wins over the task's
+    ((-1.0, 30.0), 0.0),
+    ((-math.inf,), 0.0),
+    ((1e9,), rules.MAX_KILL_GRACE_SECONDS),
+    ((math.inf,), rules.MAX_KILL_GRACE_SECONDS),
+    ((math.nan, 4.0), 4.0),
+    ((math.nan,), 3.0),
+    (("10", True, None), 3.0),  # not numbers
+])
+def test_kill_grace_is_bounded(candidates, expected):
+    assert rules.kill_grace(*candidates) == expected
+
+
+def test_container_limits_have_defaults():
+    assert rules.container_limits(None, None) == (0.1, 32.0)
+    assert rules.container_limits(0.0, 0.0) == (0.1, 32.0)
+    assert rules.container_limits(2.0, None) == (2.0, 32.0)
+    assert rules.container_limits(None, 512.0) == (0.1, 512.0)
+    assert rules.container_limits(0.5, 64.0) == (0.5, 64.0)
+    assert rules.container_limits(-1.0, 3.0) == (-1.0, 3.0)  # present but invalid: left for validate() to refuse
+
+
+def test_validate_refuses_unusable_limits_but_not_missing_ones(tmp_path):
+    from agent.containerizer import ContainerLaunchError, PodmanContainerizer
+
+    z = PodmanContainerizer(tmp_path / "none.sock", start_service=False)
+
+    def spec(**kw) -> ContainerSpec:
+        base = dict(name="drover-x", image=None, shell=True, value="true", arguments=[], env={}, cpus=None,
+                    mem_mb=None, labels={}, sandbox_dir=tmp_path)
+        return ContainerSpec(**{**base, **kw})
+
+    z.validate(spec())
+    for kw, match in [({"cpus": -1.0}, "invalid cpus"), ({"cpus": math.inf}, "invalid cpus"),
+                      ({"mem_mb": 3.0}, "invalid mem"), ({"mem_mb": math.nan}, "invalid mem")]:
+        with pytest.raises(ContainerLaunchError, match=match):
+            z.validate(spec(**kw))
+
+
+def test_reused_id_state_follows_mesos():
+    assert rules.reused_id_state({}) == "TASK_LOST"
+    assert rules.reused_id_state(None) == "TASK_LOST"
+    assert rules.reused_id_state({"capabilities": ["PARTITION_AWARE"]}) == "TASK_DROPPED"
+    assert rules.reused_id_state({"capabilities": [{"type": "PARTITION_AWARE"}]}) == "TASK_DROPPED"
+    assert rules.reused_id_state({"capabilities": "PARTITION_AWARE"}) == "TASK_LOST"
+
+
+def _st(status: str, exit_code: int | None, oom: bool = False) -> ContainerState:
+    return ContainerState("c" * 64, "n", {}, status, exit_code, None, None, oom)
+
+
+@pytest.mark.parametrize("st,killed,state,reason", [
+    (_st("exited", 0), False, "TASK_FINISHED", None),
+    (_st("exited", 3), False, "TASK_FAILED", None),
+    (_st("exited", 137, oom=True), False, "TASK_FAILED", "REASON_CONTAINER_LIMITATION_MEMORY"),
+    (_st("exited", 137), True, "TASK_KILLED", None),
+    (_st("exited", 0), True, "TASK_KILLED", None),
+    (_st("lost", None), False, "TASK_FAILED", "REASON_EXECUTOR_TERMINATED"),
+    (_st("removed", None), False, "TASK_LOST", "REASON_EXECUTOR_TERMINATED"),
+    (None, False, "TASK_LOST", "REASON_EXECUTOR_TERMINATED"),
+])
+def test_exit_outcome(st, killed, state, reason):
+    out = rules.exit_outcome(st, killed)
+    assert (out.state, out.reason) == (state, reason)
+    assert out.message
+    if state == "TASK_FAILED" and reason is None:
+        assert "status 3" in out.message
+
+
+# ---- the Agent against a fake containerizer ------------------------------------------------------------------------
+
+
+class FakeContainerizer:
+    """Records what the agent asks for; containers run until exit() or kill()."""
+
+    def __init__(self):
+        self.launched: list[ContainerSpec] = []
+        self.kills: list[tuple[str, float]] = []
+        self.stray_kills: list[dict] = []
+        self.ends: dict[str, asyncio.Future] = {}
+        self.fail_validate: Exception | None = None
+
+    def validate(self, spec: ContainerSpec) -> None:
+        if self.fail_validate is not None:
+            raise self.fail_validate
+
+    async def available(self) -> bool:
+        return True
+
+    async def launch(self, spec: ContainerSpec) -> str:
+        self.launched.append(spec)
+        cid = f"cid-{len(self.launched)}"
+        self.ends[cid] = asyncio.get_running_loop().create_future()
+        return cid
+
+    def exit(self, cid: str, code: int) -> None:
+        self.ends[cid].set_result(ContainerState(cid, "n", {}, "exited", code, None, None, False))
+
+    async def wait(self, cid: str) -> ContainerState:
+        return await asyncio.shield(self.ends[cid])
+
+    async def kill(self, cid: str, grace: float) -> None:
+        self.kills.append((cid, grace))
+        if not self.ends[cid].done():
+            self.exit(cid, 137)
+
+    async def list(self, labels: dict) -> list:
+        self.stray_kills.append(labels)
+        return []
+
+
+@pytest.fixture
+async def agent(tmp_path):
+    work = tmp_path / "work"
+    cfg = AgentConfig(masters=["127.0.0.1:9"], http="127.0.0.1:0", work_dir=work,
+                      resources=Resources.parse("cpus:4;mem:4096"), podman_socket=tmp_path / "none.sock",
+                      start_podman_service=False)
+    a = Agent(cfg)
+    a.containerizer = FakeContainerizer()
+    a.cp.agent_id = AGENT_ID
+    work.mkdir(parents=True)
+    yield a
+    for t in list(a._bg) + list(a._watchers.values()) + list(a._stopping.values()):
+        t.cancel()
+
+
+def launch_msg(fid: str, tid: str, cmd: str = "true", agent_id: str = AGENT_ID, info: dict | None = None,
+               **task) -> dict:
+    return {"type": "LAUNCH", "launch": {
+        "framework_id": fid, "framework_info": info or {"name": "fw", "user": "root"},
+        "task": {"task_id": tid, "name": tid, "agent_id": agent_id, "command": {"value": cmd},
+                 "resources": [{"name": "cpus", "type": "SCALAR", "scalar": 0.5},
+                               {"name": "mem", "type": "SCALAR", "scalar": 64.0}], **task}}}
+
+
+async def settle(a: Agent) -> None:
+    for _ in range(50):
+        if not a._bg:
+            await asyncio.sleep(0)
+            if not a._bg:
+                return
+        await asyncio.gather(*list(a._bg), return_exceptions=True)
+
+
+def states(a: Agent, fid: str, tid: str) -> list[str]:
+    rec = a.tasks.get((fid, tid))
+    return [s.state for s in rec.unacked] if rec else []
+
+
+def checkpointed(a: Agent) -> list[tuple[str, str]]:
+    data = json.loads(a.cp_store.path.read_text()) if a.cp_store.path.exists() else {}
+    return [(t["framework_id"], t["spec"]["task_id"]) for t in data.get("tasks", [])]
+
+
+def everything_under(root: Path) -> set[Path]:
+    return {p.relative_to(root) for p in root.rglob("*")}
+
+
+HOSTILE = [("..", "t1"), ("F", ".."), ("F", "a/b"), ("../..", "t1"), ("F", "../../escape"), ("", "t1"),
+           ("F", "x" * 300), ("F", "tab\there")]
+
+
+async def test_hostile_ids_are_refused_and_never_become_paths(agent, tmp_path):
+    before = everything_under(tmp_path)
+    for fid, tid in HOSTILE:
+        await agent._on_message("m", launch_msg(fid, tid))
+    await settle(agent)
+    assert agent.containerizer.launched == []
+    assert everything_under(tmp_path) - before <= {Path("work/meta"), Path("work/meta/agent.json")}
+    for fid, tid in HOSTILE:
+        rec = agent.tasks[(fid, tid)]
+        assert rec.refused and rec.terminal_sent
+        [st] = rec.unacked
+        assert (st.state, st.reason, st.source) == ("TASK_ERROR", "REASON_TASK_INVALID", "SOURCE_AGENT")
+        assert "ID" in st.message and ("invalid" in st.message or "empty" in st.message or "longer" in st.message)
+    # never checkpointed, never reported on re-registration (the master would refuse the whole SUBSCRIBE)
+    assert checkpointed(agent) == []
+    assert json.loads(agent._subscribe_body())["subscribe"]["tasks"] == []
+    # a re-sent launch is not refused twice; the acknowledgement forgets it
+    await agent._on_message("m", launch_msg("..", "t1"))
+    assert len(agent.tasks[("..", "t1")].unacked) == 1
+    await agent._on_message("m", {"type": "ACKNOWLEDGE", "acknowledge": {
+        "framework_id": "..", "task_id": "t1", "uuid": agent.tasks[("..", "t1")].unacked[0].uuid}})
+    assert ("..", "t1") not in agent.tasks
+
+
+async def test_invalid_agent_ids_are_refused(agent):
+    await agent._on_message("m", launch_msg("F", "t1", agent_id="../S0"))
+    assert states(agent, "F", "t1") == ["TASK_ERROR"]
+    agent.cp.agent_id = "bad/agent"
+    await agent._on_message("m", launch_msg("F", "t2"))
+    assert states(agent, "F", "t2") == ["TASK_ERROR"]
+    assert "This agent's ID" in agent.tasks[("F", "t2")].unacked[0].message
+    await settle(agent)
+    assert agent.containerizer.launched == []
+
+
+async def test_malformed_messages_do_not_break_the_link(agent):
+    for msg in [{"type": "LAUNCH"}, {"type": "LAUNCH", "launch": None}, {"type": "LAUNCH", "launch": {"task": []}},
+                {"type": "LAUNCH", "launch": {"framework_id": "F", "task": {"task_id": 7}}},
+                {"type": "KILL"}, {"type": "KILL", "kill": {"framework_id": ["x"], "task_id": {}}},
+                {"type": "KILL", "kill": {"framework_id": "..", "task_id": "t"}},
+                {"type": "ACKNOWLEDGE", "acknowledge": {"framework_id": [], "task_id": "t", "uuid": "u"}}]:
+        await agent._on_message("m", msg)
+    # a task with valid ids but a spec that does not decode: TASK_ERROR, not an exception
+    await agent._on_message("m", launch_msg("F", "t1", command="not a command"))
+    assert states(agent, "F", "t1") == ["TASK_ERROR"]
+    assert "Invalid task" in agent.tasks[("F", "t1")].unacked[0].message
+    await settle(agent)
+    assert agent.containerizer.launched == [] and agent.containerizer.stray_kills == []
+
+
+async def test_a_failed_sandbox_mkdir_fails_the_task(agent):
+    sandboxes = agent.config.work_dir / "sandboxes"
+    sandboxes.mkdir()
+    (sandboxes / "F").write_text("a file where the framework's directory should be")
+    await agent._on_message("m", launch_msg("F", "t1"))
+    await agent._on_message("m", launch_msg("G", "é" * 200))  # a valid id of 400 bytes: too long for a file name
+    await settle(agent)
+    for fid, tid, why in [("F", "t1", "Not a directory"), ("G", "é" * 200, "File name too long")]:
+        assert states(agent, fid, tid) == ["TASK_STARTING", "TASK_FAILED"]
+        st = agent.tasks[(fid, tid)].unacked[-1]
+        assert st.reason == "REASON_CONTAINER_LAUNCH_FAILED"
+        assert "Cannot create the task's sandbox" in st.message and why in st.message
+    assert agent.containerizer.launched == []
+
+
+async def test_a_sandbox_leading_out_of_the_work_dir_is_refused(agent, tmp_path):
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (agent.config.work_dir / "sandboxes").mkdir()
+    (agent.config.work_dir / "sandboxes" / "F").symlink_to(outside)
+    await agent._on_message("m", launch_msg("F", "t1"))
+    await settle(agent)
+    assert states(agent, "F", "t1") == ["TASK_STARTING", "TASK_FAILED"]
+    assert "outside the agent's work dir" in agent.tasks[("F", "t1")].unacked[-1].message
+    assert list(outside.iterdir()) == [] and agent.containerizer.launched == []
+
+
+async def test_an_unexpected_error_in_a_launch_ends_the_task(agent):
+    agent.containerizer.fail_validate = ValueError("surprise")
+    await agent._on_message("m", launch_msg("F", "t1"))
+    await settle(agent)
+    assert states(agent, "F", "t1") == ["TASK_STARTING", "TASK_FAILED"]
+    st = agent.tasks[("F", "t1")].unacked[-1]
+    assert st.reason == "REASON_CONTAINER_LAUNCH_FAILED" and "surprise" in st.message
+
+
+async def test_a_relaunch_of_the_same_task_is_a_no_op(agent):
+    msg = launch_msg("F", "t1", "sleep 100")
+    await agent._on_message("m", msg)
+    await settle(agent)
+    assert states(agent, "F", "t1") == ["TASK_STARTING", "TASK_RUNNING"]
+    await agent._on_message("m", json.loads(json.dumps(msg)))  # as a new leader re-sends it
+    await settle(agent)
+    assert states(agent, "F", "t1") == ["TASK_STARTING", "TASK_RUNNING"]
+    assert len(agent.containerizer.launched) == 1
+
+
+@pytest.mark.parametrize("info,refusal", [({}, "TASK_LOST"), ({"capabilities": ["PARTITION_AWARE"]}, "TASK_DROPPED")])
+async def test_a_reused_task_id_is_refused_while_the_agent_holds_the_task(agent, info, refusal):
+    await agent._on_message("m", launch_msg("F", "t1", "sleep 100", info=info))
+    await settle(agent)
+    # a different task under the same id, while the first one runs
+    await agent._on_message("m", launch_msg("F", "t1", "echo other", info=info))
+    await settle(agent)
+    rec = agent.tasks[("F", "t1")]
+    assert states(agent, "F", "t1") == ["TASK_STARTING", "TASK_RUNNING", refusal]
+    st = rec.unacked[-1]
+    assert st.reason == "REASON_TASK_INVALID" and "already in use" in st.message and "TASK_RUNNING" in st.message
+    assert rec.state == "TASK_RUNNING" and not rec.terminal_sent  # the running task is left alone
+    assert len(agent.containerizer.launched) == 1
+    assert checkpointed(agent) == [("F", "t1")]  # the refusal is on the checkpointed stream
+    # the running task still ends normally, on the same stream
+    agent.containerizer.exit("cid-1", 0)
+    await asyncio.sleep(0.05)
+    assert states(agent, "F", "t1")[-1] == "TASK_FINISHED"
+    # the same once it has ended but its final status is not acknowledged yet
+    await agent._on_message("m", launch_msg("F", "t1", "echo third", info=info))
+    assert states(agent, "F", "t1")[-1] == refusal
+    assert "final status not acknowledged" in rec.unacked[-1].message
+    # acknowledging everything forgets the task: the id is free again, and its next launch gets its own container
+    for st in list(rec.unacked):
+        agent._acknowledged("F", "t1", st.uuid)
+    assert ("F", "t1") not in agent.tasks
+    await agent._on_message("m", launch_msg("F", "t1", "echo fourth", info=info))
+    await settle(agent)
+    assert states(agent, "F", "t1") == ["TASK_STARTING", "TASK_RUNNING"]
+    first, second = agent.containerizer.launched
+    assert second.value == "echo fourth" and second.name != first.name
+    assert second.sandbox_dir == first.sandbox_dir
+
+
+async def test_kill_grace_periods_are_bounded(agent):
+    for i, (kill_grace, spec_grace, expected) in enumerate([
+            (1e9, None, rules.MAX_KILL_GRACE_SECONDS), (-5.0, None, 0.0), (None, 0.0, 0.0), (None, None, 3.0),
+            (None, 1e6, rules.MAX_KILL_GRACE_SECONDS), (float("nan"), 2.0, 2.0)]):
+        tid = f"t{i}"
+        extra = {} if spec_grace is None else {"kill_grace_seconds": spec_grace}
+        await agent._on_message("m", launch_msg("F", tid, "sleep 100", **extra))
+        await settle(agent)
+        await agent._on_message("m", {"type": "KILL", "kill": {"framework_id": "F", "task_id": tid,
+                                                               "grace_seconds": kill_grace}})
+        await asyncio.sleep(0.05)
+        assert agent.containerizer.kills[-1] == (agent.tasks[("F", tid)].container_id, expected), (i, kill_grace)
+        assert states(agent, "F", tid)[-1] == "TASK_KILLED"
+
+
+async def test_resources_without_cpus_or_mem_leave_the_defaults_to_the_containerizer(agent):
+    await agent._on_message("m", launch_msg("F", "t1", resources=[]))
+    await settle(agent)
+    [spec] = agent.containerizer.launched
+    assert (spec.cpus, spec.mem_mb) == (None, None)
+    assert rules.container_limits(spec.cpus, spec.mem_mb) == (rules.DEFAULT_CPUS, rules.DEFAULT_MEM_MB)
+    assert spec.sandbox_dir == (agent.config.work_dir / "sandboxes" / "F" / "t1").resolve()
