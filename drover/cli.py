@@ -56,6 +56,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="flush the Raft journal to disk before acknowledging each entry, and run SQLite with "
                         "synchronous=FULL, so acknowledged events survive power loss of the host (default: on; "
                         "see docs/design.md, Durability)")
+    m.add_argument("--raft-secret-file", type=Path, default=None, metavar="PATH",
+                   help="file holding the cluster's shared secret (at least 16 bytes, mode 0600, the same on every "
+                        "replica): Raft peers without it are refused before anything they send is read. Required "
+                        "unless --raft-insecure (docs/design.md, Raft authentication)")
+    m.add_argument("--raft-insecure", action="store_true",
+                   help="run Raft without authentication: anyone who reaches the Raft port can run code as this "
+                        "process's user. Only for a port no one else can reach")
     m.add_argument("--allocation-interval", type=_positive, default=1.0, help="seconds between batch allocations")
     m.add_argument("--offer-timeout", type=_positive, default=None, help="rescind offers unanswered this long (s)")
     m.add_argument("--heartbeat-interval", type=_positive, default=15.0, help="stream heartbeat period (s)")
@@ -154,6 +161,25 @@ def _master(args) -> int:
         raise UsageError(f"--max-agent-ping-timeouts must be at least 1, got {args.max_agent_ping_timeouts}")
     if args.snapshot_every < 1:
         raise UsageError(f"--snapshot-every must be at least 1, got {args.snapshot_every}")
+    if args.raft_secret_file is not None and args.raft_insecure:
+        raise UsageError("--raft-secret-file and --raft-insecure exclude each other")
+    if args.raft_secret_file is not None:
+        from eventstore.raftlog import read_secret_file
+
+        try:
+            secret = read_secret_file(args.raft_secret_file)
+        except ValueError as e:
+            raise UsageError(f"--raft-secret-file: {e}") from None
+        cfg.raft_tuning = dataclasses.replace(cfg.raft_tuning, secret=secret)
+    elif not args.raft_insecure:
+        raise UsageError("refusing to start without --raft-secret-file PATH: unauthenticated Raft peers could run "
+                         "code as this process (pass --raft-insecure to accept that)")
+    else:
+        import structlog
+
+        structlog.get_logger("drover.master").warning(
+            "Raft without authentication (--raft-insecure): anyone reaching the Raft port can run code as this "
+            "process", raft=args.raft)
     asyncio.run(run_master(cfg))
     return 0
 

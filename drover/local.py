@@ -3,7 +3,8 @@
 Each component is its own process, started exactly as an operator would start
 it (`drover master`, `drover agent`), so killing one (kill -9 of the leader) is
 a real failure. Endpoints go to DATA_DIR/local.json; Ctrl-C or SIGTERM stops
-everything and removes the cluster's containers.
+everything and removes the cluster's containers. The replicas authenticate each
+other with a secret generated for the cluster in DATA_DIR/raft.secret (0600).
 """
 
 from __future__ import annotations
@@ -77,8 +78,17 @@ class LocalCluster:
         self.procs[name] = proc
         return proc
 
+    @property
+    def raft_secret_file(self) -> Path:
+        """The cluster's Raft secret (DATA_DIR/raft.secret, mode 0600), made on first use and kept for the life of
+        the data dir. Replicas get its path, never its contents: a command line is visible to every local user."""
+        from eventstore.raftlog import ensure_secret_file
+
+        return ensure_secret_file(self.data_dir / "raft.secret")
+
     def master_argv(self, m: dict) -> list[str]:
-        argv = self._cmd("master", "--id", m["id"], "--http", m["http"], "--raft", m["raft"], "--data-dir", m["data_dir"])
+        argv = self._cmd("master", "--id", m["id"], "--http", m["http"], "--raft", m["raft"],
+                         "--data-dir", m["data_dir"], "--raft-secret-file", str(self.raft_secret_file))
         if self.layout.get("leader"):
             argv += ["--leader-address", self.layout["leader"]]
         for other in self.layout["masters"]:

@@ -300,9 +300,10 @@ class _SteadySyncObj(SyncObj):
 #    TcpServer calls synchronously on accept (tcp_server.py:65-73), before the poller can deliver the first read; on
 #    each outgoing connection when it is created (transport.py:529).
 #  - __processParseMessage (tcp_connection.py:277-300) runs `encryptor.extract_timestamp(data)` and
-#    `encryptor.decrypt(data)` (lines 286, 290) before `pickle.loads` (line 291); both check the HMAC first and raise InvalidToken on a bad one
-#    (cryptography's documented behaviour; pinned by tests/test_raft_auth.py). Any exception there is caught by a
-#    bare `except:` that disconnects (lines 295-298): the frame is discarded unread and the connection dropped.
+#    `encryptor.decrypt(data)` (lines 286, 290) before `pickle.loads` (line 291); both check the HMAC first and
+#    raise InvalidToken on a bad one (cryptography's documented behaviour; pinned by tests/test_raft_auth.py). Any
+#    exception there is caught by a bare `except:` that disconnects (lines 295-298): the frame is never unpickled,
+#    the read buffer is emptied and the connection dropped.
 #  - The handshake (transport.py:342-346, 453-456: each side sends a random per-connection key) and the utility
 #    commands come through the same path, so they need the secret as well. A recorded frame replayed on a new
 #    connection is authentic data a replica produced (harmless to unpickle) and fails the per-connection key check
