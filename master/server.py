@@ -23,9 +23,10 @@ from eventstore import events as ev
 from eventstore.raftlog import ProposalFailed, RaftLog, RaftTuning
 from eventstore.store import STORE_FILE, AsyncEventStore
 from master import effects as fx
-from master.allocation import decide_offers, expired_offers
+from master.allocation import decide_offers
 from master.allocator import AllocatorConfig
 from master.decide import DecideConfig
+from master.decide.timers import TimersReply, decide_disconnect, decide_timers
 from master.limits import Limits
 from master.state import State, apply, decode_snapshot, encode_snapshot, state_hash
 
@@ -313,24 +314,16 @@ class MasterServer:
         self.agent_seen[agent_id] = self.now()
 
     async def record_disconnect(self, *, framework_id: str | None = None, agent_id: str | None = None) -> None:
-        """A framework's stream or an agent's link broke: rescind what was offered through it and record it."""
+        """A framework's stream or an agent's link broke: rescind what was offered through it and record it
+        (master.decide.timers.decide_disconnect)."""
         try:
             async with self.deciding():
-                state = self.state
-                if framework_id is not None:
-                    peer = state.frameworks.get(framework_id)
-                    offer_ids = [o.offer_id for o in state.offers.values() if o.framework_id == framework_id]
-                    reason, event = "framework_disconnected", ev.FrameworkDisconnected(framework_id=framework_id)
-                else:
-                    peer = state.agents.get(agent_id)
-                    offer_ids = [o.offer_id for o in state.offers.values() if o.agent_id == agent_id]
-                    reason, event = "agent_disconnected", ev.AgentDisconnected(agent_id=agent_id)
-                if peer is None or not peer.connected:
-                    return
+                decision = decide_disconnect(self.state, framework_id=framework_id, agent_id=agent_id)
+                if not decision.events:
+                    return  # unknown, or already disconnected
                 if agent_id is not None:
                     self.agent_heard(agent_id)  # a disconnected agent gets the whole ping timeout to come back
-                events: list = [ev.OffersRescinded(offer_ids=offer_ids, reason=reason)] if offer_ids else []
-                await self.commit(events + [event])
+                await self.commit(decision.events)
                 log.info("peer disconnected", framework_id=framework_id, agent_id=agent_id)
         except NotLeader:
             pass
@@ -429,31 +422,18 @@ class MasterServer:
                 log.exception("allocation run failed")
 
     async def run_timers_and_allocate(self, trigger: str, agents: list[str] | None = None) -> None:
+        """One tick: the timers' decision (master.decide.timers.decide_timers, given this leader's memory of when
+        each agent was last heard from), then an allocation run on the state those events made."""
         async with self.deciding():
             now = self.now()
-            events: list = []
-            expired = expired_offers(self.state, now)
-            if expired:
-                events.append(ev.OffersRescinded(offer_ids=expired, reason="offer_timeout"))
-            for fw in self.state.frameworks.values():
-                if fw.connected or fw.disconnected_at is None:
-                    continue
-                timeout = fw.info.failover_timeout
-                if fw.disconnected_by_failover:
-                    timeout = max(timeout, self.config.framework_failover_grace)
-                if now >= fw.disconnected_at + timeout:
-                    events.append(ev.FrameworkRemoved(framework_id=fw.framework_id, reason="failover_timeout"))
-            unreachable = self._unreachable_agents(now)
-            for agent_id in unreachable:
-                gone = set(expired)
-                offer_ids = [o.offer_id for o in self.state.offers.values()
-                             if o.agent_id == agent_id and o.offer_id not in gone]
-                if offer_ids:
-                    events.append(ev.OffersRescinded(offer_ids=offer_ids, reason="agent_unreachable"))
-                events.append(ev.AgentUnreachable(agent_id=agent_id, unreachable_time=now))
-            if events:
-                await self.commit(events, ts=now)
-            for agent_id in unreachable:
+            decision = decide_timers(self.state, now, self.config.decide_config(), self.agent_seen)
+            reply = decision.reply
+            assert isinstance(reply, TimersReply)
+            for why in reply.skipped:
+                log.error("a timer's event would be refused by the commit gate; left out", why=why)
+            if decision.events:
+                await self.commit(decision.events, ts=now)
+            for agent_id in reply.unreachable:
                 log.warning("agent unreachable", agent_id=agent_id,
                             silent_for=round(now - self._agent_last_seen(agent_id), 3))
                 # Drop its link: if it is alive after all, it sees the stream end and re-registers.
@@ -468,19 +448,3 @@ class MasterServer:
 
     def _agent_last_seen(self, agent_id: str) -> float:
         return max(self.agent_seen.get(agent_id, 0.0), self.state.elected_at or 0.0)
-
-    def _unreachable_agents(self, now: float) -> list[str]:
-        """Agents silent (no call, or a broken link) for agent_ping_timeout x max_agent_ping_timeouts; one not
-        heard from at all since this leader's election, for agent_reregister_timeout (if longer)."""
-        limit = self.config.agent_unreachable_after
-        elected = self.state.elected_at or 0.0
-        out = []
-        for aid in self.state.agents:
-            seen = self.agent_seen.get(aid)
-            if seen is None:
-                deadline = elected + max(limit, self.config.agent_reregister_timeout)
-            else:
-                deadline = max(seen, elected) + limit
-            if now >= deadline:
-                out.append(aid)
-        return out

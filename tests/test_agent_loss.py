@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import signal
 import types
-from typing import Iterator
 
 import aiohttp
 import msgspec
@@ -16,7 +15,6 @@ from eventstore import events as ev
 from master import effects as fx
 from master.allocation import allocator_of, decide_offers
 from master.api.scheduler import SchedulerAPI
-from master.server import MasterConfig, MasterServer
 from master.state import State, apply, decode_snapshot, encode_snapshot, state_hash
 from tests.test_fold import AGENT_RES, Log, base, info, offer, res, status, task
 
@@ -253,23 +251,7 @@ def test_reconcile_on_an_unreachable_agent():
 
 
 # ---- the leader's bookkeeping ----------------------------------------------------------------------------
-
-
-def test_unreachable_after_silence_or_disconnection(tmp_path):
-    core = MasterServer(MasterConfig(id="m1", http="127.0.0.1:1", raft="127.0.0.1:2", peers=[], data_dir=tmp_path,
-                                     agent_ping_timeout=2.0, max_agent_ping_timeouts=3, agent_reregister_timeout=10.0))
-    log = lost_agent_log()  # elected at 100
-    core.state = log.state
-    log(ev.AgentDisconnected(agent_id="A2"), ts=103)
-    core.agent_seen["A1"] = 104.0
-    core.agent_seen["A2"] = 103.0  # record_disconnect: the disconnected agent gets the whole grace
-    assert core._unreachable_agents(108.9) == []
-    assert core._unreachable_agents(109.0) == ["A2"]
-    assert core._unreachable_agents(110.0) == ["A1", "A2"]
-    core.agent_seen.clear()  # a new leader: agents not heard from since its election get the re-register window
-    assert core._unreachable_agents(109.9) == [] and core._unreachable_agents(110.0) == ["A1", "A2"]
-    core.agent_seen["A1"] = 101.0  # A1 re-registered, then went silent: back to ping timeouts (101 + 6)
-    assert core._unreachable_agents(106.9) == [] and core._unreachable_agents(107.0) == ["A1"]
+# The ping-timeout and re-registration-window rules are unit tests of the timer decider: tests/test_decide_timers.py.
 
 
 # ---- a real cluster ------------------------------------------------------------------------------------
@@ -291,11 +273,12 @@ async def test_frozen_agent_becomes_unreachable_and_comes_back(tmp_path):
                 offer_ = None
                 while offer_ is None:
                     offer_ = next((o for o in await sched.offers() if o["agent_id"]["value"] == agent_id), None)
-                r = await sched.call("ACCEPT", {"offer_ids": [offer_["id"]], "operations": [{"type": "LAUNCH", "launch": {
-                    "task_infos": [{"name": "long", "task_id": {"value": "long"}, "agent_id": {"value": agent_id},
-                                    "resources": [{"name": "cpus", "type": "SCALAR", "scalar": {"value": 0.1}},
-                                                  {"name": "mem", "type": "SCALAR", "scalar": {"value": 32.0}}],
-                                    "command": {"value": "sleep 600"}}]}}]})
+                long_task = {"name": "long", "task_id": {"value": "long"}, "agent_id": {"value": agent_id},
+                             "resources": [{"name": "cpus", "type": "SCALAR", "scalar": {"value": 0.1}},
+                                           {"name": "mem", "type": "SCALAR", "scalar": {"value": 32.0}}],
+                             "command": {"value": "sleep 600"}}
+                r = await sched.call("ACCEPT", {"offer_ids": [offer_["id"]], "operations": [
+                    {"type": "LAUNCH", "launch": {"task_infos": [long_task]}}]})
                 assert r.status == 202, r
                 while True:
                     st = await sched.update("long")

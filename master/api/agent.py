@@ -18,100 +18,101 @@ import msgspec
 import structlog
 from aiohttp import web
 
-from eventstore import events as ev
 from eventstore.resources import Resources
 from master import effects as fx
+from master.decide import Decision
+from master.decide.agents import (AgentCall, AgentSubscribe, AgentUpdate, decide_agent_subscribe, decide_agent_update,
+                                  subscribe_problem)
 from master.server import MasterServer, NotLeader
 from master.streams import RecordStream
 
 log = structlog.get_logger("drover.api.agent")
 
-
-class AgentSubscribe(msgspec.Struct):
-    hostname: str
-    http: str
-    resources: list[ev.Resource]
-    agent_id: str | None = None
-    attributes: list[ev.Label] = msgspec.field(default_factory=list)
-    tasks: list[ev.TaskReport] = msgspec.field(default_factory=list)
-
-
-class AgentUpdate(msgspec.Struct):
-    framework_id: str
-    task_id: str
-    status: ev.TaskStatus
-
-
-class AgentCall(msgspec.Struct):
-    type: str
-    agent_id: str | None = None
-    subscribe: AgentSubscribe | None = None
-    update: AgentUpdate | None = None
-
+__all__ = ["AgentAPI", "AgentCall", "AgentSubscribe", "AgentUpdate"]
 
 _decoder = msgspec.json.Decoder(AgentCall)
 
 
 class AgentAPI:
+    """Thin: parse (msgspec) -> decide (master.decide.agents) -> commit -> send messages -> respond."""
+
     def __init__(self, core: MasterServer):
         self.core = core
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         try:
             call = _decoder.decode(await request.read())
+        except msgspec.ValidationError as e:
+            return web.Response(status=400, text=f"Invalid agent call: {e}")
         except msgspec.DecodeError as e:
             return web.Response(status=400, text=f"Malformed agent call: {e}")
+        except RecursionError:
+            return web.Response(status=400, text="Malformed agent call: JSON nested too deeply")
         if call.type == "SUBSCRIBE" and call.subscribe is not None:
             return await self._subscribe(request, call.subscribe)
         if call.type == "UPDATE" and call.update is not None and call.agent_id:
             return await self._update(call.agent_id, call.update)
         if call.type == "PING" and call.agent_id:
             return self._ping(call.agent_id)
-        return web.Response(status=400, text=f"Unknown or incomplete agent call {call.type!r}")
+        return web.Response(status=400, text=f"Unknown or incomplete agent call {call.type[:64]!r}")
+
+    def _send(self, decision: Decision) -> None:
+        for m in decision.messages:
+            if isinstance(m, fx.ToAgent):
+                self.core.send_agent(m.agent_id, m.message)
+            else:
+                self.core.send_framework(m.framework_id, m.event)
 
     async def _subscribe(self, request: web.Request, sub: AgentSubscribe) -> web.StreamResponse:
         core = self.core
+        config = core.config.decide_config()
+        # What is wrong whatever the state is answered before the stream opens (a 400 the agent logs); what the
+        # state refuses (e.g. too many agents) comes as an ERROR record on the stream.
+        if (why := subscribe_problem(sub, config)) is not None:
+            log.warning("agent subscription refused", hostname=str(sub.hostname)[:64], why=why)
+            return web.Response(status=400, text=f"Invalid agent subscription: {why}")
         response = web.StreamResponse(status=200, headers={"Content-Type": "application/json"})
         response.enable_chunked_encoding()
         await response.prepare(request)
-        stream = RecordStream(request, response, core.config.heartbeat_interval, "agent")
-        agent_id = sub.agent_id
+        stream = RecordStream(request, response, core.config.heartbeat_interval, "agent",
+                              max_queue=core.config.limits.stream_queue)
+        agent_id = None
         try:
             async with core.deciding():
-                state = core.state
-                if agent_id is not None and (agent_id in state.agents or agent_id.startswith(f"{state.cluster_id}-S")):
-                    await core.commit([ev.AgentReregistered(
-                        agent_id=agent_id, hostname=sub.hostname, http=sub.http, resources=sub.resources,
-                        attributes=sub.attributes, tasks=sub.tasks)])
+                decision = decide_agent_subscribe(core.state, sub, core.now(), config)
+                if decision.refusal is not None:
+                    log.warning("agent subscription refused", hostname=sub.hostname, why=decision.refusal.message)
+                    stream.close("refused", {"type": "ERROR", "error": {"message": decision.refusal.message}})
                 else:
-                    # An agent from another cluster (or a fresh one) gets a new identity.
-                    agent_id = f"{state.cluster_id}-S{state.next_agent}"
-                    await core.commit([ev.AgentRegistered(agent_id=agent_id, hostname=sub.hostname, http=sub.http,
-                                                          resources=sub.resources, attributes=sub.attributes)])
-                if not core.serving:
-                    raise NotLeader()  # stepped down while committing: don't register a link nobody feeds
-                old = core.agent_links.get(agent_id)
-                core.agent_links[agent_id] = stream
-                if old is not None:
-                    old.close("replaced")
-                stream.send({"type": "REGISTERED", "registered": {
-                    "agent_id": agent_id, "cluster_id": core.state.cluster_id,
-                    "heartbeat_interval_seconds": core.config.heartbeat_interval,
-                    "ping_interval_seconds": core.config.agent_ping_timeout}})
-                core.agent_heard(agent_id)
-                for msg in fx.resync_agent(core.state, agent_id, sub.tasks if sub.agent_id == agent_id else []):
-                    stream.send(msg)
-                log.info("agent registered", agent_id=agent_id, hostname=sub.hostname,
-                         resources=Resources(sub.resources).format(), tasks=len(sub.tasks))
+                    agent_id = decision.reply
+                    assert isinstance(agent_id, str)
+                    await core.commit(decision.events)
+                    if not core.serving:
+                        raise NotLeader()  # stepped down while committing: don't register a link nobody feeds
+                    old = core.agent_links.get(agent_id)
+                    core.agent_links[agent_id] = stream
+                    if old is not None:
+                        old.close("replaced")
+                    stream.send({"type": "REGISTERED", "registered": {
+                        "agent_id": agent_id, "cluster_id": core.state.cluster_id,
+                        "heartbeat_interval_seconds": core.config.heartbeat_interval,
+                        "ping_interval_seconds": core.config.agent_ping_timeout}})
+                    core.agent_heard(agent_id)
+                    # Effects derived from the state the events made: what the agent still has to do.
+                    for msg in fx.resync_agent(core.state, agent_id, sub.tasks if sub.agent_id == agent_id else []):
+                        stream.send(msg)
+                    log.info("agent registered", agent_id=agent_id, hostname=sub.hostname,
+                             resources=Resources(sub.resources).format(), tasks=len(sub.tasks))
         except NotLeader:
             stream.close("not leader", {"type": "ERROR", "error": {"message": "not the leader"}})
         await stream.run()
-        if stream.close_reason is None and core.agent_links.get(agent_id) is stream:
+        if agent_id is not None and stream.close_reason is None and core.agent_links.get(agent_id) is stream:
             del core.agent_links[agent_id]
             await core.record_disconnect(agent_id=agent_id)
         return response
 
     def _ping(self, agent_id: str) -> web.Response:
+        """Chatter, not history: the leader notes the sign of life (MasterServer.agent_seen); no event."""
         core = self.core
         if not core.serving:
             return web.Response(status=503, text="This master is not the leader")
@@ -125,27 +126,15 @@ class AgentAPI:
         core = self.core
         try:
             async with core.deciding():
-                state = core.state
                 if agent_id not in core.agent_links:
                     return web.Response(status=403, text="Agent is not subscribed to this master")
                 core.agent_heard(agent_id)
-                task = state.task(upd.framework_id, upd.task_id)
-                uuid = upd.status.uuid
-                if task is None or task.agent_id != agent_id:
-                    # Already completed, or its framework is gone: nobody will ever ack it, so we do.
-                    if uuid:
-                        core.send_agent(agent_id, fx.ack_message(upd.framework_id, upd.task_id, uuid))
-                    return web.Response(status=202)
-                if uuid and any(s.uuid == uuid for s in task.statuses):
-                    if task.pending is not None and task.pending.uuid == uuid:
-                        # A retry of an update the framework has not acked yet: deliver it again.
-                        core.send_framework(upd.framework_id, fx.update_event(
-                            state, upd.framework_id, upd.task_id, agent_id, task.pending))
-                    else:
-                        core.send_agent(agent_id, fx.ack_message(upd.framework_id, upd.task_id, uuid))
-                    return web.Response(status=202)
-                await core.commit([ev.StatusUpdated(framework_id=upd.framework_id, task_id=upd.task_id,
-                                                    agent_id=agent_id, status=upd.status)])
+                decision = decide_agent_update(core.state, agent_id, upd, core.now(), core.config.decide_config())
+                if decision.refusal is not None:
+                    log.warning("status update refused", agent_id=agent_id, why=decision.refusal.message)
+                    return web.Response(status=decision.refusal.status, text=decision.refusal.message)
+                await core.commit(decision.events)
+                self._send(decision)
         except NotLeader:
             return web.Response(status=503, text="This master is no longer the leader")
         return web.Response(status=202)

@@ -1,8 +1,9 @@
 """`POST /api/v1`: the Mesos v1 operator API (the calls this version implements).
 
-Reads answer from the folded state (shapes in master/operator_json.py); writes (weights,
-quota) are validated, recorded as events and folded before the 200 goes out, like every
-other decision. SUBSCRIBE streams SUBSCRIBED (with the GET_STATE view), heartbeats and the
+Reads answer from the folded state (shapes in master/operator_json.py). Writes (weights,
+quota) are parsed here (shape and types, bounded in size) and decided by the pure deciders
+of master/decide/operator.py (every value rule); their events are folded before the 200
+goes out, like every other decision. SUBSCRIBE streams SUBSCRIBED (with the GET_STATE view), heartbeats and the
 events derived from each committed event (docs/event-stream.md).
 """
 
@@ -10,14 +11,16 @@ from __future__ import annotations
 
 import asyncio
 import json
-import math
 
 import structlog
 from aiohttp import web
 
-from eventstore import events as ev
 from eventstore.resources import Resources
 from master import codec, operator_json
+from master.decide import Decision
+from master.decide.operator import (MAX_QUOTA_NAMES, QuotaConfig, UpdateQuota, UpdateWeights, WeightInfo,
+                                    decide_update_quota, decide_update_weights)
+from master.limits import Limits
 from master.server import MasterServer, NotLeader
 from master.state import clone
 from master.streams import LiveStream, StreamOver
@@ -38,14 +41,45 @@ def _ok(call_type: str, body: dict) -> web.Response:
 
 
 def _quantities(d: object, where: str) -> dict[str, float]:
-    """`{"cpus": {"value": 1.0}, ...}` -> {"cpus": 1.0}; each value finite and non-negative."""
-    out = {}
-    for name, v in codec._obj(d, where).items():
-        val = codec._num(codec._obj(v, f"{where}.{name}").get("value"), f"{where}.{name}.value")
-        if val < 0 or math.isnan(val) or math.isinf(val):
-            raise codec.CallError(f"'{where}.{name}.value' must be a finite non-negative number, got {val}")
-        out[name] = round(val, 3)
-    return dict(sorted(out.items()))
+    """`{"cpus": {"value": 1.0}, ...}` -> {"cpus": 1.0}: the shape only (the decider judges the values)."""
+    items = codec._obj(d, where)
+    if len(items) > MAX_QUOTA_NAMES:
+        raise codec.CallError(f"'{where}' names {len(items)} resources, more than the limit of {MAX_QUOTA_NAMES}")
+    return {name: codec._num(codec._obj(v, f"{where}.{name}").get("value"), f"{where}.{name}.value")
+            for name, v in items.items()}
+
+
+def _entries(body: dict, key: str, where: str, limits: Limits) -> list:
+    """A call's list of entries, bounded before any of it is read (max_roles_per_call)."""
+    items = codec._list(body.get(key), where)
+    if len(items) > limits.max_roles_per_call:
+        raise codec.CallError(f"'{where}' has {len(items)} entries, more than the limit of "
+                              f"{limits.max_roles_per_call} (max_roles_per_call)")
+    return items
+
+
+def parse_update_weights(body: dict, limits: Limits) -> UpdateWeights:
+    infos = []
+    for i, w in enumerate(_entries(body, "weight_infos", "update_weights.weight_infos", limits)):
+        w = codec._obj(w, f"update_weights.weight_infos[{i}]")
+        role = codec._str(w.get("role"), f"update_weights.weight_infos[{i}].role", True)
+        infos.append(WeightInfo(role=role or "", weight=codec._num(w.get("weight"),
+                                                                   f"update_weights.weight_infos[{i}].weight")))
+    return UpdateWeights(weight_infos=infos)
+
+
+def parse_update_quota(body: dict, limits: Limits) -> UpdateQuota:
+    force = body.get("force", False)
+    if not isinstance(force, bool):
+        raise codec.CallError("'update_quota.force' must be a boolean")
+    configs = []
+    for i, c in enumerate(_entries(body, "quota_configs", "update_quota.quota_configs", limits)):
+        w = f"update_quota.quota_configs[{i}]"
+        c = codec._obj(c, w)
+        role = codec._str(c.get("role"), f"{w}.role", True)
+        configs.append(QuotaConfig(role=role or "", guarantees=_quantities(c.get("guarantees"), f"{w}.guarantees"),
+                                   limits=_quantities(c.get("limits"), f"{w}.limits")))
+    return UpdateQuota(quota_configs=configs, force=force)
 
 
 def _quantities_out(q: dict[str, float]) -> dict:
@@ -57,7 +91,7 @@ class OperatorAPI:
         self.core = core
         self._subscribers: list[asyncio.Queue] = []  # listener queues of the SUBSCRIBE streams, oldest first
 
-    async def handle(self, request: web.Request) -> web.Response:
+    async def handle(self, request: web.Request) -> web.StreamResponse:
         ctype = request.headers.get("Content-Type")
         if ctype is None:
             return _text(400, "Expecting 'Content-Type' to be present")
@@ -67,6 +101,8 @@ class OperatorAPI:
             call = json.loads(await request.read())
             if not isinstance(call, dict) or not isinstance(call.get("type"), str):
                 raise codec.CallError("Expecting a JSON object with a 'type'")
+        except RecursionError:
+            return _text(400, "Failed to parse body into JSON: nested too deeply")
         except (ValueError, UnicodeDecodeError) as e:
             return _text(400, f"Failed to parse body into JSON: {e}")
         except codec.CallError as e:
@@ -74,17 +110,33 @@ class OperatorAPI:
         t = call["type"]
         if t == "SUBSCRIBE":
             return await self._subscribe(request)
-        handler = getattr(self, "_" + t.lower(), None)
+        handler = self._calls.get(t)
         if handler is None:
-            return _text(501 if t == "UNKNOWN" else 400, f"Operator call {t!r} is not supported")
+            return _text(501 if t == "UNKNOWN" else 400, f"Operator call {t[:64]!r} is not supported")
         try:
             return await handler(t, codec._obj(call.get(t.lower()), t.lower()))
         except codec.CallError as e:
             return _text(400, str(e))
-        except codec.FrameworkRefused as e:  # role validation
-            return _text(400, str(e))
         except NotLeader:
             return _text(503, "This master is no longer the leader; retry")
+
+    @property
+    def _calls(self) -> dict:
+        """Call type -> handler: only these names (never an attribute looked up from the request)."""
+        return {"GET_STATE": self._get_state, "GET_TASKS": self._get_tasks, "GET_EXECUTORS": self._get_executors,
+                "GET_FRAMEWORKS": self._get_frameworks, "GET_AGENTS": self._get_agents,
+                "GET_HEALTH": self._get_health, "GET_VERSION": self._get_version, "GET_FLAGS": self._get_flags,
+                "GET_WEIGHTS": self._get_weights, "UPDATE_WEIGHTS": self._update_weights,
+                "GET_QUOTA": self._get_quota, "UPDATE_QUOTA": self._update_quota, "GET_ROLES": self._get_roles}
+
+    async def _commit(self, decide, call) -> web.Response:
+        """Decide under the leader's decision lock, commit, and answer 200 once folded (or the refusal)."""
+        async with self.core.deciding():
+            decision: Decision = decide(self.core.state, call, self.core.now(), self.core.config.decide_config())
+            if decision.refusal is not None:
+                return _text(decision.refusal.status, decision.refusal.message)
+            await self.core.commit(decision.events)
+        return web.Response(status=200)
 
     # ---- the cluster's state, as GET_STATE and its parts ---------------------------------------------
     async def _get_state(self, t: str, body: dict) -> web.Response:
@@ -180,22 +232,7 @@ class OperatorAPI:
                                         for r, w in sorted(self.core.state.weights.items())]})
 
     async def _update_weights(self, t: str, body: dict) -> web.Response:
-        weights = {}
-        for i, w in enumerate(codec._list(body.get("weight_infos"), "update_weights.weight_infos")):
-            w = codec._obj(w, f"update_weights.weight_infos[{i}]")
-            role = codec._str(w.get("role"), f"update_weights.weight_infos[{i}].role", True)
-            codec.validate_role(role)
-            if role == "*":
-                raise codec.CallError("Updating the weight of role '*' is not allowed")
-            weight = codec._num(w.get("weight"), f"update_weights.weight_infos[{i}].weight")
-            if not (weight > 0 and math.isfinite(weight)):
-                raise codec.CallError(f"Weight of role '{role}' must be a positive number, got {weight}")
-            weights[role] = weight
-        if not weights:
-            raise codec.CallError("Expecting 'update_weights.weight_infos' to be present and non-empty")
-        async with self.core.deciding():
-            await self.core.commit([ev.WeightsUpdated(weights=dict(sorted(weights.items())))])
-        return web.Response(status=200)
+        return await self._commit(decide_update_weights, parse_update_weights(body, self.core.config.limits))
 
     async def _get_quota(self, t: str, body: dict) -> web.Response:
         configs = [{"role": r, "guarantees": _quantities_out(q.guarantees), "limits": _quantities_out(q.limits)}
@@ -203,38 +240,7 @@ class OperatorAPI:
         return _ok(t, {"status": {"configs": configs}})
 
     async def _update_quota(self, t: str, body: dict) -> web.Response:
-        force = bool(body.get("force", False))
-        configs = []
-        for i, c in enumerate(codec._list(body.get("quota_configs"), "update_quota.quota_configs")):
-            w = f"update_quota.quota_configs[{i}]"
-            c = codec._obj(c, w)
-            role = codec._str(c.get("role"), f"{w}.role", True)
-            codec.validate_role(role)
-            if role == "*" or "/" in role:
-                raise codec.CallError(f"{w}.role: quota can only be set on a top-level role other than '*', "
-                                      f"not {role!r}")
-            g = _quantities(c.get("guarantees"), f"{w}.guarantees")
-            lim = _quantities(c.get("limits"), f"{w}.limits")
-            for name, v in g.items():
-                if name in lim and v > lim[name]:
-                    raise codec.CallError(f"{w}: the guarantee of {name} ({v:g}) exceeds its limit ({lim[name]:g})")
-            configs.append((role, g, lim))
-        if not configs:
-            raise codec.CallError("Expecting 'update_quota.quota_configs' to be present and non-empty")
-        async with self.core.deciding():
-            state = self.core.state
-            if not force:
-                # Mesos refuses guarantees the cluster cannot hold, unless forced.
-                after = {r: q.guarantees for r, q in state.quotas.items()}
-                after.update({r: g for r, g, _ in configs})
-                totals = Resources(r for a in state.agents.values() for r in a.resources).quantities()
-                for name in sorted({n for g in after.values() for n in g}):
-                    want = round(sum(g.get(name, 0.0) for g in after.values()), 3)
-                    if want > totals.get(name, 0.0):
-                        raise codec.CallError(f"Total quota guarantees for {name} ({want:g}) exceed the cluster's "
-                                              f"capacity ({totals.get(name, 0.0):g}); use 'force' to set them anyway")
-            await self.core.commit([ev.QuotaUpdated(role=r, guarantees=g, limits=lim) for r, g, lim in configs])
-        return web.Response(status=200)
+        return await self._commit(decide_update_quota, parse_update_quota(body, self.core.config.limits))
 
     async def _get_roles(self, t: str, body: dict) -> web.Response:
         state = self.core.state

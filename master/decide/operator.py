@@ -1,0 +1,147 @@
+"""Deciders for the operator API's writes (`POST /api/v1`): UPDATE_WEIGHTS and UPDATE_QUOTA.
+
+    decide_update_weights(state, call, now, config) -> Decision   WEIGHTS_UPDATED
+    decide_update_quota(state, call, now, config) -> Decision     QUOTA_UPDATED per role
+
+The handler turns the JSON into these calls (shape and types: master/api/operator.py); every value rule is
+checked here, with Mesos's messages where it has them: roles valid, weights finite and in (0, MAX_WEIGHT],
+quota quantities finite and in [0, MAX_SCALAR], a guarantee no larger than its limit, quota only on top-level
+roles, and, unless `force`, total guarantees within the cluster's capacity. Pure.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass, field
+from typing import Mapping
+
+from eventstore import events as ev
+from eventstore.resources import round3
+from eventstore.values import MAX_NAME_LENGTH, MAX_SCALAR, MAX_WEIGHT, role_problem
+from master.decide import DecideConfig, Decision
+from master.decide.gate import events_problem
+from master.state import State
+
+MAX_QUOTA_NAMES = 1000  # resource names in one role's guarantees (or limits)
+_CONTROL_OR_SPACE = re.compile(r"[\x00-\x20\x7f-\x9f\s]")
+
+
+@dataclass(frozen=True)
+class WeightInfo:
+    role: str
+    weight: float
+
+
+@dataclass(frozen=True)
+class UpdateWeights:
+    weight_infos: list[WeightInfo]
+
+
+@dataclass(frozen=True)
+class QuotaConfig:
+    role: str
+    guarantees: Mapping[str, float] = field(default_factory=dict)
+    limits: Mapping[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class UpdateQuota:
+    quota_configs: list[QuotaConfig]
+    force: bool = False
+
+
+def _count_problem(n: int, what: str, config: DecideConfig) -> str | None:
+    if n == 0:
+        return f"Expecting '{what}' to be present and non-empty"
+    if n > config.limits.max_roles_per_call:
+        return f"'{what}' has {n} entries, more than the limit of {config.limits.max_roles_per_call} " \
+               "(max_roles_per_call)"
+    return None
+
+
+def decide_update_weights(state: State, call: UpdateWeights, now: float, config: DecideConfig) -> Decision:
+    if (why := _count_problem(len(call.weight_infos), "update_weights.weight_infos", config)):
+        return Decision.refuse(400, why)
+    weights: dict[str, float] = {}
+    for i, w in enumerate(call.weight_infos):
+        if (why := role_problem(w.role)):
+            return Decision.refuse(400, f"'update_weights.weight_infos[{i}].role': {why}")
+        if w.role == "*":
+            return Decision.refuse(400, "Updating the weight of role '*' is not allowed")
+        weight = w.weight
+        if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not math.isfinite(weight) \
+                or not 0 < weight <= MAX_WEIGHT:
+            return Decision.refuse(400, f"Weight of role '{w.role}' must be a positive number no larger than "
+                                        f"{MAX_WEIGHT:g}, got {weight}")
+        weights[w.role] = float(weight)  # a role named twice: the last one counts
+    event = ev.WeightsUpdated(weights=dict(sorted(weights.items())))
+    if (why := events_problem([event])):
+        return Decision.refuse(400, f"Invalid weights: {why}")
+    return Decision(events=[event])
+
+
+def _quantities(q: Mapping[str, float], where: str) -> tuple[dict[str, float] | None, str | None]:
+    """Resource name -> quantity, each finite in [0, MAX_SCALAR], rounded as Mesos's fixed point does."""
+    if len(q) > MAX_QUOTA_NAMES:
+        return None, f"'{where}' names {len(q)} resources, more than the limit of {MAX_QUOTA_NAMES}"
+    out = {}
+    for name, v in q.items():
+        if not isinstance(name, str) or not name or len(name) > MAX_NAME_LENGTH or _CONTROL_OR_SPACE.search(name):
+            return None, f"'{where}': invalid resource name {str(name)[:64]!r}"
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or not 0 <= v <= MAX_SCALAR:
+            return None, f"'{where}.{name}.value' must be a finite non-negative number no larger than " \
+                         f"{MAX_SCALAR:g}, got {v}"
+        out[name] = round3(float(v))
+    return dict(sorted(out.items())), None
+
+
+def cluster_capacity(state: State) -> dict[str, float]:
+    """Scalar totals over the reachable agents, by name (what quota guarantees are held against)."""
+    totals: dict[str, float] = {}
+    for agent in state.agents.values():
+        for r in agent.resources:
+            if r.type == "SCALAR":
+                totals[r.name] = round3(totals.get(r.name, 0.0) + r.scalar)
+    return totals
+
+
+def decide_update_quota(state: State, call: UpdateQuota, now: float, config: DecideConfig) -> Decision:
+    if (why := _count_problem(len(call.quota_configs), "update_quota.quota_configs", config)):
+        return Decision.refuse(400, why)
+    configs: dict[str, tuple[dict[str, float], dict[str, float]]] = {}
+    for i, c in enumerate(call.quota_configs):
+        w = f"update_quota.quota_configs[{i}]"
+        if (why := role_problem(c.role)):
+            return Decision.refuse(400, f"'{w}.role': {why}")
+        if c.role == "*" or "/" in c.role:
+            return Decision.refuse(400, f"{w}.role: quota can only be set on a top-level role other than '*', "
+                                        f"not {c.role!r}")
+        if c.role in configs:
+            return Decision.refuse(400, f"{w}.role: role {c.role!r} is configured more than once")
+        g, why = _quantities(c.guarantees, f"{w}.guarantees")
+        if g is None:
+            return Decision.refuse(400, why or "invalid guarantees")
+        lim, why = _quantities(c.limits, f"{w}.limits")
+        if lim is None:
+            return Decision.refuse(400, why or "invalid limits")
+        for name, v in g.items():
+            if name in lim and v > lim[name]:
+                return Decision.refuse(400, f"{w}: the guarantee of {name} ({v:g}) exceeds its limit ({lim[name]:g})")
+        configs[c.role] = (g, lim)
+    if not call.force:
+        # Mesos refuses guarantees the cluster cannot hold, unless forced.
+        after = {r: dict(q.guarantees) for r, q in state.quotas.items()}
+        after.update({r: g for r, (g, _) in configs.items()})
+        totals = cluster_capacity(state)
+        for name in sorted({n for g in after.values() for n in g}):
+            want = 0.0
+            for role in sorted(after):
+                want = round3(want + after[role].get(name, 0.0))
+            if want > totals.get(name, 0.0):
+                return Decision.refuse(400, f"Total quota guarantees for {name} ({want:g}) exceed the cluster's "
+                                            f"capacity ({totals.get(name, 0.0):g}); use 'force' to set them anyway")
+    events: list[ev.Event] = [ev.QuotaUpdated(role=r, guarantees=g, limits=lim) for r, (g, lim) in configs.items()]
+    if (why := events_problem(events)):
+        return Decision.refuse(400, f"Invalid quota: {why}")
+    return Decision(events=events)
