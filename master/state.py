@@ -18,6 +18,7 @@ import msgspec
 from eventstore import events as ev
 from eventstore.resources import Resource, Resources
 from master.allocation import ALLOCATOR_KEY, allocator_of, digest, reset
+from master.allocator.config import AllocatorConfig
 from master.allocator.hierarchical import HierarchicalAllocator
 
 TERMINAL_STATES = frozenset(
@@ -233,7 +234,7 @@ def _leader_elected(s: State, e: ev.LeaderElected, ts: float) -> None:
     for o in s.offers.values():
         a.recover(o.framework_id, o.role, o.agent_id, Resources(o.resources))
     s.offers.clear()
-    if dict(e.config) != s.config:
+    if dict(e.config) != s.config and _valid_config(e.config):
         s.config = dict(e.config)
         reset(s)  # other allocation flags: the allocator is rebuilt from the fields
         a = allocator_of(s)
@@ -343,7 +344,18 @@ def _roles_revived(s: State, e: ev.RolesRevived, ts: float) -> None:
     allocator_of(s).revive(e.framework_id, sorted(roles))
 
 
+def _valid_config(config: dict[str, object]) -> bool:
+    """Whether a LEADER_ELECTED's allocation flags make an allocator (always, for a leader's own flags)."""
+    try:
+        AllocatorConfig.from_record(dict(config))
+    except (ValueError, TypeError, KeyError, AttributeError):
+        return False
+    return True
+
+
 def _agent_registered(s: State, e: ev.AgentRegistered, ts: float) -> None:
+    if e.agent_id in s.agents or e.agent_id in s.unreachable_agents:
+        return  # never decided (a known agent re-registers); a second registration changes nothing
     a = allocator_of(s)  # before the agent is in the fields: a first use rebuilds from them
     s.agents[e.agent_id] = Agent(
         agent_id=e.agent_id, hostname=e.hostname, http=e.http, resources=e.resources, attributes=e.attributes,
@@ -442,7 +454,8 @@ def _agent_reregistered(s: State, e: ev.AgentReregistered, ts: float) -> None:
     for report in e.tasks:
         task = s.task(report.framework_id, report.task_id)
         if task is None and report.spec is not None and report.framework_id in s.frameworks \
-                and report.state not in TERMINAL_STATES:
+                and report.state not in TERMINAL_STATES and report.spec.agent_id == e.agent_id \
+                and report.spec.task_id == report.task_id:
             # A task this log never saw launched (e.g. recorded only on a lost replica): adopt it.
             s.tasks.setdefault(report.framework_id, {})[report.task_id] = Task(
                 framework_id=report.framework_id, spec=report.spec, launched_at=ts, state=report.state
@@ -460,6 +473,8 @@ def _agent_disconnected(s: State, e: ev.AgentDisconnected, ts: float) -> None:
 def _offers_made(s: State, e: ev.OffersMade, ts: float) -> None:
     a = allocator_of(s)
     for o in e.offers:
+        if o.offer_id in s.offers or o.agent_id not in s.agents or o.framework_id not in s.frameworks:
+            continue  # never decided by the allocator (it offers known agents to known frameworks, new ids)
         s.offers[o.offer_id] = Offer(
             offer_id=o.offer_id, framework_id=o.framework_id, agent_id=o.agent_id, role=o.role,
             resources=o.resources, made_at=ts,
@@ -481,24 +496,31 @@ def _offers_declined(s: State, e: ev.OffersDeclined, ts: float) -> None:
 
 
 def _offers_accepted(s: State, e: ev.OffersAccepted, ts: float) -> None:
-    offers = [s.offers.pop(oid) for oid in e.offer_ids if oid in s.offers]
-    if not offers:
+    # The decider accepts only the framework's own live offers, all on one agent and for one role; anything
+    # else in a committed event is ignored rather than folded into a state no decision could have led to.
+    candidates = [s.offers[oid] for oid in dict.fromkeys(e.offer_ids) if oid in s.offers]
+    candidates = [o for o in candidates if o.framework_id == e.framework_id]
+    if not candidates or candidates[0].agent_id not in s.agents:
         return
+    role, agent_id = candidates[0].role, candidates[0].agent_id
+    offers = [o for o in candidates if o.agent_id == agent_id and o.role == role]
+    for o in offers:
+        del s.offers[o.offer_id]
     offered = Resources(r for o in offers for r in o.resources)
-    role, agent_id = offers[0].role, offers[0].agent_id
-    if e.reserved or e.unreserved:
+    reserved, unreserved = Resources(e.reserved), Resources(e.unreserved)
+    consumed = reserved.as_unreserved() + unreserved
+    if consumed and offered.contains(consumed):  # the decider only reserves what the offers hold
         # RESERVE / UNRESERVE: the offered resources change owner before the tasks take theirs.
-        reserved, unreserved = Resources(e.reserved), Resources(e.unreserved)
-        consumed = reserved.as_unreserved() + unreserved
         converted = reserved + unreserved.as_unreserved()
         agent = s.agents[agent_id]
         agent.resources = (agent.total() - consumed + converted).to_list()
         agent.dynamic = (Resources(agent.dynamic) - unreserved + reserved).to_list()
         allocator_of(s).convert(agent_id, e.framework_id, role, consumed, converted)
         offered = offered - consumed + converted
-    used = Resources(r for t in e.tasks for r in t.resources)
     fw_tasks = s.tasks.setdefault(e.framework_id, {})
-    for spec in e.tasks:
+    specs = [t for t in e.tasks if t.agent_id == agent_id and t.task_id not in fw_tasks]
+    used = Resources(r for t in specs for r in t.resources)
+    for spec in specs:
         if spec.role != role:  # a task is allocated to the role of the offers it was launched from
             spec = msgspec.structs.replace(spec, role=role)
         fw_tasks[spec.task_id] = Task(framework_id=e.framework_id, spec=spec, launched_at=ts,
