@@ -105,7 +105,7 @@ class Agent:
         """After an agent restart: re-attach to our containers; report the ones that ended while we were down."""
         if not self.tasks:
             return
-        for key, rec in list(self.tasks.items()):
+        for rec in list(self.tasks.values()):
             if rec.terminal_sent:
                 continue
             if rec.container_id is None:
