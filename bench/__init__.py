@@ -44,7 +44,8 @@ def table(headers: list[str], rows: list[list[str]], right: set[int] | None = No
     widths = [max(len(str(h)), *(len(str(r[i])) for r in rows)) if rows else len(str(h)) for i, h in enumerate(headers)]
 
     def line(cells: list[str]) -> str:
-        return "  ".join(str(c).rjust(w) if i in right else str(c).ljust(w) for i, (c, w) in enumerate(zip(cells, widths)))
+        return "  ".join(str(c).rjust(w) if i in right else str(c).ljust(w)
+                         for i, (c, w) in enumerate(zip(cells, widths, strict=False)))
 
     out = [line(headers), "  ".join("-" * w for w in widths)]
     out += [line(r) for r in rows]

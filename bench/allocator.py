@@ -13,6 +13,7 @@ Every agent is free and every framework active, so each cycle visits every agent
 from __future__ import annotations
 
 import argparse
+import functools
 import gc
 import statistics
 import time
@@ -87,9 +88,9 @@ def main() -> None:
         a = build(agents, frameworks)
         setup = time.perf_counter() - t0
         offers = len(a.decide(0.0, None, seed=1, explain=False).offers)
-        drover = timed(lambda: a.decide(0.0, None, seed=1, explain=False), repeat)
-        explained = timed(lambda: a.decide(0.0, None, seed=1, explain=True), 1)
-        naive = timed(lambda: naive_cycle(a), 1) if not args.skip_naive else None
+        drover = timed(functools.partial(a.decide, 0.0, None, seed=1, explain=False), repeat)
+        explained = timed(functools.partial(a.decide, 0.0, None, seed=1, explain=True), 1)
+        naive = timed(functools.partial(naive_cycle, a), 1) if not args.skip_naive else None
         rows.append((agents, frameworks, offers, setup, statistics.median(drover), explained[0],
                      naive[0] if naive else None, MESOS_REFERENCE_S.get((agents, frameworks))))
     print(f"\nOne full allocation cycle (all agents free, all frameworks active; agent {AGENT}; "

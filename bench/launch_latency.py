@@ -286,7 +286,8 @@ async def measure(cluster, root: Path, n: int, command: str, run_id: str) -> dic
                     tid = f"t{i + 1}-{uuid.uuid4().hex[:6]}"
                     accept = {"type": "ACCEPT", "accept": {
                         "offer_ids": [offer["id"]],
-                        "operations": [{"type": "LAUNCH", "launch": {"task_infos": [fw.task_info(offer, tid, command)]}}],
+                        "operations": [{"type": "LAUNCH",
+                                        "launch": {"task_infos": [fw.task_info(offer, tid, command)]}}],
                         "filters": {"refuse_seconds": 0.0}}}
                     t0, w0 = time.perf_counter(), time.time()
                     await fw.call(accept)
@@ -335,7 +336,7 @@ def report(res: dict, masters: int, command: str) -> None:
         else:
             over = f"{(median(xs) - raw_med) * 1000:+,.1f} ms ({median(xs) / raw_med:.2f}x)"
             # rows are measured in the same rounds: the median of per-round differences is robust to drift
-            paired = f"{median([a - b for a, b in zip(xs, res['raw'])]) * 1000:+,.1f} ms"
+            paired = f"{median([a - b for a, b in zip(xs, res['raw'], strict=False)]) * 1000:+,.1f} ms"
         rows.append([label, str(len(xs)), ms(xs, median), ms(xs, p95), ms(xs, min), over, paired])
     print()
     print(f"Launch latency: {masters} master replica(s) + 1 agent + podman service, tasks one at a time, "

@@ -54,7 +54,8 @@ import urllib.request
 import uuid
 from pathlib import Path
 
-from bench import eprint, exit_when_orphaned, run_main, fmt, machine_line, median, percentile, sigterm_as_keyboard_interrupt, table
+from bench import (eprint, exit_when_orphaned, fmt, machine_line, median, percentile, run_main,
+                   sigterm_as_keyboard_interrupt, table)
 
 HOST = "127.0.0.1"
 REPO = Path(__file__).resolve().parent.parent
@@ -298,7 +299,8 @@ class BenchCluster:
             for n in self.nodes:
                 p = self.procs[n["id"]]
                 if p.poll() is not None:
-                    raise RuntimeError(f"{self.name} replica {n['id']} exited with {p.returncode}:\n{self.log(n['id'])}")
+                    raise RuntimeError(
+                        f"{self.name} replica {n['id']} exited with {p.returncode}:\n{self.log(n['id'])}")
                 code, st = _http(f"http://{HOST}:{n['control']}/status")
                 if code == 200 and st and st["leader"] and st["ready"]:
                     return n
@@ -372,7 +374,7 @@ class BenchCluster:
         for p in self.procs.values():
             if p.poll() is None:
                 p.send_signal(signal.SIGTERM)
-        for name, p in self.procs.items():
+        for p in self.procs.values():
             try:
                 p.wait(timeout=10)
             except subprocess.TimeoutExpired:
@@ -385,6 +387,11 @@ def _split(total: int, rounds: int) -> list[int]:
     for i in range(total - sum(base)):
         base[i] += 1
     return [c for c in base if c > 0]
+
+
+def events_per_s(batch: int, r: dict) -> float:
+    """Events per second of one run: `batch` events per committed entry, over the loop's wall time."""
+    return batch * len(r["committed"]) / r["wall"]
 
 
 def run_bench(batches: list[int], counts: dict[int, int], rounds: int, keep: bool, fsync: bool = False) -> int:
@@ -453,9 +460,10 @@ def run_bench(batches: list[int], counts: dict[int, int], rounds: int, keep: boo
     print(machine_line())
     print(f"SyncObjConf (all rows): appendEntriesUseBatch=False, raftMinTimeout={t.raft_min_timeout}, "
           f"raftMaxTimeout={t.raft_max_timeout}, appendEntriesPeriod={t.append_entries_period}, journal file on")
-    print("journal fsync: raw never; " + ("'fsync off' = pysyncobj's unflushed mmap journal + SQLite synchronous=NORMAL, "
-                                          "'fsync on' = msync per entry + SQLite synchronous=FULL" if fsync else
-                                          f"Drover default (fsync_journal={t.fsync_journal})"))
+    print("journal fsync: raw never; "
+          + ("'fsync off' = pysyncobj's unflushed mmap journal + SQLite synchronous=NORMAL, "
+             "'fsync on' = msync per entry + SQLite synchronous=FULL" if fsync else
+             f"Drover default (fsync_journal={t.fsync_journal})"))
     headers = ["batch", "system", "proposals", "events/s", "commit p50 ms", "commit p95 ms",
                "+SQLite p50 ms", "+SQLite p95 ms", "events/s vs raw"]
     rows = []
@@ -474,15 +482,16 @@ def run_bench(batches: list[int], counts: dict[int, int], rounds: int, keep: boo
     if fsync:
         for batch in batches:
             off, on = results[(batch, "drover")], results[(batch, "drover-fsync")]
-            eps = lambda r: batch * len(r["committed"]) / r["wall"]  # noqa: E731
-            print(f"fsync on vs off, batch {batch}: events/s x{eps(on) / eps(off):.2f}, commit p50 "
+            speed_up = events_per_s(batch, on) / events_per_s(batch, off)
+            print(f"fsync on vs off, batch {batch}: events/s x{speed_up:.2f}, commit p50 "
                   f"{(median(on['committed']) - median(off['committed'])) * 1000:+.2f} ms, +SQLite p50 "
                   f"{(median(on['applied']) - median(off['applied'])) * 1000:+.2f} ms")
     print("commit = propose() until the entry is committed by a majority and applied to pysyncobj's consumer on the\n"
           "leader; +SQLite = until MasterServer's applier has written it to the leader's SQLite store and folded it\n"
           "(what MasterServer.commit waits for). events/s counts the whole sequential loop (Drover: to +SQLite).")
     retries = {k: sum(results[(b, k)]["retries"] for b in batches) for k in clusters}
-    terms = {k: (sorted({s["term"] for s in terms0[k].values() if s}), sorted({s["term"] for s in terms1[k].values() if s}))
+    terms = {k: (sorted({s["term"] for s in terms0[k].values() if s}),
+                 sorted({s["term"] for s in terms1[k].values() if s}))
              for k in clusters}
     print("Raft terms before/after: " + ", ".join(f"{k} {terms[k][0]}->{terms[k][1]}" for k in clusters)
           + f"; retried runs: {retries}")

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import re
 from math import floor as _floor
-from typing import Annotated, Iterable, Literal
+from typing import Annotated, Iterable, Iterator, Literal
 
 import msgspec
 
@@ -160,7 +160,7 @@ class Resources:
         return cls(Resource(n, "SCALAR", scalar=_round(v), role=role) for n, v in q.items())
 
     # -- access -------------------------------------------------------------------------
-    def __iter__(self):
+    def __iter__(self) -> Iterator[Resource]:
         return iter(self._items.values())
 
     def to_list(self) -> list[Resource]:

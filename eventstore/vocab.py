@@ -7,7 +7,7 @@ Values are the Mesos enum names, as they appear on the wire and in events.
 from __future__ import annotations
 
 from enum import StrEnum
-from typing import Literal
+from typing import Literal, get_args
 
 
 class TaskState(StrEnum):
@@ -33,7 +33,7 @@ TaskStateName = Literal[
     "TASK_KILLED", "TASK_ERROR", "TASK_LOST", "TASK_DROPPED", "TASK_UNREACHABLE", "TASK_GONE",
     "TASK_GONE_BY_OPERATOR", "TASK_UNKNOWN",
 ]
-assert set(TaskStateName.__args__) == {s.value for s in TaskState}
+assert set(get_args(TaskStateName)) == {s.value for s in TaskState}
 
 # States a task never leaves (Mesos's `protobuf::isTerminalState`). TASK_UNKNOWN is not a state a task is in:
 # only a reconciliation answer for a task the master does not know.

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
 
 from eventstore.resources import Resources
 
@@ -25,7 +26,8 @@ class AllocatorConfig:
 
     def __post_init__(self) -> None:
         if not (self.allocation_interval > 0 and math.isfinite(self.allocation_interval)):
-            raise ValueError(f"allocation_interval must be a positive number of seconds, got {self.allocation_interval!r}")
+            raise ValueError(
+                f"allocation_interval must be a positive number of seconds, got {self.allocation_interval!r}")
         if self.offer_timeout is not None and not (self.offer_timeout > 0 and math.isfinite(self.offer_timeout)):
             raise ValueError(f"offer_timeout must be a positive number of seconds, got {self.offer_timeout!r}")
         for field_name in ("role_sorter", "framework_sorter"):
@@ -47,7 +49,7 @@ class AllocatorConfig:
         }
 
     @classmethod
-    def from_record(cls, rec: dict) -> "AllocatorConfig":
+    def from_record(cls, rec: dict[str, Any]) -> "AllocatorConfig":
         return cls(
             allocation_interval=float(rec.get("allocation_interval", 1.0)),
             offer_timeout=rec.get("offer_timeout"),

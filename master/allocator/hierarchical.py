@@ -14,6 +14,7 @@ random); the seed is part of the recorded decision, so replay re-derives it.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable, Literal, Sequence
 
 import msgspec
 
@@ -78,7 +79,7 @@ class OfferDecision:
 class AgentTrace:
     """Why the offers on one agent went where they went: the order and shares seen, and the skips."""
     agent_id: str
-    stage: int
+    stage: Literal[1, 2]
     order: list[tuple[str, str, float, int, float]] = field(default_factory=list)  # see _explain
     skipped: list[tuple[str, str]] = field(default_factory=list)  # framework, reason
 
@@ -115,10 +116,11 @@ class HierarchicalAllocator:
         self._next_expiry = float("inf")
 
     # ---- snapshots ------------------------------------------------------------------------------------
-    def to_record(self) -> dict:
+    def to_record(self) -> dict[str, Any]:
         """Everything needed to continue exactly where this allocator is (for state snapshots)."""
-        def res(r: Resources) -> list:
-            return msgspec.to_builtins(r.to_list())
+        def res(r: Resources) -> list[Any]:
+            out: list[Any] = msgspec.to_builtins(r.to_list())
+            return out
         return {
             "config": self.config.to_record(),
             "agents": [[a.agent_id, res(a.total), a.active,
@@ -135,8 +137,8 @@ class HierarchicalAllocator:
         }
 
     @classmethod
-    def from_record(cls, rec: dict) -> "HierarchicalAllocator":
-        def res(items: list) -> Resources:
+    def from_record(cls, rec: dict[str, Any]) -> "HierarchicalAllocator":
+        def res(items: list[Any]) -> Resources:
             return Resources(msgspec.convert(items, list[Resource]))
         a = cls(AllocatorConfig.from_record(rec["config"]))
         a.update_weights(rec["weights"])
@@ -160,7 +162,7 @@ class HierarchicalAllocator:
         return a
 
     # ---- agents ---------------------------------------------------------------------------------------
-    def add_agent(self, agent_id: str, total: Resources, used: list[tuple[str, str, Resources]] = ()) -> None:
+    def add_agent(self, agent_id: str, total: Resources, used: Iterable[tuple[str, str, Resources]] = ()) -> None:
         if agent_id in self.agents:
             raise ValueError(f"agent {agent_id} is already known")
         agent = Agent(agent_id, total, total, has_reservations=any(r.role != UNRESERVED for r in total))
@@ -219,7 +221,7 @@ class HierarchicalAllocator:
             s.set_totals(self.totals)
 
     # ---- frameworks -----------------------------------------------------------------------------------
-    def add_framework(self, framework_id: str, roles: list[str], suppressed: list[str] = (), active: bool = True,
+    def add_framework(self, framework_id: str, roles: list[str], suppressed: Iterable[str] = (), active: bool = True,
                       min_allocatable: dict[str, list[Q]] | None = None, priority: float = 0.0) -> None:
         if framework_id in self.frameworks:
             raise ValueError(f"framework {framework_id} is already known")
@@ -229,7 +231,7 @@ class HierarchicalAllocator:
             self._track(framework_id, role)
         self._refresh_activity(fw)
 
-    def update_framework(self, framework_id: str, roles: list[str], suppressed: list[str] = (),
+    def update_framework(self, framework_id: str, roles: list[str], suppressed: Iterable[str] = (),
                          min_allocatable: dict[str, list[Q]] | None = None) -> None:
         fw = self.frameworks[framework_id]
         old = set(fw.roles)
@@ -265,16 +267,16 @@ class HierarchicalAllocator:
         self._refresh_activity(fw)
         self._drop_filters(lambda k: k[0] == framework_id)
 
-    def suppress(self, framework_id: str, roles: list[str] = ()) -> None:
+    def suppress(self, framework_id: str, roles: Sequence[str] = ()) -> None:
         fw = self.frameworks[framework_id]
         fw.suppressed |= set(roles or fw.roles)
         self._refresh_activity(fw)
 
-    def revive(self, framework_id: str, roles: list[str] = ()) -> None:
+    def revive(self, framework_id: str, roles: Sequence[str] = ()) -> None:
         fw = self.frameworks[framework_id]
-        roles = set(roles or fw.roles)
-        fw.suppressed -= roles
-        self._drop_filters(lambda k: k[0] == framework_id and k[1] in roles)
+        revived = set(roles or fw.roles)
+        fw.suppressed -= revived
+        self._drop_filters(lambda k: k[0] == framework_id and k[1] in revived)
         self._refresh_activity(fw)
 
     def _refresh_activity(self, fw: Framework) -> None:
@@ -399,7 +401,7 @@ class HierarchicalAllocator:
             q_iadd(self.reserved_alloc_total, resv, sign)
 
     # ---- filters --------------------------------------------------------------------------------------
-    def _drop_filters(self, pred) -> None:
+    def _drop_filters(self, pred: Callable[[tuple[str, str, str]], bool]) -> None:
         for key in [k for k in self.filters if pred(k)]:
             del self.filters[key]
 
@@ -457,6 +459,7 @@ class HierarchicalAllocator:
         offers: dict[tuple[str, str, str], Resources] = {}
         traces: list[AgentTrace] = []
         undo: list[tuple[str, str, str, Resources]] = []
+        extra: Resources | None  # the unreserved scalars an offer gets beyond the rest; None: the agent's all
         sorters = [self.role_sorter, *self.fw_sorters.values()]
         for s in sorters:
             s.flush()  # bring keys up to date with what the fold changed since the last sort

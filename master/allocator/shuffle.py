@@ -7,7 +7,11 @@ of CPython; a recorded allocation decision must re-derive identically on any Pyt
 
 from __future__ import annotations
 
+from typing import TypeVar
+
 _MASK = (1 << 64) - 1
+
+T = TypeVar("T")
 
 
 class SeededShuffle:
@@ -21,7 +25,7 @@ class SeededShuffle:
         z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & _MASK
         return z ^ (z >> 31)
 
-    def shuffle(self, items: list) -> None:
+    def shuffle(self, items: list[T]) -> None:
         for i in range(len(items) - 1, 0, -1):
             j = self.next_u64() % (i + 1)  # the modulo bias is irrelevant at these sizes
             items[i], items[j] = items[j], items[i]

@@ -22,13 +22,16 @@ one priority level.
 
 from __future__ import annotations
 
-from typing import Iterator
+from typing import Any, Iterator
 
 from sortedcontainers import SortedKeyList
 
 from master.allocator.quantities import q_iadd
 
 VIRTUAL = "."
+
+# A node's place among its siblings: (share, count, path), or (-priority, share, count, path).
+SortKey = tuple[float | str, ...]
 
 
 class _Node:
@@ -44,10 +47,10 @@ class _Node:
         self.alloc: dict[str, float] = {}
         self.count = 0
         self.active_leaves = 0
-        self.key: tuple = (0.0, 0, path)
+        self.key: SortKey = (0.0, 0, path)
 
 
-def _node_key(n: _Node) -> tuple:
+def _node_key(n: _Node) -> SortKey:
     return n.key
 
 
@@ -77,7 +80,7 @@ class DRFSorter:
     def weight_of(self, path: str) -> float:
         return self.weights.get(path, 1.0)
 
-    def _key(self, n: _Node) -> tuple:
+    def _key(self, n: _Node) -> SortKey:
         return (self.share(n.alloc) / self.weight_of(n.path), n.count, n.path)
 
     def client_share(self, client: str) -> float:
@@ -175,6 +178,7 @@ class DRFSorter:
         node = leaf
         while node is not self.root and not node.children and not node.is_client:
             parent = node.parent
+            assert parent is not None  # only the root has no parent, and the loop stops there
             del parent.children[node.name]
             self._pending.pop(node, None)
             node = parent
@@ -208,10 +212,9 @@ class DRFSorter:
         if self._stale:
             self._refresh_all()
         node = leaf
-        while node is not None and node is not self.root:
+        while (parent := node.parent) is not None:  # up to, without, the root: the one node without a parent
             before = node.active_leaves
             node.active_leaves += delta
-            parent = node.parent
             if before == 0 and node.active_leaves > 0:
                 node.key = self._key(node)
                 parent.ordered.add(node)
@@ -228,10 +231,10 @@ class DRFSorter:
     def uncount(self, client: str) -> None:
         """Take back one allocation count (undoing a tentative allocation)."""
         node = self.clients[client]
-        while node is not self.root:
+        while (parent := node.parent) is not None:  # up to, without, the root: the one node without a parent
             node.count -= 1
             self._rekey(node)
-            node = node.parent
+            node = parent
 
     def unallocated(self, client: str, q: dict[str, float]) -> None:
         self._propagate(self.clients[client], q, -1.0, 0)
@@ -240,11 +243,11 @@ class DRFSorter:
         if self._stale:
             self._refresh_all()
         node = leaf
-        while node is not self.root:
+        while (parent := node.parent) is not None:  # up to, without, the root: the one node without a parent
             q_iadd(node.alloc, q, sign)
             node.count += dcount
             self._rekey(node)
-            node = node.parent
+            node = parent
 
     def allocation(self, client: str) -> dict[str, float]:
         return dict(self.clients[client].alloc)
@@ -253,10 +256,10 @@ class DRFSorter:
         return self.clients[client].count
 
     # ---- snapshots ---------------------------------------------------------------------------------
-    def to_record(self) -> list:
+    def to_record(self) -> list[list[Any]]:
         """Every node, pre-order: [path, is_client, client_active, count, alloc]. Counts of internal
         nodes are not derivable (a removed client's count stays with its ancestors), so all are kept."""
-        out: list = []
+        out: list[list[Any]] = []
 
         def walk(n: _Node) -> None:
             for name in sorted(n.children):
@@ -266,7 +269,7 @@ class DRFSorter:
         walk(self.root)
         return out
 
-    def load_record(self, nodes: list) -> None:
+    def load_record(self, nodes: list[list[Any]]) -> None:
         """Replace the tree with a recorded one (see to_record); totals and weights stay as set."""
         self.root = _Node("", "", None)
         self.clients = {}
@@ -319,7 +322,7 @@ class PrioritySorter(DRFSorter):
             return self.weights.get(path, 1.0)
         return self.priorities.get(path, 0.0)
 
-    def _key(self, n: _Node) -> tuple:
+    def _key(self, n: _Node) -> SortKey:
         # Shares are not divided by weight here: the weight already decided the priority level.
         return (-self._priority(n.path), self.share(n.alloc), n.count, n.path)
 
