@@ -1,20 +1,39 @@
 """The Mesos v1 JSON wire format, in one place (see ../shared/docs/mesos-v1-api.md).
 
-The core speaks Drover's own types (eventstore.events, eventstore.resources);
-this module turns Mesos JSON into them (validating as Mesos does, with messages
-a user can act on) and renders them back in stout's JSON conventions: snake_case
-names, enum names, doubles that keep their fraction (15.0), IDs as {"value": ..},
+The core speaks Drover's own types (eventstore.events, eventstore.resources, the typed scheduler calls of
+master.decide.scheduler); this module turns Mesos JSON into them and renders them back in stout's JSON
+conventions: snake_case names, enum names, doubles that keep their fraction (15.0), IDs as {"value": ..},
 and every event payload nested under the lower-cased event type.
+
+Parsing checks, in Mesos's order, what can be judged without the master's state:
+- structure (`CallError`, a 400 worded as stout words it: "Failed to convert JSON into Call protobuf: ..."):
+  missing required fields, wrong JSON types, numbers that are not finite (stout accepts "Infinity"; Drover
+  cannot record it), integers that are not integers;
+- `scheduler::call::validate` (`CallError`, "Failed to validate scheduler::Call: ...");
+- Drover's value rules for ids in calls (`InvalidValue`, a 400): eventstore.values.id_problem;
+- per task (`TaskInvalid`, a TASK_ERROR for that task): Mesos's task validation (ids, resources, kill policy)
+  and every TaskInfo field Drover does not implement, named;
+- per framework (`FrameworkRefused`, an ERROR event for SUBSCRIBE, a 400 for UPDATE_FRAMEWORK): Mesos's
+  `framework::validate` (roles, id, offer filters, failover timeout) and Drover's size bounds.
+What needs the state (offers, duplicate task ids, limits from the configuration) is the deciders' job.
 """
 
 from __future__ import annotations
 
 import base64
+import binascii
 import json
 import math
+from collections import Counter
+from typing import TYPE_CHECKING
 
 from eventstore import events as ev
-from eventstore.resources import UNRESERVED, Resource, Resources
+from eventstore.resources import UNRESERVED, Resource, Resources, resources_problem
+from eventstore.values import (MAX_NAME_LENGTH, MAX_RANGE_VALUE, MAX_SCALAR, MAX_SECONDS, MAX_TEXT_LENGTH, id_problem,
+                               role_problem)
+
+if TYPE_CHECKING:
+    from master.decide import scheduler as sd
 
 CAPABILITIES = {
     "REVOCABLE_RESOURCES", "TASK_KILLING_STATE", "GPU_RESOURCES", "SHARED_RESOURCES", "PARTITION_AWARE",
@@ -25,14 +44,34 @@ CALL_TYPES = {
     "KILL", "SHUTDOWN", "ACKNOWLEDGE", "ACKNOWLEDGE_OPERATION_STATUS", "RECONCILE", "RECONCILE_OPERATIONS",
     "MESSAGE", "REQUEST", "SUPPRESS", "UPDATE_FRAMEWORK",
 }
+# Offer operations Drover does not implement yet: an ACCEPT holding one launches nothing (master.decide.scheduler).
+UNSUPPORTED_OPERATIONS = ("CREATE", "DESTROY", "GROW_VOLUME", "SHRINK_VOLUME", "CREATE_DISK", "DESTROY_DISK")
+
+# Entries in one list of a task or a framework (labels, environment, arguments, resources, roles): the bound
+# the event types carry (eventstore.events); a configured limit (Limits.max_labels, max_roles_per_call) may be
+# lower, and the deciders apply it.
+MAX_SPEC_LIST = 1000
+# The longest task id a TASK_ERROR can echo back (a rejection carries the id as sent, since an invalid id may be
+# why the task was refused); a longer one makes the whole call a 400.
+MAX_ECHOED_ID = 1024
+MAX_DATA_LENGTH = 4 * 1024 * 1024  # TaskInfo.data, base64
+MAX_FILTER_ALTERNATIVES = 100  # min_allocatable_resources quantity sets per role
 
 
 class CallError(Exception):
     """A malformed call: answered with 400 and this message."""
 
 
+class InvalidValue(CallError):
+    """A well-formed call holding a value Drover's rules refuse (an invalid id, a negative grace period): 400."""
+
+
 class TaskInvalid(Exception):
     """A task that fails validation: answered with TASK_ERROR / REASON_TASK_INVALID."""
+
+
+class FrameworkRefused(Exception):
+    """SUBSCRIBE refused: an ERROR event on the 200 stream, then close (Mesos's behaviour)."""
 
 
 def dumps(obj: object) -> bytes:
@@ -43,6 +82,19 @@ def dumps(obj: object) -> bytes:
 def recordio(obj: object) -> bytes:
     body = dumps(obj)
     return str(len(body)).encode() + b"\n" + body
+
+
+def clip(text: str, n: int = 64) -> str:
+    """`text` shortened for a message: what a framework sent can be megabytes long."""
+    return text if len(text) <= n else text[:n] + "..."
+
+
+def _calls():
+    """master.decide.scheduler, where the typed calls live, imported on first use: master.decide imports
+    master.effects, which imports this module, so a module-level import would be circular."""
+    from master.decide import scheduler
+
+    return scheduler
 
 
 # ---- small input helpers ------------------------------------------------------------------------
@@ -57,6 +109,7 @@ def _obj(d: object, where: str) -> dict:
 
 
 def _id(d: object, where: str, required: bool = True) -> str | None:
+    """An `{"value": "..."}` id, structure only (see `parse_id` for the value rules)."""
     if d is None:
         if required:
             raise CallError(f"Missing required fields: {where}")
@@ -66,17 +119,64 @@ def _id(d: object, where: str, required: bool = True) -> str | None:
     return d["value"]
 
 
+def parse_id(d: object, where: str, required: bool = True) -> str | None:
+    """An id a call names (offer, agent, task, executor, operation): structure, then eventstore.values.id_problem
+    (non-empty, at most 255 characters, not '.' or '..', no '/', '\\', whitespace or control characters)."""
+    v = _id(d, where, required)
+    if v is not None and (problem := id_problem(v, "ID")) is not None:
+        raise InvalidValue(f"Invalid '{where}': {problem}")
+    return v
+
+
 def _num(v: object, where: str) -> float:
+    """A JSON number (or a numeric string, as stout accepts), finite: a non-finite number cannot be recorded."""
     if isinstance(v, bool):
         raise CallError(f"'{where}' must be a number")
+    f: float | None = None
     if isinstance(v, (int, float)):
-        return float(v)
-    if isinstance(v, str):
         try:
-            return float(v)  # stout accepts numeric strings and "Infinity"
+            f = float(v)
+        except OverflowError:  # an integer beyond any double
+            f = math.inf
+    elif isinstance(v, str):
+        try:
+            f = float(v)
         except ValueError:
             pass
-    raise CallError(f"'{where}' must be a number, got {v!r}")
+    if f is None:
+        raise CallError(f"'{where}' must be a number, got {clip(repr(v))}")
+    if not math.isfinite(f):
+        raise CallError(f"'{where}' must be a finite number, got {clip(repr(v))}")
+    return f
+
+
+def _int(v: object, where: str, lo: int = 0, hi: int = MAX_RANGE_VALUE) -> int:
+    """A JSON integer (or a numeric string) in [lo, hi]: stout's conversion of an int64/uint64 field."""
+    n: int | None = None
+    if isinstance(v, bool):
+        n = None
+    elif isinstance(v, int):
+        n = v
+    elif isinstance(v, float):
+        n = int(v) if math.isfinite(v) and v.is_integer() else None
+    elif isinstance(v, str):
+        try:
+            n = int(v.strip())
+        except ValueError:
+            n = None
+    if n is None:
+        raise CallError(f"'{where}' must be an integer, got {clip(repr(v))}")
+    if not lo <= n <= hi:
+        raise CallError(f"'{where}' must be an integer in [{lo}, {hi}], got {clip(str(n))}")
+    return n
+
+
+def _bool(v: object, where: str, default: bool = False) -> bool:
+    if v is None:
+        return default
+    if not isinstance(v, bool):
+        raise CallError(f"'{where}' must be a boolean")
+    return v
 
 
 def _list(v: object, where: str) -> list:
@@ -97,6 +197,19 @@ def _str(v: object, where: str, required: bool = False) -> str | None:
     return v
 
 
+def _required(v: object, where: str) -> object:
+    if v is None:
+        raise CallError(f"Missing required fields: {where}")
+    return v
+
+
+def _base64(v: str, where: str) -> None:
+    try:
+        base64.b64decode(v, validate=True)
+    except (binascii.Error, ValueError):
+        raise CallError(f"'{where}' is not valid base64") from None
+
+
 def labels_in(d: object, where: str) -> list[ev.Label]:
     out = []
     for i, lab in enumerate(_list(_obj(d, where).get("labels"), f"{where}.labels")):
@@ -109,14 +222,37 @@ def labels_out(labels: list[ev.Label]) -> dict:
     return {"labels": [{"key": l.key, "value": l.value} if l.value else {"key": l.key} for l in labels]}
 
 
+def _labels_problem(labels: list[ev.Label], what: str) -> str | None:
+    """Drover's size bounds on a label list (and on environment variables, which share the shape)."""
+    if len(labels) > MAX_SPEC_LIST:
+        return f"{what} has {len(labels)} entries; at most {MAX_SPEC_LIST} are allowed"
+    for lab in labels:
+        if len(lab.key) > MAX_NAME_LENGTH:
+            return f"{what}: a key or name is longer than {MAX_NAME_LENGTH} characters ({clip(lab.key)!r})"
+        if len(lab.value) > MAX_TEXT_LENGTH:
+            return f"{what}: the value of {clip(lab.key)!r} is longer than {MAX_TEXT_LENGTH} characters"
+    return None
+
+
+def _length_problem(value: str | None, what: str, limit: int) -> str | None:
+    if value is not None and len(value) > limit:
+        return f"{what} is longer than {limit} characters"
+    return None
+
+
 # ---- calls --------------------------------------------------------------------------------------
 
 
-def parse_call(body: bytes) -> dict:
+def parse_call(body: bytes, max_depth: int = 64) -> dict:
+    """The call's JSON object and its type (a known call type, or UNKNOWN); anything else is a CallError."""
     try:
         call = json.loads(body)
+    except RecursionError:
+        raise CallError("Failed to parse body into JSON: nested too deeply") from None
     except (ValueError, UnicodeDecodeError) as e:
-        raise CallError(f"Failed to parse body into JSON: {e}") from None
+        raise CallError(f"Failed to parse body into JSON: {clip(str(e), 200)}") from None
+    if _deeper_than(call, max_depth):
+        raise CallError(f"Failed to parse body into JSON: nested deeper than {max_depth} levels")
     if not isinstance(call, dict):
         raise CallError(f"{CONVERT}expecting a JSON object")
     t = call.get("type")
@@ -125,8 +261,23 @@ def parse_call(body: bytes) -> dict:
     if not isinstance(t, str):
         raise CallError(f"{CONVERT}'type' must be an enum name")
     if t != "UNKNOWN" and t not in CALL_TYPES:
-        raise CallError(f"{CONVERT}unknown call type '{t}'")
+        raise CallError(f"{CONVERT}unknown call type '{clip(t)}'")
     return call
+
+
+def _deeper_than(obj: object, limit: int) -> bool:
+    stack = [(obj, 1)]
+    while stack:
+        o, depth = stack.pop()
+        if isinstance(o, dict):
+            if depth > limit:
+                return True
+            stack.extend((v, depth + 1) for v in o.values())
+        elif isinstance(o, list):
+            if depth > limit:
+                return True
+            stack.extend((v, depth + 1) for v in o)
+    return False
 
 
 CONVERT = "Failed to convert JSON into Call protobuf: "
@@ -139,22 +290,26 @@ PAYLOAD_REQUIRED = CALL_TYPES - {"SUBSCRIBE", "TEARDOWN", "REVIVE", "SUPPRESS"}
 
 def conversion_error(e: Exception) -> CallError:
     """A structural error (missing required field, wrong JSON type) worded as Mesos words it."""
+    if isinstance(e, InvalidValue):
+        return e
     msg = str(e)
     return CallError(msg if msg.startswith("Failed to") else CONVERT + msg)
 
 
-def validate_call(call: dict) -> None:
-    """A non-SUBSCRIBE call, checked as Mesos checks it before it looks the framework up, so a malformed
-    call is a 400 even from an unknown or disconnected framework: first the JSON->protobuf conversion of
-    its payload (proto2 required fields and JSON types, anywhere in the payload: a TaskInfo without a
-    `name` fails the whole call, it is not a TASK_ERROR), then `scheduler::call::validate`."""
+def parse_scheduler_call(call: dict) -> "sd.SchedulerCall":
+    """A non-SUBSCRIBE call (from `parse_call`) as its typed value, checked as Mesos checks it before it looks
+    the framework up, so a malformed call is a 400 even from an unknown or disconnected framework: first the
+    JSON->protobuf conversion of its payload (proto2 required fields and JSON types, anywhere in the payload: a
+    TaskInfo without a `name` fails the whole call, it is not a TASK_ERROR), then `scheduler::call::validate`,
+    then Drover's rules for the ids it names."""
     t = call["type"]
     key = t.lower()
     payload = call.get(key)
+    built = None
     try:
         framework_id = _id(call.get("framework_id"), "framework_id", required=False)
-        if payload is not None:
-            _convert_payload(t, _obj(payload, key), key)
+        if payload is not None or t not in PAYLOAD_REQUIRED:
+            built = _BUILDERS[t](framework_id or "", _obj(payload, key), key)
     except CallError as e:
         raise conversion_error(e) from None
     if framework_id is None:
@@ -165,94 +320,237 @@ def validate_call(call: dict) -> None:
         decode_uuid(payload["uuid"], f"{key}.uuid")
     if t == "ACKNOWLEDGE_OPERATION_STATUS" and payload.get("agent_id") is None:
         raise CallError(f"{VALIDATE}Expecting 'agent_id' to be present")
-    if t == "UPDATE_FRAMEWORK":
-        info_id = _id(payload["framework_info"].get("id"), "update_framework.framework_info.id", required=False)
-        if info_id != framework_id:
-            raise CallError(f"{VALIDATE}'framework_id' differs from 'update_framework.framework_info.id'")
+    if t == "UPDATE_FRAMEWORK" and built.requested_id != framework_id:
+        raise CallError(f"{VALIDATE}'framework_id' differs from 'update_framework.framework_info.id'")
+    if (problem := id_problem(framework_id, "ID")) is not None:
+        raise InvalidValue(f"Invalid 'framework_id': {problem}")
+    return built
 
 
-def _ids(v: object, where: str) -> None:
-    for i, x in enumerate(_list(v, where)):
-        _id(x, f"{where}[{i}]")
+def validate_call(call: dict) -> None:
+    """`parse_scheduler_call`, for callers that only want its errors."""
+    parse_scheduler_call(call)
 
 
-def _strs(v: object, where: str) -> None:
-    for i, x in enumerate(_list(v, where)):
-        _str(x, f"{where}[{i}]", True)
-
-
-def _convert_payload(t: str, p: dict, key: str) -> None:
-    """Raise CallError where stout's JSON->protobuf conversion of this call payload fails."""
-    if t == "ACCEPT":
-        _ids(p.get("offer_ids"), f"{key}.offer_ids")
-        for i, op in enumerate(_list(p.get("operations"), f"{key}.operations")):
-            w = f"{key}.operations[{i}]"
-            op = _obj(op, w)
-            if op.get("type") is None:
-                raise CallError(f"Missing required fields: {w}.type")
-            if op.get("type") == "LAUNCH":
-                launch = _obj(op.get("launch"), f"{w}.launch")
-                for j, ti in enumerate(_list(launch.get("task_infos"), f"{w}.launch.task_infos")):
-                    try:
-                        parse_task_info(ti, f"{w}.launch.task_infos[{j}]")
-                    except TaskInvalid:
-                        pass  # well-formed but invalid: that task gets a TASK_ERROR, the call goes on
-        parse_refuse_seconds(p.get("filters"))
-    elif t in ("DECLINE", "ACCEPT_INVERSE_OFFERS", "DECLINE_INVERSE_OFFERS"):
-        _ids(p.get("offer_ids" if t == "DECLINE" else "inverse_offer_ids"),
-             f"{key}.{'offer_ids' if t == 'DECLINE' else 'inverse_offer_ids'}")
-        parse_refuse_seconds(p.get("filters"))
-    elif t in ("REVIVE", "SUPPRESS"):
-        _strs(p.get("roles"), f"{key}.roles")
-    elif t == "KILL":
-        _id(p.get("task_id"), f"{key}.task_id")
-        _id(p.get("agent_id"), f"{key}.agent_id", required=False)
-        if p.get("kill_policy") is not None:
-            gp = _obj(p["kill_policy"], f"{key}.kill_policy").get("grace_period")
-            if gp is not None:
-                _num(_obj(gp, f"{key}.kill_policy.grace_period").get("nanoseconds"),
-                     f"{key}.kill_policy.grace_period.nanoseconds")
-    elif t == "SHUTDOWN":
-        _id(p.get("executor_id"), f"{key}.executor_id")
-        _id(p.get("agent_id"), f"{key}.agent_id")
-    elif t == "ACKNOWLEDGE":
-        _id(p.get("agent_id"), f"{key}.agent_id")
-        _id(p.get("task_id"), f"{key}.task_id")
-        _str(p.get("uuid"), f"{key}.uuid", True)
-    elif t == "ACKNOWLEDGE_OPERATION_STATUS":
-        _id(p.get("agent_id"), f"{key}.agent_id", required=False)
-        _id(p.get("resource_provider_id"), f"{key}.resource_provider_id", required=False)
-        _str(p.get("uuid"), f"{key}.uuid", True)
-        _id(p.get("operation_id"), f"{key}.operation_id")
-    elif t in ("RECONCILE", "RECONCILE_OPERATIONS"):
-        item, item_id = ("tasks", "task_id") if t == "RECONCILE" else ("operations", "operation_id")
-        for i, x in enumerate(_list(p.get(item), f"{key}.{item}")):
-            x = _obj(x, f"{key}.{item}[{i}]")
-            _id(x.get(item_id), f"{key}.{item}[{i}].{item_id}")
-            _id(x.get("agent_id"), f"{key}.{item}[{i}].agent_id", required=False)
-    elif t == "MESSAGE":
-        _id(p.get("agent_id"), f"{key}.agent_id")
-        _id(p.get("executor_id"), f"{key}.executor_id")
-        _str(p.get("data"), f"{key}.data", True)
-    elif t == "REQUEST":
-        for i, r in enumerate(_list(p.get("requests"), f"{key}.requests")):
-            _obj(r, f"{key}.requests[{i}]")
-    elif t == "UPDATE_FRAMEWORK":
-        if p.get("framework_info") is None:
-            raise CallError(f"Missing required fields: {key}.framework_info")
+def parse_subscribe(call: dict) -> "sd.Subscribe":
+    """A SUBSCRIBE call: structure and `scheduler::call::validate` (CallError: a 400 before any stream), then
+    what Mesos's `framework::validate` refuses, kept in `invalid` (the decider answers it with an ERROR event)."""
+    C = _calls()
+    if call.get("subscribe") is None:
+        raise CallError(f"{VALIDATE}Expecting 'subscribe' to be present")
+    invalid: str | None = None
+    try:
+        sub = _obj(call.get("subscribe"), "subscribe")
+        if sub.get("framework_info") is None:
+            raise CallError("Missing required fields: subscribe.framework_info")
+        top_id = _id(call.get("framework_id"), "framework_id", required=False)
+        info: ev.FrameworkInfo | None
         try:
-            parse_framework_info(p["framework_info"], f"{key}.framework_info")
-        except FrameworkRefused:
-            pass  # well-formed; whether it is acceptable is decided later
-        _strs(p.get("suppressed_roles"), f"{key}.suppressed_roles")
+            info, info_id = parse_framework_info(sub.get("framework_info"), "subscribe.framework_info")
+        except FrameworkRefused as e:  # well-formed (structure is checked first), but refused
+            invalid, info = str(e), None
+            raw_id = _obj(sub.get("framework_info"), "framework_info").get("id")
+            info_id = _id(raw_id, "subscribe.framework_info.id", required=False)
+        suppressed = tuple(_str(r, f"subscribe.suppressed_roles[{i}]", True)
+                           for i, r in enumerate(_list(sub.get("suppressed_roles"), "subscribe.suppressed_roles")))
+        constraints = _offer_constraints(sub.get("offer_constraints"), "subscribe.offer_constraints")
+    except CallError as e:
+        raise conversion_error(e) from None
+    # An empty id is no id: Mesos subscribes a new framework then.
+    if (top_id or None) != (info_id or None):
+        raise CallError(f"{VALIDATE}'framework_id' differs from 'subscribe.framework_info.id'")
+    return C.Subscribe(framework_id=info_id or None, info=info, invalid=invalid, suppressed_roles=suppressed,
+                       offer_constraints=constraints)
+
+
+def _offer_constraints(d: object, where: str) -> bool:
+    """Whether any offer constraint is set (Drover does not implement them: the decider refuses them)."""
+    return bool(_obj(_obj(d, where).get("role_constraints"), f"{where}.role_constraints"))
+
+
+# ---- per call type: the typed call (structure and value rules) ---------------------------------------------
+
+
+def _b_accept(fid: str, p: dict, key: str) -> "sd.Accept":
+    C = _calls()
+    offer_ids = tuple(parse_id(o, f"{key}.offer_ids[{i}]") for i, o in enumerate(_list(p.get("offer_ids"),
+                                                                                        f"{key}.offer_ids")))
+    ops: list = []
+    for i, op in enumerate(_list(p.get("operations"), f"{key}.operations")):
+        w = f"{key}.operations[{i}]"
+        op = _obj(op, w)
+        kind = op.get("type")
+        if kind is None:
+            raise CallError(f"Missing required fields: {w}.type")
+        if not isinstance(kind, str):
+            raise CallError(f"'{w}.type' must be an enum name")
+        op_id = parse_id(op.get("id"), f"{w}.id", required=False)
+        if kind == "LAUNCH":
+            launch = _obj(op.get("launch"), f"{w}.launch")
+            tasks = tuple(parse_launch_task(ti, f"{w}.launch.task_infos[{j}]")
+                          for j, ti in enumerate(_list(launch.get("task_infos"), f"{w}.launch.task_infos")))
+            ops.append(C.Launch(tasks=tasks, operation_id=op_id))
+        elif kind == "LAUNCH_GROUP":
+            lg = _obj(op.get("launch_group"), f"{w}.launch_group")
+            _obj(lg.get("executor"), f"{w}.launch_group.executor")
+            wt = f"{w}.launch_group.task_group"
+            tg = _obj(lg.get("task_group"), wt)
+            tasks = tuple(parse_launch_task(ti, f"{wt}.tasks[{j}]")
+                          for j, ti in enumerate(_list(tg.get("tasks"), f"{wt}.tasks")))
+            ops.append(C.LaunchGroup(task_ids=tuple(t.task_id for t in tasks), operation_id=op_id))
+        elif kind in ("RESERVE", "UNRESERVE"):
+            wr = f"{w}.{kind.lower()}"
+            body = _obj(op.get(kind.lower()), wr)
+            resources, problem = None, None
+            try:
+                resources = parse_resources(body.get("resources"), f"{wr}.resources")
+                if kind == "RESERVE" and _list(body.get("source"), f"{wr}.source"):
+                    problem = "Reservation updates are not yet implemented for the scheduler API"
+            except TaskInvalid as e:
+                problem = str(e)
+            ops.append(C.Reservation(kind=kind, resources=resources, problem=problem, operation_id=op_id))
+        elif kind in UNSUPPORTED_OPERATIONS:
+            ops.append(C.UnsupportedOperation(kind=kind, operation_id=op_id))
+        else:  # UNKNOWN, or an enum name this build does not know (stout drops it): Mesos ignores the operation
+            ops.append(C.UnknownOperation(operation_id=op_id))
+    return C.Accept(framework_id=fid, offer_ids=offer_ids, operations=tuple(ops),
+                    refuse_seconds=parse_refuse_seconds(p.get("filters")))
+
+
+def _b_decline(fid: str, p: dict, key: str) -> "sd.Decline":
+    ids = tuple(parse_id(o, f"{key}.offer_ids[{i}]") for i, o in enumerate(_list(p.get("offer_ids"),
+                                                                                  f"{key}.offer_ids")))
+    return _calls().Decline(framework_id=fid, offer_ids=ids, refuse_seconds=parse_refuse_seconds(p.get("filters")))
+
+
+def _b_inverse(fid: str, p: dict, key: str) -> "sd.InverseOffers":
+    ids = tuple(parse_id(o, f"{key}.inverse_offer_ids[{i}]")
+                for i, o in enumerate(_list(p.get("inverse_offer_ids"), f"{key}.inverse_offer_ids")))
+    parse_refuse_seconds(p.get("filters"))
+    return _calls().InverseOffers(framework_id=fid, accept=key.startswith("accept"), inverse_offer_ids=ids)
+
+
+def _b_roles(fid: str, p: dict, key: str) -> "sd.Revive | sd.Suppress":
+    roles = tuple(_str(r, f"{key}.roles[{i}]", True) for i, r in enumerate(_list(p.get("roles"), f"{key}.roles")))
+    C = _calls()
+    return (C.Revive if key == "revive" else C.Suppress)(framework_id=fid, roles=roles)
+
+
+def _b_kill(fid: str, p: dict, key: str) -> "sd.Kill":
+    task_id = parse_id(p.get("task_id"), f"{key}.task_id")
+    agent_id = parse_id(p.get("agent_id"), f"{key}.agent_id", required=False)
+    grace = None
+    if p.get("kill_policy") is not None:
+        gp = _obj(p["kill_policy"], f"{key}.kill_policy").get("grace_period")
+        if gp is not None:
+            w = f"{key}.kill_policy.grace_period.nanoseconds"
+            grace = _num(_obj(gp, f"{key}.kill_policy.grace_period").get("nanoseconds"), w) / 1e9
+            if grace < 0:
+                raise InvalidValue(f"'{key}.kill_policy.grace_period' must be non-negative")
+            if grace > MAX_SECONDS:
+                raise InvalidValue(f"'{key}.kill_policy.grace_period' must be at most {MAX_SECONDS:g} seconds")
+    return _calls().Kill(framework_id=fid, task_id=task_id, agent_id=agent_id, grace_seconds=grace)
+
+
+def _b_shutdown(fid: str, p: dict, key: str) -> "sd.Shutdown":
+    return _calls().Shutdown(framework_id=fid, executor_id=parse_id(p.get("executor_id"), f"{key}.executor_id"),
+                             agent_id=parse_id(p.get("agent_id"), f"{key}.agent_id"))
+
+
+def _b_acknowledge(fid: str, p: dict, key: str) -> "sd.Acknowledge":
+    agent_id = parse_id(p.get("agent_id"), f"{key}.agent_id")
+    task_id = parse_id(p.get("task_id"), f"{key}.task_id")
+    uuid = _str(p.get("uuid"), f"{key}.uuid", True)
+    return _calls().Acknowledge(framework_id=fid, agent_id=agent_id, task_id=task_id, uuid=uuid)
+
+
+def _b_acknowledge_operation_status(fid: str, p: dict, key: str) -> "sd.AcknowledgeOperationStatus":
+    agent_id = parse_id(p.get("agent_id"), f"{key}.agent_id", required=False)
+    parse_id(p.get("resource_provider_id"), f"{key}.resource_provider_id", required=False)
+    _str(p.get("uuid"), f"{key}.uuid", True)
+    operation_id = parse_id(p.get("operation_id"), f"{key}.operation_id")
+    return _calls().AcknowledgeOperationStatus(framework_id=fid, agent_id=agent_id, operation_id=operation_id)
+
+
+def _b_reconcile(fid: str, p: dict, key: str) -> "sd.Reconcile":
+    tasks = []
+    for i, x in enumerate(_list(p.get("tasks"), f"{key}.tasks")):
+        x = _obj(x, f"{key}.tasks[{i}]")
+        tasks.append((parse_id(x.get("task_id"), f"{key}.tasks[{i}].task_id"),
+                      parse_id(x.get("agent_id"), f"{key}.tasks[{i}].agent_id", required=False)))
+    return _calls().Reconcile(framework_id=fid, tasks=tuple(tasks))
+
+
+def _b_reconcile_operations(fid: str, p: dict, key: str) -> "sd.ReconcileOperations":
+    ops = []
+    for i, x in enumerate(_list(p.get("operations"), f"{key}.operations")):
+        w = f"{key}.operations[{i}]"
+        x = _obj(x, w)
+        ops.append((parse_id(x.get("operation_id"), f"{w}.operation_id"),
+                    parse_id(x.get("agent_id"), f"{w}.agent_id", required=False),
+                    parse_id(x.get("resource_provider_id"), f"{w}.resource_provider_id", required=False)))
+    return _calls().ReconcileOperations(framework_id=fid, operations=tuple(ops))
+
+
+def _b_message(fid: str, p: dict, key: str) -> "sd.Message":
+    agent_id = parse_id(p.get("agent_id"), f"{key}.agent_id")
+    executor_id = parse_id(p.get("executor_id"), f"{key}.executor_id")
+    _base64(_str(p.get("data"), f"{key}.data", True), f"{key}.data")
+    return _calls().Message(framework_id=fid, agent_id=agent_id, executor_id=executor_id)
+
+
+def _b_request(fid: str, p: dict, key: str) -> "sd.Request":
+    requests = _list(p.get("requests"), f"{key}.requests")
+    for i, r in enumerate(requests):
+        _obj(r, f"{key}.requests[{i}]")
+    return _calls().Request(framework_id=fid, requests=len(requests))
+
+
+def _b_teardown(fid: str, p: dict, key: str) -> "sd.Teardown":
+    return _calls().Teardown(framework_id=fid)
+
+
+def _b_unknown(fid: str, p: dict, key: str) -> "sd.Unknown":
+    return _calls().Unknown(framework_id=fid)
+
+
+def _b_update_framework(fid: str, p: dict, key: str) -> "sd.UpdateFramework":
+    if p.get("framework_info") is None:
+        raise CallError(f"Missing required fields: {key}.framework_info")
+    invalid, info = None, None
+    try:
+        info, info_id = parse_framework_info(p["framework_info"], f"{key}.framework_info")
+    except FrameworkRefused as e:  # well-formed; refused by the decider (400)
+        invalid = str(e)
+        info_id = _id(_obj(p["framework_info"], f"{key}.framework_info").get("id"), f"{key}.framework_info.id",
+                      required=False)
+    suppressed = tuple(_str(r, f"{key}.suppressed_roles[{i}]", True)
+                       for i, r in enumerate(_list(p.get("suppressed_roles"), f"{key}.suppressed_roles")))
+    constraints = _offer_constraints(p.get("offer_constraints"), f"{key}.offer_constraints")
+    return _calls().UpdateFramework(framework_id=fid, requested_id=info_id, info=info, invalid=invalid,
+                                    suppressed_roles=suppressed, offer_constraints=constraints)
+
+
+_BUILDERS = {
+    "ACCEPT": _b_accept, "DECLINE": _b_decline, "ACCEPT_INVERSE_OFFERS": _b_inverse,
+    "DECLINE_INVERSE_OFFERS": _b_inverse, "REVIVE": _b_roles, "SUPPRESS": _b_roles, "KILL": _b_kill,
+    "SHUTDOWN": _b_shutdown, "ACKNOWLEDGE": _b_acknowledge,
+    "ACKNOWLEDGE_OPERATION_STATUS": _b_acknowledge_operation_status, "RECONCILE": _b_reconcile,
+    "RECONCILE_OPERATIONS": _b_reconcile_operations, "MESSAGE": _b_message, "REQUEST": _b_request,
+    "TEARDOWN": _b_teardown, "UPDATE_FRAMEWORK": _b_update_framework, "UNKNOWN": _b_unknown,
+}
+assert set(_BUILDERS) == (CALL_TYPES - {"SUBSCRIBE"}) | {"UNKNOWN"}
+
+
+# ---- FrameworkInfo ---------------------------------------------------------------------------------
 
 
 def parse_framework_info(d: object, where: str = "framework_info") -> tuple[ev.FrameworkInfo, str | None]:
-    """Returns the info and the `id` it carried (re-subscription).
+    """Returns the info and the `id` it carried (re-subscription; None for no id or an empty one).
 
-    Structure first (CallError: a 400, as stout's conversion fails), then the checks Mesos makes when it
-    subscribes the framework (FrameworkRefused: an ERROR event on the stream), so a refusal never hides
-    a malformed field."""
+    Structure first (CallError: a 400, as stout's conversion fails), then the checks of Mesos's
+    `framework::validate`, in its order (roles, id, offer filters, failover timeout), then Drover's size bounds
+    (FrameworkRefused: an ERROR event on the stream), so a refusal never hides a malformed field."""
     d = _obj(d, where)
     user = _str(d.get("user"), f"{where}.user", True)
     name = _str(d.get("name"), f"{where}.name", True)
@@ -265,12 +563,28 @@ def parse_framework_info(d: object, where: str = "framework_info") -> tuple[ev.F
     roles_given = d.get("roles")
     role_given = _str(d.get("role"), f"{where}.role")
     roles_list = [_str(r, f"{where}.roles[{i}]", True) for i, r in enumerate(_list(roles_given, f"{where}.roles"))]
-    failover = _num(d.get("failover_timeout", 0.0), f"{where}.failover_timeout")
+    raw_failover = d.get("failover_timeout")
+    failover = 0.0 if raw_failover is None else _num(raw_failover, f"{where}.failover_timeout")
     principal = _str(d.get("principal"), f"{where}.principal")
     hostname = _str(d.get("hostname"), f"{where}.hostname")
     webui_url = _str(d.get("webui_url"), f"{where}.webui_url")
+    checkpoint = _bool(d.get("checkpoint"), f"{where}.checkpoint")
     labels = labels_in(d.get("labels"), f"{where}.labels") if d.get("labels") is not None else []
-    framework_id = _id(d.get("id"), f"{where}.id", required=False)
+    framework_id = _id(d.get("id"), f"{where}.id", required=False) or None
+    filters = []  # (role, [alternative quantity sets]), structure checked here, values judged below
+    for role, f in _obj(d.get("offer_filters"), f"{where}.offer_filters").items():
+        w = f"{where}.offer_filters.{clip(role)}"
+        mar = _obj(f, w).get("min_allocatable_resources")
+        if mar is None:
+            continue
+        alts = []
+        for i, q in enumerate(_list(_obj(mar, f"{w}.min_allocatable_resources").get("quantities"),
+                                    f"{w}.min_allocatable_resources.quantities")):
+            wq = f"{w}.min_allocatable_resources.quantities[{i}].quantities"
+            qs = _obj(_obj(q, f"{w}.min_allocatable_resources.quantities[{i}]").get("quantities"), wq)
+            alts.append({n: _num(_obj(v, f"{wq}.{clip(n)}").get("value"), f"{wq}.{clip(n)}.value")
+                         for n, v in sorted(qs.items())})
+        filters.append((role, alts))
 
     if roles_given is not None and role_given is not None:
         raise FrameworkRefused("'FrameworkInfo.role' and 'FrameworkInfo.roles' must not both be set")
@@ -278,8 +592,11 @@ def parse_framework_info(d: object, where: str = "framework_info") -> tuple[ev.F
         if "MULTI_ROLE" not in caps:
             raise FrameworkRefused("'FrameworkInfo.roles' requires the MULTI_ROLE capability")
         roles = roles_list
+        if len(roles) > MAX_SPEC_LIST:
+            raise FrameworkRefused(f"'FrameworkInfo.roles' has {len(roles)} roles; at most {MAX_SPEC_LIST} are allowed")
         if len(set(roles)) != len(roles):
-            raise FrameworkRefused(f"Duplicate roles in FrameworkInfo.roles: {roles}")
+            dups = sorted(r for r, n in Counter(roles).items() if n > 1)
+            raise FrameworkRefused(f"Duplicate roles in FrameworkInfo.roles: {[clip(r) for r in dups[:10]]}")
         multi = True
     else:
         if "MULTI_ROLE" in caps and role_given is not None:
@@ -289,55 +606,65 @@ def parse_framework_info(d: object, where: str = "framework_info") -> tuple[ev.F
         roles = [] if multi else [role_given if role_given is not None else "*"]
     for r in roles:
         validate_role(r)
-    if failover < 0 or math.isnan(failover) or math.isinf(failover):
-        raise FrameworkRefused(f"Invalid failover_timeout: {failover}")
+    if framework_id is not None and (problem := id_problem(framework_id, "'FrameworkInfo.id'")) is not None:
+        raise FrameworkRefused(problem)
     min_alloc = {}
-    for role, f in _obj(d.get("offer_filters"), f"{where}.offer_filters").items():
-        w = f"{where}.offer_filters.{role}"
-        mar = _obj(f, w).get("min_allocatable_resources")
-        if mar is None:
-            continue
-        alts = []
-        for i, q in enumerate(_list(_obj(mar, f"{w}.min_allocatable_resources").get("quantities"),
-                                    f"{w}.min_allocatable_resources.quantities")):
-            wq = f"{w}.min_allocatable_resources.quantities[{i}].quantities"
-            qs = _obj(_obj(q, f"{w}.min_allocatable_resources.quantities[{i}]").get("quantities"), wq)
-            alts.append({n: _num(_obj(v, f"{wq}.{n}").get("value"), f"{wq}.{n}.value") for n, v in sorted(qs.items())})
+    for role, alts in filters:
         if role not in roles:
-            raise FrameworkRefused(f"Offer filters are specified for role '{role}' which the framework is not "
+            raise FrameworkRefused(f"Offer filters are specified for role '{clip(role)}' which the framework is not "
                                    "subscribed to")
+        if len(alts) > MAX_FILTER_ALTERNATIVES:
+            raise FrameworkRefused(f"Offer filters for role '{clip(role)}' hold {len(alts)} quantity sets; at most "
+                                   f"{MAX_FILTER_ALTERNATIVES} are allowed")
+        for alt in alts:
+            if not alt:
+                raise FrameworkRefused("Resource quantities must contain at least one quantity")
+            for n, v in alt.items():
+                if not n or len(n) > MAX_NAME_LENGTH:
+                    raise FrameworkRefused(f"Invalid resource name in offer filters: {clip(n)!r}")
+                if v < 0:
+                    raise FrameworkRefused(f"Invalid resource quantity for '{clip(n)}': Negative values not supported")
+                if v > MAX_SCALAR:
+                    raise FrameworkRefused(f"Invalid resource quantity for '{clip(n)}': more than {MAX_SCALAR:g}")
         min_alloc[role] = alts
+    if failover < 0:
+        raise FrameworkRefused(f"The framework failover_timeout ({failover:g}) is invalid: it must be non-negative")
+    # Mesos refuses a timeout its Duration cannot hold (~292 years); Drover caps durations at MAX_SECONDS.
+    failover = min(failover, MAX_SECONDS)
+    for value, what, limit in ((name, "name", MAX_NAME_LENGTH), (user, "user", MAX_NAME_LENGTH),
+                               (principal, "principal", MAX_NAME_LENGTH), (hostname, "hostname", MAX_NAME_LENGTH),
+                               (webui_url, "webui_url", MAX_TEXT_LENGTH)):
+        if (problem := _length_problem(value, f"'FrameworkInfo.{what}'", limit)) is not None:
+            raise FrameworkRefused(problem)
+    if (problem := _labels_problem(labels, "'FrameworkInfo.labels'")) is not None:
+        raise FrameworkRefused(problem)
     info = ev.FrameworkInfo(
         name=name, user=user, roles=roles, multi_role=multi, capabilities=caps, failover_timeout=failover,
-        checkpoint=bool(d.get("checkpoint", False)), principal=principal, hostname=hostname, webui_url=webui_url,
+        checkpoint=checkpoint, principal=principal, hostname=hostname, webui_url=webui_url,
         labels=labels, min_allocatable=dict(sorted(min_alloc.items())),
     )
     return info, framework_id
 
 
-class FrameworkRefused(Exception):
-    """SUBSCRIBE refused: an ERROR event on the 200 stream, then close (Mesos's behaviour)."""
-
-
-_ROLE_BAD_CHARS = set("\t\n\v\f\r \x7f")
-
-
 def validate_role(role: str) -> None:
-    """Mesos's rules: '*' or '/'-separated components, none empty, '.', '..', starting with '-',
-    or holding whitespace or DEL."""
-    if role == "*":
-        return
-    if not role:
-        raise FrameworkRefused("Empty role name is invalid")
-    for part in role.split("/"):
-        if part in ("", ".", "..", "*") or part.startswith("-") or any(c in _ROLE_BAD_CHARS for c in part):
-            raise FrameworkRefused(f"Role name '{role}' is invalid: components must be non-empty, not '.', '..' or '*', "
-                                   "not start with '-', and hold no whitespace or DEL")
+    """Mesos's role rules (eventstore.values.role_problem): '*' or '/'-separated components, none empty, '.',
+    '..' or '*', none starting with '-' or holding whitespace, control characters or DEL; bounded length.
+    Raises FrameworkRefused."""
+    problem = role_problem(role)
+    if problem is not None:
+        detail = problem.partition(" is invalid: ")[2] or problem
+        shown = clip(role) if isinstance(role, str) else repr(role)
+        raise FrameworkRefused(f"Role name '{shown}' is invalid: {detail}")
+
+
+# ---- resources ---------------------------------------------------------------------------------------
 
 
 def parse_resources(items: object, where: str) -> Resources:
-    """Every resource is checked for structure (CallError) before any value is judged (TaskInvalid)."""
-    out = []
+    """Every resource is checked for structure (CallError) before any value is judged (TaskInvalid):
+    scalars in [0, MAX_SCALAR], ranges of integers with begin <= end, one type per name, valid roles
+    (eventstore.resources.resources_problem), and no resource kind Drover does not implement."""
+    records: list[Resource] = []
     problem: str | None = None
     for i, r in enumerate(_list(items, where)):
         w = f"{where}[{i}]"
@@ -346,46 +673,53 @@ def parse_resources(items: object, where: str) -> Resources:
         typ = _str(r.get("type"), f"{w}.type", True)
         role = UNRESERVED
         if r.get("reservations"):
-            last = _obj(_list(r["reservations"], f"{w}.reservations")[-1], f"{w}.reservations[-1]")
-            role = _str(last.get("role"), f"{w}.reservations[-1].role") or UNRESERVED
+            stack = _list(r["reservations"], f"{w}.reservations")
+            last = _obj(stack[-1], f"{w}.reservations[{len(stack) - 1}]")
+            role = _str(last.get("role"), f"{w}.reservations[{len(stack) - 1}].role") or UNRESERVED
         elif r.get("role") is not None:
             role = _str(r.get("role"), f"{w}.role") or UNRESERVED
+        disk = _obj(r.get("disk"), f"{w}.disk")
+        for field in ("persistence", "volume", "source"):
+            if disk.get(field) is not None:
+                problem = problem or (f"Resource {clip(name)}: disk.{field} (persistent volumes, disk sources) is "
+                                      "not supported by Drover yet")
+        for field in ("revocable", "shared", "provider_id"):
+            if r.get(field) is not None:
+                problem = problem or f"Resource {clip(name)}: '{field}' resources are not supported by Drover yet"
         if typ == "SCALAR":
             v = _num(_required(_obj(r.get("scalar"), f"{w}.scalar").get("value"), f"{w}.scalar.value"),
                      f"{w}.scalar.value")
-            if v < 0 or math.isnan(v) or math.isinf(v):
-                problem = problem or f"Invalid scalar resource {name}: {v}"
+            if v < 0 or v > MAX_SCALAR:
+                problem = problem or (f"Invalid scalar resource {clip(name)}: {v:g} (it must be in "
+                                      f"[0, {MAX_SCALAR:g}])")
                 continue
-            out.append(Resource(name, "SCALAR", scalar=round(v, 3), role=role))
+            records.append(Resource(name, "SCALAR", scalar=round(v, 3), role=role))
         elif typ == "RANGES":
             rs = []
             for j, rg in enumerate(_list(_obj(r.get("ranges"), f"{w}.ranges").get("range"), f"{w}.ranges.range")):
                 wr = f"{w}.ranges.range[{j}]"
                 rg = _obj(rg, wr)
-                b = int(_num(_required(rg.get("begin"), f"{wr}.begin"), f"{wr}.begin"))
-                e = int(_num(_required(rg.get("end"), f"{wr}.end"), f"{wr}.end"))
+                b = _int(_required(rg.get("begin"), f"{wr}.begin"), f"{wr}.begin")
+                e = _int(_required(rg.get("end"), f"{wr}.end"), f"{wr}.end")
                 if b > e:
-                    problem = problem or f"Invalid range [{b}-{e}] in resource {name}"
+                    problem = problem or f"Invalid range [{b}-{e}] in resource {clip(name)}: begin is after end"
                 rs.append((b, e))
-            out.append(Resource(name, "RANGES", ranges=tuple(sorted(rs)), role=role))
+            records.append(Resource(name, "RANGES", ranges=tuple(sorted(rs)), role=role))
         elif typ == "SET":
             its = _list(_obj(r.get("set"), f"{w}.set").get("item"), f"{w}.set.item")
-            out.append(Resource(name, "SET", items=tuple(sorted(_str(x, f"{w}.set.item[]", True) for x in its)),
-                                role=role))
+            records.append(Resource(name, "SET", items=tuple(sorted(_str(x, f"{w}.set.item[{k}]", True)
+                                                                     for k, x in enumerate(its))), role=role))
         else:
-            raise CallError(f"{w}.type: unknown resource type '{typ}'")
+            raise CallError(f"{w}.type: unknown resource type '{clip(typ)}'")
+    problem = problem or resources_problem(records)
     if problem is not None:
         raise TaskInvalid(problem)
-    return Resources(out)
-
-
-def _required(v: object, where: str) -> object:
-    if v is None:
-        raise CallError(f"Missing required fields: {where}")
-    return v
+    return Resources(records)
 
 
 def parse_refuse_seconds(filters: object) -> float | None:
+    """Filters.refuse_seconds: None when absent (the default filter applies); a finite number otherwise (its
+    range is Mesos's filter rule: master.allocator.effective_refuse_seconds)."""
     if filters is None:
         return None
     f = _obj(filters, "filters")
@@ -394,21 +728,43 @@ def parse_refuse_seconds(filters: object) -> float | None:
     return _num(f["refuse_seconds"], "filters.refuse_seconds")
 
 
+# ---- TaskInfo ----------------------------------------------------------------------------------------
+
+
 def parse_task_info(d: object, where: str) -> ev.TaskSpec:
     """A TaskInfo: its structure first (CallError: stout's conversion would fail the whole call with 400),
     then what Mesos's task validation and Drover's support decide (TaskInvalid: a TASK_ERROR for this task)."""
+    _task_id, _agent_id, spec, id_prob, problem = _task_parts(d, where)
+    if id_prob is not None or problem is not None:
+        raise TaskInvalid(id_prob or problem)
+    return spec
+
+
+def parse_launch_task(d: object, where: str) -> "sd.TaskRequest":
+    """A TaskInfo of a LAUNCH (or LAUNCH_GROUP): structure errors fail the call; the rest is kept for the decider,
+    which judges it in Mesos's order (task id, duplicate id, agent, then the task's own problems)."""
+    task_id, agent_id, spec, id_prob, problem = _task_parts(d, where)
+    return _calls().TaskRequest(task_id=task_id, agent_id=agent_id, spec=spec, id_problem=id_prob, problem=problem)
+
+
+def _task_parts(d: object, where: str) -> tuple[str, str, ev.TaskSpec | None, str | None, str | None]:
+    """(task id, agent id, spec or None, the task id's problem, the first other problem)."""
     d = _obj(d, where)
     task_id = _id(d.get("task_id"), f"{where}.task_id")
+    if len(task_id) > MAX_ECHOED_ID:
+        raise InvalidValue(f"'{where}.task_id' is longer than {MAX_ECHOED_ID} characters")
     name = _str(d.get("name"), f"{where}.name", True)
     agent_id = _id(d.get("agent_id"), f"{where}.agent_id")
-    cmd = _obj(d.get("command"), f"{where}.command")
-    shell = bool(cmd.get("shell", True))
-    value = _str(cmd.get("value"), f"{where}.command.value")
-    user = _str(cmd.get("user"), f"{where}.command.user")
-    args = [_str(a, f"{where}.command.arguments[{i}]", True)
-            for i, a in enumerate(_list(cmd.get("arguments"), f"{where}.command.arguments"))]
+    wcmd = f"{where}.command"
+    cmd = _obj(d.get("command"), wcmd)
+    shell = _bool(cmd.get("shell"), f"{wcmd}.shell", True)
+    value = _str(cmd.get("value"), f"{wcmd}.value")
+    user = _str(cmd.get("user"), f"{wcmd}.user")
+    uris = _list(cmd.get("uris"), f"{wcmd}.uris")
+    args = [_str(a, f"{wcmd}.arguments[{i}]", True) for i, a in enumerate(_list(cmd.get("arguments"),
+                                                                                 f"{wcmd}.arguments"))]
     env = []
-    wenv = f"{where}.command.environment"
+    wenv = f"{wcmd}.environment"
     for i, var in enumerate(_list(_obj(cmd.get("environment"), wenv).get("variables"), f"{wenv}.variables")):
         var = _obj(var, f"{wenv}.variables[{i}]")
         env.append(ev.Label(_str(var.get("name"), f"{wenv}.variables[{i}].name", True),
@@ -417,26 +773,9 @@ def parse_task_info(d: object, where: str) -> ev.TaskSpec:
         resources, bad_resources = parse_resources(d.get("resources"), f"{where}.resources"), None
     except TaskInvalid as e:
         resources, bad_resources = Resources([]), str(e)
-    image, bad_image = None, None
+    image, unsupported_container = None, None
     if d.get("container") is not None:
-        wc = f"{where}.container"
-        c = _obj(d["container"], wc)
-        ctype = _str(_required(c.get("type"), f"{wc}.type"), f"{wc}.type")
-        if ctype == "DOCKER":
-            image = _str(_obj(c.get("docker"), f"{wc}.docker").get("image"), f"{wc}.docker.image", True)
-        elif ctype == "MESOS":
-            img = _obj(_obj(c.get("mesos"), f"{wc}.mesos").get("image"), f"{wc}.mesos.image")
-            if img:
-                itype = _str(img.get("type", "DOCKER"), f"{wc}.mesos.image.type")
-                if itype == "DOCKER":
-                    image = _str(_obj(img.get("docker"), f"{wc}.mesos.image.docker").get("name"),
-                                 f"{wc}.mesos.image.docker.name", True)
-                elif itype == "APPC":
-                    bad_image = "Only DOCKER images are supported in container.mesos.image"
-                else:
-                    raise CallError(f"{wc}.mesos.image.type: unknown image type '{itype}'")
-        else:
-            raise CallError(f"{wc}.type: unknown container type '{ctype}'")
+        image, unsupported_container = _container(_obj(d["container"], f"{where}.container"), f"{where}.container")
     grace = None
     if d.get("kill_policy") is not None:
         wk = f"{where}.kill_policy"
@@ -444,32 +783,124 @@ def parse_task_info(d: object, where: str) -> ev.TaskSpec:
         if gp:
             grace = _num(_required(gp.get("nanoseconds"), f"{wk}.grace_period.nanoseconds"),
                          f"{wk}.grace_period.nanoseconds") / 1e9
+    max_completion = None
+    if d.get("max_completion_time") is not None:
+        w = f"{where}.max_completion_time"
+        max_completion = _num(_required(_obj(d["max_completion_time"], w).get("nanoseconds"), f"{w}.nanoseconds"),
+                              f"{w}.nanoseconds")
+    for field in ("health_check", "check", "discovery", "executor", "limits"):
+        _obj(d.get(field), f"{where}.{field}")
     labels = labels_in(d.get("labels"), f"{where}.labels") if d.get("labels") else []
     data = _str(d.get("data"), f"{where}.data")
+    if data is not None:
+        _base64(data, f"{where}.data")
 
-    if (not task_id or task_id.strip() != task_id or task_id in (".", "..")
-            or any(c in "/\\" or ord(c) < 32 or ord(c) == 127 for c in task_id)):
-        raise TaskInvalid(f"Task ID {task_id!r} is invalid: it must be non-empty, without '/', '\\', control "
-                          "characters or outer spaces")
-    if d.get("executor") is not None:
-        raise TaskInvalid("Custom executors are not supported by Drover yet; use 'command'")
-    if d.get("command") is None:
-        raise TaskInvalid("Task must have exactly one of 'command' or 'executor' set")
-    if shell and not value:
-        raise TaskInvalid("Shell command of task must have a value")
-    if not shell and not value:
-        raise TaskInvalid("Non-shell command of task must have a value (the executable)")
-    if bad_resources is not None:
-        raise TaskInvalid(bad_resources)
-    if not resources:
-        raise TaskInvalid("Task uses no resources")
-    if bad_image is not None:
-        raise TaskInvalid(bad_image)
-    return ev.TaskSpec(
-        task_id=task_id, name=name, agent_id=agent_id, resources=resources.to_list(),
-        command=ev.CommandSpec(shell=shell, value=value, arguments=args, env=env, user=user),
-        image=image, labels=labels, kill_grace_seconds=grace, data=data,
-    )
+    def problem() -> str | None:
+        # Mesos's order (validation.cpp task::internal::validateTask, then the executor), with the fields Drover
+        # does not implement at the place of their kind. `discovery` is metadata for service discovery: kept out.
+        if d.get("executor") is not None:
+            return "Custom executors are not supported by Drover yet; use 'command'"
+        if d.get("command") is None:
+            return "Task must have exactly one of 'command' or 'executor' set"
+        if grace is not None and grace < 0:
+            return "Task's 'kill_policy.grace_period' must be non-negative"
+        if grace is not None and grace > MAX_SECONDS:
+            return f"Task's 'kill_policy.grace_period' must be at most {MAX_SECONDS:g} seconds"
+        if max_completion is not None:
+            if max_completion < 0:
+                return "Task's `max_completion_time` must be non-negative"
+            return _unsupported("max_completion_time")
+        if d.get("check") is not None:
+            return _unsupported("check")
+        if d.get("health_check") is not None:
+            return _unsupported("health_check")
+        if bad_resources is not None:
+            return bad_resources
+        if not resources:
+            return "Task uses no resources"
+        if len(resources.to_list()) > MAX_SPEC_LIST:
+            return f"Task uses more than {MAX_SPEC_LIST} resources"
+        if uris:
+            return _unsupported("command.uris", "there is no fetcher; put what the task needs in its image")
+        if user:
+            return _unsupported("command.user", "tasks run as their image's user")
+        if shell and not value:
+            return "Shell command of task must have a value"
+        if not shell and not value:
+            return "Non-shell command of task must have a value (the executable)"
+        if unsupported_container is not None:
+            return unsupported_container
+        if d.get("limits"):
+            return _unsupported("limits", "task resource limits; the task's resources are its limits")
+        return (_length_problem(name, "Task name", MAX_NAME_LENGTH)
+                or _length_problem(value, "Task's command value", MAX_TEXT_LENGTH)
+                or _length_problem(image, "Task's container image", MAX_NAME_LENGTH)
+                or _length_problem(data, "Task's data", MAX_DATA_LENGTH)
+                or (f"Task's command has {len(args)} arguments; at most {MAX_SPEC_LIST} are allowed"
+                    if len(args) > MAX_SPEC_LIST else None)
+                or next((f"Task's command argument {i} is longer than {MAX_TEXT_LENGTH} characters"
+                         for i, a in enumerate(args) if len(a) > MAX_TEXT_LENGTH), None)
+                or _labels_problem(env, "Task's environment")
+                or _labels_problem(labels, "Task's labels"))
+
+    id_prob = id_problem(task_id, "Task ID")
+    why = problem()
+    spec = None
+    if id_prob is None and why is None:
+        spec = ev.TaskSpec(
+            task_id=task_id, name=name, agent_id=agent_id, resources=resources.to_list(),
+            command=ev.CommandSpec(shell=shell, value=value, arguments=args, env=env),
+            image=image, labels=labels, kill_grace_seconds=grace, data=data,
+        )
+    return task_id, agent_id, spec, id_prob, why
+
+
+def _unsupported(field: str, note: str = "") -> str:
+    return f"TaskInfo.{field} is not supported by Drover yet" + (f" ({note})" if note else "")
+
+
+_DOCKER_NETWORKS = ("HOST", "BRIDGE", "NONE", "USER")
+
+
+def _container(c: dict, wc: str) -> tuple[str | None, str | None]:
+    """(image, why the container asks for something Drover does not implement, or None)."""
+    ctype = _str(_required(c.get("type"), f"{wc}.type"), f"{wc}.type")
+    image = None
+    unsupported = None
+    for field in ("volumes", "network_infos"):
+        if _list(c.get(field), f"{wc}.{field}"):
+            unsupported = unsupported or _unsupported(f"container.{field}")
+    for field in ("linux_info", "rlimit_info", "tty_info"):
+        if _obj(c.get(field), f"{wc}.{field}"):
+            unsupported = unsupported or _unsupported(f"container.{field}")
+    if ctype == "DOCKER":
+        wd = f"{wc}.docker"
+        docker = _obj(c.get("docker"), wd)
+        image = _str(docker.get("image"), f"{wd}.image", True)
+        network = _str(docker.get("network"), f"{wd}.network")
+        if network in ("BRIDGE", "USER"):  # an unknown name is dropped by stout: the default, HOST
+            unsupported = unsupported or _unsupported(f"container.docker.network {network}",
+                                                      "tasks get no network of their own")
+        if _list(docker.get("port_mappings"), f"{wd}.port_mappings"):
+            unsupported = unsupported or _unsupported("container.docker.port_mappings")
+        if _list(docker.get("parameters"), f"{wd}.parameters"):
+            unsupported = unsupported or _unsupported("container.docker.parameters")
+        if _bool(docker.get("privileged"), f"{wd}.privileged"):
+            unsupported = unsupported or _unsupported("container.docker.privileged")
+    elif ctype == "MESOS":
+        img = _obj(_obj(c.get("mesos"), f"{wc}.mesos").get("image"), f"{wc}.mesos.image")
+        if img:
+            itype = _str(img.get("type", "DOCKER"), f"{wc}.mesos.image.type")
+            if itype == "DOCKER":
+                image = _str(_obj(img.get("docker"), f"{wc}.mesos.image.docker").get("name"),
+                             f"{wc}.mesos.image.docker.name", True)
+            elif itype == "APPC":
+                unsupported = "Only DOCKER images are supported in container.mesos.image"
+            else:
+                raise CallError(f"{wc}.mesos.image.type: unknown image type '{clip(itype)}'")
+    else:
+        raise CallError(f"{wc}.type: unknown container type '{clip(ctype)}'")
+    return image, unsupported
 
 
 def decode_uuid(b64: object, where: str = "acknowledge.uuid") -> bytes:
@@ -645,3 +1076,18 @@ def framework_info_out(framework_id: str, info: ev.FrameworkInfo) -> dict:
     if info.labels:
         d["labels"] = labels_out(info.labels)
     return d
+
+
+def operation_status_out(operation_id: str, state: str, message: str, agent_id: str | None = None,
+                         resource_provider_id: str | None = None) -> dict:
+    """A v1 OperationStatus as the master sends it unreliably (no uuid: nothing to acknowledge)."""
+    d: dict = {"operation_id": ident(operation_id), "state": state, "message": message}
+    if agent_id is not None:
+        d["agent_id"] = ident(agent_id)
+    if resource_provider_id is not None:
+        d["resource_provider_id"] = ident(resource_provider_id)
+    return d
+
+
+def ev_update_operation_status(status: dict) -> dict:
+    return {"type": "UPDATE_OPERATION_STATUS", "update_operation_status": {"status": status}}

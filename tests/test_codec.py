@@ -7,7 +7,8 @@ import pytest
 from eventstore import events as ev
 from eventstore.resources import Resource, Resources
 from master import codec
-from master.codec import CallError, FrameworkRefused, TaskInvalid
+from eventstore.values import MAX_SECONDS
+from master.codec import CallError, FrameworkRefused, InvalidValue, TaskInvalid
 
 
 def fw(**kw) -> dict:
@@ -114,9 +115,15 @@ def test_failover_timeout_int_float_and_string():
     assert isinstance(codec.parse_framework_info(fw(failover_timeout=60))[0].failover_timeout, float)
     assert codec.parse_framework_info(fw(failover_timeout=1.5))[0].failover_timeout == 1.5
     assert codec.parse_framework_info(fw(failover_timeout="2"))[0].failover_timeout == 2.0
-    for bad in (-1, "NaN", "Infinity"):
-        with pytest.raises(FrameworkRefused):
+    with pytest.raises(FrameworkRefused):
+        codec.parse_framework_info(fw(failover_timeout=-1))
+    # A non-finite number cannot be recorded (JSON has none): a malformed call, 400, wherever it is.
+    for bad in ("NaN", "Infinity", "-Infinity", float("inf"), 10**400):
+        with pytest.raises(CallError, match="finite"):
             codec.parse_framework_info(fw(failover_timeout=bad))
+    # Huge but finite: capped, as Mesos caps durations (MAX_SECONDS, 100 years).
+    assert codec.parse_framework_info(fw(failover_timeout=1e300))[0].failover_timeout == MAX_SECONDS
+    assert codec.parse_framework_info(fw(failover_timeout=None))[0].failover_timeout == 0.0
     with pytest.raises(CallError):
         codec.parse_framework_info(fw(failover_timeout=True))
     with pytest.raises(CallError):
@@ -164,12 +171,13 @@ def test_parse_task_info_basic():
     spec = codec.parse_task_info(task_info(
         kill_policy={"grace_period": {"nanoseconds": 2_500_000_000}}, data="ZGF0YQ==",
         labels={"labels": [{"key": "k", "value": "v"}]},
-        command={"shell": False, "value": "/bin/echo", "arguments": ["echo", "hi"], "user": "bob",
+        command={"shell": False, "value": "/bin/echo", "arguments": ["echo", "hi"], "user": "",
                  "environment": {"variables": [{"name": "B", "value": "2"}, {"name": "A", "value": "1"}]}}), "task")
     assert (spec.task_id, spec.name, spec.agent_id) == ("t1", "t", "A1")
     assert Resources(spec.resources) == Resources.parse("cpus:1;mem:128")
+    # (command.user is not implemented: an empty one is no user; a set one is a TASK_ERROR, see below.)
     assert spec.command == ev.CommandSpec(shell=False, value="/bin/echo", arguments=["echo", "hi"],
-                                          env=[ev.Label("B", "2"), ev.Label("A", "1")], user="bob")
+                                          env=[ev.Label("B", "2"), ev.Label("A", "1")])
     assert spec.kill_grace_seconds == 2.5 and spec.data == "ZGF0YQ==" and spec.labels == [ev.Label("k", "v")]
     assert spec.image is None
 
@@ -448,3 +456,240 @@ def test_dynamic_reservations_render_as_dynamic():
     db = next(x for x in legacy if x.get("role") == "db")
     web = next(x for x in legacy if x.get("role") == "web")
     assert db["reservation"] == {} and "reservation" not in web
+
+
+# ---- validation rules (issue 9): ids, numbers, sizes, features Drover does not implement ---------------------
+
+
+def accept_call(*task_infos: dict, **payload) -> dict:
+    p = {"offer_ids": [{"value": "O1"}], "operations": [{"type": "LAUNCH", "launch": {"task_infos": list(task_infos)}}]}
+    p.update(payload)
+    return {"type": "ACCEPT", "framework_id": {"value": "F1"}, "accept": p}
+
+
+@pytest.mark.parametrize("bad", ["NaN", "Infinity", "-Infinity", "1e999", float("nan"), 10**400])
+def test_non_finite_numbers_are_a_400_everywhere(bad):
+    wheres = {
+        "refuse": accept_call(filters={"refuse_seconds": bad}),
+        "decline": {"type": "DECLINE", "framework_id": {"value": "F1"},
+                    "decline": {"offer_ids": [], "filters": {"refuse_seconds": bad}}},
+        "kill": {"type": "KILL", "framework_id": {"value": "F1"},
+                 "kill": {"task_id": {"value": "t"}, "kill_policy": {"grace_period": {"nanoseconds": bad}}}},
+        "scalar": accept_call(task_info(resources=[scalar("cpus", bad)])),
+        "task grace": accept_call(task_info(kill_policy={"grace_period": {"nanoseconds": bad}})),
+    }
+    for name, body in wheres.items():
+        with pytest.raises(CallError, match="finite") as exc:
+            codec.parse_scheduler_call(body)
+        assert str(exc.value).startswith("Failed to convert JSON into Call protobuf"), name
+    with pytest.raises(CallError, match="finite"):
+        codec.parse_framework_info(fw(role="web", offer_filters={"web": {"min_allocatable_resources": {
+            "quantities": [{"quantities": {"cpus": {"value": bad}}}]}}}))
+
+
+@pytest.mark.parametrize("begin, end", [(1.5, 2), (-1, 2), (1, 2**63), (1e300, 1e300), ("x", 1), (True, 2)])
+def test_range_bounds_must_be_integers_in_range(begin, end):
+    with pytest.raises(CallError, match="integer"):
+        codec.parse_resources([{"name": "ports", "type": "RANGES",
+                                "ranges": {"range": [{"begin": begin, "end": end}]}}], "r")
+
+
+def test_range_bounds_as_numeric_strings_and_integral_doubles():
+    r = codec.parse_resources([{"name": "ports", "type": "RANGES",
+                                "ranges": {"range": [{"begin": "31000", "end": 31001.0}]}}], "r")
+    assert r == Resources.parse("ports:[31000-31001]")
+
+
+def test_scalars_are_bounded():
+    with pytest.raises(TaskInvalid, match="cpus"):
+        codec.parse_resources([scalar("cpus", 1e13)], "r")
+    assert codec.parse_resources([scalar("cpus", 1e12)], "r") == Resources.parse("cpus:1000000000000")
+
+
+def test_one_resource_name_one_type_within_a_task():
+    ranges = {"name": "cpus", "type": "RANGES", "ranges": {"range": [{"begin": 1, "end": 2}]}}
+    for items in ([scalar("cpus", 1), ranges], [scalar("cpus", 1), dict(ranges, role="web")]):
+        with pytest.raises(TaskInvalid, match="both SCALAR and RANGES"):
+            codec.parse_resources(items, "r")
+        with pytest.raises(TaskInvalid, match="both"):
+            codec.parse_task_info(task_info(resources=items), "task")
+
+
+def test_resource_roles_are_validated():
+    with pytest.raises(TaskInvalid, match="Role name"):
+        codec.parse_resources([scalar("cpus", 1, role="a b")], "r")
+
+
+@pytest.mark.parametrize("extra", [{"disk": {"persistence": {"id": "v"}, "volume": {"container_path": "d",
+                                                                                    "mode": "RW"}}},
+                                   {"disk": {"source": {"type": "MOUNT"}}}, {"revocable": {}}, {"shared": {}},
+                                   {"provider_id": {"value": "p"}}])
+def test_resource_kinds_drover_does_not_implement_are_refused(extra):
+    with pytest.raises(TaskInvalid, match="not supported by Drover"):
+        codec.parse_resources([dict(scalar("disk", 10), **extra)], "r")
+
+
+UNSUPPORTED_TASK_FIELDS = {
+    "health_check": {"health_check": {"type": "COMMAND", "command": {"value": "true"}}},
+    "check": {"check": {"type": "COMMAND", "command": {"command": {"value": "true"}}}},
+    "max_completion_time": {"max_completion_time": {"nanoseconds": 10**9}},
+    "limits": {"limits": {"cpus": {"value": 2}}},
+    "command.uris": {"command": {"value": "x", "uris": [{"value": "http://x/a.tgz"}]}},
+    "command.user": {"command": {"value": "x", "user": "bob"}},
+    "container.volumes": {"container": {"type": "MESOS", "volumes": [{"container_path": "/d", "mode": "RW"}]}},
+    "container.network_infos": {"container": {"type": "MESOS", "network_infos": [{"name": "n"}]}},
+    "container.docker.network BRIDGE": {"container": {"type": "DOCKER", "docker": {"image": "a", "network": "BRIDGE"}}},
+    "container.docker.network USER": {"container": {"type": "DOCKER", "docker": {"image": "a", "network": "USER"}}},
+    "container.docker.port_mappings": {"container": {"type": "DOCKER", "docker": {
+        "image": "a", "port_mappings": [{"host_port": 31000, "container_port": 80}]}}},
+    "container.docker.privileged": {"container": {"type": "DOCKER", "docker": {"image": "a", "privileged": True}}},
+    "container.docker.parameters": {"container": {"type": "DOCKER", "docker": {
+        "image": "a", "parameters": [{"key": "k", "value": "v"}]}}},
+    "container.linux_info": {"container": {"type": "MESOS", "linux_info": {"share_pid_namespace": True}}},
+    "container.rlimit_info": {"container": {"type": "MESOS", "rlimit_info": {"rlimits": [{"type": "RLMT_CPU"}]}}},
+}
+
+
+@pytest.mark.parametrize("field", UNSUPPORTED_TASK_FIELDS)
+def test_task_fields_drover_does_not_implement_are_task_errors_naming_them(field):
+    with pytest.raises(TaskInvalid) as exc:
+        codec.parse_task_info(task_info(**UNSUPPORTED_TASK_FIELDS[field]), "task")
+    assert f"TaskInfo.{field} is not supported by Drover yet" in str(exc.value)
+
+
+def test_task_fields_that_are_fine():
+    for extra in ({"discovery": {"visibility": "FRAMEWORK", "name": "x"}},  # metadata: ignored
+                  {"command": {"value": "x", "user": ""}, "limits": {}},
+                  {"container": {"type": "DOCKER", "docker": {"image": "a", "network": "HOST"}}},
+                  {"container": {"type": "DOCKER", "docker": {"image": "a", "network": "NONE", "privileged": False}}},
+                  {"container": {"type": "DOCKER", "docker": {"image": "a", "network": "SOMETHING_NEW"}}}):
+        codec.parse_task_info(task_info(**extra), "task")
+
+
+def test_negative_durations_in_a_task_are_mesos_task_errors():
+    with pytest.raises(TaskInvalid, match="'kill_policy.grace_period' must be non-negative"):
+        codec.parse_task_info(task_info(kill_policy={"grace_period": {"nanoseconds": -1}}), "task")
+    with pytest.raises(TaskInvalid, match="at most"):
+        codec.parse_task_info(task_info(kill_policy={"grace_period": {"nanoseconds": 1e30}}), "task")
+    with pytest.raises(TaskInvalid, match="`max_completion_time` must be non-negative"):
+        codec.parse_task_info(task_info(max_completion_time={"nanoseconds": -5}), "task")
+
+
+def test_task_sizes_are_bounded():
+    cases = {
+        "Task name": task_info(name="n" * 1025),
+        "command value": task_info(command={"value": "x" * (64 * 1024 + 1)}),
+        "arguments": task_info(command={"shell": False, "value": "x", "arguments": ["a"] * 1001}),
+        "environment": task_info(command={"value": "x", "environment": {"variables": [
+            {"name": f"V{i}", "value": "1"} for i in range(1001)]}}),
+        "labels": task_info(labels={"labels": [{"key": f"k{i}"} for i in range(1001)]}),
+        "image": task_info(container={"type": "DOCKER", "docker": {"image": "i" * 1025}}),
+    }
+    for what, ti in cases.items():
+        with pytest.raises(TaskInvalid, match=what):
+            codec.parse_task_info(ti, "task")
+
+
+def test_task_data_must_be_base64_and_task_ids_echoable():
+    with pytest.raises(CallError, match="base64"):
+        codec.parse_task_info(task_info(data="not base64!"), "task")
+    with pytest.raises(InvalidValue, match="longer than 1024"):
+        codec.parse_task_info(task_info(task_id={"value": "x" * 1025}), "task")
+    with pytest.raises(TaskInvalid, match="longer than 255"):
+        codec.parse_task_info(task_info(task_id={"value": "x" * 256}), "task")
+
+
+@pytest.mark.parametrize("body, where", [
+    ({"type": "KILL", "kill": {"task_id": {"value": "a/b"}}}, "kill.task_id"),
+    ({"type": "KILL", "kill": {"task_id": {"value": "t"}, "agent_id": {"value": ".."}}}, "kill.agent_id"),
+    ({"type": "ACKNOWLEDGE", "acknowledge": {"agent_id": {"value": "A1"}, "task_id": {"value": "t\x00"},
+                                             "uuid": "AAECAwQFBgcICQoLDA0ODw=="}}, "acknowledge.task_id"),
+    ({"type": "SHUTDOWN", "shutdown": {"executor_id": {"value": ""}, "agent_id": {"value": "A1"}}},
+     "shutdown.executor_id"),
+    ({"type": "DECLINE", "decline": {"offer_ids": [{"value": "a b"}]}}, "decline.offer_ids[0]"),
+    (accept_call(), None),
+    ({"type": "ACCEPT", "accept": {"offer_ids": [{"value": "O1"}], "operations": [
+        {"type": "RESERVE", "id": {"value": "x/y"}, "reserve": {"resources": []}}]}}, "accept.operations[0].id"),
+])
+def test_ids_in_calls_follow_the_id_rules(body, where):
+    body = {"framework_id": {"value": "F1"}, **body}
+    if where is None:
+        codec.parse_scheduler_call(body)
+        body["framework_id"] = {"value": ".."}
+        where = "framework_id"
+    with pytest.raises(InvalidValue, match=f"Invalid '{where.replace('[', '.').replace(']', '.')}'"):
+        codec.parse_scheduler_call(body)
+
+
+def test_structure_errors_come_before_value_rules_and_validation():
+    # A malformed call from no framework at all is still a conversion error.
+    with pytest.raises(CallError, match="Missing required fields: kill.task_id"):
+        codec.parse_scheduler_call({"type": "KILL", "kill": {}})
+    with pytest.raises(CallError, match="Expecting 'framework_id' to be present"):
+        codec.parse_scheduler_call({"type": "KILL", "kill": {"task_id": {"value": "t"}}})
+
+
+def test_parse_call_refuses_deep_nesting():
+    deep = b'{"type":"REVIVE","x":' + b"[" * 100 + b"]" * 100 + b"}"
+    with pytest.raises(CallError, match="nested deeper than 64"):
+        codec.parse_call(deep)
+    codec.parse_call(deep, max_depth=200)
+    with pytest.raises(CallError, match="nested too deeply"):
+        codec.parse_call(b"[" * 200_000 + b"]" * 200_000)
+
+
+def test_framework_info_rules():
+    with pytest.raises(FrameworkRefused, match="'FrameworkInfo.id' '..' is invalid"):
+        codec.parse_framework_info(fw(id={"value": ".."}))
+    assert codec.parse_framework_info(fw(id={"value": ""}))[1] is None  # empty: a new framework, as Mesos
+    with pytest.raises(FrameworkRefused, match="'FrameworkInfo.name' is longer than 1024"):
+        codec.parse_framework_info(fw(name="n" * 1025))
+    with pytest.raises(FrameworkRefused, match="labels"):
+        codec.parse_framework_info(fw(labels={"labels": [{"key": "k", "value": "v" * (64 * 1024 + 1)}]}))
+    with pytest.raises(CallError, match="checkpoint"):
+        codec.parse_framework_info(fw(checkpoint="yes"))
+    with pytest.raises(FrameworkRefused, match="roles; at most 1000"):
+        codec.parse_framework_info(fw(roles=[f"r{i}" for i in range(1001)], capabilities=caps("MULTI_ROLE")))
+
+
+@pytest.mark.parametrize("quantities, says", [({}, "at least one quantity"),
+                                              ({"cpus": {"value": -1}}, "Negative values not supported"),
+                                              ({"cpus": {"value": 1e13}}, "more than")])
+def test_offer_filter_quantities_follow_mesos(quantities, says):
+    with pytest.raises(FrameworkRefused, match=says):
+        codec.parse_framework_info(fw(role="web", offer_filters={"web": {"min_allocatable_resources": {
+            "quantities": [{"quantities": quantities}]}}}))
+
+
+def test_validate_role_uses_the_shared_rule():
+    for role in ("a" * 1025, "a/\x01"):
+        with pytest.raises(FrameworkRefused, match="Role name"):
+            codec.validate_role(role)
+
+
+def test_parse_subscribe_and_typed_operations():
+    from master.decide import scheduler as sd
+    c = codec.parse_subscribe({"type": "SUBSCRIBE", "framework_id": {"value": "F1"}, "subscribe": {
+        "framework_info": fw(id={"value": "F1"}, role="web"), "suppressed_roles": ["web"]}})
+    assert c == sd.Subscribe(framework_id="F1", info=c.info, suppressed_roles=("web",))
+    a = codec.parse_scheduler_call({"type": "ACCEPT", "framework_id": {"value": "F1"}, "accept": {
+        "offer_ids": [{"value": "O1"}], "operations": [
+            {"type": "CREATE", "id": {"value": "op"}, "create": {"volumes": []}},
+            {"type": "LAUNCH_GROUP", "launch_group": {"executor": {}, "task_group": {"tasks": [task_info()]}}},
+            {"type": "UNRESERVE", "unreserve": {"resources": [scalar("cpus", 1, role="web")]}},
+            {"type": "WHATEVER"}]}})
+    create, group, unreserve, unknown = a.operations
+    assert create == sd.UnsupportedOperation(kind="CREATE", operation_id="op")
+    assert group == sd.LaunchGroup(task_ids=("t1",))
+    assert unreserve.kind == "UNRESERVE" and unreserve.resources == Resources.parse("cpus(web):1")
+    assert unknown == sd.UnknownOperation()
+    with pytest.raises(CallError, match="Missing required fields: accept.operations\\[0\\].type"):
+        codec.parse_scheduler_call({"type": "ACCEPT", "framework_id": {"value": "F1"},
+                                    "accept": {"operations": [{}]}})
+
+
+def test_operation_status_out():
+    st = codec.operation_status_out("op", "OPERATION_ERROR", "m", "A1")
+    assert codec.ev_update_operation_status(st) == {"type": "UPDATE_OPERATION_STATUS", "update_operation_status": {
+        "status": {"operation_id": {"value": "op"}, "state": "OPERATION_ERROR", "message": "m",
+                   "agent_id": {"value": "A1"}}}}

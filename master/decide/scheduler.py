@@ -1,0 +1,843 @@
+"""Deciders for the Mesos v1 scheduler API: one pure function per call.
+
+Every decider is `(state, call, now, config) -> Decision`: `state` is the folded master state, `call` a typed
+value the wire codec built from Mesos JSON (master.codec.parse_subscribe / parse_scheduler_call; deciders never
+see JSON), `now` the leader's clock, `config` the master's DecideConfig. A decider validates the call against
+the state and Drover's limits, in Mesos's order, and answers with
+- `refusal`: a 4xx (for SUBSCRIBE, Mesos's ERROR event on the stream), nothing committed;
+- `events`: what the call causes, each one the fold accepts (the commit gate refuses anything else);
+- `messages`: answers that are not history (reconciliation, TASK_LOST for invalid offers, OPERATION_ERROR),
+  sent once the events are folded;
+- `reply`: what the handler needs beyond that (the framework id a SUBSCRIBE got, UPDATE_FRAMEWORK's 200).
+
+No asyncio, IO, clock, uuid or randomness here; sets are only used for membership (anything iterated is sorted
+or in log order). Streams (opening, replacing, closing) stay in master/api/scheduler.py.
+
+Calls Drover accepts without acting on, on purpose (each has its decider saying why): MESSAGE (the command
+executor ignores framework messages, as Mesos's does), REQUEST (Mesos's allocator ignores it too),
+ACCEPT/DECLINE_INVERSE_OFFERS (Drover makes no inverse offers; unknown ids are ignored, as in Mesos),
+ACKNOWLEDGE_OPERATION_STATUS (Drover sends no operation status that needs one).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Literal, Union
+
+import msgspec
+
+from eventstore import events as ev
+from eventstore.resources import Resources
+from eventstore.vocab import Reason, Source, TaskState
+from master import codec
+from master import effects as fx
+from master.allocator import effective_refuse_seconds
+from master.decide import DecideConfig, Decision
+from master.limits import Limits
+from master.state import Framework, Offer, State, Task
+
+# ---- the typed calls (built by master.codec) ---------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Subscribe:
+    framework_id: str | None  # the id asked for (re-subscription, or a new framework choosing its id); None: new
+    info: ev.FrameworkInfo | None  # None when `invalid`
+    invalid: str | None = None  # why Mesos's framework::validate refuses the FrameworkInfo
+    suppressed_roles: tuple[str, ...] = ()
+    offer_constraints: bool = False  # any set (Drover does not implement them)
+
+
+@dataclass(frozen=True, slots=True)
+class UpdateFramework:
+    framework_id: str
+    requested_id: str | None  # update_framework.framework_info.id
+    info: ev.FrameworkInfo | None
+    invalid: str | None = None
+    suppressed_roles: tuple[str, ...] = ()
+    offer_constraints: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class TaskRequest:
+    """A TaskInfo of an ACCEPT: its ids as sent, and either a valid spec or why it is refused."""
+
+    task_id: str  # as sent (at most codec.MAX_ECHOED_ID characters): a rejection echoes it
+    agent_id: str
+    spec: ev.TaskSpec | None  # None when id_problem or problem is set
+    id_problem: str | None = None
+    problem: str | None = None  # the first problem the task has on its own (unsupported field, bad resources)
+
+
+@dataclass(frozen=True, slots=True)
+class Launch:
+    tasks: tuple[TaskRequest, ...]
+    operation_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class LaunchGroup:
+    task_ids: tuple[str, ...]
+    operation_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Reservation:
+    kind: Literal["RESERVE", "UNRESERVE"]
+    resources: Resources | None  # None when `problem`
+    problem: str | None = None
+    operation_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class UnsupportedOperation:
+    kind: str  # one of codec.UNSUPPORTED_OPERATIONS
+    operation_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class UnknownOperation:
+    operation_id: str | None = None
+
+
+Operation = Union[Launch, LaunchGroup, Reservation, UnsupportedOperation, UnknownOperation]
+
+
+@dataclass(frozen=True, slots=True)
+class Accept:
+    framework_id: str
+    offer_ids: tuple[str, ...]
+    operations: tuple[Operation, ...]
+    refuse_seconds: float | None = None  # None: the default filter
+
+
+@dataclass(frozen=True, slots=True)
+class Decline:
+    framework_id: str
+    offer_ids: tuple[str, ...]
+    refuse_seconds: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Acknowledge:
+    framework_id: str
+    agent_id: str
+    task_id: str
+    uuid: str  # base64 of 16 bytes (checked by the codec)
+
+
+@dataclass(frozen=True, slots=True)
+class Kill:
+    framework_id: str
+    task_id: str
+    agent_id: str | None = None
+    grace_seconds: float | None = None  # in [0, MAX_SECONDS] (checked by the codec)
+
+
+@dataclass(frozen=True, slots=True)
+class Reconcile:
+    framework_id: str
+    tasks: tuple[tuple[str, str | None], ...]  # (task id, agent id); empty: implicit reconciliation
+
+
+@dataclass(frozen=True, slots=True)
+class Revive:
+    framework_id: str
+    roles: tuple[str, ...]  # empty: all the framework's roles
+
+
+@dataclass(frozen=True, slots=True)
+class Suppress:
+    framework_id: str
+    roles: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Teardown:
+    framework_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class Shutdown:
+    framework_id: str
+    executor_id: str
+    agent_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    framework_id: str
+    agent_id: str
+    executor_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class Request:
+    framework_id: str
+    requests: int
+
+
+@dataclass(frozen=True, slots=True)
+class InverseOffers:
+    framework_id: str
+    accept: bool  # ACCEPT_INVERSE_OFFERS (True) or DECLINE_INVERSE_OFFERS
+    inverse_offer_ids: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class AcknowledgeOperationStatus:
+    framework_id: str
+    agent_id: str | None
+    operation_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class ReconcileOperations:
+    framework_id: str
+    operations: tuple[tuple[str, str | None, str | None], ...]  # (operation id, agent id, resource provider id)
+
+
+@dataclass(frozen=True, slots=True)
+class Unknown:
+    """Call type UNKNOWN: the handler answers 501 once the framework checks pass (no decider)."""
+
+    framework_id: str
+
+
+SchedulerCall = Union[Accept, Decline, Acknowledge, Kill, Reconcile, Revive, Suppress, Teardown, Shutdown, Message,
+                      Request, InverseOffers, AcknowledgeOperationStatus, ReconcileOperations, UpdateFramework,
+                      Unknown]
+
+
+@dataclass(frozen=True, slots=True)
+class Subscribed:
+    """SUBSCRIBE's reply: the framework id it got, and whether it was known."""
+
+    framework_id: str
+    resubscribe: bool
+
+
+# REASON_TASK_GROUP_INVALID is Mesos's reason for a refused task group (not in eventstore.vocab.Reason yet).
+TASK_GROUP_INVALID = "REASON_TASK_GROUP_INVALID"
+MAX_MESSAGE = 4096  # characters of one rejection message (what it quotes is clipped)
+LISTED_IDS = 10  # ids an error message lists before it says how many more
+
+
+# ---- helpers ---------------------------------------------------------------------------------------------
+
+
+def _listing(ids: list[str]) -> str:
+    """At most LISTED_IDS ids, each clipped, and how many more: never a message whose size grows with the call."""
+    shown = ", ".join(codec.clip(i) for i in ids[:LISTED_IDS])
+    return shown if len(ids) <= LISTED_IDS else f"{shown} and {len(ids) - LISTED_IDS} more"
+
+
+def _msg(text: str) -> str:
+    return codec.clip(text, MAX_MESSAGE)
+
+
+def _connected(state: State, framework_id: str) -> tuple[Framework | None, Decision | None]:
+    """The subscribed framework a call comes from, or the refusal Mesos gives (the handler checks the same with
+    its streams; a decider must hold on its own)."""
+    fw = state.frameworks.get(framework_id)
+    if fw is None:
+        return None, Decision.refuse(400, "Framework cannot be found")
+    if not fw.connected:
+        return None, Decision.refuse(403, "Framework is not subscribed")
+    return fw, None
+
+
+def _over(what: str, n: int, limit: int, name: str) -> Decision:
+    return Decision.refuse(400, f"{what}: {n} given, at most {limit} are allowed per call (limits.{name})")
+
+
+def _offers_of(state: State, framework_id: str, ids: tuple[str, ...]) -> tuple[list[Offer], list[str]]:
+    """Split offer ids into this framework's live offers and the invalid ones (unknown, another framework's,
+    repeated), each in the order given."""
+    valid: list[Offer] = []
+    invalid: list[str] = []
+    seen: set[str] = set()
+    for oid in ids:
+        o = state.offers.get(oid)
+        if o is None or o.framework_id != framework_id or oid in seen:
+            invalid.append(oid)
+        else:
+            valid.append(o)
+        seen.add(oid)
+    return valid, invalid
+
+
+def _task_update(state: State, framework_id: str, task_id: str, agent_id: str | None, task_state: str, reason: str,
+                 message: str, now: float, unreachable_time: float | None = None) -> fx.ToFramework:
+    st = ev.TaskStatus(state=task_state, source=Source.MASTER, timestamp=now, reason=reason, message=message,
+                       unreachable_time=unreachable_time)
+    return fx.ToFramework(framework_id, fx.update_event(state, framework_id, task_id, agent_id, st))
+
+
+def _operation_error(framework_id: str, operation_id: str, message: str) -> fx.ToFramework:
+    status = codec.operation_status_out(operation_id, "OPERATION_ERROR", _msg(message))
+    return fx.ToFramework(framework_id, codec.ev_update_operation_status(status))
+
+
+def _rejection(task_id: str, message: str, reason: str = Reason.TASK_INVALID,
+               state: str = TaskState.ERROR) -> ev.Rejection:
+    return ev.Rejection(task_id=task_id, state=state, reason=reason, message=_msg(message))
+
+
+def _framework_problem(info: ev.FrameworkInfo | None, invalid: str | None, limits: Limits) -> str | None:
+    """Why a FrameworkInfo is refused before the state is looked at: Mesos's framework::validate (from the
+    codec), then the configured limits."""
+    if invalid is not None or info is None:
+        return invalid or "FrameworkInfo is invalid"
+    if len(info.roles) > limits.max_roles_per_call:
+        return (f"'FrameworkInfo.roles' has {len(info.roles)} roles; at most {limits.max_roles_per_call} are "
+                "allowed (limits.max_roles_per_call)")
+    if len(info.labels) > limits.max_labels:
+        return (f"'FrameworkInfo.labels' has {len(info.labels)} labels; at most {limits.max_labels} are allowed "
+                "(limits.max_labels)")
+    return None
+
+
+def _suppressed_problem(info: ev.FrameworkInfo, suppressed: tuple[str, ...]) -> str | None:
+    extra = sorted(set(suppressed) - set(info.roles))
+    if extra:
+        return f"Suppressed roles {{{_listing(extra)}}} are not contained in the set of roles"
+    return None
+
+
+OFFER_CONSTRAINTS_UNSUPPORTED = "Offer constraints are not supported by Drover yet"
+
+
+# ---- SUBSCRIBE / UPDATE_FRAMEWORK ---------------------------------------------------------------------------
+
+
+def decide_subscribe(state: State, call: Subscribe, now: float, config: DecideConfig) -> Decision:
+    """A framework (re-)subscribes. A refusal is answered with an ERROR event on the stream, as Mesos does
+    (its status is what an UPDATE_FRAMEWORK would get); the reply is `Subscribed`. Checks, in Mesos's order
+    (master.cpp Master::subscribe): the FrameworkInfo (roles, id, offer filters, failover timeout, Drover's
+    limits), a removed framework id, suppressed roles, offer constraints, an immutable field changed, and
+    Drover's limit on the number of frameworks."""
+    limits = config.limits
+    problem = _framework_problem(call.info, call.invalid, limits)
+    if problem is not None:
+        return Decision.refuse(400, problem)
+    info = call.info
+    assert info is not None
+    framework_id = call.framework_id
+    if framework_id is not None and framework_id in state.removed_frameworks:
+        return Decision.refuse(403, "Framework has been removed")
+    if (problem := _suppressed_problem(info, call.suppressed_roles)) is not None:
+        return Decision.refuse(400, problem)
+    if call.offer_constraints:
+        return Decision.refuse(400, OFFER_CONSTRAINTS_UNSUPPORTED)
+    existing = state.frameworks.get(framework_id) if framework_id is not None else None
+    if existing is not None:
+        if existing.info.principal != info.principal:
+            return Decision.refuse(400, "Changing framework's principal is not allowed.")
+        # Mesos silently keeps these immutable fields on re-subscription (preserveImmutableFields).
+        info = msgspec.structs.replace(info, user=existing.info.user, checkpoint=existing.info.checkpoint)
+    elif len(state.frameworks) >= limits.max_frameworks:
+        return Decision.refuse(403, f"Too many frameworks: this master serves at most {limits.max_frameworks} "
+                                    "(limits.max_frameworks); tear down unused ones")
+    if framework_id is None:
+        framework_id = _new_framework_id(state)
+    event = ev.FrameworkSubscribed(framework_id=framework_id, info=info,
+                                   suppressed_roles=sorted(set(call.suppressed_roles)),
+                                   resubscribe=existing is not None)
+    return Decision(events=[event], reply=Subscribed(framework_id, existing is not None))
+
+
+def _new_framework_id(state: State) -> str:
+    """`<cluster id>-NNNN`, as Mesos numbers frameworks; past any id a framework chose for itself."""
+    n = state.next_framework
+    while True:
+        fid = f"{state.cluster_id}-{n:04d}"
+        if fid not in state.frameworks and fid not in state.removed_frameworks:
+            return fid
+        n += 1
+
+
+def decide_update_framework(state: State, call: UpdateFramework, now: float, config: DecideConfig) -> Decision:
+    """UPDATE_FRAMEWORK: the same rules as a re-subscription, answered synchronously (200, or 400 with the
+    reason; Mesos's validateUpdate refuses a changed principal, user or checkpoint). The framework's outstanding
+    offers are rescinded (announced: the framework must not use them) before the new info is recorded."""
+    fw, refusal = _connected(state, call.framework_id)
+    if refusal is not None:
+        return refusal
+    assert fw is not None
+    problem = _framework_problem(call.info, call.invalid, config.limits)
+    if problem is not None:
+        return Decision.refuse(400, problem)
+    info = call.info
+    assert info is not None
+    old = fw.info
+    if old.principal != info.principal:
+        return Decision.refuse(400, "Changing framework's principal is not allowed.")
+    if old.user != info.user:
+        return Decision.refuse(400, f"Updating 'FrameworkInfo.user' is unsupported; attempted to update from "
+                                    f"'{codec.clip(old.user)}' to '{codec.clip(info.user)}'")
+    if old.checkpoint != info.checkpoint:
+        return Decision.refuse(400, f"Updating 'FrameworkInfo.checkpoint' is unsupported; attempted to update from "
+                                    f"'{str(old.checkpoint).lower()}' to '{str(info.checkpoint).lower()}'")
+    if (problem := _suppressed_problem(info, call.suppressed_roles)) is not None:
+        return Decision.refuse(400, problem)
+    if call.offer_constraints:
+        return Decision.refuse(400, OFFER_CONSTRAINTS_UNSUPPORTED)
+    events: list[ev.Event] = []
+    offer_ids = [o.offer_id for o in state.offers.values() if o.framework_id == fw.framework_id]
+    if offer_ids:
+        events.append(ev.OffersRescinded(offer_ids=offer_ids, reason="framework_updated"))
+    events.append(ev.FrameworkSubscribed(framework_id=fw.framework_id, info=info,
+                                         suppressed_roles=sorted(set(call.suppressed_roles)), resubscribe=True))
+    return Decision(events=events, reply=200)
+
+
+# ---- ACCEPT / DECLINE ----------------------------------------------------------------------------------------
+
+
+def decide_accept(state: State, call: Accept, now: float, config: DecideConfig) -> Decision:
+    """ACCEPT, as Mesos's Master::accept: the limits of one call (400); then the offers (unknown, rescinded,
+    another framework's, repeated, on several agents or roles: every task TASK_LOST, or TASK_DROPPED for a
+    PARTITION_AWARE framework, every other operation with an id OPERATION_ERROR, the valid offers go back
+    unfiltered); then an operation Drover does not implement (nothing is done: every task TASK_ERROR, the offers
+    go back unfiltered); then each operation in order: RESERVE / UNRESERVE (an invalid one is dropped, with
+    OPERATION_ERROR if it has an id; one with an id asks for feedback no Drover agent gives), LAUNCH (each task
+    in Mesos's order: task id, duplicate id, agent, its own problems, room in what is left of the offers; a
+    refused task gets TASK_ERROR), LAUNCH_GROUP (not implemented: TASK_ERROR). What the offers hold beyond the
+    tasks goes back with the call's filter (an implicit decline)."""
+    fw, refusal = _connected(state, call.framework_id)
+    if refusal is not None:
+        return refusal
+    assert fw is not None
+    limits = config.limits
+    n_tasks = sum(len(op.tasks) if isinstance(op, Launch) else len(op.task_ids)
+                  for op in call.operations if isinstance(op, (Launch, LaunchGroup)))
+    if len(call.offer_ids) > limits.max_offers_per_call:
+        return _over("Too many offer ids in ACCEPT", len(call.offer_ids), limits.max_offers_per_call,
+                     "max_offers_per_call")
+    if len(call.operations) > limits.max_operations_per_call:
+        return _over("Too many operations in ACCEPT", len(call.operations), limits.max_operations_per_call,
+                     "max_operations_per_call")
+    if n_tasks > limits.max_tasks_per_call:
+        return _over("Too many tasks in ACCEPT", n_tasks, limits.max_tasks_per_call, "max_tasks_per_call")
+    fid = fw.framework_id
+    valid, invalid = _offers_of(state, fid, call.offer_ids)
+    problem = None
+    if not call.offer_ids:
+        problem = "No offers specified"
+    elif invalid:
+        problem = (f"Offer(s) {_listing(invalid)} are no longer valid (unknown, rescinded, already used or not "
+                   "yours)")
+    elif len({o.agent_id for o in valid}) > 1:
+        problem = "Offers must all be on the same agent"
+    elif len({o.role for o in valid}) > 1:
+        problem = "Offers must all be allocated to the same role"
+    elif valid[0].agent_id not in state.agents:
+        problem = f"Agent {valid[0].agent_id} is not registered"
+    if problem is not None:
+        return _invalid_offers(state, fw, call, valid, problem, now)
+    unsupported = sorted({op.kind for op in call.operations if isinstance(op, UnsupportedOperation)})
+    if unsupported:
+        return _unsupported_operations(fid, call, valid, unsupported)
+
+    agent_id, role = valid[0].agent_id, valid[0].role
+    remaining = Resources(r for o in valid for r in o.resources)
+    dynamic = Resources(state.agents[agent_id].dynamic)
+    reserved, unreserved = Resources(), Resources()
+    rejected: list[ev.Rejection] = []
+    tasks: list[ev.TaskSpec] = []
+    messages: list[fx.Effect] = []
+    seen: set[str] = set()
+    for op in call.operations:
+        if isinstance(op, Reservation):
+            why = op.problem
+            if why is None and op.operation_id is not None:
+                why = (f"Operation requested feedback, but agent {agent_id} does not have the required "
+                       "RESOURCE_PROVIDER capability (Drover agents give no operation feedback)")
+            elif why is not None:
+                why = f"Operation attempted with invalid resources: {why}"
+            elif op.resources is not None:
+                why = _reservation_problem(op.kind, op.resources, role, remaining, dynamic + reserved)
+            if why is not None:
+                # Dropped, as Mesos drops an invalid operation (OPERATION_ERROR when it has an id).
+                if op.operation_id is not None:
+                    messages.append(_operation_error(fid, op.operation_id, why))
+                continue
+            assert op.resources is not None
+            if op.kind == "RESERVE":
+                remaining = remaining - op.resources.as_unreserved() + op.resources
+                reserved = reserved + op.resources
+            else:
+                remaining = remaining - op.resources + op.resources.as_unreserved()
+                unreserved = unreserved + op.resources
+        elif isinstance(op, Launch):
+            if op.operation_id is not None:
+                rejected += [_rejection(t.task_id, "The `id` field cannot be set on LAUNCH operations")
+                             for t in op.tasks]
+                continue
+            for t in op.tasks:
+                why = _task_problem(state, fid, t, agent_id, seen)
+                need = Resources()
+                if why is None:
+                    assert t.spec is not None
+                    need = Resources(t.spec.resources)
+                    if not remaining.contains(need):
+                        why = f"Task uses more resources {need.format()} than available {remaining.format()}"
+                if why is not None:
+                    rejected.append(_rejection(t.task_id, why))
+                    continue
+                assert t.spec is not None
+                seen.add(t.task_id)
+                remaining = remaining - need
+                tasks.append(msgspec.structs.replace(t.spec, role=role))
+        elif isinstance(op, LaunchGroup):
+            rejected += [_rejection(tid, "LAUNCH_GROUP is not supported by Drover yet", TASK_GROUP_INVALID)
+                         for tid in op.task_ids]
+        # UnknownOperation: ignored, as Mesos does ("Ignoring unknown operation").
+    secs = effective_refuse_seconds(call.refuse_seconds, config.allocation_interval)
+    accepted = ev.OffersAccepted(framework_id=fid, offer_ids=[o.offer_id for o in valid], tasks=tasks,
+                                 refuse_seconds=secs, rejected=rejected, reserved=reserved.to_list(),
+                                 unreserved=unreserved.to_list())
+    return Decision(events=[accepted], messages=messages)
+
+
+def _task_problem(state: State, framework_id: str, t: TaskRequest, agent_id: str, seen: set[str]) -> str | None:
+    """Mesos's task validation order (validation.cpp validateTask): task id, unique id, agent, then the rest."""
+    if t.id_problem is not None:
+        return t.id_problem
+    if t.task_id in seen or state.task(framework_id, t.task_id) is not None:
+        return f"Task has duplicate ID: {t.task_id}"
+    if t.agent_id != agent_id:
+        return f"Task uses invalid agent {codec.clip(t.agent_id)} while agent {agent_id} is expected"
+    return t.problem
+
+
+def _invalid_offers(state: State, fw: Framework, call: Accept, valid: list[Offer], problem: str,
+                    now: float) -> Decision:
+    fid = fw.framework_id
+    lost = TaskState.DROPPED if "PARTITION_AWARE" in fw.info.capabilities else TaskState.LOST
+    message = _msg(f"Task launched with invalid offers: {problem}")
+    messages: list[fx.Effect] = []
+    for op in call.operations:
+        if isinstance(op, Launch):
+            task_ids = [t.task_id for t in op.tasks]
+        elif isinstance(op, LaunchGroup):
+            task_ids = list(op.task_ids)
+        else:
+            if op.operation_id is not None:
+                messages.append(_operation_error(fid, op.operation_id,
+                                                 f"Operation attempted with invalid offers: {problem}"))
+            continue
+        messages += [_task_update(state, fid, tid, None, lost, Reason.INVALID_OFFERS, message, now)
+                     for tid in task_ids]
+    events: list[ev.Event] = []
+    if valid:  # the valid offers go back to the allocator, unfiltered, as Mesos discards them
+        events.append(ev.OffersDeclined(framework_id=fid, offer_ids=[o.offer_id for o in valid], refuse_seconds=0.0))
+    return Decision(events=events, messages=messages)
+
+
+def _unsupported_operations(fid: str, call: Accept, valid: list[Offer], kinds: list[str]) -> Decision:
+    """An ACCEPT asking for an operation Drover does not implement does nothing at all: launching its tasks
+    without (say) the volume the framework asked for would be wrong. Its tasks get TASK_ERROR, its operations
+    with an id OPERATION_ERROR, and its offers go back unfiltered."""
+    why = f"ACCEPT contains unsupported operation {', '.join(kinds)}: Drover does not implement it yet"
+    rejected: list[ev.Rejection] = []
+    messages: list[fx.Effect] = []
+    for op in call.operations:
+        if isinstance(op, Launch):
+            rejected += [_rejection(t.task_id, why) for t in op.tasks]
+        elif isinstance(op, LaunchGroup):
+            rejected += [_rejection(tid, why, TASK_GROUP_INVALID) for tid in op.task_ids]
+        if op.operation_id is not None and not isinstance(op, (Launch, LaunchGroup)):
+            text = f"{op.kind} is not supported by Drover yet" if isinstance(op, UnsupportedOperation) else why
+            messages.append(_operation_error(fid, op.operation_id, text))
+    accepted = ev.OffersAccepted(framework_id=fid, offer_ids=[o.offer_id for o in valid], tasks=[],
+                                 refuse_seconds=0.0, rejected=rejected)
+    return Decision(events=[accepted], messages=messages)
+
+
+def _reservation_problem(kind: str, res: Resources, role: str, remaining: Resources,
+                         dynamic: Resources) -> str | None:
+    if not res:
+        return f"{kind} names no resources"
+    if any(r.role == "*" for r in res):
+        return f"{kind} resources must name a reservation role"
+    if kind == "RESERVE":
+        if any(r.role != role for r in res):
+            return f"RESERVE must reserve for the offer's allocation role {role!r}"
+        if not remaining.contains(res.as_unreserved()):
+            return f"RESERVE of {res.format()}: not available unreserved in the offers ({remaining.format()})"
+        return None
+    if not dynamic.contains(res):
+        return f"UNRESERVE of {res.format()}: not a dynamic reservation on this agent"
+    if not remaining.contains(res):
+        return f"UNRESERVE of {res.format()}: not in the offers ({remaining.format()})"
+    return None
+
+
+def decide_decline(state: State, call: Decline, now: float, config: DecideConfig) -> Decision:
+    """DECLINE: this framework's live offers go back with the filter (Mesos's rules:
+    effective_refuse_seconds); unknown ids are ignored, as Mesos does."""
+    fw, refusal = _connected(state, call.framework_id)
+    if refusal is not None:
+        return refusal
+    limits = config.limits
+    if len(call.offer_ids) > limits.max_offers_per_call:
+        return _over("Too many offer ids in DECLINE", len(call.offer_ids), limits.max_offers_per_call,
+                     "max_offers_per_call")
+    valid, _ = _offers_of(state, call.framework_id, call.offer_ids)
+    if not valid:
+        return Decision()
+    secs = effective_refuse_seconds(call.refuse_seconds, config.allocation_interval)
+    return Decision(events=[ev.OffersDeclined(framework_id=call.framework_id, offer_ids=[o.offer_id for o in valid],
+                                              refuse_seconds=secs)])
+
+
+# ---- tasks: ACKNOWLEDGE, KILL, SHUTDOWN, RECONCILE ------------------------------------------------------------
+
+
+def decide_acknowledge(state: State, call: Acknowledge, now: float, config: DecideConfig) -> Decision:
+    """An acknowledgement of the task's pending update is recorded (the agent is told by effects); a stale or
+    unknown one changes nothing (202: pymesos acknowledges from its callbacks, and any non-2xx kills it)."""
+    fw, refusal = _connected(state, call.framework_id)
+    if refusal is not None:
+        return refusal
+    task = state.task(call.framework_id, call.task_id)
+    if task is None or task.pending is None or task.pending.uuid != call.uuid:
+        return Decision()
+    return Decision(events=[ev.StatusAcknowledged(framework_id=call.framework_id, task_id=call.task_id,
+                                                  uuid=call.uuid)])
+
+
+def decide_kill(state: State, call: Kill, now: float, config: DecideConfig) -> Decision:
+    """KILL: an unknown task gets a reconciliation answer (Mesos's explicit reconciliation), a kill naming
+    another agent is ignored, a live task's kill is recorded (effects tell its agent; a later KILL may change
+    the grace period)."""
+    fw, refusal = _connected(state, call.framework_id)
+    if refusal is not None:
+        return refusal
+    assert fw is not None
+    task = state.task(call.framework_id, call.task_id)
+    if task is None:
+        return Decision(messages=_reconcile_one(state, fw, call.task_id, call.agent_id, now))
+    if call.agent_id is not None and call.agent_id != task.agent_id:
+        return Decision()  # Mesos ignores a kill naming the wrong agent
+    if task.terminal:
+        return Decision()
+    return Decision(events=[ev.TaskKillRequested(framework_id=call.framework_id, task_id=call.task_id,
+                                                 grace_seconds=call.grace_seconds)])
+
+
+def decide_shutdown(state: State, call: Shutdown, now: float, config: DecideConfig) -> Decision:
+    """SHUTDOWN of an executor. Every Drover task runs under its own command executor, whose id is the task's
+    id (as Mesos's command executor): shutting it down kills that task. Anything else is ignored (202), as
+    Mesos ignores a shutdown for an executor it does not know."""
+    fw, refusal = _connected(state, call.framework_id)
+    if refusal is not None:
+        return refusal
+    task = state.task(call.framework_id, call.executor_id)
+    if task is None or task.agent_id != call.agent_id or task.terminal:
+        return Decision()
+    return Decision(events=[ev.TaskKillRequested(framework_id=call.framework_id, task_id=task.task_id)])
+
+
+def decide_reconcile(state: State, call: Reconcile, now: float, config: DecideConfig) -> Decision:
+    """RECONCILE: answers from the master (no uuid, REASON_RECONCILIATION), as messages: for every task the
+    master holds for the framework when the call names none, else for each task named."""
+    fw, refusal = _connected(state, call.framework_id)
+    if refusal is not None:
+        return refusal
+    assert fw is not None
+    limits = config.limits
+    if len(call.tasks) > limits.max_reconcile_tasks:
+        return _over("Too many tasks in RECONCILE", len(call.tasks), limits.max_reconcile_tasks,
+                     "max_reconcile_tasks")
+    fid = fw.framework_id
+    messages: list[fx.Effect] = []
+    if not call.tasks:
+        for task in state.tasks.get(fid, {}).values():
+            messages.append(fx.ToFramework(fid, fx.update_event(state, fid, task.task_id, task.agent_id,
+                                                                latest_status(state, task, now))))
+        return Decision(messages=messages)
+    for task_id, agent_id in call.tasks:
+        messages += _reconcile_one(state, fw, task_id, agent_id, now)
+    return Decision(messages=messages)
+
+
+def _reconcile_one(state: State, fw: Framework, task_id: str, agent_id: str | None, now: float) -> list[fx.Effect]:
+    """Mesos's explicit reconciliation of one task (docs/reconciliation.md; the framework sees TASK_LOST for the
+    partition-aware states unless it is PARTITION_AWARE, by codec.state_for)."""
+    fid = fw.framework_id
+    task = state.task(fid, task_id)
+    if task is not None:
+        return [fx.ToFramework(fid, fx.update_event(state, fid, task_id, task.agent_id,
+                                                    latest_status(state, task, now)))]
+    if agent_id is not None and agent_id in state.unreachable_agents:
+        # A task we do not know on an unreachable agent: it may be there.
+        return [_task_update(state, fid, task_id, agent_id, TaskState.UNREACHABLE, Reason.RECONCILIATION,
+                             "Reconciliation: Task is unreachable", now,
+                             state.unreachable_agents[agent_id].unreachable_at)]
+    if agent_id is not None and agent_id in state.agents:
+        if not state.agents[agent_id].connected:
+            return []  # the agent may still re-register with this task: say nothing yet, as Mesos does
+        return [_task_update(state, fid, task_id, agent_id, TaskState.GONE, Reason.RECONCILIATION,
+                             "Reconciliation: Task is unknown to the agent", now)]
+    return [_task_update(state, fid, task_id, agent_id, TaskState.UNKNOWN, Reason.RECONCILIATION,
+                         "Reconciliation: Task is unknown", now)]
+
+
+def latest_status(state: State, task: Task, now: float) -> ev.TaskStatus:
+    """A reconciliation answer for a task the master knows: its latest state; for a TASK_UNREACHABLE task
+    with its unreachable_time (the framework sees TASK_LOST unless it is PARTITION_AWARE)."""
+    unreachable_time = None
+    if task.state == TaskState.UNREACHABLE:
+        agent = state.unreachable_agents.get(task.agent_id)
+        unreachable_time = agent.unreachable_at if agent is not None else next(
+            (s.unreachable_time for s in reversed(task.statuses) if s.unreachable_time is not None), None)
+    return ev.TaskStatus(state=task.state, source=Source.MASTER, timestamp=now, reason=Reason.RECONCILIATION,
+                         message="Reconciliation: Latest task state", unreachable_time=unreachable_time)
+
+
+# ---- offers: REVIVE, SUPPRESS ----------------------------------------------------------------------------------
+
+
+def _roles(fw: Framework, roles: tuple[str, ...]) -> list[str] | None:
+    if not roles:
+        return list(fw.info.roles)
+    if not set(roles) <= set(fw.info.roles):
+        return None  # Mesos drops the whole call silently (still 202)
+    return sorted(set(roles))
+
+
+def decide_revive(state: State, call: Revive, now: float, config: DecideConfig) -> Decision:
+    """REVIVE: unsuppress the roles named (all the framework's roles if none) and clear their filters; a role
+    the framework is not subscribed to (or an invalid one) drops the whole call, as Mesos does."""
+    return _revive_or_suppress(state, call, config, ev.RolesRevived, "REVIVE")
+
+
+def decide_suppress(state: State, call: Suppress, now: float, config: DecideConfig) -> Decision:
+    """SUPPRESS: no more offers for the roles named until REVIVE (outstanding offers stay); same role rules."""
+    return _revive_or_suppress(state, call, config, ev.RolesSuppressed, "SUPPRESS")
+
+
+def _revive_or_suppress(state: State, call: Revive | Suppress, config: DecideConfig,
+                        event: type[ev.RolesRevived] | type[ev.RolesSuppressed], name: str) -> Decision:
+    fw, refusal = _connected(state, call.framework_id)
+    if refusal is not None:
+        return refusal
+    assert fw is not None
+    limits = config.limits
+    if len(call.roles) > limits.max_roles_per_call:
+        return _over(f"Too many roles in {name}", len(call.roles), limits.max_roles_per_call, "max_roles_per_call")
+    roles = _roles(fw, call.roles)
+    if roles is None:
+        return Decision()
+    return Decision(events=[event(framework_id=fw.framework_id, roles=roles)])
+
+
+# ---- TEARDOWN --------------------------------------------------------------------------------------------------
+
+
+def decide_teardown(state: State, call: Teardown, now: float, config: DecideConfig) -> Decision:
+    """TEARDOWN: the framework's offers are rescinded and it is removed (its tasks are killed by effects);
+    the handler then closes its stream."""
+    fw, refusal = _connected(state, call.framework_id)
+    if refusal is not None:
+        return refusal
+    events: list[ev.Event] = []
+    offer_ids = [o.offer_id for o in state.offers.values() if o.framework_id == call.framework_id]
+    if offer_ids:
+        events.append(ev.OffersRescinded(offer_ids=offer_ids, reason="framework_removed"))
+    events.append(ev.FrameworkRemoved(framework_id=call.framework_id, reason="teardown"))
+    return Decision(events=events)
+
+
+# ---- calls accepted without effect, on purpose ----------------------------------------------------------------
+
+
+def decide_message(state: State, call: Message, now: float, config: DecideConfig) -> Decision:
+    """MESSAGE to an executor: Drover runs every task under the command executor, which (like Mesos's) ignores
+    framework messages, and Mesos delivers messages best-effort anyway. Accepted (202), nothing happens."""
+    _, refusal = _connected(state, call.framework_id)
+    return refusal or Decision()
+
+
+def decide_request(state: State, call: Request, now: float, config: DecideConfig) -> Decision:
+    """REQUEST: Mesos's built-in allocator ignores resource requests; so does Drover's (202)."""
+    _, refusal = _connected(state, call.framework_id)
+    return refusal or Decision()
+
+
+def decide_inverse_offers(state: State, call: InverseOffers, now: float, config: DecideConfig) -> Decision:
+    """ACCEPT/DECLINE_INVERSE_OFFERS: Drover has no maintenance schedules, so it never makes inverse offers, and
+    Mesos ignores unknown inverse offer ids (202)."""
+    _, refusal = _connected(state, call.framework_id)
+    return refusal or Decision()
+
+
+def decide_acknowledge_operation_status(state: State, call: AcknowledgeOperationStatus, now: float,
+                                        config: DecideConfig) -> Decision:
+    """ACKNOWLEDGE_OPERATION_STATUS: Drover never sends an operation status that needs one (its only operation
+    statuses are OPERATION_ERROR and reconciliation answers, without uuid); Mesos drops acknowledgements for
+    unknown operations (202)."""
+    _, refusal = _connected(state, call.framework_id)
+    return refusal or Decision()
+
+
+def decide_reconcile_operations(state: State, call: ReconcileOperations, now: float,
+                                config: DecideConfig) -> Decision:
+    """RECONCILE_OPERATIONS: Drover keeps no operations (those with an id are refused with OPERATION_ERROR), so
+    implicit reconciliation has nothing to say and every operation named is unknown; the answer depends on its
+    agent, as Mesos's Master::reconcileOperations gives it."""
+    fw, refusal = _connected(state, call.framework_id)
+    if refusal is not None:
+        return refusal
+    limits = config.limits
+    if len(call.operations) > limits.max_reconcile_tasks:
+        return _over("Too many operations in RECONCILE_OPERATIONS", len(call.operations), limits.max_reconcile_tasks,
+                     "max_reconcile_tasks")
+    messages: list[fx.Effect] = []
+    for operation_id, agent_id, provider_id in call.operations:
+        if agent_id is None:
+            st, text = "OPERATION_UNKNOWN", "Reconciliation: Operation is unknown and no 'agent_id' was provided"
+        elif agent_id in state.agents:
+            if state.agents[agent_id].connected:
+                st, text = "OPERATION_UNKNOWN", "Reconciliation: Operation is unknown"
+            else:
+                st, text = "OPERATION_RECOVERING", "Reconciliation: Agent is recovered but has not re-registered"
+        elif agent_id in state.unreachable_agents:
+            st, text = "OPERATION_UNREACHABLE", "Reconciliation: Agent is unreachable"
+        else:
+            st, text = "OPERATION_UNKNOWN", "Reconciliation: Both operation and agent are unknown"
+        status = codec.operation_status_out(operation_id, st, text, agent_id, provider_id)
+        messages.append(fx.ToFramework(call.framework_id, codec.ev_update_operation_status(status)))
+    return Decision(messages=messages)
+
+
+# ---- dispatch ---------------------------------------------------------------------------------------------------
+
+DECIDERS: dict[type, Callable[[State, object, float, DecideConfig], Decision]] = {
+    Subscribe: decide_subscribe,  # type: ignore[dict-item]
+    UpdateFramework: decide_update_framework,  # type: ignore[dict-item]
+    Accept: decide_accept,  # type: ignore[dict-item]
+    Decline: decide_decline,  # type: ignore[dict-item]
+    Acknowledge: decide_acknowledge,  # type: ignore[dict-item]
+    Kill: decide_kill,  # type: ignore[dict-item]
+    Shutdown: decide_shutdown,  # type: ignore[dict-item]
+    Reconcile: decide_reconcile,  # type: ignore[dict-item]
+    Revive: decide_revive,  # type: ignore[dict-item]
+    Suppress: decide_suppress,  # type: ignore[dict-item]
+    Teardown: decide_teardown,  # type: ignore[dict-item]
+    Message: decide_message,  # type: ignore[dict-item]
+    Request: decide_request,  # type: ignore[dict-item]
+    InverseOffers: decide_inverse_offers,  # type: ignore[dict-item]
+    AcknowledgeOperationStatus: decide_acknowledge_operation_status,  # type: ignore[dict-item]
+    ReconcileOperations: decide_reconcile_operations,  # type: ignore[dict-item]
+}
+# Every call type has a decider, except UNKNOWN (501, answered by the handler).
+assert set(DECIDERS) | {Unknown} == set(SchedulerCall.__args__) | {Subscribe}
+
+
+def decide(state: State, call: Subscribe | SchedulerCall, now: float, config: DecideConfig) -> Decision:
+    """The decider for `call`'s type."""
+    return DECIDERS[type(call)](state, call, now, config)
