@@ -124,7 +124,13 @@ async def test_reused_task_id(live_agent):
     assert rec.unacked[-1].reason == "REASON_TASK_INVALID" and "already in use" in rec.unacked[-1].message
     [c] = await containers_of(a)
     assert c.status == "running" and c.container_id == rec.container_id
-    # kill it (a grace far above the bound is clamped, not waited for), acknowledge everything: forgotten
+    # let it write, then kill it (a grace far above the bound is clamped, not waited for), acknowledge
+    # everything: forgotten
+    out = rules.sandbox_path(a.config.work_dir, "F", "t1") / "stdout"
+    for _ in range(200):
+        if out.exists() and out.read_text():
+            break
+        await asyncio.sleep(0.05)
     await a._on_message("m", {"type": "KILL", "kill": {"framework_id": "F", "task_id": "t1", "grace_seconds": 1e12}})
     await wait_for_state(a, "F", "t1", "TASK_KILLED")
     for st in list(rec.unacked):
@@ -135,5 +141,4 @@ async def test_reused_task_id(live_agent):
     await a._on_message("m", launch_msg("F", "t1", "echo third"))
     await wait_for_state(a, "F", "t1", "TASK_FINISHED")
     assert len(await containers_of(a)) == 2
-    stdout = (rules.sandbox_path(a.config.work_dir, "F", "t1") / "stdout").read_text()
-    assert stdout == "first\nthird\n"
+    assert out.read_text() == "first\nthird\n"

@@ -173,6 +173,12 @@ async def test_idempotent_launch_same_name(cz, mkspec, run_id):
     cid2 = await cz.launch(spec)
     assert cid1 == cid2
     assert len(await cz.list({"drover.testrun": run_id})) == 1
+    # let it write before killing it (with the default 0.1 cpus a loaded host may take a while to get there)
+    out = spec.sandbox_dir / "stdout"
+    for _ in range(200):
+        if out.exists() and out.read_text():
+            break
+        await asyncio.sleep(0.05)
     await cz.kill(cid1, grace_seconds=1)
     st = await asyncio.wait_for(cz.wait(cid1), 15)
     assert st.status == "exited"
