@@ -19,6 +19,7 @@ on each other's leftovers.
 from __future__ import annotations
 
 import asyncio
+import json
 import subprocess
 import time
 import uuid
@@ -177,6 +178,35 @@ REJECTED = {
               "accept": {"offer_ids": [{"value": "O1"}], "operations": [{"type": "LAUNCH", "launch": {"task_infos": [
                   {k: v for k, v in task_info("t", "S0").items() if k != "name"}]}}]}},
         status=400, says="Missing required fields: accept.operations[0].launch.task_infos[0].name"),
+    # Drover's value rules (issue 9): answered before the framework is looked up, like any malformed call.
+    "call-with-invalid-framework-id": dict(body={"type": "REVIVE", "framework_id": {"value": ".."}},
+                                           headers={"Mesos-Stream-Id": str(uuid.uuid4())},
+                                           status=400, says="Invalid 'framework_id'"),
+    "kill-grace-period-not-finite": dict(
+        body={"type": "KILL", "framework_id": {"value": "no-such-framework"},
+              "kill": {"task_id": {"value": "t"}, "kill_policy": {"grace_period": {"nanoseconds": "NaN"}}}},
+        status=400, says="must be a finite number"),
+    "decline-filter-infinite": dict(
+        body={"type": "DECLINE", "framework_id": {"value": "no-such-framework"},
+              "decline": {"offer_ids": [], "filters": {"refuse_seconds": "Infinity"}}},
+        status=400, says="must be a finite number"),
+    "subscribe-offer-filter-infinite": dict(
+        body={"type": "SUBSCRIBE", "subscribe": {"framework_info": {
+            "user": "tester", "name": "bad-input", "offer_filters": {"*": {"min_allocatable_resources": {
+                "quantities": [{"quantities": {"cpus": {"value": "Infinity"}}}]}}}}}},
+        status=400, says="must be a finite number"),
+    "range-bound-not-an-integer": dict(
+        body={"type": "ACCEPT", "framework_id": {"value": "no-such-framework"},
+              "accept": {"offer_ids": [{"value": "O1"}], "operations": [{"type": "LAUNCH", "launch": {"task_infos": [
+                  {**task_info("t", "S0"), "resources": [{"name": "ports", "type": "RANGES",
+                                                          "ranges": {"range": [{"begin": 1.5, "end": 1e300}]}}]}]}}]}},
+        status=400, says="must be an integer"),
+    "offer-id-with-a-slash": dict(
+        body={"type": "DECLINE", "framework_id": {"value": "no-such-framework"},
+              "decline": {"offer_ids": [{"value": "../O1"}]}},
+        status=400, says="Invalid 'decline.offer_ids[0]'"),
+    "deeply-nested-json": dict(body=b'{"type":"SUBSCRIBE","x":' + b"[" * 10_000 + b"]" * 10_000 + b"}",
+                               status=400, says="Failed to parse body into JSON"),
     "call-type-UNKNOWN-for-unknown-framework": dict(
         body={"type": "UNKNOWN", "framework_id": {"value": "no-such-framework"}},
         headers={"Mesos-Stream-Id": str(uuid.uuid4())}, status=400, says="Framework cannot be found"),
@@ -475,3 +505,114 @@ async def test_follower_redirects_to_the_leader(cluster, http):
     assert (r.status, r.text) == (200, "")
     assert "Location" not in r.headers
     assert await applied_index(http, cluster) == index
+
+
+# ---- issue 9: refusals that are events, limits, features Drover does not implement ------------------------------
+
+
+def records(body: str) -> list[dict]:
+    """The RecordIO records of a finished stream's body."""
+    out, rest = [], body.encode()
+    while rest:
+        n, _, rest = rest.partition(b"\n")
+        out.append(json.loads(rest[: int(n)]))
+        rest = rest[int(n):]
+    return out
+
+
+@pytest.mark.parametrize("info, says", [
+    ({"id": {"value": ".."}}, "'FrameworkInfo.id' '..' is invalid"),
+    ({"id": {"value": "a/b"}}, "'FrameworkInfo.id' 'a/b' is invalid"),
+    ({"role": "a b"}, "Role name 'a b' is invalid"),
+    ({"name": "n" * 2000}, "'FrameworkInfo.name' is longer than 1024"),
+], ids=["id-dotdot", "id-slash", "role-with-space", "name-too-long"])
+async def test_refused_subscription_is_an_error_event_and_changes_nothing(cluster, http, info, says):
+    """As Mesos: a 200 stream whose only record is ERROR, then closed by the master."""
+    index = await settled_index(http, cluster)
+    before = framework_ids(await master_state(http, cluster))
+    fi = {"user": "tester", "name": "bad-input", **info}
+    body: dict = {"type": "SUBSCRIBE", "subscribe": {"framework_info": fi}}
+    if "id" in info:
+        body["framework_id"] = info["id"]
+
+    r = await request(http, cluster.leader_endpoint(), body)
+
+    assert r.status == 200, r
+    (error,) = records(r.text)
+    assert error["type"] == "ERROR" and says in error["error"]["message"], error
+    assert await applied_index(http, cluster) == index
+    assert framework_ids(await master_state(http, cluster)) == before
+
+
+async def test_accept_beyond_the_offer_limit_is_400_and_changes_nothing(cluster, http, subscribe):
+    sched = await subscribe()
+    offer = (await sched.offers())[0]
+    index = await settled_index(http, cluster)
+    tasks = [task_info(unique("t"), offer["agent_id"]["value"]) for _ in range(100)]
+
+    r = await sched.call("ACCEPT", {"offer_ids": [{"value": f"no-such-offer-{i}"} for i in range(2000)],
+                                    "operations": [{"type": "LAUNCH", "launch": {"task_infos": tasks}}]})
+
+    assert r.status == 400, r
+    assert "limits.max_offers_per_call" in r.text and len(r.text) < 500, r
+    assert await applied_index(http, cluster) == index
+
+
+async def test_unimplemented_operation_launches_nothing_and_says_so(cluster, http, subscribe):
+    """CREATE (persistent volumes) is not built yet: the task would run without its volume, so nothing of the
+    ACCEPT is done; the task gets TASK_ERROR, the operation OPERATION_ERROR, the offer comes back whole."""
+    sched = await subscribe()
+    offer = (await sched.offers())[0]
+    agent_id = offer["agent_id"]["value"]
+    tid = unique("needs-volume")
+
+    r = await sched.call("ACCEPT", {"offer_ids": [offer["id"]], "operations": [
+        {"type": "CREATE", "id": {"value": "vol-1"}, "create": {"volumes": []}},
+        {"type": "LAUNCH", "launch": {"task_infos": [task_info(tid, agent_id)]}}],
+        "filters": {"refuse_seconds": 60.0}})
+
+    assert r.status == 202, r
+    status = await sched.update(tid)
+    assert (status["state"], status["reason"]) == ("TASK_ERROR", "REASON_TASK_INVALID")
+    assert "unsupported operation CREATE" in status["message"], status
+    op = (await sched.expect("UPDATE_OPERATION_STATUS"))["update_operation_status"]["status"]
+    assert op["operation_id"] == {"value": "vol-1"} and op["state"] == "OPERATION_ERROR"
+    assert "CREATE" in op["message"] and "uuid" not in op
+    # Declined without a filter (not the 60 s asked for): offered again, whole.
+    again = await sched.expect(lambda e: e.get("type") == "OFFERS" and any(
+        o["agent_id"]["value"] == agent_id for o in e["offers"]["offers"]))
+    back = next(o for o in again["offers"]["offers"] if o["agent_id"]["value"] == agent_id)
+    assert scalar(back["resources"], "cpus") == scalar(offer["resources"], "cpus")
+    assert tasks_named(await master_state(http, cluster), tid) == []
+
+
+async def test_task_field_drover_does_not_implement_is_task_error_naming_it(cluster, http, subscribe):
+    sched = await subscribe()
+    offer = (await sched.offers())[0]
+    tid = unique("health-checked")
+    ti = {**task_info(tid, offer["agent_id"]["value"]),
+          "health_check": {"type": "COMMAND", "command": {"value": "true"}}}
+
+    r = await sched.call("ACCEPT", {"offer_ids": [offer["id"]],
+                                    "operations": [{"type": "LAUNCH", "launch": {"task_infos": [ti]}}]})
+
+    assert r.status == 202, r
+    status = await sched.update(tid)
+    assert status["state"] == "TASK_ERROR" and "TaskInfo.health_check is not supported" in status["message"]
+    assert tasks_named(await master_state(http, cluster), tid) == []
+
+
+async def test_update_framework(cluster, http, subscribe):
+    sched = await subscribe()
+    await sched.offers()
+    info = {**sched.info, "id": {"value": sched.framework_id}}
+
+    r = await sched.call("UPDATE_FRAMEWORK", {"framework_info": {**info, "user": "someone-else"}})
+    assert r.status == 400 and "Updating 'FrameworkInfo.user' is unsupported" in r.text, r
+
+    r = await sched.call("UPDATE_FRAMEWORK", {"framework_info": {**info, "name": "renamed"}})
+    assert r.status == 200, r
+    assert r.headers.get("Drover-Log-Index"), r.headers
+    await sched.expect("RESCIND")  # its outstanding offers were rescinded, announced
+    fw = next(f for f in (await master_state(http, cluster))["frameworks"] if f["id"] == sched.framework_id)
+    assert fw["name"] == "renamed"
