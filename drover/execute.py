@@ -14,9 +14,10 @@ import sys
 import aiohttp
 
 from drover.recordio import RecordIODecoder
+from eventstore.vocab import TERMINAL_STATES, TaskState
 
-TERMINAL = {"TASK_FINISHED", "TASK_FAILED", "TASK_KILLED", "TASK_ERROR", "TASK_LOST", "TASK_DROPPED", "TASK_GONE",
-            "TASK_GONE_BY_OPERATOR", "TASK_UNKNOWN"}
+# A task that reconciles as TASK_UNKNOWN is over for a framework too: the master has no record of it.
+TERMINAL = TERMINAL_STATES | {TaskState.UNKNOWN}
 
 
 class ExecuteError(Exception):

@@ -19,14 +19,14 @@ Rules (see docs/events.md):
 
 from __future__ import annotations
 
-from typing import Annotated, Literal, Union
+from typing import Annotated, Literal, Union, get_args
 
 import msgspec
 
 from eventstore.resources import Resource, resources_problem
-from eventstore.values import (MAX_LIST, MAX_TEXT_LENGTH, Address, Count, Id, Name, Role, Scalar, Seconds, Text,
+from eventstore.values import (MAX_LIST, Address, Count, Id, Name, Role, Scalar, Seconds, Text,
                                Timestamp, Weight)
-from eventstore.vocab import SourceName, TaskStateName
+from eventstore.vocab import Source, TaskState
 
 # 2: events travel as JSON on the Raft log too (was msgpack), and carry their value rules.
 CATALOGUE_VERSION = 2
@@ -117,8 +117,8 @@ class TaskSpec(msgspec.Struct, omit_defaults=True):
 class TaskStatus(msgspec.Struct, omit_defaults=True):
     """One status update. `uuid` (base64 of 16 bytes) is set only for agent updates that need an ack."""
 
-    state: TaskStateName
-    source: SourceName
+    state: TaskState
+    source: Source
     timestamp: Timestamp
     uuid: Uuid | None = None
     reason: Name | None = None
@@ -150,7 +150,8 @@ class AgentDecision(msgspec.Struct, omit_defaults=True):
     agent_id: Id
     order: Annotated[list[Candidate], _BIG]
     stage: Literal[1, 2] = 2  # 1: quota guarantees, 2: everything
-    skipped: Annotated[list[Annotated[list[Text], msgspec.Meta(max_length=2)]], _BIG] = msgspec.field(default_factory=list)
+    skipped: Annotated[list[Annotated[list[Text], msgspec.Meta(max_length=2)]], _BIG] = msgspec.field(
+        default_factory=list)
 
 
 class TaskReport(msgspec.Struct, omit_defaults=True):
@@ -158,13 +159,13 @@ class TaskReport(msgspec.Struct, omit_defaults=True):
 
     framework_id: Id
     task_id: Id
-    state: TaskStateName
+    state: TaskState
     spec: TaskSpec | None = None
 
 
 class Rejection(msgspec.Struct, omit_defaults=True):
     task_id: AnyTaskId
-    state: TaskStateName  # TASK_ERROR / TASK_LOST / TASK_DROPPED
+    state: TaskState  # TASK_ERROR / TASK_LOST / TASK_DROPPED
     reason: Name
     message: Text
 
@@ -332,7 +333,8 @@ Event = Union[
     StatusAcknowledged,
 ]
 
-EVENT_TYPES: dict[str, type] = {cls.__struct_config__.tag: cls for cls in Event.__args__}
+EVENT_CLASSES: tuple[type, ...] = get_args(Event)
+EVENT_TYPES: dict[str, type] = {str(cls.__struct_config__.tag): cls for cls in EVENT_CLASSES}  # type: ignore[attr-defined]
 
 
 class Envelope(msgspec.Struct, omit_defaults=True):
@@ -422,7 +424,7 @@ def event_problem(e: Event) -> str | None:
 
 
 def event_type(e: Event) -> str:
-    return e.__struct_config__.tag
+    return str(e.__struct_config__.tag)
 
 
 def encode_batch(b: Batch) -> bytes:

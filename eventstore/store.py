@@ -37,6 +37,7 @@ PRAGMAS = ("PRAGMA journal_mode=WAL", "PRAGMA synchronous=NORMAL")
 # With the durability option (RaftTuning.fsync_journal): WAL is fsync'd on every commit, not only at checkpoints.
 DURABLE_PRAGMAS = ("PRAGMA journal_mode=WAL", "PRAGMA synchronous=FULL")
 STORE_FILE = "events.sqlite"
+INSERT = "INSERT OR IGNORE INTO events(idx, term, ts, type, payload) VALUES (?,?,?,?,?)"
 
 
 class StoreCorrupt(Exception):
@@ -57,7 +58,7 @@ def _rows(envs: list[ev.Envelope], payloads: list[bytes] | None = None) -> list[
     if payloads is None:
         payloads = [ev.encode_event(e.event) for e in envs]
     assert len(payloads) == len(envs)
-    return [(e.index, e.term, e.ts, ev.event_type(e.event), p) for e, p in zip(envs, payloads)]
+    return [(e.index, e.term, e.ts, ev.event_type(e.event), p) for e, p in zip(envs, payloads, strict=True)]
 
 
 def row_to_envelope(row: tuple) -> ev.Envelope:
@@ -94,7 +95,7 @@ class AsyncEventStore:
 
     async def append(self, envs: list[ev.Envelope], payloads: list[bytes] | None = None) -> None:
         rows = _rows(envs, payloads)
-        await self._db.executemany("INSERT OR IGNORE INTO events(idx, term, ts, type, payload) VALUES (?,?,?,?,?)", rows)
+        await self._db.executemany(INSERT, rows)
         await self._db.commit()
 
     async def read(self, start: int, limit: int = 1000) -> list[ev.Envelope]:
@@ -145,7 +146,7 @@ class EventStore:
         return self.db.execute("SELECT COALESCE(MAX(idx), 0) FROM events").fetchone()[0]
 
     def append(self, envs: list[ev.Envelope]) -> None:
-        self.db.executemany("INSERT OR IGNORE INTO events(idx, term, ts, type, payload) VALUES (?,?,?,?,?)", _rows(envs))
+        self.db.executemany(INSERT, _rows(envs))
         self.db.commit()
 
     def iter_envelopes(self, start: int = 1, stop: int | None = None) -> Iterator[ev.Envelope]:

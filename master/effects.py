@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import msgspec
 
 from eventstore import events as ev
+from eventstore.vocab import TERMINAL_STATES
 from master import codec
 from master.state import State, Task, returning_tasks, tasks_on_agent, unreachable_status
 
@@ -39,7 +40,9 @@ Effect = ToFramework | ToAgent
 
 def launch_message(state: State, framework_id: str, spec: ev.TaskSpec) -> dict:
     fw = state.frameworks.get(framework_id)
-    info = {"name": fw.info.name, "user": fw.info.user, "checkpoint": fw.info.checkpoint} if fw else {}
+    # capabilities: the agent answers a reused task id with TASK_DROPPED to PARTITION_AWARE frameworks, as Mesos.
+    info = {"name": fw.info.name, "user": fw.info.user, "checkpoint": fw.info.checkpoint,
+            "capabilities": [{"type": c} for c in fw.info.capabilities]} if fw else {}
     return {"type": "LAUNCH", "launch": {"framework_id": framework_id, "framework_info": info,
                                          "task": msgspec.to_builtins(spec)}}
 
@@ -132,14 +135,11 @@ def resync_agent(state: State, agent_id: str, reported: list[ev.TaskReport]) -> 
             msgs.append(kill_message(task))
     for r in sorted(reported, key=lambda r: (r.framework_id, r.task_id)):
         task = state.task(r.framework_id, r.task_id)
-        if (task is None or task.terminal) and r.state not in _TERMINAL_REPORTED:
+        if (task is None or task.terminal) and r.state not in TERMINAL_STATES:
             # The log says this task should not be running (framework removed, task completed): stop it.
             msgs.append({"type": "KILL", "kill": {"framework_id": r.framework_id, "task_id": r.task_id,
                                                   "grace_seconds": None}})
     return msgs
-
-
-_TERMINAL_REPORTED = {"TASK_FINISHED", "TASK_FAILED", "TASK_KILLED", "TASK_ERROR", "TASK_LOST", "TASK_DROPPED"}
 
 
 def resync_framework(state: State, framework_id: str) -> list[dict]:

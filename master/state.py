@@ -12,21 +12,19 @@ from __future__ import annotations
 
 import copy
 import hashlib
+from typing import Any, Callable
 
 import msgspec
 
 from eventstore import events as ev
 from eventstore.resources import Resource, Resources
+from eventstore.vocab import TERMINAL_STATES, Reason, Source, TaskState
 from master.allocation import ALLOCATOR_KEY, allocator_of, digest, reset
 from master.allocator.config import AllocatorConfig
 from master.allocator.hierarchical import HierarchicalAllocator
 
-TERMINAL_STATES = frozenset(
-    {"TASK_FINISHED", "TASK_FAILED", "TASK_KILLED", "TASK_ERROR", "TASK_LOST", "TASK_DROPPED", "TASK_GONE",
-     "TASK_GONE_BY_OPERATOR"}
-)
 # Not terminal, but its resources are no longer allocated (recovered when its agent became unreachable).
-UNREACHABLE = "TASK_UNREACHABLE"
+UNREACHABLE = TaskState.UNREACHABLE
 MAX_COMPLETED_TASKS = 1000
 MAX_COMPLETED_FRAMEWORKS = 1000
 
@@ -72,7 +70,7 @@ class Task(msgspec.Struct, omit_defaults=True):
     framework_id: str
     spec: ev.TaskSpec
     launched_at: float
-    state: str = "TASK_STAGING"
+    state: str = TaskState.STAGING
     statuses: list[ev.TaskStatus] = msgspec.field(default_factory=list)
     pending: ev.TaskStatus | None = None  # latest update with a uuid the framework has not acknowledged
     kill_requested: bool = False
@@ -189,7 +187,7 @@ class Snapshot(msgspec.Struct):
     """A state at one index, exact enough to fold on from: the fields and the allocator's record."""
 
     state: State
-    allocator: dict
+    allocator: dict[str, object]
 
 
 def encode_snapshot(state: State) -> bytes:
@@ -298,10 +296,10 @@ def _framework_removed(s: State, e: ev.FrameworkRemoved, ts: float) -> None:
     allocator_of(s).remove_framework(e.framework_id)  # gives back everything it held, tasks included
     for task in s.tasks.pop(e.framework_id, {}).values():
         if not task.terminal:
-            task.state = "TASK_KILLED"
+            task.state = TaskState.KILLED
             task.statuses.append(
-                ev.TaskStatus(state="TASK_KILLED", source="SOURCE_MASTER", timestamp=ts, reason="REASON_FRAMEWORK_REMOVED",
-                              message=f"Framework removed ({e.reason})")
+                ev.TaskStatus(state=TaskState.KILLED, source=Source.MASTER, timestamp=ts,
+                              reason=Reason.FRAMEWORK_REMOVED, message=f"Framework removed ({e.reason})")
             )
         task.pending = None
         _complete(s, task)
@@ -367,7 +365,7 @@ def _agent_registered(s: State, e: ev.AgentRegistered, ts: float) -> None:
 
 def unreachable_status(ts: float, e: ev.AgentUnreachable, hostname: str) -> ev.TaskStatus:
     """The master-generated status every live task on an agent gets when the agent is marked unreachable."""
-    return ev.TaskStatus(state=UNREACHABLE, source="SOURCE_MASTER", timestamp=ts, reason="REASON_AGENT_REMOVED",
+    return ev.TaskStatus(state=UNREACHABLE, source=Source.MASTER, timestamp=ts, reason=Reason.AGENT_REMOVED,
                          message=f"Agent {hostname} is unreachable", unreachable_time=e.unreachable_time)
 
 
@@ -388,11 +386,11 @@ def returning_tasks(s: State, e: ev.AgentReregistered, ts: float) -> list[tuple[
             continue
         r = reported.get((task.framework_id, task.task_id))
         if r is not None:
-            st = ev.TaskStatus(state=r.state, source="SOURCE_MASTER", timestamp=ts, reason="REASON_AGENT_REREGISTERED",
+            st = ev.TaskStatus(state=r.state, source=Source.MASTER, timestamp=ts, reason=Reason.AGENT_REREGISTERED,
                                message="Agent reregistered")
         else:
-            st = ev.TaskStatus(state="TASK_GONE", source="SOURCE_MASTER", timestamp=ts,
-                               reason="REASON_AGENT_REREGISTERED", message="Task is unknown to the reregistered agent")
+            st = ev.TaskStatus(state=TaskState.GONE, source=Source.MASTER, timestamp=ts,
+                               reason=Reason.AGENT_REREGISTERED, message="Task is unknown to the reregistered agent")
         out.append((task, st))
     return out
 
@@ -452,15 +450,15 @@ def _agent_reregistered(s: State, e: ev.AgentReregistered, ts: float) -> None:
     agent.reregistered_at = ts
     a.activate_agent(e.agent_id, True)
     for report in e.tasks:
-        task = s.task(report.framework_id, report.task_id)
-        if task is None and report.spec is not None and report.framework_id in s.frameworks \
-                and report.state not in TERMINAL_STATES and report.spec.agent_id == e.agent_id \
-                and report.spec.task_id == report.task_id:
+        spec = report.spec
+        if spec is not None and s.task(report.framework_id, report.task_id) is None \
+                and report.framework_id in s.frameworks and report.state not in TERMINAL_STATES \
+                and spec.agent_id == e.agent_id and spec.task_id == report.task_id:
             # A task this log never saw launched (e.g. recorded only on a lost replica): adopt it.
             s.tasks.setdefault(report.framework_id, {})[report.task_id] = Task(
-                framework_id=report.framework_id, spec=report.spec, launched_at=ts, state=report.state
+                framework_id=report.framework_id, spec=spec, launched_at=ts, state=report.state
             )
-            a.allocate(report.framework_id, report.spec.role, e.agent_id, Resources(report.spec.resources))
+            a.allocate(report.framework_id, spec.role, e.agent_id, Resources(spec.resources))
 
 
 def _agent_disconnected(s: State, e: ev.AgentDisconnected, ts: float) -> None:
@@ -595,7 +593,7 @@ def _complete(s: State, task: Task) -> None:
         del s.completed_tasks[: len(s.completed_tasks) - MAX_COMPLETED_TASKS]
 
 
-_HANDLERS = {
+_HANDLERS: dict[type, Callable[[State, Any, float], None]] = {
     ev.ClusterCreated: _cluster_created,
     ev.LeaderElected: _leader_elected,
     ev.FrameworkSubscribed: _framework_subscribed,
@@ -618,4 +616,4 @@ _HANDLERS = {
     ev.StatusAcknowledged: _status_acknowledged,
 }
 
-assert set(_HANDLERS) == set(ev.Event.__args__), "every event type needs a fold"
+assert set(_HANDLERS) == set(ev.EVENT_CLASSES), "every event type needs a fold"

@@ -83,7 +83,8 @@ def mutated(draw: st.DrawFn, base: dict) -> bytes:
         p = draw(st.sampled_from(paths(body) or [("type",)]))
         body = replace(body, p, deep(draw(st.integers(50, 3000))), False)
     elif kind == "extra":
-        body = dict(body, **{draw(st.sampled_from(["unknown", "framework_id", "type"])): draw(st.sampled_from(HOSTILE))})
+        key = draw(st.sampled_from(["unknown", "framework_id", "type"]))
+        body = dict(body, **{key: draw(st.sampled_from(HOSTILE))})
     else:
         for _ in range(draw(st.integers(1, 3))):
             ps = paths(body)

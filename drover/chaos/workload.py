@@ -28,10 +28,11 @@ from pathlib import Path
 import aiohttp
 
 from drover.recordio import RecordIODecoder
+from eventstore.vocab import TERMINAL_STATES, TaskState
 
 API = "/api/v1/scheduler"
-TERMINAL = {"TASK_FINISHED", "TASK_FAILED", "TASK_KILLED", "TASK_ERROR", "TASK_LOST", "TASK_DROPPED", "TASK_GONE",
-            "TASK_GONE_BY_OPERATOR", "TASK_UNKNOWN"}
+# A task that reconciles as TASK_UNKNOWN is over for a framework too: the master has no record of it.
+TERMINAL = TERMINAL_STATES | {TaskState.UNKNOWN}
 CALL_TIMEOUT = 10.0
 CPUS, MEM = 0.1, 32.0
 
@@ -219,7 +220,8 @@ class Workload:
                     self.tasks[tid] = Known(agent_id=agent_id, state="TASK_STAGING")
                 await self.call(http, "launch", {"type": "ACCEPT", "accept": {
                     "offer_ids": [offer["id"]], "operations": [{"type": "LAUNCH", "launch": {"task_infos": infos}}],
-                    "filters": {"refuse_seconds": 0.5}}}, task_ids=ids, agent_id=agent_id, offer_id=offer["id"]["value"])
+                    "filters": {"refuse_seconds": 0.5}}},
+                task_ids=ids, agent_id=agent_id, offer_id=offer["id"]["value"])
             else:
                 await self.call(http, "decline", {"type": "DECLINE", "decline": {
                     "offer_ids": [offer["id"]], "filters": {"refuse_seconds": 1.0}}}, offer_id=offer["id"]["value"])
@@ -249,7 +251,8 @@ class Workload:
                                                if self.tasks[t].agent_id else {})} for t in open_tasks]
         # Explicit for what we know, then implicit: a standby instance learns its predecessor's tasks.
         if tasks:
-            await self.call(http, "reconcile", {"type": "RECONCILE", "reconcile": {"tasks": tasks}}, task_ids=open_tasks)
+            await self.call(http, "reconcile", {"type": "RECONCILE", "reconcile": {"tasks": tasks}},
+                            task_ids=open_tasks)
         await self.call(http, "reconcile", {"type": "RECONCILE", "reconcile": {"tasks": []}}, task_ids=[])
 
     async def run(self) -> str:
