@@ -169,6 +169,8 @@ class MasterServer:
                 self.failed = f"applying the batch at index {first} failed: {type(e).__name__}: {e}"
                 log.exception("applying a committed batch failed; this replica stops applying and leaves Raft",
                               first=first)
+                async with self._applied:
+                    self._applied.notify_all()  # callers waiting for their commit get a 503 now
                 await self._step_down("applier failed")
                 self.raft.stop()
                 return
@@ -237,8 +239,16 @@ class MasterServer:
             self.request_allocation("revive")
 
     async def wait_applied(self, index: int, timeout: float = 10.0) -> None:
-        async with self._applied:
-            await asyncio.wait_for(self._applied.wait_for(lambda: self.state.index >= index), timeout)
+        """Until `index` is folded here. NotLeader (a 503 to callers: outcome unknown) if it is not within
+        `timeout`, or if this replica's applier failed meanwhile."""
+        try:
+            async with self._applied:
+                await asyncio.wait_for(
+                    self._applied.wait_for(lambda: self.state.index >= index or self.failed is not None), timeout)
+        except asyncio.TimeoutError:
+            raise NotLeader(f"index {index} was not applied here within {timeout} s") from None
+        if self.state.index < index:
+            raise NotLeader(f"this replica stopped applying the log: {self.failed}")
 
     # ---- effects ----------------------------------------------------------------------------------
     def _execute(self, effects: list[fx.Effect]) -> None:
