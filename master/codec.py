@@ -214,7 +214,8 @@ def labels_in(d: object, where: str) -> list[ev.Label]:
     out = []
     for i, lab in enumerate(_list(_obj(d, where).get("labels"), f"{where}.labels")):
         lab = _obj(lab, f"{where}.labels[{i}]")
-        out.append(ev.Label(_str(lab.get("key"), f"{where}.labels[{i}].key", True), _str(lab.get("value"), "value") or ""))
+        out.append(ev.Label(_str(lab.get("key"), f"{where}.labels[{i}].key", True),
+                            _str(lab.get("value"), f"{where}.labels[{i}].value") or ""))
     return out
 
 

@@ -22,7 +22,7 @@ ACKNOWLEDGE_OPERATION_STATUS (Drover sends no operation status that needs one).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Literal, Union
+from typing import Callable, Literal, Union, get_args
 
 import msgspec
 
@@ -267,8 +267,8 @@ def _offers_of(state: State, framework_id: str, ids: tuple[str, ...]) -> tuple[l
     return valid, invalid
 
 
-def _task_update(state: State, framework_id: str, task_id: str, agent_id: str | None, task_state: str, reason: str,
-                 message: str, now: float, unreachable_time: float | None = None) -> fx.ToFramework:
+def _task_update(state: State, framework_id: str, task_id: str, agent_id: str | None, task_state: TaskState,
+                 reason: str, message: str, now: float, unreachable_time: float | None = None) -> fx.ToFramework:
     st = ev.TaskStatus(state=task_state, source=Source.MASTER, timestamp=now, reason=reason, message=message,
                        unreachable_time=unreachable_time)
     return fx.ToFramework(framework_id, fx.update_event(state, framework_id, task_id, agent_id, st))
@@ -280,7 +280,7 @@ def _operation_error(framework_id: str, operation_id: str, message: str) -> fx.T
 
 
 def _rejection(task_id: str, message: str, reason: str = Reason.TASK_INVALID,
-               state: str = TaskState.ERROR) -> ev.Rejection:
+               state: TaskState = TaskState.ERROR) -> ev.Rejection:
     return ev.Rejection(task_id=task_id, state=state, reason=reason, message=_msg(message))
 
 
@@ -694,7 +694,7 @@ def latest_status(state: State, task: Task, now: float) -> ev.TaskStatus:
         agent = state.unreachable_agents.get(task.agent_id)
         unreachable_time = agent.unreachable_at if agent is not None else next(
             (s.unreachable_time for s in reversed(task.statuses) if s.unreachable_time is not None), None)
-    return ev.TaskStatus(state=task.state, source=Source.MASTER, timestamp=now, reason=Reason.RECONCILIATION,
+    return ev.TaskStatus(state=TaskState(task.state), source=Source.MASTER, timestamp=now, reason=Reason.RECONCILIATION,
                          message="Reconciliation: Latest task state", unreachable_time=unreachable_time)
 
 
@@ -835,7 +835,7 @@ DECIDERS: dict[type, Callable[[State, object, float, DecideConfig], Decision]] =
     ReconcileOperations: decide_reconcile_operations,  # type: ignore[dict-item]
 }
 # Every call type has a decider, except UNKNOWN (501, answered by the handler).
-assert set(DECIDERS) | {Unknown} == set(SchedulerCall.__args__) | {Subscribe}
+assert set(DECIDERS) | {Unknown} == set(get_args(SchedulerCall)) | {Subscribe}
 
 
 def decide(state: State, call: Subscribe | SchedulerCall, now: float, config: DecideConfig) -> Decision:
