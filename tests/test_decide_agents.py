@@ -415,3 +415,64 @@ async def test_a_subscription_the_state_refuses_gets_an_error_record_and_commits
         record = json.loads(await r.content.readexactly(int(line)))
     assert record["type"] == "ERROR" and "max_agents" in record["error"]["message"]
     assert core.committed == [] and core.disconnected == []
+
+
+# ---- property: whatever an agent sends, the decider answers, and what it accepts folds ----------------------------
+
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as hs  # noqa: E402
+
+_text = hs.one_of(hs.sampled_from(["", ".", "..", "a/b", "A1", "F1", "t1", "c1-S0", "c1-S7", "h:1", "h", "a b",
+                                   "TASK_RUNNING", "TASK_UNREACHABLE", "SOURCE_MASTER", "SOURCE_AGENT", U1]),
+                  hs.text(max_size=12))
+_num = hs.one_of(hs.floats(allow_nan=True, allow_infinity=True), hs.sampled_from([0.0, 1.0, 1e12, 1e306, -1.0]))
+
+
+def mostly(valid: hs.SearchStrategy, hostile: hs.SearchStrategy = _text) -> hs.SearchStrategy:
+    """Valid values most of the time, so that calls get past validation and their events are folded too."""
+    return hs.integers(0, 9).flatmap(lambda i: valid if i < 8 else hostile)
+
+
+_id = mostly(hs.sampled_from(["A1", "A2", "F1", "F2", "t1", "t2", "c1-S0", "c1-S9"]))
+_state = mostly(hs.sampled_from(["TASK_STARTING", "TASK_RUNNING", "TASK_FINISHED", "TASK_FAILED", "TASK_KILLING"]))
+_time = mostly(hs.floats(0, 2e9), _num)
+_resource = hs.builds(
+    Resource, name=mostly(hs.sampled_from(["cpus", "mem", "ports", "disk"])),
+    type=mostly(hs.sampled_from(["SCALAR", "RANGES", "SET"])), scalar=mostly(hs.floats(0, 1e6), _num),
+    ranges=hs.lists(hs.tuples(hs.integers(-5, 2**64), hs.integers(-5, 2**64)), max_size=3).map(tuple),
+    items=hs.lists(_text, max_size=2).map(tuple), role=mostly(hs.sampled_from(["*", "r"])))
+_report = hs.builds(ev.TaskReport, framework_id=_id, task_id=_id, state=_state,
+                    spec=hs.one_of(hs.none(), hs.builds(lambda t, a, rs: spec(task_id=t, agent_id=a, resources=rs),
+                                                        _id, _id, hs.lists(_resource, max_size=3))))
+_subscribe = hs.builds(AgentSubscribe, hostname=mostly(hs.just("h1")),
+                       http=mostly(hs.sampled_from(["h:1", "[::1]:9", "10.0.0.1:5051"])),
+                       resources=hs.lists(_resource, max_size=4), agent_id=hs.one_of(hs.none(), _id),
+                       attributes=hs.lists(hs.builds(ev.Label, _text, _text), max_size=2),
+                       tasks=hs.lists(_report, max_size=3))
+_status = hs.builds(ev.TaskStatus, state=_state, source=mostly(hs.sampled_from(["SOURCE_AGENT", "SOURCE_EXECUTOR"])),
+                    timestamp=_time, uuid=hs.one_of(hs.none(), mostly(hs.sampled_from([U1, U2]))),
+                    reason=hs.one_of(hs.none(), _text), message=hs.one_of(hs.none(), _text),
+                    container_id=hs.one_of(hs.none(), mostly(hs.just("c0ffee"))),
+                    unreachable_time=hs.one_of(hs.none(), hs.none(), _time))
+_update = hs.builds(AgentUpdate, framework_id=_id, task_id=_id, status=_status)
+# An update from A1 for one of its tasks (F1/t1, F2/t2), or anything at all.
+_agent_update = mostly(hs.builds(lambda ft, st: ("A1", AgentUpdate(framework_id=ft[0], task_id=ft[1], status=st)),
+                                 hs.sampled_from([("F1", "t1"), ("F2", "t2")]), _status),
+                       hs.tuples(_id, _update))
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(calls=hs.lists(hs.one_of(_subscribe, _agent_update), min_size=1, max_size=6))
+def test_any_agent_call_is_decided_and_what_is_accepted_folds(calls):
+    log = lost_agent_log()
+    for call in calls:
+        if isinstance(call, AgentSubscribe):
+            d = decide_agent_subscribe(log.state, call, 500.0, CFG)
+        else:
+            d = decide_agent_update(log.state, call[0], call[1], 500.0, CFG)
+        if d.refusal is not None:
+            assert 400 <= d.refusal.status < 500 and d.refusal.message and not d.events
+            continue
+        for e in d.events:
+            assert ev.decode_event(ev.encode_event(e)) == e
+            log(e, ts=500.0)

@@ -210,3 +210,35 @@ async def test_operator_writes_commit_and_read_back(tmp_path):
                                                      "limits": {"cpus": {"value": 2.0}}}]
     assert w["get_weights"]["weight_infos"] == [{"role": "a", "weight": 2.5}]
     assert [type(e) for e in core.committed] == [ev.WeightsUpdated, ev.QuotaUpdated]
+
+
+# ---- property: whatever an operator sends, the decider answers, and what it accepts folds and allocates -----------
+
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as hs  # noqa: E402
+
+from tests.test_decide_agents import mostly  # noqa: E402
+
+_role = mostly(hs.sampled_from(["a", "b", "q", "x/y"]), hs.text(max_size=6))
+_num = mostly(hs.floats(0, 100), hs.one_of(hs.floats(allow_nan=True, allow_infinity=True),
+                                           hs.sampled_from([0.0, -1.0, 1e9, 1e12, 1e13, 1e306])))
+_q = hs.dictionaries(mostly(hs.sampled_from(["cpus", "mem", "gpus"]), hs.text(max_size=4)), _num, max_size=3)
+_weights = hs.builds(UpdateWeights, hs.lists(hs.builds(WeightInfo, _role, _num), max_size=3))
+_quota = hs.builds(UpdateQuota, hs.lists(hs.builds(QuotaConfig, _role, _q, _q), max_size=3), hs.booleans())
+
+
+@settings(max_examples=200, deadline=None)
+@given(calls=hs.lists(hs.one_of(_weights, _quota), min_size=1, max_size=5))
+def test_any_operator_write_is_decided_and_what_is_accepted_folds(calls):
+    log = two_agents()
+    log(ev.FrameworkSubscribed(framework_id="F1", info=info(roles=["a", "q", "x/y"])))
+    for call in calls:
+        fn = decide_update_weights if isinstance(call, UpdateWeights) else decide_update_quota
+        d = fn(log.state, call, 500.0, CFG)
+        if d.refusal is not None:
+            assert d.refusal.status == 400 and d.refusal.message and not d.events
+            continue
+        for e in d.events:
+            assert ev.decode_event(ev.encode_event(e)) == e
+            log(e, ts=500.0)
+        decide_offers(log.state, 501.0, "t")  # the allocator takes whatever was accepted
