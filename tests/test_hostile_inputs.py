@@ -77,6 +77,19 @@ def nested(depth: int) -> bytes:
     return b"[" * depth + b"]" * depth
 
 
+async def until(s: Scheduler, task_id: str, state: str) -> dict:
+    """Take this task's updates, acknowledging each (the agent resends an update until it is), until `state`."""
+    while True:
+        status = await s.update(task_id)
+        if "uuid" in status:
+            r = await s.call("ACKNOWLEDGE", {"agent_id": status["agent_id"], "task_id": status["task_id"],
+                                             "uuid": status["uuid"]})
+            assert r.status == 202, r
+        if status["state"] == state:
+            return status
+        assert status["state"] in ("TASK_STAGING", "TASK_STARTING", "TASK_RUNNING"), status
+
+
 def replay_verify(store: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "drover.cli", "replay", "verify", "--store", store],
                           capture_output=True, text=True, timeout=300, cwd=REPO)
@@ -91,7 +104,7 @@ async def test_hostile_inputs_are_refused_and_the_cluster_lives_on(cluster: Clus
         reply = await victim.call("ACCEPT", {"offer_ids": [offer["id"]], "operations": [
             {"type": "LAUNCH", "launch": {"task_infos": [task_info(running, agent_id)]}}]})
         assert reply.status == 202, reply
-        await victim.update(running, lambda s: s["state"] == "TASK_RUNNING")
+        await until(victim, running, "TASK_RUNNING")
 
         unknown_offers = [{"value": f"nope-{i}"} for i in range(2000)]
         hostile: dict[str, tuple[str, Any, bytes | None]] = {
@@ -218,5 +231,5 @@ async def test_hostile_inputs_are_refused_and_the_cluster_lives_on(cluster: Clus
         reply = await s.call("ACCEPT", {"offer_ids": [offer["id"]], "operations": [
             {"type": "LAUNCH", "launch": {"task_infos": [task_info(tid, offer["agent_id"]["value"], cmd="echo ok")]}}]})
         assert reply.status == 202, reply
-        await s.update(tid, lambda st: st["state"] == "TASK_FINISHED")
+        await until(s, tid, "TASK_FINISHED")
         await s.close()
