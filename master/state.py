@@ -200,9 +200,18 @@ def decode_snapshot(data: bytes) -> State:
     return snap.state
 
 
+_state_dec = msgspec.msgpack.Decoder(State)
+
+
 def state_hash(state: State) -> str:
-    """A digest of the whole state, allocator included; equal on every replica at the same index."""
-    h = hashlib.sha256(_hash_enc.encode(state))
+    """A digest of the whole state, allocator included; equal on every replica at the same index.
+
+    The fields are hashed in a canonical encoding: one msgpack round trip first. msgspec's `omit_defaults` omits a
+    str or float field only when it *is* the default object, and decoders differ in which equal objects they
+    return (msgpack returns the cached "*" for a one-character string, JSON a fresh one): without the round trip,
+    the same state folded from the log and restored from a snapshot would hash differently (found by
+    tests/test_decide_property.py: an agent resource with an explicit "role": "*")."""
+    h = hashlib.sha256(_hash_enc.encode(_state_dec.decode(_hash_enc.encode(state))))
     h.update(digest(allocator_of(state)).encode())
     return h.hexdigest()
 
