@@ -38,7 +38,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
                    help="one of: " + ", ".join(sorted(SCENARIOS)))
     r.add_argument("--seed", type=int, default=1, help="names the fault schedule and the workload (default 1)")
     r.add_argument("--duration", type=_seconds, default=60.0, help="seconds of workload under faults (default 60)")
-    r.add_argument("--report", type=Path, default=None, help="write the JSON report here (default: DATA_DIR/report.json)")
+    r.add_argument("--report", type=Path, default=None,
+                   help="write the JSON report here (default: DATA_DIR/report.json)")
     r.add_argument("--data-dir", type=Path, default=Path("var/chaos"), help="the run's cluster, logs and history "
                    "(emptied first; default var/chaos)")
     r.add_argument("--agents", type=int, default=2)

@@ -31,7 +31,7 @@ def resources(res, alloc_role: str | None = None) -> list[dict]:
     """v1 Resources in Mesos's ENDPOINT format: the post-refinement `reservations` stack plus `role`."""
     res = Resources(res)
     out = codec.resources_out(res, _REFINED, alloc_role)
-    for d, r in zip(out, res):
+    for d, r in zip(out, res, strict=False):
         d["role"] = r.role
     return out
 

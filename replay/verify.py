@@ -91,7 +91,7 @@ def json_differences(a, b, path: str = "$", limit: int = 12) -> list[str]:
                 if len(out) >= limit:
                     return
         elif isinstance(x, list) and isinstance(y, list):
-            for i, (u, v) in enumerate(zip(x, y)):
+            for i, (u, v) in enumerate(zip(x, y, strict=False)):  # extra items are reported apart
                 walk(u, v, f"{p}[{i}]")
                 if len(out) >= limit:
                     return

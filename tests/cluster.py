@@ -87,7 +87,8 @@ def run_framework(script: str, *args: str, timeout: float = 120.0, env: dict | N
     )
     lines = [l for l in proc.stdout.splitlines() if l.startswith("{")]
     if proc.returncode != 0 or not lines:
-        raise AssertionError(f"{script} exited {proc.returncode}\nstdout:\n{proc.stdout}\nstderr:\n{proc.stderr[-4000:]}")
+        raise AssertionError(f"{script} exited {proc.returncode}\nstdout:\n{proc.stdout}\n"
+                             f"stderr:\n{proc.stderr[-4000:]}")
     return json.loads(lines[-1])
 
 

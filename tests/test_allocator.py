@@ -66,8 +66,8 @@ class Log:
         return self(ev.AgentRegistered(agent_id=aid, hostname=aid, http=f"{aid}:5051", resources=res(text)))
 
     def framework(self, fid: str, roles=("*",), suppressed=()):
-        return self(ev.FrameworkSubscribed(framework_id=fid, info=ev.FrameworkInfo(name=fid, user="u", roles=list(roles)),
-                                           suppressed_roles=list(suppressed)))
+        info = ev.FrameworkInfo(name=fid, user="u", roles=list(roles))
+        return self(ev.FrameworkSubscribed(framework_id=fid, info=info, suppressed_roles=list(suppressed)))
 
     def alloc(self, now: float | None = None, config: AllocatorConfig = CFG, **kw) -> ev.OffersMade | None:
         """Run the allocator at `now` (default: the log's clock) and fold its decision."""
@@ -715,7 +715,7 @@ def check_invariants(state: State) -> None:
             assert round(q, 3) <= cap[key].scalar + 1e-9, f"{key} over-committed on {aid}: {q} > {cap[key].scalar}"
         for key, rs in ranges.items():
             rs = sorted(rs)
-            for (b1, e1), (b2, e2) in zip(rs, rs[1:]):
+            for (b1, e1), (b2, e2) in zip(rs, rs[1:], strict=False):
                 assert e1 < b2, f"{key} ranges handed out twice on {aid}: {(b1, e1)} and {(b2, e2)}"
             assert Resources([Resource(key[0], "RANGES", ranges=tuple(rs), role=key[1])]).allocatable_to(key[1])
             assert total.contains(Resources([Resource(key[0], "RANGES", ranges=tuple(rs), role=key[1])]))

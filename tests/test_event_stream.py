@@ -260,7 +260,7 @@ async def test_follow_receives_new_events_on_leader_and_follower(cluster, http):
 
         got = []
         for s in streams:
-            await s.until(lambda r: all_finished(s.seen))
+            await s.until(lambda r, s=s: all_finished(s.seen))
             events = [r for r in s.seen if r["type"] != "HEARTBEAT"]
             assert [r["index"] for r in events] == list(range(start, start + len(events)))
             got.append(events)

@@ -51,7 +51,8 @@ def subscribe(log: Log, fid: str, **kw) -> None:
 
 def test_framework_min_allocatable_applies_in_the_live_fold():
     log = Log(AllocatorConfig())
-    log(ev.AgentRegistered(agent_id="A1", hostname="a", http="a:1", resources=Resources.parse("cpus:1;mem:128").to_list()))
+    log(ev.AgentRegistered(agent_id="A1", hostname="a", http="a:1",
+                           resources=Resources.parse("cpus:1;mem:128").to_list()))
     subscribe(log, "F1", role="web", offer_filters={"web": {"min_allocatable_resources": {"quantities": [
         {"quantities": {"cpus": {"value": 2}}}]}}})
     assert allocation.decide_offers(log.state, 100.0, "t") is None  # 1 cpu is below what F1 accepts
@@ -62,7 +63,8 @@ def test_framework_min_allocatable_applies_in_the_live_fold():
 
 def test_priority_label_orders_frameworks_with_the_priority_sorter():
     log = Log(AllocatorConfig(framework_sorter="priority"))
-    log(ev.AgentRegistered(agent_id="A1", hostname="a", http="a:1", resources=Resources.parse("cpus:1;mem:128").to_list()))
+    log(ev.AgentRegistered(agent_id="A1", hostname="a", http="a:1",
+                           resources=Resources.parse("cpus:1;mem:128").to_list()))
     subscribe(log, "F1")
     subscribe(log, "F2", labels={"labels": [{"key": "priority", "value": "10"}]})
     made = allocation.decide_offers(log.state, 100.0, "t")

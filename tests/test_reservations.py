@@ -37,7 +37,8 @@ def bookkeeping(a) -> tuple:
 
 def test_reserve_then_unreserve_in_the_fold():
     log = Log()
-    log(ev.AgentRegistered(agent_id="A1", hostname="a", http="a:1", resources=Resources.parse("cpus:4;mem:1024").to_list()))
+    log(ev.AgentRegistered(agent_id="A1", hostname="a", http="a:1",
+                           resources=Resources.parse("cpus:4;mem:1024").to_list()))
     log(ev.FrameworkSubscribed(framework_id="F1", info=ev.FrameworkInfo(name="f", user="u", roles=["db"])))
     made = allocation.decide_offers(log.state, 100.0, "t")
     log(made)

@@ -164,7 +164,8 @@ def _matches(op: str, rec: dict, events: list[ev.Event], framework_ids: set[str]
                 return True
         elif op == "decline" and isinstance(e, ev.OffersDeclined) and rec["offer_id"] in e.offer_ids:
             return True
-        elif op == "ack" and isinstance(e, ev.StatusAcknowledged) and (e.task_id, e.uuid) == (rec["task_id"], rec["uuid"]):
+        elif op == "ack" and isinstance(e, ev.StatusAcknowledged) \
+                and (e.task_id, e.uuid) == (rec["task_id"], rec["uuid"]):
             return True
         elif op == "kill" and isinstance(e, ev.TaskKillRequested) and e.task_id == rec["task_id"]:
             return True
