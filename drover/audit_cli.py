@@ -38,6 +38,7 @@ def run(args: argparse.Namespace) -> int:
     from eventstore.events import UnknownEvent
     from eventstore.store import StoreCorrupt
     from replay import audit
+    from replay.fold import ReplayError
 
     if not args.query:
         raise UsageError(f"name a query: {', '.join(audit.QUERIES)}")
@@ -58,7 +59,7 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(f"--store: no event store at {args.store}") from None
     except sqlite3.DatabaseError as e:
         raise UsageError(f"--store: {args.store} is not a readable event store ({e})") from None
-    except (StoreCorrupt, UnknownEvent) as e:
+    except (StoreCorrupt, UnknownEvent, ReplayError) as e:  # a gap, an undecodable payload, a fold error
         raise UsageError(f"--store: {e}") from None
     text = audit.render(args.query, records, args.format, cluster)
     try:

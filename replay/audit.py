@@ -1,10 +1,11 @@
 """Audit queries over a replica's event store: who got which resources, when, and why.
 
-Every query streams the store's events once, in index order, and keeps only what it needs: the
-outstanding offers, the live tasks, each framework's timeline, each agent's resources (to see
-when a re-registration changes them). Nothing is re-decided and the full master state is not
-folded; the bookkeeping mirrors the fold (`master/state.py`) where it decides what an event
-changes (e.g. an accept naming no outstanding offer changes nothing).
+Every query folds the store's events once, in index order, with the master's own fold
+(`master.state.apply`), and observes each step: per event type, an observer notes what the fold
+did (an offer left the state, a task got a status, a framework disconnected) together with what
+only the log knows (the index and leader time of the step, acknowledgements, the allocator's
+explanations). Nothing is decided here, so the audit cannot drift from the fold: a task's
+statuses and state are the fold's own objects. Nothing is re-decided either (no allocator runs).
 
 Queries (each returns a list of plain dicts, ready for JSON; times are the leader's, ISO 8601 UTC):
 - `offers`: one record per offer: who, what, where, when it was made, how it ended (`accepted`,
@@ -23,21 +24,27 @@ be given without the cluster prefix (`0000`, `S1`, `O12`).
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import gc
 import io
 import json
 import math
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable, Iterable, Iterator
+
+import msgspec
 
 from eventstore import events as ev
 from eventstore.resources import Resources
-from eventstore.store import EventStore
-from master.state import TERMINAL_STATES, with_reservations
+from eventstore.store import EventStore, StoreCorrupt
+from master.state import TERMINAL_STATES, Framework, Offer, State, Task, apply, tasks_on_agent
+from replay.fold import FoldError, decode_payload
 
 QUERIES = ("offers", "allocations", "tasks", "frameworks")
+_event_dec = msgspec.json.Decoder(ev.Event)
 FORMATS = ("table", "json", "csv")
 
 # Record fields holding a leader timestamp (seconds) while computing; rendered as ISO 8601.
@@ -127,38 +134,81 @@ def _res(resources) -> str:
     return Resources(resources).format()
 
 
-# ---- the scan ---------------------------------------------------------------------------------
+# ---- the scan: the real fold, observed ----------------------------------------------------------
+#
+# The audit folds the log with `master.state.apply`, the fold every replica runs, and derives its records
+# by watching each step. Per event type, an observer is a pair:
+#   capture(state_before, event) -> before   the few facts the step may change (None: nothing needed);
+#   observe(book, before, envelope, state_after)   notes, in the book, what the fold did.
+# Every event type has one (checked below, as the fold checks its own table), and nothing is decided here:
+# whether an offer ended, which statuses a task got, whether a framework disconnected is read off the
+# fold's state. The book keeps references to the fold's own Task and Framework objects, so a task's
+# statuses and state are the fold's; it adds only what the log knows and the state does not keep: the
+# index and leader time of each step, acknowledgements, offer outcomes, the allocator's explanations.
 
 
-class _Scan:
-    """One pass over the log, keeping the facts every query is built from (raw seconds for times)."""
+class _TaskRecord:
+    """One task: the fold's `Task` object (kept here after the fold lets it go), how it came to be, and
+    per status the fold appended to it: [log index, leader time, acknowledged_at]."""
+
+    __slots__ = ("task", "origin", "offer_ids", "launched_index", "kill_requested_at", "seen", "first_terminal")
+
+    def __init__(self, task: Task, origin: str, offer_ids: list[str], launched_index: int) -> None:
+        self.task = task
+        self.origin = origin
+        self.offer_ids = offer_ids
+        self.launched_index = launched_index
+        self.kill_requested_at: float | None = None
+        self.seen: list[list] = []
+        self.first_terminal: float | None = None  # when it got its first terminal status
+
+    def sync(self, env: ev.Envelope) -> None:
+        """The statuses the fold appended in this step happened at this index and time."""
+        statuses, seen = self.task.statuses, self.seen
+        if len(statuses) > len(seen):
+            for st in statuses[len(seen):]:
+                seen.append([env.index, env.ts, None])
+                if self.first_terminal is None and st.state in TERMINAL_STATES:
+                    self.first_terminal = env.ts
+
+    def ended_at(self) -> float | None:
+        """When the fold made it terminal: with its first terminal status (the fold changes a task's state
+        only with a status of that state, and never changes a terminal one)."""
+        return self.first_terminal if self.task.state in TERMINAL_STATES else None
+
+    def record(self) -> dict:
+        """The task record: its spec, state and statuses as the fold has them, with what the log adds."""
+        t = self.task
+        spec = t.spec
+        return {"framework_id": t.framework_id, "task_id": spec.task_id, "name": spec.name,
+                "agent_id": spec.agent_id, "role": spec.role, "resources": _res(spec.resources),
+                "origin": self.origin, "offer_ids": self.offer_ids, "launched_at": t.launched_at,
+                "launched_index": self.launched_index, "state": t.state, "ended_at": self.ended_at(),
+                "kill_requested_at": self.kill_requested_at,
+                "statuses": [{"state": st.state, "source": st.source, "reason": st.reason, "message": st.message,
+                              "time": seen[1], "index": seen[0], "agent_time": st.timestamp, "uuid": st.uuid,
+                              "acknowledged_at": seen[2]}
+                             for st, seen in zip(t.statuses, self.seen, strict=True)]}
+
+
+class _Book:
+    """What the queries are built from, noted while the fold runs (raw seconds for times)."""
 
     def __init__(self, kind: str = "allocations") -> None:
         # Only what the query needs: explanations for offers and allocations, decision records for allocations.
         self.explain = kind in ("offers", "allocations")
         self.keep_allocations = kind == "allocations"
         self.cluster_id: str | None = None
-        self.last_ts: float | None = None
         self.offers: dict[str, dict] = {}  # every offer, in the order made
-        self.live_offers: dict[str, dict] = {}
+        self.live_offers: dict[str, dict] = {}  # the fold's State.offers, as records
         self.allocations: list[dict] = []
-        self.tasks: list[dict] = []  # every task record, in the order launched (or rejected)
-        self.live_tasks: dict[tuple[str, str], dict] = {}  # what the fold keeps in State.tasks
+        self.tasks: list[_TaskRecord | dict] = []  # in the order launched; a rejected task is a finished dict
+        self.by_task: dict[int, _TaskRecord] = {}  # id() of the fold's Task -> its record (the record keeps it alive)
         self.frameworks: dict[str, dict] = {}
-        self.live_frameworks: set[str] = set()
-        self.agents: dict[str, list[Resources]] = {}  # agent -> [total, dynamic reservations]
-
-    def run(self, store: EventStore) -> "_Scan":
-        for env in store.iter_envelopes():
-            handler = _HANDLERS.get(type(env.event))
-            if handler is not None:
-                handler(self, env.event, env)
-            self.last_ts = env.ts
-        return self
 
     # -- offers
-    def _end_offer(self, oid: str, outcome: str, env: ev.Envelope, refuse: float | None = None,
-                   tasks: list[str] | None = None) -> None:
+    def end_offer(self, oid: str, outcome: str, env: ev.Envelope, refuse: float | None = None,
+                  tasks: list[str] | None = None) -> None:
         o = self.live_offers.pop(oid, None)
         if o is None:
             return
@@ -171,277 +221,348 @@ class _Scan:
         if tasks is not None:
             o["tasks"] = tasks
 
-    def _drop_offers(self, pred: Callable[[dict], bool], why: str, env: ev.Envelope) -> None:
-        for oid in [oid for oid, o in self.live_offers.items() if pred(o)]:
-            self._end_offer(oid, f"dropped:{why}", env)
+    def end_gone_offers(self, state: State, env: ev.Envelope, outcome: str) -> None:
+        """The offers the fold no longer holds ended with this step."""
+        offers = state.offers
+        for oid in [oid for oid in self.live_offers if oid not in offers]:
+            self.end_offer(oid, outcome, env)
 
     # -- frameworks
-    def _timeline(self, fid: str, env: ev.Envelope, event: str, detail: str = "") -> None:
+    def timeline(self, fid: str, env: ev.Envelope, event: str, detail: str = "") -> None:
         fw = self.frameworks.get(fid)
         if fw is not None:
             fw["timeline"].append({"time": env.ts, "index": env.index, "event": event, "detail": detail})
 
     # -- tasks
-    def _complete(self, task: dict) -> None:
-        self.live_tasks.pop((task["framework_id"], task["task_id"]), None)
-        task["_pending"] = None
+    def track(self, task: Task, env: ev.Envelope, origin: str, offer_ids: list[str]) -> None:
+        if id(task) in self.by_task:
+            return
+        rec = _TaskRecord(task, origin, offer_ids, env.index)
+        rec.sync(env)
+        self.by_task[id(task)] = rec
+        self.tasks.append(rec)
 
-    def _new_task(self, fid: str, spec: ev.TaskSpec, env: ev.Envelope, origin: str, offer_ids: list[str],
-                  state: str = "TASK_STAGING") -> dict:
-        t = {"framework_id": fid, "task_id": spec.task_id, "name": spec.name, "agent_id": spec.agent_id,
-             "role": spec.role, "resources": _res(spec.resources), "origin": origin, "offer_ids": offer_ids,
-             "launched_at": env.ts, "launched_index": env.index, "state": state, "ended_at": None,
-             "kill_requested_at": None, "statuses": [], "_start": env.ts, "_pending": None}
-        self.tasks.append(t)
-        self.live_tasks[(fid, spec.task_id)] = t
-        return t
-
-
-def _leader_elected(s: _Scan, e: ev.LeaderElected, env: ev.Envelope) -> None:
-    s._drop_offers(lambda o: True, "leader_change", env)
-    for fid in s.live_frameworks:
-        fw = s.frameworks[fid]
-        if fw["connected"]:
-            fw["connected"], fw["status"] = False, "disconnected"
-            s._timeline(fid, env, "disconnected", f"leader change (new leader {e.http}, term {e.term})")
+    def sync(self, task: Task | None, env: ev.Envelope) -> None:
+        rec = self.by_task.get(id(task)) if task is not None else None
+        if rec is not None:
+            rec.sync(env)
 
 
-def _cluster_created(s: _Scan, e: ev.ClusterCreated, env: ev.Envelope) -> None:
-    if s.cluster_id is None:
-        s.cluster_id = e.cluster_id
+def _scan(envelopes: Iterable[ev.Envelope], kind: str = "allocations") -> tuple[_Book, State]:
+    """Fold `envelopes` from the empty state with the master's fold, noting what each step did."""
+    state = State()
+    book = _Book(kind)
+    table = _OBSERVERS
+    fold = apply
+    for env in envelopes:
+        capture, observe = table[type(env.event)]
+        before = capture(state, env.event) if capture is not None else None
+        try:
+            fold(state, env)
+        except Exception as e:
+            raise FoldError(f"index {env.index}: folding {ev.event_type(env.event)} failed: "
+                            f"{type(e).__name__}: {e}", env.index) from e
+        observe(book, before, env, state)
+        if len(book.live_offers) != len(state.offers):  # an event type that ends offers unannounced
+            book.end_gone_offers(state, env, "dropped:" + ev.event_type(env.event).lower())
+    book.cluster_id = state.cluster_id
+    return book, state
 
 
-def _framework_subscribed(s: _Scan, e: ev.FrameworkSubscribed, env: ev.Envelope) -> None:
-    fid, info = e.framework_id, e.info
-    roles = list(info.roles)
-    fw = s.frameworks.get(fid)
-    if fid in s.live_frameworks:
-        s._drop_offers(lambda o: o["framework_id"] == fid, "framework_resubscribed", env)
-        detail = "" if roles == fw["roles"] else "roles " + ",".join(roles)
-        s._timeline(fid, env, "resubscribed", detail)
-    else:
-        if fw is None:
-            fw = s.frameworks[fid] = {"framework_id": fid, "name": info.name, "user": info.user,
-                                      "principal": info.principal, "roles": roles, "subscribed_at": env.ts,
-                                      "removed_at": None, "removal_reason": None, "status": "connected",
-                                      "suppressed_roles": [], "timeline": [], "_roles_ever": set()}
-        s.live_frameworks.add(fid)
-        fw["removed_at"] = fw["removal_reason"] = None
-        detail = "roles " + ",".join(roles)
-        if e.suppressed_roles:
-            detail += "; suppressed " + ",".join(sorted(e.suppressed_roles))
-        s._timeline(fid, env, "subscribed", detail)
-    fw.update(name=info.name, user=info.user, principal=info.principal, roles=roles,
-              suppressed_roles=sorted(e.suppressed_roles), connected=True, status="connected")
-    fw["_roles_ever"].update(roles)
+@contextlib.contextmanager
+def _no_gc() -> Iterator[None]:
+    """Collection paused, as in replay (`replay.fold`): the fold and the book build a large graph of
+    long-lived objects with hardly any cycles, which every collection would only re-scan."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
 
 
-def _framework_disconnected(s: _Scan, e: ev.FrameworkDisconnected, env: ev.Envelope) -> None:
-    if e.framework_id not in s.live_frameworks:
-        return
-    s._drop_offers(lambda o: o["framework_id"] == e.framework_id, "framework_disconnected", env)
-    fw = s.frameworks[e.framework_id]
-    fw["connected"], fw["status"] = False, "disconnected"
-    s._timeline(e.framework_id, env, "disconnected")
+def _envelopes(store: EventStore, chunk: int = 4096) -> Iterator[ev.Envelope]:
+    """The store's events in index order, a chunk of rows at a time from one cursor. A gap raises
+    `StoreCorrupt`; a payload that does not decode, `replay.fold.PayloadError` (naming the index)."""
+    decode = _event_dec.decode
+    envelope = ev.Envelope
+    expected = 1
+    fetch = store.db.execute("SELECT idx, term, ts, payload FROM events ORDER BY idx").fetchmany
+    while rows := fetch(chunk):
+        for idx, term, ts, payload in rows:
+            if idx != expected:
+                raise StoreCorrupt(f"index {expected} is missing from {store.path} (next stored index is {idx})")
+            try:
+                event = decode(payload)
+            except (msgspec.DecodeError, TypeError):
+                decode_payload(idx, payload)  # raises PayloadError with the reason
+                raise  # pragma: no cover
+            yield envelope(idx, term, ts, event)
+            expected += 1
 
 
-def _framework_removed(s: _Scan, e: ev.FrameworkRemoved, env: ev.Envelope) -> None:
+# -- the observers, in the fold's order ------------------------------------------------------------
+
+
+def _cluster_created(b: _Book, _, env: ev.Envelope, s: State) -> None:
+    pass  # the cluster id is the fold's (State.cluster_id)
+
+
+def _connected_frameworks(s: State, e: ev.LeaderElected) -> list[str]:
+    return [fid for fid, fw in s.frameworks.items() if fw.connected]
+
+
+def _leader_elected(b: _Book, connected: list[str], env: ev.Envelope, s: State) -> None:
+    b.end_gone_offers(s, env, "dropped:leader_change")
+    e = env.event
+    for fid in connected:
+        fw = s.frameworks.get(fid)
+        if fw is not None and not fw.connected:
+            b.timeline(fid, env, "disconnected", f"leader change (new leader {e.http}, term {e.term})")
+
+
+def _known_framework(s: State, e) -> Framework | None:
+    return s.frameworks.get(e.framework_id)
+
+
+def _framework_subscribed(b: _Book, old: Framework | None, env: ev.Envelope, s: State) -> None:
+    e = env.event
     fid = e.framework_id
-    if fid not in s.live_frameworks:
-        return
-    s._drop_offers(lambda o: o["framework_id"] == fid, "framework_removed", env)
-    for key, task in list(s.live_tasks.items()):
-        if key[0] != fid:
-            continue
-        if task["state"] not in TERMINAL_STATES:
-            task["state"] = "TASK_KILLED"
-            task["ended_at"] = env.ts
-            task["statuses"].append({"state": "TASK_KILLED", "source": "SOURCE_MASTER",
-                                     "reason": "REASON_FRAMEWORK_REMOVED",
-                                     "message": f"Framework removed ({e.reason})", "time": env.ts,
-                                     "index": env.index, "agent_time": env.ts, "uuid": None,
-                                     "acknowledged_at": None})
-        s._complete(task)
-    s.live_frameworks.discard(fid)
     fw = s.frameworks[fid]
-    fw.update(connected=False, status="removed", removed_at=env.ts, removal_reason=e.reason)
-    s._timeline(fid, env, "removed", e.reason)
+    roles = list(fw.info.roles)
+    rec = b.frameworks.get(fid)
+    if old is not None:
+        b.end_gone_offers(s, env, "dropped:framework_resubscribed")
+        b.timeline(fid, env, "resubscribed", "" if roles == list(old.info.roles) else "roles " + ",".join(roles))
+    else:
+        if rec is None:
+            rec = b.frameworks[fid] = {"framework_id": fid, "subscribed_at": fw.registered_at, "removed_at": None,
+                                       "removal_reason": None, "timeline": [], "_roles_ever": set()}
+        rec["removed_at"] = rec["removal_reason"] = None
+        detail = "roles " + ",".join(roles)
+        if fw.suppressed_roles:
+            detail += "; suppressed " + ",".join(fw.suppressed_roles)
+        b.timeline(fid, env, "subscribed", detail)
+    rec["_fw"] = fw
+    rec["_roles_ever"].update(roles)
 
 
-def _roles_suppressed(s: _Scan, e: ev.RolesSuppressed, env: ev.Envelope) -> None:
-    if e.framework_id in s.live_frameworks:
-        fw = s.frameworks[e.framework_id]
-        fw["suppressed_roles"] = sorted(set(fw["suppressed_roles"]) | set(e.roles))
-        s._timeline(e.framework_id, env, "suppressed", ",".join(e.roles))
+def _framework_disconnected(b: _Book, _, env: ev.Envelope, s: State) -> None:
+    fid = env.event.framework_id
+    if fid in s.frameworks:
+        b.end_gone_offers(s, env, "dropped:framework_disconnected")
+        b.timeline(fid, env, "disconnected")
 
 
-def _roles_revived(s: _Scan, e: ev.RolesRevived, env: ev.Envelope) -> None:
-    if e.framework_id in s.live_frameworks:
-        fw = s.frameworks[e.framework_id]
-        fw["suppressed_roles"] = sorted(set(fw["suppressed_roles"]) - set(e.roles))
-        s._timeline(e.framework_id, env, "revived", ",".join(e.roles))
+def _framework_tasks(s: State, e: ev.FrameworkRemoved) -> list[Task] | None:
+    if e.framework_id not in s.frameworks:
+        return None
+    return list(s.tasks.get(e.framework_id, {}).values())
 
 
-def _agent_registered(s: _Scan, e: ev.AgentRegistered, env: ev.Envelope) -> None:
-    s.agents[e.agent_id] = [Resources(e.resources), Resources()]
+def _framework_removed(b: _Book, tasks: list[Task] | None, env: ev.Envelope, s: State) -> None:
+    if tasks is None:  # not a framework the fold knew
+        return
+    e = env.event
+    b.end_gone_offers(s, env, "dropped:framework_removed")
+    for task in tasks:
+        b.sync(task, env)  # the master's TASK_KILLED, for those still running
+    rec = b.frameworks.get(e.framework_id)
+    if rec is not None:
+        rec.update(removed_at=s.removed_frameworks.get(e.framework_id, env.ts), removal_reason=e.reason)
+        b.timeline(e.framework_id, env, "removed", e.reason)
 
 
-def _master_status(t: dict, state: str, reason: str, message: str, env: ev.Envelope) -> None:
-    t["state"] = state
-    if state in TERMINAL_STATES:
-        t["ended_at"] = env.ts
-    t["statuses"].append({"state": state, "source": "SOURCE_MASTER", "reason": reason, "message": message,
-                          "time": env.ts, "index": env.index, "agent_time": env.ts, "uuid": None,
-                          "acknowledged_at": None})
+def _roles_suppressed(b: _Book, _, env: ev.Envelope, s: State) -> None:
+    e = env.event
+    if e.framework_id in s.frameworks:
+        b.timeline(e.framework_id, env, "suppressed", ",".join(e.roles))
 
 
-def _agent_unreachable(s: _Scan, e: ev.AgentUnreachable, env: ev.Envelope) -> None:
-    s._drop_offers(lambda o: o["agent_id"] == e.agent_id, "agent_unreachable", env)
-    for t in list(s.live_tasks.values()):
-        if t["agent_id"] == e.agent_id and t["state"] not in TERMINAL_STATES:
-            _master_status(t, "TASK_UNREACHABLE", "REASON_AGENT_REMOVED", "Agent is unreachable", env)
+def _roles_revived(b: _Book, _, env: ev.Envelope, s: State) -> None:
+    e = env.event
+    if e.framework_id in s.frameworks:
+        b.timeline(e.framework_id, env, "revived", ",".join(e.roles))
 
 
-def _agent_reregistered(s: _Scan, e: ev.AgentReregistered, env: ev.Envelope) -> None:
-    # Back from unreachable (as the fold decides it): reported tasks run again, the others are gone.
-    reported = {(r.framework_id, r.task_id): r for r in e.tasks}
-    for key, t in list(s.live_tasks.items()):
-        if t["agent_id"] == e.agent_id and t["state"] == "TASK_UNREACHABLE":
-            r = reported.get(key)
-            if r is not None and r.state not in TERMINAL_STATES:
-                _master_status(t, r.state, "REASON_AGENT_REREGISTERED", "Agent re-registered", env)
-            else:
-                _master_status(t, "TASK_GONE", "REASON_AGENT_REREGISTERED", "Task is gone from its agent", env)
-                if t["_pending"] is None:
-                    s._complete(t)
-    agent = s.agents.get(e.agent_id)
-    if agent is None:
-        agent = s.agents[e.agent_id] = [Resources(e.resources), Resources()]
-    reported = with_reservations(Resources(e.resources), agent[1])
-    if agent[0] != reported:
-        s._drop_offers(lambda o: o["agent_id"] == e.agent_id, "agent_resources_changed", env)
-    agent[0] = reported
-    for report in e.tasks:
-        if (report.framework_id, report.task_id) not in s.live_tasks and report.spec is not None \
-                and report.framework_id in s.live_frameworks and report.state not in TERMINAL_STATES:
-            s._new_task(report.framework_id, report.spec, env, "adopted", [], state=report.state)
+def _nothing(b: _Book, _, env: ev.Envelope, s: State) -> None:
+    """Nothing an audit record shows changes (agents' totals, weights, quotas; an agent's disconnection
+    ends no offer by itself: they are rescinded by their own event)."""
 
 
-def _offers_made(s: _Scan, e: ev.OffersMade, env: ev.Envelope) -> None:
+def _tasks_of_reachable_agent(s: State, e: ev.AgentUnreachable) -> list[Task]:
+    """The tasks that may get a status when their agent becomes unreachable."""
+    return tasks_on_agent(s, e.agent_id) if e.agent_id in s.agents else []
+
+
+def _tasks_of_unreachable_agent(s: State, e: ev.AgentReregistered) -> list[Task]:
+    """The tasks that may get a status when their unreachable agent comes back."""
+    return tasks_on_agent(s, e.agent_id) if e.agent_id in s.unreachable_agents else []
+
+
+def _agent_unreachable(b: _Book, tasks: list[Task], env: ev.Envelope, s: State) -> None:
+    b.end_gone_offers(s, env, "dropped:agent_unreachable")
+    for task in tasks:
+        b.sync(task, env)
+
+
+def _agent_reregistered(b: _Book, tasks: list[Task], env: ev.Envelope, s: State) -> None:
+    b.end_gone_offers(s, env, "dropped:agent_resources_changed")
+    for task in tasks:
+        b.sync(task, env)  # back from unreachable: the state it was reported in, or TASK_GONE
+    for report in env.event.tasks:
+        task = s.task(report.framework_id, report.task_id)
+        if task is not None and id(task) not in b.by_task:  # adopted: a task the log never saw launched
+            b.track(task, env, "adopted", [])
+
+
+def _offers_made(b: _Book, _, env: ev.Envelope, s: State) -> None:
+    e = env.event
     explained: dict[str, dict] = {}
-    formatted = {o.offer_id: _res(o.resources) for o in e.offers}
-    if s.explain:
+    agents: list[dict] = []
+    formatted: dict[str, str] = {}
+    if b.explain:
+        formatted = {o.offer_id: _res(o.resources) for o in e.offers}
         agents, explained = _explain(e, formatted)
-    if s.keep_allocations:
-        s.allocations.append({"index": env.index, "time": env.ts, "trigger": e.trigger, "seed": e.seed,
+    if b.keep_allocations:
+        b.allocations.append({"index": env.index, "time": env.ts, "trigger": e.trigger, "seed": e.seed,
                               "candidates": "all" if e.candidates is None else list(e.candidates),
                               "offer_count": len(e.offers), "agents": agents})
-    for o in e.offers:
+    offers = s.offers
+    for rec in e.offers:
+        o = offers.get(rec.offer_id)
+        if o is None or rec.offer_id in b.live_offers:
+            continue
         why = explained.get(o.offer_id, {})
-        rec = {"offer_id": o.offer_id, "framework_id": o.framework_id, "role": o.role, "agent_id": o.agent_id,
-               "resources": formatted[o.offer_id], "made_at": env.ts, "index": env.index, "outcome": "outstanding",
-               "answered_at": None, "answered_index": None, "latency": None, "tasks": [], "refuse_seconds": None,
-               "trigger": e.trigger, "stage": why.get("stage"), "share": why.get("share"),
-               "allocations": why.get("allocations"), "role_share": why.get("role_share"),
-               "runner_up": why.get("runner_up"), "runner_up_share": why.get("runner_up_share")}
-        s.offers[o.offer_id] = s.live_offers[o.offer_id] = rec
+        r = {"offer_id": o.offer_id, "framework_id": o.framework_id, "role": o.role, "agent_id": o.agent_id,
+             "resources": formatted.get(o.offer_id, o.resources), "made_at": o.made_at, "index": env.index,
+             "outcome": "outstanding",
+             "answered_at": None, "answered_index": None, "latency": None, "tasks": [], "refuse_seconds": None,
+             "trigger": e.trigger, "stage": why.get("stage"), "share": why.get("share"),
+             "allocations": why.get("allocations"), "role_share": why.get("role_share"),
+             "runner_up": why.get("runner_up"), "runner_up_share": why.get("runner_up_share")}
+        b.offers[o.offer_id] = b.live_offers[o.offer_id] = r
 
 
-def _offers_rescinded(s: _Scan, e: ev.OffersRescinded, env: ev.Envelope) -> None:
+def _offers_rescinded(b: _Book, _, env: ev.Envelope, s: State) -> None:
+    e = env.event
     for oid in e.offer_ids:
-        s._end_offer(oid, f"rescinded:{e.reason}", env)
+        if oid not in s.offers:
+            b.end_offer(oid, f"rescinded:{e.reason}", env)
 
 
-def _offers_declined(s: _Scan, e: ev.OffersDeclined, env: ev.Envelope) -> None:
+def _offers_declined(b: _Book, _, env: ev.Envelope, s: State) -> None:
+    e = env.event
     for oid in e.offer_ids:
-        s._end_offer(oid, "declined", env, refuse=e.refuse_seconds)
+        if oid not in s.offers:
+            b.end_offer(oid, "declined", env, refuse=e.refuse_seconds)
 
 
-def _offers_accepted(s: _Scan, e: ev.OffersAccepted, env: ev.Envelope) -> None:
-    valid = [s.live_offers[oid] for oid in e.offer_ids if oid in s.live_offers]
-    if not valid:  # the fold ignores such an accept entirely
+def _outstanding(s: State, e: ev.OffersAccepted) -> list[Offer]:
+    """The accept's offers the fold holds (it ignores the others, and the whole accept without any)."""
+    return [s.offers[oid] for oid in dict.fromkeys(e.offer_ids) if oid in s.offers]
+
+
+def _offers_accepted(b: _Book, used: list[Offer], env: ev.Envelope, s: State) -> None:
+    if not used:
         return
-    agent_id = valid[0]["agent_id"]
-    if (e.reserved or e.unreserved) and agent_id in s.agents:
-        reserved, unreserved = Resources(e.reserved), Resources(e.unreserved)
-        agent = s.agents[agent_id]
-        agent[0] = agent[0] - (reserved.as_unreserved() + unreserved) + (reserved + unreserved.as_unreserved())
-        agent[1] = agent[1] - unreserved + reserved
-    offer_ids = [o["offer_id"] for o in valid]
+    e = env.event
+    offer_ids = [o.offer_id for o in used]
     task_ids = [t.task_id for t in e.tasks]
     for oid in offer_ids:
-        s._end_offer(oid, "accepted", env, refuse=e.refuse_seconds, tasks=task_ids)
+        if oid not in s.offers:
+            b.end_offer(oid, "accepted", env, refuse=e.refuse_seconds, tasks=task_ids)
+    fw_tasks = s.tasks.get(e.framework_id, {})
     for spec in e.tasks:
-        s._new_task(e.framework_id, spec, env, "accept", offer_ids)
-    for r in e.rejected:
-        s.tasks.append({"framework_id": e.framework_id, "task_id": r.task_id, "name": None, "agent_id": agent_id,
-                        "role": valid[0]["role"], "resources": None, "origin": "rejected", "offer_ids": offer_ids,
-                        "launched_at": None, "launched_index": None, "state": r.state, "ended_at": env.ts,
-                        "kill_requested_at": None,
+        task = fw_tasks.get(spec.task_id)
+        if task is not None:
+            b.track(task, env, "accept", offer_ids)
+    first = used[0]
+    for r in e.rejected:  # not in the fold's state: the event is its only record
+        b.tasks.append({"framework_id": e.framework_id, "task_id": r.task_id, "name": None,
+                        "agent_id": first.agent_id, "role": first.role, "resources": None, "origin": "rejected",
+                        "offer_ids": offer_ids, "launched_at": None, "launched_index": None, "state": r.state,
+                        "ended_at": env.ts, "kill_requested_at": None,
                         "statuses": [{"state": r.state, "source": "SOURCE_MASTER", "reason": r.reason,
                                       "message": r.message, "time": env.ts, "index": env.index,
                                       "agent_time": env.ts, "uuid": None, "acknowledged_at": None}],
-                        "_start": env.ts, "_pending": None})
+                        "_start": env.ts})
 
 
-def _task_kill_requested(s: _Scan, e: ev.TaskKillRequested, env: ev.Envelope) -> None:
-    t = s.live_tasks.get((e.framework_id, e.task_id))
-    if t is not None and t["state"] not in TERMINAL_STATES and t["kill_requested_at"] is None:
-        t["kill_requested_at"] = env.ts
+def _task(s: State, e: ev.StatusUpdated) -> Task | None:
+    fw_tasks = s.tasks.get(e.framework_id)
+    return None if fw_tasks is None else fw_tasks.get(e.task_id)
 
 
-def _status_updated(s: _Scan, e: ev.StatusUpdated, env: ev.Envelope) -> None:
-    t = s.live_tasks.get((e.framework_id, e.task_id))
-    if t is None:
+def _task_and_kill(s: State, e: ev.TaskKillRequested) -> tuple[Task, bool] | None:
+    task = s.task(e.framework_id, e.task_id)
+    return None if task is None else (task, task.kill_requested)
+
+
+def _task_kill_requested(b: _Book, before: tuple[Task, bool] | None, env: ev.Envelope, s: State) -> None:
+    if before is None:
         return
-    st = e.status
-    if t["state"] not in TERMINAL_STATES:
-        t["state"] = st.state
-        if st.state in TERMINAL_STATES:
-            t["ended_at"] = env.ts
-    t["statuses"].append({"state": st.state, "source": st.source, "reason": st.reason, "message": st.message,
-                          "time": env.ts, "index": env.index, "agent_time": st.timestamp, "uuid": st.uuid,
-                          "acknowledged_at": None})
-    if st.uuid is not None:
-        t["_pending"] = st.uuid
-    if t["state"] in TERMINAL_STATES and t["_pending"] is None:
-        s._complete(t)
+    task, was = before
+    rec = b.by_task.get(id(task))
+    if rec is not None and task.kill_requested and not was:
+        rec.kill_requested_at = env.ts
 
 
-def _status_acknowledged(s: _Scan, e: ev.StatusAcknowledged, env: ev.Envelope) -> None:
-    t = s.live_tasks.get((e.framework_id, e.task_id))
-    if t is None or t["_pending"] != e.uuid:
+def _status_updated(b: _Book, task: Task | None, env: ev.Envelope, s: State) -> None:
+    if task is not None:
+        rec = b.by_task.get(id(task))
+        if rec is not None:
+            rec.sync(env)
+
+
+def _task_and_pending(s: State, e: ev.StatusAcknowledged) -> tuple[Task, ev.TaskStatus] | None:
+    task = s.task(e.framework_id, e.task_id)
+    return None if task is None or task.pending is None else (task, task.pending)
+
+
+def _status_acknowledged(b: _Book, before: tuple[Task, ev.TaskStatus] | None, env: ev.Envelope, s: State) -> None:
+    if before is None:
         return
-    t["_pending"] = None
-    for st in reversed(t["statuses"]):
-        if st["uuid"] == e.uuid:
-            st["acknowledged_at"] = env.ts
+    task, pending = before
+    if task.pending is not None:  # not the update it was waiting for
+        return
+    rec = b.by_task.get(id(task))
+    if rec is None:
+        return
+    for i in range(len(task.statuses) - 1, -1, -1):
+        if task.statuses[i] is pending:
+            rec.seen[i][2] = env.ts
             break
-    if t["state"] in TERMINAL_STATES:
-        s._complete(t)
 
 
-_HANDLERS = {
-    ev.ClusterCreated: _cluster_created,
-    ev.LeaderElected: _leader_elected,
-    ev.FrameworkSubscribed: _framework_subscribed,
-    ev.FrameworkDisconnected: _framework_disconnected,
-    ev.FrameworkRemoved: _framework_removed,
-    ev.RolesSuppressed: _roles_suppressed,
-    ev.RolesRevived: _roles_revived,
-    ev.AgentRegistered: _agent_registered,
-    ev.AgentReregistered: _agent_reregistered,
-    ev.AgentUnreachable: _agent_unreachable,
-    ev.OffersMade: _offers_made,
-    ev.OffersRescinded: _offers_rescinded,
-    ev.OffersDeclined: _offers_declined,
-    ev.OffersAccepted: _offers_accepted,
-    ev.TaskKillRequested: _task_kill_requested,
-    ev.StatusUpdated: _status_updated,
-    ev.StatusAcknowledged: _status_acknowledged,
-    # AGENT_DISCONNECTED (its offers are rescinded by their own event), WEIGHTS_UPDATED, QUOTA_UPDATED:
-    # nothing an audit record shows changes.
+Capture = Callable[[State, Any], Any]
+Observe = Callable[[_Book, Any, ev.Envelope, State], None]
+
+_OBSERVERS: dict[type, tuple[Capture | None, Observe]] = {
+    ev.ClusterCreated: (None, _cluster_created),
+    ev.LeaderElected: (_connected_frameworks, _leader_elected),
+    ev.FrameworkSubscribed: (_known_framework, _framework_subscribed),
+    ev.FrameworkDisconnected: (None, _framework_disconnected),
+    ev.FrameworkRemoved: (_framework_tasks, _framework_removed),
+    ev.RolesSuppressed: (None, _roles_suppressed),
+    ev.RolesRevived: (None, _roles_revived),
+    ev.AgentRegistered: (None, _nothing),
+    ev.AgentReregistered: (_tasks_of_unreachable_agent, _agent_reregistered),
+    ev.AgentDisconnected: (None, _nothing),
+    ev.AgentUnreachable: (_tasks_of_reachable_agent, _agent_unreachable),
+    ev.OffersMade: (None, _offers_made),
+    ev.OffersRescinded: (None, _offers_rescinded),
+    ev.OffersDeclined: (None, _offers_declined),
+    ev.OffersAccepted: (_outstanding, _offers_accepted),
+    ev.WeightsUpdated: (None, _nothing),
+    ev.QuotaUpdated: (None, _nothing),
+    ev.TaskKillRequested: (_task_and_kill, _task_kill_requested),
+    ev.StatusUpdated: (_task, _status_updated),
+    ev.StatusAcknowledged: (_task_and_pending, _status_acknowledged),
 }
+
+assert set(_OBSERVERS) == set(ev.Event.__args__), "every event type needs an audit observer"
 
 
 def _explain(e: ev.OffersMade, formatted: dict[str, str]) -> tuple[list[dict], dict[str, dict]]:
@@ -523,27 +644,41 @@ def _present(obj):
 
 
 class _Query:
-    def __init__(self, scan: _Scan, f: Filters):
-        self.scan, self.f = scan, f
-        self.fw_ok = _id_matcher(f.framework, scan.cluster_id)
-        self.agent_ok = _id_matcher(f.agent, scan.cluster_id)
+    def __init__(self, book: _Book, f: Filters):
+        self.book, self.f = book, f
+        self.fw_ok = _id_matcher(f.framework, book.cluster_id)
+        self.agent_ok = _id_matcher(f.agent, book.cluster_id)
 
     def role_ok(self, role: str | None) -> bool:
         return self.f.role is None or role == self.f.role
 
-    def offers(self) -> list[dict]:
-        return [o for o in self.scan.offers.values()
+    def _offers(self) -> list[dict]:
+        return [o for o in self.book.offers.values()
                 if self.fw_ok(o["framework_id"]) and self.role_ok(o["role"]) and self.agent_ok(o["agent_id"])
                 and self.f.overlaps(o["made_at"], o["answered_at"])]
 
+    def offers(self) -> list[dict]:
+        # Resources are formatted here when no explanation needed them formatted already.
+        return [o if isinstance(o["resources"], str) else {**o, "resources": _res(o["resources"])}
+                for o in self._offers()]
+
+    def _task_ok(self, r: _TaskRecord | dict) -> bool:
+        if isinstance(r, dict):  # rejected
+            fid, role, agent, start, end = r["framework_id"], r["role"], r["agent_id"], r["_start"], r["ended_at"]
+        else:
+            t = r.task
+            fid, role, agent, start, end = t.framework_id, t.spec.role, t.spec.agent_id, t.launched_at, r.ended_at()
+        return self.fw_ok(fid) and self.role_ok(role) and self.agent_ok(agent) and self.f.overlaps(start, end)
+
+    def _tasks(self) -> list[_TaskRecord | dict]:
+        return [r for r in self.book.tasks if self._task_ok(r)]
+
     def tasks(self) -> list[dict]:
-        return [t for t in self.scan.tasks
-                if self.fw_ok(t["framework_id"]) and self.role_ok(t["role"]) and self.agent_ok(t["agent_id"])
-                and self.f.overlaps(t["_start"], t["ended_at"])]
+        return [r if isinstance(r, dict) else r.record() for r in self._tasks()]
 
     def allocations(self) -> list[dict]:
         out = []
-        for a in self.scan.allocations:
+        for a in self.book.allocations:
             if not self.f.at(a["time"]):
                 continue
             agents = [ag for ag in a["agents"] if self._agent_entry_ok(ag)]
@@ -565,50 +700,65 @@ class _Query:
         return True
 
     def frameworks(self) -> list[dict]:
-        offers, tasks = self.offers(), self.tasks()
-        by_fw_offers: dict[str, list[dict]] = {}
-        by_fw_tasks: dict[str, list[dict]] = {}
-        for o in offers:
-            by_fw_offers.setdefault(o["framework_id"], []).append(o)
-        for t in tasks:
-            by_fw_tasks.setdefault(t["framework_id"], []).append(t)
+        by_fw_offers: dict[str, list[str]] = {}  # outcomes
+        by_fw_tasks: dict[str, list[str | None]] = {}  # the state of each launched task; None: rejected
+        for o in self._offers():
+            by_fw_offers.setdefault(o["framework_id"], []).append(o["outcome"])
+        for r in self._tasks():
+            if isinstance(r, dict):
+                by_fw_tasks.setdefault(r["framework_id"], []).append(None)
+            else:
+                by_fw_tasks.setdefault(r.task.framework_id, []).append(r.task.state)
         out = []
-        for fid, fw in self.scan.frameworks.items():
+        for fid, fw in self.book.frameworks.items():
             if not self.fw_ok(fid) or not self.f.overlaps(fw["subscribed_at"], fw["removed_at"]):
                 continue
             if self.f.role is not None and self.f.role not in fw["_roles_ever"]:
                 continue
-            fo, ft = by_fw_offers.get(fid, []), by_fw_tasks.get(fid, [])
-            if self.f.agent is not None and not (fo or ft):
+            outcomes, ft = by_fw_offers.get(fid, []), by_fw_tasks.get(fid, [])
+            if self.f.agent is not None and not (outcomes or ft):
                 continue
-            outcomes = [o["outcome"] for o in fo]
-            launched = [t for t in ft if t["origin"] != "rejected"]
-            finals = [t["state"] for t in launched]
-            rec = {k: fw[k] for k in ("framework_id", "name", "user", "principal", "roles", "status",
-                                      "subscribed_at", "removed_at", "removal_reason", "suppressed_roles")}
+            finals = [s for s in ft if s is not None]
+            folded: Framework = fw["_fw"]  # the fold's record (the last one, if it was removed)
+            info = folded.info
+            status = "removed" if fw["removed_at"] is not None else \
+                "connected" if folded.connected else "disconnected"
+            rec = {"framework_id": fid, "name": info.name, "user": info.user, "principal": info.principal,
+                   "roles": list(info.roles), "status": status, "subscribed_at": fw["subscribed_at"],
+                   "removed_at": fw["removed_at"], "removal_reason": fw["removal_reason"],
+                   "suppressed_roles": list(folded.suppressed_roles)}
             rec.update(
-                offers_received=len(fo), offers_accepted=outcomes.count("accepted"),
+                offers_received=len(outcomes), offers_accepted=outcomes.count("accepted"),
                 offers_declined=outcomes.count("declined"),
                 offers_rescinded=sum(o.startswith("rescinded:") for o in outcomes),
                 offers_dropped=sum(o.startswith("dropped:") for o in outcomes),
                 offers_outstanding=outcomes.count("outstanding"),
-                tasks_launched=len(launched), tasks_finished=finals.count("TASK_FINISHED"),
+                tasks_launched=len(finals), tasks_finished=finals.count("TASK_FINISHED"),
                 tasks_failed=finals.count("TASK_FAILED"), tasks_killed=finals.count("TASK_KILLED"),
                 tasks_lost_or_error=sum(s in TERMINAL_STATES and s not in ("TASK_FINISHED", "TASK_FAILED",
                                                                                "TASK_KILLED") for s in finals),
                 tasks_active=sum(s not in TERMINAL_STATES for s in finals),
-                tasks_rejected=len(ft) - len(launched),
+                tasks_rejected=len(ft) - len(finals),
                 timeline=[x for x in fw["timeline"] if self.f.at(x["time"])])
             out.append(rec)
         return out
 
 
-def query(store: EventStore, kind: str, filters: Filters | None = None) -> list[dict]:
-    """Run one audit query (`offers`, `allocations`, `tasks`, `frameworks`) over an open store."""
+def query_envelopes(envelopes: Iterable[ev.Envelope], kind: str, filters: Filters | None = None) -> list[dict]:
+    """Run one audit query over envelopes 1..n, in index order (a store's, or any log's)."""
     if kind not in QUERIES:
         raise AuditError("query", f"unknown query {kind!r} (expected one of {', '.join(QUERIES)})")
-    scan = _Scan(kind).run(store)
-    return _present(getattr(_Query(scan, filters or Filters()), kind)())
+    with _no_gc():
+        book, _state = _scan(envelopes, kind)
+        return _present(getattr(_Query(book, filters or Filters()), kind)())
+
+
+def query(store: EventStore, kind: str, filters: Filters | None = None) -> list[dict]:
+    """Run one audit query (`offers`, `allocations`, `tasks`, `frameworks`) over an open store.
+    A store the fold cannot fold raises `replay.fold.FoldError`, an undecodable payload `PayloadError`."""
+    if kind not in QUERIES:
+        raise AuditError("query", f"unknown query {kind!r} (expected one of {', '.join(QUERIES)})")
+    return query_envelopes(_envelopes(store), kind, filters)
 
 
 def offers(store: EventStore, filters: Filters | None = None) -> list[dict]:
@@ -786,5 +936,5 @@ def render(kind: str, records: list[dict], fmt: str, cluster: str | None = None)
     else:
         lines.append(f"# {len(records)} {kind}")
     for line in table:
-        lines.append("  ".join(cell.ljust(w) for cell, w in zip(line, widths)).rstrip())
+        lines.append("  ".join(cell.ljust(w) for cell, w in zip(line, widths, strict=True)).rstrip())
     return "\n".join(lines) + "\n"

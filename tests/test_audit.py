@@ -78,7 +78,7 @@ class Log:
 def scenario(tmp_path: Path) -> tuple[Path, dict[str, int]]:
     """Two frameworks (A in role web, B in role batch), two agents; every way an offer can end."""
     log, ix = Log(), {}
-    log.add(0, ev.LeaderElected(leader_id="r1", http="h1", term=1), ev.ClusterCreated(cluster_id=C))
+    log.add(0, ev.LeaderElected(leader_id="r1", http="h1:5050", term=1), ev.ClusterCreated(cluster_id=C))
     log.add(1, ev.AgentRegistered(agent_id=S0, hostname="a0", http="x:1", resources=res("cpus:2;mem:1024")),
             ev.AgentRegistered(agent_id=S1, hostname="a1", http="x:2", resources=res("cpus:2;mem:1024")))
     log.add(10, ev.FrameworkSubscribed(framework_id=A, info=ev.FrameworkInfo(name="alpha", user="u", roles=["web"])),
@@ -111,7 +111,8 @@ def scenario(tmp_path: Path) -> tuple[Path, dict[str, int]]:
     ix["o3"] = log.add(26, ev.OffersMade(
         offers=[offer(3, B, "batch", S1, "cpus:2;mem:1024")], trigger="periodic", seed=14,
         decisions=[ev.AgentDecision(agent_id=S1, order=[ev.Candidate(B, "batch", 0.0, 1, 0.0)])]))
-    log.add(26.5, ev.OffersAccepted(framework_id=B, offer_ids=[O(3)], tasks=[task("b1", S1, "batch", "cpus:0.5;mem:128")],
+    log.add(26.5, ev.OffersAccepted(framework_id=B, offer_ids=[O(3)],
+                                    tasks=[task("b1", S1, "batch", "cpus:0.5;mem:128")],
                                     refuse_seconds=5.0))
     log.add(27, ev.TaskKillRequested(framework_id=A, task_id="a1", grace_seconds=3.0),
             status(B, "b1", S1, "TASK_RUNNING", "u9", T0 + 27))
@@ -119,12 +120,13 @@ def scenario(tmp_path: Path) -> tuple[Path, dict[str, int]]:
     ix["o4"] = log.add(29, ev.OffersMade(offers=[offer(4, A, "web", S1, "cpus:1.5;mem:896")], trigger="periodic",
                                          seed=17))  # recorded without an explanation
     log.term = 2
-    ix["elected"] = log.add(30, ev.LeaderElected(leader_id="r2", http="h2", term=2))
+    ix["elected"] = log.add(30, ev.LeaderElected(leader_id="r2", http="h2:5050", term=2))
     log.add(31, ev.FrameworkSubscribed(framework_id=A, info=ev.FrameworkInfo(name="alpha", user="u", roles=["web"]),
                                        resubscribe=True))
     log.add(31.5, ev.StatusAcknowledged(framework_id=A, task_id="a1", uuid="u3"))
     log.add(31.6, status(A, "a1", S0, "TASK_KILLED", "u4", T0 + 31.6))  # after completion: the fold ignores it
-    ix["o5"] = log.add(32, ev.OffersMade(offers=[offer(5, A, "web", S1, "cpus:1.5;mem:896")], trigger="framework_added", seed=21,
+    ix["o5"] = log.add(32, ev.OffersMade(offers=[offer(5, A, "web", S1, "cpus:1.5;mem:896")],
+                                         trigger="framework_added", seed=21,
                               decisions=[ev.AgentDecision(agent_id=S1, order=[ev.Candidate(A, "web", 0.0, 0, 0.0)])]))
     ix["resub"] = log.add(33, ev.FrameworkSubscribed(
         framework_id=A, info=ev.FrameworkInfo(name="alpha", user="u", roles=["web"]), resubscribe=True))
@@ -170,7 +172,8 @@ def test_the_hand_made_store_folds(store_path):
     state = replay_store(store_path)
     outstanding = {o["offer_id"] for o in q(store_path, "offers") if o["outcome"] == "outstanding"}
     assert set(state.offers) == outstanding == {O(6)}
-    audited = {(t["framework_id"], t["task_id"]): t["state"] for t in q(store_path, "tasks") if t["origin"] != "rejected"}
+    audited = {(t["framework_id"], t["task_id"]): t["state"]
+               for t in q(store_path, "tasks") if t["origin"] != "rejected"}
     folded = {(t.framework_id, t.task_id): t.state for t in state.completed_tasks + state.all_tasks()}
     assert audited == folded
 
@@ -203,14 +206,14 @@ def test_offer_outcomes(store_path, ix):
 
 def test_offer_dropped_when_an_agent_comes_back_with_other_resources(tmp_path):
     log = Log()
-    log.add(0, ev.LeaderElected(leader_id="r1", http="h1", term=1), ev.ClusterCreated(cluster_id=C))
+    log.add(0, ev.LeaderElected(leader_id="r1", http="h1:5050", term=1), ev.ClusterCreated(cluster_id=C))
     log.add(1, ev.AgentRegistered(agent_id=S0, hostname="a0", http="x:1", resources=res("cpus:2;mem:1024")))
     log.add(2, ev.FrameworkSubscribed(framework_id=A, info=ev.FrameworkInfo(name="alpha", user="u")))
     log.add(3, ev.OffersMade(offers=[offer(0, A, "*", S0, "cpus:2;mem:1024")], trigger="framework_added"))
     log.add(4, ev.AgentReregistered(agent_id=S0, hostname="a0", http="x:1", resources=res("cpus:2;mem:1024")))
     log.add(5, ev.OffersMade(offers=[offer(1, A, "*", S0, "cpus:2;mem:1024")], trigger="agent_added"))
     log.add(6, ev.AgentReregistered(agent_id=S0, hostname="a0", http="x:1", resources=res("cpus:4;mem:1024")))
-    log.add(7, ev.LeaderElected(leader_id="r2", http="h2", term=2))
+    log.add(7, ev.LeaderElected(leader_id="r2", http="h2:5050", term=2))
     path = log.write(tmp_path / "s.sqlite")
     fw = q(path, "frameworks")[0]
     assert (fw["status"], [x["event"] for x in fw["timeline"]]) == ("disconnected", ["subscribed", "disconnected"])
@@ -264,9 +267,11 @@ def test_allocation_explanations(store_path, ix):
     assert s0["agent_id"] == S0 and s0["stage"] == 2
     assert s0["offers"] == [{"offer_id": O(0), "framework_id": A, "role": "web", "resources": "cpus:2;mem:1024"}]
     assert [(c["framework_id"], c["role"], c["share"], c["allocations"], c["outcome"], c["offer_id"])
-            for c in s0["candidates"]] == [(A, "web", 0.0, 0, "offered", O(0)), (B, "batch", 0.0, 0, "next in line", None)]
-    assert [(c["framework_id"], c["share"], c["allocations"], c["role_share"], c["outcome"]) for c in s1["candidates"]] \
-        == [(A, 0.5, 1, 0.5, "skipped: declined (filter active)"), (B, 0.0, 0, 0.0, "offered")]
+            for c in s0["candidates"]] == [(A, "web", 0.0, 0, "offered", O(0)),
+                                           (B, "batch", 0.0, 0, "next in line", None)]
+    assert [(c["framework_id"], c["share"], c["allocations"], c["role_share"], c["outcome"])
+            for c in s1["candidates"]] == [(A, 0.5, 1, 0.5, "skipped: declined (filter active)"),
+                                           (B, 0.0, 0, 0.0, "offered")]
     assert s1["skipped"] == [{"framework_id": A, "reason": "declined (filter active)"}]
     assert allocs[1]["candidates"] == [S0] and allocs[1]["trigger"] == "periodic"
     unexplained = allocs[3]  # an OFFERS_MADE without decisions still says who got what
@@ -279,6 +284,10 @@ def test_allocation_with_two_roles_of_one_framework(tmp_path):
     """A framework skipped in one role and offered in another: each entry gets its own fate."""
     log = Log()
     log.add(0, ev.ClusterCreated(cluster_id=C))
+    # The audit runs the fold, so the log must be one the fold takes: the agents and frameworks first.
+    log.add(0, *[ev.AgentRegistered(agent_id=a, hostname=a, http="x:1", resources=res("cpus:1")) for a in (S0, S1)],
+            *[ev.FrameworkSubscribed(framework_id=f, info=ev.FrameworkInfo(name=f, user="u", roles=["r1", "r2"]))
+              for f in (A, B)])
     log.add(1, ev.OffersMade(
         offers=[offer(0, A, "r2", S0, "cpus:1"), offer(1, A, "r2", S1, "cpus:1")], trigger="periodic",
         decisions=[ev.AgentDecision(agent_id=S0, order=[ev.Candidate(A, "r1", 0.1, 1, 0.1),
@@ -572,3 +581,43 @@ async def test_audit_of_a_real_run(tmp_path):
     cmd = subprocess.run([sys.executable, "-m", "drover.cli", "audit", "frameworks", "--store", str(stores["m3"]),
                           "--framework", fid], capture_output=True, text=True, cwd=REPO)
     assert cmd.returncode == 0 and "pymesos-echo" in cmd.stdout, cmd.stderr
+
+
+# ---- a store that cannot be audited --------------------------------------------------------------
+
+
+def _undecodable_store(tmp_path: Path) -> Path:
+    log = Log()
+    log.add(0, ev.ClusterCreated(cluster_id=C), ev.LeaderElected(leader_id="r1", http="h1:5050", term=1))
+    path = log.write(tmp_path / "s.sqlite")
+    store = EventStore(path)
+    store.db.execute("INSERT INTO events(idx, term, ts, type, payload) VALUES (3, 1, ?, 'OFFERS_MADE', ?)",
+                     (T0 + 1, b'{"type": "OFFERS_MADE", "offers": 7}'))
+    store.db.commit()
+    store.close()
+    return path
+
+
+def test_a_store_that_cannot_be_audited(tmp_path, capsys, monkeypatch):
+    """A payload that does not decode, or a fold that fails (the audit runs the master's fold, which is total:
+    forced here), is one line naming the index, as in replay."""
+    assert cli.main(["audit", "offers", "--store", str(_undecodable_store(tmp_path))]) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 1 and "--store: index 3: payload does not decode" in err[0], err
+
+    def failing(state, env):
+        raise RuntimeError("applier broke")
+
+    monkeypatch.setattr(audit, "apply", failing)
+    assert cli.main(["audit", "tasks", "--store", str(scenario(tmp_path)[0])]) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 1 and "--store: index 1: folding LEADER_ELECTED failed: RuntimeError: applier broke" in err[0]
+
+
+async def test_http_of_a_store_that_cannot_be_audited(tmp_path):
+    client = await _client(_undecodable_store(tmp_path))
+    try:
+        r = await client.get("/api/drover/audit/tasks")
+        assert r.status == 500 and "cannot be audited: index 3: payload does not decode" in await r.text()
+    finally:
+        await client.close()

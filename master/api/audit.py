@@ -18,6 +18,7 @@ from aiohttp import web
 from eventstore.events import UnknownEvent
 from eventstore.store import StoreCorrupt
 from replay import audit
+from replay.fold import ReplayError
 
 PREFIX = "/api/drover/audit"
 PARAMS = ("framework", "role", "agent", "since", "until", "format")
@@ -58,7 +59,7 @@ def add_audit_routes(app: web.Application, store_path: str | Path) -> None:
             return web.Response(status=503, text=f"this replica has no event store at {store_path}\n")
         except sqlite3.Error as e:
             return web.Response(status=503, text=f"this replica's event store cannot be read: {e}\n")
-        except (StoreCorrupt, UnknownEvent) as e:
+        except (StoreCorrupt, UnknownEvent, ReplayError) as e:  # a gap, an undecodable payload, a fold error
             return web.Response(status=500, text=f"this replica's event store cannot be audited: {e}\n")
         body = audit.render(kind, records, fmt, cluster)
         return web.Response(text=body, content_type=CONTENT_TYPES[fmt], charset="utf-8")
