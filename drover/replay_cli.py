@@ -16,6 +16,7 @@ import argparse
 import contextlib
 import datetime as dt
 import os
+import re
 import sys
 from pathlib import Path
 
@@ -32,7 +33,7 @@ def _one_line_errors(parser: argparse.ArgumentParser, prog: str) -> None:
     """argparse errors as one line (no usage block) and exit status 2, like every drover usage error."""
 
     def error(message: str):
-        print(f"{prog}: error: {message}", file=sys.stderr)
+        print(_printable(f"{prog}: error: {message}"), file=sys.stderr)
         sys.exit(2)
 
     parser.error = error  # type: ignore[method-assign]
@@ -99,7 +100,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         return handlers[args.replay_cmd](args)
     except _Finding as e:
-        print(f"drover replay {args.replay_cmd}: error: {e}", file=sys.stderr)
+        print(_printable(f"drover replay {args.replay_cmd}: error: {e}"), file=sys.stderr)
         return 1
     except BrokenPipeError:  # `... | head`: stop quietly
         devnull = os.open(os.devnull, os.O_WRONLY)
@@ -148,10 +149,28 @@ def _fold_errors():
         raise _Finding(str(e)) from None
 
 
+# JSON escapes C0 controls itself; DEL, C1 (CSI) and the bidirectional controls it may carry raw, so they are
+# written as \u escapes (the same JSON value), never to the terminal.
+_JSON_RAW_CONTROLS = re.compile(r"[\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+
+
 def _print_json(obj) -> None:
-    sys.stdout.write(msgspec.json.format(msgspec.json.encode(obj), indent=2).decode())
+    text = msgspec.json.format(msgspec.json.encode(obj), indent=2).decode()
+    sys.stdout.write(_JSON_RAW_CONTROLS.sub(lambda m: f"\\u{ord(m.group()):04x}", text))
     sys.stdout.write("\n")
     sys.stdout.flush()
+
+
+def _printable(text: str) -> str:
+    from replay.state_view import printable_lines
+
+    return printable_lines(text)
+
+
+def _print_text(text: str) -> None:
+    """Text output: names, messages and payloads come from frameworks and agents, so control characters are
+    shown escaped (replay.state_view.printable), never written to the terminal."""
+    print(_printable(text))
 
 
 # ---- commands ---------------------------------------------------------------------------------------------
@@ -183,7 +202,7 @@ def _state(args) -> int:
             out["last_index"] = last
             _print_json(out)
         else:
-            print(summary(state, source=str(store.path), last_index=last, limit=args.limit or None))
+            _print_text(summary(state, source=str(store.path), last_index=last, limit=args.limit or None))
         return 0
     finally:
         store.close()
@@ -211,8 +230,8 @@ def _diff(args) -> int:
         else:
             la = f"A {store_a.path}" if not same else "A"
             lb = f"B {store_b.path}" if not same else "B"
-            print(render(d, label_a=la, label_b=lb, cluster_id=states[0].cluster_id or states[1].cluster_id,
-                         limit=args.limit or None))
+            _print_text(render(d, label_a=la, label_b=lb, cluster_id=states[0].cluster_id or states[1].cluster_id,
+                               limit=args.limit or None))
         return 0
     finally:
         store_a.close()
@@ -231,7 +250,7 @@ def _bisect(args) -> int:
         if args.json:
             _print_json(res.to_json())
         else:
-            print(render(res))
+            _print_text(render(res))
         return 0 if res.identical else 1
     finally:
         a.close()
@@ -258,5 +277,5 @@ def _verify(args) -> int:
     if args.json:
         _print_json(res.to_json())
     else:
-        print(render(res))
+        _print_text(render(res))
     return 0 if res.ok else 1

@@ -27,9 +27,9 @@ from __future__ import annotations
 import contextlib
 import csv
 import gc
-import io
 import json
 import math
+import re
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -42,6 +42,7 @@ from eventstore.resources import Resources
 from eventstore.store import EventStore, StoreCorrupt
 from master.state import TERMINAL_STATES, Framework, Offer, State, Task, apply, tasks_on_agent
 from replay.fold import FoldError, decode_payload
+from replay.state_view import printable
 
 QUERIES = ("offers", "allocations", "tasks", "frameworks")
 _event_dec = msgspec.json.Decoder(ev.Event)
@@ -905,9 +906,30 @@ def _cell(v, table: bool, prefix: str | None) -> str:
             return f"{v:.4f}".rstrip("0").rstrip(".") or "0"
         return repr(v)
     s = str(v)
-    if table and prefix:
-        s = s.replace(prefix, "")
+    if table:
+        if prefix:
+            s = s.replace(prefix, "")
+        return printable(s)  # names and messages come from frameworks and agents: no escape sequences
+    return _csv_safe(s)
+
+
+# A spreadsheet opening the CSV runs a cell that starts like a formula (OWASP, "CSV Injection"): such a cell gets
+# a leading apostrophe, which shows it as text. A plain number (`-1.5`, a negative latency) stays a number.
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+_NUMBER = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
+
+
+def _csv_safe(s: str) -> str:
+    if s.startswith(_FORMULA_START) and not _NUMBER.fullmatch(s):
+        return "'" + s
     return s
+
+
+class _CsvLines(list):
+    """A file for csv.writer, which writes a row at a time: each row ending in \n rather than \r\n."""
+
+    def write(self, row: str) -> None:
+        self.append(row[:-2] + "\n")
 
 
 def render(kind: str, records: list[dict], fmt: str, cluster: str | None = None) -> str:
@@ -921,18 +943,19 @@ def render(kind: str, records: list[dict], fmt: str, cluster: str | None = None)
     cols = _columns(kind, for_csv)
     rows = _rows(kind, records, for_csv)
     if for_csv:
-        buf = io.StringIO()
-        w = csv.writer(buf, lineterminator="\n")
+        out = _CsvLines()
+        w = csv.writer(out, lineterminator="\r\n")  # so that a CR in a cell gets it quoted too; rows end in \n
         w.writerow([c for c, _ in cols])
         for r in rows:
             w.writerow([_cell(r.get(c), False, None) for c, _ in cols])
-        return buf.getvalue()
+        return "".join(out)
     prefix = f"{cluster}-" if cluster else None
     table = [[h for _, h in cols]] + [[_cell(r.get(c), True, prefix) for c, _ in cols] for r in rows]
     widths = [max(len(line[i]) for line in table) for i in range(len(cols))]
     lines = []
     if cluster:
-        lines.append(f"# cluster {cluster} (ids shown without the '{prefix}' prefix); {len(records)} {kind}")
+        lines.append(printable(f"# cluster {cluster} (ids shown without the '{prefix}' prefix); "
+                               f"{len(records)} {kind}"))
     else:
         lines.append(f"# {len(records)} {kind}")
     for line in table:

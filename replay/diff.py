@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from master.state import State, Task, state_hash
 from replay.state_view import (Ids, all_tasks_with_completed, allocation_by_role, fmt_num, fmt_quantities,
-                               fmt_res, fmt_time, to_plain, usage_by_agent)
+                               fmt_res, fmt_time, printable, to_plain, usage_by_agent)
 
 SECTIONS = ("frameworks", "agents", "tasks", "offers", "allocations", "filters", "weights", "quotas", "other")
 # State fields covered by a section of their own (the rest go to "other"; index and ts are the header).
@@ -171,7 +171,7 @@ def render(d: dict, *, label_a: str = "A", label_b: str = "B", cluster_id: str |
         out.append(ids.note())
     if d["identical"]:
         out.append(f"no differences: both states have hash {a['state_hash']}")
-        return "\n".join(out)
+        return "\n".join(printable(line) for line in out)
     out.append(f"state hash {a['state_hash'][:16]}...  ->  {b['state_hash'][:16]}...")
 
     def changes(ch: dict) -> str:
@@ -281,7 +281,7 @@ def render(d: dict, *, label_a: str = "A", label_b: str = "B", cluster_id: str |
     left = d.get("_left_out", 0)
     if left:
         out.append(f"({left} more lines left out: --limit to see more, --json for everything)")
-    return "\n".join(out)
+    return "\n".join(printable(line) for line in out)  # names and messages come from frameworks and agents
 
 
 def _capped(d: dict, limit: int | None) -> dict:

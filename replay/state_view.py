@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import re
 from collections import Counter, defaultdict
 
 import msgspec
@@ -13,7 +14,28 @@ from master.state import State, Task, state_hash
 DEFAULT_LIMIT = 50  # lines per list in the text summary
 
 
-# ---- small formatting helpers (shared with diff/verify/bisect) ---------------------------------------
+# ---- small formatting helpers (shared with diff/verify/bisect and the audit) ---------------------------
+
+# What must not reach a terminal as is: the C0 and C1 control characters and DEL (ANSI escape sequences start
+# with ESC or CSI; CR and BS overwrite what was shown) and the bidirectional-text controls (they reorder it).
+_UNPRINTABLE = re.compile(r"[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+_NAMED_ESCAPES = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
+def _escape(m: re.Match[str]) -> str:
+    c = m.group()
+    return _NAMED_ESCAPES.get(c) or (f"\\x{ord(c):02x}" if ord(c) < 0x100 else f"\\u{ord(c):04x}")
+
+
+def printable(text: str) -> str:
+    """`text` for one cell or line of a table or console output: control characters (newlines too) shown as
+    escapes (`\\x1b`, `\\n`, `\\u202e`) rather than written to the terminal. Every text printer uses it."""
+    return _UNPRINTABLE.sub(_escape, text) if _UNPRINTABLE.search(text) else text
+
+
+def printable_lines(text: str) -> str:
+    """A multi-line text with each line made `printable` (the line breaks stay)."""
+    return "\n".join(printable(line) for line in text.split("\n"))
 
 
 def fmt_time(ts: float | None) -> str:
@@ -235,4 +257,4 @@ def summary(state: State, *, source: str | None = None, last_index: int | None =
     out.append(f"quotas: {len(state.quotas) or 'none'}")
     for role, q in sorted(state.quotas.items()):
         out.append(f"  {role}  guarantees {fmt_quantities(q.guarantees)}  limits {fmt_quantities(q.limits)}")
-    return "\n".join(out)
+    return "\n".join(printable(line) for line in out)  # names and messages come from frameworks and agents
