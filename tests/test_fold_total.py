@@ -115,3 +115,21 @@ def test_whatever_the_gate_admits_folds(events: list[tuple[ev.Event, float]]) ->
     assert state_hash(live) == state_hash(replayed)
     again = decode_snapshot(encode_snapshot(live))
     assert state_hash(again) == state_hash(live)
+
+
+def test_an_agent_holding_more_than_it_has_snapshots_exactly() -> None:
+    """An agent that comes back with fewer resources than its tasks hold (or an offer beyond what it has): the
+    allocator's `available` must come back to total - allocated, as a snapshot rebuilds it (found by the test
+    above: it used to clip at zero on the way down and overshoot on the way back)."""
+    cpus = Resource("cpus", "SCALAR", scalar=1.0)
+    events = [
+        ev.FrameworkSubscribed(framework_id="f", info=ev.FrameworkInfo(name="fw", user="u")),
+        ev.AgentRegistered(agent_id="a", hostname="h", http="h:1", resources=[]),
+        ev.OffersMade(offers=[ev.OfferRecord(offer_id="o", framework_id="f", agent_id="a", role="*",
+                                             resources=[cpus])], trigger="periodic"),
+        ev.LeaderElected(leader_id="m1", http="m1:5050", term=1),
+    ]
+    s = State()
+    for i, e in enumerate(events, 1):
+        apply(s, ev.Envelope(index=i, term=1, ts=1.0, event=e))
+    assert state_hash(decode_snapshot(encode_snapshot(s))) == state_hash(s)

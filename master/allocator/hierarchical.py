@@ -48,6 +48,17 @@ class Agent:
     allocated: dict[tuple[str, str], Resources] = field(default_factory=dict)  # (framework, role) -> resources
     active: bool = True
     has_reservations: bool = False
+    # More is allocated than the agent has (it re-registered with fewer resources while tasks held them):
+    # `available` is then recomputed as total - allocated instead of kept by subtracting and adding, which
+    # clips at zero and would not come back to the same value (nor to what a snapshot restores).
+    overcommitted: bool = False
+
+    def exact_available(self) -> Resources:
+        used = Resources()
+        for r in self.allocated.values():
+            used = used + r
+        self.overcommitted = not self.total.contains(used)
+        return self.total - used
 
 
 @dataclass
@@ -348,7 +359,10 @@ class HierarchicalAllocator:
         key = (framework_id, role)
         prev = agent.allocated.get(key)
         agent.allocated[key] = res if prev is None else prev + res
-        agent.available = agent.available - res
+        if not agent.overcommitted and agent.available.contains(res):
+            agent.available = agent.available - res
+        else:
+            agent.available = agent.exact_available()
         self._track(framework_id, role)
         self._count_alloc(framework_id, role, res, +1.0)
         self.role_sorter.allocated(role, res.quantities_view())
@@ -377,7 +391,7 @@ class HierarchicalAllocator:
             agent.allocated[key] = left
         else:
             del agent.allocated[key]
-        agent.available = agent.available + res
+        agent.available = agent.exact_available() if agent.overcommitted else agent.available + res
         self._untrack(framework_id, role, res)
 
     def _untrack(self, framework_id: str, role: str, res: Resources) -> None:
