@@ -618,6 +618,6 @@ async def test_http_of_a_store_that_cannot_be_audited(tmp_path):
     client = await _client(_undecodable_store(tmp_path))
     try:
         r = await client.get("/api/drover/audit/tasks")
-        assert r.status == 500 and "cannot be audited: index 3: payload does not decode" in await r.text()
+        assert r.status == 503 and "cannot be audited: index 3: payload does not decode" in await r.text()
     finally:
         await client.close()

@@ -60,7 +60,8 @@ def add_audit_routes(app: web.Application, store_path: str | Path) -> None:
         except sqlite3.Error as e:
             return web.Response(status=503, text=f"this replica's event store cannot be read: {e}\n")
         except (StoreCorrupt, UnknownEvent, ReplayError) as e:  # a gap, an undecodable payload, a fold error
-            return web.Response(status=500, text=f"this replica's event store cannot be audited: {e}\n")
+            # The replica cannot serve this query (its store is damaged): another replica may; never a 500.
+            return web.Response(status=503, text=f"this replica's event store cannot be audited: {e}\n")
         body = audit.render(kind, records, fmt, cluster)
         return web.Response(text=body, content_type=CONTENT_TYPES[fmt], charset="utf-8")
 
