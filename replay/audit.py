@@ -24,9 +24,7 @@ be given without the cluster prefix (`0000`, `S1`, `O12`).
 
 from __future__ import annotations
 
-import contextlib
 import csv
-import gc
 import json
 import math
 import re
@@ -41,11 +39,10 @@ from eventstore import events as ev
 from eventstore.resources import Resources
 from eventstore.store import EventStore, StoreCorrupt
 from master.state import TERMINAL_STATES, Framework, Offer, State, Task, apply, tasks_on_agent
-from replay.fold import FoldError, decode_payload
+from replay.fold import FoldError, _no_gc, decode_payload
 from replay.state_view import printable
 
 QUERIES = ("offers", "allocations", "tasks", "frameworks")
-_event_dec = msgspec.json.Decoder(ev.Event)
 FORMATS = ("table", "json", "csv")
 
 # Record fields holding a leader timestamp (seconds) while computing; rendered as ISO 8601.
@@ -270,23 +267,10 @@ def _scan(envelopes: Iterable[ev.Envelope], kind: str = "allocations") -> tuple[
     return book, state
 
 
-@contextlib.contextmanager
-def _no_gc() -> Iterator[None]:
-    """Collection paused, as in replay (`replay.fold`): the fold and the book build a large graph of
-    long-lived objects with hardly any cycles, which every collection would only re-scan."""
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if enabled:
-            gc.enable()
-
-
 def _envelopes(store: EventStore, chunk: int = 4096) -> Iterator[ev.Envelope]:
     """The store's events in index order, a chunk of rows at a time from one cursor. A gap raises
     `StoreCorrupt`; a payload that does not decode, `replay.fold.PayloadError` (naming the index)."""
-    decode = _event_dec.decode
+    decode = ev.decode_event  # the master's own decoder, value rules included
     envelope = ev.Envelope
     expected = 1
     fetch = store.db.execute("SELECT idx, term, ts, payload FROM events ORDER BY idx").fetchmany
@@ -296,7 +280,7 @@ def _envelopes(store: EventStore, chunk: int = 4096) -> Iterator[ev.Envelope]:
                 raise StoreCorrupt(f"index {expected} is missing from {store.path} (next stored index is {idx})")
             try:
                 event = decode(payload)
-            except (msgspec.DecodeError, TypeError):
+            except (msgspec.DecodeError, TypeError, ev.InvalidEvent, ev.UnknownEvent):
                 decode_payload(idx, payload)  # raises PayloadError with the reason
                 raise  # pragma: no cover
             yield envelope(idx, term, ts, event)
