@@ -7,7 +7,7 @@
 Two 3-replica clusters run side by side on loopback, each replica its own process (this module's `_replica`
 entry point):
 
-* **drover**: each replica runs a real `master.server.MasterServer` -- the object `drover master` runs: our `RaftLog`
+* **drover**: each replica runs a real `master.replica.MasterServer` -- the object `drover master` runs: our `RaftLog`
   (pysyncobj), the applier task that writes every committed batch to the replica's `AsyncEventStore` (SQLite) and
   folds it, and the leadership machinery (LeaderElected barrier, allocator ticker). The only thing the benchmark adds
   is a tiny control endpoint. (Real `drover master` processes via `LocalCluster` cannot be driven: there is no
@@ -99,7 +99,7 @@ async def _drover_replica(args) -> None:
     from aiohttp import web
 
     from eventstore import events as ev
-    from master.server import MasterConfig, MasterServer, Peer
+    from master.replica import MasterConfig, MasterServer, Peer
 
     from eventstore.raftlog import RaftTuning
 

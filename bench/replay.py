@@ -5,7 +5,7 @@ of offer -> accept -> RUNNING -> ack -> FINISHED -> ack, with declines mixed in)
 SQLite store like a replica's. Then, in the same run:
   * raw rows: reading every row (SELECT ... ORDER BY idx), nothing else;
   * raw + decode: the same rows decoded into typed events (msgspec);
-  * replay: `replay.fold.state_at(store)` from 0 (decode + fold, the allocator kept in step),
+  * replay: `replay.reader.state_at(store)` from 0 (decode + fold, the allocator kept in step),
 and the final state hash of the replay is checked against the generating state.
 
     .venv/bin/python -m bench.replay [--events 1000000] [--quick]
@@ -25,7 +25,7 @@ from eventstore import events as ev
 from eventstore.resources import Resources
 from eventstore.store import EventStore
 from master.state import State, apply, state_hash
-from replay.fold import state_at
+from replay.reader import state_at
 
 AGENT = Resources.parse("cpus:16;mem:65536;disk:100000;ports:[31000-32000]")
 TASK = Resources.parse("cpus:0.5;mem:512")

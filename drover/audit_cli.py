@@ -38,7 +38,7 @@ def run(args: argparse.Namespace) -> int:
     from eventstore.events import UnknownEvent
     from eventstore.store import StoreCorrupt
     from replay import audit
-    from replay.fold import ReplayError
+    from replay.reader import ReplayError
 
     if not args.query:
         raise UsageError(f"name a query: {', '.join(audit.QUERIES)}")

@@ -123,7 +123,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _master(args) -> int:
     from master.allocator import AllocatorConfig
-    from master.server import MasterConfig, Peer
+    from master.replica import MasterConfig, Peer
     from master.http import run_master
 
     peers = []

@@ -112,7 +112,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _open(path: str):
-    from replay.fold import StoreError, open_store
+    from replay.reader import StoreError, open_store
 
     try:
         return open_store(path)
@@ -141,7 +141,7 @@ def parse_time(text: str) -> float:
 @contextlib.contextmanager
 def _fold_errors():
     """Problems found in the store while reading or folding it: one line, exit status 1."""
-    from replay.fold import ReplayError
+    from replay.reader import ReplayError
 
     try:
         yield
@@ -177,7 +177,7 @@ def _print_text(text: str) -> None:
 
 
 def _state(args) -> int:
-    from replay.fold import state_at
+    from replay.reader import state_at
     from replay.state_view import fmt_time, state_json, summary
 
     store = _open(args.store)
@@ -210,7 +210,7 @@ def _state(args) -> int:
 
 def _diff(args) -> int:
     from replay.diff import diff_states, render
-    from replay.fold import state_at
+    from replay.reader import state_at
 
     store_a = _open(args.store)
     same = args.store_b is None or Path(args.store_b).resolve() == Path(args.store).resolve()
@@ -258,7 +258,7 @@ def _bisect(args) -> int:
 
 
 def _verify(args) -> int:
-    from replay.fold import StoreError, open_store, resolve_store_path
+    from replay.reader import StoreError, open_store, resolve_store_path
     from replay.verify import Finding, VerifyResult, render, verify
 
     try:

@@ -21,7 +21,7 @@ from master.api.agent import AgentAPI
 from master.api.audit import add_audit_routes
 from master.api.events import EventsAPI
 from master.api.operator import OperatorAPI
-from master.server import MasterConfig, MasterServer
+from master.replica import MasterConfig, MasterServer
 from master.api.scheduler import SchedulerAPI
 from master.state import state_hash
 

@@ -39,7 +39,7 @@ from eventstore import events as ev
 from eventstore.resources import Resources
 from eventstore.store import EventStore, StoreCorrupt
 from master.state import TERMINAL_STATES, Framework, Offer, State, Task, apply, tasks_on_agent
-from replay.fold import FoldError, _no_gc, decode_payload
+from replay.reader import FoldError, _no_gc, decode_payload
 from replay.state_view import printable
 
 QUERIES = ("offers", "allocations", "tasks", "frameworks")
@@ -269,7 +269,7 @@ def _scan(envelopes: Iterable[ev.Envelope], kind: str = "allocations") -> tuple[
 
 def _envelopes(store: EventStore, chunk: int = 4096) -> Iterator[ev.Envelope]:
     """The store's events in index order, a chunk of rows at a time from one cursor. A gap raises
-    `StoreCorrupt`; a payload that does not decode, `replay.fold.PayloadError` (naming the index)."""
+    `StoreCorrupt`; a payload that does not decode, `replay.reader.PayloadError` (naming the index)."""
     decode = ev.decode_event  # the master's own decoder, value rules included
     envelope = ev.Envelope
     expected = 1
@@ -740,7 +740,7 @@ def query_envelopes(envelopes: Iterable[ev.Envelope], kind: str, filters: Filter
 
 def query(store: EventStore, kind: str, filters: Filters | None = None) -> list[dict]:
     """Run one audit query (`offers`, `allocations`, `tasks`, `frameworks`) over an open store.
-    A store the fold cannot fold raises `replay.fold.FoldError`, an undecodable payload `PayloadError`."""
+    A store the fold cannot fold raises `replay.reader.FoldError`, an undecodable payload `PayloadError`."""
     if kind not in QUERIES:
         raise AuditError("query", f"unknown query {kind!r} (expected one of {', '.join(QUERIES)})")
     return query_envelopes(_envelopes(store), kind, filters)

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 
 import msgspec
 
-from replay.fold import ReadOnlyStore, iter_rows
+from replay.reader import ReadOnlyStore, iter_rows
 from replay.state_view import fmt_time
 from replay.verify import json_differences
 

@@ -23,7 +23,7 @@ from eventstore import events as ev
 from master.allocation import redecide
 from master.state import State, apply, decode_snapshot, state_hash
 from replay.diff import diff_states
-from replay.fold import ReadOnlyStore, ReplayError, _no_gc, iter_envelopes
+from replay.reader import ReadOnlyStore, ReplayError, _no_gc, iter_envelopes
 from replay.state_view import Ids, fmt_res, fmt_time
 
 

@@ -7,20 +7,20 @@ replica no longer serves or leads, /health answers 503 with the reason and /drov
 
 from __future__ import annotations
 
-import master.server
+import master.replica
 from eventstore import events as ev
 from tests.test_http_fuzz import Replica, replica  # noqa: F401 (the fixture)
 
 
 async def test_a_failed_applier_stops_the_replica(replica: Replica, monkeypatch) -> None:  # noqa: F811
-    real_apply = master.server.apply
+    real_apply = master.replica.apply
 
     def failing(state, env):
         if isinstance(env.event, ev.WeightsUpdated):
             raise RuntimeError("simulated fold failure")
         return real_apply(state, env)
 
-    monkeypatch.setattr(master.server, "apply", failing)
+    monkeypatch.setattr(master.replica, "apply", failing)
     async with replica.http.get(replica.url("/health")) as r:
         assert r.status == 200
     body = b'{"type": "UPDATE_WEIGHTS", "update_weights": {"weight_infos": [{"role": "r", "weight": 2.0}]}}'

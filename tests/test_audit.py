@@ -24,7 +24,7 @@ from eventstore.store import EventStore
 from master.api.audit import add_audit_routes
 from replay import audit
 from replay.audit import Filters, iso
-from replay.fold import replay_store
+from replay.reader import replay_store
 
 C = "c0ffee"
 A, B = f"{C}-0000", f"{C}-0001"

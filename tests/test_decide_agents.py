@@ -283,7 +283,7 @@ class FakeCore:
     """What AgentAPI / OperatorAPI use of MasterServer: decide under a lock, commit = fold at once."""
 
     def __init__(self, log: Log, tmp: Path):
-        from master.server import MasterConfig
+        from master.replica import MasterConfig
         self.log = log
         self.config = MasterConfig(id="m1", http="127.0.0.1:1", raft="127.0.0.1:2", peers=[], data_dir=tmp,
                                    heartbeat_interval=0.2)

@@ -17,7 +17,7 @@ import pytest
 from eventstore import events as ev
 from master import operator_json
 from master.api.events import parse_query
-from master.server import MasterServer
+from master.replica import MasterServer
 from master.state import clone
 from tests.cluster import Cluster, run_framework, running_cluster
 from tests.test_fold import AGENT_RES, info, offer, res, with_fw_and_agent

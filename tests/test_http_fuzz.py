@@ -27,7 +27,7 @@ from drover.local import free_port
 from eventstore.raftlog import RaftTuning
 from eventstore.store import EventStore
 from master.http import build_app
-from master.server import MasterConfig, MasterServer
+from master.replica import MasterConfig, MasterServer
 from master.state import State, apply, state_hash
 
 HOSTILE: list[Any] = [

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from master.state import state_hash
-from replay.fold import replay_store
+from replay.reader import replay_store
 from tests.cluster import run_framework, start_framework
 
 pytestmark = pytest.mark.integration

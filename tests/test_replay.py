@@ -32,7 +32,7 @@ from master.allocator import AllocatorConfig
 from master.state import State, apply, encode_snapshot, state_hash
 from replay.bisect import bisect
 from replay.diff import diff_states
-from replay.fold import iter_envelopes, open_store, state_at
+from replay.reader import iter_envelopes, open_store, state_at
 from replay.verify import verify
 from tests.cluster import run_framework, running_cluster
 from tests.test_allocator import RecordingWorld, history

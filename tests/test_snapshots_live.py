@@ -8,7 +8,7 @@ import pytest
 
 from eventstore.store import EventStore
 from master.state import state_hash
-from replay.fold import state_at
+from replay.reader import state_at
 from tests.cluster import run_framework, running_cluster
 
 pytestmark = pytest.mark.integration

@@ -23,7 +23,7 @@ from pathlib import Path
 
 from eventstore import events as ev
 from master.state import TERMINAL_STATES, State, Task, apply
-from replay.fold import iter_envelopes, iter_rows, open_store
+from replay.reader import iter_envelopes, iter_rows, open_store
 
 # Terminal for the framework but not a fact about the task: a reconciliation answer for a task the master
 # does not know (e.g. a launch whose ACCEPT never committed).

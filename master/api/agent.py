@@ -23,7 +23,7 @@ from master import effects as fx
 from master.decide import Decision
 from master.decide.agents import (AgentCall, AgentSubscribe, AgentUpdate, decide_agent_subscribe, decide_agent_update,
                                   subscribe_problem)
-from master.server import MasterServer, NotLeader
+from master.replica import MasterServer, NotLeader
 from master.streams import RecordStream
 
 log = structlog.get_logger("drover.api.agent")

@@ -18,7 +18,7 @@ from aiohttp import web
 from eventstore.events import UnknownEvent
 from eventstore.store import StoreCorrupt
 from replay import audit
-from replay.fold import ReplayError
+from replay.reader import ReplayError
 
 PREFIX = "/api/drover/audit"
 PARAMS = ("framework", "role", "agent", "since", "until", "format")

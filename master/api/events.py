@@ -23,7 +23,7 @@ import structlog
 from aiohttp import web
 
 from eventstore import events as ev
-from master.server import MasterServer
+from master.replica import MasterServer
 from master.streams import LiveStream, StreamOver
 
 log = structlog.get_logger("drover.api.events")

@@ -21,7 +21,7 @@ from master.decide import Decision
 from master.decide.operator import (MAX_QUOTA_NAMES, QuotaConfig, UpdateQuota, UpdateWeights, WeightInfo,
                                     decide_update_quota, decide_update_weights)
 from master.limits import Limits
-from master.server import MasterServer, NotLeader
+from master.replica import MasterServer, NotLeader
 from master.state import clone
 from master.streams import LiveStream, StreamOver
 

@@ -24,7 +24,7 @@ from master import codec
 from master import effects as fx
 from master.decide import DecideConfig, Decision
 from master.decide import scheduler as sd
-from master.server import MasterServer, NotLeader
+from master.replica import MasterServer, NotLeader
 from master.streams import RecordStream
 
 log = structlog.get_logger("drover.api.scheduler")
