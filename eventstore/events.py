@@ -433,6 +433,14 @@ def encode_batch(b: Batch) -> bytes:
     return _msgpack_enc.encode(_RaftEntry(term=b.term, ts=b.ts, proposal=b.proposal, payloads=payloads))
 
 
+def batch_length(data: bytes) -> int:
+    """How many events a Raft entry holds, from its envelope alone (0 if even that does not decode)."""
+    try:
+        return len(_entry_dec.decode(data).payloads)
+    except (msgspec.ValidationError, msgspec.DecodeError):
+        return 0
+
+
 def decode_batch(data: bytes) -> Batch:
     """A Raft entry back into a batch, events decoded from the very bytes the store will keep.
     UnknownEvent / InvalidEvent if any part does not decode."""

@@ -58,11 +58,20 @@ class _Log(SyncObjConsumer):
         if it does not decode. This runs on every replica in log order, so a refusal is the same everywhere."""
         try:
             batch = ev.decode_batch(data)
-        except (ev.InvalidEvent, ev.UnknownEvent):
-            # Never proposed by a leader of this build (its events passed the commit gate), so only a newer or
-            # broken peer sends it: refusing it here keeps it out of every store and every fold. Raising would
-            # stop this thread and with it the replica.
+        except ev.InvalidEvent:
+            # Never proposed by a leader of this build (its events passed the commit gate), so only a broken peer
+            # sends it: every replica of this build refuses it alike, keeping it out of every store and fold.
+            # Raising would stop this thread and with it the replica.
             return 0
+        except ev.UnknownEvent as err:
+            # An event type of a newer build (a rolling upgrade): the others may fold it, so skipping it would
+            # number the log differently here. Fail-stop instead: count its events, and the applier stops with
+            # the reason on /health (docs/design.md, "Known limits").
+            first = self.last_index + 1
+            self.last_index += ev.batch_length(data)
+            if self.sink is not None:
+                self.sink(first, err)
+            return first
         # Fencing. A replica that lost leadership but has not noticed yet (paused, partitioned) may still decide
         # and propose, and pysyncobj forwards a follower's proposal to the current leader, so it would commit.
         # `batch.term` is the serving term its decider was elected in: once a newer leader's LEADER_ELECTED is

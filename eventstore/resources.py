@@ -322,6 +322,7 @@ def resources_problem(items: Iterable[Resource]) -> str | None:
     from eventstore.values import MAX_RANGE_VALUE, MAX_SCALAR, role_problem
 
     types: dict[str, str] = {}
+    items = list(items)
     for r in items:
         if not isinstance(r.name, str) or not r.name or len(r.name) > MAX_NAME_LENGTH:
             return f"Invalid resource name {str(r.name)[:64]!r}"
@@ -350,6 +351,15 @@ def resources_problem(items: Iterable[Resource]) -> str | None:
                 return f"Resource {r.name}: more than {MAX_SET_ITEMS} set items"
             if any(not isinstance(i, str) or len(i) > MAX_NAME_LENGTH for i in r.items):
                 return f"Resource {r.name}: invalid set item"
+    # The fold adds records of one name and role up: the sums must keep the bounds too (two records of 1e12 cpus
+    # are an agent of 2e12, which no offer of it could then carry).
+    for r in Resources(items):
+        if r.type == "SCALAR" and r.scalar > MAX_SCALAR:
+            return f"Resource {r.name}: the records add up to {r.scalar:g}, more than {MAX_SCALAR:g}"
+        if r.type == "RANGES" and len(r.ranges) > MAX_RANGES:
+            return f"Resource {r.name}: the records add up to more than {MAX_RANGES} ranges"
+        if r.type == "SET" and len(r.items) > MAX_SET_ITEMS:
+            return f"Resource {r.name}: the records add up to more than {MAX_SET_ITEMS} set items"
     return None
 
 

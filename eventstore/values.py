@@ -36,12 +36,16 @@ MAX_SECONDS = 100 * 365 * 86400.0
 # Timestamps: seconds since the epoch, up to the year ~5138.
 MAX_TIMESTAMP = 1e11
 MAX_WEIGHT = 1e9
+# A role's share is divided by its weight: a weight this small keeps every share the allocator records finite and
+# bounded (a weight of 1e-301 made each OFFERS_MADE's explanation overflow the event's bounds).
+MIN_WEIGHT = 1e-6
 
 _CONTROL_OR_SPACE = re.compile(r"[\x00-\x20\x7f-\x9f\s]")
 
-# msgspec's `pattern` uses re.search. Not `.`/`..`, no separators, no whitespace or control characters.
-ID_PATTERN = r"^(?!\.\.?$)[^/\\\x00-\x20\x7f-\x9f\s]+$"
-ROLE_PATTERN = r"^(\*|(?!-)[^/\x00-\x20\x7f\s]+(/(?!-)[^/\x00-\x20\x7f\s]+)*)$"
+# msgspec's `pattern` uses re.search; \Z, not $ (which also matches before a final newline).
+# Not `.`/`..`, no separators, no whitespace or control characters.
+ID_PATTERN = r"^(?!\.\.?\Z)[^/\\\x00-\x20\x7f-\x9f\s]+\Z"
+ROLE_PATTERN = r"^(\*|(?!-)[^/\x00-\x20\x7f\s]+(/(?!-)[^/\x00-\x20\x7f\s]+)*)\Z"
 
 Id = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_ID_LENGTH, pattern=ID_PATTERN)]
 Role = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_ROLE_LENGTH, pattern=ROLE_PATTERN)]
@@ -51,11 +55,11 @@ Seconds = Annotated[float, msgspec.Meta(ge=0.0, le=MAX_SECONDS)]
 Timestamp = Annotated[float, msgspec.Meta(ge=0.0, le=MAX_TIMESTAMP)]
 Scalar = Annotated[float, msgspec.Meta(ge=0.0, le=MAX_SCALAR)]
 RangeValue = Annotated[int, msgspec.Meta(ge=0, le=MAX_RANGE_VALUE)]
-Weight = Annotated[float, msgspec.Meta(gt=0.0, le=MAX_WEIGHT)]
+Weight = Annotated[float, msgspec.Meta(ge=MIN_WEIGHT, le=MAX_WEIGHT)]
 Count = Annotated[int, msgspec.Meta(ge=0, le=2**62)]
 # host:port, as agents and masters advertise themselves (a bracketed IPv6 host is allowed).
 Address = Annotated[str, msgspec.Meta(max_length=MAX_NAME_LENGTH,
-                                      pattern=r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_.-]+):[0-9]{1,5}$")]
+                                      pattern=r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_.-]+):[0-9]{1,5}\Z")]
 
 
 def id_problem(value: object, what: str = "ID") -> str | None:

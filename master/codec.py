@@ -726,7 +726,19 @@ def parse_refuse_seconds(filters: object) -> float | None:
     f = _obj(filters, "filters")
     if f.get("refuse_seconds") is None:
         return None
-    return _num(f["refuse_seconds"], "filters.refuse_seconds")
+    raw = f["refuse_seconds"]
+    if isinstance(raw, (int, float, str)) and not isinstance(raw, bool):
+        try:
+            v = float(raw)  # stout parses "Infinity"; pymesos sends json.dumps(float('inf')): a bare Infinity
+        except OverflowError:  # an integer beyond any float
+            v = math.inf
+        except ValueError:
+            v = 0.0  # not a number at all: _num below says so
+        if not math.isfinite(v):
+            # As Mesos: a filter that long is capped (effective_refuse_seconds caps it at 365 days); NaN or -inf
+            # is no duration, and the default filter applies. Never a 400: pymesos takes any non-2xx as fatal.
+            return 1e300 if v > 0 else None
+    return _num(raw, "filters.refuse_seconds")
 
 
 # ---- TaskInfo ----------------------------------------------------------------------------------------

@@ -161,6 +161,8 @@ class MasterServer:
         while True:
             first, batch = await self._queue.get()
             try:
+                if isinstance(batch, Exception):  # an entry this build cannot decode (raftlog._Log.append)
+                    raise batch
                 await self._apply_batch(first, batch)
             except Exception as e:
                 # Never for a committed event (the commit gate and a total fold see to that); if it happens anyway,
@@ -454,7 +456,12 @@ class MasterServer:
             now = self.now()
             offers = decide_offers(self.state, now, trigger, agents)
             if offers is not None:
-                await self.commit([offers], ts=now)
+                try:
+                    await self.commit([offers], ts=now)
+                except ev.InvalidEvent as e:
+                    # A bug, never an input: the deciders keep every value in bounds. Say so loudly; the run is
+                    # dropped (nothing committed) and the next one is taken afresh.
+                    log.error("the allocator decided an event the commit gate refuses", error=str(e))
 
     def _agent_last_seen(self, agent_id: str) -> float:
         return max(self.agent_seen.get(agent_id, 0.0), self.state.elected_at or 0.0)

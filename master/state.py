@@ -514,14 +514,14 @@ def _offers_accepted(s: State, e: ev.OffersAccepted, ts: float) -> None:
     for o in offers:
         del s.offers[o.offer_id]
     offered = Resources(r for o in offers for r in o.resources)
-    reserved, unreserved = Resources(e.reserved), Resources(e.unreserved)
-    consumed = reserved.as_unreserved() + unreserved
+    to_role, to_star = net_reservations(Resources(e.reserved), Resources(e.unreserved))
+    consumed = to_role.as_unreserved() + to_star
     if consumed and offered.contains(consumed):  # the decider only reserves what the offers hold
         # RESERVE / UNRESERVE: the offered resources change owner before the tasks take theirs.
-        converted = reserved + unreserved.as_unreserved()
+        converted = to_role + to_star.as_unreserved()
         agent = s.agents[agent_id]
         agent.resources = (agent.total() - consumed + converted).to_list()
-        agent.dynamic = (Resources(agent.dynamic) - unreserved + reserved).to_list()
+        agent.dynamic = (Resources(agent.dynamic) - to_star + to_role).to_list()
         allocator_of(s).convert(agent_id, e.framework_id, role, consumed, converted)
         offered = offered - consumed + converted
     fw_tasks = s.tasks.setdefault(e.framework_id, {})
@@ -541,6 +541,22 @@ def _offers_accepted(s: State, e: ev.OffersAccepted, ts: float) -> None:
         if e.refuse_seconds > 0:
             s.filters.append(Filter(framework_id=e.framework_id, role=role, agent_id=agent_id,
                                     resources=leftover.to_list(), expires_at=ts + e.refuse_seconds))
+
+
+def net_reservations(reserved: Resources, unreserved: Resources) -> tuple[Resources, Resources]:
+    """What one ACCEPT's RESERVEs and UNRESERVEs do together: (newly reserved, in their roles; released, in their
+    roles). One ACCEPT may reserve cpus(db):2 and then unreserve cpus(db):1 of it: only the net change moves,
+    whatever the order of its operations (the decider checked them in order)."""
+    to_role: list[Resource] = []
+    to_star: list[Resource] = []
+    for role in sorted({r.role for r in reserved} | {r.role for r in unreserved}):
+        r_in = Resources(r for r in reserved if r.role == role)
+        u_in = Resources(r for r in unreserved if r.role == role)
+        for r in r_in.as_unreserved() - u_in.as_unreserved():
+            to_role.append(msgspec.structs.replace(r, role=role))
+        for r in u_in.as_unreserved() - r_in.as_unreserved():
+            to_star.append(msgspec.structs.replace(r, role=role))
+    return Resources(to_role), Resources(to_star)
 
 
 def _weights_updated(s: State, e: ev.WeightsUpdated, ts: float) -> None:

@@ -71,8 +71,10 @@ def parse_time(text: str, param: str = "since") -> float:
     except ValueError:
         pass
     else:
-        if not math.isfinite(v):
-            raise AuditError(param, f"expected an ISO 8601 time or epoch seconds, got {text!r}")
+        # Within what a datetime can show (years 1..9999): beyond, rendering a time would fail.
+        if not math.isfinite(v) or not -62_135_596_800.0 <= v <= 253_402_300_799.0:
+            raise AuditError(param, f"expected an ISO 8601 time or epoch seconds (years 1 to 9999), "
+                                    f"got {printable(str(text))[:64]!r}")
         return v
     try:
         dt = datetime.fromisoformat(s)

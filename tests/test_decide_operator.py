@@ -61,6 +61,7 @@ BAD_WEIGHTS = [
     (weights(("a", float("nan"))), "must be a positive number"),
     (weights(("a", float("inf"))), "must be a positive number"),
     (weights(("a", 1e10)), "no larger than"),
+    (weights(("a", 1e-301)), "no smaller than"),  # shares divided by it would overflow every OFFERS_MADE
     (weights(("*", 2)), "role '*'"),
     (weights(("a b", 2)), "is invalid"),
     (weights(("", 2)), "Empty role"),

@@ -36,3 +36,29 @@ def test_every_replica_fences_alike():
         log = _Log()
         results.append([log.append(e, _doApply=True) for e in entries])
     assert results[0] == results[1] == results[2] == [1, 2, 3, -2, 4]
+
+
+def raw_entry(term: int, *payloads: bytes) -> bytes:
+    return ev._msgpack_enc.encode(ev._RaftEntry(term=term, ts=1.0, proposal="p", payloads=list(payloads)))
+
+
+def test_an_entry_breaking_a_value_rule_is_refused_alike_and_gets_no_index():
+    """Only a broken peer proposes it (a leader's events pass the commit gate): every replica refuses it."""
+    log, sunk = _Log(), []
+    log.sink = lambda first, b: sunk.append(first)
+    assert log.append(batch(1, elected(1)), _doApply=True) == 1
+    bad = b'{"type":"AGENT_DISCONNECTED","agent_id":".."}'
+    assert log.append(raw_entry(1, bad), _doApply=True) == 0
+    assert log.append(b"not msgpack", _doApply=True) == 0
+    assert log.last_index == 1 and sunk == [1]
+
+
+def test_an_entry_of_a_newer_build_stops_the_applier_but_keeps_the_numbering():
+    """An unknown event type (a newer build in a rolling upgrade): skipping it would number this replica's log
+    differently from the others', so its events are counted and the applier is handed the error (fail-stop)."""
+    log, sunk = _Log(), []
+    log.sink = lambda first, b: sunk.append((first, type(b).__name__))
+    assert log.append(batch(1, elected(1)), _doApply=True) == 1
+    newer = b'{"type":"SOMETHING_NEW","x":1}'
+    assert log.append(raw_entry(1, newer, newer), _doApply=True) == 2
+    assert log.last_index == 3 and sunk == [(1, "Batch"), (2, "UnknownEvent")]

@@ -285,7 +285,8 @@ async def test_operator_and_agent_api_fuzz(replica: Replica) -> None:
     check_store(replica)
 
 
-QUERY_VALUES = ["", "1", "0", "-1", "9" * 40, str(2**63), "1e9", "NaN", "true", "x" * 3000, "..", "%00", "%ff",
+QUERY_VALUES = ["", "1", "0", "-1", "9" * 40, "1e300", "-1e300", "2026-13-45", str(2**63), "1e9", "NaN", "true",
+                "x" * 3000, "..", "%00", "%ff",
                 "a,b", ",,,", "STATUS_UPDATED", "NOPE"]
 
 

@@ -259,3 +259,16 @@ def test_integer_scalar_encodes_like_float():
     """State hashes are over msgpack bytes: an int 4 and a float 4.0 must not encode differently."""
     a = Resources([Resource("cpus", "SCALAR", scalar=4)])
     assert msgspec.msgpack.encode(a.to_list()) == msgspec.msgpack.encode(R("cpus:4").to_list())
+
+
+def test_records_of_one_name_must_keep_the_bounds_when_added_up():
+    """The fold adds records of one name and role: two records of 1e12 cpus are an agent of 2e12, beyond what
+    any event may carry (its first offer would then be refused at the commit gate, stalling allocation)."""
+    from eventstore.resources import resources_problem
+
+    big = Resource("cpus", "SCALAR", scalar=1e12)
+    assert "add up to" in resources_problem([big, big])
+    assert resources_problem([big, Resource("cpus", "SCALAR", scalar=1e12, role="db")]) is None
+    items = tuple(f"i{n}" for n in range(1000))
+    assert "add up to" in resources_problem([Resource("s", "SET", items=items),
+                                             Resource("s", "SET", items=tuple(x + "x" for x in items))])

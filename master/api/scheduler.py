@@ -140,7 +140,8 @@ class SchedulerAPI:
         response = web.StreamResponse(status=200, headers={"Content-Type": JSON, "Mesos-Stream-Id": stream_id})
         response.enable_chunked_encoding()
         await response.prepare(request)
-        stream = RecordStream(request, response, core.config.heartbeat_interval, "framework")
+        stream = RecordStream(request, response, core.config.heartbeat_interval, "framework",
+                              max_queue=core.config.limits.stream_queue)
         stream.stream_id = stream_id
 
         def refuse(message: str) -> None:

@@ -18,7 +18,7 @@ from typing import Mapping
 
 from eventstore import events as ev
 from eventstore.resources import round3
-from eventstore.values import MAX_NAME_LENGTH, MAX_SCALAR, MAX_WEIGHT, role_problem
+from eventstore.values import MAX_NAME_LENGTH, MAX_SCALAR, MAX_WEIGHT, MIN_WEIGHT, role_problem
 from master.decide import DecideConfig, Decision
 from master.decide.gate import events_problem
 from master.state import State
@@ -71,9 +71,10 @@ def decide_update_weights(state: State, call: UpdateWeights, now: float, config:
             return Decision.refuse(400, "Updating the weight of role '*' is not allowed")
         weight = w.weight
         if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not math.isfinite(weight) \
-                or not 0 < weight <= MAX_WEIGHT:
-            return Decision.refuse(400, f"Weight of role '{w.role}' must be a positive number no larger than "
-                                        f"{MAX_WEIGHT:g}, got {weight}")
+                or not MIN_WEIGHT <= weight <= MAX_WEIGHT:
+            return Decision.refuse(400, f"Weight of role '{w.role}' must be a positive number no smaller than "
+                                        f"{MIN_WEIGHT:g} "
+                                        f"and no larger than {MAX_WEIGHT:g}, got {weight}")
         weights[w.role] = float(weight)  # a role named twice: the last one counts
     event = ev.WeightsUpdated(weights=dict(sorted(weights.items())))
     if (why := events_problem([event])):
