@@ -35,7 +35,7 @@ from drover.recordio import RecordIODecoder
 from agent.containerizer import ContainerLaunchError, ContainerSpec, PodmanContainerizer
 from eventstore import events as ev
 from eventstore.resources import Resources
-from eventstore.values import is_valid_id
+from eventstore.values import MAX_TEXT_LENGTH, is_valid_id
 from eventstore.vocab import TERMINAL_STATES, Reason, Source, TaskState
 
 log = structlog.get_logger("drover.agent")
@@ -441,7 +441,10 @@ class Agent:
                     container_id: str | None) -> ev.TaskStatus:
         return ev.TaskStatus(state=str(state), source=str(source), timestamp=time.time(),
                              uuid=base64.b64encode(uuid.uuid4().bytes).decode(),
-                             reason=None if reason is None else str(reason), message=message,
+                             reason=None if reason is None else str(reason),
+                             # within the master's bound (a podman error can be long): an update the master
+                             # refused would be retried for ever, holding up the task's later updates
+                             message=None if message is None else message[:MAX_TEXT_LENGTH - 1024],
                              container_id=container_id)
 
     def _status(self, rec: TaskRecord, state: str, *, source: str = Source.AGENT, reason: str | None = None,
