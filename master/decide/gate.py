@@ -18,7 +18,7 @@ from eventstore import events as ev
 def event_problem(event: ev.Event) -> str | None:
     """Why `event` cannot be committed, or None if the gate takes it."""
     try:
-        ev.decode_event(ev.encode_event(event))
+        ev.encode_event(event)  # the gate itself: encodes, and decodes back with every rule
     except (ValueError, msgspec.MsgspecError, ev.UnknownEvent) as e:  # InvalidEvent is a ValueError
         return str(e)
     return None
