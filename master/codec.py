@@ -328,11 +328,6 @@ def parse_scheduler_call(call: dict) -> "sd.SchedulerCall":
     return built
 
 
-def validate_call(call: dict) -> None:
-    """`parse_scheduler_call`, for callers that only want its errors."""
-    parse_scheduler_call(call)
-
-
 def parse_subscribe(call: dict) -> "sd.Subscribe":
     """A SUBSCRIBE call: structure and `scheduler::call::validate` (CallError: a 400 before any stream), then
     what Mesos's `framework::validate` refuses, kept in `invalid` (the decider answers it with an ERROR event)."""

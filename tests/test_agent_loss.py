@@ -3,9 +3,7 @@ the leader's ping bookkeeping; and one real cluster whose agent is frozen (SIGST
 
 from __future__ import annotations
 
-import asyncio
 import signal
-import types
 
 import aiohttp
 import msgspec
@@ -14,7 +12,9 @@ import pytest
 from eventstore import events as ev
 from master import effects as fx
 from master.allocation import allocator_of, decide_offers
-from master.api.scheduler import SchedulerAPI
+from master import codec
+from master.decide import DecideConfig
+from master.decide import scheduler as sd
 from master.state import State, apply, decode_snapshot, encode_snapshot, state_hash
 from tests.test_fold import AGENT_RES, Log, base, info, offer, res, status, task
 
@@ -214,19 +214,12 @@ def test_status_update_on_unreachable_task_keeps_accounting_straight():
 # ---- reconciliation ----------------------------------------------------------------------------------
 
 
-class FakeStream:
-    def __init__(self):
-        self.sent: list[dict] = []
-
-    def send(self, obj: dict) -> None:
-        self.sent.append(obj)
-
-
 def reconcile(state: State, fid: str, entries: list[dict]) -> list[dict]:
-    core = types.SimpleNamespace(state=state, now=lambda: 500.0)
-    stream = FakeStream()
-    asyncio.run(SchedulerAPI(core)._reconcile(fid, {"tasks": entries}, stream))
-    return [e["update"]["status"] for e in stream.sent]
+    """RECONCILE's answers, from the wire codec and the pure decider, as the handler sends them."""
+    call = codec.parse_scheduler_call({"type": "RECONCILE", "framework_id": {"value": fid},
+                                       "reconcile": {"tasks": entries}})
+    d = sd.decide_reconcile(state, call, 500.0, DecideConfig())
+    return [m.event["update"]["status"] for m in d.messages if isinstance(m, fx.ToFramework)]
 
 
 def test_reconcile_on_an_unreachable_agent():

@@ -22,7 +22,7 @@ from aiohttp import web
 from eventstore import events as ev
 from master import codec
 from master import effects as fx
-from master.decide import DecideConfig, Decision
+from master.decide import Decision
 from master.decide import scheduler as sd
 from master.replica import MasterServer, NotLeader
 from master.streams import RecordStream
@@ -183,16 +183,3 @@ class SchedulerAPI:
             del core.framework_streams[framework_id]
             await core.record_disconnect(framework_id=framework_id)
         return response
-
-    # ---- kept for tests that drive reconciliation through the handler's old entry point -----------------------
-    async def _reconcile(self, framework_id: str, sub: dict, stream: RecordStream) -> web.Response:
-        """RECONCILE's answers for `sub` (a `reconcile` payload), sent to `stream`: the decider, without the
-        framework and stream checks of `handle` (tests/test_agent_loss.py calls this directly)."""
-        call = codec.parse_scheduler_call({"type": "RECONCILE", "framework_id": {"value": framework_id},
-                                           "reconcile": sub})
-        config = self.core.config.decide_config() if hasattr(self.core, "config") else DecideConfig()
-        d = sd.decide_reconcile(self.core.state, call, self.core.now(), config)
-        for m in d.messages:
-            if isinstance(m, fx.ToFramework):
-                stream.send(m.event)
-        return web.Response(status=202)
