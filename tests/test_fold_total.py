@@ -57,7 +57,7 @@ INFO = st.builds(ev.FrameworkInfo, name=st.just("fw"), user=st.just("u"), roles=
                                                  max_size=1))
 OFFER = st.builds(ev.OfferRecord, offer_id=IDS, framework_id=IDS, agent_id=IDS, role=ROLES, resources=RES)
 
-EVENT = st.one_of(
+EVENT_STRATEGIES = (
     st.builds(ev.ClusterCreated, cluster_id=st.just("c")),
     st.builds(ev.LeaderElected, leader_id=st.just("m1"), http=st.just("m1:5050"), term=st.integers(0, 5),
               config=st.sampled_from([{}, {"allocation_interval": 1.0}, {"role_sorter": "drf"}])),
@@ -87,12 +87,14 @@ EVENT = st.one_of(
     st.builds(ev.StatusAcknowledged, framework_id=IDS, task_id=IDS,
               uuid=st.sampled_from(["AAAAAAAAAAAAAAAAAAAAAA==", "u2"])),
 )
+EVENT = st.one_of(*EVENT_STRATEGIES)
 
 
 def test_the_strategy_draws_every_event_type() -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # .example() is meant for interactive use; here it only lists the types
-        drawn = {type(e) for e in (EVENT.example() for _ in range(400))}
+        # One example per branch: drawing from the union and hoping to meet every type is flaky.
+        drawn = {type(s.example()) for s in EVENT_STRATEGIES}
     assert drawn == set(ev.Event.__args__), set(ev.Event.__args__) - drawn
 
 
