@@ -12,17 +12,17 @@ entry point):
   folds it, and the leadership machinery (LeaderElected barrier, allocator ticker). The only thing the benchmark adds
   is a tiny control endpoint. (Real `drover master` processes via `LocalCluster` cannot be driven: there is no
   endpoint that proposes arbitrary events, and the scheduler API adds HTTP + validation per commit, which is not what
-  is measured here.) On the leader, each proposal goes exactly the way `MasterServer.commit` does it, under
-  `deciding()`: `Batch(...)` -> `await raft.propose(batch)` (timestamp "committed": Raft majority reached, entry
-  applied to pysyncobj's consumer here) -> `await wait_applied(last)` (timestamp "applied": written to SQLite on the
-  leader and folded).
+  is measured here.) On the leader, each proposal goes exactly the way `MasterServer.commit` does it: `stage(events)`
+  (folded at once, master/pipeline.py) -> the committer proposes the Raft entry (timestamp "committed": Raft majority
+  reached, entry applied to pysyncobj's consumer here) -> `await committed(staged)` (timestamp "applied": written
+  to SQLite on the leader).
 * **raw**: a `SyncObjConsumer` whose `@replicated append(data: bytes)` only counts, with the very same `SyncObjConf`
   (taken from a `RaftLog` built with the default `RaftTuning`: journal file, appendEntriesUseBatch=False, timeouts),
   fed the same bytes: one Raft entry holding the msgpack-encoded `Batch` of N events. Proposals are `append(data,
   sync=True)` from a plain thread.
 
-Proposals are sequential (one outstanding at a time) on the leader, as the master commits them (its decision lock
-serializes commits). events/s = events / wall time of the measured loop. Measurements alternate between the two
+Proposals are sequential (one outstanding at a time) on the leader: one decision per Raft entry, the master's
+worst case (concurrent decisions are grouped into one entry; bench.scale measures that). events/s = events / wall time of the measured loop. Measurements alternate between the two
 clusters in rounds so that drift on the machine hits both alike. Events are `StatusUpdated` records (~300 bytes of
 JSON each) for a task nobody knows, so the fold is a cheap no-op and the cost measured is the log + store path.
 
@@ -121,19 +121,25 @@ async def _drover_replica(args) -> None:
         events = make_events(n)
         committed, applied = [], []
         perf = time.perf_counter
+        raft_done: list[float] = []  # when the last proposal's Raft commit reached the loop
+        propose_entry = core.raft.propose_entry
+
+        def timed(data: bytes, term: int, timeout: float = 5.0):
+            fut = propose_entry(data, term, timeout)
+            fut.add_done_callback(lambda _: raft_done.append(perf()))
+            return fut
+
+        core.raft.propose_entry = timed
         try:
             start = perf()
             for i in range(warmup + count):
                 if i == warmup:
                     start = perf()
-                # exactly MasterServer.commit, split in two timestamps
-                async with core.deciding():
-                    batch = ev.Batch(term=core.raft.term, ts=core.now(), events=events, proposal=uuid.uuid4().hex)
-                    t0 = perf()
-                    first = await core.raft.propose(batch)
-                    t1 = perf()
-                    await core.wait_applied(first + n - 1)
-                    t2 = perf()
+                # exactly MasterServer.commit (stage, then wait), with the Raft commit timed on the way
+                t0 = perf()
+                await core.committed(core.stage(events))
+                t2 = perf()
+                t1 = raft_done[-1] if raft_done else t2
                 if i >= warmup:
                     committed.append(t1 - t0)
                     applied.append(t2 - t0)

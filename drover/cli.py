@@ -75,6 +75,8 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--agent-reregister-timeout", type=_positive, default=600.0,
                    help="after a leader change, time an agent not heard from since gets to re-register before it "
                         "is marked unreachable (s; Mesos: 10 min)")
+    m.add_argument("--pipeline-depth", type=int, default=2, metavar="N",
+                   help="Raft entries the leader keeps in flight; decisions staged meanwhile are committed as one")
     m.add_argument("--snapshot-every", type=int, default=10_000,
                    help="events between state snapshots in the store (replay starts from the nearest)")
     m.add_argument("--min-allocatable-resources", default="cpus:0.01|mem:32",
@@ -153,12 +155,14 @@ def _master(args) -> int:
         framework_failover_grace=args.framework_failover_grace, allocator=allocator,
         snapshot_every=args.snapshot_every,
         agent_ping_timeout=args.agent_ping_timeout, max_agent_ping_timeouts=args.max_agent_ping_timeouts,
-        agent_reregister_timeout=args.agent_reregister_timeout,
+        agent_reregister_timeout=args.agent_reregister_timeout, pipeline_depth=args.pipeline_depth,
     )
     if args.raft_fsync is not None:
         cfg.raft_tuning = dataclasses.replace(cfg.raft_tuning, fsync_journal=args.raft_fsync)
     if args.max_agent_ping_timeouts < 1:
         raise UsageError(f"--max-agent-ping-timeouts must be at least 1, got {args.max_agent_ping_timeouts}")
+    if not 1 <= args.pipeline_depth <= 64:
+        raise UsageError(f"--pipeline-depth must be in 1..64, got {args.pipeline_depth}")
     if args.snapshot_every < 1:
         raise UsageError(f"--snapshot-every must be at least 1, got {args.snapshot_every}")
     if args.raft_secret_file is not None and args.raft_insecure:

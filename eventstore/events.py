@@ -347,7 +347,12 @@ class Envelope(msgspec.Struct, omit_defaults=True):
 
 
 class Batch(msgspec.Struct):
-    """What one Raft entry carries: events decided together by one leader at one instant.
+    """What one Raft entry carries: the events of one or more decisions of one leader, in decision order.
+
+    A leader commits decisions in groups (master/pipeline.py): one Raft entry, one fsync for many decisions. Each
+    decision keeps its own time: `parts` lists (ts, number of events) per decision, in order; without it the
+    entry is one decision taken at `ts`. `epoch` is the log index of the LEADER_ELECTED that began the proposer's
+    serving period (0: a leadership barrier, proposed before it had one), for fencing (raftlog._Log).
 
     On the wire (`encode_batch`) the events travel as their JSON bytes (`payloads`), the same bytes the store
     keeps: `decode_batch` returns both, and replicas store the payloads they folded."""
@@ -357,6 +362,23 @@ class Batch(msgspec.Struct):
     events: list[Event]
     proposal: Name = ""  # the proposer's id for this batch (lets it find its own commit)
     payloads: list[bytes] = msgspec.field(default_factory=list)
+    parts: list[tuple[float, int]] | None = None
+    epoch: int = 0
+
+    def timestamps(self) -> list[float]:
+        """Each event's time: its decision's."""
+        if not self.parts:
+            return [self.ts] * len(self.events)
+        return [ts for ts, n in self.parts for _ in range(n)]
+
+    def envelopes(self, first: int) -> list[Envelope]:
+        return [Envelope(index=first + i, term=self.term, ts=ts, event=e)
+                for i, (e, ts) in enumerate(zip(self.events, self.timestamps(), strict=True))]
+
+
+class _Part(msgspec.Struct, array_like=True):
+    ts: Timestamp
+    count: Annotated[int, msgspec.Meta(ge=1, le=MAX_LIST)]
 
 
 class _RaftEntry(msgspec.Struct, array_like=True):
@@ -364,6 +386,8 @@ class _RaftEntry(msgspec.Struct, array_like=True):
     ts: Timestamp
     proposal: Name
     payloads: Annotated[list[bytes], msgspec.Meta(max_length=MAX_LIST)]
+    parts: Annotated[list[_Part], msgspec.Meta(max_length=MAX_LIST)] | None = None
+    epoch: Count = 0
 
 
 _json_enc = msgspec.json.Encoder()
@@ -429,8 +453,16 @@ def event_type(e: Event) -> str:
 
 def encode_batch(b: Batch) -> bytes:
     """A batch as one Raft entry: each event through the commit gate (InvalidEvent if one is refused)."""
-    payloads = [encode_event(e) for e in b.events]
-    return _msgpack_enc.encode(_RaftEntry(term=b.term, ts=b.ts, proposal=b.proposal, payloads=payloads))
+    payloads = b.payloads if len(b.payloads) == len(b.events) else [encode_event(e) for e in b.events]
+    return encode_entry(b.term, b.ts, b.proposal, payloads, b.parts, b.epoch)
+
+
+def encode_entry(term: int, ts: float, proposal: str, payloads: list[bytes],
+                 parts: list[tuple[float, int]] | None = None, epoch: int = 0) -> bytes:
+    """A Raft entry from payloads that already passed the commit gate (`encode_event`)."""
+    return _msgpack_enc.encode(_RaftEntry(term=term, ts=ts, proposal=proposal, payloads=payloads,
+                                          parts=None if parts is None else [_Part(t, n) for t, n in parts],
+                                          epoch=epoch))
 
 
 def batch_length(data: bytes) -> int:
@@ -449,7 +481,14 @@ def decode_batch(data: bytes) -> Batch:
         events = [decode_event(p) for p in entry.payloads]
     except (msgspec.ValidationError, msgspec.DecodeError) as err:
         raise InvalidEvent(f"undecodable batch: {err}") from None
-    return Batch(term=entry.term, ts=entry.ts, events=events, proposal=entry.proposal, payloads=entry.payloads)
+    parts = None
+    if entry.parts is not None:
+        parts = [(p.ts, p.count) for p in entry.parts]
+        if sum(n for _, n in parts) != len(events):
+            raise InvalidEvent(f"undecodable batch: its parts count {sum(n for _, n in parts)} events, "
+                               f"it holds {len(events)}")
+    return Batch(term=entry.term, ts=entry.ts, events=events, proposal=entry.proposal, payloads=entry.payloads,
+                 parts=parts, epoch=entry.epoch)
 
 
 def to_builtins(obj: object) -> object:

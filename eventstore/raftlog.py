@@ -51,6 +51,7 @@ class _Log(SyncObjConsumer):
         self.tail: collections.deque = collections.deque()
         self.tail_bytes = 0
         self.fence_term = 0  # the term of the newest LEADER_ELECTED in the log
+        self.fence_epoch = 0  # the log index of the newest LEADER_ELECTED
 
     @replicated
     def append(self, data: bytes) -> int:
@@ -77,11 +78,15 @@ class _Log(SyncObjConsumer):
         # `batch.term` is the serving term its decider was elected in: once a newer leader's LEADER_ELECTED is
         # in the log, older terms' batches are refused here, identically on every replica (this runs in log
         # order), so no store ever holds a decision taken on a deposed leader's stale state.
-        if batch.term < self.fence_term:
+        # The term alone does not fence a leader that stepped down and was elected again in the same term (a failed
+        # proposal ends its serving period; pipeline.py): its batches also carry their serving period's `epoch`, the
+        # index of its LEADER_ELECTED, and those of an earlier period are refused too.
+        if batch.term < self.fence_term or 0 < batch.epoch < self.fence_epoch:
             return -self.fence_term
-        for e in batch.events:
+        for i, e in enumerate(batch.events):
             if isinstance(e, ev.LeaderElected):
                 self.fence_term = max(self.fence_term, e.term)
+                self.fence_epoch = self.last_index + 1 + i
         first = self.last_index + 1
         self.last_index += len(batch.events)
         self.tail.append((first, data))
@@ -256,6 +261,11 @@ class _SteadySyncObj(SyncObj):
         # part of pysyncobj's dump.
         self._steady_ticked = False
         self._steady_next_keepalive = 0.0
+        # How late the tick thread runs (GIL starvation, disk stalls): the gaps between the starts of its ticks,
+        # beyond the longest wait a tick asks for (autoTickPeriod). Read by RaftLog.tick_lag.
+        self.tick_last = 0.0
+        self.tick_lag_max = 0.0  # the longest gap so far
+        self.tick_lag_over = 0  # gaps longer than half the minimum election timeout: spurious elections start here
         super().__init__(*args, **kwargs)
         # Name-mangled internals of pysyncobj 0.3.17; fail loudly if a new version renames them.
         for name in ("raftState", "raftElectionDeadline", "transport", "needLoadDumpFile", "lastResponseTime",
@@ -263,6 +273,14 @@ class _SteadySyncObj(SyncObj):
             assert hasattr(self, "_SyncObj__" + name), f"pysyncobj SyncObj layout changed: no {name}"
 
     def _onTick(self, timeToWait=0.0):
+        now = time.monotonic()
+        if self.tick_last:
+            gap = now - self.tick_last - self.conf.autoTickPeriod
+            if gap > self.tick_lag_max:
+                self.tick_lag_max = gap
+            if gap > self.conf.raftMinTimeout / 2:
+                self.tick_lag_over += 1
+        self.tick_last = now
         if self._steady_ticked:  # after the first tick: the transport is up and a dump, if any, is loaded
             if self._timer_due():
                 self._poller.poll(0)
@@ -486,6 +504,14 @@ class RaftLog:
     def last_index(self) -> int:
         return self._log.last_index
 
+    def tick_lag(self) -> dict:
+        """How late the Raft tick thread ran since it started: the longest gap (s) and how many gaps exceeded half
+        the minimum election timeout."""
+        sync = self._sync
+        if not isinstance(sync, _SteadySyncObj):
+            return {"max_s": 0.0, "over_half_election_timeout": 0}
+        return {"max_s": round(max(0.0, sync.tick_lag_max), 4), "over_half_election_timeout": sync.tick_lag_over}
+
     def tail(self) -> list[tuple[int, bytes]]:
         return list(self._log.tail)
 
@@ -495,27 +521,36 @@ class RaftLog:
     # -- proposing ---------------------------------------------------------------------------
     async def propose(self, batch: ev.Batch, timeout: float = 5.0) -> int:
         """Replicate a batch; returns the index of its first event once committed and applied here."""
+        return await self.propose_entry(ev.encode_batch(batch), batch.term, timeout)
+
+    def propose_entry(self, data: bytes, term: int, timeout: float = 5.0) -> asyncio.Future:
+        """Replicate an encoded Raft entry (`ev.encode_entry`) without waiting: a future of the index of its first
+        event once committed and applied here, or of ProposalFailed. Entries proposed one after another from the
+        loop thread reach the log in that order (pysyncobj's command queue is FIFO), or fail."""
         assert self._loop is not None and self._sync is not None
         fut: asyncio.Future = self._loop.create_future()
         loop = self._loop
+
+        def fail(why: str) -> None:
+            if not fut.done():
+                fut.set_exception(ProposalFailed(why))
 
         def done(result, error) -> None:
             def settle() -> None:
                 if fut.done():
                     return
                 if error == FAIL_REASON.SUCCESS and result == 0:
-                    fut.set_exception(ProposalFailed("refused: the batch does not decode on the replicas"))
+                    fail("refused: the batch does not decode on the replicas")
                 elif error == FAIL_REASON.SUCCESS and result < 0:
-                    fut.set_exception(ProposalFailed(f"refused: decided in serving term {batch.term}, but the "
-                                                     f"leader of term {-result} was elected since"))
+                    fail(f"refused: decided in serving term {term}, but the leader of term {-result} was elected "
+                         f"since")
                 elif error == FAIL_REASON.SUCCESS:
                     fut.set_result(result)
                 else:
-                    fut.set_exception(ProposalFailed(f"raft append failed: {_FAIL_NAMES.get(error, error)}"))
+                    fail(f"raft append failed: {_FAIL_NAMES.get(error, error)}")
             loop.call_soon_threadsafe(settle)
 
-        self._log.append(ev.encode_batch(batch), callback=done)
-        try:
-            return await asyncio.wait_for(fut, timeout)
-        except asyncio.TimeoutError:
-            raise ProposalFailed(f"raft append not committed within {timeout}s") from None
+        timer = loop.call_later(timeout, fail, f"raft append not committed within {timeout}s")
+        fut.add_done_callback(lambda _: timer.cancel())
+        self._log.append(data, callback=done)
+        return fut

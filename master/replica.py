@@ -1,11 +1,12 @@
 """A master replica's engine: the log, the store, the fold, and (when leading) decisions and effects.
 
 Every replica runs the applier: committed batches come off the Raft log, are
-written to SQLite, folded into `state`, and, on the leader only, turned into
-effects (messages to frameworks and agents). Decisions are taken by the leader
-under `deciding()`: read the state, choose events, commit them, and wait until
-they are folded, so the next decision sees them. Wall-clock time and new IDs
-are read here, at the edge, and written into the events.
+written to SQLite and folded into `state`. The leader takes decisions through
+its pipeline (master/pipeline.py): a decision is staged synchronously (folded
+into `state` at once, so the next decision sees it), committed in a group with
+others (one Raft entry, one fsync), and only then answered and turned into
+effects (messages to frameworks and agents). Wall-clock time and new IDs are
+read here, at the edge, and written into the events.
 """
 
 from __future__ import annotations
@@ -14,8 +15,11 @@ import asyncio
 import contextlib
 import time
 import uuid
+from collections import deque
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
+from typing import Callable, Iterable
 
 import structlog
 
@@ -28,6 +32,7 @@ from master.allocator import AllocatorConfig
 from master.decide import DecideConfig
 from master.decide.timers import TimersReply, decide_disconnect, decide_timers
 from master.limits import Limits
+from master.pipeline import Group, Staged, take_group
 from master.state import State, apply, decode_snapshot, encode_snapshot, state_hash
 
 log = structlog.get_logger("drover.master")
@@ -62,6 +67,8 @@ class MasterConfig:
     # this long to re-register (all agents reconnect at once after a failover) before it is marked unreachable.
     agent_reregister_timeout: float = 600.0
     limits: Limits = field(default_factory=Limits)
+    # Raft entries the leader has in flight at once (master/pipeline.py); decisions staged meanwhile are grouped.
+    pipeline_depth: int = 2
 
     @property
     def agent_unreachable_after(self) -> float:
@@ -79,6 +86,17 @@ class NotLeader(Exception):
     pass
 
 
+def _fail_with(follower: asyncio.Future, f: asyncio.Future) -> None:
+    """An empty decision chained to `f` fails with it (then it is never released)."""
+    if not follower.done() and not f.cancelled() and f.exception() is not None:
+        follower.set_exception(f.exception())
+
+
+def _retrieved(f: asyncio.Future) -> None:
+    if not f.cancelled():
+        f.exception()
+
+
 class MasterServer:
     def __init__(self, config: MasterConfig):
         self.config = config
@@ -89,10 +107,21 @@ class MasterServer:
         self.http_of_raft[config.raft] = config.http
         self._queue: asyncio.Queue = asyncio.Queue()
         self._applied = asyncio.Condition()
-        self._decide_lock = asyncio.Lock()
+        self._decide_lock = asyncio.Lock()  # leadership transitions only; decisions need no lock (pipeline.py)
         self.serving = False  # leader, and our LeaderElected is folded
         self.serving_term = 0
-        self._serving_over: asyncio.Event | None = None  # set when this serving period ends
+        self.serving_epoch = 0  # the log index of our LeaderElected while serving (fencing: raftlog._Log)
+        # The pipeline. On the leader `state` runs ahead of the log by what is staged or in flight; everywhere
+        # `committed_index` is the last committed event folded here (and stored).
+        self.committed_index = 0
+        self._staged: deque[Staged] = deque()
+        self._inflight: deque[Group] = deque()
+        self._staged_ready = asyncio.Event()
+        self._inflight_space = asyncio.Event()
+        self._rebuild_needed = False  # `state` holds events that may never be committed: rebuild it from the store
+        self._state_suspect = False  # ... or a fold failed half way: rebuild even at the committed index
+        # Counters for benchmarks and /drover/status: groups (Raft entries) committed, decisions and events in them.
+        self.pipeline_counts = {"entries": 0, "decisions": 0, "events": 0}
         self.framework_streams: dict = {}  # framework_id -> RecordStream
         self.agent_links: dict = {}  # agent_id -> RecordStream
         # Leader's memory, not history: when each agent was last heard from (any agent call: SUBSCRIBE, PING,
@@ -114,24 +143,9 @@ class MasterServer:
     # ---- lifecycle --------------------------------------------------------------------------
     async def start(self) -> None:
         await self.store.open()
-        # Rebuild state from our own history first (from the latest snapshot whose hash checks out);
-        # the Raft journal then only adds what is newer.
-        snap = await self.store.latest_snapshot()
-        if snap is not None:
-            idx, digest, data = snap
-            restored = decode_snapshot(data)
-            if restored.index == idx and state_hash(restored) == digest:
-                self.state = restored
-            else:
-                log.warning("ignoring a snapshot whose hash does not match", index=idx)
-        start = self.state.index + 1
-        while True:
-            envs = await self.store.read(start, 5000)
-            if not envs:
-                break
-            for env in envs:
-                apply(self.state, env)
-            start = envs[-1].index + 1
+        # Rebuild state from our own history first; the Raft journal then only adds what is newer.
+        self.state = await self._state_from_store()
+        self.committed_index = self.state.index
         self._last_snapshot = await self.store.last_snapshot_index()
         log.info("state recovered from store", index=self.state.index, replica=self.config.id)
         try:
@@ -143,6 +157,28 @@ class MasterServer:
             raise
         self._tasks.append(asyncio.create_task(self._applier(), name="applier"))
         self._tasks.append(asyncio.create_task(self._leadership_watch(), name="leadership"))
+
+    async def _state_from_store(self) -> State:
+        """The state the store's committed events make: from the latest snapshot whose hash checks out, then the
+        events after it."""
+        state = State()
+        snap = await self.store.latest_snapshot()
+        if snap is not None:
+            idx, digest, data = snap
+            restored = decode_snapshot(data)
+            if restored.index == idx and state_hash(restored) == digest:
+                state = restored
+            else:
+                log.warning("ignoring a snapshot whose hash does not match", index=idx)
+        start = state.index + 1
+        while True:
+            envs = await self.store.read(start, 5000)
+            if not envs:
+                break
+            for env in envs:
+                apply(state, env)
+            start = envs[-1].index + 1
+        return state
 
     async def stop(self) -> None:
         await self._step_down("shutdown")
@@ -161,6 +197,10 @@ class MasterServer:
         while True:
             first, batch = await self._queue.get()
             try:
+                if self._rebuild_needed and not self.serving:
+                    await self._rebuild_state()
+                if batch is None:  # only a wake-up (a step-down asks for the rebuild above)
+                    continue
                 if isinstance(batch, Exception):  # an entry this build cannot decode (raftlog._Log.append)
                     raise batch
                 await self._apply_batch(first, batch)
@@ -178,9 +218,17 @@ class MasterServer:
                 return
 
     async def _apply_batch(self, first: int, batch: ev.Batch) -> None:
+        if self._inflight and batch.proposal == self._inflight[0].proposal:
+            await self._apply_own(first, batch, self._inflight[0])
+            return
+        if self.state.index != self.committed_index:
+            # Our state holds staged events, but the log brought back something else: what is staged or in flight
+            # will not be committed as decided. Stop serving; the state is rebuilt from the store first.
+            await self._step_down(f"the log holds an entry at index {first} this leader did not propose")
+            await self._rebuild_state()
         if first > self.state.index + 1:
             await self._fill_gap(first)
-        envs = [ev.Envelope(index=first + i, term=batch.term, ts=batch.ts, event=e) for i, e in enumerate(batch.events)]
+        envs = batch.envelopes(first)
         skip = sum(1 for e in envs if e.index <= self.state.index)
         envs = envs[skip:]
         if not envs:
@@ -188,17 +236,66 @@ class MasterServer:
         # The bytes stored are the bytes folded: the Raft entry's own event payloads (one codec, no re-encoding).
         await self.store.append(envs, batch.payloads[skip:] if batch.payloads else None)
         for env in envs:
-            planned = fx.plan(self.state, env) if self.serving else []
             apply(self.state, env)
-            self._execute(planned)
-            self._after_fold(env)
+        self.committed_index = self.state.index
         self._notify_listeners(envs)  # right after the fold, no await in between: see _notify_listeners
-        if self.state.index >= self._last_snapshot + self.config.snapshot_every:
-            # Replay to any index starts from the nearest snapshot instead of from 0.
+        await self._after_commit()
+
+    async def _apply_own(self, first: int, batch: ev.Batch, group: Group) -> None:
+        """A group this leader proposed is committed: its events are already folded (staged); store them, then
+        let its decisions out, in log order. It stays in `_inflight` until stored, so a failure meanwhile fails its
+        callers too (_fail_pipeline)."""
+        if first != group.first or len(batch.events) != group.last - group.first + 1:
+            # Cannot happen while we serve (our entries reach the log in order, or the pipeline breaks); if it
+            # does, the state is not the log's.
+            raise RuntimeError(f"own entry committed at {first} (+{len(batch.events)}), staged at {group.first}")
+        await self.store.append(group.envs, group.payloads)
+        if self._inflight and self._inflight[0] is group:
+            self._inflight.popleft()
+            self._inflight_space.set()
+        self.committed_index = group.last
+        self._notify_listeners(group.envs)
+        counts = self.pipeline_counts
+        counts["entries"] += 1
+        counts["decisions"] += len(group.decisions)
+        counts["events"] += len(batch.events)
+        for d in group.decisions:
+            self._release(d)
+        await self._after_commit()
+
+    def _release(self, d: Staged) -> None:
+        """A staged decision is committed: its effects, its messages and callbacks (only while serving: a
+        stepped-down leader's streams are closed), then its waiter."""
+        if self.serving:
+            self._execute(d.effects)
+            self._execute(d.messages)
+            for fn in d.then:
+                try:
+                    fn()
+                except Exception:
+                    log.exception("a decision's follow-up failed", first=d.first)
+        if not d.done.done():
+            d.done.set_result(d.first)
+
+    async def _after_commit(self) -> None:
+        # Replay to any index starts from the nearest snapshot instead of from 0. Only of a state that is exactly
+        # the log's (on a busy leader, staged events run ahead: its snapshot waits for a quiet moment).
+        if self.committed_index >= self._last_snapshot + self.config.snapshot_every \
+                and self.state.index == self.committed_index:
             await self.store.write_snapshot(self.state.index, state_hash(self.state), encode_snapshot(self.state))
             self._last_snapshot = self.state.index
         async with self._applied:
             self._applied.notify_all()
+
+    async def _rebuild_state(self) -> None:
+        """Drop what was staged but not committed: the state again from the store (committed events only)."""
+        self._rebuild_needed = False
+        if self.state.index == self.committed_index and not self._state_suspect:
+            return
+        self._state_suspect = False
+        log.info("rebuilding the state from the store", staged_to=self.state.index, committed=self.committed_index)
+        self.state = await self._state_from_store()
+        self.committed_index = self.state.index
 
     def _notify_listeners(self, envs: list[ev.Envelope]) -> None:
         """Hand a folded batch to every live event listener, never blocking the applier.
@@ -231,8 +328,6 @@ class MasterServer:
 
     def _after_fold(self, env: ev.Envelope) -> None:
         e = env.event
-        if not self.serving:
-            return
         if isinstance(e, ev.FrameworkSubscribed):
             self.request_allocation("framework_added")
         elif isinstance(e, (ev.AgentRegistered, ev.AgentReregistered)):
@@ -246,10 +341,10 @@ class MasterServer:
         try:
             async with self._applied:
                 await asyncio.wait_for(
-                    self._applied.wait_for(lambda: self.state.index >= index or self.failed is not None), timeout)
+                    self._applied.wait_for(lambda: self.committed_index >= index or self.failed is not None), timeout)
         except asyncio.TimeoutError:
             raise NotLeader(f"index {index} was not applied here within {timeout} s") from None
-        if self.state.index < index:
+        if self.committed_index < index:
             raise NotLeader(f"this replica stopped applying the log: {self.failed}")
 
     # ---- effects ----------------------------------------------------------------------------------
@@ -275,51 +370,107 @@ class MasterServer:
         # Never behind the log: a new leader whose clock lags must not make time run backwards.
         return max(time.time(), self.state.ts)
 
-    @contextlib.asynccontextmanager
-    async def deciding(self):
-        async with self._decide_lock:
-            if not self.serving:
-                raise NotLeader()
-            yield
+    def stage(self, events: list[ev.Event], *, ts: float | None = None, messages: Iterable[fx.Effect] = (),
+              then: Callable[[], None] | None = None) -> Staged:
+        """Record a decision taken on `state` just now (no await since): its events are folded into `state` at
+        once and committed in a group with others; `messages` (the decider's) and `then` run once they are
+        committed, in log order, after the events' effects (more may be appended to the returned `then` before
+        the caller's next await). Await `committed()` for the first index.
 
-    async def commit(self, events: list, ts: float | None = None, _barrier_term: int | None = None) -> int:
-        """Commit events decided by this leader and wait until they are folded here. Call inside deciding().
-
-        `ts` is the time the decision was taken at (it is recorded so replay can re-take it). The batch carries
-        the term this replica serves in, so the log refuses it once a newer leader was elected (raftlog._Log)."""
-        if not events:
-            return self.state.index
-        if _barrier_term is None and not self.serving:
+        NotLeader if this replica is not serving; InvalidEvent (nothing changed) if the commit gate refuses one."""
+        if not self.serving or self.failed is not None:
             raise NotLeader()
-        term = self.serving_term if _barrier_term is None else _barrier_term
-        batch = ev.Batch(term=term, ts=self.now() if ts is None else ts, events=events, proposal=uuid.uuid4().hex)
+        payloads = [ev.encode_event(e) for e in events]  # the commit gate, before anything changes
+        ts = self.now() if ts is None else max(ts, self.state.ts)  # a decision's time never runs backwards
+        d = Staged(envs=[], payloads=payloads, effects=[], messages=list(messages),
+                   done=asyncio.get_running_loop().create_future(), then=[then] if then is not None else [])
+        d.done.add_done_callback(_retrieved)  # a failure nobody awaits (e.g. a timer's) is not an error to log
         try:
-            if _barrier_term is None and self._serving_over is not None:
-                first = await self._propose_while_serving(batch, self._serving_over)
-            else:
-                first = await self.raft.propose(batch)
+            for e in events:
+                env = ev.Envelope(index=self.state.index + 1, term=self.serving_term, ts=ts, event=e)
+                d.effects += fx.plan(self.state, env)
+                apply(self.state, env)
+                d.envs.append(env)
+                self._after_fold(env)
+        except Exception as err:
+            # Never for an event the gate admits (the fold is total: tests/test_fold_total.py). The state may be
+            # half changed and nothing of this decision is committed: stop serving and rebuild from the store.
+            log.exception("folding a staged decision failed; rebuilding the state from the store")
+            self._rebuild_needed = self._state_suspect = True
+            if self._stop_serving(f"folding a staged decision failed: {type(err).__name__}: {err}") \
+                    and self.on_serving_change:
+                asyncio.ensure_future(self.on_serving_change(False))
+            raise NotLeader(f"this decision could not be folded: {type(err).__name__}") from None
+        if d.envs:
+            self._staged.append(d)
+            self._staged_ready.set()
+            return d
+        # Nothing to commit: let it out after what was decided before it, or now.
+        last = self._staged[-1] if self._staged else self._inflight[-1].decisions[-1] if self._inflight else None
+        if last is None:
+            # On the next turn of the loop, so a caller can still add `then` callbacks (see below).
+            asyncio.get_running_loop().call_soon(self._release, d)
+        else:
+            last.then.append(partial(self._release, d))
+            last.done.add_done_callback(partial(_fail_with, d.done))
+        return d
+
+    async def committed(self, d: Staged) -> int:
+        """The index of the decision's first event once it is committed (0 if it had none). NotLeader if it may
+        not be (the outcome is then unknown: a 503 to callers)."""
+        return await asyncio.shield(d.done)
+
+    async def commit(self, events: list, ts: float | None = None) -> int:
+        """Stage events and wait until they are committed: the index of the first."""
+        return await self.committed(self.stage(events, ts=ts))
+
+    async def _committer(self) -> None:
+        """The leader's group commit: whatever is staged while earlier entries are in flight goes out as one."""
+        while True:
+            if not self._staged:
+                self._staged_ready.clear()
+                await self._staged_ready.wait()
+                continue
+            if len(self._inflight) >= self.config.pipeline_depth:
+                self._inflight_space.clear()
+                await self._inflight_space.wait()
+                continue
+            group = Group(proposal=uuid.uuid4().hex, decisions=take_group(self._staged))
+            self._inflight.append(group)
+            proposed = self.raft.propose_entry(group.entry(self.serving_term, self.serving_epoch), self.serving_term)
+            proposed.add_done_callback(partial(self._proposed, group))
+
+    def _proposed(self, group: Group, fut: asyncio.Future) -> None:
+        error = fut.exception()
+        if error is not None and self.serving and any(g is group for g in self._inflight):
+            # Later entries were decided on this one's events: the pipeline is broken. Stop serving (the state is
+            # rebuilt from the store); callers get a 503, the outcome unknown (the entry may still commit).
+            log.warning("proposal failed", error=str(error), first=group.first, events=group.last - group.first + 1)
+            asyncio.ensure_future(self._step_down(f"proposal failed: {error}"))
+
+    def _fail_pipeline(self, why: str) -> None:
+        """Every decision not yet committed gets NotLeader; `state` is rebuilt from the store by the applier."""
+        pending = [d for g in self._inflight for d in g.decisions] + list(self._staged)
+        self._inflight.clear()
+        self._staged.clear()
+        self._inflight_space.set()
+        for d in pending:
+            if not d.done.done():
+                d.done.set_exception(NotLeader(why))
+        if self.state.index != self.committed_index or self._state_suspect:
+            self._rebuild_needed = True
+            self._queue.put_nowait((0, None))
+
+    async def _commit_barrier(self, events: list, term: int) -> int:
+        """Commit outside the pipeline, before serving: propose and wait until the applier folded it."""
+        batch = ev.Batch(term=term, ts=self.now(), events=events, proposal=uuid.uuid4().hex)
+        try:
+            first = await self.raft.propose(batch)
         except ProposalFailed as e:
             log.warning("proposal failed", error=str(e))
             raise NotLeader(str(e)) from None
         await self.wait_applied(first + len(events) - 1)
         return first
-
-    async def _propose_while_serving(self, batch: ev.Batch, over: asyncio.Event) -> int:
-        """Propose, but give up as soon as this replica stops leading: a leader cut off from its quorum steps down
-        after leaderFallbackTimeout (~1 s), and its clients then get their 503 at once rather than after the
-        proposal timeout, and go find the new leader. As after a timeout, the outcome is unknown: a quorum may
-        already hold the entry, and then the new leader commits it ahead of its own LEADER_ELECTED; anything
-        proposed later than that is fenced (raftlog._Log)."""
-        prop = asyncio.ensure_future(self.raft.propose(batch))
-        stop = asyncio.ensure_future(over.wait())
-        try:
-            done, _ = await asyncio.wait({prop, stop}, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            stop.cancel()
-        if prop in done:
-            return prop.result()
-        prop.add_done_callback(lambda f: f.cancelled() or f.exception())  # nobody awaits it any more
-        raise ProposalFailed("stopped leading while the proposal was pending")
 
     def agent_heard(self, agent_id: str) -> None:
         """A sign of life from an agent (it called us); chatter, so kept in memory only."""
@@ -328,17 +479,18 @@ class MasterServer:
     async def record_disconnect(self, *, framework_id: str | None = None, agent_id: str | None = None) -> None:
         """A framework's stream or an agent's link broke: rescind what was offered through it and record it
         (master.decide.timers.decide_disconnect)."""
+        if not self.serving:
+            return
+        decision = decide_disconnect(self.state, framework_id=framework_id, agent_id=agent_id)
+        if not decision.events:
+            return  # unknown, or already disconnected
+        if agent_id is not None:
+            self.agent_heard(agent_id)  # a disconnected agent gets the whole ping timeout to come back
         try:
-            async with self.deciding():
-                decision = decide_disconnect(self.state, framework_id=framework_id, agent_id=agent_id)
-                if not decision.events:
-                    return  # unknown, or already disconnected
-                if agent_id is not None:
-                    self.agent_heard(agent_id)  # a disconnected agent gets the whole ping timeout to come back
-                await self.commit(decision.events)
-                log.info("peer disconnected", framework_id=framework_id, agent_id=agent_id)
+            await self.commit(decision.events)
         except NotLeader:
-            pass
+            return
+        log.info("peer disconnected", framework_id=framework_id, agent_id=agent_id)
 
     # ---- leadership --------------------------------------------------------------------------------
     def leader_http(self) -> str | None:
@@ -366,30 +518,35 @@ class MasterServer:
     async def _become_leader(self, term: int) -> None:
         async with self._decide_lock:
             # The barrier: once our LeaderElected is folded, every earlier entry is folded too.
-            await self.commit([ev.LeaderElected(leader_id=self.config.raft, http=self.config.http, term=term,
-                                                config=self.config.allocator.to_record())], _barrier_term=term)
+            epoch = await self._commit_barrier([ev.LeaderElected(
+                leader_id=self.config.raft, http=self.config.http, term=term,
+                config=self.config.allocator.to_record())], term)
             if self.state.cluster_id is None:
-                await self.commit([ev.ClusterCreated(cluster_id=str(uuid.uuid4()))], _barrier_term=term)
+                await self._commit_barrier([ev.ClusterCreated(cluster_id=str(uuid.uuid4()))], term)
             # Streams of an earlier serving period are over, even one registered in a race with the step-down.
             for stream in list(self.framework_streams.values()) + list(self.agent_links.values()):
                 stream.close("leader changed")
             self.framework_streams.clear()
             self.agent_links.clear()
-            self.serving, self.serving_term = True, term
-            self._serving_over = asyncio.Event()
+            self.serving, self.serving_term, self.serving_epoch = True, term, epoch
             self.agent_seen.clear()
             self.elected_at = time.time()
         log.info("serving as leader", replica=self.config.id, term=term, index=self.state.index)
-        self._leader_tasks = [asyncio.create_task(self._ticker(), name="ticker")]
+        self._leader_tasks = [asyncio.create_task(self._ticker(), name="ticker"),
+                              asyncio.create_task(self._committer(), name="committer")]
         if self.on_serving_change:
             await self.on_serving_change(True)
 
     async def _step_down(self, why: str) -> None:
+        if self._stop_serving(why) and self.on_serving_change:
+            await self.on_serving_change(False)
+
+    def _stop_serving(self, why: str) -> bool:
+        """End this serving period now (the HTTP layer is told by _step_down); False if it was not serving."""
         if not self.serving:
-            return
+            return False
         self.serving = False
-        if self._serving_over is not None:
-            self._serving_over.set()
+        self._fail_pipeline(f"stopped leading: {why}")
         log.info("stopped serving", replica=self.config.id, why=why)
         for t in self._leader_tasks:
             t.cancel()
@@ -398,8 +555,7 @@ class MasterServer:
             s.close("leader stepped down")
         self.framework_streams.clear()
         self.agent_links.clear()
-        if self.on_serving_change:
-            await self.on_serving_change(False)
+        return True
 
     # ---- the leader's clock: timeouts and allocation ------------------------------------------------
     def request_allocation(self, trigger: str, agent_id: str | None = None) -> None:
@@ -436,32 +592,36 @@ class MasterServer:
     async def run_timers_and_allocate(self, trigger: str, agents: list[str] | None = None) -> None:
         """One tick: the timers' decision (master.decide.timers.decide_timers, given this leader's memory of when
         each agent was last heard from), then an allocation run on the state those events made."""
-        async with self.deciding():
-            now = self.now()
-            decision = decide_timers(self.state, now, self.config.decide_config(), self.agent_seen)
-            reply = decision.reply
-            assert isinstance(reply, TimersReply)
-            for why in reply.skipped:
-                log.error("a timer's event would be refused by the commit gate; left out", why=why)
-            if decision.events:
-                await self.commit(decision.events, ts=now)
-            for agent_id in reply.unreachable:
-                log.warning("agent unreachable", agent_id=agent_id,
-                            silent_for=round(now - self._agent_last_seen(agent_id), 3))
-                # Drop its link: if it is alive after all, it sees the stream end and re-registers.
-                self.agent_seen.pop(agent_id, None)
-                link = self.agent_links.pop(agent_id, None)
-                if link is not None:
-                    link.close("unreachable")
-            now = self.now()
-            offers = decide_offers(self.state, now, trigger, agents)
-            if offers is not None:
-                try:
-                    await self.commit([offers], ts=now)
-                except ev.InvalidEvent as e:
-                    # A bug, never an input: the deciders keep every value in bounds. Say so loudly; the run is
-                    # dropped (nothing committed) and the next one is taken afresh.
-                    log.error("the allocator decided an event the commit gate refuses", error=str(e))
+        if not self.serving:
+            raise NotLeader()
+        now = self.now()
+        decision = decide_timers(self.state, now, self.config.decide_config(), self.agent_seen)
+        reply = decision.reply
+        assert isinstance(reply, TimersReply)
+        for why in reply.skipped:
+            log.error("a timer's event would be refused by the commit gate; left out", why=why)
+        staged = [self.stage(decision.events, ts=now)] if decision.events else []
+        for agent_id in reply.unreachable:
+            log.warning("agent unreachable", agent_id=agent_id,
+                        silent_for=round(now - self._agent_last_seen(agent_id), 3))
+            # Drop its link: if it is alive after all, it sees the stream end and re-registers.
+            self.agent_seen.pop(agent_id, None)
+            link = self.agent_links.pop(agent_id, None)
+            if link is not None:
+                link.close("unreachable")
+        # The allocation run sees the timers' events (staged): no wait for their commit.
+        now = self.now()
+        offers = decide_offers(self.state, now, trigger, agents)
+        if offers is not None:
+            try:
+                staged.append(self.stage([offers], ts=now))
+            except ev.InvalidEvent as e:
+                # A bug, never an input: the deciders keep every value in bounds. Say so loudly; the run is
+                # dropped (nothing staged) and the next one is taken afresh.
+                log.error("the allocator decided an event the commit gate refuses", error=str(e))
+        # Wait for the commit: runs do not pile up faster than the log takes them (triggers meanwhile merge).
+        for d in staged:
+            await self.committed(d)
 
     def _agent_last_seen(self, agent_id: str) -> float:
         return max(self.agent_seen.get(agent_id, 0.0), self.state.elected_at or 0.0)

@@ -20,7 +20,6 @@ from aiohttp import web
 
 from eventstore.resources import Resources
 from master import effects as fx
-from master.decide import Decision
 from master.decide.agents import (AgentCall, AgentSubscribe, AgentUpdate, decide_agent_subscribe, decide_agent_update,
                                   subscribe_problem)
 from master.replica import MasterServer, NotLeader
@@ -34,7 +33,7 @@ _decoder = msgspec.json.Decoder(AgentCall)
 
 
 class AgentAPI:
-    """Thin: parse (msgspec) -> decide (master.decide.agents) -> commit -> send messages -> respond."""
+    """Thin: parse (msgspec) -> decide (master.decide.agents) -> stage -> respond once committed."""
 
     def __init__(self, core: MasterServer):
         self.core = core
@@ -56,13 +55,6 @@ class AgentAPI:
             return self._ping(call.agent_id)
         return web.Response(status=400, text=f"Unknown or incomplete agent call {call.type[:64]!r}")
 
-    def _send(self, decision: Decision) -> None:
-        for m in decision.messages:
-            if isinstance(m, fx.ToAgent):
-                self.core.send_agent(m.agent_id, m.message)
-            else:
-                self.core.send_framework(m.framework_id, m.event)
-
     async def _subscribe(self, request: web.Request, sub: AgentSubscribe) -> web.StreamResponse:
         core = self.core
         config = core.config.decide_config()
@@ -78,17 +70,20 @@ class AgentAPI:
                               max_queue=core.config.limits.stream_queue)
         agent_id = None
         try:
-            async with core.deciding():
-                decision = decide_agent_subscribe(core.state, sub, core.now(), config)
-                if decision.refusal is not None:
-                    log.warning("agent subscription refused", hostname=sub.hostname, why=decision.refusal.message)
-                    stream.close("refused", {"type": "ERROR", "error": {"message": decision.refusal.message}})
-                else:
-                    agent_id = decision.reply
-                    assert isinstance(agent_id, str)
-                    await core.commit(decision.events)
-                    if not core.serving:
-                        raise NotLeader()  # stepped down while committing: don't register a link nobody feeds
+            decision = decide_agent_subscribe(core.state, sub, core.now(), config)
+            if decision.refusal is not None:
+                log.warning("agent subscription refused", hostname=sub.hostname, why=decision.refusal.message)
+                stream.close("refused", {"type": "ERROR", "error": {"message": decision.refusal.message}})
+            else:
+                assert isinstance(decision.reply, str)
+                agent_id = decision.reply
+                staged = core.stage(decision.events)
+                # What the agent still has to do, from the state its events made (staged just now); sent with
+                # REGISTERED once they are committed. Later decisions' messages for it follow through the link.
+                resync = fx.resync_agent(core.state, agent_id, sub.tasks if sub.agent_id == agent_id else [])
+                linked = []
+
+                def link() -> None:
                     old = core.agent_links.get(agent_id)
                     core.agent_links[agent_id] = stream
                     if old is not None:
@@ -98,12 +93,18 @@ class AgentAPI:
                         "heartbeat_interval_seconds": core.config.heartbeat_interval,
                         "ping_interval_seconds": core.config.agent_ping_timeout}})
                     core.agent_heard(agent_id)
-                    # Effects derived from the state the events made: what the agent still has to do.
-                    for msg in fx.resync_agent(core.state, agent_id, sub.tasks if sub.agent_id == agent_id else []):
+                    for msg in resync:
                         stream.send(msg)
-                    log.info("agent registered", agent_id=agent_id, hostname=sub.hostname,
-                             resources=Resources(sub.resources).format(), tasks=len(sub.tasks))
+                    linked.append(True)
+
+                staged.then.append(link)
+                await core.committed(staged)
+                if not linked:
+                    raise NotLeader()  # stepped down while committing: don't keep a link nobody feeds
+                log.info("agent registered", agent_id=agent_id, hostname=sub.hostname,
+                         resources=Resources(sub.resources).format(), tasks=len(sub.tasks))
         except NotLeader:
+            agent_id = None
             stream.close("not leader", {"type": "ERROR", "error": {"message": "not the leader"}})
         await stream.run()
         if agent_id is not None and stream.close_reason is None and core.agent_links.get(agent_id) is stream:
@@ -124,17 +125,17 @@ class AgentAPI:
 
     async def _update(self, agent_id: str, upd: AgentUpdate) -> web.Response:
         core = self.core
+        if not core.serving:
+            return web.Response(status=503, text="This master is no longer the leader")
+        if agent_id not in core.agent_links:
+            return web.Response(status=403, text="Agent is not subscribed to this master")
+        core.agent_heard(agent_id)
+        decision = decide_agent_update(core.state, agent_id, upd, core.now(), core.config.decide_config())
+        if decision.refusal is not None:
+            log.warning("status update refused", agent_id=agent_id, why=decision.refusal.message)
+            return web.Response(status=decision.refusal.status, text=decision.refusal.message)
         try:
-            async with core.deciding():
-                if agent_id not in core.agent_links:
-                    return web.Response(status=403, text="Agent is not subscribed to this master")
-                core.agent_heard(agent_id)
-                decision = decide_agent_update(core.state, agent_id, upd, core.now(), core.config.decide_config())
-                if decision.refusal is not None:
-                    log.warning("status update refused", agent_id=agent_id, why=decision.refusal.message)
-                    return web.Response(status=decision.refusal.status, text=decision.refusal.message)
-                await core.commit(decision.events)
-                self._send(decision)
+            await core.committed(core.stage(decision.events, messages=decision.messages))
         except NotLeader:
             return web.Response(status=503, text="This master is no longer the leader")
         return web.Response(status=202)

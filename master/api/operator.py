@@ -131,11 +131,12 @@ class OperatorAPI:
 
     async def _commit(self, decide, call) -> web.Response:
         """Decide under the leader's decision lock, commit, and answer 200 once folded (or the refusal)."""
-        async with self.core.deciding():
-            decision: Decision = decide(self.core.state, call, self.core.now(), self.core.config.decide_config())
-            if decision.refusal is not None:
-                return _text(decision.refusal.status, decision.refusal.message)
-            await self.core.commit(decision.events)
+        if not self.core.serving:
+            raise NotLeader()
+        decision: Decision = decide(self.core.state, call, self.core.now(), self.core.config.decide_config())
+        if decision.refusal is not None:
+            return _text(decision.refusal.status, decision.refusal.message)
+        await self.core.commit(decision.events)
         return web.Response(status=200)
 
     # ---- the cluster's state, as GET_STATE and its parts ---------------------------------------------

@@ -4,8 +4,8 @@ A thin handler over the pure deciders of master.decide.scheduler:
 
     parse (master.codec: 400 for a malformed call, in Mesos's order)
       -> the framework and its stream (IO facts: 400 unknown framework, 403 not subscribed, 400 stream id)
-      -> decide(state, call, now, config)                              (under core.deciding(), one at a time)
-      -> refusal: 4xx | events: commit (202 + Drover-Log-Index) | messages: sent once the events are folded
+      -> decide(state, call, now, config) and stage it    (one synchronous step: no lock; log order = decision order)
+      -> refusal: 4xx | events: 202 + Drover-Log-Index once committed | messages: sent once committed
 
 SUBSCRIBE opens the event stream first, as Mesos does: a refusal is an ERROR event on it. Stale calls (unknown
 offer, unknown ack) are accepted with 202 and change nothing: pymesos calls from inside its callbacks and any
@@ -24,6 +24,7 @@ from master import codec
 from master import effects as fx
 from master.decide import Decision
 from master.decide import scheduler as sd
+from master.pipeline import Staged
 from master.replica import MasterServer, NotLeader
 from master.streams import RecordStream
 
@@ -87,41 +88,34 @@ class SchedulerAPI:
 
     async def _decide_and_commit(self, call: sd.SchedulerCall) -> web.Response:
         core = self.core
-        async with core.deciding():
-            d = sd.decide(core.state, call, core.now(), core.config.decide_config())
-            if d.refusal is not None:
-                return _text(d.refusal.status, d.refusal.message)
-            indices = await self._commit(d, type(call).__name__)
-            if indices is None:
-                return _text(400, "The call was refused: it would record an invalid event (see the master's log)")
-            self._send(d.messages)
-            if isinstance(call, sd.Teardown):
-                s = core.framework_streams.pop(call.framework_id, None)
+        if not core.serving:
+            raise NotLeader()
+        d = sd.decide(core.state, call, core.now(), core.config.decide_config())
+        if d.refusal is not None:
+            return _text(d.refusal.status, d.refusal.message)
+        staged = self._stage(d, type(call).__name__)
+        if staged is None:
+            return _text(400, "The call was refused: it would record an invalid event (see the master's log)")
+        if isinstance(call, sd.Teardown):
+            def close_stream(framework_id: str = call.framework_id) -> None:
+                s = core.framework_streams.pop(framework_id, None)
                 if s is not None:
                     s.close("teardown")
+            staged.then.append(close_stream)
+        first = await core.committed(staged)
         response = web.Response(status=d.reply if isinstance(d.reply, int) else 202)
-        if indices:
-            response.headers[LOG_INDEX_HEADER] = f"{indices[0]}-{indices[1]}"
+        if d.events:
+            response.headers[LOG_INDEX_HEADER] = f"{first}-{first + len(d.events) - 1}"
         return response
 
-    async def _commit(self, d: Decision, what: str) -> tuple[int, int] | tuple[()] | None:
-        """Commit a decision's events and wait until they are folded: their first and last log index, () if
-        there were none, None if the commit gate refused them (nothing was proposed)."""
-        if not d.events:
-            return ()
+    def _stage(self, d: Decision, what: str) -> Staged | None:
+        """Stage a decision's events and messages (master/pipeline.py); None if the commit gate refused an event
+        (nothing was staged)."""
         try:
-            first = await self.core.commit(d.events)
+            return self.core.stage(d.events, messages=d.messages)
         except _INVALID_EVENT as e:
             log.error("a decider produced an event the commit gate refuses", call=what, error=str(e))
             return None
-        return first, first + len(d.events) - 1
-
-    def _send(self, messages: list[fx.Effect]) -> None:
-        for m in messages:
-            if isinstance(m, fx.ToFramework):
-                self.core.send_framework(m.framework_id, m.event)
-            else:
-                self.core.send_agent(m.agent_id, m.message)
 
     # ---- SUBSCRIBE ----------------------------------------------------------------------------
     async def _subscribe(self, request: web.Request, raw: dict) -> web.StreamResponse:
@@ -149,31 +143,42 @@ class SchedulerAPI:
 
         framework_id = None
         try:
-            async with core.deciding():
-                d = sd.decide_subscribe(core.state, call, core.now(), core.config.decide_config())
-                if d.refusal is not None:
-                    refuse(d.refusal.message)
-                elif await self._commit(d, "Subscribe") is None:
-                    refuse("The subscription was refused: it would record an invalid event (see the master's log)")
-                else:
-                    if not core.serving:
-                        # Leadership was lost while committing: the step-down already closed the
-                        # streams, so this one must not be registered (nobody would ever feed it).
-                        raise NotLeader()
-                    subscribed: sd.Subscribed = d.reply
-                    framework_id = subscribed.framework_id
-                    old = core.framework_streams.get(framework_id)
-                    core.framework_streams[framework_id] = stream
+            d = sd.decide_subscribe(core.state, call, core.now(), core.config.decide_config())
+            staged = None if d.refusal is not None else self._stage(d, "Subscribe")
+            if d.refusal is not None:
+                refuse(d.refusal.message)
+            elif staged is None:
+                refuse("The subscription was refused: it would record an invalid event (see the master's log)")
+            else:
+                subscribed: sd.Subscribed = d.reply
+                fid = subscribed.framework_id
+                # What the framework is owed, from the state its events made (staged just now); sent once they are
+                # committed, right after SUBSCRIBED. Later decisions' events for it follow on the stream.
+                resync = fx.resync_framework(core.state, fid)
+                linked = []
+
+                def link() -> None:
+                    old = core.framework_streams.get(fid)
+                    core.framework_streams[fid] = stream
                     if old is not None:
                         old.close("failed over", codec.ev_error("Framework failed over"))
-                    stream.send(codec.ev_subscribed(framework_id, core.config.heartbeat_interval,
+                    stream.send(codec.ev_subscribed(fid, core.config.heartbeat_interval,
                                                     codec.master_info(core.state.cluster_id or "", core.config.http,
                                                                       core.config.version)))
                     stream.send(codec.ev_heartbeat())
-                    for upd in fx.resync_framework(core.state, framework_id):
+                    for upd in resync:
                         stream.send(upd)
-                    log.info("framework subscribed", framework_id=framework_id, name=call.info.name,
-                             resubscribe=subscribed.resubscribe)
+                    linked.append(True)
+
+                staged.then.append(link)
+                await core.committed(staged)
+                if not linked:
+                    # Leadership was lost while committing: the step-down already closed the streams, so this
+                    # one must not be registered (nobody would ever feed it).
+                    raise NotLeader()
+                framework_id = fid
+                log.info("framework subscribed", framework_id=framework_id, name=call.info.name,
+                         resubscribe=subscribed.resubscribe)
         except NotLeader:
             refuse("Master is no longer the leader; retry")
         await stream.run()
