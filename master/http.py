@@ -32,11 +32,25 @@ LEADER_ONLY_POST = {"/api/v1/scheduler", "/master/api/v1/scheduler", "/api/drove
 LEADER_ONLY_GET = {"/state", "/master/state", "/state.json", "/master/state.json"}
 
 
+def on_serving_change(core: MasterServer, fn) -> None:
+    """Add `fn(serving)` (sync or async) to what `core.on_serving_change` calls, after what it called before."""
+    before = core.on_serving_change
+
+    async def changed(serving: bool) -> None:
+        if before is not None:
+            await before(serving)
+        if asyncio.iscoroutine(r := fn(serving)):
+            await r
+
+    core.on_serving_change = changed
+
+
 def build_app(core: MasterServer) -> web.Application:
     scheduler = SchedulerAPI(core)
     agents = AgentAPI(core)
     operator = OperatorAPI(core)
     events = EventsAPI(core)
+    on_serving_change(core, operator.serving_changed)
 
     @web.middleware
     async def leader_only(request: web.Request, handler):
@@ -163,7 +177,7 @@ async def run_master(config: MasterConfig, stop: asyncio.Event | None = None) ->
     await site.start()
     floating = FloatingEndpoint(runner, config.leader_address) if config.leader_address else None
     if floating is not None:
-        core.on_serving_change = floating.set_serving
+        on_serving_change(core, floating.set_serving)
     await core.start()
     log.info("master replica up", id=config.id, http=config.http, raft=config.raft,
              peers=[p.raft for p in config.peers])

@@ -90,6 +90,12 @@ class OperatorAPI:
     def __init__(self, core: MasterServer):
         self.core = core
         self._subscribers: list[asyncio.Queue] = []  # listener queues of the SUBSCRIBE streams, oldest first
+        self._streams: set[LiveStream] = set()  # the SUBSCRIBE streams
+
+    def serving_changed(self, serving: bool) -> None:
+        """This replica started or stopped leading: the SUBSCRIBE streams look at once (they end on a step-down)."""
+        for stream in list(self._streams):
+            stream.wake()
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         ctype = request.headers.get("Content-Type")
@@ -178,10 +184,14 @@ class OperatorAPI:
         def stepped_down() -> str | None:
             return None if core.serving else "this master stopped leading"
 
+        # Nothing polls `stepped_down`: it is asked after every batch, at every heartbeat, and when
+        # `serving_changed` wakes the idle streams (master/http.py calls it on every change of leadership).
+        stream: LiveStream | None = None
         why = "client went away"
         try:
             await response.prepare(request)
             stream = LiveStream(request, response, heartbeat)
+            self._streams.add(stream)
             await stream.send(operator_json.subscribed(shadow, version, heartbeat))
             await stream.send(codec.ev_heartbeat())
             while True:
@@ -200,6 +210,8 @@ class OperatorAPI:
         except (ConnectionError, RuntimeError) as e:
             why = f"client went away: {e}"
         finally:
+            if stream is not None:
+                self._streams.discard(stream)
             core.event_listeners.discard(listener)
             if listener in self._subscribers:
                 self._subscribers.remove(listener)
