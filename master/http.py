@@ -31,6 +31,12 @@ LEADER_ONLY_POST = {"/api/v1/scheduler", "/master/api/v1/scheduler", "/api/drove
                     "/master/api/v1"}
 LEADER_ONLY_GET = {"/state", "/master/state", "/state.json", "/master/state.json"}
 
+# listen(2) backlog of the HTTP sites. After a failover every agent and framework reconnects to the new leader
+# within a second or two; with aiohttp's default (128) the accept queue overflows at a few thousand agents and
+# the kernel drops SYNs (each retried only after 1 s, 3 s, 7 s...). The kernel caps it at net.core.somaxconn
+# (4096 by default since Linux 5.4, 128 before: raise it there too) and tcp_max_syn_backlog bounds half-open ones.
+LISTEN_BACKLOG = 4096
+
 
 def on_serving_change(core: MasterServer, fn) -> None:
     """Add `fn(serving)` (sync or async) to what `core.on_serving_change` calls, after what it called before."""
@@ -158,7 +164,7 @@ class FloatingEndpoint:
     async def _bind(self) -> None:
         # The old leader may still hold the port for a moment (stepping down): retry until it lets go.
         while self.site is None:
-            site = web.TCPSite(self.runner, self.host, self.port, reuse_address=True)
+            site = web.TCPSite(self.runner, self.host, self.port, reuse_address=True, backlog=LISTEN_BACKLOG)
             try:
                 await site.start()
                 self.site = site
@@ -173,7 +179,7 @@ async def run_master(config: MasterConfig, stop: asyncio.Event | None = None) ->
     runner = web.AppRunner(app, keepalive_timeout=24 * 3600.0, handle_signals=False)
     await runner.setup()
     host, _, port = config.http.rpartition(":")
-    site = web.TCPSite(runner, host, int(port), reuse_address=True)
+    site = web.TCPSite(runner, host, int(port), reuse_address=True, backlog=LISTEN_BACKLOG)
     await site.start()
     floating = FloatingEndpoint(runner, config.leader_address) if config.leader_address else None
     if floating is not None:
