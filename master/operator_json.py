@@ -13,10 +13,13 @@ but the committed batches, and every event is rendered from the state exactly at
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+
 from eventstore import events as ev
 from eventstore.resources import Resources
 from master import codec
-from master.state import TERMINAL_STATES, Agent, Framework, State, Task, apply
+from master.state import TERMINAL_STATES, Agent, Framework, Offer, State, Task, apply
 
 # Operator output reports the master's own task states, never a framework's downgraded view.
 _ALL_STATES = ("PARTITION_AWARE", "TASK_KILLING_STATE")
@@ -27,8 +30,36 @@ def time_info(ts: float) -> dict:
     return {"nanoseconds": int(round(ts * 1e9))}
 
 
+# While a GET_* response is built (`_memoized`): rendered resources by their input. Most of a big cluster's agents
+# and tasks hold one of a few resource shapes, and rendering them was most of a GET_STATE build. The output may
+# then share dicts between places, so it is only for output that is serialized, never changed.
+_memo: dict | None = None
+
+
+@contextlib.contextmanager
+def _memoized() -> Iterator[None]:
+    global _memo
+    if _memo is not None:  # nested (get_state builds its parts): the outer build's memo
+        yield
+        return
+    _memo = {}
+    try:
+        yield
+    finally:
+        _memo = None
+
+
 def resources(res, alloc_role: str | None = None) -> list[dict]:
     """v1 Resources in Mesos's ENDPOINT format: the post-refinement `reservations` stack plus `role`."""
+    if _memo is not None:
+        key = ("r", tuple(res), alloc_role)
+        if (hit := _memo.get(key)) is None:
+            hit = _memo[key] = _resources(res, alloc_role)
+        return hit
+    return _resources(res, alloc_role)
+
+
+def _resources(res, alloc_role: str | None) -> list[dict]:
     res = Resources(res)
     out = codec.resources_out(res, _REFINED, alloc_role)
     for d, r in zip(out, res, strict=False):
@@ -38,6 +69,15 @@ def resources(res, alloc_role: str | None = None) -> list[dict]:
 
 def _by_role(items: list[tuple[str, list]]) -> list[dict]:
     """Resources held under several allocation roles, each with its `allocation_info`."""
+    if _memo is not None:
+        key = ("b", tuple((role, tuple(res)) for role, res in items))
+        if (hit := _memo.get(key)) is None:
+            hit = _memo[key] = _by_role_of(items)
+        return hit
+    return _by_role_of(items)
+
+
+def _by_role_of(items: list[tuple[str, list]]) -> list[dict]:
     roles: dict[str, Resources] = {}
     for role, res in items:
         roles[role] = roles.get(role, Resources()) + Resources(res)
@@ -75,8 +115,28 @@ def task(state: State, t: Task) -> dict:
     return d
 
 
-def framework(state: State, fw: Framework) -> dict:
+class Groups:
+    """Tasks and offers grouped by agent and by framework, in one pass over each, in the state's own order.
+
+    The GET_* builders need, for every agent and framework, its tasks and offers; scanning all of them once per
+    agent or framework is quadratic (10,000 agents x 10,000 tasks: a minute of a blocked event loop). A builder
+    of one item (an operator event) passes none and gets the scan, which is the same output."""
+
+    def __init__(self, state: State):
+        self.tasks_on: dict[str, list[Task]] = {}
+        for t in state.all_tasks():
+            self.tasks_on.setdefault(t.agent_id, []).append(t)
+        self.offers_on: dict[str, list[Offer]] = {}
+        self.offers_to: dict[str, list[Offer]] = {}
+        for o in state.offers.values():
+            self.offers_on.setdefault(o.agent_id, []).append(o)
+            self.offers_to.setdefault(o.framework_id, []).append(o)
+
+
+def framework(state: State, fw: Framework, groups: Groups | None = None) -> dict:
     fid = fw.framework_id
+    fw_offers = groups.offers_to.get(fid, []) if groups is not None else [
+        o for o in state.offers.values() if o.framework_id == fid]
     d: dict = {"framework_info": codec.framework_info_out(fid, fw.info), "active": fw.active,
                "connected": fw.connected,
                # Known from before this leader but not re-subscribed to it yet: what Mesos calls recovered.
@@ -87,16 +147,16 @@ def framework(state: State, fw: Framework) -> dict:
     if fw.disconnected_at is not None:
         d["unregistered_time"] = time_info(fw.disconnected_at)
     offers = []
-    for o in state.offers.values():
+    for o in fw_offers:
         agent = state.agents.get(o.agent_id)
-        if o.framework_id == fid and agent is not None:
+        if agent is not None:
             offers.append(codec.offer_out(o.offer_id, fid, o.agent_id, agent.hostname, agent.http, o.role,
                                           o.resources, ["MULTI_ROLE", *_REFINED], agent.attributes, agent.dynamic))
     if offers:
         d["offers"] = offers
     allocated = _by_role([(t.spec.role, t.spec.resources) for t in state.tasks.get(fid, {}).values()
                           if not t.terminal])
-    offered = _by_role([(o.role, o.resources) for o in state.offers.values() if o.framework_id == fid])
+    offered = _by_role([(o.role, o.resources) for o in fw_offers])
     if allocated:
         d["allocated_resources"] = allocated
     if offered:
@@ -113,15 +173,19 @@ def agent_info(a: Agent) -> dict:
     return d
 
 
-def agent(state: State, a: Agent, version: str) -> dict:
+def agent(state: State, a: Agent, version: str, groups: Groups | None = None) -> dict:
     d: dict = {"agent_info": agent_info(a), "active": a.connected, "deactivated": False, "version": version,
                "pid": f"slave(1)@{a.http}", "registered_time": time_info(a.registered_at)}
     if a.reregistered_at is not None:
         d["reregistered_time"] = time_info(a.reregistered_at)
     d["total_resources"] = resources(a.resources)
-    allocated = _by_role([(t.spec.role, t.spec.resources) for t in state.all_tasks()
-                          if t.agent_id == a.agent_id and not t.terminal])
-    offered = _by_role([(o.role, o.resources) for o in state.offers.values() if o.agent_id == a.agent_id])
+    if groups is not None:
+        tasks, offers = groups.tasks_on.get(a.agent_id, []), groups.offers_on.get(a.agent_id, [])
+    else:
+        tasks = [t for t in state.all_tasks() if t.agent_id == a.agent_id]
+        offers = [o for o in state.offers.values() if o.agent_id == a.agent_id]
+    allocated = _by_role([(t.spec.role, t.spec.resources) for t in tasks if not t.terminal])
+    offered = _by_role([(o.role, o.resources) for o in offers])
     if allocated:
         d["allocated_resources"] = allocated
     if offered:
@@ -136,8 +200,9 @@ def agent(state: State, a: Agent, version: str) -> dict:
 
 def get_tasks(state: State) -> dict:
     d: dict = {}
-    tasks = [task(state, t) for t in state.all_tasks()]
-    completed = [task(state, t) for t in state.completed_tasks]
+    with _memoized():
+        tasks = [task(state, t) for t in state.all_tasks()]
+        completed = [task(state, t) for t in state.completed_tasks]
     if tasks:
         d["tasks"] = tasks
     if completed:
@@ -150,20 +215,26 @@ def get_executors(state: State) -> dict:
     return {}
 
 
-def get_frameworks(state: State) -> dict:
+def get_frameworks(state: State, groups: Groups | None = None) -> dict:
     # Removed frameworks: the state keeps only their ids, not the FrameworkInfo `completed_frameworks` needs.
-    fws = [framework(state, fw) for fw in state.frameworks.values()]
+    groups = groups or Groups(state)
+    with _memoized():
+        fws = [framework(state, fw, groups) for fw in state.frameworks.values()]
     return {"frameworks": fws} if fws else {}
 
 
-def get_agents(state: State, version: str) -> dict:
-    agents = [agent(state, a, version) for a in state.agents.values()]
+def get_agents(state: State, version: str, groups: Groups | None = None) -> dict:
+    groups = groups or Groups(state)
+    with _memoized():
+        agents = [agent(state, a, version, groups) for a in state.agents.values()]
     return {"agents": agents} if agents else {}
 
 
 def get_state(state: State, version: str) -> dict:
-    return {"get_tasks": get_tasks(state), "get_executors": get_executors(state),
-            "get_frameworks": get_frameworks(state), "get_agents": get_agents(state, version)}
+    groups = Groups(state)
+    with _memoized():
+        return {"get_tasks": get_tasks(state), "get_executors": get_executors(state),
+                "get_frameworks": get_frameworks(state, groups), "get_agents": get_agents(state, version, groups)}
 
 
 # ---- operator SUBSCRIBE events -------------------------------------------------------------------------

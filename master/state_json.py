@@ -2,15 +2,42 @@
 
 from __future__ import annotations
 
-from eventstore.resources import Resources
+from eventstore.resources import Resource, Resources
 from master.codec import resources_summary
-from master.state import State, Task
+from master.state import Offer, State, Task
 
 
-def _task(t: Task) -> dict:
+class _Summaries:
+    """Resource summaries by their input, for one render: most agents and tasks of a big cluster hold one of a few
+    resource shapes, and summing them was most of the render. Summaries are shared between places in the output,
+    which is serialized, never changed."""
+
+    def __init__(self) -> None:
+        self._memo: dict[tuple, dict] = {}
+
+    def of(self, items: list[Resource]) -> dict:
+        key = tuple(items)
+        if (hit := self._memo.get(key)) is None:
+            hit = self._memo[key] = resources_summary(Resources(items))
+        return hit
+
+    def agent(self, resources: list[Resource]) -> tuple[dict, dict, dict]:
+        """An agent's total, unreserved and reserved-by-role summaries."""
+        key = ("agent", *resources)
+        if (hit := self._memo.get(key)) is None:
+            total = Resources(resources)
+            hit = self._memo[key] = (
+                resources_summary(total), resources_summary(total.unreserved()),
+                {role: resources_summary(Resources(r for r in total if r.role == role))
+                 for role in sorted({r.role for r in total} - {"*"})})
+        return hit
+
+
+def _task(t: Task, summaries: _Summaries | None = None) -> dict:
     d = {
         "id": t.task_id, "name": t.spec.name, "framework_id": t.framework_id, "executor_id": "",
-        "slave_id": t.agent_id, "state": t.state, "resources": resources_summary(Resources(t.spec.resources)),
+        "slave_id": t.agent_id, "state": t.state,
+        "resources": (summaries or _Summaries()).of(t.spec.resources),
         "statuses": [{"state": s.state, "timestamp": float(s.timestamp)} for s in t.statuses],
     }
     if t.spec.labels:
@@ -24,10 +51,26 @@ def render(state: State, *, master_id: str, http: str, leader_http: str | None, 
            elected_time: float | None, flags: dict[str, str]) -> dict:
     host, _, port = http.rpartition(":")
     lhost, _, lport = (leader_http or "").rpartition(":")
+    # Tasks, offers and completed tasks grouped once, in the state's order (the same sums as State.used_on_agent
+    # and friends, which scan everything per agent: quadratic at 10,000 agents).
+    used_on: dict[str, list[Resource]] = {}
+    for t in state.all_tasks():
+        if t.holds_resources:
+            used_on.setdefault(t.agent_id, []).extend(t.spec.resources)
+    offers_on: dict[str, list[Resource]] = {}
+    offers_to: dict[str, list[Offer]] = {}
+    for o in state.offers.values():
+        offers_on.setdefault(o.agent_id, []).extend(o.resources)
+        offers_to.setdefault(o.framework_id, []).append(o)
+    summaries = _Summaries()
+    completed_of: dict[str, list[Task]] = {}
+    for t in state.completed_tasks:
+        completed_of.setdefault(t.framework_id, []).append(t)
     frameworks = []
     for fw in state.frameworks.values():
         used = state.used_by_framework(fw.framework_id)
-        offered = state.offered_to_framework(fw.framework_id)
+        fw_offers = offers_to.get(fw.framework_id, [])
+        offered = Resources(r for o in fw_offers for r in o.resources)
         tasks = list(state.tasks.get(fw.framework_id, {}).values())
         d = {
             "id": fw.framework_id, "name": fw.info.name, "user": fw.info.user, "hostname": fw.info.hostname or "",
@@ -36,12 +79,11 @@ def render(state: State, *, master_id: str, http: str, leader_http: str | None, 
             "registered_time": float(fw.registered_at), "capabilities": list(fw.info.capabilities),
             "used_resources": resources_summary(used), "offered_resources": resources_summary(offered),
             "resources": resources_summary(used + offered),
-            "tasks": [_task(t) for t in tasks if t.state != "TASK_UNREACHABLE"],
-            "unreachable_tasks": [_task(t) for t in tasks if t.state == "TASK_UNREACHABLE"],
-            "completed_tasks": [_task(t) for t in state.completed_tasks if t.framework_id == fw.framework_id],
+            "tasks": [_task(t, summaries) for t in tasks if t.state != "TASK_UNREACHABLE"],
+            "unreachable_tasks": [_task(t, summaries) for t in tasks if t.state == "TASK_UNREACHABLE"],
+            "completed_tasks": [_task(t, summaries) for t in completed_of.get(fw.framework_id, [])],
             "offers": [{"id": o.offer_id, "framework_id": o.framework_id, "slave_id": o.agent_id,
-                        "resources": resources_summary(Resources(o.resources))}
-                       for o in state.offers.values() if o.framework_id == fw.framework_id],
+                        "resources": summaries.of(o.resources)} for o in fw_offers],
             "executors": [],
         }
         if fw.reregistered_at is not None:
@@ -57,18 +99,14 @@ def render(state: State, *, master_id: str, http: str, leader_http: str | None, 
         frameworks.append(d)
     slaves = []
     for a in state.agents.values():
-        total = a.total()
-        used = state.used_on_agent(a.agent_id)
-        offered = state.offered_on_agent(a.agent_id)
+        total, unreserved, reserved = summaries.agent(a.resources)
         ahost, _, aport = a.http.rpartition(":")
         slaves.append({
             "id": a.agent_id, "hostname": a.hostname, "port": int(aport or 0), "pid": f"slave(1)@{a.http}",
             "attributes": {l.key: l.value for l in a.attributes}, "registered_time": float(a.registered_at),
-            "resources": resources_summary(total), "used_resources": resources_summary(used),
-            "offered_resources": resources_summary(offered),
-            "unreserved_resources": resources_summary(total.unreserved()),
-            "reserved_resources": {role: resources_summary(Resources(r for r in total if r.role == role))
-                                   for role in sorted({r.role for r in total} - {"*"})},
+            "resources": total, "used_resources": summaries.of(used_on.get(a.agent_id, [])),
+            "offered_resources": summaries.of(offers_on.get(a.agent_id, [])),
+            "unreserved_resources": unreserved, "reserved_resources": reserved,
             "active": a.connected, "deactivated": False, "version": version, "capabilities": [],
         })
     out = {
