@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import signal
 
 import structlog
@@ -23,6 +24,7 @@ from master.api.events import EventsAPI
 from master.api.operator import OperatorAPI
 from master.replica import MasterConfig, MasterServer
 from master.api.scheduler import SchedulerAPI
+from master.readcache import ReadCache
 from master.state import state_hash
 
 log = structlog.get_logger("drover.http")
@@ -52,9 +54,10 @@ def on_serving_change(core: MasterServer, fn) -> None:
 
 
 def build_app(core: MasterServer) -> web.Application:
+    reads = ReadCache()  # /master/state, GET_STATE and its parts, the state hash: master/readcache.py
     scheduler = SchedulerAPI(core)
     agents = AgentAPI(core)
-    operator = OperatorAPI(core)
+    operator = OperatorAPI(core, reads)
     events = EventsAPI(core)
     on_serving_change(core, operator.serving_changed)
 
@@ -99,23 +102,32 @@ def build_app(core: MasterServer) -> web.Application:
         return web.Response(status=404)
 
     async def state(request: web.Request) -> web.Response:
-        flags = {"allocation_interval": f"{core.config.allocator.allocation_interval}secs",
-                 "offer_timeout": str(core.config.allocator.offer_timeout or ""),
-                 "heartbeat_interval": f"{core.config.heartbeat_interval}secs"}
-        body = state_json.render(core.state, master_id=core.config.id, http=core.config.http,
-                                 leader_http=core.leader_http(), version=core.config.version,
-                                 start_time=core.started_at, elected_time=core.elected_at, flags=flags)
+        leader_http, elected_at = core.leader_http(), core.elected_at
+
+        def build() -> bytes:
+            flags = {"allocation_interval": f"{core.config.allocator.allocation_interval}secs",
+                     "offer_timeout": str(core.config.allocator.offer_timeout or ""),
+                     "heartbeat_interval": f"{core.config.heartbeat_interval}secs"}
+            return json.dumps(state_json.render(
+                core.state, master_id=core.config.id, http=core.config.http, leader_http=leader_http,
+                version=core.config.version, start_time=core.started_at, elected_time=elected_at,
+                flags=flags)).encode()
+
+        body, index = reads.get("/master/state", core.state, build, extra=(leader_http, elected_at))
+        headers = {"Drover-State-Index": str(index)}
         cb = request.query.get("jsonp")
         if cb:
-            import json
-            return web.Response(text=f"{cb}({json.dumps(body)});", content_type="text/javascript")
-        return web.json_response(body)
+            return web.Response(text=f"{cb}({body.decode()});", content_type="text/javascript", headers=headers)
+        return web.Response(body=body, content_type="application/json", charset="utf-8", headers=headers)
 
     async def status(request: web.Request) -> web.Response:
+        # The hash is computed at most once per index (0.6 s at 10,000 agents), and always at the index shown:
+        # tests and `drover chaos` compare (applied_index, state_hash) across replicas.
+        digest, index = reads.get("state_hash", core.state, lambda: state_hash(core.state).encode(), exact=True)
         return web.json_response({
             "id": core.config.id, "http": core.config.http, "raft": core.config.raft,
             "serving": core.serving, "raft_leader": core.raft.is_leader, "leader_http": core.leader_http(),
-            "term": core.raft.term, "applied_index": core.state.index, "state_hash": state_hash(core.state),
+            "term": core.raft.term, "applied_index": index, "state_hash": digest.decode(),
             "cluster_id": core.state.cluster_id, "failed": core.failed,
         })
 

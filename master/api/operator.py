@@ -21,6 +21,7 @@ from master.decide import Decision
 from master.decide.operator import (MAX_QUOTA_NAMES, QuotaConfig, UpdateQuota, UpdateWeights, WeightInfo,
                                     decide_update_quota, decide_update_weights)
 from master.limits import Limits
+from master.readcache import ReadCache
 from master.replica import MasterServer, NotLeader
 from master.state import clone
 from master.streams import LiveStream, StreamOver
@@ -87,8 +88,9 @@ def _quantities_out(q: dict[str, float]) -> dict:
 
 
 class OperatorAPI:
-    def __init__(self, core: MasterServer):
+    def __init__(self, core: MasterServer, reads: ReadCache | None = None):
         self.core = core
+        self.reads = reads if reads is not None else ReadCache()  # GET_STATE and its parts (master/readcache.py)
         self._subscribers: list[asyncio.Queue] = []  # listener queues of the SUBSCRIBE streams, oldest first
         self._streams: set[LiveStream] = set()  # the SUBSCRIBE streams
 
@@ -146,20 +148,28 @@ class OperatorAPI:
         return web.Response(status=200)
 
     # ---- the cluster's state, as GET_STATE and its parts ---------------------------------------------
+    # Megabytes of JSON at scale: built at most once per state version and served from self.reads
+    # (master/readcache.py), the same bytes `_ok` would give; Drover-State-Index names the version.
+    def _cached(self, t: str, build) -> web.Response:
+        body, index = self.reads.get(t, self.core.state,
+                                     lambda: json.dumps({"type": t, t.lower(): build(self.core.state)}).encode())
+        return web.Response(body=body, content_type=JSON, charset="utf-8",
+                            headers={"Drover-State-Index": str(index)})
+
     async def _get_state(self, t: str, body: dict) -> web.Response:
-        return _ok(t, operator_json.get_state(self.core.state, self.core.config.version))
+        return self._cached(t, lambda s: operator_json.get_state(s, self.core.config.version))
 
     async def _get_tasks(self, t: str, body: dict) -> web.Response:
-        return _ok(t, operator_json.get_tasks(self.core.state))
+        return self._cached(t, operator_json.get_tasks)
 
     async def _get_executors(self, t: str, body: dict) -> web.Response:
         return _ok(t, operator_json.get_executors(self.core.state))
 
     async def _get_frameworks(self, t: str, body: dict) -> web.Response:
-        return _ok(t, operator_json.get_frameworks(self.core.state))
+        return self._cached(t, operator_json.get_frameworks)
 
     async def _get_agents(self, t: str, body: dict) -> web.Response:
-        return _ok(t, operator_json.get_agents(self.core.state, self.core.config.version))
+        return self._cached(t, lambda s: operator_json.get_agents(s, self.core.config.version))
 
     # ---- SUBSCRIBE: the event stream ------------------------------------------------------------------
     async def _subscribe(self, request: web.Request) -> web.StreamResponse:
