@@ -22,8 +22,8 @@ entry point):
   sync=True)` from a plain thread.
 
 Proposals are sequential (one outstanding at a time) on the leader: one decision per Raft entry, the master's
-worst case (concurrent decisions are grouped into one entry; bench.scale measures that). events/s = events / wall time of the measured loop. Measurements alternate between the two
-clusters in rounds so that drift on the machine hits both alike. Events are `StatusUpdated` records (~300 bytes of
+worst case (concurrent decisions are grouped into one entry; bench.scale measures that). events/s = events / wall
+time of the measured loop. Measurements alternate between the two clusters in rounds so that drift on the machine hits both alike. Events are `StatusUpdated` records (~300 bytes of
 JSON each) for a task nobody knows, so the fold is a cheap no-op and the cost measured is the log + store path.
 
 With `--fsync` a third cluster runs: the drover row is split into "fsync off" (pysyncobj's mmap journal, never
@@ -98,7 +98,6 @@ async def _serve_control(port: int, routes) -> object:
 async def _drover_replica(args) -> None:
     from aiohttp import web
 
-    from eventstore import events as ev
     from master.replica import MasterConfig, MasterServer, Peer
 
     from eventstore.raftlog import RaftTuning

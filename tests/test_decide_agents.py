@@ -4,6 +4,7 @@ nothing."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import contextlib
 import json
@@ -22,6 +23,7 @@ from master.decide.agents import (AgentSubscribe, AgentUpdate, decide_agent_subs
                                   new_agent_id)
 from master.decide.gate import events_problem
 from master.limits import Limits
+from master.pipeline import Staged
 from master.state import clone
 from tests.test_agent_loss import lost_agent_log, mark_unreachable
 from tests.test_fold import AGENT_RES, Log, base, res, status, task
@@ -280,7 +282,8 @@ def test_an_invalid_update_is_refused_with_a_message(fields, message):
 
 
 class FakeCore:
-    """What AgentAPI / OperatorAPI use of MasterServer: decide under a lock, commit = fold at once."""
+    """What AgentAPI / OperatorAPI use of MasterServer: stage = fold at once, committed on the next turn of the
+    loop (then the messages and follow-ups run, as MasterServer does once the commit is in)."""
 
     def __init__(self, log: Log, tmp: Path):
         from master.replica import MasterConfig
@@ -291,7 +294,7 @@ class FakeCore:
         self.agent_links: dict = {}
         self.framework_streams: dict = {}
         self.agent_seen: dict = {}
-        self.committed: list = []
+        self.recorded: list = []
         self.sent: list = []
         self.disconnected: list = []
         self.event_listeners: set = set()
@@ -303,16 +306,38 @@ class FakeCore:
     def now(self) -> float:
         return 500.0
 
-    @contextlib.asynccontextmanager
-    async def deciding(self):
-        yield
+    def stage(self, events, *, ts=None, messages=(), then=None) -> Staged:
+        from master.replica import NotLeader
+        if not self.serving:
+            raise NotLeader()
+        for e in events:
+            ev.encode_event(e)  # the commit gate, before anything changes
+        first = self.log.state.index + 1
+        for e in events:
+            self.log(e, ts=500.0)
+            self.recorded.append(e)
+        loop = asyncio.get_running_loop()
+        d = Staged(envs=[], payloads=[], effects=[], messages=list(messages), done=loop.create_future(),
+                   then=[then] if then else [])
+
+        def release() -> None:
+            for m in d.messages:
+                if isinstance(m, fx.ToAgent):
+                    self.send_agent(m.agent_id, m.message)
+                else:
+                    self.send_framework(m.framework_id, m.event)
+            for fn in d.then:
+                fn()
+            d.done.set_result(first if events else 0)
+
+        loop.call_soon(release)
+        return d
+
+    async def committed(self, d: Staged) -> int:
+        return await d.done
 
     async def commit(self, events, ts=None):
-        for e in events:
-            ev.encode_event(e)  # the commit gate
-            self.log(e, ts=500.0)
-            self.committed.append(e)
-        return self.log.state.index
+        return await self.committed(self.stage(events, ts=ts))
 
     def agent_heard(self, agent_id):
         self.agent_seen[agent_id] = 500.0
@@ -373,7 +398,7 @@ async def test_a_hostile_agent_call_is_a_4xx_and_commits_nothing(raw, tmp_path):
         r = await client.post("/api/drover/agent", data=raw)
         text = await r.text()
     assert 400 <= r.status < 500, (r.status, text)
-    assert text and core.committed == [] and core.state.index == index
+    assert text and core.recorded == [] and core.state.index == index
 
 
 async def test_a_subscription_registers_and_streams_registered(tmp_path):
@@ -387,7 +412,7 @@ async def test_a_subscription_registers_and_streams_registered(tmp_path):
         record = json.loads(await r.content.readexactly(int(line)))
         r.close()
     assert record["type"] == "REGISTERED" and record["registered"]["agent_id"] == "c1-S0"
-    assert [type(e) for e in core.committed] == [ev.AgentRegistered] and "c1-S0" in core.agent_seen
+    assert [type(e) for e in core.recorded] == [ev.AgentRegistered] and "c1-S0" in core.agent_seen
 
 
 async def test_an_update_commits_or_answers_a_retry_with_a_message(tmp_path):
@@ -397,9 +422,9 @@ async def test_an_update_commits_or_answers_a_retry_with_a_message(tmp_path):
         "state": "TASK_FINISHED", "source": "SOURCE_EXECUTOR", "timestamp": 1.7e9, "uuid": U2}}}
     async with client_for(core) as client:
         assert (await client.post("/api/drover/agent", data=body(call))).status == 202
-        assert [type(e) for e in core.committed] == [ev.StatusUpdated]
+        assert [type(e) for e in core.recorded] == [ev.StatusUpdated]
         assert (await client.post("/api/drover/agent", data=body(call))).status == 202  # a retry: sent again
-        assert len(core.committed) == 1 and core.sent[-1][0] == "F1"
+        assert len(core.recorded) == 1 and core.sent[-1][0] == "F1"
         call["agent_id"] = "A2"  # not linked here
         assert (await client.post("/api/drover/agent", data=body(call))).status == 403
 
@@ -414,7 +439,7 @@ async def test_a_subscription_the_state_refuses_gets_an_error_record_and_commits
         line = await r.content.readline()
         record = json.loads(await r.content.readexactly(int(line)))
     assert record["type"] == "ERROR" and "max_agents" in record["error"]["message"]
-    assert core.committed == [] and core.disconnected == []
+    assert core.recorded == [] and core.disconnected == []
 
 
 # ---- property: whatever an agent sends, the decider answers, and what it accepts folds ----------------------------

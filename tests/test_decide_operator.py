@@ -192,7 +192,7 @@ async def test_a_hostile_operator_call_is_a_4xx_and_commits_nothing(raw, tmp_pat
         r = await client.post("/api/v1", data=raw, headers={"Content-Type": "application/json"})
         text = await r.text()
     assert 400 <= r.status < 500, (r.status, text)
-    assert text and core.committed == [] and core.state.index == index
+    assert text and core.recorded == [] and core.state.index == index
 
 
 async def test_operator_writes_commit_and_read_back(tmp_path):
@@ -210,7 +210,7 @@ async def test_operator_writes_commit_and_read_back(tmp_path):
     assert got["get_quota"]["status"]["configs"] == [{"role": "q", "guarantees": {"cpus": {"value": 1.0}},
                                                      "limits": {"cpus": {"value": 2.0}}}]
     assert w["get_weights"]["weight_infos"] == [{"role": "a", "weight": 2.5}]
-    assert [type(e) for e in core.committed] == [ev.WeightsUpdated, ev.QuotaUpdated]
+    assert [type(e) for e in core.recorded] == [ev.WeightsUpdated, ev.QuotaUpdated]
 
 
 # ---- property: whatever an operator sends, the decider answers, and what it accepts folds and allocates -----------
