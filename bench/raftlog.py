@@ -21,10 +21,11 @@ entry point):
   fed the same bytes: one Raft entry holding the msgpack-encoded `Batch` of N events. Proposals are `append(data,
   sync=True)` from a plain thread.
 
-Proposals are sequential (one outstanding at a time) on the leader: one decision per Raft entry, the master's
-worst case (concurrent decisions are grouped into one entry; bench.scale measures that). events/s = events / wall
-time of the measured loop. Measurements alternate between the two clusters in rounds so that drift on the machine hits both alike. Events are `StatusUpdated` records (~300 bytes of
-JSON each) for a task nobody knows, so the fold is a cheap no-op and the cost measured is the log + store path.
+Proposals are sequential (one outstanding at a time) on the leader: one decision per Raft entry, the master's worst
+case (concurrent decisions are grouped into one entry; bench.scale measures that). events/s = events / wall time of
+the measured loop. Measurements alternate between the two clusters in rounds so that drift on the machine hits both
+alike. Events are `StatusUpdated` records (~300 bytes of JSON each) for a task nobody knows, so the fold is a cheap
+no-op and the cost measured is the log + store path.
 
 With `--fsync` a third cluster runs: the drover row is split into "fsync off" (pysyncobj's mmap journal, never
 flushed; SQLite synchronous=NORMAL) and "fsync on" (journal msync'd before every acknowledgement, term/vote file
