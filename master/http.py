@@ -129,6 +129,10 @@ def build_app(core: MasterServer) -> web.Application:
             "serving": core.serving, "raft_leader": core.raft.is_leader, "leader_http": core.leader_http(),
             "term": core.raft.term, "applied_index": index, "state_hash": digest.decode(),
             "cluster_id": core.state.cluster_id, "failed": core.failed,
+            # The decision pipeline (docs/design.md): on a busy leader applied_index (the state's, staged decisions
+            # included) runs ahead of committed_index; Raft entries, decisions and events committed by this leader.
+            "committed_index": core.committed_index, "pipeline": dict(core.pipeline_counts),
+            "raft_tick_lag": core.raft.tick_lag(),
         })
 
     app = web.Application(middlewares=[too_deep, leader_only], client_max_size=core.config.limits.max_body_bytes)
