@@ -248,11 +248,13 @@ class AgentUnreachable(Base, tag="AGENT_UNREACHABLE"):
 
 class OffersMade(Base, tag="OFFERS_MADE"):
     """One allocation run: its inputs (trigger, candidate agents, shuffle seed; the time is the
-    envelope's), the offers it made, and why (per agent: the order and shares it saw)."""
+    envelope's) and the offers it made. Why (per agent: the order and shares it saw) is re-derived
+    on demand from the inputs (`master.allocation.explanation`); older leaders recorded it in
+    `decisions`, which the leader now leaves empty."""
 
     offers: Annotated[list[OfferRecord], _BIG]
     trigger: Name  # "periodic" | "framework_added" | "agent_added" | "revive" | ...
-    decisions: Annotated[list[AgentDecision], _BIG] = msgspec.field(default_factory=list)
+    decisions: Annotated[list[AgentDecision], _BIG] = msgspec.field(default_factory=list)  # empty: not recorded
     seed: Annotated[int, msgspec.Meta(ge=0, le=2**63 - 1)] = 0
     candidates: Annotated[list[Id], _BIG] | None = None  # agent ids considered; None = every agent
 

@@ -5,7 +5,9 @@ The fold (master/state.py) keeps a `HierarchicalAllocator` in step with every ev
 not rebuild anything. `decide_offers` turns one allocation run into the
 `OffersMade` event the leader records: IDs come from the state's counters, the
 shuffle seed from the log index, the time from the leader's clock; so replay and
-`verify` re-derive exactly the same offers.
+`verify` re-derive exactly the same offers. The leader records no explanation (at
+thousands of agents it would be most of the event and of the run's time):
+`explanation` re-derives it when asked, by re-running the decision.
 """
 
 from __future__ import annotations
@@ -67,7 +69,9 @@ def reset(state: "State") -> None:
 
 
 def decide_offers(state: "State", now: float, trigger: str, agent_ids: list[str] | None = None,
-                  explain: bool = True, seed: int | None = None) -> ev.OffersMade | None:
+                  explain: bool = False, seed: int | None = None) -> ev.OffersMade | None:
+    """One allocation run as the `OffersMade` event to record. The leader records it compactly
+    (`explain` off): the per-agent explanation is derived on demand (`explanation`), from the log."""
     if state.cluster_id is None:
         return None
     a = allocator_of(state)
@@ -87,11 +91,31 @@ def decide_offers(state: "State", now: float, trigger: str, agent_ids: list[str]
                          candidates=None if agent_ids is None else sorted(agent_ids))
 
 
-def redecide(state: "State", env: ev.Envelope) -> ev.OffersMade | None:
-    """Re-take a recorded allocation decision from the state just before it (for `verify`)."""
+def redecide(state: "State", env: ev.Envelope, explain: bool | None = None) -> ev.OffersMade | None:
+    """Re-take a recorded allocation decision from the state just before it (for `verify`). By default
+    as it was recorded: with the explanation when the event carries one (older leaders recorded it)."""
     e = env.event
     assert isinstance(e, ev.OffersMade)
-    return decide_offers(state, env.ts, e.trigger, e.candidates, seed=e.seed)
+    if explain is None:
+        explain = bool(e.decisions)
+    return decide_offers(state, env.ts, e.trigger, e.candidates, explain=explain, seed=e.seed)
+
+
+def explanation(state: "State", env: ev.Envelope) -> list[ev.AgentDecision] | None:
+    """Why a recorded `OffersMade`'s offers went where they went: per agent and stage, the candidates the
+    allocator walked in order and the skips. `state` is the state just before the event (the fold up to
+    `env.index - 1`). The event's own `decisions` when it carries them; otherwise the decision is re-run
+    with the explanation on, which re-derives exactly what would have been recorded. None when the re-run
+    does not give the recorded offers (a hand-made event, or a log written by another allocator): the
+    offers cannot be explained."""
+    e = env.event
+    assert isinstance(e, ev.OffersMade)
+    if e.decisions or not e.offers:
+        return list(e.decisions)
+    again = redecide(state, env, explain=True)
+    if again is None or again.offers != e.offers:
+        return None
+    return again.decisions
 
 
 def expired_offers(state: "State", now: float) -> list[str]:

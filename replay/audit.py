@@ -5,7 +5,10 @@ Every query folds the store's events once, in index order, with the master's own
 did (an offer left the state, a task got a status, a framework disconnected) together with what
 only the log knows (the index and leader time of the step, acknowledgements, the allocator's
 explanations). Nothing is decided here, so the audit cannot drift from the fold: a task's
-statuses and state are the fold's own objects. Nothing is re-decided either (no allocator runs).
+statuses and state are the fold's own objects. The one thing re-run is an allocation decision whose
+explanation was not recorded (the leader records offers compactly): for the `offers` and
+`allocations` queries it is re-derived from the state just before it (`master.allocation.explanation`,
+the allocator run with the recorded seed, candidates and time), exactly as it would have been recorded.
 
 Queries (each returns a list of plain dicts, ready for JSON; times are the leader's, ISO 8601 UTC):
 - `offers`: one record per offer: who, what, where, when it was made, how it ended (`accepted`,
@@ -38,6 +41,7 @@ import msgspec
 from eventstore import events as ev
 from eventstore.resources import Resources
 from eventstore.store import EventStore, StoreCorrupt
+from master.allocation import explanation
 from master.state import TERMINAL_STATES, Framework, Offer, State, Task, apply, tasks_on_agent
 from replay.reader import FoldError, _no_gc, decode_payload
 from replay.state_view import printable
@@ -254,9 +258,14 @@ def _scan(envelopes: Iterable[ev.Envelope], kind: str = "allocations") -> tuple[
     book = _Book(kind)
     table = _OBSERVERS
     fold = apply
+    made_type = ev.OffersMade
+    explain = book.explain
     for env in envelopes:
         capture, observe = table[type(env.event)]
-        before = capture(state, env.event) if capture is not None else None
+        if explain and type(env.event) is made_type:
+            before = _explanation(state, env)  # from the state just before the decision
+        else:
+            before = capture(state, env.event) if capture is not None else None
         try:
             fold(state, env)
         except Exception as e:
@@ -404,14 +413,24 @@ def _agent_reregistered(b: _Book, tasks: list[Task], env: ev.Envelope, s: State)
             b.track(task, env, "adopted", [])
 
 
-def _offers_made(b: _Book, _, env: ev.Envelope, s: State) -> None:
+def _explanation(s: State, env: ev.Envelope) -> list[ev.AgentDecision]:
+    """The decision's explanation: recorded, or re-derived by re-running it (`master.allocation.explanation`);
+    none (the offers are shown unexplained) when the re-run does not give the recorded offers."""
+    try:
+        decisions = explanation(s, env)
+    except Exception:  # a log no allocator run could have written: its offers stay unexplained, the audit goes on
+        decisions = None
+    return decisions or []
+
+
+def _offers_made(b: _Book, decisions: list[ev.AgentDecision] | None, env: ev.Envelope, s: State) -> None:
     e = env.event
     explained: dict[str, dict] = {}
     agents: list[dict] = []
     formatted: dict[str, str] = {}
     if b.explain:
         formatted = {o.offer_id: _res(o.resources) for o in e.offers}
-        agents, explained = _explain(e, formatted)
+        agents, explained = _explain(e, decisions or [], formatted)
     if b.keep_allocations:
         b.allocations.append({"index": env.index, "time": env.ts, "trigger": e.trigger, "seed": e.seed,
                               "candidates": "all" if e.candidates is None else list(e.candidates),
@@ -552,7 +571,8 @@ _OBSERVERS: dict[type, tuple[Capture | None, Observe]] = {
 assert set(_OBSERVERS) == set(ev.Event.__args__), "every event type needs an audit observer"
 
 
-def _explain(e: ev.OffersMade, formatted: dict[str, str]) -> tuple[list[dict], dict[str, dict]]:
+def _explain(e: ev.OffersMade, decisions: list[ev.AgentDecision],
+             formatted: dict[str, str]) -> tuple[list[dict], dict[str, dict]]:
     """The decision's per-agent explanation, with each candidate's fate; and per offer, why it went there.
 
     A trace's `order` lists every framework the allocator looked at, in order; `skipped` lists, in the
@@ -564,7 +584,7 @@ def _explain(e: ev.OffersMade, formatted: dict[str, str]) -> tuple[list[dict], d
         by_agent.setdefault(o.agent_id, []).append(o)
     agents: list[dict] = []
     explained: dict[str, dict] = {}
-    for d in e.decisions:
+    for d in decisions:
         won = {(o.framework_id, o.role): o for o in by_agent.get(d.agent_id, [])}
         skipped = [(pair[0], pair[1] if len(pair) > 1 else "") for pair in d.skipped]
         p = 0
@@ -600,7 +620,7 @@ def _explain(e: ev.OffersMade, formatted: dict[str, str]) -> tuple[list[dict], d
                            "resources": c["resources"]})
         agents.append({"agent_id": d.agent_id, "stage": d.stage, "offers": offers, "candidates": cands,
                        "skipped": [{"framework_id": f, "reason": why} for f, why in skipped]})
-    # Offers no trace explains (a decision recorded without its explanation).
+    # Offers no trace explains (a decision that cannot be re-derived, e.g. a hand-made event).
     for o in e.offers:
         if o.offer_id not in explained:
             entry = {"offer_id": o.offer_id, "framework_id": o.framework_id, "role": o.role,

@@ -30,7 +30,8 @@ def _configure(state: State, config: AllocatorConfig) -> None:
 
 def allocate(state: State, now: float, config: AllocatorConfig, trigger: str, agent_ids=None):
     _configure(state, config)
-    return allocation.decide_offers(state, now, trigger, agent_ids)
+    # With the explanation these tests check (the leader records without it: tests/test_explanation.py).
+    return allocation.decide_offers(state, now, trigger, agent_ids, explain=True)
 
 
 def expired_offers(state: State, now: float, config: AllocatorConfig):
