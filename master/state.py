@@ -259,7 +259,7 @@ def _leader_elected(s: State, e: ev.LeaderElected, ts: float) -> None:
     # Offers were dropped silently above (Mesos sends no RESCIND on failover); the frameworks were
     # deactivated, which drops their filters (as a Mesos failover loses them).
     s.filters.clear()
-    a.filters.clear()
+    a.clear_filters()
 
 
 def _framework_subscribed(s: State, e: ev.FrameworkSubscribed, ts: float) -> None:
@@ -325,8 +325,31 @@ def _drop_offers(s: State, offers: list[Offer], refuse: float = 0.0, ts: float =
         if o.framework_id in a.frameworks:
             a.recover(o.framework_id, o.role, o.agent_id, Resources(o.resources), refuse, ts)
         if refuse > 0:
-            s.filters.append(Filter(framework_id=o.framework_id, role=o.role, agent_id=o.agent_id,
-                                    resources=o.resources, expires_at=ts + refuse))
+            _add_filter(s, Filter(framework_id=o.framework_id, role=o.role, agent_id=o.agent_id,
+                                  resources=o.resources, expires_at=ts + refuse))
+
+
+# A lower bound of `State.filters`' expiry times, kept outside the fields (like the allocator): the fold drops
+# expired filters on every OFFERS_MADE, and without it would look at every filter every time.
+FILTERS_EXPIRY_KEY = "_filters_expire_from"
+
+
+def _add_filter(s: State, f: Filter) -> None:
+    s.filters.append(f)
+    bound = s.__dict__.get(FILTERS_EXPIRY_KEY)
+    if bound is not None and f.expires_at < bound:
+        s.__dict__[FILTERS_EXPIRY_KEY] = f.expires_at
+
+
+def _expire_filters(s: State, ts: float) -> None:
+    """Drop the filters with `expires_at <= ts` (the others keep their order); a look at each only when one may
+    have expired. Removals elsewhere leave the bound a lower bound."""
+    if not s.filters:
+        return
+    bound = s.__dict__.get(FILTERS_EXPIRY_KEY)
+    if bound is None or bound <= ts:
+        s.filters = [f for f in s.filters if f.expires_at > ts]
+        s.__dict__[FILTERS_EXPIRY_KEY] = min((f.expires_at for f in s.filters), default=float("inf"))
 
 
 def _drop_framework_offers_and_filters(s: State, framework_id: str) -> None:
@@ -489,7 +512,7 @@ def _offers_made(s: State, e: ev.OffersMade, ts: float) -> None:
         a.allocate(o.framework_id, o.role, o.agent_id, Resources(o.resources))
     s.next_offer += len(e.offers)
     # Expired filters can no longer matter to any decision from here on.
-    s.filters = [f for f in s.filters if f.expires_at > ts]
+    _expire_filters(s, ts)
     a.expire_filters(ts)
 
 
@@ -539,8 +562,8 @@ def _offers_accepted(s: State, e: ev.OffersAccepted, ts: float) -> None:
         if e.framework_id in a.frameworks:
             a.recover(e.framework_id, role, agent_id, leftover, e.refuse_seconds, ts)
         if e.refuse_seconds > 0:
-            s.filters.append(Filter(framework_id=e.framework_id, role=role, agent_id=agent_id,
-                                    resources=leftover.to_list(), expires_at=ts + e.refuse_seconds))
+            _add_filter(s, Filter(framework_id=e.framework_id, role=role, agent_id=agent_id,
+                                  resources=leftover.to_list(), expires_at=ts + e.refuse_seconds))
 
 
 def net_reservations(reserved: Resources, unreserved: Resources) -> tuple[Resources, Resources]:

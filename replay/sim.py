@@ -21,7 +21,7 @@ import msgspec
 
 from eventstore.resources import UNRESERVED, Resource, Resources
 from master.allocator.config import DEFAULT_REFUSE_SECONDS, MAX_REFUSE_SECONDS, AllocatorConfig
-from master.allocator.hierarchical import Filter, HierarchicalAllocator
+from master.allocator.hierarchical import HierarchicalAllocator
 
 ResourceSpec = dict[str, Union[float, str]]
 
@@ -341,16 +341,8 @@ class Simulation:
                     self._arm(self.now + self.interval, "batch", None)
                 else:
                     key, flt = payload
-                    _remove_filter(a, key, flt)
+                    a.remove_filter(key, flt)
             self.now = max(self.now, s.to_time)
-
-
-def _remove_filter(a: HierarchicalAllocator, key: tuple, flt: Filter) -> None:
-    lst = a.filters.get(key)
-    if lst and any(f is flt for f in lst):
-        lst[:] = [f for f in lst if f is not flt]
-        if not lst:
-            del a.filters[key]
 
 
 def _check(step: ExpectOffers, offers: list[dict]) -> list[str]:

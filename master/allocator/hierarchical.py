@@ -13,6 +13,7 @@ random); the seed is part of the recorded decision, so replay re-derives it.
 
 from __future__ import annotations
 
+import heapq
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Literal, Sequence
 
@@ -38,6 +39,9 @@ def ancestors(role: str) -> list[str]:
 class Filter:
     resources: Resources
     expires_at: float
+
+
+FilterKey = tuple[str, str, str]  # (framework, role, agent)
 
 
 @dataclass
@@ -113,7 +117,13 @@ class HierarchicalAllocator:
         self.role_sorter: DRFSorter = make_sorter(self.config.role_sorter, {}, excluded)
         self.fw_sorters: dict[str, DRFSorter] = {}
         self.role_frameworks: dict[str, set[str]] = {}  # role -> frameworks tracked under it
-        self.filters: dict[tuple[str, str, str], list[Filter]] = {}  # (framework, role, agent)
+        # Decline filters by (framework, role, agent): a decision looks up the one key it is about. Each filter is
+        # also in a heap by expiry, so expiring costs what expires; entries of filters dropped otherwise (revive,
+        # removals) stay in the heap until their time and are skipped then (the heap is rebuilt when mostly such).
+        self.filters: dict[FilterKey, list[Filter]] = {}
+        self._expiries: list[tuple[float, int, FilterKey, Filter]] = []  # (expires_at, seq, key, filter)
+        self._filter_seq = 0
+        self._live_filters = 0
         self.totals: Q = {}
         # Quota bookkeeping, kept per top-level role (only top-level roles may have quota, as in Mesos).
         self.reserved_by_top: dict[str, Q] = {}  # reservations of the role and its subroles, allocated or not
@@ -122,9 +132,6 @@ class HierarchicalAllocator:
         self.reserved_alloc_total: Q = {}
         self.alloc_total: Q = {}
         self._default_min: list[Q] = [dict(a) for a in self.config.min_allocatable]
-        # Earliest filter expiry, a lower bound (filters may be dropped without updating it): lets
-        # expire_filters skip its scan while nothing can have expired.
-        self._next_expiry = float("inf")
 
     # ---- snapshots ------------------------------------------------------------------------------------
     def to_record(self) -> dict[str, Any]:
@@ -198,8 +205,7 @@ class HierarchicalAllocator:
             if r.role != UNRESERVED and r.type == "SCALAR":
                 q_iadd(self.reserved_by_top.setdefault(top_level(r.role), {}), {r.name: r.scalar}, -1.0)
                 q_iadd(self.reserved_total, {r.name: r.scalar}, -1.0)
-        for key in [k for k in self.filters if k[2] == agent_id]:
-            del self.filters[key]
+        self._drop_filters(lambda k: k[2] == agent_id)
 
     def convert(self, agent_id: str, framework_id: str, role: str, consumed: Resources,
                 converted: Resources) -> None:
@@ -415,24 +421,57 @@ class HierarchicalAllocator:
             q_iadd(self.reserved_alloc_total, resv, sign)
 
     # ---- filters --------------------------------------------------------------------------------------
-    def _drop_filters(self, pred: Callable[[tuple[str, str, str]], bool]) -> None:
+    def _drop_filters(self, pred: Callable[[FilterKey], bool]) -> None:
         for key in [k for k in self.filters if pred(k)]:
-            del self.filters[key]
+            self._live_filters -= len(self.filters.pop(key))
 
     def add_filter(self, framework_id: str, role: str, agent_id: str, flt: Filter) -> None:
-        self.filters.setdefault((framework_id, role, agent_id), []).append(flt)
-        self._next_expiry = min(self._next_expiry, flt.expires_at)
+        key = (framework_id, role, agent_id)
+        self.filters.setdefault(key, []).append(flt)
+        self._live_filters += 1
+        heap = self._expiries
+        if len(heap) > 64 and len(heap) > 2 * self._live_filters:
+            self._rebuild_expiries()
+        heapq.heappush(heap, (flt.expires_at, self._filter_seq, key, flt))
+        self._filter_seq += 1
+
+    def remove_filter(self, key: FilterKey, flt: Filter) -> bool:
+        """Drop one filter (this very object) if it is still there; whether it was."""
+        lst = self.filters.get(key)
+        if lst is None:
+            return False
+        for i, f in enumerate(lst):
+            if f is flt:
+                del lst[i]
+                if not lst:
+                    del self.filters[key]
+                self._live_filters -= 1
+                return True
+        return False
+
+    def clear_filters(self) -> None:
+        self.filters.clear()
+        self._expiries.clear()
+        self._live_filters = 0
+
+    def _rebuild_expiries(self) -> None:
+        """The heap again from the filters there are (in the dict's order: deterministic)."""
+        heap = []
+        for key, lst in self.filters.items():
+            for f in lst:
+                heap.append((f.expires_at, self._filter_seq, key, f))
+                self._filter_seq += 1
+        heapq.heapify(heap)
+        self._expiries = heap
+        self._live_filters = len(heap)
 
     def expire_filters(self, now: float) -> None:
-        if not self.filters or now < self._next_expiry:
-            return
-        for key in list(self.filters):
-            kept = [f for f in self.filters[key] if f.expires_at > now]
-            if kept:
-                self.filters[key] = kept
-            else:
-                del self.filters[key]
-        self._next_expiry = min((f.expires_at for v in self.filters.values() for f in v), default=float("inf"))
+        """Drop every filter with `expires_at <= now`: those at the top of the heap, nothing else is looked at.
+        What is left does not depend on the heap's order: each key keeps its other filters in their order."""
+        heap = self._expiries
+        while heap and heap[0][0] <= now:
+            _, _, key, flt = heapq.heappop(heap)
+            self.remove_filter(key, flt)
 
     def _filtered(self, framework_id: str, role: str, agent_id: str, res: Resources, now: float | None) -> bool:
         for f in self.filters.get((framework_id, role, agent_id), ()):
