@@ -103,8 +103,9 @@ def main() -> None:
         speed = f"{n / d:7.1f}x" if n else "       -"
         print(f"{agents:>7} {frameworks:>10} {offers:>7} {setup:>8.2f} {d:>9.3f} {e:>10.3f} "
               f"{(f'{n:.3f}' if n else '-'):>15} {speed:>8} {(f'{ref:.1f}' if ref else '-'):>15}")
-    print("\ndrover = HierarchicalAllocator.decide() without the audit explanation; +explain = with it (what the "
-          "master records).\nnaive = the same DRF order re-sorted from scratch per agent, measured in this run.")
+    print("\ndrover = HierarchicalAllocator.decide() without the audit explanation (what the master runs); +explain = "
+          "with it (what it ran before; now re-derived on demand).\nnaive = the same DRF order re-sorted from scratch "
+          "per agent, measured in this run.")
 
 
 if __name__ == "__main__":

@@ -385,3 +385,24 @@ def test_make_sorter_rejects_unknown_kinds():
     assert type(make_sorter("priority")) is PrioritySorter
     with pytest.raises(ValueError, match="nope"):
         make_sorter("nope")
+
+
+def test_tentative_allocations_roll_back_to_exactly_what_was_there():
+    s = sorter("a/x", "a/y", "b", "c")
+    alloc(s, "a/x", cpus=5)
+    alloc(s, "b", 2, mem=30.5)
+    before, order_before = s.to_record(), order(s)
+    s.deferred = True
+    s.begin_tentative()
+    s.tentatively_allocated("a/y", {"cpus": 7.0, "mem": 0.001})
+    s.tentatively_allocated("c", {"cpus": 1.0})
+    s.tentatively_allocated("a/y", {"cpus": 3.0})
+    s.flush()
+    assert s.count("a/y") == 2 and s.allocation("a/y") == {"cpus": 10.0, "mem": 0.001}
+    assert order(s)[-1] == "a/y"  # the run sees its own offers
+    s.rollback()
+    s.deferred = False
+    assert s.to_record() == before
+    assert order(s) == order_before
+    s.allocated("c", {"cpus": 1.0})  # and goes on as if nothing happened
+    assert s.count("c") == 1

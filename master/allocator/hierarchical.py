@@ -365,10 +365,7 @@ class HierarchicalAllocator:
         key = (framework_id, role)
         prev = agent.allocated.get(key)
         agent.allocated[key] = res if prev is None else prev + res
-        if not agent.overcommitted and agent.available.contains(res):
-            agent.available = agent.available - res
-        else:
-            agent.available = agent.exact_available()
+        _take(agent, res)
         self._track(framework_id, role)
         self._count_alloc(framework_id, role, res, +1.0)
         self.role_sorter.allocated(role, res.quantities_view())
@@ -480,9 +477,10 @@ class HierarchicalAllocator:
         return False
 
     def _refusal(self, fid: str, role: str, agent_id: str, fw: Framework, res: Resources,
-                 now: float | None) -> str | None:
-        """Why `res` may not be offered to (framework, role) on this agent now; None if it may."""
-        if not self._allocatable(res, role, fw):
+                 now: float | None, allocatable: bool = False) -> str | None:
+        """Why `res` may not be offered to (framework, role) on this agent now; None if it may.
+        `allocatable`: `res` is known to be above the minimum already."""
+        if not allocatable and not self._allocatable(res, role, fw):
             return "below min_allocatable_resources"
         if self._filtered(fid, role, agent_id, res, now):
             return "declined (filter active)"
@@ -498,7 +496,13 @@ class HierarchicalAllocator:
         if not alts:
             return True
         q = res.quantities_view()
-        return any(all(q.get(n, 0.0) >= v for n, v in alt.items()) for alt in alts)
+        for alt in alts:  # any alternative whose every quantity is there (loops: this runs per agent and framework)
+            for n, v in alt.items():
+                if not q.get(n, 0.0) >= v:
+                    break
+            else:
+                return True
+        return False
 
     # ---- deciding ---------------------------------------------------------------------------------------
     def decide(self, now: float | None, agent_ids: list[str] | None = None, seed: int = 0,
@@ -511,16 +515,32 @@ class HierarchicalAllocator:
         rng.shuffle(candidates)
         offers: dict[tuple[str, str, str], Resources] = {}
         traces: list[AgentTrace] = []
-        undo: list[tuple[str, str, str, Resources]] = []
+        # The run's offers are allocated tentatively, as far as the run itself reads (the agents' resources and
+        # the sorters; the quota totals are read once, before): each agent and sorter node is saved as it was
+        # before its first change and restored at the end, exactly.
+        saved: dict[str, tuple[Resources, dict[tuple[str, str], Resources], bool]] = {}
         extra: Resources | None  # the unreserved scalars an offer gets beyond the rest; None: the agent's all
         sorters = [self.role_sorter, *self.fw_sorters.values()]
         for s in sorters:
             s.flush()  # bring keys up to date with what the fold changed since the last sort
             s.deferred = True
+            s.begin_tentative()
+        role_sorter, fw_sorters = self.role_sorter, self.fw_sorters
 
         def offer(fid: str, role: str, agent_id: str, res: Resources) -> None:
-            self.allocate(fid, role, agent_id, res)
-            undo.append((fid, role, agent_id, res))
+            # What `allocate` does to the agent and the sorters (the framework is tracked in the role already:
+            # it came out of the role's sorter).
+            agent = self.agents[agent_id]
+            if agent_id not in saved:
+                saved[agent_id] = (agent.available, agent.allocated, agent.overcommitted)
+                agent.allocated = dict(agent.allocated)
+            pair = (fid, role)
+            prev = agent.allocated.get(pair)
+            agent.allocated[pair] = res if prev is None else prev + res
+            _take(agent, res)
+            q = res.quantities_view()
+            role_sorter.tentatively_allocated(role, q)
+            fw_sorters[role].tentatively_allocated(fid, q)
             key = (fid, role, agent_id)
             offers[key] = res if key not in offers else offers[key] + res
 
@@ -621,7 +641,7 @@ class HierarchicalAllocator:
                             to_offer = to_offer + extra
                         else:
                             to_offer, extra = available, None
-                        why = self._refusal(fid, role, agent_id, fw, to_offer, now)
+                        why = self._refusal(fid, role, agent_id, fw, to_offer, now, to_offer is available)
                         if why:
                             trace.skipped.append((fid, why))
                             continue
@@ -636,9 +656,11 @@ class HierarchicalAllocator:
                 if explain and (trace.order or trace.skipped):
                     traces.append(trace)
         finally:
-            for fid, role, agent_id, res in reversed(undo):
-                self._undo_allocate(fid, role, agent_id, res)
-            for s in [self.role_sorter, *self.fw_sorters.values()]:
+            for agent_id, (available, allocated, overcommitted) in saved.items():
+                agent = self.agents[agent_id]
+                agent.available, agent.allocated, agent.overcommitted = available, allocated, overcommitted
+            for s in sorters:
+                s.rollback()
                 s.deferred = False
                 s.flush()
         result = [OfferDecision(fid, role, aid, res) for (fid, role, aid), res in offers.items()]
@@ -649,13 +671,21 @@ class HierarchicalAllocator:
         s = self.fw_sorters[role]
         return (fid, role, round(s.client_share(fid), 9), s.count(fid), round(self.role_sorter.client_share(role), 9))
 
-    def _undo_allocate(self, fid: str, role: str, agent_id: str, res: Resources) -> None:
-        """Exactly reverses `allocate` (including the allocation counts it bumped)."""
-        agent = self.agents[agent_id]
-        self._recover_tracked(agent, fid, role, res)
-        self.role_sorter.uncount(role)
-        if role in self.fw_sorters and fid in self.fw_sorters[role]:
-            self.fw_sorters[role].uncount(fid)
+
+_NOTHING = Resources()
+
+
+def _take(agent: Agent, res: Resources) -> None:
+    """`res` (already in `agent.allocated`) leaves the agent's available resources."""
+    available = agent.available
+    if agent.overcommitted:
+        agent.available = agent.exact_available()
+    elif res == available:  # the whole of it (an offer of all an agent has; exactly `available - res`)
+        agent.available = _NOTHING
+    elif available.contains(res):
+        agent.available = available - res
+    else:
+        agent.available = agent.exact_available()
 
 
 def q_sub_limits(limits: Q, consumed: Q) -> Q:

@@ -26,6 +26,12 @@ class SeededShuffle:
         return z ^ (z >> 31)
 
     def shuffle(self, items: list[T]) -> None:
+        # next_u64, inlined: a periodic run shuffles every agent, and this was most of a run with little to offer.
+        state = self.state
         for i in range(len(items) - 1, 0, -1):
-            j = self.next_u64() % (i + 1)  # the modulo bias is irrelevant at these sizes
+            state = (state + 0x9E3779B97F4A7C15) & _MASK
+            z = ((state ^ (state >> 30)) * 0xBF58476D1CE4E5B9) & _MASK
+            z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & _MASK
+            j = (z ^ (z >> 31)) % (i + 1)  # the modulo bias is irrelevant at these sizes
             items[i], items[j] = items[j], items[i]
+        self.state = state

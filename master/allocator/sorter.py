@@ -64,6 +64,7 @@ class DRFSorter:
         self.deferred = False
         self._pending: dict[_Node, None] = {}
         self._stale = False  # totals or weights changed: every key must be recomputed
+        self._saved: dict[_Node, tuple[dict[str, float], int]] | None = None  # see begin_tentative
 
     # ---- shares and keys ---------------------------------------------------------------------------
     def share(self, alloc: dict[str, float]) -> float:
@@ -248,6 +249,35 @@ class DRFSorter:
             node.count += dcount
             self._rekey(node)
             node = parent
+
+    # ---- tentative allocations (one allocation run) -------------------------------------------------
+    def begin_tentative(self) -> None:
+        """From here, `tentatively_allocated` remembers each node's allocation and count as they were before
+        its first change, and `rollback` puts them back: an allocation run's offers, undone in one step."""
+        self._saved = {}
+
+    def tentatively_allocated(self, client: str, q: dict[str, float]) -> None:
+        """`allocated`, to be rolled back (between `begin_tentative` and `rollback`)."""
+        if self._stale:
+            self._refresh_all()
+        saved = self._saved
+        assert saved is not None, "begin_tentative first"
+        pending = self._pending
+        node = self.clients[client]
+        while (parent := node.parent) is not None:  # up to, without, the root: the one node without a parent
+            if node not in saved:
+                saved[node] = (dict(node.alloc), node.count)
+            q_iadd(node.alloc, q, 1.0)
+            node.count += 1
+            pending[node] = None
+            node = parent
+
+    def rollback(self) -> None:
+        """Every node changed since `begin_tentative` back to exactly what it was (its key at the next flush)."""
+        saved, self._saved = self._saved, None
+        for node, (alloc, count) in (saved or {}).items():
+            node.alloc, node.count = alloc, count
+            self._pending[node] = None
 
     def allocation(self, client: str) -> dict[str, float]:
         return dict(self.clients[client].alloc)
