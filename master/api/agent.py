@@ -78,6 +78,9 @@ class AgentAPI:
                 assert isinstance(decision.reply, str)
                 agent_id = decision.reply
                 staged = core.stage(decision.events)
+                # A sign of life now, with the decision: the timers decide on the staged state at once, and must
+                # not find this (re-)registered agent silent since the election while its commit is in flight.
+                core.agent_heard(agent_id)
                 # What the agent still has to do, from the state its events made (staged just now); sent with
                 # REGISTERED once they are committed. Later decisions' messages for it follow through the link.
                 resync = fx.resync_agent(core.state, agent_id, sub.tasks if sub.agent_id == agent_id else [])
