@@ -138,7 +138,7 @@ class OperatorAPI:
                 "GET_QUOTA": self._get_quota, "UPDATE_QUOTA": self._update_quota, "GET_ROLES": self._get_roles}
 
     async def _commit(self, decide, call) -> web.Response:
-        """Decide under the leader's decision lock, commit, and answer 200 once folded (or the refusal)."""
+        """Decide and stage (one synchronous step), answer 200 once committed (or the refusal)."""
         if not self.core.serving:
             raise NotLeader()
         decision: Decision = decide(self.core.state, call, self.core.now(), self.core.config.decide_config())
