@@ -194,10 +194,15 @@ class LocalCluster:
         return proc is not None and proc.poll() is None
 
     def kill(self, name: str, sig: int = signal.SIGKILL, wait: bool = True) -> None:
-        """Signal a component (kill -9 by default) and, unless `wait` is False (SIGSTOP/SIGCONT), reap it."""
+        """Signal a component (kill -9 by default) and, unless `wait` is False (SIGSTOP/SIGCONT), reap it. The
+        signal goes to its process group (each component runs in a session of its own), so a master's Raft process
+        (eventstore/raftproc.py) is stopped, continued or killed with it, as a machine's would be."""
         proc = self.procs.get(name)
         if proc is not None and proc.poll() is None:
-            proc.send_signal(sig)
+            try:
+                os.killpg(proc.pid, sig)
+            except ProcessLookupError:
+                pass
             if wait:
                 proc.wait(timeout=30)
 

@@ -45,7 +45,7 @@ _FAIL_NAMES = {v: k for k, v in vars(FAIL_REASON).items() if not k.startswith("_
 class _Log(SyncObjConsumer):
     def __init__(self) -> None:
         # Set before SyncObjConsumer.__init__: attributes that exist then are excluded from the dump.
-        self.sink: Callable[[int, ev.Batch], None] | None = None
+        self.sink: Callable[[int, ev.Batch | Exception], None] | None = None
         super().__init__()
         self.last_index = 0
         self.tail: collections.deque = collections.deque()
@@ -261,6 +261,8 @@ class _SteadySyncObj(SyncObj):
         # part of pysyncobj's dump.
         self._steady_ticked = False
         self._steady_next_keepalive = 0.0
+        # Set by the Raft process (raftproc.py) while its master is silent: tick no more, like a stalled node.
+        self.parent_stalled = False
         # How late the tick thread runs (GIL starvation, disk stalls): the gaps between the starts of its ticks,
         # beyond the longest wait a tick asks for (autoTickPeriod). Read by RaftLog.tick_lag.
         self.tick_last = 0.0
@@ -273,6 +275,9 @@ class _SteadySyncObj(SyncObj):
             assert hasattr(self, "_SyncObj__" + name), f"pysyncobj SyncObj layout changed: no {name}"
 
     def _onTick(self, timeToWait=0.0):
+        if self.parent_stalled:
+            time.sleep(timeToWait or 0.05)
+            return
         now = time.monotonic()
         if self.tick_last:
             gap = now - self.tick_last - self.conf.autoTickPeriod
@@ -426,6 +431,21 @@ class RaftTuning:
             raise ValueError(f"secret must be at least {SECRET_MIN_BYTES} bytes")
 
 
+def settle_proposal(fut: asyncio.Future, result: int, error: int, term: int) -> None:
+    """A proposal's outcome, from pysyncobj's callback (result: _Log.append's return value)."""
+    if fut.done():
+        return
+    if error == FAIL_REASON.SUCCESS and result == 0:
+        fut.set_exception(ProposalFailed("refused: the batch does not decode on the replicas"))
+    elif error == FAIL_REASON.SUCCESS and result < 0:
+        fut.set_exception(ProposalFailed(f"refused: decided in serving term {term}, but the leader of term "
+                                         f"{-result} was elected since"))
+    elif error == FAIL_REASON.SUCCESS:
+        fut.set_result(result)
+    else:
+        fut.set_exception(ProposalFailed(f"raft append failed: {_FAIL_NAMES.get(error, error)}"))
+
+
 class RaftLog:
     def __init__(self, self_addr: str, peers: list[str], data_dir: Path, tuning: RaftTuning = RaftTuning()):
         self.self_addr = self_addr
@@ -459,9 +479,13 @@ class RaftLog:
         """Start replicating; committed batches arrive on `queue` as (first_index, Batch), in order."""
         self._loop, self._queue = loop, queue
 
-        def sink(first: int, batch: ev.Batch) -> None:
+        def sink(first: int, batch: ev.Batch | Exception) -> None:
             loop.call_soon_threadsafe(queue.put_nowait, (first, batch))
 
+        self.start_with_sink(sink)
+
+    def start_with_sink(self, sink: Callable[[int, ev.Batch | Exception], None]) -> None:
+        """Start replicating; `sink(first_index, batch)` is called from the Raft thread, in log order."""
         self._log.sink = sink
         if self.fsync_journal:
             _install_journal_hook()
@@ -515,6 +539,10 @@ class RaftLog:
     def tail(self) -> list[tuple[int, bytes]]:
         return list(self._log.tail)
 
+    async def tail_entries(self) -> list[tuple[int, bytes]]:
+        """The bounded tail of recent entries (what MasterServer._fill_gap needs); async like RaftProcess's."""
+        return self.tail()
+
     def status(self) -> dict:
         return {} if self._sync is None else dict(self._sync.getStatus())
 
@@ -536,19 +564,7 @@ class RaftLog:
                 fut.set_exception(ProposalFailed(why))
 
         def done(result, error) -> None:
-            def settle() -> None:
-                if fut.done():
-                    return
-                if error == FAIL_REASON.SUCCESS and result == 0:
-                    fail("refused: the batch does not decode on the replicas")
-                elif error == FAIL_REASON.SUCCESS and result < 0:
-                    fail(f"refused: decided in serving term {term}, but the leader of term {-result} was elected "
-                         f"since")
-                elif error == FAIL_REASON.SUCCESS:
-                    fut.set_result(result)
-                else:
-                    fail(f"raft append failed: {_FAIL_NAMES.get(error, error)}")
-            loop.call_soon_threadsafe(settle)
+            loop.call_soon_threadsafe(settle_proposal, fut, result, error, term)
 
         timer = loop.call_later(timeout, fail, f"raft append not committed within {timeout}s")
         fut.add_done_callback(lambda _: timer.cancel())

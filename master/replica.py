@@ -25,6 +25,7 @@ import structlog
 
 from eventstore import events as ev
 from eventstore.raftlog import ProposalFailed, RaftLog, RaftTuning
+from eventstore.raftproc import RaftProcess
 from eventstore.store import STORE_FILE, AsyncEventStore
 from master import effects as fx
 from master.allocation import decide_offers
@@ -69,6 +70,7 @@ class MasterConfig:
     limits: Limits = field(default_factory=Limits)
     # Raft entries the leader has in flight at once (master/pipeline.py); decisions staged meanwhile are grouped.
     pipeline_depth: int = 2
+    raft_process: bool = True  # pysyncobj in a child process (eventstore/raftproc.py); False: a thread of this one
 
     @property
     def agent_unreachable_after(self) -> float:
@@ -102,7 +104,10 @@ class MasterServer:
         self.config = config
         self.state = State()
         self.store = AsyncEventStore(config.data_dir / STORE_FILE, durable=config.raft_tuning.fsync_journal)
-        self.raft = RaftLog(config.raft, [p.raft for p in config.peers], config.data_dir / "raft", config.raft_tuning)
+        # pysyncobj in a process of its own by default (eventstore/raftproc.py: the master's GIL starved its ticks).
+        raft_class = RaftProcess if config.raft_process else RaftLog
+        self.raft: RaftLog | RaftProcess = raft_class(config.raft, [p.raft for p in config.peers],
+                                                      config.data_dir / "raft", config.raft_tuning)
         self.http_of_raft = {p.raft: p.http for p in config.peers}
         self.http_of_raft[config.raft] = config.http
         self._queue: asyncio.Queue = asyncio.Queue()
@@ -319,7 +324,7 @@ class MasterServer:
 
     async def _fill_gap(self, first: int) -> None:
         # Batches folded into pysyncobj's dump before they reached SQLite come back from its bounded tail.
-        for tail_first, data in self.raft.tail():
+        for tail_first, data in await self.raft.tail_entries():
             batch = ev.decode_batch(data)
             if tail_first + len(batch.events) - 1 > self.state.index and tail_first < first:
                 await self._apply_batch(tail_first, batch)

@@ -177,7 +177,9 @@ class FakeCore:
         self.state = state
         self.serving = True
         self.failed = None
-        self.raft = SimpleNamespace(is_leader=True, term=1)
+        self.raft = SimpleNamespace(is_leader=True, term=1, tick_lag=lambda: {"max_s": 0.0})
+        self.committed_index = state.index
+        self.pipeline_counts = {"entries": 0, "decisions": 0, "events": 0}
         self.started_at, self.elected_at = 10.0, 20.0
         self.store = SimpleNamespace(path=tmp / "events.sqlite")
         self.on_serving_change = None
