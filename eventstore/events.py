@@ -367,6 +367,10 @@ class Batch(msgspec.Struct):
     parts: list[tuple[float, int]] | None = None
     epoch: int = 0
 
+    @property
+    def event_count(self) -> int:
+        return len(self.events)
+
     def timestamps(self) -> list[float]:
         """Each event's time: its decision's."""
         if not self.parts:
@@ -376,6 +380,18 @@ class Batch(msgspec.Struct):
     def envelopes(self, first: int) -> list[Envelope]:
         return [Envelope(index=first + i, term=self.term, ts=ts, event=e)
                 for i, (e, ts) in enumerate(zip(self.events, self.timestamps(), strict=True))]
+
+
+class UndecodedEntry(msgspec.Struct):
+    """A committed Raft entry whose events are not decoded (yet): the leader's own group (peek_entry)."""
+
+    term: int
+    proposal: str
+    event_count: int
+    data: bytes
+
+    def decode(self) -> Batch:
+        return decode_batch(self.data)
 
 
 class _Part(msgspec.Struct, array_like=True):
@@ -465,6 +481,25 @@ def encode_entry(term: int, ts: float, proposal: str, payloads: list[bytes],
     return _msgpack_enc.encode(_RaftEntry(term=term, ts=ts, proposal=proposal, payloads=payloads,
                                           parts=None if parts is None else [_Part(t, n) for t, n in parts],
                                           epoch=epoch))
+
+
+class _EntryHead(msgspec.Struct, array_like=True):
+    term: int
+    ts: float
+    proposal: str
+    payloads: list[msgspec.Raw]
+
+
+_head_dec = msgspec.msgpack.Decoder(_EntryHead)
+
+
+def peek_entry(data: bytes) -> UndecodedEntry | None:
+    """An entry's term, proposal and number of events, without decoding its events (None if even that fails)."""
+    try:
+        head = _head_dec.decode(data)
+    except (msgspec.ValidationError, msgspec.DecodeError):
+        return None
+    return UndecodedEntry(term=head.term, proposal=head.proposal, event_count=len(head.payloads), data=data)
 
 
 def batch_length(data: bytes) -> int:

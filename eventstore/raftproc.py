@@ -62,6 +62,8 @@ class RaftProcess:
         self._conn: Any = None
         self._stopping = False
         self._ping_handle: asyncio.TimerHandle | None = None
+        # Proposal ids of the leader's groups in flight (MasterServer keeps it; read here from the reader thread).
+        self.own_proposals: set[str] | frozenset[str] = frozenset()
 
     # -- lifecycle -----------------------------------------------------------------------------------------
     def start(self, loop: asyncio.AbstractEventLoop, queue: asyncio.Queue) -> None:
@@ -133,10 +135,18 @@ class RaftProcess:
             kind = msg[0]
             if kind == "batch":
                 first, data = msg[1], msg[2]
-                try:
-                    batch: ev.Batch | Exception = ev.decode_batch(data)
-                except Exception as e:  # the child decoded it already: never expected
-                    batch = e
+                head = ev.peek_entry(data)
+                batch: ev.Batch | ev.UndecodedEntry | Exception
+                if head is not None and head.proposal in self.own_proposals:
+                    # The leader's own group: its events are folded already (staged), so their JSON is not
+                    # decoded again (megabytes per allocation run at scale); the applier decodes it should it
+                    # no longer be in flight.
+                    batch = head
+                else:
+                    try:
+                        batch = ev.decode_batch(data)
+                    except Exception as e:  # the child decoded it already: never expected
+                        batch = e
                 loop.call_soon_threadsafe(queue.put_nowait, (first, batch))
             elif kind == "unknown":
                 loop.call_soon_threadsafe(queue.put_nowait, (msg[1], ev.UnknownEvent(msg[2])))
@@ -242,14 +252,21 @@ def _child_main(conn: Any, self_addr: str, peers: list[str], data_dir: str, tuni
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole group: the parent stops us
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     parent = os.getppid()
-    lock = threading.Lock()
+    # One sender thread: the tick thread (committed entries, megabytes at scale) and this main thread (status) only
+    # queue their messages, so neither ever blocks on a parent that is slow to read, and this thread keeps reading
+    # the pipe (proposals, pings: a blocked reader here would stall the parent's writer and look like a silent
+    # parent).
+    outbox: queue_mod.SimpleQueue = queue_mod.SimpleQueue()
 
-    def send(msg: tuple) -> None:
-        try:
-            with lock:
+    def sender() -> None:
+        while True:
+            msg = outbox.get()
+            try:
                 conn.send(msg)
-        except (OSError, ValueError):
-            os._exit(0)  # the parent is gone
+            except (OSError, ValueError):
+                os._exit(0)  # the parent is gone
+
+    send = outbox.put
 
     def sink(first: int, batch: ev.Batch | Exception) -> None:
         if isinstance(batch, Exception):
@@ -259,11 +276,12 @@ def _child_main(conn: Any, self_addr: str, peers: list[str], data_dir: str, tuni
 
     raft = RaftLog(self_addr, peers, Path(data_dir), tuning)
     try:
-        raft.start_with_sink(sink)
+        raft.start_with_sink(sink)  # entries replayed from the journal are queued meanwhile, after "started"
     except Exception as e:
-        send(("error", f"{type(e).__name__}: {e}"))
+        conn.send(("error", f"{type(e).__name__}: {e}"))
         return
-    send(("started",))
+    conn.send(("started",))
+    threading.Thread(target=sender, name="raft-sender", daemon=True).start()
 
     def done(req: int, result: Any, error: Any) -> None:
         send(("done", req, result, error))

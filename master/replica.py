@@ -105,9 +105,13 @@ class MasterServer:
         self.state = State()
         self.store = AsyncEventStore(config.data_dir / STORE_FILE, durable=config.raft_tuning.fsync_journal)
         # pysyncobj in a process of its own by default (eventstore/raftproc.py: the master's GIL starved its ticks).
-        raft_class = RaftProcess if config.raft_process else RaftLog
-        self.raft: RaftLog | RaftProcess = raft_class(config.raft, [p.raft for p in config.peers],
-                                                      config.data_dir / "raft", config.raft_tuning)
+        self.raft: RaftLog | RaftProcess
+        if config.raft_process:
+            self.raft = RaftProcess(config.raft, [p.raft for p in config.peers], config.data_dir / "raft",
+                                    config.raft_tuning)
+        else:
+            self.raft = RaftLog(config.raft, [p.raft for p in config.peers], config.data_dir / "raft",
+                                config.raft_tuning)
         self.http_of_raft = {p.raft: p.http for p in config.peers}
         self.http_of_raft[config.raft] = config.http
         self._queue: asyncio.Queue = asyncio.Queue()
@@ -121,6 +125,9 @@ class MasterServer:
         self.committed_index = 0
         self._staged: deque[Staged] = deque()
         self._inflight: deque[Group] = deque()
+        self._inflight_ids: set[str] = set()  # their proposal ids: the Raft process skips decoding these
+        if isinstance(self.raft, RaftProcess):
+            self.raft.own_proposals = self._inflight_ids
         self._staged_ready = asyncio.Event()
         self._inflight_space = asyncio.Event()
         self._rebuild_needed = False  # `state` holds events that may never be committed: rebuild it from the store
@@ -222,10 +229,12 @@ class MasterServer:
                 self.raft.stop()
                 return
 
-    async def _apply_batch(self, first: int, batch: ev.Batch) -> None:
+    async def _apply_batch(self, first: int, batch: ev.Batch | ev.UndecodedEntry) -> None:
         if self._inflight and batch.proposal == self._inflight[0].proposal:
-            await self._apply_own(first, batch, self._inflight[0])
+            await self._apply_own(first, batch.event_count, self._inflight[0])
             return
+        if isinstance(batch, ev.UndecodedEntry):  # ours, but no longer in flight (a step-down meanwhile)
+            batch = batch.decode()
         if self.state.index != self.committed_index:
             # Our state holds staged events, but the log brought back something else: what is staged or in flight
             # will not be committed as decided. Stop serving; the state is rebuilt from the store first.
@@ -246,24 +255,25 @@ class MasterServer:
         self._notify_listeners(envs)  # right after the fold, no await in between: see _notify_listeners
         await self._after_commit()
 
-    async def _apply_own(self, first: int, batch: ev.Batch, group: Group) -> None:
+    async def _apply_own(self, first: int, count: int, group: Group) -> None:
         """A group this leader proposed is committed: its events are already folded (staged); store them, then
         let its decisions out, in log order. It stays in `_inflight` until stored, so a failure meanwhile fails its
         callers too (_fail_pipeline)."""
-        if first != group.first or len(batch.events) != group.last - group.first + 1:
+        if first != group.first or count != group.last - group.first + 1:
             # Cannot happen while we serve (our entries reach the log in order, or the pipeline breaks); if it
             # does, the state is not the log's.
-            raise RuntimeError(f"own entry committed at {first} (+{len(batch.events)}), staged at {group.first}")
+            raise RuntimeError(f"own entry committed at {first} (+{count}), staged at {group.first}")
         await self.store.append(group.envs, group.payloads)
         if self._inflight and self._inflight[0] is group:
             self._inflight.popleft()
+            self._inflight_ids.discard(group.proposal)
             self._inflight_space.set()
         self.committed_index = group.last
         self._notify_listeners(group.envs)
         counts = self.pipeline_counts
         counts["entries"] += 1
         counts["decisions"] += len(group.decisions)
-        counts["events"] += len(batch.events)
+        counts["events"] += count
         for d in group.decisions:
             self._release(d)
         await self._after_commit()
@@ -442,6 +452,7 @@ class MasterServer:
                 continue
             group = Group(proposal=uuid.uuid4().hex, decisions=take_group(self._staged))
             self._inflight.append(group)
+            self._inflight_ids.add(group.proposal)
             proposed = self.raft.propose_entry(group.entry(self.serving_term, self.serving_epoch), self.serving_term)
             proposed.add_done_callback(partial(self._proposed, group))
 
@@ -457,6 +468,7 @@ class MasterServer:
         """Every decision not yet committed gets NotLeader; `state` is rebuilt from the store by the applier."""
         pending = [d for g in self._inflight for d in g.decisions] + list(self._staged)
         self._inflight.clear()
+        self._inflight_ids.clear()
         self._staged.clear()
         self._inflight_space.set()
         for d in pending:

@@ -283,3 +283,12 @@ def test_a_leader_killed_mid_batch_loses_nothing_it_acknowledged(tmp_path) -> No
         c.wait_converged(timeout=60)
     finally:
         c.stop()
+
+
+def test_peeking_at_an_entry_reads_its_head_only() -> None:
+    data = ev.encode_entry(3, 1.0, "prop", [ev.encode_event(weights("a")), ev.encode_event(weights("b"))],
+                           parts=[(1.0, 2)], epoch=5)
+    head = ev.peek_entry(data)
+    assert head is not None and (head.term, head.proposal, head.event_count) == (3, "prop", 2)
+    assert head.decode() == ev.decode_batch(data)
+    assert ev.peek_entry(b"not msgpack") is None
