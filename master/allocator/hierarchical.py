@@ -381,7 +381,7 @@ class HierarchicalAllocator:
         held = agent.allocated.get((framework_id, role))
         if held is None:
             return
-        if not held.contains(res):  # never recover more than is held
+        if held is not res and held != res and not held.contains(res):  # never recover more than is held
             res = Resources(r for r in res if held.contains(Resources([r])))
         self._recover_tracked(agent, framework_id, role, res)
         if refuse_seconds and refuse_seconds > 0 and framework_id in self.frameworks:
@@ -389,12 +389,18 @@ class HierarchicalAllocator:
 
     def _recover_tracked(self, agent: Agent, framework_id: str, role: str, res: Resources) -> None:
         key = (framework_id, role)
-        left = agent.allocated[key] - res
+        held = agent.allocated[key]
+        # Fast paths for the common case at scale, a declined offer of a whole idle agent: all that is held comes
+        # back, to an agent with nothing available (no range arithmetic; Resources values are never mutated).
+        left = None if held is res or held == res else held - res
         if left:
             agent.allocated[key] = left
         else:
             del agent.allocated[key]
-        agent.available = agent.exact_available() if agent.overcommitted else agent.available + res
+        if agent.overcommitted:
+            agent.available = agent.exact_available()
+        else:
+            agent.available = res if not agent.available else agent.available + res
         self._untrack(framework_id, role, res)
 
     def _untrack(self, framework_id: str, role: str, res: Resources) -> None:
