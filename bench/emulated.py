@@ -12,8 +12,9 @@ Both speak only the public wire protocols, as real peers do:
   is (re)sent (2 s, doubling to 60 s) until the master forwards the framework's ACKNOWLEDGE, and every head is
   resent at once after a (re-)registration, which reports the tasks still held. One stream connection per agent;
   UPDATE and PING calls share a keep-alive pool.
-* a **framework** subscribes on the v1 scheduler API, keeps `--inflight` tasks in flight (one task per offer, so
-  tasks spread over agents), DECLINEs every offer it does not use in one call, ACKNOWLEDGEs every update, and
+* a **framework** subscribes on the v1 scheduler API, keeps `--inflight` tasks in flight (at most
+  `--tasks-per-offer` on one offer, in one ACCEPT; default one, so tasks spread over agents), DECLINEs every
+  offer it does not use in one call, ACKNOWLEDGEs every update, and
   re-subscribes with its framework id when its stream breaks (leader failover).
 
 Control: the driver (bench/scale.py) writes JSON commands, one per line, on stdin; the process writes JSON lines on
@@ -458,8 +459,9 @@ class EmulatedFramework:
         self.pool.offers += len(offers)
         unused = []
         for offer in offers:
-            if self.pool.launching and self.inflight < self.pool.max_inflight and fits(offer):
-                self._launch(offer, now)
+            n = min(self.pool.per_offer, self.pool.max_inflight - self.inflight, fitting(offer))
+            if self.pool.launching and n > 0:
+                self._launch(offer, now, n)
             else:
                 unused.append(offer["id"])
         for i in range(0, len(unused), 1000):  # the master's limit of offer ids per call
@@ -467,23 +469,27 @@ class EmulatedFramework:
             self.pool.spawn(self.call({"type": "DECLINE", "decline": {
                 "offer_ids": unused[i:i + 1000], "filters": {"refuse_seconds": self.pool.decline_refuse}}}))
 
-    def _launch(self, offer: dict, t_offer: float) -> None:
-        tid = f"{self.name}-{self.next_task}"
-        self.next_task += 1
-        self.inflight += 1
-        times = self.tasks[tid] = TaskTimes(t_offer=t_offer, t_accept=time.time())
-        info = {"name": tid, "task_id": {"value": tid}, "agent_id": offer["agent_id"],
-                "resources": [{"name": "cpus", "type": "SCALAR", "scalar": {"value": self.pool.cpus}},
-                              {"name": "mem", "type": "SCALAR", "scalar": {"value": self.pool.mem}}],
-                "command": {"value": "true", "shell": True}}
-        self.pool.launched += 1
+    def _launch(self, offer: dict, t_offer: float, n: int = 1) -> None:
+        """`n` tasks on one offer, in one ACCEPT (--tasks-per-offer: how a framework packs an agent)."""
+        infos, all_times = [], []
+        for _ in range(n):
+            tid = f"{self.name}-{self.next_task}"
+            self.next_task += 1
+            self.inflight += 1
+            all_times.append(self.tasks.setdefault(tid, TaskTimes(t_offer=t_offer, t_accept=time.time())))
+            infos.append({"name": tid, "task_id": {"value": tid}, "agent_id": offer["agent_id"],
+                          "resources": [{"name": "cpus", "type": "SCALAR", "scalar": {"value": self.pool.cpus}},
+                                        {"name": "mem", "type": "SCALAR", "scalar": {"value": self.pool.mem}}],
+                          "command": {"value": "true", "shell": True}})
+            self.pool.launched += 1
 
         async def accept() -> None:
             status = await self.call({"type": "ACCEPT", "accept": {
-                "offer_ids": [offer["id"]], "operations": [{"type": "LAUNCH", "launch": {"task_infos": [info]}}],
+                "offer_ids": [offer["id"]], "operations": [{"type": "LAUNCH", "launch": {"task_infos": infos}}],
                 "filters": {"refuse_seconds": self.pool.accept_refuse}}})
             if status != 202:
-                self._close(times)  # refused, or the outcome is unknown (failover): no longer counted in flight
+                for times in all_times:  # refused, or the outcome is unknown (failover): no longer in flight
+                    self._close(times)
 
         self.pool.spawn(accept())
 
@@ -529,8 +535,9 @@ def scalar(offer: dict, name: str) -> float:
     return sum(r.get("scalar", {}).get("value", 0.0) for r in offer.get("resources", []) if r.get("name") == name)
 
 
-def fits(offer: dict) -> bool:
-    return scalar(offer, "cpus") >= FrameworkPool.cpus - 1e-9 and scalar(offer, "mem") >= FrameworkPool.mem - 1e-9
+def fitting(offer: dict) -> int:
+    """How many of our small tasks the offer holds."""
+    return int(min(scalar(offer, "cpus") / FrameworkPool.cpus + 1e-9, scalar(offer, "mem") / FrameworkPool.mem + 1e-9))
 
 
 class FrameworkPool:
@@ -539,6 +546,7 @@ class FrameworkPool:
     def __init__(self, args):
         self.masters = args.masters.split(",")
         self.max_inflight = args.inflight
+        self.per_offer = args.tasks_per_offer
         self.decline_refuse = args.decline_refuse
         self.accept_refuse = args.accept_refuse
         self.frameworks = [EmulatedFramework(self, i) for i in range(args.count)]
@@ -619,6 +627,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--task-seconds", type=float, default=0.0)
     ap.add_argument("--starting", action="store_true", help="agents: send TASK_STARTING before TASK_RUNNING")
     ap.add_argument("--inflight", type=int, default=20)
+    ap.add_argument("--tasks-per-offer", type=int, default=1)
     ap.add_argument("--decline-refuse", type=float, default=5.0)
     ap.add_argument("--accept-refuse", type=float, default=1.0)
     args = ap.parse_args(argv)

@@ -446,6 +446,7 @@ def run_one(n: int, root: Path, args, plan: Plan) -> dict:
         workers += agents
         fws = Worker("frameworks", ["frameworks", "--masters", ",".join(masters.addresses()), "--count",
                                     str(args.frameworks), "--inflight", str(args.inflight),
+                                    "--tasks-per-offer", str(args.tasks_per_offer),
                                     "--decline-refuse", str(args.decline_refuse)], root / "frameworks.log")
         workers.append(fws)
         for w in workers:
@@ -532,7 +533,7 @@ def failover_cells(r: dict, frameworks: int) -> list[str]:
 def report(results: list[dict], baseline: dict, args, plan: Plan) -> None:
     print()
     print(f"Scale: 3 master replicas (fsync on, defaults) + emulated agents + {args.frameworks} frameworks x "
-          f"{args.inflight} tasks in flight, all on this machine")
+          f"{args.inflight} tasks in flight ({args.tasks_per_offer} per offer at most), all on this machine")
     print(f"{machine_line()}  commit {describe_commit()}")
     print(f"agents advertise {args.agent_resources}; tasks 0.01 cpus / 32 MB, finished "
           f"{args.task_seconds:g} s after TASK_RUNNING{' (TASK_STARTING first)' if args.starting else ''}; "
@@ -624,6 +625,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--quick", action="store_true", help="smoke run: 50 agents, short phases")
     ap.add_argument("--frameworks", type=int, default=10)
     ap.add_argument("--inflight", type=int, default=20, help="tasks each framework keeps in flight")
+    ap.add_argument("--tasks-per-offer", type=int, default=1,
+                    help="tasks a framework launches on one offer (in one ACCEPT), as many as fit up to this")
     ap.add_argument("--task-seconds", type=float, default=0.0, help="TASK_RUNNING -> TASK_FINISHED on the agent")
     ap.add_argument("--starting", action="store_true", help="agents send TASK_STARTING first, as the real agent")
     ap.add_argument("--agent-resources", default="cpus:1;mem:1024;disk:10240;ports:[31000-32000]",
