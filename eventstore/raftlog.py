@@ -31,6 +31,7 @@ from pysyncobj.syncobj import _RAFT_STATE
 
 from eventstore import events as ev
 
+APPEND_ENTRIES_BYTES = 16 * 1024 * 1024
 TAIL_BATCHES = 2000
 TAIL_BYTES = 8 * 1024 * 1024  # the tail is pickled into every compaction: bound it by size too
 
@@ -457,6 +458,12 @@ class RaftLog:
             journalFile=str(data_dir / "raft.journal"),
             fullDumpFile=str(data_dir / "raft.dump"),
             appendEntriesUseBatch=False,
+            # pysyncobj 0.3.17 sends an entry of at least this size in chunks and labels the last one by the command's
+            # length while cutting chunks from its longer pickle (syncobj.py:1282): a middle chunk can be marked as the
+            # last, and the follower's tick fails on the truncated pickle (seen at 2,500+ agents, bench.scale). Group
+            # commit makes entries of up to a few MiB common (one allocation run at 10,000 agents is 3.4 MB), so no
+            # entry below this is chunked.
+            appendEntriesBatchSizeBytes=APPEND_ENTRIES_BYTES,
             raftMinTimeout=tuning.raft_min_timeout,
             raftMaxTimeout=tuning.raft_max_timeout,
             appendEntriesPeriod=tuning.append_entries_period,
