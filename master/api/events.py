@@ -108,7 +108,7 @@ def parse_query(query) -> Query:
 
 def mentions(event: ev.Event) -> tuple[set[str], set[str]]:
     """The framework and agent ids an event mentions: every `framework_id` / `agent_id` field of its
-    payload, at any depth (so those of its offers, tasks, task reports and allocation decisions too)."""
+    payload, at any depth (so those of its offers, tasks, task reports and, in older logs, allocation decisions)."""
     frameworks: set[str] = set()
     agents: set[str] = set()
 
