@@ -354,7 +354,9 @@ class Batch(msgspec.Struct):
     A leader commits decisions in groups (master/pipeline.py): one Raft entry, one fsync for many decisions. Each
     decision keeps its own time: `parts` lists (ts, number of events) per decision, in order; without it the
     entry is one decision taken at `ts`. `epoch` is the log index of the LEADER_ELECTED that began the proposer's
-    serving period (0: a leadership barrier, proposed before it had one), for fencing (raftlog._Log).
+    serving period (0: a leadership barrier, proposed before it had one), for fencing (raftlog._Log). `first` is
+    the index its first event was decided at: it was decided on every entry before it, so it commits there or not
+    at all (0: a barrier, anywhere).
 
     On the wire (`encode_batch`) the events travel as their JSON bytes (`payloads`), the same bytes the store
     keeps: `decode_batch` returns both, and replicas store the payloads they folded."""
@@ -366,6 +368,7 @@ class Batch(msgspec.Struct):
     payloads: list[bytes] = msgspec.field(default_factory=list)
     parts: list[tuple[float, int]] | None = None
     epoch: int = 0
+    first: int = 0  # the index its first event must get (0: wherever it lands); see raftlog._Log
 
     @property
     def event_count(self) -> int:
@@ -406,6 +409,7 @@ class _RaftEntry(msgspec.Struct, array_like=True):
     payloads: Annotated[list[bytes], msgspec.Meta(max_length=MAX_LIST)]
     parts: Annotated[list[_Part], msgspec.Meta(max_length=MAX_LIST)] | None = None
     epoch: Count = 0
+    first: Count = 0
 
 
 _json_enc = msgspec.json.Encoder()
@@ -472,15 +476,15 @@ def event_type(e: Event) -> str:
 def encode_batch(b: Batch) -> bytes:
     """A batch as one Raft entry: each event through the commit gate (InvalidEvent if one is refused)."""
     payloads = b.payloads if len(b.payloads) == len(b.events) else [encode_event(e) for e in b.events]
-    return encode_entry(b.term, b.ts, b.proposal, payloads, b.parts, b.epoch)
+    return encode_entry(b.term, b.ts, b.proposal, payloads, b.parts, b.epoch, b.first)
 
 
 def encode_entry(term: int, ts: float, proposal: str, payloads: list[bytes],
-                 parts: list[tuple[float, int]] | None = None, epoch: int = 0) -> bytes:
+                 parts: list[tuple[float, int]] | None = None, epoch: int = 0, first: int = 0) -> bytes:
     """A Raft entry from payloads that already passed the commit gate (`encode_event`)."""
     return _msgpack_enc.encode(_RaftEntry(term=term, ts=ts, proposal=proposal, payloads=payloads,
                                           parts=None if parts is None else [_Part(t, n) for t, n in parts],
-                                          epoch=epoch))
+                                          epoch=epoch, first=first))
 
 
 class _EntryHead(msgspec.Struct, array_like=True):
@@ -525,7 +529,7 @@ def decode_batch(data: bytes) -> Batch:
             raise InvalidEvent(f"undecodable batch: its parts count {sum(n for _, n in parts)} events, "
                                f"it holds {len(events)}")
     return Batch(term=entry.term, ts=entry.ts, events=events, proposal=entry.proposal, payloads=entry.payloads,
-                 parts=parts, epoch=entry.epoch)
+                 parts=parts, epoch=entry.epoch, first=entry.first)
 
 
 def to_builtins(obj: object) -> object:

@@ -32,6 +32,7 @@ from pysyncobj.syncobj import _RAFT_STATE
 from eventstore import events as ev
 
 APPEND_ENTRIES_BYTES = 16 * 1024 * 1024
+OUT_OF_PLACE = -(2**62)  # _Log.append's answer to an entry that would not land at its `first` index
 TAIL_BATCHES = 2000
 TAIL_BYTES = 8 * 1024 * 1024  # the tail is pickled into every compaction: bound it by size too
 
@@ -84,6 +85,12 @@ class _Log(SyncObjConsumer):
         # index of its LEADER_ELECTED, and those of an earlier period are refused too.
         if batch.term < self.fence_term or 0 < batch.epoch < self.fence_epoch:
             return -self.fence_term
+        # A leader decides each entry on the state that the entries before it make (master/pipeline.py): one that
+        # would not land right after them (an earlier one was lost or refused, a stalled deposed leader's queue was
+        # forwarded to its successor) is refused, identically everywhere, rather than committed on a state that
+        # never was.
+        if batch.first and batch.first != self.last_index + 1:
+            return OUT_OF_PLACE
         for i, e in enumerate(batch.events):
             if isinstance(e, ev.LeaderElected):
                 self.fence_term = max(self.fence_term, e.term)
@@ -436,7 +443,9 @@ def settle_proposal(fut: asyncio.Future, result: int, error: int, term: int) -> 
     """A proposal's outcome, from pysyncobj's callback (result: _Log.append's return value)."""
     if fut.done():
         return
-    if error == FAIL_REASON.SUCCESS and result == 0:
+    if error == FAIL_REASON.SUCCESS and result == OUT_OF_PLACE:
+        fut.set_exception(ProposalFailed("refused: an entry decided before it was not committed before it"))
+    elif error == FAIL_REASON.SUCCESS and result == 0:
         fut.set_exception(ProposalFailed("refused: the batch does not decode on the replicas"))
     elif error == FAIL_REASON.SUCCESS and result < 0:
         fut.set_exception(ProposalFailed(f"refused: decided in serving term {term}, but the leader of term "

@@ -83,7 +83,7 @@ class Group:
 
     def entry(self, term: int, epoch: int) -> bytes:
         parts = [(d.envs[0].ts, len(d.envs)) for d in self.decisions]
-        return ev.encode_entry(term, parts[0][0], self.proposal, self.payloads, parts, epoch)
+        return ev.encode_entry(term, parts[0][0], self.proposal, self.payloads, parts, epoch, first=self.first)
 
 
 def take_group(staged: deque[Staged], max_events: int = MAX_GROUP_EVENTS,

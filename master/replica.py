@@ -139,6 +139,10 @@ class MasterServer:
         # Leader's memory, not history: when each agent was last heard from (any agent call: SUBSCRIBE, PING,
         # UPDATE) or its link broke. An agent absent here counts from this leader's election.
         self.agent_seen: dict[str, float] = {}
+        # How many subscriptions of each peer ("framework"|"agent", id) were staged: a stream whose client goes away
+        # records a disconnection only if no newer subscription of its peer was staged meanwhile (that one's link is
+        # registered only once it is committed, and must not be recorded as disconnected by the old stream's end).
+        self.link_generation: dict[tuple[str, str], int] = {}
         self._tasks: list[asyncio.Task] = []
         self._leader_tasks: list[asyncio.Task] = []
         self._alloc_wakeup = asyncio.Event()
@@ -235,9 +239,10 @@ class MasterServer:
             return
         if isinstance(batch, ev.UndecodedEntry):  # ours, but no longer in flight (a step-down meanwhile)
             batch = batch.decode()
-        if self.state.index != self.committed_index:
-            # Our state holds staged events, but the log brought back something else: what is staged or in flight
-            # will not be committed as decided. Stop serving; the state is rebuilt from the store first.
+        if self.serving or self.state.index != self.committed_index:
+            # While serving, only our own entries can come (fencing); otherwise, or if our state holds staged events
+            # the log will not bring back, what is staged or in flight will not be committed as decided. Stop
+            # serving; the state is rebuilt from the store first (a no-op if nothing was staged).
             await self._step_down(f"the log holds an entry at index {first} this leader did not propose")
             await self._rebuild_state()
         if first > self.state.index + 1:
@@ -296,7 +301,7 @@ class MasterServer:
         # Replay to any index starts from the nearest snapshot instead of from 0. Only of a state that is exactly
         # the log's (on a busy leader, staged events run ahead: its snapshot waits for a quiet moment).
         if self.committed_index >= self._last_snapshot + self.config.snapshot_every \
-                and self.state.index == self.committed_index:
+                and self.state.index == self.committed_index and not self._state_suspect:
             await self.store.write_snapshot(self.state.index, state_hash(self.state), encode_snapshot(self.state))
             self._last_snapshot = self.state.index
         async with self._applied:
@@ -459,10 +464,12 @@ class MasterServer:
     def _proposed(self, group: Group, fut: asyncio.Future) -> None:
         error = fut.exception()
         if error is not None and self.serving and any(g is group for g in self._inflight):
-            # Later entries were decided on this one's events: the pipeline is broken. Stop serving (the state is
-            # rebuilt from the store); callers get a 503, the outcome unknown (the entry may still commit).
+            # Later entries were decided on this one's events: the pipeline is broken. Stop serving at once, before
+            # anything else is proposed (the state is rebuilt from the store); callers get a 503, the outcome unknown
+            # (the entry may still commit; later ones then only at their own index: raftlog._Log).
             log.warning("proposal failed", error=str(error), first=group.first, events=group.last - group.first + 1)
-            asyncio.ensure_future(self._step_down(f"proposal failed: {error}"))
+            if self._stop_serving(f"proposal failed: {error}") and self.on_serving_change:
+                asyncio.ensure_future(self.on_serving_change(False))
 
     def _fail_pipeline(self, why: str) -> None:
         """Every decision not yet committed gets NotLeader; `state` is rebuilt from the store by the applier."""
@@ -488,6 +495,15 @@ class MasterServer:
             raise NotLeader(str(e)) from None
         await self.wait_applied(first + len(events) - 1)
         return first
+
+    def new_link(self, kind: str, peer_id: str) -> int:
+        """A subscription of a peer was staged: its generation (see link_generation)."""
+        gen = self.link_generation.get((kind, peer_id), 0) + 1
+        self.link_generation[(kind, peer_id)] = gen
+        return gen
+
+    def latest_link(self, kind: str, peer_id: str, gen: int) -> bool:
+        return self.link_generation.get((kind, peer_id)) == gen
 
     def agent_heard(self, agent_id: str) -> None:
         """A sign of life from an agent (it called us); chatter, so kept in memory only."""

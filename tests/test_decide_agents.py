@@ -342,6 +342,12 @@ class FakeCore:
     def agent_heard(self, agent_id):
         self.agent_seen[agent_id] = 500.0
 
+    def new_link(self, kind, peer_id):
+        return 1
+
+    def latest_link(self, kind, peer_id, gen):
+        return True
+
     def send_agent(self, agent_id, message):
         self.sent.append((agent_id, message))
 

@@ -292,3 +292,24 @@ def test_peeking_at_an_entry_reads_its_head_only() -> None:
     assert head is not None and (head.term, head.proposal, head.event_count) == (3, "prop", 2)
     assert head.decode() == ev.decode_batch(data)
     assert ev.peek_entry(b"not msgpack") is None
+
+
+def test_an_entry_lands_at_the_index_it_was_decided_for_or_not_at_all() -> None:
+    """Each group was decided on the state the groups before it make: if one of them is lost (refused, or a
+    stalled deposed leader's queue forwarded to its successor without it), the next is refused alike everywhere
+    instead of being committed at the lost one's index."""
+    def at(first: int, *events: ev.Event) -> bytes:
+        return ev.encode_entry(1, 1.0, f"p{first}", [ev.encode_event(e) for e in events], epoch=1, first=first)
+
+    results = []
+    for _ in range(3):
+        log = _Log()
+        results.append([
+            log.append(entry(1, 0, elected(1)), _doApply=True),  # index 1, a barrier: anywhere
+            log.append(at(2, weights("a"), weights("b")), _doApply=True),  # 2-3
+            log.append(at(6, weights("d")), _doApply=True),  # decided after a group at 4-5 that never came
+            log.append(at(4, weights("c")), _doApply=True),  # 4
+            log.append(at(4, weights("c")), _doApply=True),  # the same place twice: refused
+        ])
+    from eventstore.raftlog import OUT_OF_PLACE
+    assert results[0] == results[1] == results[2] == [1, 2, OUT_OF_PLACE, 4, OUT_OF_PLACE]

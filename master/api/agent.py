@@ -68,7 +68,7 @@ class AgentAPI:
         await response.prepare(request)
         stream = RecordStream(request, response, core.config.heartbeat_interval, "agent",
                               max_queue=core.config.limits.stream_queue)
-        agent_id = None
+        agent_id, gen = None, 0
         try:
             decision = decide_agent_subscribe(core.state, sub, core.now(), config)
             if decision.refusal is not None:
@@ -78,6 +78,7 @@ class AgentAPI:
                 assert isinstance(decision.reply, str)
                 agent_id = decision.reply
                 staged = core.stage(decision.events)
+                gen = core.new_link("agent", agent_id)
                 # A sign of life now, with the decision: the timers decide on the staged state at once, and must
                 # not find this (re-)registered agent silent since the election while its commit is in flight.
                 core.agent_heard(agent_id)
@@ -112,7 +113,8 @@ class AgentAPI:
         await stream.run()
         if agent_id is not None and stream.close_reason is None and core.agent_links.get(agent_id) is stream:
             del core.agent_links[agent_id]
-            await core.record_disconnect(agent_id=agent_id)
+            if core.latest_link("agent", agent_id, gen):  # not while a newer subscription of it is being committed
+                await core.record_disconnect(agent_id=agent_id)
         return response
 
     def _ping(self, agent_id: str) -> web.Response:

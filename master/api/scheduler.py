@@ -141,7 +141,7 @@ class SchedulerAPI:
         def refuse(message: str) -> None:
             stream.close("refused", codec.ev_error(message))
 
-        framework_id = None
+        framework_id, gen = None, 0
         try:
             d = sd.decide_subscribe(core.state, call, core.now(), core.config.decide_config())
             staged = None if d.refusal is not None else self._stage(d, "Subscribe")
@@ -152,6 +152,7 @@ class SchedulerAPI:
             else:
                 subscribed: sd.Subscribed = d.reply
                 fid = subscribed.framework_id
+                gen = core.new_link("framework", fid)
                 # What the framework is owed, from the state its events made (staged just now); sent once they are
                 # committed, right after SUBSCRIBED. Later decisions' events for it follow on the stream.
                 resync = fx.resync_framework(core.state, fid)
@@ -184,7 +185,9 @@ class SchedulerAPI:
         await stream.run()
         if framework_id is not None and stream.close_reason is None \
                 and core.framework_streams.get(framework_id) is stream:
-            # The client went away (not replaced, not refused): the framework is disconnected.
+            # The client went away (not replaced, not refused): the framework is disconnected, unless a newer
+            # subscription of it is being committed (its stream then takes over).
             del core.framework_streams[framework_id]
-            await core.record_disconnect(framework_id=framework_id)
+            if core.latest_link("framework", framework_id, gen):
+                await core.record_disconnect(framework_id=framework_id)
         return response
