@@ -313,3 +313,64 @@ def test_an_entry_lands_at_the_index_it_was_decided_for_or_not_at_all() -> None:
         ])
     from eventstore.raftlog import OUT_OF_PLACE
     assert results[0] == results[1] == results[2] == [1, 2, OUT_OF_PLACE, 4, OUT_OF_PLACE]
+
+
+async def test_an_old_stream_ending_during_a_resubscription_does_not_disconnect_the_framework(
+        replica: Replica, monkeypatch) -> None:  # noqa: F811
+    """A framework re-subscribes; before that subscription is committed (its stream is registered only then), the
+    old stream's client goes away. Its handler must not record the framework as disconnected: the new stream takes
+    over (MasterServer.link_generation)."""
+    core = replica.core
+    body = {"type": "SUBSCRIBE", "subscribe": {"framework_info": {"user": "u", "name": "race", "failover_timeout": 0}}}
+    old = await replica.http.post(replica.url("/api/v1/scheduler"), json=body)
+    first = json.loads(await old.content.readexactly(int(await old.content.readline())))
+    fid = first["subscribed"]["framework_id"]["value"]
+    for _ in range(100):
+        if fid in core.framework_streams:
+            break
+        await asyncio.sleep(0.02)
+    old_stream = core.framework_streams[fid]
+
+    held: list = []
+    release = asyncio.Event()
+    real = core.raft.propose_entry
+
+    def holding(data: bytes, term: int, timeout: float = 5.0):
+        out = asyncio.get_running_loop().create_future()
+
+        async def later() -> None:
+            await release.wait()
+            try:
+                out.set_result(await real(data, term, timeout))
+            except Exception as e:  # noqa: BLE001 (handed on as is)
+                out.set_exception(e)
+
+        held.append(asyncio.ensure_future(later()))
+        return out
+
+    monkeypatch.setattr(core.raft, "propose_entry", holding)
+    resub = dict(body)
+    resub["subscribe"] = {"framework_info": {**body["subscribe"]["framework_info"], "id": {"value": fid}}}
+    resub["framework_id"] = {"value": fid}
+    new_task = asyncio.ensure_future(replica.http.post(replica.url("/api/v1/scheduler"), json=resub))
+    for _ in range(200):  # the re-subscription is staged, its commit held
+        if held:
+            break
+        await asyncio.sleep(0.01)
+    assert held, (new_task.done() and new_task.result(), core.pipeline_counts, len(core._staged))
+    assert core.framework_streams.get(fid) is old_stream
+    old.close()  # the old client goes away now
+    await asyncio.wait_for(old_stream.closed.wait(), 10)
+    await asyncio.sleep(0.1)  # its handler has run to its end
+    release.set()
+    new = await asyncio.wait_for(new_task, 10)
+    replica.streams.append(new)
+    assert new.status == 200
+    resubscribed = json.loads(await new.content.readexactly(int(await new.content.readline())))
+    assert resubscribed["type"] == "SUBSCRIBED"
+    monkeypatch.setattr(core.raft, "propose_entry", real)
+    d = core.stage([weights("after-race")])  # a barrier: everything before it is committed
+    await core.committed(d)
+    assert core.state.frameworks[fid].connected, "the framework was recorded as disconnected"
+    assert not any(isinstance(e.event, (ev.FrameworkDisconnected, ev.FrameworkRemoved))
+                   and e.event.framework_id == fid for e in stored(replica))
