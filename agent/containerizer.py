@@ -61,12 +61,15 @@ _NAME_RE = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]*$")
 # podman service is killed in the middle of a start: runc ran the task, conmon watched it, but the service's
 # database never recorded it running, so nothing ever records its exit either; waiting on it would be forever.
 _DONE_STATES = {"exited", "stopped", "removed", "dead", "lost"}
+# Never started. "initialized" is what a podman service killed in the middle of a start can leave: the runtime has
+# created the container (its pid waits for the start), the start itself never came. Treated like "created".
+_NOT_STARTED = ("created", "configured", "initialized")
 
 
 def _status_of(status: str, pid: int) -> str:
     """podman's status, normalised; "lost" for created/configured with a pid that is gone. The agent must share
     podman's PID namespace (it runs on the same host) for the pid check to mean anything."""
-    if status in ("created", "configured") and _pid_gone(pid):
+    if status in _NOT_STARTED and _pid_gone(pid):
         return "lost"
     return _norm_status(status)
 
@@ -365,7 +368,7 @@ class PodmanContainerizer:
         except NotFound:
             return None
         state = c.attrs["State"]
-        if state["Status"] in ("created", "configured") and not _pid_gone(state.get("Pid") or 0):
+        if state["Status"] in _NOT_STARTED and not _pid_gone(state.get("Pid") or 0):
             # the agent died between create and start: finish the launch (a "lost" one already ran: see wait)
             self._start_or_cleanup(c)
         return c.id
@@ -536,7 +539,7 @@ class PodmanContainerizer:
         status = c.attrs["State"]["Status"]
         if status in _DONE_STATES:
             return
-        if status in ("created", "configured"):
+        if status in _NOT_STARTED:
             # never started: podman's stop is a no-op here and wait() would block forever. Removing it makes the
             # kill terminal (wait() then reports status="removed", exit_code=None).
             with contextlib.suppress(NotFound):
