@@ -93,6 +93,19 @@ async def commands(handle) -> None:
                 return
 
 
+async def serve(handle, status, background: set) -> None:
+    """An emulator process's life: say ready, report status, obey the driver's commands; then cancel its tasks."""
+    reporter = asyncio.create_task(report_status(status))
+    emit({"type": "ready"})
+    try:
+        await commands(handle)
+    finally:
+        reporter.cancel()
+        for t in list(background):
+            t.cancel()
+        await asyncio.gather(*background, return_exceptions=True)
+
+
 async def post(session: aiohttp.ClientSession, target: str, path: str, body: dict) -> int:
     """One call; the HTTP status, 0 if the connection failed or timed out."""
     try:
@@ -332,15 +345,9 @@ class AgentFleet:
             timeout=aiohttp.ClientTimeout(total=None, sock_connect=10))
         self.calls = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=64),
                                            timeout=aiohttp.ClientTimeout(total=10))
-        reporter = asyncio.create_task(report_status(self.status))
-        emit({"type": "ready"})
         try:
-            await commands(self.handle)
+            await serve(self.handle, self.status, self._bg)
         finally:
-            reporter.cancel()
-            for t in list(self._bg):
-                t.cancel()
-            await asyncio.gather(*self._bg, return_exceptions=True)
             await self.streams.close()
             await self.calls.close()
 
@@ -604,15 +611,7 @@ class FrameworkPool:
         return True
 
     async def main(self) -> None:
-        reporter = asyncio.create_task(report_status(self.status))
-        emit({"type": "ready"})
-        try:
-            await commands(self.handle)
-        finally:
-            reporter.cancel()
-            for t in list(self._bg):
-                t.cancel()
-            await asyncio.gather(*self._bg, return_exceptions=True)
+        await serve(self.handle, self.status, self._bg)
 
 
 # ============================================================================================ entry point
