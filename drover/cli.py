@@ -213,7 +213,7 @@ def _agent(args) -> int:
 
 
 def _local(args) -> int:
-    from drover.local import LocalCluster
+    from drover.local import LocalCluster, PortsBusy
 
     cluster = LocalCluster(data_dir=args.data_dir.resolve(), masters=args.masters, agents=args.agents,
                            base_port=args.base_port)
@@ -225,10 +225,17 @@ def _local(args) -> int:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
-    layout = cluster.start()
     try:
-        leader = cluster.wait_leader()
-        cluster.wait_agents()
+        layout = cluster.start()
+    except PortsBusy as e:
+        raise UsageError(str(e)) from None
+    try:
+        try:
+            leader = cluster.wait_leader()
+            cluster.wait_agents()
+        except TimeoutError as e:
+            print(f"drover local: {e}", file=sys.stderr, flush=True)
+            return 1
         print(f"drover local cluster is up (data in {cluster.data_dir})")
         print(f"  leader endpoint (follows failover): {layout['leader']}")
         for m in layout["masters"]:

@@ -31,6 +31,36 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def port_free(port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind((HOST, port))
+        except OSError:
+            return False
+        return True
+
+
+# A cluster with --base-port B uses B .. B+PORT_SPAN-1 (see LocalCluster.plan).
+PORT_SPAN = 110
+
+
+def free_port_block(span: int = PORT_SPAN, low: int = 20000, high: int = 32768) -> int:
+    """A base port B with B .. B+span-1 all free, below Linux's ephemeral range (32768+) so that no outgoing
+    connection of another process takes one of them between this check and the cluster's bind."""
+    import random
+
+    rng = random.Random()
+    for _ in range(200):
+        base = rng.randrange(low, high - span)
+        if all(port_free(base + i) for i in range(span)):
+            return base
+    raise RuntimeError(f"no block of {span} free ports in {low}..{high}")
+
+
+class PortsBusy(RuntimeError):
+    pass
+
+
 @dataclass
 class LocalCluster:
     data_dir: Path
@@ -102,9 +132,19 @@ class LocalCluster:
                          "--resources", self.agent_resources, "--podman-socket", self.layout["podman_socket"],
                          "--hostname", f"{a['id']}.local", *self.agent_args)
 
+    def planned_ports(self) -> list[int]:
+        addrs = [self.layout["leader"]] + [m[k] for m in self.layout["masters"] for k in ("http", "raft")]
+        addrs += [a["http"] for a in self.layout["agents"]]
+        return [int(a.rpartition(":")[2]) for a in addrs]
+
     def start(self) -> dict:
         if not self.layout:
             self.plan()
+        # With --base-port the ports are fixed: one already taken would make a replica or an agent exit at once,
+        # and the cluster would wait a minute for it.
+        busy = [p for p in self.planned_ports() if not port_free(p)]
+        if busy:
+            raise PortsBusy(f"port(s) {', '.join(map(str, busy))} on {HOST} are in use; choose another --base-port")
         self.start_podman(wait=False)
         for m in self.layout["masters"]:
             self.start_master(m["id"])
@@ -182,12 +222,23 @@ class LocalCluster:
 
     def wait_agents(self, timeout: float = 60.0) -> None:
         deadline = time.time() + timeout
+        waiting = [a["id"] for a in self.layout["agents"]]
         while time.time() < deadline:
-            states = [self.agent_state(a["id"]) for a in self.layout["agents"]]
-            if all(s and s.get("master") for s in states):
+            waiting = [aid for aid in waiting if not (self.agent_state(aid) or {}).get("master")]
+            if not waiting:
                 return
             time.sleep(0.2)
-        raise TimeoutError("agents did not register")
+        raise TimeoutError(f"agent(s) {', '.join(waiting)} did not register within {timeout:.0f} s"
+                           + "".join(self._log_tail(aid) for aid in waiting))
+
+    def _log_tail(self, name: str, lines: int = 15) -> str:
+        state = "running" if self.alive(name) else f"exited with status {self.procs[name].returncode}" \
+            if name in self.procs else "not started"
+        try:
+            tail = (self.data_dir / f"{name}.log").read_text(errors="replace").splitlines()[-lines:]
+        except OSError:
+            tail = []
+        return f"\n--- {name} ({state}), last lines of {self.data_dir / (name + '.log')}:\n" + "\n".join(tail)
 
     def alive(self, name: str) -> bool:
         proc = self.procs.get(name)

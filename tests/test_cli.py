@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from drover.local import free_port
+from drover.local import free_port_block
 from tests.cluster import start_framework
 
 pytestmark = pytest.mark.integration
@@ -57,9 +57,23 @@ def test_bad_flags_get_one_clear_line_and_no_traceback(args, message):
     assert "Traceback" not in r.stderr
 
 
+def test_local_cluster_on_a_busy_port_says_so_and_starts_nothing(tmp_path):
+    import socket
+
+    base = free_port_block()
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", base + 11))  # agent a1's port
+        s.listen()
+        r = drover("local", "--data-dir", str(tmp_path / "local"), "--base-port", str(base), timeout=60)
+    assert r.returncode == 2
+    assert f"port(s) {base + 11} on 127.0.0.1 are in use" in r.stderr
+    assert "Traceback" not in r.stderr
+    assert not (tmp_path / "local" / "podman.log").exists()
+
+
 def test_local_cluster_starts_writes_endpoints_and_stops_cleanly(tmp_path):
     data = tmp_path / "local"
-    base = free_port()
+    base = free_port_block()
     proc = subprocess.Popen([sys.executable, "-m", "drover.cli", "local", "--data-dir", str(data),
                              "--base-port", str(base)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
