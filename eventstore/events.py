@@ -223,6 +223,7 @@ class AgentRegistered(Base, tag="AGENT_REGISTERED"):
     http: Address
     resources: Annotated[list[Resource], _10K]
     attributes: Annotated[list[Label], _1K] = msgspec.field(default_factory=list)
+    principal: Name | None = None  # who the agent authenticated as (only it may call as this agent)
 
 
 class AgentReregistered(Base, tag="AGENT_REREGISTERED"):
@@ -231,6 +232,7 @@ class AgentReregistered(Base, tag="AGENT_REREGISTERED"):
     http: Address
     resources: Annotated[list[Resource], _10K]
     attributes: Annotated[list[Label], _1K] = msgspec.field(default_factory=list)
+    principal: Name | None = None  # who the agent authenticated as (only it may call as this agent)
     tasks: Annotated[list[TaskReport], _BIG] = msgspec.field(default_factory=list)
 
 

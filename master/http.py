@@ -12,11 +12,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import re
 import signal
 
 import structlog
 from aiohttp import web
 
+from drover.security import http as security
 from master import state_json
 from master.api.agent import AgentAPI
 from master.api.audit import add_audit_routes
@@ -26,6 +28,7 @@ from master.replica import MasterConfig, MasterServer
 from master.api.scheduler import SchedulerAPI
 from master.readcache import ReadCache
 from master.state import state_hash
+from master.views import Viewer, visible_state
 
 log = structlog.get_logger("drover.http")
 
@@ -38,6 +41,13 @@ LEADER_ONLY_GET = {"/state", "/master/state", "/state.json", "/master/state.json
 # the kernel drops SYNs (each retried only after 1 s, 3 s, 7 s...). The kernel caps it at net.core.somaxconn
 # (4096 by default since Linux 5.4, 128 before: raise it there too) and tcp_max_syn_backlog bounds half-open ones.
 LISTEN_BACKLOG = 4096
+# JSONP: a callback is a plain JavaScript identifier path (`cb`, `angular.callbacks._0`), never code a page could
+# smuggle in. (The answer itself needs authentication, which a cross-site <script> cannot supply.)
+_JSONP_CALLBACK = re.compile(r"[A-Za-z_$][A-Za-z0-9_$]{0,63}(\.[A-Za-z_$][A-Za-z0-9_$]{0,63}){0,7}")
+
+
+def viewer(core: MasterServer, request: web.Request) -> Viewer:
+    return Viewer(security.principal_of(request), core.config.acls)
 
 
 def on_serving_change(core: MasterServer, fn) -> None:
@@ -104,18 +114,23 @@ def build_app(core: MasterServer) -> web.Application:
     async def state(request: web.Request) -> web.Response:
         leader_http, elected_at = core.leader_http(), core.elected_at
 
-        def build() -> bytes:
+        def build(state) -> bytes:
             flags = {"allocation_interval": f"{core.config.allocator.allocation_interval}secs",
                      "offer_timeout": str(core.config.allocator.offer_timeout or ""),
                      "heartbeat_interval": f"{core.config.heartbeat_interval}secs"}
             return json.dumps(state_json.render(
-                core.state, master_id=core.config.id, http=core.config.http, leader_http=leader_http,
+                state, master_id=core.config.id, http=core.config.http, leader_http=leader_http,
                 version=core.config.version, start_time=core.started_at, elected_time=elected_at,
                 flags=flags)).encode()
 
-        body, index = reads.get("/master/state", core.state, build, extra=(leader_http, elected_at))
-        headers = {"Drover-State-Index": str(index)}
         cb = request.query.get("jsonp")
+        if cb is not None and not _JSONP_CALLBACK.fullmatch(cb):
+            return web.Response(status=400, text="'jsonp' must be a JavaScript identifier (letters, digits, _ $ .)")
+        who = viewer(core, request)
+        seen = visible_state(core.state, who)
+        body, index = reads.get("/master/state" + who.key, core.state,
+                                lambda: build(seen), extra=(leader_http, elected_at))
+        headers = {"Drover-State-Index": str(index)}
         if cb:
             return web.Response(text=f"{cb}({body.decode()});", content_type="text/javascript", headers=headers)
         return web.Response(body=body, content_type="application/json", charset="utf-8", headers=headers)
@@ -135,7 +150,9 @@ def build_app(core: MasterServer) -> web.Application:
             "raft_tick_lag": core.raft.tick_lag(),
         })
 
-    app = web.Application(middlewares=[too_deep, leader_only], client_max_size=core.config.limits.max_body_bytes)
+    authenticate = security.middleware(core.config.credentials, security.master_realm)
+    app = web.Application(middlewares=[authenticate, too_deep, leader_only],
+                          client_max_size=core.config.limits.max_body_bytes)
     for p in ("/api/v1/scheduler", "/master/api/v1/scheduler"):
         app.router.add_route("*", p, scheduler.handle)
     app.router.add_route("*", "/api/drover/agent", agents.handle)
@@ -152,7 +169,8 @@ def build_app(core: MasterServer) -> web.Application:
     for p in LEADER_ONLY_GET:
         app.router.add_get(p, state)
     app.router.add_get("/drover/status", status)
-    add_audit_routes(app, core.store.path)  # read-only, from this replica's own store
+    # Read-only, from this replica's own store; the whole history, so only for readers who may see everything.
+    add_audit_routes(app, core.store.path, lambda request: viewer(core, request).sees_all)
     return app
 
 

@@ -23,6 +23,8 @@ from typing import Callable, Iterable
 
 import structlog
 
+from drover.security.acls import ACLs, OPEN
+from drover.security.credentials import Credentials
 from eventstore import events as ev
 from eventstore.raftlog import ProposalFailed, RaftLog, RaftTuning
 from eventstore.raftproc import RaftProcess
@@ -71,6 +73,10 @@ class MasterConfig:
     # Raft entries the leader has in flight at once (master/pipeline.py); decisions staged meanwhile are grouped.
     pipeline_depth: int = 2
     raft_process: bool = True  # pysyncobj in a child process (eventstore/raftproc.py); False: a thread of this one
+    # The trust boundary (docs/security.md): who may call (None: nobody is authenticated, the cluster is open)
+    # and what each principal may do (Mesos-format ACLs; OPEN allows everything).
+    credentials: Credentials | None = field(default=None, repr=False)
+    acls: ACLs = OPEN
 
     @property
     def agent_unreachable_after(self) -> float:
@@ -81,7 +87,8 @@ class MasterConfig:
         return DecideConfig(allocation_interval=self.allocator.allocation_interval,
                             framework_failover_grace=self.framework_failover_grace,
                             agent_unreachable_after=self.agent_unreachable_after,
-                            agent_reregister_timeout=self.agent_reregister_timeout, limits=self.limits)
+                            agent_reregister_timeout=self.agent_reregister_timeout, limits=self.limits,
+                            acls=self.acls, authenticate=self.credentials is not None)
 
 
 class NotLeader(Exception):

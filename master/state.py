@@ -54,6 +54,7 @@ class Agent(msgspec.Struct, omit_defaults=True):
     # that re-registers with its flag's resources gets them applied again.
     dynamic: list[Resource] = msgspec.field(default_factory=list)
     unreachable_at: float | None = None  # set while it is in `State.unreachable_agents`
+    principal: str | None = None  # who it authenticated as when it last (re-)registered
 
     def total(self) -> Resources:
         return Resources(self.resources)
@@ -389,7 +390,7 @@ def _agent_registered(s: State, e: ev.AgentRegistered, ts: float) -> None:
     a = allocator_of(s)  # before the agent is in the fields: a first use rebuilds from them
     s.agents[e.agent_id] = Agent(
         agent_id=e.agent_id, hostname=e.hostname, http=e.http, resources=e.resources, attributes=e.attributes,
-        registered_at=ts,
+        registered_at=ts, principal=e.principal,
     )
     s.next_agent += 1
     a.add_agent(e.agent_id, Resources(e.resources))
@@ -478,6 +479,7 @@ def _agent_reregistered(s: State, e: ev.AgentReregistered, ts: float) -> None:
                 if t.agent_id == e.agent_id and t.holds_resources]
         a.add_agent(e.agent_id, Resources(reported), used)
     agent.hostname, agent.http, agent.resources, agent.attributes = e.hostname, e.http, reported, e.attributes
+    agent.principal = e.principal
     agent.connected = True
     agent.reregistered_at = ts
     a.activate_agent(e.agent_id, True)

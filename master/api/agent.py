@@ -20,8 +20,9 @@ from aiohttp import web
 
 from eventstore.resources import Resources
 from master import effects as fx
-from master.decide.agents import (AgentCall, AgentSubscribe, AgentUpdate, decide_agent_subscribe, decide_agent_update,
-                                  subscribe_problem)
+from drover.security.http import principal_of
+from master.decide.agents import (AgentCall, AgentSubscribe, AgentUpdate, agent_principal_problem,
+                                  decide_agent_subscribe, decide_agent_update, subscribe_problem)
 from master.replica import MasterServer, NotLeader
 from master.streams import RecordStream
 
@@ -49,6 +50,9 @@ class AgentAPI:
             return web.Response(status=400, text="Malformed agent call: JSON nested too deeply")
         if call.type == "SUBSCRIBE" and call.subscribe is not None:
             return await self._subscribe(request, call.subscribe)
+        if call.type in ("UPDATE", "PING") and call.agent_id and (why := agent_principal_problem(
+                self.core.state, call.agent_id, principal_of(request), self.core.config.decide_config())):
+            return web.Response(status=403, text=why)
         if call.type == "UPDATE" and call.update is not None and call.agent_id:
             return await self._update(call.agent_id, call.update)
         if call.type == "PING" and call.agent_id:
@@ -70,7 +74,7 @@ class AgentAPI:
                               max_queue=core.config.limits.stream_queue)
         agent_id, gen = None, 0
         try:
-            decision = decide_agent_subscribe(core.state, sub, core.now(), config)
+            decision = decide_agent_subscribe(core.state, sub, core.now(), config, principal_of(request))
             if decision.refusal is not None:
                 log.warning("agent subscription refused", hostname=sub.hostname, why=decision.refusal.message)
                 stream.close("refused", {"type": "ERROR", "error": {"message": decision.refusal.message}})

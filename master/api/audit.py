@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 from pathlib import Path
+from typing import Callable
 
 from aiohttp import web
 
@@ -29,11 +30,16 @@ def _bad(message: str) -> web.Response:
     return web.Response(status=400, text=message + "\n")
 
 
-def add_audit_routes(app: web.Application, store_path: str | Path) -> None:
-    """Serve the audit queries from the store at `store_path` (a data dir or its events.sqlite)."""
+def add_audit_routes(app: web.Application, store_path: str | Path,
+                     may_read: Callable[[web.Request], bool] = lambda request: True) -> None:
+    """Serve the audit queries from the store at `store_path` (a data dir or its events.sqlite), to the requests
+    `may_read` lets in (403 for the others)."""
     store_path = Path(store_path)
 
     async def handle(request: web.Request) -> web.Response:
+        if not may_read(request):
+            return web.Response(status=403, text="403 Forbidden: the audit shows every framework's history; this "
+                                                 "principal may not view all frameworks and tasks\n")
         kind = request.match_info["query"]
         if kind not in audit.QUERIES:
             return web.Response(status=404, text=f"unknown audit query {kind!r} "

@@ -23,6 +23,8 @@ import structlog
 from aiohttp import web
 
 from eventstore import events as ev
+from drover.security.http import principal_of
+from master.views import Viewer
 from master.replica import MasterServer
 from master.streams import LiveStream, StreamOver
 
@@ -142,6 +144,10 @@ class EventsAPI:
         self.readers = 0  # streams open now (history or live)
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
+        if not Viewer(principal_of(request), self.core.config.acls).sees_all:
+            # The log holds every task's command and environment: only for readers who may see every framework.
+            return web.Response(status=403, text="403 Forbidden: the event log shows every framework; this "
+                                                 "principal may not view all frameworks and tasks")
         try:
             q = parse_query(request.query)
         except BadQuery as e:

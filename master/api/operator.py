@@ -10,6 +10,7 @@ events derived from each committed event (docs/event-stream.md).
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 
 import structlog
@@ -18,12 +19,15 @@ from aiohttp import web
 from eventstore.resources import Resources
 from master import codec, operator_json
 from master.decide import Decision
-from master.decide.operator import (MAX_QUOTA_NAMES, QuotaConfig, UpdateQuota, UpdateWeights, WeightInfo,
-                                    decide_update_quota, decide_update_weights)
+from master.decide.operator import (MAX_QUOTA_NAMES, QuotaConfig, TeardownFramework, UpdateQuota, UpdateWeights,
+                                    WeightInfo, decide_teardown_framework, decide_update_quota, decide_update_weights)
 from master.limits import Limits
 from master.readcache import ReadCache
 from master.replica import MasterServer, NotLeader
 from master.state import clone
+from master.views import Viewer, visible_event, visible_state
+from drover.security.acls import authorized
+from drover.security.http import principal_of
 from master.streams import LiveStream, StreamOver
 
 log = structlog.get_logger("drover.api.operator")
@@ -116,13 +120,14 @@ class OperatorAPI:
         except codec.CallError as e:
             return _text(400, str(e))
         t = call["type"]
+        who = Viewer(principal_of(request), self.core.config.acls)
         if t == "SUBSCRIBE":
-            return await self._subscribe(request)
+            return await self._subscribe(request, who)
         handler = self._calls.get(t)
         if handler is None:
             return _text(501 if t == "UNKNOWN" else 400, f"Operator call {t[:64]!r} is not supported")
         try:
-            return await handler(t, codec._obj(call.get(t.lower()), t.lower()))
+            return await handler(t, codec._obj(call.get(t.lower()), t.lower()), who)
         except codec.CallError as e:
             return _text(400, str(e))
         except NotLeader:
@@ -135,7 +140,8 @@ class OperatorAPI:
                 "GET_FRAMEWORKS": self._get_frameworks, "GET_AGENTS": self._get_agents,
                 "GET_HEALTH": self._get_health, "GET_VERSION": self._get_version, "GET_FLAGS": self._get_flags,
                 "GET_WEIGHTS": self._get_weights, "UPDATE_WEIGHTS": self._update_weights,
-                "GET_QUOTA": self._get_quota, "UPDATE_QUOTA": self._update_quota, "GET_ROLES": self._get_roles}
+                "GET_QUOTA": self._get_quota, "UPDATE_QUOTA": self._update_quota, "GET_ROLES": self._get_roles,
+                "TEARDOWN": self._teardown}
 
     async def _commit(self, decide, call) -> web.Response:
         """Decide and stage (one synchronous step), answer 200 once committed (or the refusal)."""
@@ -150,29 +156,30 @@ class OperatorAPI:
     # ---- the cluster's state, as GET_STATE and its parts ---------------------------------------------
     # Megabytes of JSON at scale: built at most once per state version and served from self.reads
     # (master/readcache.py), the same bytes `_ok` would give; Drover-State-Index names the version.
-    def _cached(self, t: str, build) -> web.Response:
-        body, index = self.reads.get(t, self.core.state,
-                                     lambda: json.dumps({"type": t, t.lower(): build(self.core.state)}).encode())
+    def _cached(self, t: str, build, who: Viewer) -> web.Response:
+        seen = visible_state(self.core.state, who)
+        body, index = self.reads.get(t + who.key, self.core.state,
+                                     lambda: json.dumps({"type": t, t.lower(): build(seen)}).encode())
         return web.Response(body=body, content_type=JSON, charset="utf-8",
                             headers={"Drover-State-Index": str(index)})
 
-    async def _get_state(self, t: str, body: dict) -> web.Response:
-        return self._cached(t, lambda s: operator_json.get_state(s, self.core.config.version))
+    async def _get_state(self, t: str, body: dict, who: Viewer) -> web.Response:
+        return self._cached(t, lambda s: operator_json.get_state(s, self.core.config.version), who)
 
-    async def _get_tasks(self, t: str, body: dict) -> web.Response:
-        return self._cached(t, operator_json.get_tasks)
+    async def _get_tasks(self, t: str, body: dict, who: Viewer) -> web.Response:
+        return self._cached(t, operator_json.get_tasks, who)
 
-    async def _get_executors(self, t: str, body: dict) -> web.Response:
-        return _ok(t, operator_json.get_executors(self.core.state))
+    async def _get_executors(self, t: str, body: dict, who: Viewer) -> web.Response:
+        return _ok(t, operator_json.get_executors(visible_state(self.core.state, who)))
 
-    async def _get_frameworks(self, t: str, body: dict) -> web.Response:
-        return self._cached(t, operator_json.get_frameworks)
+    async def _get_frameworks(self, t: str, body: dict, who: Viewer) -> web.Response:
+        return self._cached(t, operator_json.get_frameworks, who)
 
-    async def _get_agents(self, t: str, body: dict) -> web.Response:
-        return self._cached(t, lambda s: operator_json.get_agents(s, self.core.config.version))
+    async def _get_agents(self, t: str, body: dict, who: Viewer) -> web.Response:
+        return self._cached(t, lambda s: operator_json.get_agents(s, self.core.config.version), who)
 
     # ---- SUBSCRIBE: the event stream ------------------------------------------------------------------
-    async def _subscribe(self, request: web.Request) -> web.StreamResponse:
+    async def _subscribe(self, request: web.Request, who: Viewer) -> web.StreamResponse:
         accept = request.headers.get("Accept", "*/*")
         if not any(a.strip().split(";")[0] in (JSON, "*/*", "application/*") for a in accept.split(",")):
             return _text(406, f"Expecting 'Accept' to allow {JSON}")
@@ -202,7 +209,7 @@ class OperatorAPI:
             await response.prepare(request)
             stream = LiveStream(request, response, heartbeat)
             self._streams.add(stream)
-            await stream.send(operator_json.subscribed(shadow, version, heartbeat))
+            await stream.send(operator_json.subscribed(visible_state(shadow, who), version, heartbeat))
             await stream.send(codec.ev_heartbeat())
             while True:
                 batch = await stream.next_batch(listener, stepped_down)
@@ -212,7 +219,8 @@ class OperatorAPI:
                 for env in batch:
                     if env.index > shadow.index:
                         for event in operator_json.derive(shadow, env, version):
-                            await stream.send(event)
+                            if visible_event(shadow, who, event):
+                                await stream.send(event)
                 if (why := stepped_down()) is not None:
                     break
         except StreamOver as e:
@@ -233,14 +241,16 @@ class OperatorAPI:
                 pass
         return response
 
-    async def _get_health(self, t: str, body: dict) -> web.Response:
+    async def _get_health(self, t: str, body: dict, who: Viewer) -> web.Response:
         return _ok(t, {"healthy": True})
 
-    async def _get_version(self, t: str, body: dict) -> web.Response:
+    async def _get_version(self, t: str, body: dict, who: Viewer) -> web.Response:
         return _ok(t, {"version_info": {"version": self.core.config.version, "build_date": "", "build_time": 0.0,
                                         "build_user": ""}})
 
-    async def _get_flags(self, t: str, body: dict) -> web.Response:
+    async def _get_flags(self, t: str, body: dict, who: Viewer) -> web.Response:
+        if not authorized(self.core.config.acls, "view_flags", who.principal, None):
+            return _text(403, "403 Forbidden: this principal may not view the master's flags")
         cfg = self.core.config
         flags = {"allocation_interval": f"{cfg.allocator.allocation_interval}secs",
                  "offer_timeout": "" if cfg.allocator.offer_timeout is None else f"{cfg.allocator.offer_timeout}secs",
@@ -250,28 +260,43 @@ class OperatorAPI:
                  "fair_sharing_excluded_resource_names": ",".join(cfg.allocator.fair_sharing_excluded)}
         return _ok(t, {"flags": [{"name": k, "value": v} for k, v in sorted(flags.items())]})
 
-    async def _get_weights(self, t: str, body: dict) -> web.Response:
+    async def _get_weights(self, t: str, body: dict, who: Viewer) -> web.Response:
         return _ok(t, {"weight_infos": [{"role": r, "weight": float(w)}
                                         for r, w in sorted(self.core.state.weights.items())]})
 
-    async def _update_weights(self, t: str, body: dict) -> web.Response:
-        return await self._commit(decide_update_weights, parse_update_weights(body, self.core.config.limits))
+    async def _update_weights(self, t: str, body: dict, who: Viewer) -> web.Response:
+        call = parse_update_weights(body, self.core.config.limits)
+        return await self._commit(decide_update_weights, dataclasses.replace(call, principal=who.principal))
 
-    async def _get_quota(self, t: str, body: dict) -> web.Response:
+    async def _get_quota(self, t: str, body: dict, who: Viewer) -> web.Response:
         configs = [{"role": r, "guarantees": _quantities_out(q.guarantees), "limits": _quantities_out(q.limits)}
                    for r, q in sorted(self.core.state.quotas.items())]
         return _ok(t, {"status": {"configs": configs}})
 
-    async def _update_quota(self, t: str, body: dict) -> web.Response:
-        return await self._commit(decide_update_quota, parse_update_quota(body, self.core.config.limits))
+    async def _update_quota(self, t: str, body: dict, who: Viewer) -> web.Response:
+        call = parse_update_quota(body, self.core.config.limits)
+        return await self._commit(decide_update_quota, dataclasses.replace(call, principal=who.principal))
 
-    async def _get_roles(self, t: str, body: dict) -> web.Response:
-        state = self.core.state
+    async def _teardown(self, t: str, body: dict, who: Viewer) -> web.Response:
+        fid = codec._obj(body.get("framework_id"), "teardown.framework_id").get("value")
+        if not isinstance(fid, str):
+            raise codec.CallError("Expecting 'teardown.framework_id.value' to be a string")
+        response = await self._commit(decide_teardown_framework, TeardownFramework(fid, who.principal))
+        if response.status == 200:
+            stream = self.core.framework_streams.pop(fid, None)
+            if stream is not None:
+                stream.close("teardown", codec.ev_error("Framework was torn down by the operator"))
+        return response
+
+    async def _get_roles(self, t: str, body: dict, who: Viewer) -> web.Response:
+        state = visible_state(self.core.state, who)
         names = set(state.weights) | set(state.quotas)
         for fw in state.frameworks.values():
             names |= set(fw.info.roles)
         roles = []
         for name in sorted(names):
+            if not authorized(self.core.config.acls, "view_roles", who.principal, name):
+                continue
             fws = sorted(f.framework_id for f in state.frameworks.values() if name in f.info.roles)
             held = Resources(r for o in state.offers.values() if o.role == name for r in o.resources) + Resources(
                 r for task in state.all_tasks() if not task.terminal and task.spec.role == name

@@ -14,12 +14,14 @@ non-2xx kills it.
 
 from __future__ import annotations
 
+import dataclasses
 import uuid
 
 import structlog
 from aiohttp import web
 
 from eventstore import events as ev
+from drover.security.http import principal_of
 from master import codec
 from master import effects as fx
 from master.decide import Decision
@@ -70,6 +72,10 @@ class SchedulerAPI:
         fw = self.core.state.frameworks.get(framework_id)
         if fw is None:
             return _text(400, "Framework cannot be found")
+        if self.core.config.credentials is not None and \
+                (why := sd.principal_problem(fw.info.principal, principal_of(request))) is not None:
+            # Only the principal that registered a framework may call as it (Mesos's order: after the lookup).
+            return _text(400, why)
         stream = self.core.framework_streams.get(framework_id)
         if not fw.connected or stream is None:
             return _text(403, "Framework is not subscribed")
@@ -129,6 +135,11 @@ class SchedulerAPI:
             return _text(406, f"Expecting 'Accept' to allow {JSON}")
         if "Mesos-Stream-Id" in request.headers:
             return _text(400, "Subscribe calls should not include the 'Mesos-Stream-Id' header")
+        if core.config.credentials is not None:
+            principal = principal_of(request)
+            if call.info is not None and (why := sd.principal_problem(call.info.principal, principal)) is not None:
+                return _text(400, why)
+            call = dataclasses.replace(call, principal=principal)
 
         stream_id = str(uuid.uuid4())
         response = web.StreamResponse(status=200, headers={"Content-Type": JSON, "Mesos-Stream-Id": stream_id})

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 
 from eventstore import events as ev
 from master.effects import Effect
+from drover.security.acls import ACLs, OPEN
 from master.limits import Limits
 
 
@@ -58,3 +59,8 @@ class DecideConfig:
     agent_unreachable_after: float = 75.0
     agent_reregister_timeout: float = 600.0
     limits: Limits = field(default_factory=Limits)
+    # Authorization (drover/security/acls.py): Mesos's ACLs, judged with the principal a call was authenticated
+    # as (or, for a framework's calls, the principal it registered with). `authenticate`: every call carries an
+    # authenticated principal, so a framework's FrameworkInfo.principal must be it.
+    acls: ACLs = OPEN
+    authenticate: bool = False

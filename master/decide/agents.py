@@ -20,6 +20,7 @@ from typing import get_args
 
 import msgspec
 
+from drover.security.acls import authorized
 from eventstore import events as ev
 from eventstore.resources import Resource, resources_problem
 from eventstore.values import (MAX_NAME_LENGTH, MAX_SECONDS, MAX_TEXT_LENGTH, MAX_TIMESTAMP, Address, id_problem,
@@ -243,15 +244,33 @@ def new_agent_id(state: State) -> str:
     return aid
 
 
-def decide_agent_subscribe(state: State, sub: AgentSubscribe, now: float, config: DecideConfig) -> Decision:
+def agent_principal_problem(state: State, agent_id: str, principal: str | None, config: DecideConfig) -> str | None:
+    """With authentication on, only the principal an agent registered as may call as that agent (ping, update,
+    re-register): another principal cannot keep a dead agent alive or finish its tasks. An agent recorded
+    without a principal (registered before authentication was turned on) may be claimed by any agent principal."""
+    if not config.authenticate:
+        return None
+    agent = state.agents.get(agent_id) or state.unreachable_agents.get(agent_id)
+    if agent is None or agent.principal is None or agent.principal == principal:
+        return None
+    return f"Agent {agent_id} is registered by another principal"
+
+
+def decide_agent_subscribe(state: State, sub: AgentSubscribe, now: float, config: DecideConfig,
+                           principal: str | None = None) -> Decision:
     """An agent (re-)registers. A known id (registered, or marked unreachable), or one this cluster gave out,
     re-registers with its reported tasks; anything else (first start, an agent of another cluster) gets a new
-    id. A new agent beyond `limits.max_agents` is refused. `reply` is the agent's id."""
+    id. A new agent beyond `limits.max_agents` is refused. `principal`: who the call was authenticated as (the
+    `register_agents` ACL; recorded, and only it may call as this agent later). `reply` is the agent's id."""
     if (why := subscribe_problem(sub, config)) is not None:
         return Decision.refuse(400, f"Invalid agent subscription: {why}")
+    if not authorized(config.acls, "register_agents", principal, None):
+        return Decision.refuse(403, f"Not authorized to register an agent as principal '{principal or ''}'")
     if state.cluster_id is None:
         return Decision.refuse(409, "The cluster has no id yet; retry")
     aid = sub.agent_id
+    if aid is not None and (why := agent_principal_problem(state, aid, principal, config)) is not None:
+        return Decision.refuse(403, why)
     known = aid is not None and (aid in state.agents or aid in state.unreachable_agents)
     if not known and _agent_count(state) >= config.limits.max_agents:
         return Decision.refuse(403, f"Agent refused: the cluster already has {_agent_count(state)} agents, the "
@@ -259,11 +278,11 @@ def decide_agent_subscribe(state: State, sub: AgentSubscribe, now: float, config
     event: ev.Event
     if aid is not None and (known or _issued_here(state, aid)):
         event = ev.AgentReregistered(agent_id=aid, hostname=sub.hostname, http=sub.http, resources=sub.resources,
-                                     attributes=sub.attributes, tasks=sub.tasks)
+                                     attributes=sub.attributes, tasks=sub.tasks, principal=principal)
     else:
         aid = new_agent_id(state)
         event = ev.AgentRegistered(agent_id=aid, hostname=sub.hostname, http=sub.http, resources=sub.resources,
-                                   attributes=sub.attributes)
+                                   attributes=sub.attributes, principal=principal)
     if (why := events_problem([event])) is not None:
         return Decision.refuse(400, f"Invalid agent subscription: {why}")
     return Decision(events=[event], reply=aid)

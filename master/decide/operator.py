@@ -16,9 +16,10 @@ import re
 from dataclasses import dataclass, field
 from typing import Mapping
 
+from drover.security.acls import authorized
 from eventstore import events as ev
 from eventstore.resources import round3
-from eventstore.values import MAX_NAME_LENGTH, MAX_SCALAR, MAX_WEIGHT, MIN_WEIGHT, role_problem
+from eventstore.values import MAX_NAME_LENGTH, MAX_SCALAR, MAX_WEIGHT, MIN_WEIGHT, id_problem, role_problem
 from master.decide import DecideConfig, Decision
 from master.decide.gate import events_problem
 from master.state import State
@@ -36,6 +37,7 @@ class WeightInfo:
 @dataclass(frozen=True)
 class UpdateWeights:
     weight_infos: list[WeightInfo]
+    principal: str | None = None  # who the call was authenticated as (the handler's; the ACLs judge it)
 
 
 @dataclass(frozen=True)
@@ -49,6 +51,13 @@ class QuotaConfig:
 class UpdateQuota:
     quota_configs: list[QuotaConfig]
     force: bool = False
+    principal: str | None = None
+
+
+@dataclass(frozen=True)
+class TeardownFramework:
+    framework_id: str
+    principal: str | None = None
 
 
 def _count_problem(n: int, what: str, config: DecideConfig) -> str | None:
@@ -69,6 +78,8 @@ def decide_update_weights(state: State, call: UpdateWeights, now: float, config:
             return Decision.refuse(400, f"'update_weights.weight_infos[{i}].role': {why}")
         if w.role == "*":
             return Decision.refuse(400, "Updating the weight of role '*' is not allowed")
+        if not authorized(config.acls, "update_weights", call.principal, w.role):
+            return Decision.refuse(403, f"Not authorized to update the weight of role '{w.role}'")
         weight = w.weight
         if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not math.isfinite(weight) \
                 or not MIN_WEIGHT <= weight <= MAX_WEIGHT:
@@ -120,6 +131,8 @@ def decide_update_quota(state: State, call: UpdateQuota, now: float, config: Dec
                                         f"not {c.role!r}")
         if c.role in configs:
             return Decision.refuse(400, f"{w}.role: role {c.role!r} is configured more than once")
+        if not authorized(config.acls, "update_quotas", call.principal, c.role):
+            return Decision.refuse(403, f"Not authorized to update the quota of role '{c.role}'")
         g, why = _quantities(c.guarantees, f"{w}.guarantees")
         if g is None:
             return Decision.refuse(400, why or "invalid guarantees")
@@ -145,4 +158,22 @@ def decide_update_quota(state: State, call: UpdateQuota, now: float, config: Dec
     events: list[ev.Event] = [ev.QuotaUpdated(role=r, guarantees=g, limits=lim) for r, (g, lim) in configs.items()]
     if (why := events_problem(events)):
         return Decision.refuse(400, f"Invalid quota: {why}")
+    return Decision(events=events)
+
+
+def decide_teardown_framework(state: State, call: TeardownFramework, now: float, config: DecideConfig) -> Decision:
+    """The operator's TEARDOWN: the framework, connected or not, is removed (its offers rescinded; effects kill its
+    tasks and close its stream). The `teardown_frameworks` ACL judges the framework's principal."""
+    if (why := id_problem(call.framework_id, "'teardown.framework_id.value'")) is not None:
+        return Decision.refuse(400, why)
+    fw = state.frameworks.get(call.framework_id)
+    if fw is None:
+        return Decision.refuse(400, f"Framework {call.framework_id} not found")
+    if not authorized(config.acls, "teardown_frameworks", call.principal, fw.info.principal):
+        return Decision.refuse(403, f"Not authorized to tear down framework {call.framework_id}")
+    events: list[ev.Event] = []
+    offer_ids = [o.offer_id for o in state.offers.values() if o.framework_id == call.framework_id]
+    if offer_ids:
+        events.append(ev.OffersRescinded(offer_ids=offer_ids, reason="framework_removed"))
+    events.append(ev.FrameworkRemoved(framework_id=call.framework_id, reason="teardown"))
     return Decision(events=events)

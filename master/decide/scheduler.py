@@ -26,6 +26,7 @@ from typing import Callable, Literal, Union, get_args
 
 import msgspec
 
+from drover.security.acls import authorized
 from eventstore import events as ev
 from eventstore.resources import Resources
 from eventstore.vocab import Reason, Source, TaskState
@@ -46,6 +47,7 @@ class Subscribe:
     invalid: str | None = None  # why Mesos's framework::validate refuses the FrameworkInfo
     suppressed_roles: tuple[str, ...] = ()
     offer_constraints: bool = False  # any set (Drover does not implement them)
+    principal: str | None = None  # who the request was authenticated as (set by the handler; None: no authentication)
 
 
 @dataclass(frozen=True, slots=True)
@@ -324,6 +326,13 @@ def decide_subscribe(state: State, call: Subscribe, now: float, config: DecideCo
     info = call.info
     assert info is not None
     framework_id = call.framework_id
+    if config.authenticate:
+        if (problem := principal_problem(info.principal, call.principal)) is not None:
+            return Decision.refuse(400, problem)
+        if info.principal is None:  # Mesos: an authenticated framework that names no principal gets its own
+            info = msgspec.structs.replace(info, principal=call.principal)
+    if (problem := _registration_problem(config, framework_id, info)) is not None:
+        return Decision.refuse(403, problem)
     if framework_id is not None and framework_id in state.removed_frameworks:
         return Decision.refuse(403, "Framework has been removed")
     if (problem := _suppressed_problem(info, call.suppressed_roles)) is not None:
@@ -345,6 +354,30 @@ def decide_subscribe(state: State, call: Subscribe, now: float, config: DecideCo
                                    suppressed_roles=sorted(set(call.suppressed_roles)),
                                    resubscribe=existing is not None)
     return Decision(events=[event], reply=Subscribed(framework_id, existing is not None))
+
+
+def principal_problem(declared: str | None, authenticated: str | None) -> str | None:
+    """A framework's FrameworkInfo.principal must be the principal its requests were authenticated as (unset: it
+    becomes that one). Mesos's text (scheduler::call validation), answered 400."""
+    if authenticated is None:
+        return "Failed to validate scheduler::Call: the request was not authenticated"
+    if declared is not None and declared != authenticated:
+        return (f"Failed to validate scheduler::Call: Authenticated principal '{codec.clip(authenticated)}' does not "
+                f"match principal '{codec.clip(declared)}' set in `FrameworkInfo`")
+    return None
+
+
+def _registration_problem(config: DecideConfig, framework_id: str | None, info: ev.FrameworkInfo) -> str | None:
+    """The `register_frameworks` ACL: the framework's principal must be allowed every role it subscribes with."""
+    if all(authorized(config.acls, "register_frameworks", info.principal, role) for role in info.roles):
+        return None
+    return (f"Not authorized to register framework {codec.clip(framework_id or info.name)} with roles "
+            f"{{ {', '.join(codec.clip(r) for r in info.roles)} }}")
+
+
+def task_user(task: ev.TaskSpec, info: ev.FrameworkInfo) -> str:
+    """Who a task runs as: its command's user, else its framework's (Mesos); "" = the image's user."""
+    return task.command.user or info.user
 
 
 def _new_framework_id(state: State) -> str:
@@ -371,8 +404,12 @@ def decide_update_framework(state: State, call: UpdateFramework, now: float, con
     info = call.info
     assert info is not None
     old = fw.info
+    if config.authenticate and info.principal is None:
+        info = msgspec.structs.replace(info, principal=old.principal)
     if old.principal != info.principal:
         return Decision.refuse(400, "Changing framework's principal is not allowed.")
+    if (problem := _registration_problem(config, fw.framework_id, info)) is not None:
+        return Decision.refuse(403, problem)
     if old.user != info.user:
         return Decision.refuse(400, f"Updating 'FrameworkInfo.user' is unsupported; attempted to update from "
                                     f"'{codec.clip(old.user)}' to '{codec.clip(info.user)}'")
@@ -458,6 +495,11 @@ def decide_accept(state: State, call: Accept, now: float, config: DecideConfig) 
                 why = f"Operation attempted with invalid resources: {why}"
             elif op.resources is not None:
                 why = _reservation_problem(op.kind, op.resources, role, remaining, dynamic + reserved)
+                action = "reserve_resources" if op.kind == "RESERVE" else "unreserve_resources"
+                if why is None and not all(authorized(config.acls, action, fw.info.principal, r)
+                                           for r in sorted({r.role for r in op.resources})):
+                    why = (f"Not authorized to {op.kind.lower()} resources for role(s) "
+                           f"{', '.join(sorted({r.role for r in op.resources}))}")
             if why is not None:
                 # Dropped, as Mesos drops an invalid operation (OPERATION_ERROR when it has an id).
                 if op.operation_id is not None:
@@ -480,6 +522,12 @@ def decide_accept(state: State, call: Accept, now: float, config: DecideConfig) 
                 need = Resources()
                 if why is None:
                     assert t.spec is not None
+                    user = task_user(t.spec, fw.info)
+                    if not authorized(config.acls, "run_tasks", fw.info.principal, user or None):
+                        rejected.append(_rejection(t.task_id, f"Not authorized to launch as user "
+                                                   f"'{codec.clip(user or 'the image default')}'",
+                                                   Reason.TASK_UNAUTHORIZED))
+                        continue
                     need = Resources(t.spec.resources)
                     if not remaining.contains(need):
                         why = f"Task uses more resources {need.format()} than available {remaining.format()}"
