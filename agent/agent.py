@@ -32,6 +32,8 @@ from aiohttp import web
 from agent import rules
 from agent.checkpoint import CheckpointStore, TaskRecord
 from drover.recordio import RecordIODecoder
+from drover.security import http as security
+from drover.security.credentials import Credential, Credentials
 from agent.containerizer import ContainerLaunchError, ContainerSpec, PodmanContainerizer
 from eventstore import events as ev
 from eventstore.resources import Resources
@@ -55,6 +57,10 @@ class AgentConfig:
     start_podman_service: bool = True
     # A launch that finds the podman service down (restarting) waits for it this long before TASK_FAILED.
     launch_retry_seconds: float = 60.0
+    # The trust boundary (docs/security.md): this agent's own principal for the master (HTTP Basic on every call),
+    # and who may read its HTTP API (None: anyone).
+    credential: Credential | None = field(default=None, repr=False)
+    credentials: Credentials | None = field(default=None, repr=False)
 
 
 class Agent:
@@ -86,7 +92,8 @@ class Agent:
         self.config.work_dir.mkdir(parents=True, exist_ok=True)
         await self.containerizer.start()
         await self._recover()
-        self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=None, sock_connect=3))
+        auth = {"Authorization": self.config.credential.basic_header()} if self.config.credential else {}
+        self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=None, sock_connect=3), headers=auth)
         runner = await self._serve_http()
         tasks = [asyncio.create_task(self._link_loop(), name="master-link"),
                  asyncio.create_task(self._update_loop(), name="status-updates"),
@@ -132,7 +139,7 @@ class Agent:
                           for r in self.tasks.values()],
             })
 
-        app = web.Application()
+        app = web.Application(middlewares=[security.middleware(self.config.credentials, security.agent_realm)])
         app.router.add_get("/health", health)
         app.router.add_get("/state", state)
         app.router.add_get("/slave(1)/state", state)
@@ -179,6 +186,12 @@ class Agent:
                 if leader and leader != target:
                     await self._link(leader)
                 return
+            if resp.status in (401, 403):
+                # Not a transient failure: say so where the operator looks (the agent keeps retrying).
+                log.warning("the master refused this agent", master=target, status=resp.status,
+                            why=resp.headers.get("Drover-Auth-Error") or (await resp.text())[:200],
+                            principal=self.config.credential.principal if self.config.credential else None)
+                raise RuntimeError(f"master {target} answered {resp.status}")
             if resp.status != 200:
                 raise RuntimeError(f"master {target} answered {resp.status}")
             decoder = RecordIODecoder()

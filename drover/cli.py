@@ -9,6 +9,7 @@ import argparse
 import asyncio
 import dataclasses
 import json
+import os
 import signal
 import sys
 import time
@@ -63,6 +64,12 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--raft-insecure", action="store_true",
                    help="run Raft without authentication: anyone who reaches the Raft port can run code as this "
                         "process's user. Only for a port no one else can reach")
+    m.add_argument("--credentials", type=Path, default=None, metavar="FILE",
+                   help="principals and secrets that may call this master (Mesos's JSON format, mode 0600): "
+                        "every HTTP endpoint but /health, /version and /redirect then requires HTTP Basic "
+                        "authentication (docs/security.md). Without it the cluster is open to anyone who reaches it")
+    m.add_argument("--acls", type=Path, default=None, metavar="FILE",
+                   help="what each principal may do (Mesos's JSON ACL format; docs/security.md)")
     m.add_argument("--allocation-interval", type=_positive, default=1.0, help="seconds between batch allocations")
     m.add_argument("--offer-timeout", type=_positive, default=None, help="rescind offers unanswered this long (s)")
     m.add_argument("--heartbeat-interval", type=_positive, default=15.0, help="stream heartbeat period (s)")
@@ -94,6 +101,11 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--podman-socket", type=Path, default=None, help="default: WORK_DIR/podman.sock")
     a.add_argument("--hostname", default=None)
     a.add_argument("--attributes", default="", help="k:v;k2:v2")
+    a.add_argument("--credential", "--agent-credential", dest="credential", type=Path, default=None, metavar="FILE",
+                   help="this agent's own principal and secret for the master ({\"principal\": ..., \"secret\": "
+                        "...}, or a credentials file whose first entry is used; mode 0600)")
+    a.add_argument("--credentials", type=Path, default=None, metavar="FILE",
+                   help="principals that may read this agent's HTTP API (Mesos's JSON format; default: anyone)")
 
     l = sub.add_parser("local", help="run 3 master replicas and 2 agents on this machine")
     l.add_argument("--data-dir", type=Path, default=Path("var/local"))
@@ -102,6 +114,9 @@ def build_parser() -> argparse.ArgumentParser:
     l.add_argument("--base-port", type=int, default=5050,
                    help="leader endpoint on BASE, replicas on BASE+1.., agents on BASE+11.., Raft on BASE+100..")
     l.add_argument("--demo", action="store_true", help="run a demo job once the cluster is up, then keep running")
+    l.add_argument("--secure", action="store_true",
+                   help="authentication and ACLs on every port: credentials in DATA_DIR/credentials.json (the first "
+                        "principal is for frameworks and operators), ACLs in DATA_DIR/acls.json (docs/security.md)")
 
     sm = sub.add_parser("sim", help="run the allocator over scenario files (docs/allocator-scenarios.md)")
     sm.add_argument("scenarios", nargs="+", type=Path, help="scenario JSON files")
@@ -120,6 +135,14 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--instances", type=int, default=1)
     e.add_argument("--name", default="drover-execute")
     e.add_argument("--timeout", type=_positive, default=300.0)
+    e.add_argument("--user", default="root", help="the user the tasks run as (the framework's user; '' = the image's)")
+    e.add_argument("--credentials", type=Path, default=None, metavar="FILE",
+                   help="authenticate as the first principal of this credentials file (or a {principal, secret} "
+                        "file; mode 0600)")
+    e.add_argument("--principal", default=None, help="authenticate as this principal (with --secret)")
+    e.add_argument("--secret", default=None,
+                   help="the principal's secret (visible to other local users in the process list: prefer "
+                        "--credentials)")
     return p
 
 
@@ -184,8 +207,34 @@ def _master(args) -> int:
         structlog.get_logger("drover.master").warning(
             "Raft without authentication (--raft-insecure): anyone reaching the Raft port can run code as this "
             "process", raft=args.raft)
+    cfg.credentials, cfg.acls = _security(args.credentials, args.acls, "master", args.http)
+    # Everything a replica writes (store, Raft journal, dumps, snapshots) holds every task's command and
+    # environment: readable by its owner only, whatever umask it was started with.
+    os.umask(0o077)
     asyncio.run(run_master(cfg))
     return 0
+
+
+def _security(credentials: Path | None, acls: Path | None, what: str, address: str):
+    """--credentials and --acls, read and checked once (a bad file is one clear line, exit 2); a warning when the
+    server will accept anyone."""
+    import structlog
+
+    from drover.security import files
+    from drover.security.acls import OPEN, ACLError
+    from drover.security.credentials import CredentialsError
+
+    creds = None
+    try:
+        if credentials is not None:
+            creds = files.load_credentials(credentials)
+        rules = files.load_acls(acls) if acls is not None else OPEN
+    except (CredentialsError, ACLError) as e:
+        raise UsageError(f"--{'credentials' if isinstance(e, CredentialsError) else 'acls'}: {e}") from None
+    if creds is None:
+        structlog.get_logger(f"drover.{what}").warning(
+            f"no --credentials: this {what} accepts calls from anyone who reaches {address} (docs/security.md)")
+    return creds, rules
 
 
 def _agent(args) -> int:
@@ -208,6 +257,15 @@ def _agent(args) -> int:
                       podman_socket=args.podman_socket or args.work_dir / "podman.sock", attributes=attrs)
     if args.hostname:
         cfg.hostname = args.hostname
+    if args.credential is not None:
+        from drover.security import files
+        from drover.security.credentials import CredentialsError
+
+        try:
+            cfg.credential = files.load_credential(args.credential)
+        except CredentialsError as e:
+            raise UsageError(f"--credential: {e}") from None
+    cfg.credentials, _ = _security(args.credentials, None, "agent", args.http)
     asyncio.run(run_agent(cfg))
     return 0
 
@@ -216,7 +274,7 @@ def _local(args) -> int:
     from drover.local import LocalCluster, PortsBusy
 
     cluster = LocalCluster(data_dir=args.data_dir.resolve(), masters=args.masters, agents=args.agents,
-                           base_port=args.base_port)
+                           base_port=args.base_port, secure=args.secure)
     stopping = False
 
     def on_signal(signum, frame):
@@ -243,13 +301,17 @@ def _local(args) -> int:
             print(f"  master {m['id']}: http {m['http']}  raft {m['raft']}{mark}")
         for a in layout["agents"]:
             print(f"  agent  {a['id']}: http {a['http']}  work dir {a['work_dir']}")
+        if cluster.secure:
+            cred = cluster.client_credential()
+            print(f"  secure: every port needs HTTP Basic; principal {cred.principal!r}, secrets in "
+                  f"{layout['credentials']} (e.g. drover execute --credentials {layout['credentials']} ...)")
         print(f"  endpoints written to {cluster.data_dir / 'local.json'}; Ctrl-C stops everything")
         sys.stdout.flush()
         if args.demo:
             from drover.execute import execute
             print("demo: 4 tasks, each echoing from its own container ...", flush=True)
             rc = asyncio.run(execute(layout["leader"], "echo hello from $MESOS_TASK_ID in $(hostname); sleep 1",
-                                     instances=4, name="demo"))
+                                     instances=4, name="demo", credential=cluster.client_credential()))
             print(f"demo finished: {'all tasks finished' if rc == 0 else 'some tasks failed'}", flush=True)
         reported: set[str] = set()
         while not stopping:
@@ -290,12 +352,31 @@ def _sim(args) -> int:
     return 1 if failed else 0
 
 
+def client_credential(args):
+    """A client's --credentials FILE or --principal/--secret (None: unauthenticated)."""
+    from drover.security import files
+    from drover.security.credentials import Credential, CredentialsError
+
+    try:
+        if args.credentials is not None:
+            if args.principal is not None or args.secret is not None:
+                raise UsageError("--credentials and --principal/--secret exclude each other")
+            return files.load_credential(args.credentials)
+        if (args.principal is None) != (args.secret is None):
+            raise UsageError("--principal and --secret go together")
+        return Credential(args.principal, args.secret) if args.principal is not None else None
+    except CredentialsError as e:
+        raise UsageError(f"credentials: {e}") from None
+
+
 def _execute(args) -> int:
     from drover.execute import ExecuteError, execute
 
+    credential = client_credential(args)
     try:
         return asyncio.run(execute(args.master, args.command, image=args.image, cpus=args.cpus, mem=args.mem,
-                                   instances=args.instances, name=args.name, timeout=args.timeout))
+                                   instances=args.instances, name=args.name, timeout=args.timeout,
+                                   user=args.user, credential=credential))
     except ExecuteError as e:
         raise UsageError(str(e)) from None
     except OSError as e:

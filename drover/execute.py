@@ -14,6 +14,7 @@ import sys
 import aiohttp
 
 from drover.recordio import RecordIODecoder
+from drover.security.credentials import Credential
 from eventstore.vocab import TERMINAL_STATES, TaskState
 
 # A task that reconciles as TASK_UNKNOWN is over for a framework too: the master has no record of it.
@@ -31,14 +32,16 @@ def _scalar(offer: dict, name: str) -> float:
 
 async def execute(master: str, command: str, *, image: str | None = None, cpus: float = 0.1, mem: float = 32.0,
                   instances: int = 1, name: str = "drover-execute", timeout: float = 300.0,
-                  out=sys.stdout) -> int:
+                  out=sys.stdout, user: str = "root", credential: Credential | None = None) -> int:
     finals: dict[str, str] = {}
     launched = 0
-    async with aiohttp.ClientSession() as session:
+    # With a credential every call carries HTTP Basic; the master then sets FrameworkInfo.principal to it.
+    headers = {"Authorization": credential.basic_header()} if credential is not None else {}
+    async with aiohttp.ClientSession(headers=headers) as session:
         target = master
         for _ in range(10):  # follow redirects to the leader
             body = {"type": "SUBSCRIBE", "subscribe": {"framework_info": {
-                "user": "root", "name": name, "failover_timeout": 0.0,
+                "user": user, "name": name, "failover_timeout": 0.0,
                 "capabilities": [{"type": "TASK_KILLING_STATE"}]}}}
             resp = await session.post(f"http://{target}/api/v1/scheduler", json=body, allow_redirects=False,
                                       headers={"Accept": "application/json"})
@@ -51,6 +54,9 @@ async def execute(master: str, command: str, *, image: str | None = None, cpus: 
                 await asyncio.sleep(0.5)
                 continue
             break
+        if resp.status == 401:
+            raise ExecuteError(f"SUBSCRIBE to {target} failed: HTTP 401, not authenticated "
+                               f"({resp.headers.get('Drover-Auth-Error', 'credentials required')}; see --credentials)")
         if resp.status != 200:
             raise ExecuteError(f"SUBSCRIBE to {target} failed: HTTP {resp.status} {await resp.text()}")
         stream_id = resp.headers["Mesos-Stream-Id"]

@@ -72,6 +72,12 @@ class LocalCluster:
     agent_args: list[str] = field(default_factory=list)
     procs: dict[str, subprocess.Popen] = field(default_factory=dict)
     layout: dict = field(default_factory=dict)
+    # --secure: every port authenticated (DATA_DIR/credentials.json, Mesos's format; its first principal is for
+    # frameworks and operators, each agent has its own after it) and ACLs that keep the roles apart
+    # (DATA_DIR/acls.json). docs/security.md.
+    secure: bool = False
+    extra_principals: tuple[str, ...] = ()  # more principals in the credentials file (after the agents')
+    acl_rules: dict = field(default_factory=dict)  # action -> rules put before the generated ones
 
     def _port(self, offset: int) -> int:
         if self.base_port is not None:
@@ -96,7 +102,59 @@ class LocalCluster:
                            "work_dir": str(self.data_dir / f"a{i + 1}")})
         self.layout = {"leader": f"{HOST}:{self._port(0)}", "masters": masters, "agents": agents,
                        "podman_socket": str(self.data_dir / "podman.sock")}
+        if self.secure:
+            self.layout["credentials"] = str(self._write_security())
         return self.layout
+
+    CLIENT_PRINCIPAL = "drover"
+
+    def _agent_principal(self, aid: str) -> str:
+        return f"agent-{aid}"
+
+    def _write_security(self) -> Path:
+        """The cluster's credentials and ACLs, made on first use and kept for the life of the data dir."""
+        import secrets
+
+        from drover.security import files
+        from drover.security.credentials import Credential
+
+        path = self.data_dir / "credentials.json"
+        wanted = [self.CLIENT_PRINCIPAL] + [self._agent_principal(a["id"]) for a in self.layout["agents"]] + \
+            list(self.extra_principals)
+        have = {c.principal: c for c in files.load_credentials(path).entries} if path.exists() else {}
+        entries = [have.get(p) or Credential(p, secrets.token_urlsafe(24)) for p in wanted]
+        files.write_credentials(path, entries)
+        for a, cred in zip(self.layout["agents"], entries[1:1 + len(self.layout["agents"])], strict=True):
+            files.write_credentials(self.data_dir / f"{a['id']}.credential.json", [cred])
+        agents = {"values": wanted[1:1 + len(self.layout["agents"])]}
+        none = {"type": "NONE"}
+        # Agents may register agents and nothing else; nobody else may register an agent.
+        acls = {"permissive": True,
+                "register_agents": [{"principals": agents, "agents": {"type": "ANY"}},
+                                    {"principals": {"type": "ANY"}, "agents": none}]}
+        for action, key in (("register_frameworks", "roles"), ("run_tasks", "users"), ("update_quotas", "roles"),
+                            ("update_weights", "roles"), ("teardown_frameworks", "framework_principals"),
+                            ("view_frameworks", "users"), ("view_tasks", "users"), ("view_flags", "flags"),
+                            ("reserve_resources", "roles"), ("unreserve_resources", "roles")):
+            acls[action] = [{"principals": agents, key: none}]
+        for action, rules in self.acl_rules.items():
+            acls[action] = list(rules) + acls.get(action, [])
+        fd = os.open(self.data_dir / "acls.json", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            json.dump(acls, f, indent=2)
+        return path
+
+    def client_credential(self):
+        """The framework/operator principal of a --secure cluster (None when it is open)."""
+        if not self.secure:
+            return None
+        from drover.security import files
+
+        return files.load_credentials(self.data_dir / "credentials.json").entries[0]
+
+    def _auth_headers(self) -> dict[str, str]:
+        cred = self.client_credential()
+        return {"Authorization": cred.basic_header()} if cred is not None else {}
 
     def _cmd(self, *args: str) -> list[str]:
         return [sys.executable, "-m", "drover.cli", *args]
@@ -124,13 +182,19 @@ class LocalCluster:
         for other in self.layout["masters"]:
             if other is not m:
                 argv += ["--peer", f"{other['raft']}={other['http']}"]
+        if self.secure:
+            argv += ["--credentials", str(self.data_dir / "credentials.json"),
+                     "--acls", str(self.data_dir / "acls.json")]
         return argv + self.master_args
 
     def agent_argv(self, a: dict) -> list[str]:
         masters = ",".join(m["http"] for m in self.layout["masters"])
         return self._cmd("agent", "--master", masters, "--http", a["http"], "--work-dir", a["work_dir"],
                          "--resources", self.agent_resources, "--podman-socket", self.layout["podman_socket"],
-                         "--hostname", f"{a['id']}.local", *self.agent_args)
+                         "--hostname", f"{a['id']}.local",
+                         *(["--credential", str(self.data_dir / f"{a['id']}.credential.json"),
+                            "--credentials", str(self.data_dir / "credentials.json")] if self.secure else []),
+                         *self.agent_args)
 
     def planned_ports(self) -> list[int]:
         addrs = [self.layout["leader"]] + [m[k] for m in self.layout["masters"] for k in ("http", "raft")]
@@ -189,7 +253,8 @@ class LocalCluster:
     def status(self, mid: str, timeout: float = 1.0) -> dict | None:
         m = next(m for m in self.layout["masters"] if m["id"] == mid)
         try:
-            with urllib.request.urlopen(f"http://{m['http']}/drover/status", timeout=timeout) as r:
+            req = urllib.request.Request(f"http://{m['http']}/drover/status", headers=self._auth_headers())
+            with urllib.request.urlopen(req, timeout=timeout) as r:
                 return json.load(r)
         except OSError:
             return None
@@ -215,7 +280,8 @@ class LocalCluster:
     def agent_state(self, aid: str) -> dict | None:
         a = next(a for a in self.layout["agents"] if a["id"] == aid)
         try:
-            with urllib.request.urlopen(f"http://{a['http']}/state", timeout=2) as r:
+            req = urllib.request.Request(f"http://{a['http']}/state", headers=self._auth_headers())
+            with urllib.request.urlopen(req, timeout=2) as r:
                 return json.load(r)
         except OSError:
             return None

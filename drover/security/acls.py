@@ -159,11 +159,12 @@ def parse(data: bytes | str, where: str = "acls") -> ACLs:
             at = f"{where}: {action}[{i}]"
             if not isinstance(item, dict) or set(item) != {"principals", key}:
                 raise ACLError(f"{at}: expected exactly the keys 'principals' and '{key}'")
-            try:
-                subj = msgspec.convert(item["principals"], _Entity)
-                obj = msgspec.convert(item[key], _Entity)
-            except msgspec.ValidationError as e:
-                raise ACLError(f"{at}: {e}") from None
-            parsed.append(Rule(Entity.of(subj, f"{at}.principals"), Entity.of(obj, f"{at}.{key}")))
+            ents = []
+            for part in ("principals", key):
+                try:
+                    ents.append(Entity.of(msgspec.convert(item[part], _Entity), f"{at}.{part}"))
+                except msgspec.ValidationError as e:
+                    raise ACLError(f"{at}.{part}: {e}") from None
+            parsed.append(Rule(*ents))
         rules.append((action, tuple(parsed)))
     return ACLs(permissive=permissive, rules=tuple(rules))

@@ -103,12 +103,16 @@ def main():
     p.add_argument("--kill-reconcile", action="store_true")
     p.add_argument("--ready-file")
     p.add_argument("--timeout", type=float, default=90)
+    p.add_argument("--principal", help="authenticate (HTTP Basic) as this principal, with --secret")
+    p.add_argument("--secret")
+    p.add_argument("--user", default="root")
     args = p.parse_args()
     if args.kill_reconcile:
         args.tasks, args.command = 2, "sleep 300"
     sched = Echo(args)
-    fw = {"user": "root", "name": "pymesos-echo", "failover_timeout": 60.0}
-    driver = MesosSchedulerDriver(sched, fw, args.master, use_addict=False)
+    fw = {"user": args.user, "name": "pymesos-echo", "failover_timeout": 60.0}
+    driver = MesosSchedulerDriver(sched, fw, args.master, use_addict=False, principal=args.principal,
+                                  secret=args.secret)
     driver.start()
     ok = sched.done.wait(args.timeout)
     driver.stop()
