@@ -102,8 +102,6 @@ class LocalCluster:
                            "work_dir": str(self.data_dir / f"a{i + 1}")})
         self.layout = {"leader": f"{HOST}:{self._port(0)}", "masters": masters, "agents": agents,
                        "podman_socket": str(self.data_dir / "podman.sock")}
-        if self.secure:
-            self.layout["credentials"] = str(self._write_security())
         return self.layout
 
     CLIENT_PRINCIPAL = "drover"
@@ -148,11 +146,13 @@ class LocalCluster:
         """The framework/operator principal of a --secure cluster (None when it is open)."""
         if not self.secure:
             return None
-        from drover.security import files
+        if "_client_credential" not in self.__dict__:
+            from drover.security import files
 
-        return files.load_credentials(self.data_dir / "credentials.json").entries[0]
+            self.__dict__["_client_credential"] = files.load_credentials(self.data_dir / "credentials.json").entries[0]
+        return self.__dict__["_client_credential"]
 
-    def _auth_headers(self) -> dict[str, str]:
+    def auth_headers(self) -> dict[str, str]:
         cred = self.client_credential()
         return {"Authorization": cred.basic_header()} if cred is not None else {}
 
@@ -199,14 +199,16 @@ class LocalCluster:
     def planned_ports(self) -> list[int]:
         addrs = [self.layout["leader"]] + [m[k] for m in self.layout["masters"] for k in ("http", "raft")]
         addrs += [a["http"] for a in self.layout["agents"]]
-        return [int(a.rpartition(":")[2]) for a in addrs]
+        return [int(a.rpartition(":")[2]) for a in addrs if a]
 
     def start(self) -> dict:
         if not self.layout:
             self.plan()
+        if self.secure and "credentials" not in self.layout:
+            self.layout["credentials"] = str(self._write_security())
         # With --base-port the ports are fixed: one already taken would make a replica or an agent exit at once,
         # and the cluster would wait a minute for it.
-        busy = [p for p in self.planned_ports() if not port_free(p)]
+        busy = [p for p in self.planned_ports() if not port_free(p)] if self.base_port is not None else []
         if busy:
             raise PortsBusy(f"port(s) {', '.join(map(str, busy))} on {HOST} are in use; choose another --base-port")
         self.start_podman(wait=False)
@@ -253,7 +255,7 @@ class LocalCluster:
     def status(self, mid: str, timeout: float = 1.0) -> dict | None:
         m = next(m for m in self.layout["masters"] if m["id"] == mid)
         try:
-            req = urllib.request.Request(f"http://{m['http']}/drover/status", headers=self._auth_headers())
+            req = urllib.request.Request(f"http://{m['http']}/drover/status", headers=self.auth_headers())
             with urllib.request.urlopen(req, timeout=timeout) as r:
                 return json.load(r)
         except OSError:
@@ -280,7 +282,7 @@ class LocalCluster:
     def agent_state(self, aid: str) -> dict | None:
         a = next(a for a in self.layout["agents"] if a["id"] == aid)
         try:
-            req = urllib.request.Request(f"http://{a['http']}/state", headers=self._auth_headers())
+            req = urllib.request.Request(f"http://{a['http']}/state", headers=self.auth_headers())
             with urllib.request.urlopen(req, timeout=2) as r:
                 return json.load(r)
         except OSError:

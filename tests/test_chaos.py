@@ -50,8 +50,11 @@ def test_scenario(tmp_path, scenario):
         assert data["workload"]["instances"] > 1
 
 
-def test_mixed(tmp_path):
-    data = chaos(tmp_path, "mixed", duration=40, seed=3)
+def test_mixed_on_a_secure_cluster(tmp_path):
+    # Every fault kind, with authentication and ACLs on every port: the workload, the agents and the harness
+    # authenticate, and failovers do not lose anyone's credentials.
+    data = chaos(tmp_path, "mixed", "--secure", duration=40, seed=3)
+    assert data["secure"] is True
     assert len({f["kind"] for f in data["faults"]}) >= 3
 
 

@@ -81,6 +81,7 @@ class ChaosRun:
     data_dir: Path
     use_netns: bool | None = None  # None: when available (root)
     agents: int = 2
+    secure: bool = False  # authentication and ACLs on every port (drover local --secure)
     out: object = sys.stdout
     cluster: ChaosCluster | None = None
     faults: list[Fault] = field(default_factory=list)
@@ -109,7 +110,8 @@ class ChaosRun:
             self.workload_proc = subprocess.Popen(
                 [sys.executable, "-m", "drover.chaos.workload", "--masters", self.masters_csv(),
                  "--history", str(self.history_path), "--seed", str(self.seed), "--instance", str(inst),
-                 "--duration", f"{remaining:.1f}", "--drain", str(DRAIN)],
+                 "--duration", f"{remaining:.1f}", "--drain", str(DRAIN),
+                 *(["--credentials", self.cluster.layout["credentials"]] if self.secure else [])],
                 stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         self.workload_procs.append(self.workload_proc)
         return inst
@@ -155,7 +157,8 @@ class ChaosRun:
             return False, "replicas not converged: " + ", ".join(f"{k}@{s['applied_index']}" for k, s in sts.items())
         lead = next(m for m in c.layout["masters"] if m["id"] == serving[0])
         try:
-            with urllib.request.urlopen(f"http://{lead['http']}/master/state", timeout=2) as r:
+            req = urllib.request.Request(f"http://{lead['http']}/master/state", headers=c.auth_headers())
+            with urllib.request.urlopen(req, timeout=2) as r:
                 state = json.load(r)
         except OSError as e:
             return False, f"/master/state: {e}"
@@ -197,7 +200,7 @@ class ChaosRun:
         if use and not netns.available():
             raise RuntimeError("network namespaces need root, ip and iptables (run without --netns)")
         self.cluster = ChaosCluster(data_dir=self.data_dir / "cluster", agents=self.agents,
-                                    master_args=list(MASTER_ARGS))
+                                    master_args=list(MASTER_ARGS), secure=self.secure)
         if use:
             self.cluster.network = netns.Network.for_this_process()
             self.cluster.network.up()
@@ -357,7 +360,7 @@ class ChaosRun:
             checks.check_liveness(history),
         ]
         return {
-            "scenario": self.scenario, "seed": self.seed, "duration": self.duration,
+            "scenario": self.scenario, "seed": self.seed, "duration": self.duration, "secure": self.secure,
             "fault_mode": "netns" if c.network is not None else "process",
             "data_dir": str(self.data_dir), "started": self.t0,
             "ok": all(r.ok for r in results),

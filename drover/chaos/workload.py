@@ -105,6 +105,7 @@ class Workload:
     drain: float
     max_inflight: int = 8
     framework_id: str | None = None
+    auth: dict[str, str] = field(default_factory=dict)  # the Authorization header on a --secure cluster
     tasks: dict[str, Known] = field(default_factory=dict)
     plans: dict[str, TaskPlan] = field(default_factory=dict)
     next_n: int = 0
@@ -257,7 +258,7 @@ class Workload:
 
     async def run(self) -> str:
         started = time.time()
-        async with aiohttp.ClientSession() as http:
+        async with aiohttp.ClientSession(headers=self.auth) as http:
             while True:
                 resp = await self.subscribe(http)
                 try:
@@ -332,10 +333,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--duration", type=float, default=30.0, help="seconds to keep launching tasks")
     p.add_argument("--drain", type=float, default=60.0, help="seconds to then wait for every task to end")
     p.add_argument("--max-inflight", type=int, default=8)
+    p.add_argument("--credentials", type=Path, default=None,
+                   help="authenticate as the first principal of this credentials file (a --secure cluster)")
     args = p.parse_args(argv)
     history = History(args.history, args.instance)
     w = Workload(masters=args.masters.split(","), history=history, seed=args.seed, instance=args.instance,
                  duration=args.duration, drain=args.drain, max_inflight=args.max_inflight)
+    if args.credentials is not None:
+        from drover.security.files import load_credential
+
+        w.auth = {"Authorization": load_credential(args.credentials).basic_header()}
     w.recover(read_history(args.history))
     history.write("start", pid=os.getpid(), framework_id=w.framework_id, known_tasks=len(w.tasks))
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
