@@ -133,9 +133,11 @@ class LocalCluster:
                          "--hostname", f"{a['id']}.local", *self.agent_args)
 
     def planned_ports(self) -> list[int]:
+        """The ports the layout takes on this machine's HOST (none for a layout in network namespaces, whose
+        addresses are the namespaces' own and which has no leader address)."""
         addrs = [self.layout["leader"]] + [m[k] for m in self.layout["masters"] for k in ("http", "raft")]
         addrs += [a["http"] for a in self.layout["agents"]]
-        return [int(a.rpartition(":")[2]) for a in addrs]
+        return [int(port) for host, _, port in (a.rpartition(":") for a in addrs if a) if host == HOST]
 
     def start(self) -> dict:
         if not self.layout:
