@@ -3,12 +3,14 @@
 Like `mesos-execute`, it is an ordinary framework: it speaks the public Mesos v1
 HTTP API (SUBSCRIBE, ACCEPT, ACKNOWLEDGE, TEARDOWN) and knows nothing of
 Drover's internals. Exit status: 0 if every task finished, 1 if any did not,
-2 on usage or connection errors.
+2 on usage or connection errors. With an `ssl_context` (drover execute --tls-ca) it speaks HTTPS and follows
+redirects to the leader on HTTPS too (docs/tls.md).
 """
 
 from __future__ import annotations
 
 import asyncio
+import ssl
 import sys
 
 import aiohttp
@@ -31,16 +33,18 @@ def _scalar(offer: dict, name: str) -> float:
 
 async def execute(master: str, command: str, *, image: str | None = None, cpus: float = 0.1, mem: float = 32.0,
                   instances: int = 1, name: str = "drover-execute", timeout: float = 300.0,
-                  out=sys.stdout) -> int:
+                  out=sys.stdout, ssl_context: ssl.SSLContext | None = None) -> int:
     finals: dict[str, str] = {}
     launched = 0
-    async with aiohttp.ClientSession() as session:
+    scheme = "https" if ssl_context is not None else "http"
+    connector = aiohttp.TCPConnector(ssl=ssl_context) if ssl_context is not None else None
+    async with aiohttp.ClientSession(connector=connector) as session:
         target = master
         for _ in range(10):  # follow redirects to the leader
             body = {"type": "SUBSCRIBE", "subscribe": {"framework_info": {
                 "user": "root", "name": name, "failover_timeout": 0.0,
                 "capabilities": [{"type": "TASK_KILLING_STATE"}]}}}
-            resp = await session.post(f"http://{target}/api/v1/scheduler", json=body, allow_redirects=False,
+            resp = await session.post(f"{scheme}://{target}/api/v1/scheduler", json=body, allow_redirects=False,
                                       headers={"Accept": "application/json"})
             if resp.status == 307:
                 target = resp.headers["Location"].lstrip("/").split("/", 1)[0]
@@ -58,7 +62,7 @@ async def execute(master: str, command: str, *, image: str | None = None, cpus: 
 
         async def call(payload: dict) -> None:
             payload["framework_id"] = {"value": fid}
-            async with session.post(f"http://{target}/api/v1/scheduler", json=payload,
+            async with session.post(f"{scheme}://{target}/api/v1/scheduler", json=payload,
                                     headers={"Mesos-Stream-Id": stream_id}) as r:
                 if r.status >= 300:
                     raise ExecuteError(f"{payload['type']} failed: HTTP {r.status} {await r.text()}")

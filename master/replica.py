@@ -71,6 +71,10 @@ class MasterConfig:
     # Raft entries the leader has in flight at once (master/pipeline.py); decisions staged meanwhile are grouped.
     pipeline_depth: int = 2
     raft_process: bool = True  # pysyncobj in a child process (eventstore/raftproc.py); False: a thread of this one
+    # HTTPS on every HTTP site of the replica (its own address and the leader address): the certificate chain and
+    # its key, PEM files (docs/tls.md). None: plain HTTP. Every replica of a cluster serves the same scheme.
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
 
     @property
     def agent_unreachable_after(self) -> float:
