@@ -50,6 +50,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     net.add_argument("--no-netns", dest="netns", action="store_false",
                      help="process faults only: a partition is SIGSTOP/SIGCONT")
     r.add_argument("--json", action="store_true", help="print the JSON report instead of the table")
+    r.add_argument("--tls", action="store_true",
+                   help="HTTPS on every port of the cluster (a generated CA, as drover local --tls; docs/tls.md)")
     cs.add_parser("list", help="the scenarios and the faults each injects")
     p.set_defaults(run=run)
 
@@ -71,7 +73,8 @@ def run(args: argparse.Namespace) -> int:
     if args.agents < 1:
         raise UsageError(f"--agents must be at least 1, got {args.agents}")
     chaos = ChaosRun(scenario=args.scenario, seed=args.seed, duration=args.duration, data_dir=args.data_dir.resolve(),
-                     use_netns=args.netns, agents=args.agents, out=sys.stderr if args.json else sys.stdout)
+                     use_netns=args.netns, agents=args.agents, tls=args.tls,
+                     out=sys.stderr if args.json else sys.stdout)
     try:
         report = chaos.execute()
     except (ChaosError, NetnsError) as e:
