@@ -2,7 +2,8 @@
 
 - Master link: SUBSCRIBE on `/api/drover/agent` of any master replica, following
   307s to the leader; a broken stream means: find the leader again and
-  re-register with the same agent id and the tasks we hold.
+  re-register with the same agent id and the tasks we hold. With `tls_ca` the link
+  is HTTPS and each master's certificate must verify against that CA (docs/tls.md).
 - Status updates are reliable: per task, in order, the head is (re)sent until the
   master forwards the framework's ACKNOWLEDGE; only then the next one goes.
 - Everything the agent must not forget (its id, its tasks, unacknowledged updates)
@@ -19,6 +20,7 @@ import json
 import re
 import signal
 import socket
+import ssl
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -34,6 +36,7 @@ from agent.checkpoint import CheckpointStore, TaskRecord
 from drover.recordio import RecordIODecoder
 from drover.security import http as security
 from drover.security.credentials import Credential, Credentials
+from drover.security.tls import client_context, server_context
 from agent.containerizer import ContainerLaunchError, ContainerSpec, PodmanContainerizer
 from eventstore import events as ev
 from eventstore.resources import Resources
@@ -61,6 +64,11 @@ class AgentConfig:
     # and who may read its HTTP API (None: anyone).
     credential: Credential | None = field(default=None, repr=False)
     credentials: Credentials | None = field(default=None, repr=False)
+    # TLS (docs/tls.md). tls_cert/tls_key: serve the agent's own endpoints over HTTPS. tls_ca: reach the masters
+    # over HTTPS, verifying their certificates against this CA file; None: plain HTTP.
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    tls_ca: Path | None = None
 
 
 class Agent:
@@ -81,6 +89,12 @@ class Agent:
         self._resend_all = False
         self._silence_timeout = 60.0  # until REGISTERED tells us the master's heartbeat interval
         self._ping_interval = 5.0  # REGISTERED tells us the leader's (its --agent-ping-timeout)
+        # Checked before anything starts (ValueError of one line): the CLI has checked the files already.
+        self._server_ssl: ssl.SSLContext | None = server_context(config.tls_cert, config.tls_key) \
+            if config.tls_cert is not None or config.tls_key is not None else None
+        self._client_ssl: ssl.SSLContext | None = client_context(config.tls_ca) if config.tls_ca else None
+        self._scheme = "https" if self._client_ssl is not None else "http"
+        self._tls_warned: set[str] = set()
 
     # ---- checkpointing --------------------------------------------------------------------------
     def checkpoint(self) -> None:
@@ -93,7 +107,9 @@ class Agent:
         await self.containerizer.start()
         await self._recover()
         auth = {"Authorization": self.config.credential.basic_header()} if self.config.credential else {}
-        self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=None, sock_connect=3), headers=auth)
+        self._session = aiohttp.ClientSession(
+            timeout=aiohttp.ClientTimeout(total=None, sock_connect=3), headers=auth,
+            connector=aiohttp.TCPConnector(ssl=self._client_ssl) if self._client_ssl is not None else None)
         runner = await self._serve_http()
         tasks = [asyncio.create_task(self._link_loop(), name="master-link"),
                  asyncio.create_task(self._update_loop(), name="status-updates"),
@@ -146,7 +162,7 @@ class Agent:
         runner = web.AppRunner(app, handle_signals=False)
         await runner.setup()
         host, _, port = self.config.http.rpartition(":")
-        await web.TCPSite(runner, host, int(port), reuse_address=True).start()
+        await web.TCPSite(runner, host, int(port), reuse_address=True, ssl_context=self._server_ssl).start()
         return runner
 
     # ---- master link ----------------------------------------------------------------------------------
@@ -169,6 +185,12 @@ class Agent:
                 await self._link(target)
             except asyncio.CancelledError:
                 raise
+            except aiohttp.ClientSSLError as e:
+                # A certificate that does not verify (wrong CA, a name it does not hold) or a master that does not
+                # speak TLS: a configuration error, said once per master and error, not a passing failure.
+                if f"{target} {e}" not in self._tls_warned:
+                    self._tls_warned.add(f"{target} {e}")
+                    log.warning("TLS connection to a master failed", master=target, error=str(e))
             except Exception as e:
                 log.debug("master link attempt failed", master=target, error=str(e))
             self.registered.clear()
@@ -176,8 +198,11 @@ class Agent:
             i += 1
             await asyncio.sleep(0.25 if i % len(candidates) else 0.5)
 
+    def _api_url(self, master: str) -> str:
+        return f"{self._scheme}://{master}/api/drover/agent"
+
     async def _link(self, target: str) -> None:
-        url = f"http://{target}/api/drover/agent"
+        url = self._api_url(target)
         async with self._session.post(url, data=self._subscribe_body(), allow_redirects=False,
                                       headers={"Content-Type": "application/json"}) as resp:
             if resp.status == 307:
@@ -532,8 +557,7 @@ class Agent:
                 continue
             body = {"type": "PING", "agent_id": self.cp.agent_id}
             try:
-                async with self._session.post(f"http://{self.master}/api/drover/agent", json=body,
-                                              allow_redirects=False,
+                async with self._session.post(self._api_url(self.master), json=body, allow_redirects=False,
                                               timeout=aiohttp.ClientTimeout(total=self._ping_interval)) as resp:
                     if resp.status != 202:
                         log.debug("ping not accepted", status=resp.status)
@@ -548,7 +572,7 @@ class Agent:
                 "update": {"framework_id": rec.framework_id, "task_id": rec.spec.task_id,
                            "status": msgspec.to_builtins(st)}}
         try:
-            async with self._session.post(f"http://{self.master}/api/drover/agent", json=body,
+            async with self._session.post(self._api_url(self.master), json=body,
                                           allow_redirects=False, timeout=aiohttp.ClientTimeout(total=5)) as resp:
                 if resp.status == 400 and rec.refused:
                     # The master will not take an update naming these ids at all: resending cannot help.

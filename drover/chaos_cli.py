@@ -52,6 +52,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     r.add_argument("--json", action="store_true", help="print the JSON report instead of the table")
     r.add_argument("--secure", action="store_true",
                    help="run the cluster with authentication and ACLs on every port (drover local --secure)")
+    r.add_argument("--tls", action="store_true",
+                   help="HTTPS on every port of the cluster (a generated CA, as drover local --tls; docs/tls.md)")
     cs.add_parser("list", help="the scenarios and the faults each injects")
     p.set_defaults(run=run)
 
@@ -73,7 +75,7 @@ def run(args: argparse.Namespace) -> int:
     if args.agents < 1:
         raise UsageError(f"--agents must be at least 1, got {args.agents}")
     chaos = ChaosRun(scenario=args.scenario, seed=args.seed, duration=args.duration, data_dir=args.data_dir.resolve(),
-                     use_netns=args.netns, agents=args.agents, secure=args.secure,
+                     use_netns=args.netns, agents=args.agents, secure=args.secure, tls=args.tls,
                      out=sys.stderr if args.json else sys.stdout)
     try:
         report = chaos.execute()

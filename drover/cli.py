@@ -39,6 +39,46 @@ def _positive(value: str) -> float:
     return v
 
 
+def _tls_flags(p: argparse.ArgumentParser, server: bool, client: str | None) -> None:
+    """The TLS flags (docs/tls.md): a server's certificate and key, and the CA a client verifies masters with."""
+    if server:
+        p.add_argument("--tls-cert", type=Path, default=None, metavar="FILE",
+                       help="serve HTTPS with this PEM certificate chain (the server's certificate first); needs "
+                            "--tls-key")
+        p.add_argument("--tls-key", type=Path, default=None, metavar="FILE",
+                       help="the certificate's private key (PEM, unencrypted, not accessible to other users)")
+    if client:
+        p.add_argument("--tls-ca", type=Path, default=None, metavar="FILE",
+                       help=f"{client} over HTTPS, verifying the master's certificate (chain, and the host name or "
+                            f"IP it was reached at) against the CA certificate(s) in this PEM file")
+
+
+def _server_tls(args: argparse.Namespace) -> None:
+    """Check --tls-cert/--tls-key before anything starts, so that a bad file is one line and exit status 2."""
+    if args.tls_cert is None and args.tls_key is None:
+        return
+    if args.tls_cert is None or args.tls_key is None:
+        raise UsageError("--tls-cert and --tls-key go together")
+    from drover.security.tls import server_context
+
+    try:
+        server_context(args.tls_cert, args.tls_key)
+    except ValueError as e:
+        raise UsageError(f"--tls-cert/--tls-key: {e}") from None
+
+
+def _client_tls(args: argparse.Namespace):
+    """The client context --tls-ca asks for (None without it): checked here, once."""
+    if args.tls_ca is None:
+        return None
+    from drover.security.tls import client_context
+
+    try:
+        return client_context(args.tls_ca)
+    except ValueError as e:
+        raise UsageError(f"--tls-ca: {e}") from None
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="drover", description="An event-sourced datacenter kernel (Mesos v1 API).")
     p.add_argument("--log-level", default=None, help="debug, info, warning, error (default: info)")
@@ -82,6 +122,7 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--agent-reregister-timeout", type=_positive, default=600.0,
                    help="after a leader change, time an agent not heard from since gets to re-register before it "
                         "is marked unreachable (s; Mesos: 10 min)")
+    _tls_flags(m, server=True, client=None)
     m.add_argument("--pipeline-depth", type=int, default=2, metavar="N",
                    help="Raft entries the leader keeps in flight; decisions staged meanwhile are committed as one")
     m.add_argument("--snapshot-every", type=int, default=10_000,
@@ -106,6 +147,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "...}, or a credentials file whose first entry is used; mode 0600)")
     a.add_argument("--credentials", type=Path, default=None, metavar="FILE",
                    help="principals that may read this agent's HTTP API (Mesos's JSON format; default: anyone)")
+    _tls_flags(a, server=True, client="reach the masters")
 
     l = sub.add_parser("local", help="run 3 master replicas and 2 agents on this machine")
     l.add_argument("--data-dir", type=Path, default=Path("var/local"))
@@ -117,6 +159,9 @@ def build_parser() -> argparse.ArgumentParser:
     l.add_argument("--secure", action="store_true",
                    help="authentication and ACLs on every port: credentials in DATA_DIR/credentials.json (the first "
                         "principal is for frameworks and operators), ACLs in DATA_DIR/acls.json (docs/security.md)")
+    l.add_argument("--tls", action="store_true",
+                   help="HTTPS on every port: a CA and a certificate for 127.0.0.1/localhost are generated into "
+                        "DATA_DIR/tls/ (clients: --tls-ca DATA_DIR/tls/ca.pem; docs/tls.md)")
 
     sm = sub.add_parser("sim", help="run the allocator over scenario files (docs/allocator-scenarios.md)")
     sm.add_argument("scenarios", nargs="+", type=Path, help="scenario JSON files")
@@ -143,6 +188,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--secret", default=None,
                    help="the principal's secret (visible to other local users in the process list: prefer "
                         "--credentials)")
+    _tls_flags(e, server=False, client="talk to the master")
     return p
 
 
@@ -179,6 +225,7 @@ def _master(args) -> int:
         snapshot_every=args.snapshot_every,
         agent_ping_timeout=args.agent_ping_timeout, max_agent_ping_timeouts=args.max_agent_ping_timeouts,
         agent_reregister_timeout=args.agent_reregister_timeout, pipeline_depth=args.pipeline_depth,
+        tls_cert=args.tls_cert, tls_key=args.tls_key,
     )
     if args.raft_fsync is not None:
         cfg.raft_tuning = dataclasses.replace(cfg.raft_tuning, fsync_journal=args.raft_fsync)
@@ -188,6 +235,7 @@ def _master(args) -> int:
         raise UsageError(f"--pipeline-depth must be in 1..64, got {args.pipeline_depth}")
     if args.snapshot_every < 1:
         raise UsageError(f"--snapshot-every must be at least 1, got {args.snapshot_every}")
+    _server_tls(args)
     if args.raft_secret_file is not None and args.raft_insecure:
         raise UsageError("--raft-secret-file and --raft-insecure exclude each other")
     if args.raft_secret_file is not None:
@@ -253,8 +301,11 @@ def _agent(args) -> int:
             raise UsageError(f"--attributes: expected key:value, got {part!r}")
         attrs.append(Label(k.strip(), v.strip()))
     masters = [_addr(m.strip()) for m in args.master.split(",") if m.strip()]
+    _server_tls(args)
+    _client_tls(args)
     cfg = AgentConfig(masters=masters, http=args.http, work_dir=args.work_dir, resources=resources,
-                      podman_socket=args.podman_socket or args.work_dir / "podman.sock", attributes=attrs)
+                      podman_socket=args.podman_socket or args.work_dir / "podman.sock", attributes=attrs,
+                      tls_cert=args.tls_cert, tls_key=args.tls_key, tls_ca=args.tls_ca)
     if args.hostname:
         cfg.hostname = args.hostname
     if args.credential is not None:
@@ -274,7 +325,7 @@ def _local(args) -> int:
     from drover.local import LocalCluster, PortsBusy
 
     cluster = LocalCluster(data_dir=args.data_dir.resolve(), masters=args.masters, agents=args.agents,
-                           base_port=args.base_port, secure=args.secure)
+                           base_port=args.base_port, secure=args.secure, tls=args.tls)
     stopping = False
 
     def on_signal(signum, frame):
@@ -296,11 +347,15 @@ def _local(args) -> int:
             return 1
         print(f"drover local cluster is up (data in {cluster.data_dir})")
         print(f"  leader endpoint (follows failover): {layout['leader']}")
+        if layout.get("tls_ca"):
+            print(f"  TLS: every port is HTTPS; clients verify it with the CA in {layout['tls_ca']} "
+                  f"(drover execute --tls-ca {layout['tls_ca']})")
+        scheme = "https" if cluster.tls else "http"
         for m in layout["masters"]:
             mark = "  <- leader" if m["id"] == leader else ""
-            print(f"  master {m['id']}: http {m['http']}  raft {m['raft']}{mark}")
+            print(f"  master {m['id']}: {scheme} {m['http']}  raft {m['raft']}{mark}")
         for a in layout["agents"]:
-            print(f"  agent  {a['id']}: http {a['http']}  work dir {a['work_dir']}")
+            print(f"  agent  {a['id']}: {scheme} {a['http']}  work dir {a['work_dir']}")
         if cluster.secure:
             cred = cluster.client_credential()
             print(f"  secure: every port needs HTTP Basic; principal {cred.principal!r}, secrets in "
@@ -311,7 +366,8 @@ def _local(args) -> int:
             from drover.execute import execute
             print("demo: 4 tasks, each echoing from its own container ...", flush=True)
             rc = asyncio.run(execute(layout["leader"], "echo hello from $MESOS_TASK_ID in $(hostname); sleep 1",
-                                     instances=4, name="demo", credential=cluster.client_credential()))
+                                     instances=4, name="demo", credential=cluster.client_credential(),
+                                     ssl_context=cluster.client_ssl()))
             print(f"demo finished: {'all tasks finished' if rc == 0 else 'some tasks failed'}", flush=True)
         reported: set[str] = set()
         while not stopping:
@@ -370,17 +426,26 @@ def client_credential(args):
 
 
 def _execute(args) -> int:
+    import aiohttp
+
     from drover.execute import ExecuteError, execute
 
     credential = client_credential(args)
+    ssl_context = _client_tls(args)
     try:
         return asyncio.run(execute(args.master, args.command, image=args.image, cpus=args.cpus, mem=args.mem,
                                    instances=args.instances, name=args.name, timeout=args.timeout,
-                                   user=args.user, credential=credential))
+                                   user=args.user, credential=credential, ssl_context=ssl_context))
     except ExecuteError as e:
         raise UsageError(str(e)) from None
-    except OSError as e:
-        raise UsageError(f"cannot reach the master at {args.master}: {e}") from None
+    except aiohttp.ClientConnectorCertificateError as e:
+        raise UsageError(f"the master at {args.master} presented a certificate that does not verify against "
+                         f"--tls-ca {args.tls_ca}: {e.certificate_error.verify_message}") from None
+    except aiohttp.ClientSSLError as e:
+        raise UsageError(f"no TLS connection to the master at {args.master} (does it serve HTTPS?): {e}") from None
+    except (OSError, aiohttp.ClientError) as e:
+        hint = "" if ssl_context is not None else " (if it serves HTTPS, pass --tls-ca)"
+        raise UsageError(f"cannot reach the master at {args.master}: {e or type(e).__name__}{hint}") from None
 
 
 def main(argv: list[str] | None = None) -> int:

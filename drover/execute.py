@@ -3,12 +3,14 @@
 Like `mesos-execute`, it is an ordinary framework: it speaks the public Mesos v1
 HTTP API (SUBSCRIBE, ACCEPT, ACKNOWLEDGE, TEARDOWN) and knows nothing of
 Drover's internals. Exit status: 0 if every task finished, 1 if any did not,
-2 on usage or connection errors.
+2 on usage or connection errors. With an `ssl_context` (drover execute --tls-ca) it speaks HTTPS and follows
+redirects to the leader on HTTPS too (docs/tls.md).
 """
 
 from __future__ import annotations
 
 import asyncio
+import ssl
 import sys
 
 import aiohttp
@@ -32,18 +34,21 @@ def _scalar(offer: dict, name: str) -> float:
 
 async def execute(master: str, command: str, *, image: str | None = None, cpus: float = 0.1, mem: float = 32.0,
                   instances: int = 1, name: str = "drover-execute", timeout: float = 300.0,
-                  out=sys.stdout, user: str = "root", credential: Credential | None = None) -> int:
+                  out=sys.stdout, user: str = "root", credential: Credential | None = None,
+                  ssl_context: ssl.SSLContext | None = None) -> int:
     finals: dict[str, str] = {}
     launched = 0
+    scheme = "https" if ssl_context is not None else "http"
+    connector = aiohttp.TCPConnector(ssl=ssl_context) if ssl_context is not None else None
     # With a credential every call carries HTTP Basic; the master then sets FrameworkInfo.principal to it.
     headers = {"Authorization": credential.basic_header()} if credential is not None else {}
-    async with aiohttp.ClientSession(headers=headers) as session:
+    async with aiohttp.ClientSession(connector=connector, headers=headers) as session:
         target = master
         for _ in range(10):  # follow redirects to the leader
             body = {"type": "SUBSCRIBE", "subscribe": {"framework_info": {
                 "user": user, "name": name, "failover_timeout": 0.0,
                 "capabilities": [{"type": "TASK_KILLING_STATE"}]}}}
-            resp = await session.post(f"http://{target}/api/v1/scheduler", json=body, allow_redirects=False,
+            resp = await session.post(f"{scheme}://{target}/api/v1/scheduler", json=body, allow_redirects=False,
                                       headers={"Accept": "application/json"})
             if resp.status == 307:
                 target = resp.headers["Location"].lstrip("/").split("/", 1)[0]
@@ -64,7 +69,7 @@ async def execute(master: str, command: str, *, image: str | None = None, cpus: 
 
         async def call(payload: dict) -> None:
             payload["framework_id"] = {"value": fid}
-            async with session.post(f"http://{target}/api/v1/scheduler", json=payload,
+            async with session.post(f"{scheme}://{target}/api/v1/scheduler", json=payload,
                                     headers={"Mesos-Stream-Id": stream_id}) as r:
                 if r.status >= 300:
                     raise ExecuteError(f"{payload['type']} failed: HTTP {r.status} {await r.text()}")

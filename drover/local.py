@@ -5,6 +5,10 @@ it (`drover master`, `drover agent`), so killing one (kill -9 of the leader) is
 a real failure. Endpoints go to DATA_DIR/local.json; Ctrl-C or SIGTERM stops
 everything and removes the cluster's containers. The replicas authenticate each
 other with a secret generated for the cluster in DATA_DIR/raft.secret (0600).
+With `tls` (drover local --tls) every HTTP port is HTTPS: a new CA and a certificate
+for the cluster's addresses go to DATA_DIR/tls/ at each start, agents and this
+module's own checks verify the masters against that CA, and local.json names it
+(`tls_ca`; docs/tls.md).
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ import json
 import os
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -70,6 +75,7 @@ class LocalCluster:
     agent_resources: str = "cpus:2;mem:2048;disk:8192;ports:[31000-32000]"
     master_args: list[str] = field(default_factory=list)
     agent_args: list[str] = field(default_factory=list)
+    tls: bool = False  # HTTPS on every port, with a PKI generated into DATA_DIR/tls/ (docs/tls.md)
     procs: dict[str, subprocess.Popen] = field(default_factory=dict)
     layout: dict = field(default_factory=dict)
     # --secure: every port authenticated (DATA_DIR/credentials.json, Mesos's format; its first principal is for
@@ -78,6 +84,7 @@ class LocalCluster:
     secure: bool = False
     extra_principals: tuple[str, ...] = ()  # more principals in the credentials file (after the agents')
     acl_rules: dict = field(default_factory=dict)  # action -> rules put before the generated ones
+    _client_ssl: ssl.SSLContext | None = field(default=None, init=False, repr=False)
 
     def _port(self, offset: int) -> int:
         if self.base_port is not None:
@@ -174,9 +181,54 @@ class LocalCluster:
 
         return ensure_secret_file(self.data_dir / "raft.secret")
 
+    # ---- TLS ------------------------------------------------------------------------------------------------
+    @property
+    def tls_dir(self) -> Path:
+        return self.data_dir / "tls"
+
+    def tls_hosts(self) -> list[str]:
+        """What the cluster's certificate names: every host of the layout, and localhost."""
+        addrs = [self.layout.get("leader")] + [m["http"] for m in self.layout["masters"]] + \
+            [a["http"] for a in self.layout["agents"]]
+        hosts = {a.rpartition(":")[0] for a in addrs if a}
+        return sorted(hosts) + (["localhost"] if "localhost" not in hosts else [])
+
+    def make_pki(self) -> None:
+        """A new CA and server certificate (drover.security.tls.generate_test_pki) in DATA_DIR/tls/; the CA goes
+        to the layout as `tls_ca`. Every master and agent serves the one certificate."""
+        from drover.security.tls import client_context, generate_test_pki
+
+        pki = generate_test_pki(self.tls_dir, hosts=tuple(self.tls_hosts()))
+        self.layout["tls_ca"] = str(pki.ca)
+        self._client_ssl = client_context(pki.ca)
+
+    def client_ssl(self) -> ssl.SSLContext | None:
+        """The client context for this cluster's ports (None without TLS)."""
+        if self._client_ssl is None and self.layout.get("tls_ca"):
+            from drover.security.tls import client_context
+
+            self._client_ssl = client_context(self.layout["tls_ca"])
+        return self._client_ssl
+
+    def _tls_server_args(self) -> list[str]:
+        if not self.tls:
+            return []
+        return ["--tls-cert", str(self.tls_dir / "cert.pem"), "--tls-key", str(self.tls_dir / "key.pem")]
+
+    def url(self, addr: str, path: str) -> str:
+        return f"{'https' if self.tls else 'http'}://{addr}{path}"
+
+    def get_json(self, addr: str, path: str, timeout: float = 5.0) -> dict:
+        """GET a JSON document from one of the cluster's ports (HTTPS verified against the cluster's CA with
+        TLS). Redirects are followed; they keep the scheme. OSError when it cannot be had."""
+        req = urllib.request.Request(self.url(addr, path), headers=self.auth_headers())
+        with urllib.request.urlopen(req, timeout=timeout, context=self.client_ssl()) as r:
+            return json.load(r)
+
     def master_argv(self, m: dict) -> list[str]:
         argv = self._cmd("master", "--id", m["id"], "--http", m["http"], "--raft", m["raft"],
                          "--data-dir", m["data_dir"], "--raft-secret-file", str(self.raft_secret_file))
+        argv += self._tls_server_args()
         if self.layout.get("leader"):
             argv += ["--leader-address", self.layout["leader"]]
         for other in self.layout["masters"]:
@@ -189,17 +241,20 @@ class LocalCluster:
 
     def agent_argv(self, a: dict) -> list[str]:
         masters = ",".join(m["http"] for m in self.layout["masters"])
+        tls = self._tls_server_args() + (["--tls-ca", str(self.tls_dir / "ca.pem")] if self.tls else [])
         return self._cmd("agent", "--master", masters, "--http", a["http"], "--work-dir", a["work_dir"],
                          "--resources", self.agent_resources, "--podman-socket", self.layout["podman_socket"],
-                         "--hostname", f"{a['id']}.local",
+                         "--hostname", f"{a['id']}.local", *tls,
                          *(["--credential", str(self.data_dir / f"{a['id']}.credential.json"),
                             "--credentials", str(self.data_dir / "credentials.json")] if self.secure else []),
                          *self.agent_args)
 
     def planned_ports(self) -> list[int]:
+        """The ports the layout takes on this machine's HOST (none for a layout in network namespaces, whose
+        addresses are the namespaces' own and which has no leader address)."""
         addrs = [self.layout["leader"]] + [m[k] for m in self.layout["masters"] for k in ("http", "raft")]
         addrs += [a["http"] for a in self.layout["agents"]]
-        return [int(a.rpartition(":")[2]) for a in addrs if a]
+        return [int(port) for host, _, port in (a.rpartition(":") for a in addrs if a) if host == HOST]
 
     def start(self) -> dict:
         if not self.layout:
@@ -211,6 +266,8 @@ class LocalCluster:
         busy = [p for p in self.planned_ports() if not port_free(p)] if self.base_port is not None else []
         if busy:
             raise PortsBusy(f"port(s) {', '.join(map(str, busy))} on {HOST} are in use; choose another --base-port")
+        if self.tls:
+            self.make_pki()
         self.start_podman(wait=False)
         for m in self.layout["masters"]:
             self.start_master(m["id"])
@@ -255,9 +312,7 @@ class LocalCluster:
     def status(self, mid: str, timeout: float = 1.0) -> dict | None:
         m = next(m for m in self.layout["masters"] if m["id"] == mid)
         try:
-            req = urllib.request.Request(f"http://{m['http']}/drover/status", headers=self.auth_headers())
-            with urllib.request.urlopen(req, timeout=timeout) as r:
-                return json.load(r)
+            return self.get_json(m["http"], "/drover/status", timeout=timeout)
         except OSError:
             return None
 
@@ -282,9 +337,7 @@ class LocalCluster:
     def agent_state(self, aid: str) -> dict | None:
         a = next(a for a in self.layout["agents"] if a["id"] == aid)
         try:
-            req = urllib.request.Request(f"http://{a['http']}/state", headers=self.auth_headers())
-            with urllib.request.urlopen(req, timeout=2) as r:
-                return json.load(r)
+            return self.get_json(a["http"], "/state", timeout=2)
         except OSError:
             return None
 

@@ -5,6 +5,11 @@ Leader-only endpoints answer from followers with a 307 to the leader
 leader is known. `/drover/status` answers on every replica: it is how tests and
 tools compare replicas (applied index, state hash). `GET /api/v1/events` too: it
 streams the replica's own committed history (master/api/events.py).
+
+With `MasterConfig.tls_cert/tls_key` every site (the replica's address and the
+leader address) is HTTPS (docs/tls.md). The redirect keeps the scheme the client
+used, and other replicas are named as bare host:port everywhere, so all the
+replicas of a cluster serve the same scheme.
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ import contextlib
 import json
 import re
 import signal
+import ssl
 
 import structlog
 from aiohttp import web
@@ -29,6 +35,7 @@ from master.api.scheduler import SchedulerAPI
 from master.readcache import ReadCache
 from master.state import state_hash
 from master.views import Viewer, visible_state
+from drover.security.tls import server_context
 
 log = structlog.get_logger("drover.http")
 
@@ -178,9 +185,10 @@ class FloatingEndpoint:
     """An address only the serving leader listens on, so clients without leader detection
     (pymesos without ZooKeeper) find the new leader at the same place after a failover."""
 
-    def __init__(self, runner: web.AppRunner, address: str):
+    def __init__(self, runner: web.AppRunner, address: str, ssl_context: ssl.SSLContext | None = None):
         host, _, port = address.rpartition(":")
         self.runner, self.host, self.port = runner, host, int(port)
+        self.ssl_context = ssl_context
         self.site: web.TCPSite | None = None
         self._task: asyncio.Task | None = None
 
@@ -198,7 +206,8 @@ class FloatingEndpoint:
     async def _bind(self) -> None:
         # The old leader may still hold the port for a moment (stepping down): retry until it lets go.
         while self.site is None:
-            site = web.TCPSite(self.runner, self.host, self.port, reuse_address=True, backlog=LISTEN_BACKLOG)
+            site = web.TCPSite(self.runner, self.host, self.port, reuse_address=True, backlog=LISTEN_BACKLOG,
+                               ssl_context=self.ssl_context)
             try:
                 await site.start()
                 self.site = site
@@ -208,19 +217,23 @@ class FloatingEndpoint:
 
 
 async def run_master(config: MasterConfig, stop: asyncio.Event | None = None) -> None:
+    # Before anything starts: a certificate that cannot be used is a ValueError of one line (drover master checks
+    # the files first and reports it as a usage error).
+    tls = server_context(config.tls_cert, config.tls_key) \
+        if config.tls_cert is not None or config.tls_key is not None else None
     core = MasterServer(config)
     app = build_app(core)
     runner = web.AppRunner(app, keepalive_timeout=24 * 3600.0, handle_signals=False)
     await runner.setup()
     host, _, port = config.http.rpartition(":")
-    site = web.TCPSite(runner, host, int(port), reuse_address=True, backlog=LISTEN_BACKLOG)
+    site = web.TCPSite(runner, host, int(port), reuse_address=True, backlog=LISTEN_BACKLOG, ssl_context=tls)
     await site.start()
-    floating = FloatingEndpoint(runner, config.leader_address) if config.leader_address else None
+    floating = FloatingEndpoint(runner, config.leader_address, tls) if config.leader_address else None
     if floating is not None:
         on_serving_change(core, floating.set_serving)
     await core.start()
     log.info("master replica up", id=config.id, http=config.http, raft=config.raft,
-             peers=[p.raft for p in config.peers])
+             peers=[p.raft for p in config.peers], scheme="https" if tls else "http")
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

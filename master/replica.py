@@ -77,6 +77,10 @@ class MasterConfig:
     # and what each principal may do (Mesos-format ACLs; OPEN allows everything).
     credentials: Credentials | None = field(default=None, repr=False)
     acls: ACLs = OPEN
+    # HTTPS on every HTTP site of the replica (its own address and the leader address): the certificate chain and
+    # its key, PEM files (docs/tls.md). None: plain HTTP. Every replica of a cluster serves the same scheme.
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
 
     @property
     def agent_unreachable_after(self) -> float:

@@ -9,7 +9,6 @@ import os
 import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 from typing import Iterator
 
@@ -34,8 +33,7 @@ class Cluster(LocalCluster):
         return next(m["id"] for m in self.layout["masters"] if m["id"] != lead)
 
     def get(self, addr: str, path: str, timeout: float = 5.0) -> dict:
-        with urllib.request.urlopen(f"http://{addr}{path}", timeout=timeout) as r:
-            return json.load(r)
+        return self.get_json(addr, path, timeout=timeout)
 
     def state(self) -> dict:
         return self.get(self.leader_endpoint(), "/master/state")

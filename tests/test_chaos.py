@@ -58,6 +58,14 @@ def test_mixed_on_a_secure_cluster(tmp_path):
     assert len({f["kind"] for f in data["faults"]}) >= 3
 
 
+def test_leader_kill_over_tls(tmp_path):
+    """The cluster on HTTPS (a generated CA; in namespaces the certificate names their addresses): agents and the
+    workload follow the leader through kills over TLS, and every invariant holds."""
+    data = chaos(tmp_path, "leader-kill", "--tls")
+    assert data["tls"] and data["faults"] and all(f["recovered"] for f in data["faults"])
+    assert (tmp_path / "run" / "cluster" / "tls" / "ca.pem").exists()
+
+
 def test_partition_without_namespaces_is_a_paused_process(tmp_path):
     data = chaos(tmp_path, "leader-partition", "--no-netns")
     assert data["fault_mode"] == "process" and {f["mode"] for f in data["faults"]} == {"process"}

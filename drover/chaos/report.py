@@ -13,7 +13,7 @@ def _fmt(v) -> str:
 
 def render(report: dict) -> str:
     lines = [f"drover chaos: scenario {report['scenario']}, seed {report['seed']}, {report['duration']:g} s, "
-             f"faults as {report['fault_mode']}"]
+             f"faults as {report['fault_mode']}" + (", HTTPS on every port" if report.get("tls") else "")]
     w = report["workload"]
     lines.append(f"workload: {w['tasks_launched']} tasks by {w['instances']} instance(s), "
                  f"{w['acknowledged_calls']} acknowledged calls, {w['indeterminate_calls']} indeterminate; "

@@ -19,7 +19,6 @@ import subprocess
 import sys
 import threading
 import time
-import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -82,6 +81,7 @@ class ChaosRun:
     use_netns: bool | None = None  # None: when available (root)
     agents: int = 2
     secure: bool = False  # authentication and ACLs on every port (drover local --secure)
+    tls: bool = False  # HTTPS on every port of the cluster (LocalCluster.tls); the workload verifies its CA
     out: object = sys.stdout
     cluster: ChaosCluster | None = None
     faults: list[Fault] = field(default_factory=list)
@@ -111,7 +111,8 @@ class ChaosRun:
                 [sys.executable, "-m", "drover.chaos.workload", "--masters", self.masters_csv(),
                  "--history", str(self.history_path), "--seed", str(self.seed), "--instance", str(inst),
                  "--duration", f"{remaining:.1f}", "--drain", str(DRAIN),
-                 *(["--credentials", self.cluster.layout["credentials"]] if self.secure else [])],
+                 *(["--credentials", self.cluster.layout["credentials"]] if self.secure else []),
+                 *(["--tls-ca", self.cluster.layout["tls_ca"]] if self.cluster.tls else [])],
                 stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         self.workload_procs.append(self.workload_proc)
         return inst
@@ -157,9 +158,7 @@ class ChaosRun:
             return False, "replicas not converged: " + ", ".join(f"{k}@{s['applied_index']}" for k, s in sts.items())
         lead = next(m for m in c.layout["masters"] if m["id"] == serving[0])
         try:
-            req = urllib.request.Request(f"http://{lead['http']}/master/state", headers=c.auth_headers())
-            with urllib.request.urlopen(req, timeout=2) as r:
-                state = json.load(r)
+            state = c.get_json(lead["http"], "/master/state", timeout=2)
         except OSError as e:
             return False, f"/master/state: {e}"
         inactive = [s["id"] for s in state["slaves"] if not s["active"]]
@@ -200,7 +199,7 @@ class ChaosRun:
         if use and not netns.available():
             raise RuntimeError("network namespaces need root, ip and iptables (run without --netns)")
         self.cluster = ChaosCluster(data_dir=self.data_dir / "cluster", agents=self.agents,
-                                    master_args=list(MASTER_ARGS), secure=self.secure)
+                                    master_args=list(MASTER_ARGS), secure=self.secure, tls=self.tls)
         if use:
             self.cluster.network = netns.Network.for_this_process()
             self.cluster.network.up()
@@ -213,8 +212,8 @@ class ChaosRun:
             self.setup()
             c = self.cluster
             mode = "netns" if c.network is not None else "process"
-            self.say(f"scenario {self.scenario}, seed {self.seed}, {self.duration:g} s, faults as {mode}; "
-                     f"data in {self.data_dir}")
+            self.say(f"scenario {self.scenario}, seed {self.seed}, {self.duration:g} s, faults as {mode}"
+                     f"{', HTTPS' if c.tls else ''}; data in {self.data_dir}")
             c.start()
             c.wait_leader(60)
             c.wait_agents(60)
@@ -361,7 +360,7 @@ class ChaosRun:
         ]
         return {
             "scenario": self.scenario, "seed": self.seed, "duration": self.duration, "secure": self.secure,
-            "fault_mode": "netns" if c.network is not None else "process",
+            "fault_mode": "netns" if c.network is not None else "process", "tls": c.tls,
             "data_dir": str(self.data_dir), "started": self.t0,
             "ok": all(r.ok for r in results),
             "faults": [f.to_json(self.t0) for f in self.faults],

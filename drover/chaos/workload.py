@@ -112,7 +112,12 @@ class Workload:
     target: str | None = None
     stream_id: str | None = None
     heartbeat: float = 15.0
+    tls_ca: Path | None = None  # HTTPS to the masters, verified against this CA (drover chaos run --tls)
     _want_kill: list[str] = field(default_factory=list)  # tasks whose planned KILL is due
+
+    @property
+    def scheme(self) -> str:
+        return "https" if self.tls_ca is not None else "http"
 
     def recover(self, past: list[dict]) -> None:
         """What an earlier instance recorded: the framework id and the tasks (this framework's own store)."""
@@ -142,7 +147,7 @@ class Workload:
             for _ in range(3):  # follow redirects to the leader
                 self.history.write("invoke", op="subscribe", master=target, framework_id=self.framework_id)
                 try:
-                    resp = await http.post(f"http://{target}{API}", json=body, allow_redirects=False,
+                    resp = await http.post(f"{self.scheme}://{target}{API}", json=body, allow_redirects=False,
                                            headers={"Accept": "application/json"},
                                            timeout=aiohttp.ClientTimeout(total=None, connect=2, sock_read=None))
                 except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as e:
@@ -168,7 +173,7 @@ class Workload:
         payload["framework_id"] = {"value": self.framework_id}
         self.history.write("invoke", op=op, **fields)
         try:
-            async with http.post(f"http://{self.target}{API}", json=payload,
+            async with http.post(f"{self.scheme}://{self.target}{API}", json=payload,
                                  headers={"Mesos-Stream-Id": self.stream_id or ""},
                                  timeout=aiohttp.ClientTimeout(total=CALL_TIMEOUT)) as r:
                 text = await r.text()
@@ -258,7 +263,12 @@ class Workload:
 
     async def run(self) -> str:
         started = time.time()
-        async with aiohttp.ClientSession(headers=self.auth) as http:
+        connector = None
+        if self.tls_ca is not None:
+            from drover.security.tls import client_context
+
+            connector = aiohttp.TCPConnector(ssl=client_context(self.tls_ca))
+        async with aiohttp.ClientSession(connector=connector, headers=self.auth) as http:
             while True:
                 resp = await self.subscribe(http)
                 try:
@@ -335,10 +345,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--max-inflight", type=int, default=8)
     p.add_argument("--credentials", type=Path, default=None,
                    help="authenticate as the first principal of this credentials file (a --secure cluster)")
+    p.add_argument("--tls-ca", type=Path, default=None, help="HTTPS to the masters, verified against this CA file")
     args = p.parse_args(argv)
     history = History(args.history, args.instance)
     w = Workload(masters=args.masters.split(","), history=history, seed=args.seed, instance=args.instance,
-                 duration=args.duration, drain=args.drain, max_inflight=args.max_inflight)
+                 duration=args.duration, drain=args.drain, max_inflight=args.max_inflight, tls_ca=args.tls_ca)
     if args.credentials is not None:
         from drover.security.files import load_credential
 
