@@ -94,6 +94,9 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--podman-socket", type=Path, default=None, help="default: WORK_DIR/podman.sock")
     a.add_argument("--hostname", default=None)
     a.add_argument("--attributes", default="", help="k:v;k2:v2")
+    a.add_argument("--task-pids-limit", type=int, default=None, metavar="N",
+                   help="processes (and threads) one task's container may have, from 16 to 4194304 "
+                        "(default: 4096)")
 
     l = sub.add_parser("local", help="run 3 master replicas and 2 agents on this machine")
     l.add_argument("--data-dir", type=Path, default=Path("var/local"))
@@ -189,6 +192,7 @@ def _master(args) -> int:
 
 
 def _agent(args) -> int:
+    from agent import rules
     from agent.agent import AgentConfig, run_agent
     from eventstore.events import Label
     from eventstore.resources import Resources
@@ -204,8 +208,13 @@ def _agent(args) -> int:
             raise UsageError(f"--attributes: expected key:value, got {part!r}")
         attrs.append(Label(k.strip(), v.strip()))
     masters = [_addr(m.strip()) for m in args.master.split(",") if m.strip()]
+    pids = rules.DEFAULT_TASK_PIDS_LIMIT if args.task_pids_limit is None else args.task_pids_limit
+    if not rules.MIN_TASK_PIDS_LIMIT <= pids <= rules.MAX_TASK_PIDS_LIMIT:
+        raise UsageError(f"--task-pids-limit must be from {rules.MIN_TASK_PIDS_LIMIT} to "
+                         f"{rules.MAX_TASK_PIDS_LIMIT}, got {pids}")
     cfg = AgentConfig(masters=masters, http=args.http, work_dir=args.work_dir, resources=resources,
-                      podman_socket=args.podman_socket or args.work_dir / "podman.sock", attributes=attrs)
+                      podman_socket=args.podman_socket or args.work_dir / "podman.sock", attributes=attrs,
+                      task_pids_limit=pids)
     if args.hostname:
         cfg.hostname = args.hostname
     asyncio.run(run_agent(cfg))
