@@ -69,6 +69,9 @@ class AgentConfig:
     tls_cert: Path | None = None
     tls_key: Path | None = None
     tls_ca: Path | None = None
+    # Processes (and threads) of one task's container (--task-pids-limit), in [rules.MIN_TASK_PIDS_LIMIT,
+    # rules.MAX_TASK_PIDS_LIMIT]
+    task_pids_limit: int = rules.DEFAULT_TASK_PIDS_LIMIT
 
 
 class Agent:
@@ -103,7 +106,8 @@ class Agent:
 
     # ---- lifecycle ---------------------------------------------------------------------------------
     async def run(self, stop: asyncio.Event) -> None:
-        self.config.work_dir.mkdir(parents=True, exist_ok=True)
+        for d in (self.config.work_dir, self.config.work_dir / "meta", self.config.work_dir / "sandboxes"):
+            _private_dir(d)
         await self.containerizer.start()
         await self._recover()
         auth = {"Authorization": self.config.credential.basic_header()} if self.config.credential else {}
@@ -355,12 +359,18 @@ class Agent:
             return
         if rec.state == TaskState.STAGING:  # a launch resumed after an agent restart already announced it
             self._status(rec, TaskState.STARTING, source=Source.EXECUTOR)
+        try:
+            user = rules.task_user(rec.spec.command.user, rec.framework_info)
+        except rules.UserProblem as e:
+            self._status(rec, TaskState.FAILED, reason=Reason.CONTAINER_LAUNCH_FAILED, message=str(e))
+            return
         res = Resources(rec.spec.resources)
         sandbox: Path | None = None
         try:
             sandbox = rules.sandbox_path(self.config.work_dir, rec.framework_id, rec.spec.task_id)
             sandbox.mkdir(parents=True, exist_ok=True)
             rules.sandbox_path(self.config.work_dir, rec.framework_id, rec.spec.task_id)  # still inside
+            sandbox.parent.chmod(0o700)  # the framework's sandboxes: the containerizer gives this one to the task
         except rules.UnsafePath as e:
             self._status(rec, TaskState.FAILED, reason=Reason.CONTAINER_LAUNCH_FAILED,
                          message=f"Refusing to use the task's sandbox: {e}")
@@ -380,7 +390,7 @@ class Agent:
             cpus=res.scalar("cpus") or None, mem_mb=res.scalar("mem") or None,
             labels={"drover.agent": self.cp.agent_id or "", "drover.framework": rec.framework_id,
                     "drover.task": rec.spec.task_id},
-            sandbox_dir=sandbox,
+            sandbox_dir=sandbox, user=user, pids_limit=self.config.task_pids_limit,
         )
         try:
             self.containerizer.validate(spec)  # the task's own fault: no waiting for podman would help
@@ -583,6 +593,13 @@ class Agent:
                     log.debug("status update not accepted", status=resp.status)
         except (aiohttp.ClientError, asyncio.TimeoutError) as e:
             log.debug("status update send failed", error=str(e))
+
+
+def _private_dir(path: Path) -> None:
+    """A directory of the work dir only the agent may enter: a task sees its own sandbox (bind-mounted) and nothing
+    else of it, whatever user it runs as; other users of the host see nothing of it either."""
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    path.chmod(0o700)  # one made by an earlier version, or before the umask
 
 
 async def _with_backoff(op, warning: str, task_id: str, *, go_on=lambda: True, attempts: int | None = None):

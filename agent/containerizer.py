@@ -19,6 +19,12 @@ Design notes (background: the platform notes on podman 4.3.1 / podman-py 5.8.0 q
 * Limits: every container gets a CFS quota (period 100 ms) and a memory limit with no swap on top. A spec without
   cpus or mem gets agent.rules.DEFAULT_CPUS (0.1) / DEFAULT_MEM_MB (32), Mesos's command executor allowance: no
   container ever runs without limits.
+* Hardening: every container drops all capabilities (a root task gets rules.ROOT_TASK_CAPABILITIES back, any other
+  user none), has no-new-privileges and a pids limit. The task runs as `spec.user` (else the image's USER), which
+  must exist in the image's /etc/passwd: it is resolved here to uid:gid before anything is created, so an unknown
+  user is a clear ContainerLaunchError, and the sandbox is chowned to it (the only host directory it sees). The
+  image's /etc/passwd and /etc/group are read from a never-started probe container, once per image id (content
+  addressed: its files never change).
 * Containers are never auto-removed: exit codes must survive agent restarts (reconcile via list()).
 * OOMKilled is always false with conmon 2.1.6 + podman 4.3.1, so exit 137 not caused by our kill() is reported as
   `oom_suspected`. The "we killed it" memory is in-process only: after an agent restart it is lost.
@@ -32,14 +38,17 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import io
 import json
 import logging
 import math
 import os
 import re
 import subprocess
+import tarfile
 import threading
 import time
+import uuid
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -50,6 +59,7 @@ from podman import PodmanClient
 from podman.errors import APIError, NotFound
 
 from agent import images, rules
+from eventstore.values import user_problem
 
 T = TypeVar("T")
 
@@ -83,6 +93,13 @@ def _norm_status(status: str) -> str:
     # already final. Reported as "exited" so callers only need to know one terminal status.
     return "exited" if status == "stopped" else status
 _API_TIMEOUT = 60  # seconds per REST call (stop adds the grace period)
+_ACCOUNT_FILES = ("/etc/passwd", "/etc/group")
+_MAX_ACCOUNT_FILE = 4 * 1024 * 1024  # bytes: an image's /etc/passwd or /etc/group beyond this is refused
+_ACCOUNTS_CACHE = 64  # images whose account files are remembered
+# Probe containers carry the launching spec's labels minus the task's (so whoever removes an agent's or a test's
+# containers removes a probe an agent died with, and nothing counts it as the task's), plus this one.
+PROBE_LABEL = "drover.probe"
+_TASK_LABELS = ("drover.framework", "drover.task")
 _SAFETY_POLL = 30.0  # seconds: re-inspect waiters even without an event
 
 
@@ -99,6 +116,8 @@ class ContainerSpec:
     labels: dict[str, str]
     sandbox_dir: Path
     network: str = "none"
+    user: str | None = None  # a user name or uid of the image (user_problem); None: the image's USER, else root
+    pids_limit: int = rules.DEFAULT_TASK_PIDS_LIMIT
 
 
 @dataclass
@@ -143,6 +162,18 @@ def _api_message(e: Exception) -> str:
     return str(e)
 
 
+def _own_tree(root: Path, uid: int, gid: int) -> None:
+    """Give the sandbox, and whatever an earlier launch of the same task id left in it, to the task's user, so it
+    can write there (as podman's `U` mount option would). Symlinks are changed themselves, never followed."""
+    os.chown(root, uid, gid)
+    for dirpath, dirnames, filenames in os.walk(root):  # does not descend into symlinked directories
+        for name in dirnames + filenames:
+            path = os.path.join(dirpath, name)
+            st = os.lstat(path)
+            if (st.st_uid, st.st_gid) != (uid, gid):
+                os.chown(path, uid, gid, follow_symlinks=False)
+
+
 class PodmanContainerizer:
     def __init__(self, socket_path: Path, *, start_service: bool = True, log: logging.Logger | Any = None):
         self.socket_path = Path(socket_path)
@@ -159,6 +190,8 @@ class PodmanContainerizer:
         self._waiters: dict[str, list[asyncio.Future]] = {}
         self._events_task: asyncio.Task | None = None
         self._events_connected: asyncio.Event | None = None
+        self._accounts: dict[str, tuple[str | None, str | None]] = {}  # image id -> (/etc/passwd, /etc/group)
+        self._accounts_lock = threading.Lock()
 
     # ------------------------------------------------------------------------------------------------ plumbing
     def _client(self) -> PodmanClient:
@@ -360,6 +393,12 @@ class PodmanContainerizer:
             raise ContainerLaunchError(f"invalid mem {mem_mb!r} MB: must be >= 6 MB")
         if not Path(spec.sandbox_dir).is_absolute():
             raise ContainerLaunchError(f"sandbox dir must be an absolute path, got {str(spec.sandbox_dir)!r}")
+        if spec.user is not None and (why := user_problem(spec.user, "The task's user")) is not None:
+            raise ContainerLaunchError(why)
+        if isinstance(spec.pids_limit, bool) or not isinstance(spec.pids_limit, int) \
+                or not rules.MIN_TASK_PIDS_LIMIT <= spec.pids_limit <= rules.MAX_TASK_PIDS_LIMIT:
+            raise ContainerLaunchError(f"invalid pids limit {spec.pids_limit!r}: must be an integer in "
+                                       f"[{rules.MIN_TASK_PIDS_LIMIT}, {rules.MAX_TASK_PIDS_LIMIT}]")
 
     def _existing(self, name: str) -> str | None:
         """Idempotent relaunch: a container with this name exists -> make sure it was started, return its id."""
@@ -397,9 +436,11 @@ class PodmanContainerizer:
         except APIError as e:
             raise ContainerLaunchError(f"cannot look up image '{image}': {_api_message(e)}") from e
         argv = self._build_argv(spec, image_attrs)
+        uid, gid = self._task_ids(spec, image, image_attrs)
 
         sandbox = Path(spec.sandbox_dir)
         sandbox.mkdir(parents=True, exist_ok=True)
+        _own_tree(sandbox, uid, gid)
         env = {str(k): str(v) for k, v in spec.env.items()}
         env["MESOS_SANDBOX"] = SANDBOX_MOUNT
         kwargs: dict[str, Any] = dict(
@@ -413,6 +454,12 @@ class PodmanContainerizer:
             working_dir=SANDBOX_MOUNT,  # Mesos runs tasks with the sandbox as cwd
             init=True,
             network_mode=spec.network,
+            # numeric, as resolved above: podman looks nothing up again, and the chown above matches it
+            user=f"{uid}:{gid}",
+            cap_drop=["ALL"],
+            cap_add=rules.task_capabilities(uid),
+            no_new_privileges=True,  # podman-py's security_opt would go to SELinux options: not this
+            pids_limit=spec.pids_limit,
         )
         # Always limited: a spec without cpus/mem gets the defaults (rules.container_limits).
         cpus, mem_mb = rules.container_limits(spec.cpus, spec.mem_mb)
@@ -432,6 +479,56 @@ class PodmanContainerizer:
             raise ContainerLaunchError(f"failed to create container: {msg}") from e
         self._start_or_cleanup(c)
         return c.id
+
+    def _task_ids(self, spec: ContainerSpec, image: str, image_attrs: dict) -> tuple[int, int]:
+        """(uid, gid) the task runs as: spec.user, else the image's USER, else root; looked up in the image."""
+        default = str((image_attrs.get("Config") or {}).get("User") or "")
+        if spec.user is None and default == "":
+            return 0, 0
+        passwd, group = self._account_files(image_attrs.get("Id") or image, spec)
+        try:
+            if spec.user is not None:
+                return rules.resolve_user(spec.user, passwd, group, image)
+            return rules.resolve_user(default, passwd, group, image, image_default=True)
+        except rules.UserProblem as e:
+            raise ContainerLaunchError(str(e)) from None
+
+    def _account_files(self, image_id: str, spec: ContainerSpec) -> tuple[str | None, str | None]:
+        """The image's /etc/passwd and /etc/group (None: it has none), cached by image id."""
+        with self._accounts_lock:
+            if (hit := self._accounts.get(image_id)) is not None:
+                return hit
+        labels = {k: v for k, v in spec.labels.items() if k not in _TASK_LABELS}
+        probe = self._client().containers.create(
+            image_id, name=f"drover-probe-{uuid.uuid4().hex[:16]}", labels={**labels, PROBE_LABEL: "1"},
+            entrypoint=["/drover-probe-never-started"], network_mode="none")
+        try:
+            files = (self._read_file(probe, _ACCOUNT_FILES[0]), self._read_file(probe, _ACCOUNT_FILES[1]))
+        finally:
+            with contextlib.suppress(Exception):
+                probe.remove(force=True)
+        with self._accounts_lock:
+            if len(self._accounts) >= _ACCOUNTS_CACHE:
+                self._accounts.pop(next(iter(self._accounts)))
+            self._accounts[image_id] = files
+        return files
+
+    @staticmethod
+    def _read_file(container, path: str) -> str | None:
+        """A file of a (never started) container's rootfs, None if there is none (or it is not a regular file)."""
+        try:
+            stream, _ = container.get_archive(path)
+        except NotFound:
+            return None
+        data = bytearray()
+        for chunk in stream:
+            data += chunk
+            if len(data) > _MAX_ACCOUNT_FILE + 64 * 1024:  # the tar headers are a few blocks
+                raise ContainerLaunchError(f"the image's {path} is larger than {_MAX_ACCOUNT_FILE} bytes")
+        with tarfile.open(fileobj=io.BytesIO(bytes(data))) as tf:
+            member = next((m for m in tf.getmembers() if m.isfile()), None)
+            f = tf.extractfile(member) if member is not None else None
+            return f.read().decode("utf-8", errors="replace") if f is not None else None
 
     async def launch(self, spec: ContainerSpec) -> str:
         try:

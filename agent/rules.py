@@ -11,7 +11,7 @@ import math
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from eventstore.values import id_problem
+from eventstore.values import MAX_UID, id_problem, user_problem
 from eventstore.vocab import Reason, Source, TaskState
 
 # Kill grace periods (KILL's `grace_seconds`, TaskSpec.kill_grace_seconds). Mesos has no upper bound; here a
@@ -24,6 +24,28 @@ MAX_KILL_GRACE_SECONDS = 600.0
 # allowance (src/slave/constants.hpp: DEFAULT_EXECUTOR_CPUS = 0.1, DEFAULT_EXECUTOR_MEM = 32 MB) instead.
 DEFAULT_CPUS = 0.1
 DEFAULT_MEM_MB = 32.0
+
+
+# A task's processes (and threads) in its container: a fork bomb meets this, not the host's pid_max. The agent's
+# --task-pids-limit; bounded so a typo cannot starve a task (catatonit, the shell and the task need a few) nor lift
+# the limit past the kernel's own maximum pid count.
+DEFAULT_TASK_PIDS_LIMIT = 4096
+MIN_TASK_PIDS_LIMIT = 16
+MAX_TASK_PIDS_LIMIT = 4_194_304  # PID_MAX_LIMIT on 64-bit Linux
+
+# Every container drops all capabilities. A task running as root (uid 0) gets back only root's power over files in
+# its own container (its copy-on-write rootfs and its sandbox, the only file systems it sees): chown, bypassing
+# read/write/search permission checks, and acting as a file's owner. Dropped, and why: SETUID/SETGID/SETPCAP (a task
+# runs as the user it names, it does not switch inside), KILL (its processes all share its uid), NET_BIND_SERVICE
+# and NET_RAW (with host networking, privileged host ports and raw sockets), MKNOD, SETFCAP, FSETID, SYS_CHROOT,
+# AUDIT_WRITE (nothing a task needs). A task running as any other user gets none: podman would put capabilities
+# added for it into its ambient set, so none are added.
+ROOT_TASK_CAPABILITIES = ("CHOWN", "DAC_OVERRIDE", "FOWNER")
+
+
+def task_capabilities(uid: int) -> list[str]:
+    """The capabilities added back (after dropping all) for a task running as `uid`."""
+    return list(ROOT_TASK_CAPABILITIES) if uid == 0 else []
 
 
 class UnsafePath(ValueError):
@@ -119,3 +141,95 @@ def exit_outcome(st: Any, killed: bool) -> Outcome:
         return Outcome(TaskState.FAILED, Source.EXECUTOR, Reason.CONTAINER_LIMITATION_MEMORY,
                        "Command was killed (exit 137): memory limit probably reached")
     return Outcome(TaskState.FAILED, Source.EXECUTOR, None, f"Command exited with status {st.exit_code}")
+
+
+# ---- the user a task runs as --------------------------------------------------------------------------------------
+
+
+class UserProblem(ValueError):
+    """The user a task would run as is not one it can run as; str(e) is the task's TASK_FAILED message."""
+
+
+def task_user(command_user: object, framework_info: Any) -> str | None:
+    """The user a task runs as, as Mesos picks it: its CommandInfo.user if set, else its framework's
+    FrameworkInfo.user; None (neither names one, or an empty one) is the image's default user. Raises UserProblem
+    if the user named is not a valid user name or uid (eventstore.values.user_problem): the master checks a task's
+    own user, but a framework's user is any string to it, and the agent trusts neither."""
+    if command_user is not None and command_user != "":
+        if (why := user_problem(command_user, "The task's command.user")) is not None:
+            raise UserProblem(why)
+        return str(command_user)
+    user = framework_info.get("user") if isinstance(framework_info, dict) else None
+    if user is None or user == "":
+        return None
+    if (why := user_problem(user, "The framework's user (FrameworkInfo.user)")) is not None:
+        raise UserProblem(f"{why}; the task runs as it, as it names no command.user")
+    return str(user)
+
+
+class Passwd(NamedTuple):
+    name: str
+    uid: int
+    gid: int
+
+
+def _id_number(text: str) -> int | None:
+    return int(text) if text.isascii() and text.isdigit() and int(text) <= MAX_UID else None
+
+
+def parse_passwd(text: str) -> list[Passwd]:
+    """The entries of an /etc/passwd, in order (lookups take the first match, as getpwnam does). Lines that are not
+    `name:password:uid:gid:...` with numeric ids (comments, NIS `+`/`-` entries, garbage) are skipped."""
+    out = []
+    for line in text.splitlines():
+        f = line.split(":")
+        if len(f) < 4 or not f[0] or f[0][0] in "#+-":
+            continue
+        uid, gid = _id_number(f[2]), _id_number(f[3])
+        if uid is not None and gid is not None:
+            out.append(Passwd(f[0], uid, gid))
+    return out
+
+
+def parse_group(text: str) -> dict[str, int]:
+    """Group name -> gid of an /etc/group (the first entry of a name counts)."""
+    out: dict[str, int] = {}
+    for line in text.splitlines():
+        f = line.split(":")
+        if len(f) < 3 or not f[0] or f[0][0] in "#+-":
+            continue
+        if (gid := _id_number(f[2])) is not None:
+            out.setdefault(f[0], gid)
+    return out
+
+
+def resolve_user(user: str, passwd: str | None, group: str | None, image: str, *,
+                 image_default: bool = False) -> tuple[int, int]:
+    """(uid, gid) a task runs as, from the image's /etc/passwd and /etc/group (None: the image has no such file).
+
+    `user` is a name or a uid (validated: what a task or its framework names) that must have an entry in the image's
+    /etc/passwd, whose gid the task gets (Mesos runs a task as a user that exists; podman would otherwise run an
+    unknown uid with gid 0, root's group). With `image_default` it is the image's own USER, which may also be
+    `user:group` and may name a bare uid or gid the image has no entry for: podman runs those as they are (gid 0
+    for a bare uid), and so does Drover; that is the image author's choice. "" is root. Raises UserProblem."""
+    name, _, grp = user.partition(":") if image_default else (user, "", "")
+    if name == "":
+        return 0, 0
+    entries = parse_passwd(passwd or "")
+    number = _id_number(name)
+    found = next((e for e in entries if (e.uid == number if number is not None else e.name == name)), None)
+    if found is None and not (image_default and number is not None):
+        where = "no entry in its /etc/passwd" if passwd is not None else "it has no /etc/passwd"
+        raise UserProblem(f"User '{name}' does not exist in image '{image}' ({where}); a task runs as its "
+                          f"command.user, else as its framework's user, which must be a user of its image")
+    if found is not None:
+        uid, gid = found.uid, found.gid
+    else:
+        uid, gid = int(name), 0  # the image's own bare uid
+    if grp:
+        gid_number = _id_number(grp)
+        gid = gid_number if gid_number is not None else parse_group(group or "").get(grp, -1)
+        if gid < 0:
+            raise UserProblem(f"Group '{grp}' of the image's USER '{user}' does not exist in image '{image}' "
+                              f"(no entry in its /etc/group)")
+    return uid, gid

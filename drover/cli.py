@@ -148,6 +148,9 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--credentials", type=Path, default=None, metavar="FILE",
                    help="principals that may read this agent's HTTP API (Mesos's JSON format; default: anyone)")
     _tls_flags(a, server=True, client="reach the masters")
+    a.add_argument("--task-pids-limit", type=int, default=None, metavar="N",
+                   help="processes (and threads) one task's container may have, from 16 to 4194304 "
+                        "(default: 4096)")
 
     l = sub.add_parser("local", help="run 3 master replicas and 2 agents on this machine")
     l.add_argument("--data-dir", type=Path, default=Path("var/local"))
@@ -286,6 +289,7 @@ def _security(credentials: Path | None, acls: Path | None, what: str, address: s
 
 
 def _agent(args) -> int:
+    from agent import rules
     from agent.agent import AgentConfig, run_agent
     from eventstore.events import Label
     from eventstore.resources import Resources
@@ -303,9 +307,13 @@ def _agent(args) -> int:
     masters = [_addr(m.strip()) for m in args.master.split(",") if m.strip()]
     _server_tls(args)
     _client_tls(args)
+    pids = rules.DEFAULT_TASK_PIDS_LIMIT if args.task_pids_limit is None else args.task_pids_limit
+    if not rules.MIN_TASK_PIDS_LIMIT <= pids <= rules.MAX_TASK_PIDS_LIMIT:
+        raise UsageError(f"--task-pids-limit must be from {rules.MIN_TASK_PIDS_LIMIT} to "
+                         f"{rules.MAX_TASK_PIDS_LIMIT}, got {pids}")
     cfg = AgentConfig(masters=masters, http=args.http, work_dir=args.work_dir, resources=resources,
                       podman_socket=args.podman_socket or args.work_dir / "podman.sock", attributes=attrs,
-                      tls_cert=args.tls_cert, tls_key=args.tls_key, tls_ca=args.tls_ca)
+                      tls_cert=args.tls_cert, tls_key=args.tls_key, tls_ca=args.tls_ca, task_pids_limit=pids)
     if args.hostname:
         cfg.hostname = args.hostname
     if args.credential is not None:

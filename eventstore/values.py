@@ -79,6 +79,23 @@ def id_problem(value: object, what: str = "ID") -> str | None:
     return None
 
 
+# The user a task runs as (CommandInfo.user, FrameworkInfo.user when a task runs as it): a POSIX user name (the
+# portable subset useradd accepts) or a numeric uid. It becomes podman's `--user` and is looked up in the image's
+# /etc/passwd, so nothing else (no ':group', no spaces, no '/') may pass. (uid_t)-1 is "no uid" to the kernel.
+USER_PATTERN = r"^([A-Za-z_][A-Za-z0-9_.-]{0,31}|[0-9]{1,10})\Z"
+MAX_UID = 2**32 - 2
+
+
+def user_problem(value: object, what: str = "User") -> str | None:
+    """Why `value` is not a user a task may run as, or None."""
+    if not isinstance(value, str):
+        return f"{what} must be a string"
+    if not re.match(USER_PATTERN, value) or (value.isdigit() and int(value) > MAX_UID):
+        return (f"{what} {value[:64]!r} is invalid: it must be a POSIX user name ([A-Za-z_][A-Za-z0-9_.-], at "
+                f"most 32 characters) or a numeric uid (0 to {MAX_UID})")
+    return None
+
+
 def is_valid_id(value: object) -> bool:
     return id_problem(value) is None
 

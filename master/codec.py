@@ -32,7 +32,7 @@ import msgspec
 from eventstore import events as ev
 from eventstore.resources import UNRESERVED, Resource, Resources, resources_problem
 from eventstore.values import (MAX_NAME_LENGTH, MAX_RANGE_VALUE, MAX_SCALAR, MAX_SECONDS, MAX_TEXT_LENGTH, id_problem,
-                               role_problem)
+                               role_problem, user_problem)
 
 if TYPE_CHECKING:
     from master.decide import scheduler as sd
@@ -781,7 +781,11 @@ def _task_parts(d: object, where: str) -> tuple[str, str, ev.TaskSpec | None, st
     cmd = _obj(d.get("command"), wcmd)
     shell = _bool(cmd.get("shell"), f"{wcmd}.shell", True)
     value = _str(cmd.get("value"), f"{wcmd}.value")
-    user = _str(cmd.get("user"), f"{wcmd}.user")
+    # The user the task runs as (else its framework's). An empty one is no user, as before; anything else must be
+    # a user name or uid the agent can hand to podman: a malformed call, not a task to judge.
+    user = _str(cmd.get("user"), f"{wcmd}.user") or None
+    if user is not None and (why := user_problem(user, f"'{wcmd}.user'")) is not None:
+        raise InvalidValue(why)
     uris = _list(cmd.get("uris"), f"{wcmd}.uris")
     args = [_str(a, f"{wcmd}.arguments[{i}]", True) for i, a in enumerate(_list(cmd.get("arguments"),
                                                                                  f"{wcmd}.arguments"))]
@@ -844,8 +848,6 @@ def _task_parts(d: object, where: str) -> tuple[str, str, ev.TaskSpec | None, st
             return f"Task uses more than {MAX_SPEC_LIST} resources"
         if uris:
             return _unsupported("command.uris", "there is no fetcher; put what the task needs in its image")
-        if user:
-            return _unsupported("command.user", "tasks run as their image's user")
         if shell and not value:
             return "Shell command of task must have a value"
         if not shell and not value:
@@ -871,7 +873,7 @@ def _task_parts(d: object, where: str) -> tuple[str, str, ev.TaskSpec | None, st
     if id_prob is None and why is None:
         spec = ev.TaskSpec(
             task_id=task_id, name=name, agent_id=agent_id, resources=resources.to_list(),
-            command=ev.CommandSpec(shell=shell, value=value, arguments=args, env=env),
+            command=ev.CommandSpec(shell=shell, value=value, arguments=args, env=env, user=user),
             image=image, labels=labels, kill_grace_seconds=grace, data=data,
         )
     return task_id, agent_id, spec, id_prob, why

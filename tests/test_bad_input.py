@@ -207,6 +207,12 @@ REJECTED = {
         body={"type": "DECLINE", "framework_id": {"value": "no-such-framework"},
               "decline": {"offer_ids": [{"value": "../O1"}]}},
         status=400, says="Invalid 'decline.offer_ids[0]'"),
+    # a user no image can have (it would become podman's --user): refused before anything else, issue 11
+    "task-user-not-a-user-name": dict(
+        body={"type": "ACCEPT", "framework_id": {"value": "no-such-framework"},
+              "accept": {"offer_ids": [{"value": "O1"}], "operations": [{"type": "LAUNCH", "launch": {"task_infos": [
+                  {**task_info("t", "S0"), "command": {"value": "id", "user": "root:root"}}]}}]}},
+        status=400, says="'accept.operations[0].launch.task_infos[0].command.user' 'root:root' is invalid"),
     "deeply-nested-json": dict(body=b'{"type":"SUBSCRIBE","x":' + b"[" * 10_000 + b"]" * 10_000 + b"}",
                                status=400, says="Failed to parse body into JSON"),
     "call-type-UNKNOWN-for-unknown-framework": dict(
@@ -618,3 +624,34 @@ async def test_update_framework(cluster, http, subscribe):
     await sched.expect("RESCIND")  # its outstanding offers were rescinded, announced
     fw = next(f for f in (await master_state(http, cluster))["frameworks"] if f["id"] == sched.framework_id)
     assert fw["name"] == "renamed"
+
+
+async def test_a_task_runs_as_its_command_user_else_as_its_frameworks(cluster, http, subscribe):
+    """Mesos's rule (issue 11): CommandInfo.user if set, else FrameworkInfo.user, which must exist in the task's
+    image, else the agent fails the task naming the user (tests/test_hardening.py has the agent's side)."""
+    sched = await subscribe(user="ghost")
+    offer = (await sched.offers())[0]
+    agent_id = offer["agent_id"]["value"]
+    as_nobody, as_ghost = unique("as-nobody"), unique("as-ghost")
+    nobody = {**task_info(as_nobody, agent_id), "command": {"value": 'test "$(id -u)" = 65534', "user": "nobody"}}
+
+    r = await sched.call("ACCEPT", {"offer_ids": [offer["id"]], "operations": [
+        {"type": "LAUNCH", "launch": {"task_infos": [nobody, task_info(as_ghost, agent_id, cmd="true")]}}]})
+
+    assert r.status == 202, r
+    final = {}
+    while len(final) < 2:
+        status = await sched.expect(lambda e: e.get("type") == "UPDATE"
+                                    and e["update"]["status"]["task_id"]["value"] in (as_nobody, as_ghost))
+        status = status["update"]["status"]
+        if "uuid" in status:
+            ack = await sched.call("ACKNOWLEDGE", {"agent_id": status["agent_id"], "task_id": status["task_id"],
+                                                   "uuid": status["uuid"]})
+            assert ack.status == 202, ack
+        if status["state"] not in ("TASK_STAGING", "TASK_STARTING", "TASK_RUNNING"):
+            final[status["task_id"]["value"]] = status
+    assert final[as_nobody]["state"] == "TASK_FINISHED", final[as_nobody]  # it ran as uid 65534
+    ghost = final[as_ghost]
+    assert (ghost["state"], ghost["reason"], ghost["source"]) == (
+        "TASK_FAILED", "REASON_CONTAINER_LAUNCH_FAILED", "SOURCE_AGENT"), ghost
+    assert "User 'ghost' does not exist in image 'localhost/drover-busybox:latest'" in ghost["message"], ghost

@@ -175,7 +175,7 @@ def test_parse_task_info_basic():
                  "environment": {"variables": [{"name": "B", "value": "2"}, {"name": "A", "value": "1"}]}}), "task")
     assert (spec.task_id, spec.name, spec.agent_id) == ("t1", "t", "A1")
     assert Resources(spec.resources) == Resources.parse("cpus:1;mem:128")
-    # (command.user is not implemented: an empty one is no user; a set one is a TASK_ERROR, see below.)
+    # (an empty command.user is no user: the task runs as its framework's)
     assert spec.command == ev.CommandSpec(shell=False, value="/bin/echo", arguments=["echo", "hi"],
                                           env=[ev.Label("B", "2"), ev.Label("A", "1")])
     assert spec.kill_grace_seconds == 2.5 and spec.data == "ZGF0YQ==" and spec.labels == [ev.Label("k", "v")]
@@ -532,7 +532,6 @@ UNSUPPORTED_TASK_FIELDS = {
     "max_completion_time": {"max_completion_time": {"nanoseconds": 10**9}},
     "limits": {"limits": {"cpus": {"value": 2}}},
     "command.uris": {"command": {"value": "x", "uris": [{"value": "http://x/a.tgz"}]}},
-    "command.user": {"command": {"value": "x", "user": "bob"}},
     "container.volumes": {"container": {"type": "MESOS", "volumes": [{"container_path": "/d", "mode": "RW"}]}},
     "container.network_infos": {"container": {"type": "MESOS", "network_infos": [{"name": "n"}]}},
     "container.docker.network BRIDGE": {"container": {"type": "DOCKER", "docker": {"image": "a", "network": "BRIDGE"}}},
@@ -561,6 +560,26 @@ def test_task_fields_that_are_fine():
                   {"container": {"type": "DOCKER", "docker": {"image": "a", "network": "NONE", "privileged": False}}},
                   {"container": {"type": "DOCKER", "docker": {"image": "a", "network": "SOMETHING_NEW"}}}):
         codec.parse_task_info(task_info(**extra), "task")
+
+
+@pytest.mark.parametrize("user", ["nobody", "_svc-1.a", "0", "65534"])
+def test_a_task_names_the_user_it_runs_as(user):
+    spec = codec.parse_task_info(task_info(command={"value": "id -u", "user": user}), "task")
+    assert spec.command.user == user
+    accepted = ev.OffersAccepted(framework_id="F", offer_ids=["o1"], tasks=[spec], refuse_seconds=5.0)
+    assert ev.decode_event(ev.encode_event(accepted)).tasks == [spec]  # committed and read back as it was
+
+
+@pytest.mark.parametrize("user", ["a b", "bob:wheel", "../etc", "-x", "x" * 33, "4294967295", "r\u00f6\u00f6t",
+                                  "root\n"])
+def test_a_user_no_image_can_have_is_a_400(user):
+    with pytest.raises(InvalidValue) as e:
+        codec.parse_task_info(task_info(command={"value": "id -u", "user": user}), "task")
+    assert isinstance(e.value, CallError)  # answered 400, the whole call refused
+    msg = str(e.value)
+    assert msg.startswith("'task.command.user' ") and "is invalid: it must be a POSIX user name" in msg
+    with pytest.raises(CallError, match="'task.command.user' must be a string"):
+        codec.parse_task_info(task_info(command={"value": "x", "user": 7}), "task")
 
 
 def test_negative_durations_in_a_task_are_mesos_task_errors():

@@ -161,6 +161,8 @@ BAD_SUBSCRIPTIONS = [
     (dict(agent_id="A1", tasks=[report(spec=spec(role="-x"))]), "Role"),
     (dict(agent_id="A1", tasks=[report(spec=spec(kill_grace_seconds=float("inf")))]), "kill_grace_seconds"),
     (dict(agent_id="A1", tasks=[report(spec=spec(labels=[ev.Label("k", "v")] * 1001))]), "labels"),
+    (dict(agent_id="A1", tasks=[report(spec=spec(command=ev.CommandSpec(value="true", user="a b")))]),
+     "command.user' 'a b' is invalid"),
 ]
 
 
@@ -183,7 +185,9 @@ def test_reported_tasks_are_bounded():
 def test_valid_edge_values_are_accepted():
     log = lost_agent_log()
     for fields in (dict(http="[::1]:5051"), dict(http="h:65535"), dict(hostname="h" * 1024), dict(resources=[]),
-                   dict(agent_id="A1", tasks=[report(spec=spec(agent_id="A1"))])):
+                   dict(agent_id="A1", tasks=[report(spec=spec(agent_id="A1"))]),
+                   dict(agent_id="A1", tasks=[report(spec=spec(agent_id="A1", command=ev.CommandSpec(
+                       value="true", user="nobody")))])):
         assert decide_sub(log, sub(**fields)).refusal is None, fields
 
 

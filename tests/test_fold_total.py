@@ -49,7 +49,10 @@ def status() -> st.SearchStrategy[ev.TaskStatus]:
 
 
 SPEC = st.builds(ev.TaskSpec, task_id=IDS, name=st.just("n"), agent_id=IDS, resources=RES,
-                 command=st.just(ev.CommandSpec(value="true")), role=ROLES,
+                 # any Name passes the gate as a user (the codec's user_problem is stricter): the fold never reads it
+                 command=st.builds(ev.CommandSpec, value=st.just("true"),
+                                   user=st.one_of(st.none(), st.sampled_from(["nobody", "0", "a b:c", ""]))),
+                 role=ROLES,
                  kill_grace_seconds=st.one_of(st.none(), SMALL))
 INFO = st.builds(ev.FrameworkInfo, name=st.just("fw"), user=st.just("u"), roles=st.lists(ROLES, max_size=3),
                  failover_timeout=SMALL, labels=LABELS,

@@ -55,7 +55,8 @@ class Scheduler:
 
     def __init__(self, http: aiohttp.ClientSession, master: str, **framework_info: Any):
         self.http, self.master = http, master
-        self.info = {"user": "tester", "name": "bad-input", **framework_info}
+        # a task runs as its framework's user, which must exist in the task's image (busybox: root, nobody)
+        self.info = {"user": "root", "name": "bad-input", **framework_info}
         self.framework_id: str | None = None
         self.stream_id: str | None = None
         self._queue: asyncio.Queue[dict | None] = asyncio.Queue()

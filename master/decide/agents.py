@@ -24,7 +24,7 @@ from drover.security.acls import authorized
 from eventstore import events as ev
 from eventstore.resources import Resource, resources_problem
 from eventstore.values import (MAX_NAME_LENGTH, MAX_SECONDS, MAX_TEXT_LENGTH, MAX_TIMESTAMP, Address, id_problem,
-                               number_problem, role_problem)
+                               number_problem, role_problem, user_problem)
 from eventstore.vocab import Source, TaskState
 from master import effects as fx
 from master.decide import DecideConfig, Decision
@@ -128,7 +128,8 @@ def _spec_problem(spec: ev.TaskSpec, report: ev.TaskReport, agent_id: str | None
             or (why := _text_problem(spec.image, f"{what}.image", MAX_NAME_LENGTH)) \
             or (why := _labels_problem(spec.labels, f"{what}.labels", config)) \
             or (why := _text_problem(spec.command.value, f"{what}.command.value", MAX_TEXT_LENGTH)) \
-            or (why := _text_problem(spec.command.user, f"{what}.command.user", MAX_NAME_LENGTH)) \
+            or (spec.command.user is not None
+                and (why := user_problem(spec.command.user, f"'{what}.command.user'"))) \
             or (why := _labels_problem(spec.command.env, f"{what}.command.env", config)):
         return why
     if len(spec.command.arguments) > config.limits.max_labels \
