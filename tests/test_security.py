@@ -319,3 +319,14 @@ def test_a_viewer_sees_only_the_frameworks_and_tasks_its_acls_allow():
     fw_event = {"type": "FRAMEWORK_ADDED", "framework_added": {"framework": operator_json.framework(
         log.state, log.state.frameworks["F2"])}}
     assert visible_event(log.state, web, fw_event)
+
+
+def test_run_tasks_judges_a_tasks_own_user_before_its_frameworks():
+    log = cluster()  # F1's user is "u"
+    cfg = dataclasses.replace(AUTH, acls=acls(run_tasks=[rule("ANY", ["u", "nobody"], "users"),
+                                                         rule("ANY", "NONE", "users")]))
+    call = accept([task_info("as-nobody", user="nobody"), task_info("as-root", user="root"), task_info("as-u")])
+    (accepted,) = sd.decide_accept(log.state, call, 1.0, cfg).events
+    assert [t.task_id for t in accepted.tasks] == ["as-nobody", "as-u"]
+    assert [(r.task_id, r.reason, r.message) for r in accepted.rejected] == [
+        ("as-root", "REASON_TASK_UNAUTHORIZED", "Not authorized to launch as user 'root'")]
