@@ -217,6 +217,8 @@ def resolve_user(user: str, passwd: str | None, group: str | None, image: str, *
         return 0, 0
     entries = parse_passwd(passwd or "")
     number = _id_number(name)
+    if number is not None and not image_default:
+        raise UserProblem(f"User '{name}' is a uid: a task names a user by name (the run_tasks ACL judges names)")
     found = next((e for e in entries if (e.uid == number if number is not None else e.name == name)), None)
     if found is None and not (image_default and number is not None):
         where = "no entry in its /etc/passwd" if passwd is not None else "it has no /etc/passwd"
@@ -224,6 +226,10 @@ def resolve_user(user: str, passwd: str | None, group: str | None, image: str, *
                           f"command.user, else as its framework's user, which must be a user of its image")
     if found is not None:
         uid, gid = found.uid, found.gid
+        if uid == 0 and name != "root" and not image_default:
+            # The master's run_tasks ACL judged the name: an image must not turn an allowed name into root.
+            raise UserProblem(f"User '{name}' has uid 0 in image '{image}'; only a task that names 'root' runs as "
+                              f"uid 0 (the run_tasks ACL judges user names)")
     else:
         uid, gid = int(name), 0  # the image's own bare uid
     if grp:

@@ -285,6 +285,10 @@ def _security(credentials: Path | None, acls: Path | None, what: str, address: s
     if creds is None:
         structlog.get_logger(f"drover.{what}").warning(
             f"no --credentials: this {what} accepts calls from anyone who reaches {address} (docs/security.md)")
+        if acls is not None:
+            structlog.get_logger(f"drover.{what}").warning(
+                "--acls without --credentials: frameworks are judged by the principal they claim in FrameworkInfo, "
+                "which nobody checks (as Mesos does); add --credentials")
     return creds, rules
 
 

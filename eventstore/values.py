@@ -80,9 +80,10 @@ def id_problem(value: object, what: str = "ID") -> str | None:
 
 
 # The user a task runs as (CommandInfo.user, FrameworkInfo.user when a task runs as it): a POSIX user name (the
-# portable subset useradd accepts) or a numeric uid. It becomes podman's `--user` and is looked up in the image's
-# /etc/passwd, so nothing else (no ':group', no spaces, no '/') may pass. (uid_t)-1 is "no uid" to the kernel.
-USER_PATTERN = r"^([A-Za-z_][A-Za-z0-9_.-]{0,31}|[0-9]{1,10})\Z"
+# portable subset useradd accepts), as in Mesos. Not a numeric uid: the master's run_tasks ACL judges names, and
+# "0" must not get past a rule that denies "root". It is looked up in the image's /etc/passwd, so nothing else
+# (no ':group', no spaces, no '/') may pass. MAX_UID bounds the uids an image's passwd may give.
+USER_PATTERN = r"^[A-Za-z_][A-Za-z0-9_.-]{0,31}\Z"
 MAX_UID = 2**32 - 2
 
 
@@ -90,9 +91,9 @@ def user_problem(value: object, what: str = "User") -> str | None:
     """Why `value` is not a user a task may run as, or None."""
     if not isinstance(value, str):
         return f"{what} must be a string"
-    if not re.match(USER_PATTERN, value) or (value.isdigit() and int(value) > MAX_UID):
+    if not re.match(USER_PATTERN, value):
         return (f"{what} {value[:64]!r} is invalid: it must be a POSIX user name ([A-Za-z_][A-Za-z0-9_.-], at "
-                f"most 32 characters) or a numeric uid (0 to {MAX_UID})")
+                f"most 32 characters; not a numeric uid)")
     return None
 
 

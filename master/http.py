@@ -25,6 +25,7 @@ import structlog
 from aiohttp import web
 
 from drover.security import http as security
+from drover.security.acls import authorized
 from master import state_json
 from master.api.agent import AgentAPI
 from master.api.audit import add_audit_routes
@@ -121,22 +122,27 @@ def build_app(core: MasterServer) -> web.Application:
     async def state(request: web.Request) -> web.Response:
         leader_http, elected_at = core.leader_http(), core.elected_at
 
-        def build(state) -> bytes:
+        def build(state, who: Viewer) -> bytes:
             flags = {"allocation_interval": f"{core.config.allocator.allocation_interval}secs",
                      "offer_timeout": str(core.config.allocator.offer_timeout or ""),
                      "heartbeat_interval": f"{core.config.heartbeat_interval}secs"}
+            if not authorized(core.config.acls, "view_flags", who.principal, None):
+                flags = {}
             return json.dumps(state_json.render(
                 state, master_id=core.config.id, http=core.config.http, leader_http=leader_http,
                 version=core.config.version, start_time=core.started_at, elected_time=elected_at,
                 flags=flags)).encode()
 
-        cb = request.query.get("jsonp")
+        cb = request.query.get("jsonp") or None
+        if cb is not None and core.config.credentials is not None:
+            # A browser attaches cached Basic credentials to a cross-site <script>: any page would read the state.
+            return web.Response(status=400, text="'jsonp' is not served by a master with --credentials")
         if cb is not None and not _JSONP_CALLBACK.fullmatch(cb):
             return web.Response(status=400, text="'jsonp' must be a JavaScript identifier (letters, digits, _ $ .)")
         who = viewer(core, request)
-        seen = visible_state(core.state, who)
+        # The filtered view is built only when the cached answer is out of date (it walks every task).
         body, index = reads.get("/master/state" + who.key, core.state,
-                                lambda: build(seen), extra=(leader_http, elected_at))
+                                lambda: build(visible_state(core.state, who), who), extra=(leader_http, elected_at))
         headers = {"Drover-State-Index": str(index)}
         if cb:
             return web.Response(text=f"{cb}({body.decode()});", content_type="text/javascript", headers=headers)

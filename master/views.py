@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import msgspec
 
-from drover.security.acls import ACLs, authorized
+from drover.security.acls import ACLs, authorized, authorized_for_all
 from eventstore import events as ev
 from master.decide.scheduler import task_user
 from master.state import State, Task
@@ -27,8 +27,8 @@ class Viewer:
 
     @property
     def sees_all(self) -> bool:
-        return authorized(self.acls, "view_frameworks", self.principal, None) and \
-            authorized(self.acls, "view_tasks", self.principal, None)
+        return authorized_for_all(self.acls, "view_frameworks", self.principal) and \
+            authorized_for_all(self.acls, "view_tasks", self.principal)
 
     @property
     def key(self) -> str:
@@ -50,19 +50,29 @@ def visible_state(state: State, viewer: Viewer) -> State:
     if viewer.sees_all:
         return state
     infos = {fid: fw.info for fid, fw in state.frameworks.items() if viewer.sees_framework(fw.info)}
+    users: dict[str, bool] = {}  # a task's user -> may the viewer see it (judged once per user)
+
+    def sees(t: Task) -> bool:
+        info = infos.get(t.framework_id)
+        if info is None:
+            return False
+        user = task_user(t.spec, info)
+        if user not in users:
+            users[user] = authorized(viewer.acls, "view_tasks", viewer.principal, user or None)
+        return users[user]
+
     tasks = {}
     for fid, by_id in state.tasks.items():
-        info = infos.get(fid)
-        if info is None:
+        if fid not in infos:
             continue
-        kept = {tid: t for tid, t in by_id.items() if viewer.sees_task(t, info)}
+        kept = {tid: t for tid, t in by_id.items() if sees(t)}
         if kept:
             tasks[fid] = kept
     return msgspec.structs.replace(
         state,
         frameworks={fid: fw for fid, fw in state.frameworks.items() if fid in infos},
         tasks=tasks,
-        completed_tasks=[t for t in state.completed_tasks if viewer.sees_task(t, infos.get(t.framework_id))],
+        completed_tasks=[t for t in state.completed_tasks if sees(t)],
         offers={oid: o for oid, o in state.offers.items() if o.framework_id in infos},
         filters=[f for f in state.filters if f.framework_id in infos],
     )

@@ -373,6 +373,21 @@ async def client_for(core: FakeCore):
         yield client
 
 
+JSON_CT = {"Content-Type": "application/json"}
+
+
+async def test_the_agent_api_takes_json_only(tmp_path):
+    """A POST without a content type, or a form, is what a web page can send across sites: refused."""
+    core = FakeCore(base(), tmp_path)
+    async with client_for(core) as client:
+        raw = json.dumps({"type": "PING", "agent_id": "A1"}).encode()
+        r = await client.post("/api/drover/agent", data=raw, skip_auto_headers=["Content-Type"])
+        assert r.status == 400 and await r.text() == "Expecting 'Content-Type' to be present"
+        r = await client.post("/api/drover/agent", data=raw, headers={"Content-Type": "text/plain"})
+        assert r.status == 415
+    assert core.recorded == []
+
+
 def body(call: dict) -> bytes:
     return json.dumps(call).encode()
 
@@ -405,7 +420,7 @@ async def test_a_hostile_agent_call_is_a_4xx_and_commits_nothing(raw, tmp_path):
     core.agent_links["A1"] = object()  # linked: UPDATE gets as far as the decider
     index = core.state.index
     async with client_for(core) as client:
-        r = await client.post("/api/drover/agent", data=raw)
+        r = await client.post("/api/drover/agent", data=raw, headers=JSON_CT)
         text = await r.text()
     assert 400 <= r.status < 500, (r.status, text)
     assert text and core.recorded == [] and core.state.index == index
@@ -416,7 +431,7 @@ async def test_a_subscription_registers_and_streams_registered(tmp_path):
     call = {"type": "SUBSCRIBE", "subscribe": {"hostname": "h1", "http": "10.0.0.1:5051",
                                                "resources": [{"name": "cpus", "type": "SCALAR", "scalar": 2.0}]}}
     async with client_for(core) as client:
-        r = await client.post("/api/drover/agent", data=body(call))
+        r = await client.post("/api/drover/agent", data=body(call), headers=JSON_CT)
         assert r.status == 200
         line = await r.content.readline()
         record = json.loads(await r.content.readexactly(int(line)))
@@ -431,12 +446,13 @@ async def test_an_update_commits_or_answers_a_retry_with_a_message(tmp_path):
     call = {"type": "UPDATE", "agent_id": "A1", "update": {"framework_id": "F1", "task_id": "t1", "status": {
         "state": "TASK_FINISHED", "source": "SOURCE_EXECUTOR", "timestamp": 1.7e9, "uuid": U2}}}
     async with client_for(core) as client:
-        assert (await client.post("/api/drover/agent", data=body(call))).status == 202
+        assert (await client.post("/api/drover/agent", data=body(call), headers=JSON_CT)).status == 202
         assert [type(e) for e in core.recorded] == [ev.StatusUpdated]
-        assert (await client.post("/api/drover/agent", data=body(call))).status == 202  # a retry: sent again
+        # a retry: sent again
+        assert (await client.post("/api/drover/agent", data=body(call), headers=JSON_CT)).status == 202
         assert len(core.recorded) == 1 and core.sent[-1][0] == "F1"
         call["agent_id"] = "A2"  # not linked here
-        assert (await client.post("/api/drover/agent", data=body(call))).status == 403
+        assert (await client.post("/api/drover/agent", data=body(call), headers=JSON_CT)).status == 403
 
 
 async def test_a_subscription_the_state_refuses_gets_an_error_record_and_commits_nothing(tmp_path):
@@ -444,7 +460,7 @@ async def test_a_subscription_the_state_refuses_gets_an_error_record_and_commits
     core.config.limits = Limits(max_agents=2)
     call = {"type": "SUBSCRIBE", "subscribe": {"hostname": "h3", "http": "10.0.0.3:5051", "resources": []}}
     async with client_for(core) as client:
-        r = await client.post("/api/drover/agent", data=body(call))
+        r = await client.post("/api/drover/agent", data=body(call), headers=JSON_CT)
         assert r.status == 200
         line = await r.content.readline()
         record = json.loads(await r.content.readexactly(int(line)))

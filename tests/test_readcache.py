@@ -222,6 +222,10 @@ async def test_master_state_is_served_from_the_cache_until_the_state_moves(endpo
     assert r1.headers["Drover-State-Index"] == str(core.state.index)
     jsonp = await (await get(client, "/master/state?jsonp=cb")).text()
     assert jsonp == f"cb({b1.decode()});"
+    assert (await get(client, "/master/state?jsonp=angular.callbacks._0")).status == 200
+    for code in ("alert(1)", "cb;fetch('//x')", "a b", "1cb"):  # a callback is an identifier path, nothing else
+        assert (await client.get("/master/state", params={"jsonp": code})).status == 400, code
+    assert await (await get(client, "/master/state?jsonp=")).read() == b1
     log(ev.FrameworkSubscribed(framework_id="F3", info=info("fw3")))
     r3 = await get(client, "/master/state")
     b3 = await r3.read()

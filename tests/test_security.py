@@ -330,3 +330,42 @@ def test_run_tasks_judges_a_tasks_own_user_before_its_frameworks():
     assert [t.task_id for t in accepted.tasks] == ["as-nobody", "as-u"]
     assert [(r.task_id, r.reason, r.message) for r in accepted.rejected] == [
         ("as-root", "REASON_TASK_UNAUTHORIZED", "Not authorized to launch as user 'root'")]
+
+
+@pytest.mark.parametrize("header", ["Basic \u00e9", "Basic \udcff", "Basic " + "\u0661" * 8])
+def test_a_non_ascii_authorization_header_is_a_401_not_an_error(header):
+    assert isinstance(authenticate(CREDS, header), AuthFailure)
+
+
+def test_a_task_naming_no_user_is_judged_as_root():
+    import msgspec
+
+    log = cluster()
+    fw = log.state.frameworks["F1"]
+    fw.info = msgspec.structs.replace(fw.info, user="")  # a framework that names no user at all
+    cfg = dataclasses.replace(AUTH, acls=acls(run_tasks=[rule("ANY", ["root"], "users"), rule("ANY", "NONE", "users")]))
+    (accepted,) = sd.decide_accept(log.state, accept([task_info("t1")]), 1.0, cfg).events
+    assert [t.task_id for t in accepted.tasks] == ["t1"]
+    cfg = dataclasses.replace(AUTH, acls=acls(run_tasks=[rule("ANY", ["nobody"], "users"),
+                                                         rule("ANY", "NONE", "users")]))
+    (accepted,) = sd.decide_accept(log.state, accept([task_info("t1")]), 1.0, cfg).events
+    assert [r.message for r in accepted.rejected] == ["Not authorized to launch as user 'root'"]
+    with pytest.raises(codec.CallError, match="not a numeric uid"):
+        accept([task_info("t0", user="0")])
+
+
+def test_a_deny_rule_naming_users_keeps_a_principal_from_seeing_everything():
+    # Mesos's way of hiding one user's frameworks from everyone, with permissive on.
+    hide = acls(view_frameworks=[rule("NONE", ["secret"], "users")], view_tasks=[rule("NONE", ["secret"], "users")])
+    assert A.authorized(hide, "view_frameworks", "web", None)  # "any framework" is not "every framework"
+    assert not A.authorized_for_all(hide, "view_frameworks", "web")
+    assert not Viewer("web", hide).sees_all
+    assert Viewer("web", A.OPEN).sees_all
+    some = acls(view_frameworks=[rule(["web"], ["a", "b"], "users"), rule(["web"], "ANY", "users")])
+    assert A.authorized_for_all(some, "view_frameworks", "web")
+    assert not A.authorized_for_all(acls(permissive=False, view_frameworks=[rule(["web"], ["a"], "users")]),
+                                    "view_frameworks", "web")
+    log = two_frameworks()
+    log.state.frameworks["F2"].info.user = "secret"
+    seen = visible_state(log.state, Viewer("web", hide))
+    assert list(seen.frameworks) == ["F1"]

@@ -23,23 +23,26 @@ from typing import Literal
 
 import msgspec
 
-# action -> the key of its object entity, as in Mesos's acls.proto.
-ACTIONS: dict[str, str] = {
-    "register_frameworks": "roles",
-    "run_tasks": "users",
-    "teardown_frameworks": "framework_principals",
-    "reserve_resources": "roles",
-    "unreserve_resources": "roles",  # Drover: by role (reservations do not record their principal yet)
-    "create_volumes": "roles",
-    "destroy_volumes": "roles",
-    "update_quotas": "roles",
-    "update_weights": "roles",
-    "view_frameworks": "users",
-    "view_tasks": "users",
-    "view_executors": "users",
-    "view_roles": "roles",
-    "view_flags": "flags",
-    "register_agents": "agents",
+# action -> the key of its object entity, as in Mesos's acls.proto (then any key Drover also accepts).
+ACTIONS: dict[str, tuple[str, ...]] = {
+    "register_frameworks": ("roles",),
+    "run_tasks": ("users",),
+    "teardown_frameworks": ("framework_principals",),
+    "reserve_resources": ("roles",),
+    # Mesos judges these by the principal that made the reservation or volume; Drover does not record it yet, so a
+    # rule with Mesos's key is judged for "any reserver" (only its ANY/NONE entities decide), and Drover's own
+    # `roles` key judges the reservation's role.
+    "unreserve_resources": ("reserver_principals", "roles"),
+    "create_volumes": ("roles",),
+    "destroy_volumes": ("creator_principals", "roles"),
+    "update_quotas": ("roles",),
+    "update_weights": ("roles",),
+    "view_frameworks": ("users",),
+    "view_tasks": ("users",),
+    "view_executors": ("users",),
+    "view_roles": ("roles",),
+    "view_flags": ("flags",),
+    "register_agents": ("agents",),
 }
 MAX_RULES = 10_000
 MAX_VALUES = 10_000
@@ -83,6 +86,7 @@ class Entity:
 class Rule:
     principals: Entity
     objects: Entity
+    key: str = ""  # the object key the rule was written with
 
 
 @dataclass(frozen=True)
@@ -127,10 +131,30 @@ def authorized(acls: ACLs, action: str, principal: str | None, obj: str | None) 
     """May `principal` (None: unauthenticated) do `action` on `obj` (None: on anything, e.g. "view every
     framework")? The first rule that matches decides; none matches: `acls.permissive`."""
     assert action in ACTIONS, action
-    hierarchical = ACTIONS[action] == "roles"
     for rule in acls.rules_for(action):
-        if _matches(principal, rule.principals) and _matches(obj, rule.objects, hierarchical):
-            return _allows(principal, rule.principals) and _allows(obj, rule.objects, hierarchical)
+        hierarchical = rule.key == "roles"
+        o = obj if rule.key == ACTIONS[action][-1] else None  # judged by what Drover does not record: any
+        if _matches(principal, rule.principals) and _matches(o, rule.objects, hierarchical):
+            return _allows(principal, rule.principals) and _allows(o, rule.objects, hierarchical)
+    return acls.permissive
+
+
+def authorized_for_all(acls: ACLs, action: str, principal: str | None) -> bool:
+    """Is `principal` allowed `action` on every object there is? (`authorized(..., None)` is not that question: a
+    rule naming objects never matches "any object", so `{"principals": {"type": "NONE"}, "users": {"values":
+    ["secret"]}}` would not stop it.) Walks the rules as `authorized` would for each object: a rule the principal
+    matches decides for the objects it names (a denial for one of them is an answer: no), for every object left if
+    its object entity is ANY or NONE; objects no rule names fall to `permissive`."""
+    assert action in ACTIONS, action
+    for rule in acls.rules_for(action):
+        if not _matches(principal, rule.principals):
+            continue
+        subject_ok = _allows(principal, rule.principals)
+        if rule.objects.kind == SOME:
+            if not subject_ok:
+                return False  # the objects it names are denied
+            continue  # those are allowed; the others go on
+        return subject_ok and rule.objects.kind == ANY
     return acls.permissive
 
 
@@ -150,21 +174,23 @@ def parse(data: bytes | str, where: str = "acls") -> ACLs:
             continue
         if action not in ACTIONS:
             raise ACLError(f"{where}: unknown ACL {action!r} (Drover knows {', '.join(sorted(ACTIONS))})")
-        key = ACTIONS[action]
+        keys = ACTIONS[action]
         items = raw[action]
         if not isinstance(items, list) or len(items) > MAX_RULES:
             raise ACLError(f"{where}: '{action}' must be a list of at most {MAX_RULES} rules")
         parsed = []
         for i, item in enumerate(items):
             at = f"{where}: {action}[{i}]"
-            if not isinstance(item, dict) or set(item) != {"principals", key}:
-                raise ACLError(f"{at}: expected exactly the keys 'principals' and '{key}'")
+            key = next((k for k in keys if isinstance(item, dict) and set(item) == {"principals", k}), None)
+            if key is None:
+                raise ACLError(f"{at}: expected exactly the keys 'principals' and "
+                               f"{' or '.join(repr(k) for k in keys)}")
             ents = []
             for part in ("principals", key):
                 try:
                     ents.append(Entity.of(msgspec.convert(item[part], _Entity), f"{at}.{part}"))
                 except msgspec.ValidationError as e:
                     raise ACLError(f"{at}.{part}: {e}") from None
-            parsed.append(Rule(*ents))
+            parsed.append(Rule(ents[0], ents[1], key))
         rules.append((action, tuple(parsed)))
     return ACLs(permissive=permissive, rules=tuple(rules))

@@ -142,8 +142,8 @@ def parse_basic(header: str | None) -> tuple[str, str] | AuthFailure:
     if len(token) > 4 * (MAX_PRINCIPAL + MAX_SECRET + 1):
         return AuthFailure("'Authorization' header is too long")
     try:
-        decoded = base64.b64decode(token.strip(), validate=True).decode("utf-8")
-    except (binascii.Error, UnicodeDecodeError):
+        decoded = base64.b64decode(token.strip().encode("ascii"), validate=True).decode("utf-8")
+    except (binascii.Error, UnicodeError, ValueError):
         return AuthFailure("Malformed 'Authorization' header: not base64 of UTF-8 text")
     principal, sep, secret = decoded.partition(":")
     if not sep:

@@ -40,6 +40,12 @@ class AgentAPI:
         self.core = core
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
+        # JSON only, and said so: a POST without a content type is one a web page can send across sites.
+        ctype = request.headers.get("Content-Type", "").split(";")[0].strip().lower()
+        if not ctype:
+            return web.Response(status=400, text="Expecting 'Content-Type' to be present")
+        if ctype != "application/json":
+            return web.Response(status=415, text="Expecting 'Content-Type' of application/json")
         try:
             call = _decoder.decode(await request.read())
         except msgspec.ValidationError as e:

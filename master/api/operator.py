@@ -157,9 +157,8 @@ class OperatorAPI:
     # Megabytes of JSON at scale: built at most once per state version and served from self.reads
     # (master/readcache.py), the same bytes `_ok` would give; Drover-State-Index names the version.
     def _cached(self, t: str, build, who: Viewer) -> web.Response:
-        seen = visible_state(self.core.state, who)
-        body, index = self.reads.get(t + who.key, self.core.state,
-                                     lambda: json.dumps({"type": t, t.lower(): build(seen)}).encode())
+        body, index = self.reads.get(t + who.key, self.core.state, lambda: json.dumps(
+            {"type": t, t.lower(): build(visible_state(self.core.state, who))}).encode())
         return web.Response(body=body, content_type=JSON, charset="utf-8",
                             headers={"Drover-State-Index": str(index)})
 
@@ -219,6 +218,11 @@ class OperatorAPI:
                 for env in batch:
                     if env.index > shadow.index:
                         for event in operator_json.derive(shadow, env, version):
+                            if event["type"] == "AGENT_ADDED" and not who.sees_all:
+                                # Its totals sum every framework's tasks and offers: only the visible ones.
+                                aid = event["agent_added"]["agent"]["agent_info"]["id"]["value"]
+                                event = {"type": "AGENT_ADDED", "agent_added": {"agent": operator_json.agent(
+                                    visible_state(shadow, who), shadow.agents[aid], version)}}
                             if visible_event(shadow, who, event):
                                 await stream.send(event)
                 if (why := stepped_down()) is not None:
@@ -262,7 +266,8 @@ class OperatorAPI:
 
     async def _get_weights(self, t: str, body: dict, who: Viewer) -> web.Response:
         return _ok(t, {"weight_infos": [{"role": r, "weight": float(w)}
-                                        for r, w in sorted(self.core.state.weights.items())]})
+                                        for r, w in sorted(self.core.state.weights.items())
+                                        if authorized(self.core.config.acls, "view_roles", who.principal, r)]})
 
     async def _update_weights(self, t: str, body: dict, who: Viewer) -> web.Response:
         call = parse_update_weights(body, self.core.config.limits)
@@ -270,7 +275,8 @@ class OperatorAPI:
 
     async def _get_quota(self, t: str, body: dict, who: Viewer) -> web.Response:
         configs = [{"role": r, "guarantees": _quantities_out(q.guarantees), "limits": _quantities_out(q.limits)}
-                   for r, q in sorted(self.core.state.quotas.items())]
+                   for r, q in sorted(self.core.state.quotas.items())
+                   if authorized(self.core.config.acls, "view_roles", who.principal, r)]
         return _ok(t, {"status": {"configs": configs}})
 
     async def _update_quota(self, t: str, body: dict, who: Viewer) -> web.Response:

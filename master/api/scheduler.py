@@ -73,7 +73,7 @@ class SchedulerAPI:
         if fw is None:
             return _text(400, "Framework cannot be found")
         if self.core.config.credentials is not None and \
-                (why := sd.principal_problem(fw.info.principal, principal_of(request))) is not None:
+                (why := sd.call_principal_problem(framework_id, fw.info.principal, principal_of(request))) is not None:
             # Only the principal that registered a framework may call as it (Mesos's order: after the lookup).
             return _text(400, why)
         stream = self.core.framework_streams.get(framework_id)

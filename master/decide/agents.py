@@ -248,12 +248,17 @@ def new_agent_id(state: State) -> str:
 def agent_principal_problem(state: State, agent_id: str, principal: str | None, config: DecideConfig) -> str | None:
     """With authentication on, only the principal an agent registered as may call as that agent (ping, update,
     re-register): another principal cannot keep a dead agent alive or finish its tasks. An agent recorded
-    without a principal (registered before authentication was turned on) may be claimed by any agent principal."""
+    without a principal (registered before authentication was turned on) may be claimed by a principal the
+    `register_agents` ACL allows (its re-registration then records it)."""
     if not config.authenticate:
         return None
     agent = state.agents.get(agent_id) or state.unreachable_agents.get(agent_id)
-    if agent is None or agent.principal is None or agent.principal == principal:
+    if agent is None or agent.principal == principal:
         return None
+    if agent.principal is None:
+        if authorized(config.acls, "register_agents", principal, None):
+            return None
+        return f"Not authorized to act as agent {agent_id} (register_agents)"
     return f"Agent {agent_id} is registered by another principal"
 
 

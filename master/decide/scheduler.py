@@ -367,6 +367,16 @@ def principal_problem(declared: str | None, authenticated: str | None) -> str | 
     return None
 
 
+def call_principal_problem(framework_id: str, declared: str | None, authenticated: str | None) -> str | None:
+    """A call as a framework (not SUBSCRIBE) from a principal other than the one it registered with. A framework
+    recorded without a principal (registered before authentication was on) cannot be called as by anyone: it
+    must be torn down (the operator's TEARDOWN) and registered again."""
+    if declared is None:
+        return (f"Failed to validate scheduler::Call: framework {codec.clip(framework_id)} was registered without a "
+                f"principal; an authenticated principal cannot act for it")
+    return principal_problem(declared, authenticated)
+
+
 def _registration_problem(config: DecideConfig, framework_id: str | None, info: ev.FrameworkInfo) -> str | None:
     """The `register_frameworks` ACL: the framework's principal must be allowed every role it subscribes with."""
     if all(authorized(config.acls, "register_frameworks", info.principal, role) for role in info.roles):
@@ -522,11 +532,11 @@ def decide_accept(state: State, call: Accept, now: float, config: DecideConfig) 
                 need = Resources()
                 if why is None:
                     assert t.spec is not None
-                    user = task_user(t.spec, fw.info)
-                    if not authorized(config.acls, "run_tasks", fw.info.principal, user or None):
+                    # A task that names no user runs as its image's USER, root for most images: judged as root.
+                    user = task_user(t.spec, fw.info) or "root"
+                    if not authorized(config.acls, "run_tasks", fw.info.principal, user):
                         rejected.append(_rejection(t.task_id, f"Not authorized to launch as user "
-                                                   f"'{codec.clip(user or 'the image default')}'",
-                                                   Reason.TASK_UNAUTHORIZED))
+                                                   f"'{codec.clip(user)}'", Reason.TASK_UNAUTHORIZED))
                         continue
                     need = Resources(t.spec.resources)
                     if not remaining.contains(need):
