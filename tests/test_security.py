@@ -369,3 +369,26 @@ def test_a_deny_rule_naming_users_keeps_a_principal_from_seeing_everything():
     log.state.frameworks["F2"].info.user = "secret"
     seen = visible_state(log.state, Viewer("web", hide))
     assert list(seen.frameworks) == ["F1"]
+
+
+def test_mesos_keys_for_unreserve_are_accepted_and_judged_for_any_reserver():
+    a = acls(unreserve_resources=[rule(["web"], ["ops"], "reserver_principals"), rule(["web"], "NONE",
+                                                                                      "reserver_principals")])
+    assert not A.authorized(a, "unreserve_resources", "web", "web")  # the named rule cannot match: NONE decides
+    b = acls(unreserve_resources=[rule(["web"], ["web"], "roles"), rule("ANY", "NONE", "roles")])
+    assert A.authorized(b, "unreserve_resources", "web", "web")
+    assert not A.authorized(b, "unreserve_resources", "web", "ops")
+    A.parse('{"destroy_volumes": [{"principals": {"type": "ANY"}, "creator_principals": {"type": "ANY"}}]}')
+
+
+def test_an_agent_recorded_without_a_principal_is_claimed_only_by_a_registering_principal():
+    log = cluster()  # A1 was registered without a principal
+    cfg = dataclasses.replace(AUTH, acls=acls(register_agents=[rule(["agent-1"], "ANY", "agents"),
+                                                               rule("ANY", "NONE", "agents")]))
+    assert agent_principal_problem(log.state, "A1", "agent-1", cfg) is None
+    assert "Not authorized to act as agent A1" in agent_principal_problem(log.state, "A1", "web", cfg)
+
+
+def test_a_framework_recorded_without_a_principal_cannot_be_called_as():
+    assert "registered without a principal" in sd.call_principal_problem("F1", None, "web")
+    assert sd.call_principal_problem("F1", "web", "web") is None
