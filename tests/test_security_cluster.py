@@ -285,3 +285,26 @@ def test_replica_files_are_readable_by_their_owner_only(secure):
     assert loose == []
     for name in ("credentials.json", "acls.json", "raft.secret", "a1.credential.json"):
         assert (c.data_dir / name).stat().st_mode & 0o777 == 0o600
+
+
+def test_secure_and_tls_together_end_to_end(tmp_path):
+    """`drover local --secure --tls`: every port HTTPS and authenticated; a client with both runs tasks, a client
+    with one of the two is refused."""
+    c = Cluster(data_dir=tmp_path / "cluster", master_args=list(MASTER_ARGS), secure=True, tls=True)
+    c.start()
+    try:
+        c.wait_leader()
+        c.wait_agents()
+        base = [sys.executable, "-m", "drover.cli", "execute", "--master", c.layout["leader"], "--command", "true",
+                "--instances", "2", "--timeout", "60"]
+        creds_ = ["--credentials", c.layout["credentials"]]
+        ca = ["--tls-ca", c.layout["tls_ca"]]
+        ok = subprocess.run(base + creds_ + ca, capture_output=True, text=True, timeout=120)
+        assert ok.returncode == 0, ok.stdout + ok.stderr
+        assert ok.stdout.count("TASK_FINISHED") == 2
+        no_auth = subprocess.run(base + ca, capture_output=True, text=True, timeout=120)
+        assert no_auth.returncode == 2 and "401" in no_auth.stderr
+        no_tls = subprocess.run(base + creds_, capture_output=True, text=True, timeout=120)
+        assert no_tls.returncode == 2, no_tls.stdout + no_tls.stderr
+    finally:
+        c.stop()

@@ -18,7 +18,7 @@ from drover.security.credentials import AuthFailure, Credentials, authenticate
 
 log = structlog.get_logger("drover.security")
 
-PRINCIPAL = "principal"
+PRINCIPAL = web.RequestKey("principal", str)  # request[PRINCIPAL]: str, or None when unauthenticated
 # Content types a POST may carry. A browser can send text/plain, application/x-www-form-urlencoded or
 # multipart/form-data cross-site without asking the server first (a "simple request"); a JSON content type
 # needs a CORS preflight, which no Drover server grants. So: a POST must say JSON (or protobuf).
