@@ -197,6 +197,14 @@ def test_a_framework_cannot_be_seen_taken_over_or_torn_down_by_another_principal
         teardown = {"type": "TEARDOWN", "teardown": {"framework_id": {"value": fid}}}
         st, _, text = http(lead, "/api/v1", teardown, mallory)
         assert st == 403, text
+        weights = {"type": "UPDATE_WEIGHTS", "update_weights": {"weight_infos": [{"role": "web", "weight": 9}]}}
+        st, _, text = http(lead, "/api/v1", weights, mallory)
+        assert st == 403 and "Not authorized to update the weight of role 'web'" in text
+        st, _, text = http(lead, "/api/v1", {"type": "GET_WEIGHTS"}, good)
+        assert json.loads(text)["get_weights"].get("weight_infos", []) == []
+        for agent_cred in ("agent-a1", "agent-a2"):  # an agent's principal is for the agent link only
+            st, _, text = http(lead, "/api/v1", weights, cs[agent_cred])
+            assert st == 403, text
 
         # What mallory sees: nothing of a framework whose user is root.
         assert fid not in frameworks(c, mallory)
