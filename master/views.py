@@ -94,8 +94,9 @@ def _framework_of(event: dict) -> tuple[str | None, str | None]:
     return None, None
 
 
-def visible_event(state: State, viewer: Viewer, event: dict) -> bool:
-    """May `viewer` see this operator event, derived at `state` (the state just after it)?"""
+def visible_event(state: State, viewer: Viewer, event: dict, removed: ev.FrameworkInfo | None = None) -> bool:
+    """May `viewer` see this operator event, derived at `state` (the state just after it)? `removed`: the info of a
+    framework the event's batch removed (the state no longer holds it; its tasks' last updates are judged by it)."""
     if viewer.sees_all:
         return True
     fid, tid = _framework_of(event)
@@ -105,10 +106,11 @@ def visible_event(state: State, viewer: Viewer, event: dict) -> bool:
         info = event["framework_removed"]["framework_info"]
         return authorized(viewer.acls, "view_frameworks", viewer.principal, info.get("user") or None)
     fw = state.frameworks.get(fid)
-    if fw is None:
+    info = fw.info if fw is not None else removed
+    if info is None:
         return False
     if tid is None:
-        return viewer.sees_framework(fw.info)
+        return viewer.sees_framework(info)
     task = state.task(fid, tid) or next((t for t in reversed(state.completed_tasks)
                                          if t.framework_id == fid and t.task_id == tid), None)
-    return task is not None and viewer.sees_task(task, fw.info)
+    return task is not None and viewer.sees_task(task, info)

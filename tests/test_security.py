@@ -392,3 +392,21 @@ def test_an_agent_recorded_without_a_principal_is_claimed_only_by_a_registering_
 def test_a_framework_recorded_without_a_principal_cannot_be_called_as():
     assert "registered without a principal" in sd.call_principal_problem("F1", None, "web")
     assert sd.call_principal_problem("F1", "web", "web") is None
+
+
+def test_a_removed_frameworks_last_task_updates_are_shown_to_whoever_may_see_it():
+    from master import operator_json
+    from master.state import clone
+
+    log = two_frameworks()  # F1 (user u) runs t1
+    view_acls = acls(view_frameworks=[rule(["web"], ["u"], "users"), rule(["web"], "NONE", "users")],
+                     view_tasks=[rule(["web"], ["u"], "users"), rule(["web"], "NONE", "users")])
+    web, ops = Viewer("web", view_acls), Viewer("ops", acls(view_frameworks=[rule(["ops"], "NONE", "users")]))
+    shadow = clone(log.state)
+    gone = shadow.frameworks["F1"].info
+    env = ev.Envelope(index=shadow.index + 1, term=1, ts=200.0,
+                      event=ev.FrameworkRemoved(framework_id="F1", reason="teardown"))
+    events = operator_json.derive(shadow, env, "1.11.0")
+    assert [e["type"] for e in events] == ["TASK_UPDATED", "FRAMEWORK_REMOVED"]
+    assert [visible_event(shadow, web, e, gone) for e in events] == [True, True]
+    assert [visible_event(shadow, ops, e, gone) for e in events] == [False, False]

@@ -16,6 +16,7 @@ import json
 import structlog
 from aiohttp import web
 
+from eventstore import events as ev
 from eventstore.resources import Resources
 from master import codec, operator_json
 from master.decide import Decision
@@ -217,13 +218,15 @@ class OperatorAPI:
                     break
                 for env in batch:
                     if env.index > shadow.index:
+                        gone = shadow.frameworks.get(env.event.framework_id) \
+                            if isinstance(env.event, ev.FrameworkRemoved) else None
                         for event in operator_json.derive(shadow, env, version):
                             if event["type"] == "AGENT_ADDED" and not who.sees_all:
                                 # Its totals sum every framework's tasks and offers: only the visible ones.
                                 aid = event["agent_added"]["agent"]["agent_info"]["id"]["value"]
                                 event = {"type": "AGENT_ADDED", "agent_added": {"agent": operator_json.agent(
                                     visible_state(shadow, who), shadow.agents[aid], version)}}
-                            if visible_event(shadow, who, event):
+                            if visible_event(shadow, who, event, gone.info if gone is not None else None):
                                 await stream.send(event)
                 if (why := stepped_down()) is not None:
                     break
