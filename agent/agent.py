@@ -84,6 +84,7 @@ class Agent:
         self.master: str | None = None  # the leader we are linked to
         self.registered = asyncio.Event()
         self._session: aiohttp.ClientSession | None = None
+        self._refused: tuple[tuple[int, str], float] | None = None  # the last refusal logged, and when
         self._update_wakeup = asyncio.Event()
         self._bg: set[asyncio.Task] = set()
         self._watchers: dict[tuple[str, str], asyncio.Task] = {}
@@ -216,10 +217,14 @@ class Agent:
                     await self._link(leader)
                 return
             if resp.status in (401, 403):
-                # Not a transient failure: say so where the operator looks (the agent keeps retrying).
-                log.warning("the master refused this agent", master=target, status=resp.status,
-                            why=resp.headers.get("Drover-Auth-Error") or (await resp.text())[:200],
-                            principal=self.config.credential.principal if self.config.credential else None)
+                # Not a transient failure: say so where the operator looks (the agent keeps retrying), once per
+                # change or per minute, not at every retry.
+                why = resp.headers.get("Drover-Auth-Error") or (await resp.text())[:200]
+                now = time.monotonic()
+                if self._refused is None or self._refused[0] != (resp.status, why) or now - self._refused[1] > 60:
+                    self._refused = ((resp.status, why), now)
+                    log.warning("the master refused this agent", master=target, status=resp.status, why=why,
+                                principal=self.config.credential.principal if self.config.credential else None)
                 raise RuntimeError(f"master {target} answered {resp.status}")
             if resp.status != 200:
                 raise RuntimeError(f"master {target} answered {resp.status}")

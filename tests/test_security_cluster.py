@@ -316,3 +316,29 @@ def test_secure_and_tls_together_end_to_end(tmp_path):
         assert no_tls.returncode == 2, no_tls.stdout + no_tls.stderr
     finally:
         c.stop()
+
+
+def test_an_agent_with_a_wrong_secret_is_refused_and_says_so_once(secure, tmp_path):
+    c = secure
+    wrong = tmp_path / "wrong.json"
+    files.write_credentials(wrong, [Credential("agent-a1", "not-its-secret")])
+    from drover.local import free_port
+
+    log = tmp_path / "agent.log"
+    proc = subprocess.Popen([sys.executable, "-m", "drover.cli", "agent", "--master", c.layout["leader"],
+                             "--http", f"127.0.0.1:{free_port()}", "--work-dir", str(tmp_path / "work"),
+                             "--podman-socket", c.layout["podman_socket"], "--credential", str(wrong)],
+                            stdout=open(log, "w"), stderr=subprocess.STDOUT)
+    try:
+        deadline = time.time() + 30
+        while time.time() < deadline and "the master refused this agent" not in log.read_text():
+            time.sleep(0.2)
+        time.sleep(3)  # it keeps retrying meanwhile (every 0.5 s)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+    text = log.read_text()
+    assert text.count("the master refused this agent") == 1, text[-3000:]
+    assert "Authentication failed" in text and "not-its-secret" not in text
+    st, _, body = http(leader(c), "/api/v1", {"type": "GET_AGENTS"}, creds(c)["drover"])
+    assert len(json.loads(body)["get_agents"]["agents"]) == 2
