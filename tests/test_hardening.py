@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import stat
 import time
 import uuid
@@ -386,3 +387,15 @@ async def test_the_work_dir_is_the_agents_alone(tmp_path, podman_socket):
     finally:
         stop.set()
         await asyncio.wait_for(running, 30)
+
+
+def test_a_checkpoint_is_written_owner_only(tmp_path):
+    from agent.checkpoint import write_atomic
+
+    old = os.umask(0o022)
+    try:
+        write_atomic(tmp_path / "meta" / "agent.json", b"{}")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "meta" / "agent.json").stat().st_mode) == 0o600
+    assert stat.S_IMODE((tmp_path / "meta").stat().st_mode) == 0o700
