@@ -11,6 +11,7 @@ shown, whatever its user.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import msgspec
 
@@ -78,7 +79,7 @@ def visible_state(state: State, viewer: Viewer) -> State:
     )
 
 
-def _framework_of(event: dict) -> tuple[str | None, str | None]:
+def _framework_of(event: dict[str, Any]) -> tuple[str | None, str | None]:
     """The framework (and task) an operator event (operator_json.derive) is about; (None, None): neither."""
     kind = event.get("type", "")
     body = event.get(kind.lower(), {})
@@ -94,7 +95,7 @@ def _framework_of(event: dict) -> tuple[str | None, str | None]:
     return None, None
 
 
-def visible_event(state: State, viewer: Viewer, event: dict, removed: ev.FrameworkInfo | None = None) -> bool:
+def visible_event(state: State, viewer: Viewer, event: dict[str, Any], removed: ev.FrameworkInfo | None = None) -> bool:
     """May `viewer` see this operator event, derived at `state` (the state just after it)? `removed`: the info of a
     framework the event's batch removed (the state no longer holds it; its tasks' last updates are judged by it)."""
     if viewer.sees_all:
