@@ -386,15 +386,12 @@ class LocalCluster:
         except (OSError, ValueError):
             return None
 
-    def stop(self) -> None:
-        """Stop agents, then masters, remove this cluster's containers, stop Podman."""
-        agent_ids = [self.agent_id(a["id"]) for a in self.layout.get("agents", [])]
-        order = [a["id"] for a in self.layout.get("agents", [])] + [m["id"] for m in self.layout.get("masters", [])]
-        for name in order:
+    def _terminate(self, names: list[str]) -> None:
+        for name in names:
             proc = self.procs.get(name)
             if proc is not None and proc.poll() is None:
                 proc.terminate()
-        for name in order:
+        for name in names:
             proc = self.procs.get(name)
             if proc is not None:
                 try:
@@ -402,6 +399,30 @@ class LocalCluster:
                 except subprocess.TimeoutExpired:
                     proc.kill()
                     proc.wait()
+
+    def _settle(self, timeout: float = 10.0, quiet: float = 0.5) -> None:
+        """Until the live replicas report the same (applied index, state hash) twice `quiet` seconds apart, or
+        `timeout` passes (best effort: a replica that does not answer is not waited for)."""
+        deadline = time.time() + timeout
+        last = None
+        while time.time() < deadline:
+            live = [m["id"] for m in self.layout.get("masters", []) if self.alive(m["id"])]
+            sts = [self.status(mid) for mid in live]
+            seen = {(st["applied_index"], st["state_hash"]) for st in sts if st is not None}
+            if not live or (len(seen) == 1 and None not in sts and seen == last):
+                return
+            last = seen if len(seen) == 1 and None not in sts else None
+            time.sleep(quiet)
+
+    def stop(self) -> None:
+        """Stop agents, let the replicas settle, stop masters, remove this cluster's containers, stop Podman."""
+        agent_ids = [self.agent_id(a["id"]) for a in self.layout.get("agents", [])]
+        agents = [a["id"] for a in self.layout.get("agents", [])]
+        self._terminate(agents)
+        # The leader records the agents' disconnections: let every replica have them before the replicas stop,
+        # so that their logs end alike (`drover chaos` compares them).
+        self._settle()
+        self._terminate([m["id"] for m in self.layout.get("masters", [])])
         env = {**os.environ, **podman_env()}
         for aid in filter(None, agent_ids):
             ids = subprocess.run(["podman", "ps", "-aq", "--filter", f"label=drover.agent={aid}"], env=env,
