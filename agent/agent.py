@@ -72,6 +72,10 @@ class AgentConfig:
     # Processes (and threads) of one task's container (--task-pids-limit), in [rules.MIN_TASK_PIDS_LIMIT,
     # rules.MAX_TASK_PIDS_LIMIT]
     task_pids_limit: int = rules.DEFAULT_TASK_PIDS_LIMIT
+    # Images (docs/services.md): registries (HOST:PORT) pulled from without TLS verification (--registry-insecure),
+    # and how long a pull may take (--image-pull-timeout).
+    insecure_registries: list[str] = field(default_factory=list)
+    image_pull_timeout: float = rules.DEFAULT_IMAGE_PULL_TIMEOUT
 
 
 class Agent:
@@ -80,7 +84,9 @@ class Agent:
         self.cp_store = CheckpointStore(config.work_dir)
         self.cp = self.cp_store.load()
         self.tasks: dict[tuple[str, str], TaskRecord] = {(t.framework_id, t.spec.task_id): t for t in self.cp.tasks}
-        self.containerizer = PodmanContainerizer(config.podman_socket, start_service=config.start_podman_service)
+        self.containerizer = PodmanContainerizer(config.podman_socket, start_service=config.start_podman_service,
+                                                 insecure_registries=frozenset(config.insecure_registries),
+                                                 pull_timeout=config.image_pull_timeout)
         self.master: str | None = None  # the leader we are linked to
         self.registered = asyncio.Event()
         self._session: aiohttp.ClientSession | None = None

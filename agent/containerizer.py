@@ -175,8 +175,15 @@ def _own_tree(root: Path, uid: int, gid: int) -> None:
 
 
 class PodmanContainerizer:
-    def __init__(self, socket_path: Path, *, start_service: bool = True, log: logging.Logger | Any = None):
+    def __init__(self, socket_path: Path, *, start_service: bool = True, log: logging.Logger | Any = None,
+                 insecure_registries: frozenset[str] | set[str] = frozenset(),
+                 pull_timeout: float = rules.DEFAULT_IMAGE_PULL_TIMEOUT):
         self.socket_path = Path(socket_path)
+        # Registries (HOST[:PORT]) pulled from over plain HTTP or with an unverified certificate: only these.
+        self.insecure_registries = frozenset(insecure_registries)
+        self.pull_timeout = float(pull_timeout)
+        self._pulls: dict[str, concurrent.futures.Future] = {}  # image -> the pull under way (shared)
+        self._pulls_lock = threading.Lock()
         self.start_service = start_service
         self.log = log or logging.getLogger("drover.containerizer")
         self._base_url = f"unix://{self.socket_path}"
@@ -428,10 +435,10 @@ class PodmanContainerizer:
         image = spec.image or images.DEFAULT_IMAGE
         try:
             if not client.images.exists(image):
-                if image != images.DEFAULT_IMAGE:
-                    raise ContainerLaunchError(
-                        f"image '{image}' is not present on this agent and no registry is reachable")
-                images.ensure_image(client, image)  # someone removed the default image: rebuild it locally
+                if image == images.DEFAULT_IMAGE:
+                    images.ensure_image(client, image)  # someone removed the default image: rebuild it locally
+                else:
+                    self._pull_shared(image)
             image_attrs = client.images.get(image).attrs
         except APIError as e:
             raise ContainerLaunchError(f"cannot look up image '{image}': {_api_message(e)}") from e
@@ -479,6 +486,80 @@ class PodmanContainerizer:
             raise ContainerLaunchError(f"failed to create container: {msg}") from e
         self._start_or_cleanup(c)
         return c.id
+
+    def _pull_shared(self, image: str) -> None:
+        """Pull `image` from its registry; concurrent launches of one image share one pull (its outcome too)."""
+        with self._pulls_lock:
+            fut = self._pulls.get(image)
+            mine = fut is None
+            if fut is None:
+                fut = self._pulls[image] = concurrent.futures.Future()
+        if not mine:
+            try:
+                fut.result(timeout=2 * self.pull_timeout + _API_TIMEOUT)
+            except concurrent.futures.TimeoutError:
+                raise ContainerLaunchError(f"Failed to pull image '{image}': another launch's pull of it did "
+                                           f"not finish in time") from None
+            return
+        try:
+            self._pull(image)
+            fut.set_result(None)
+        except BaseException as e:
+            fut.set_exception(e)
+            raise
+        finally:
+            with self._pulls_lock:
+                self._pulls.pop(image, None)
+
+    def _pull(self, image: str) -> None:
+        """One pull through podman's libpod API. TLS is verified unless the image's registry was named with
+        --registry-insecure. Bounded by pull_timeout: each read of podman's progress stream, and the whole pull
+        between two progress messages."""
+        registry = rules.image_registry(image)
+        tls_verify = registry is None or registry not in self.insecure_registries
+        started = time.monotonic()
+        self.log.info("pulling image %s (tls_verify=%s)", image, tls_verify)
+        try:
+            resp = self._client().api.post(
+                "/images/pull", params={"reference": image, "tlsVerify": tls_verify, "policy": "missing"},
+                stream=True, timeout=(10, self.pull_timeout))
+        except APIError as e:
+            raise ContainerLaunchError(f"Failed to pull image '{image}': {_api_message(e)}") from e
+        error: str | None = None
+        pulled = False
+        try:
+            if resp.status_code >= 400:
+                try:
+                    error = str(resp.json().get("message") or resp.text)
+                except ValueError:
+                    error = resp.text
+            else:
+                for line in resp.iter_lines():
+                    if time.monotonic() - started > self.pull_timeout:
+                        error = f"not pulled within {self.pull_timeout:g} s (--image-pull-timeout)"
+                        break
+                    if not line.strip():
+                        continue
+                    try:
+                        msg = json.loads(line)
+                    except ValueError:
+                        continue
+                    if isinstance(msg, dict) and msg.get("error"):
+                        error = str(msg["error"])
+                    elif isinstance(msg, dict) and (msg.get("id") or msg.get("images")):
+                        pulled = True
+        except Exception as e:  # requests' read timeout, a service that went away
+            if "timed out" in str(e).lower():
+                error = f"not pulled within {self.pull_timeout:g} s (--image-pull-timeout)"
+            else:
+                error = f"{type(e).__name__}: {e}"
+        finally:
+            resp.close()
+        if error is None and not pulled:
+            error = "podman reported no image"
+        if error is not None:
+            raise ContainerLaunchError(f"Failed to pull image '{image}': {error.strip()[:2000]}")
+        self.log.info("pulled image %s", image)
 
     def _task_ids(self, spec: ContainerSpec, image: str, image_attrs: dict) -> tuple[int, int]:
         """(uid, gid) the task runs as: spec.user, else the image's USER, else root; looked up in the image."""

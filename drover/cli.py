@@ -29,6 +29,15 @@ def _addr(value: str) -> str:
     return value
 
 
+def _registry(value: str) -> str:
+    """A registry as an image reference names it: HOST or HOST:PORT (no scheme, no path)."""
+    host, sep, port = value.rpartition(":") if ":" in value else (value, "", "")
+    if not host or "/" in value or any(ch.isspace() for ch in value) or (sep and not (
+            port.isdigit() and 0 < int(port) < 65536)):
+        raise argparse.ArgumentTypeError(f"expected HOST or HOST:PORT, got {value!r}")
+    return value
+
+
 def _positive(value: str) -> float:
     try:
         v = float(value)
@@ -151,6 +160,11 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--task-pids-limit", type=int, default=None, metavar="N",
                    help="processes (and threads) one task's container may have, from 16 to 4194304 "
                         "(default: 4096)")
+    a.add_argument("--registry-insecure", action="append", default=[], type=_registry, metavar="HOST[:PORT]",
+                   help="an image registry reached over plain HTTP or without verifying its certificate "
+                        "(repeatable; every other registry is pulled from over verified TLS)")
+    a.add_argument("--image-pull-timeout", type=_positive, default=None, metavar="SECONDS",
+                   help="a task whose image is not pulled within this fails (default: 300)")
 
     l = sub.add_parser("local", help="run 3 master replicas and 2 agents on this machine")
     l.add_argument("--data-dir", type=Path, default=Path("var/local"))
@@ -317,7 +331,9 @@ def _agent(args) -> int:
                          f"{rules.MAX_TASK_PIDS_LIMIT}, got {pids}")
     cfg = AgentConfig(masters=masters, http=args.http, work_dir=args.work_dir, resources=resources,
                       podman_socket=args.podman_socket or args.work_dir / "podman.sock", attributes=attrs,
-                      tls_cert=args.tls_cert, tls_key=args.tls_key, tls_ca=args.tls_ca, task_pids_limit=pids)
+                      tls_cert=args.tls_cert, tls_key=args.tls_key, tls_ca=args.tls_ca, task_pids_limit=pids,
+                      insecure_registries=list(args.registry_insecure),
+                      image_pull_timeout=args.image_pull_timeout or rules.DEFAULT_IMAGE_PULL_TIMEOUT)
     if args.hostname:
         cfg.hostname = args.hostname
     if args.credential is not None:

@@ -31,7 +31,7 @@ def test_execute_exit_status_follows_the_tasks(cluster):
     assert "TASK_FAILED (Command exited with status 3)" in failed.stdout
     missing = drover("execute", "--master", cluster.leader_endpoint(), "--command", "true", "--image", "nosuch:1")
     assert missing.returncode == 1
-    assert "image 'nosuch:1' is not present on this agent" in missing.stdout
+    assert "Failed to pull image 'nosuch:1'" in missing.stdout  # not present, and no registry has it
 
 
 @pytest.mark.parametrize("args, message", [
@@ -43,6 +43,10 @@ def test_execute_exit_status_follows_the_tasks(cluster):
      "--task-pids-limit must be from 16 to 4194304, got 8"),
     (["agent", "--master", "127.0.0.1:1", "--http", "127.0.0.1:2", "--work-dir", "/tmp/x", "--task-pids-limit",
       "lots"], "invalid int value: 'lots'"),
+    (["agent", "--master", "127.0.0.1:1", "--http", "127.0.0.1:2", "--work-dir", "/tmp/x", "--registry-insecure",
+      "http://registry.example.com"], "expected HOST or HOST:PORT, got 'http://registry.example.com'"),
+    (["agent", "--master", "127.0.0.1:1", "--http", "127.0.0.1:2", "--work-dir", "/tmp/x", "--image-pull-timeout",
+      "0"], "must be > 0"),
     (["master", "--id", "m", "--http", "127.0.0.1:1", "--raft", "127.0.0.1:2", "--data-dir", "/tmp/x",
       "--peer", "nonsense"], "--peer 'nonsense'"),
     (["master", "--id", "m", "--http", "localhost", "--raft", "127.0.0.1:2", "--data-dir", "/tmp/x"],
