@@ -419,3 +419,77 @@ async def test_a_framework_task_fetches_its_artifact(tmp_path, server):
                 await sched.close()
         stdout = list((tmp_path / "cluster").rglob(f"sandboxes/*/{tid}/stdout"))
         assert [p.read_text() for p in stdout] == ["hello from the archive\n"]
+
+
+class SlowServer(Server):
+    """Holds every request for `/slow` until `release` is set."""
+
+    def __init__(self, files: dict[str, bytes]):
+        super().__init__(files)
+        self.release = asyncio.Event()
+        self.waiting = asyncio.Event()
+
+    async def handle(self, request: web.Request) -> web.Response:
+        if request.path == "/slow.tgz":
+            self.hits[request.path] += 1
+            self.waiting.set()
+            await self.release.wait()
+            return web.Response(body=GOOD_TAR)
+        return await super().handle(request)
+
+
+async def _started_agent(work: Path, podman_socket: Path, agent_id: str) -> Agent:
+    a = Agent(AgentConfig(masters=["127.0.0.1:9"], http="127.0.0.1:0", work_dir=work,
+                          resources=Resources.parse("cpus:4;mem:4096"), podman_socket=podman_socket,
+                          start_podman_service=False))
+    a.cp.agent_id = agent_id
+    await a.containerizer.start()
+    return a
+
+
+async def _dispose(a: Agent) -> None:
+    pending = list(a._bg) + list(a._watchers.values()) + list(a._stopping.values())
+    for t in pending:
+        t.cancel()
+    await asyncio.gather(*pending, return_exceptions=True)
+    await a.containerizer.remove_all({"drover.agent": a.cp.agent_id})
+    await a.containerizer.stop()
+
+
+async def test_a_launch_cut_short_while_fetching_is_resumed_after_an_agent_restart(tmp_path, podman_socket):
+    work = tmp_path / "work"
+    work.mkdir()
+    agent_id = f"test-{uuid.uuid4().hex[:10]}"
+    async with SlowServer({}) as server:
+        first = await _started_agent(work, podman_socket, agent_id)
+        try:
+            await first._on_message("m", launch_msg("F", "t", agent_id=agent_id, command={
+                "value": "cat app/hello.txt", "uris": [{"value": f"{server.base}/slow.tgz"}]}))
+            await asyncio.wait_for(server.waiting.wait(), 30)
+        finally:
+            await _dispose(first)  # the agent is gone in the middle of the fetch
+        second = await _started_agent(work, podman_socket, agent_id)
+        try:
+            assert second.tasks[("F", "t")].container_id is None  # from the checkpoint
+            server.release.set()
+            await second._recover()
+            got = await wait_for_state(second, "F", "t", "TASK_FINISHED")
+            assert got[-1] == "TASK_FINISHED", got
+            assert (work / "sandboxes" / "F" / "t" / "stdout").read_text() == "hello from the archive\n"
+            assert server.hits["/slow.tgz"] == 2
+        finally:
+            await _dispose(second)
+
+
+async def test_a_task_killed_while_fetching_never_starts(live_agent):  # noqa: F811
+    a: Agent = live_agent
+    async with SlowServer({}) as server:
+        await a._on_message("m", launch_msg("F", "k", agent_id=a.cp.agent_id, command={
+            "value": "true", "uris": [{"value": f"{server.base}/slow.tgz"}]}))
+        await asyncio.wait_for(server.waiting.wait(), 30)
+        await a._on_message("m", {"type": "KILL", "kill": {"framework_id": "F", "task_id": "k"}})
+        server.release.set()
+        got = await wait_for_state(a, "F", "k", "TASK_KILLED")
+        assert got == ["TASK_STARTING", "TASK_KILLED"], got
+        assert a.tasks[("F", "k")].unacked[-1].reason == "REASON_TASK_KILLED_DURING_LAUNCH"
+        assert await a.containerizer.list({"drover.task": "k", "drover.agent": a.cp.agent_id}) == []
