@@ -25,6 +25,10 @@ Design notes (background: the platform notes on podman 4.3.1 / podman-py 5.8.0 q
   user is a clear ContainerLaunchError, and the sandbox is chowned to it (the only host directory it sees). The
   image's /etc/passwd and /etc/group are read from a never-started probe container, once per image id (content
   addressed: its files never change).
+* Images: an image not in the store is pulled from its registry (libpod's pull API, in the thread pool) before
+  anything is created: one pull per image at a time, shared by concurrent launches; bounded by `pull_timeout`; TLS
+  verified unless the image's registry is in `insecure_registries`. A failed pull is a ContainerLaunchError naming
+  the image and podman's error. The default image is rebuilt locally instead (agent/images.py).
 * Containers are never auto-removed: exit codes must survive agent restarts (reconcile via list()).
 * OOMKilled is always false with conmon 2.1.6 + podman 4.3.1, so exit 137 not caused by our kill() is reported as
   `oom_suspected`. The "we killed it" memory is in-process only: after an agent restart it is lost.
