@@ -185,6 +185,7 @@ class FetcherConfig:
 class Fetcher:
     config: FetcherConfig
     _locks: dict[str, asyncio.Lock] = field(default_factory=dict)  # cache key -> its download (one at a time)
+    _swept: bool = False  # the cache's leftovers of an earlier agent process removed
 
     async def fetch_all(self, uris: Iterable[FetchURI], sandbox: Path) -> None:
         """Fetch every URI into `sandbox` in order; the first failure raises FetchError naming its URI."""
@@ -273,6 +274,9 @@ class Fetcher:
         async with lock:  # concurrent launches of one URI: one download
             cache_dir = self.config.cache_dir
             await asyncio.to_thread(_private_dir, cache_dir)
+            if not self._swept:
+                self._swept = True
+                await asyncio.to_thread(_sweep, cache_dir)
             entry = cache_dir / key
             if not entry.is_file():
                 tmp = cache_dir / f"{key}.tmp-{uuid.uuid4().hex}"
@@ -302,6 +306,15 @@ class Fetcher:
         for key in to_evict(entries, self.config.cache_size, incoming):
             with contextlib.suppress(FileNotFoundError):
                 (self.config.cache_dir / key).unlink()
+
+
+def _sweep(cache_dir: Path) -> None:
+    """Remove the partial downloads an agent that died in the middle of one left in the cache (one agent process
+    uses a work dir, so none of them is still being written)."""
+    for e in cache_dir.iterdir():
+        if ".tmp-" in e.name:
+            with contextlib.suppress(FileNotFoundError):
+                e.unlink()
 
 
 def _private_dir(path: Path) -> None:

@@ -388,7 +388,11 @@ async def test_the_cache_survives_an_agent_restart(tmp_path, podman_socket, serv
         sandbox.mkdir(parents=True)
         await agent().fetcher.fetch_all([FetchURI(f"{server.base}/app.tar.gz", cache=True)], sandbox)
         assert (sandbox / "app" / "hello.txt").exists()
+        # a partial download an agent killed in the middle of one left behind
+        (work / "fetch-cache" / f"{fetcher.cache_key('http://x/y')}.tmp-{uuid.uuid4().hex}").write_bytes(b"part")
     assert server.hits["/app.tar.gz"] == 1
+    # the second agent removed the first one's leftover; the last one is for the next agent to remove
+    assert len([p for p in (work / "fetch-cache").iterdir() if ".tmp-" in p.name]) == 1
 
 
 # ---- through a cluster --------------------------------------------------------------------------------------------
