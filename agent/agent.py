@@ -432,6 +432,11 @@ class Agent:
         backoff = 0.25
         while True:
             try:
+                # the image first (a pull may take long): a task killed meanwhile never gets a container
+                await self.containerizer.prepare_image(spec.image)
+                if rec.kill_requested:
+                    self._killed_before_launch(rec)
+                    return
                 cid = await self.containerizer.launch(spec)
                 break
             except Exception as e:

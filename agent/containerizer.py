@@ -615,6 +615,28 @@ class PodmanContainerizer:
             f = tf.extractfile(member) if member is not None else None
             return f.read().decode("utf-8", errors="replace") if f is not None else None
 
+    def _prepare_image_sync(self, image: str | None) -> None:
+        image = image or images.DEFAULT_IMAGE
+        try:
+            present = self._client().images.exists(image)
+        except APIError as e:
+            raise ContainerLaunchError(f"cannot look up image '{image}': {_api_message(e)}") from e
+        if not present:
+            if image == images.DEFAULT_IMAGE:
+                images.ensure_image(self._client(), image)
+            else:
+                self._pull_shared(image)
+
+    async def prepare_image(self, image: str | None) -> None:
+        """Make sure `image` (None: the default image) is in the store, pulling it if need be (launch() does it too:
+        this lets a caller act on what happened meanwhile, e.g. a kill, before anything is created)."""
+        try:
+            await self._run(self._prepare_image_sync, image)
+        except ContainerLaunchError:
+            raise
+        except APIError as e:
+            raise ContainerLaunchError(f"podman error: {_api_message(e)}") from e
+
     async def launch(self, spec: ContainerSpec) -> str:
         try:
             return await self._run(self._launch_sync, spec)

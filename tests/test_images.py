@@ -151,3 +151,74 @@ async def test_a_task_runs_an_image_pulled_from_a_registry(tmp_path, registry: R
             assert [p.read_text() for p in stdout] == ["from-the-registry\n"]
     finally:
         _rmi(ref)
+
+
+class HoldingProxy:
+    """A TCP proxy on loopback to `upstream` that holds every connection until `release` is set."""
+
+    def __init__(self, upstream: str):
+        self.upstream = upstream
+        self.release, self.waiting = asyncio.Event(), asyncio.Event()
+        self.server: asyncio.base_events.Server | None = None
+        self.address = ""
+
+    async def _pipe(self, r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        try:
+            while data := await r.read(65536):
+                w.write(data)
+                await w.drain()
+        except (ConnectionError, asyncio.CancelledError):
+            pass
+        finally:
+            w.close()
+
+    async def _handle(self, r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        self.waiting.set()
+        await self.release.wait()
+        host, port = self.upstream.rsplit(":", 1)
+        ur, uw = await asyncio.open_connection(host, int(port))
+        await asyncio.gather(self._pipe(r, uw), self._pipe(ur, w))
+
+    async def __aenter__(self) -> "HoldingProxy":
+        self.server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
+        self.address = f"127.0.0.1:{self.server.sockets[0].getsockname()[1]}"
+        return self
+
+    async def __aexit__(self, *exc) -> None:
+        assert self.server is not None
+        self.server.close()
+
+
+async def test_a_task_killed_while_its_image_is_pulled_never_gets_a_container(tmp_path, podman_socket,
+                                                                             registry: Registry, run_id):
+    from agent.agent import Agent, AgentConfig
+    from eventstore.resources import Resources
+    from tests.test_agent_rules import launch_msg
+    from tests.test_agent_safety import wait_for_state
+
+    push_image(registry.address, f"test/slow-{run_id}:1")
+    async with HoldingProxy(registry.address) as proxy:
+        ref = f"{proxy.address}/test/slow-{run_id}:1"
+        a = Agent(AgentConfig(masters=["127.0.0.1:9"], http="127.0.0.1:0", work_dir=tmp_path / "work",
+                              resources=Resources.parse("cpus:4;mem:4096"), podman_socket=podman_socket,
+                              start_podman_service=False, insecure_registries=[proxy.address]))
+        a.cp.agent_id = f"test-{run_id}"
+        (tmp_path / "work").mkdir()
+        await a.containerizer.start()
+        try:
+            await a._on_message("m", launch_msg("F", "k", "true", agent_id=a.cp.agent_id, image=ref))
+            await asyncio.wait_for(proxy.waiting.wait(), 30)  # the pull is under way
+            await a._on_message("m", {"type": "KILL", "kill": {"framework_id": "F", "task_id": "k"}})
+            proxy.release.set()
+            got = await wait_for_state(a, "F", "k", "TASK_KILLED", timeout=60)
+            assert got == ["TASK_STARTING", "TASK_KILLED"], got
+            assert a.tasks[("F", "k")].unacked[-1].reason == "REASON_TASK_KILLED_DURING_LAUNCH"
+            assert await a.containerizer.list({"drover.agent": a.cp.agent_id}) == []
+        finally:
+            pending = list(a._bg) + list(a._watchers.values()) + list(a._stopping.values())
+            for t in pending:
+                t.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
+            await a.containerizer.remove_all({"drover.agent": a.cp.agent_id})
+            await a.containerizer.stop()
+            _rmi(ref)
