@@ -31,7 +31,7 @@ import msgspec
 import structlog
 from aiohttp import web
 
-from agent import rules
+from agent import fetcher, rules
 from agent.checkpoint import CheckpointStore, TaskRecord
 from drover.recordio import RecordIODecoder
 from drover.security import http as security
@@ -72,6 +72,15 @@ class AgentConfig:
     # Processes (and threads) of one task's container (--task-pids-limit), in [rules.MIN_TASK_PIDS_LIMIT,
     # rules.MAX_TASK_PIDS_LIMIT]
     task_pids_limit: int = rules.DEFAULT_TASK_PIDS_LIMIT
+    # Images (docs/services.md): registries (HOST:PORT) pulled from without TLS verification (--registry-insecure),
+    # and how long a pull may take (--image-pull-timeout).
+    insecure_registries: list[str] = field(default_factory=list)
+    image_pull_timeout: float = rules.DEFAULT_IMAGE_PULL_TIMEOUT
+    # The fetcher (agent/fetcher.py, docs/services.md): directories local files may be fetched from
+    # (--fetcher-allowed-dir; none: local URIs are refused), and the cache's size in bytes (--fetcher-cache-size;
+    # the cache is WORK_DIR/fetch-cache).
+    fetcher_allowed_dirs: list[Path] = field(default_factory=list)
+    fetcher_cache_size: int = fetcher.DEFAULT_CACHE_SIZE
 
 
 class Agent:
@@ -80,7 +89,12 @@ class Agent:
         self.cp_store = CheckpointStore(config.work_dir)
         self.cp = self.cp_store.load()
         self.tasks: dict[tuple[str, str], TaskRecord] = {(t.framework_id, t.spec.task_id): t for t in self.cp.tasks}
-        self.containerizer = PodmanContainerizer(config.podman_socket, start_service=config.start_podman_service)
+        self.containerizer = PodmanContainerizer(config.podman_socket, start_service=config.start_podman_service,
+                                                 insecure_registries=frozenset(config.insecure_registries),
+                                                 pull_timeout=config.image_pull_timeout)
+        self.fetcher = fetcher.Fetcher(fetcher.FetcherConfig(
+            cache_dir=config.work_dir / "fetch-cache", cache_size=config.fetcher_cache_size,
+            allowed_dirs=tuple(config.fetcher_allowed_dirs), denied_dirs=(config.work_dir,)))
         self.master: str | None = None  # the leader we are linked to
         self.registered = asyncio.Event()
         self._session: aiohttp.ClientSession | None = None
@@ -402,10 +416,27 @@ class Agent:
         except ContainerLaunchError as e:
             self._status(rec, TaskState.FAILED, reason=Reason.CONTAINER_LAUNCH_FAILED, message=str(e))
             return
+        if rec.spec.command.uris:
+            # Into the sandbox before the container exists; the containerizer then gives the sandbox (and so the
+            # fetched files) to the task's user. After an agent restart mid-fetch the launch, fetch included, is
+            # done again (files are replaced, cached URIs come from the cache).
+            try:
+                await self.fetcher.fetch_all(rec.spec.command.uris, sandbox)
+            except fetcher.FetchError as e:
+                self._status(rec, TaskState.FAILED, reason=Reason.CONTAINER_LAUNCH_FAILED, message=str(e))
+                return
+            if rec.kill_requested:
+                self._killed_before_launch(rec)
+                return
         deadline = time.monotonic() + self.config.launch_retry_seconds
         backoff = 0.25
         while True:
             try:
+                # the image first (a pull may take long): a task killed meanwhile never gets a container
+                await self.containerizer.prepare_image(spec.image)
+                if rec.kill_requested:
+                    self._killed_before_launch(rec)
+                    return
                 cid = await self.containerizer.launch(spec)
                 break
             except Exception as e:

@@ -25,6 +25,10 @@ Design notes (background: the platform notes on podman 4.3.1 / podman-py 5.8.0 q
   user is a clear ContainerLaunchError, and the sandbox is chowned to it (the only host directory it sees). The
   image's /etc/passwd and /etc/group are read from a never-started probe container, once per image id (content
   addressed: its files never change).
+* Images: an image not in the store is pulled from its registry (libpod's pull API, in the thread pool) before
+  anything is created: one pull per image at a time, shared by concurrent launches; bounded by `pull_timeout`; TLS
+  verified unless the image's registry is in `insecure_registries`. A failed pull is a ContainerLaunchError naming
+  the image and podman's error. The default image is rebuilt locally instead (agent/images.py).
 * Containers are never auto-removed: exit codes must survive agent restarts (reconcile via list()).
 * OOMKilled is always false with conmon 2.1.6 + podman 4.3.1, so exit 137 not caused by our kill() is reported as
   `oom_suspected`. The "we killed it" memory is in-process only: after an agent restart it is lost.
@@ -175,8 +179,15 @@ def _own_tree(root: Path, uid: int, gid: int) -> None:
 
 
 class PodmanContainerizer:
-    def __init__(self, socket_path: Path, *, start_service: bool = True, log: logging.Logger | Any = None):
+    def __init__(self, socket_path: Path, *, start_service: bool = True, log: logging.Logger | Any = None,
+                 insecure_registries: frozenset[str] | set[str] = frozenset(),
+                 pull_timeout: float = rules.DEFAULT_IMAGE_PULL_TIMEOUT):
         self.socket_path = Path(socket_path)
+        # Registries (HOST[:PORT]) pulled from over plain HTTP or with an unverified certificate: only these.
+        self.insecure_registries = frozenset(insecure_registries)
+        self.pull_timeout = float(pull_timeout)
+        self._pulls: dict[str, concurrent.futures.Future] = {}  # image -> the pull under way (shared)
+        self._pulls_lock = threading.Lock()
         self.start_service = start_service
         self.log = log or logging.getLogger("drover.containerizer")
         self._base_url = f"unix://{self.socket_path}"
@@ -428,10 +439,10 @@ class PodmanContainerizer:
         image = spec.image or images.DEFAULT_IMAGE
         try:
             if not client.images.exists(image):
-                if image != images.DEFAULT_IMAGE:
-                    raise ContainerLaunchError(
-                        f"image '{image}' is not present on this agent and no registry is reachable")
-                images.ensure_image(client, image)  # someone removed the default image: rebuild it locally
+                if image == images.DEFAULT_IMAGE:
+                    images.ensure_image(client, image)  # someone removed the default image: rebuild it locally
+                else:
+                    self._pull_shared(image)
             image_attrs = client.images.get(image).attrs
         except APIError as e:
             raise ContainerLaunchError(f"cannot look up image '{image}': {_api_message(e)}") from e
@@ -479,6 +490,80 @@ class PodmanContainerizer:
             raise ContainerLaunchError(f"failed to create container: {msg}") from e
         self._start_or_cleanup(c)
         return c.id
+
+    def _pull_shared(self, image: str) -> None:
+        """Pull `image` from its registry; concurrent launches of one image share one pull (its outcome too)."""
+        with self._pulls_lock:
+            fut = self._pulls.get(image)
+            mine = fut is None
+            if fut is None:
+                fut = self._pulls[image] = concurrent.futures.Future()
+        if not mine:
+            try:
+                fut.result(timeout=2 * self.pull_timeout + _API_TIMEOUT)
+            except concurrent.futures.TimeoutError:
+                raise ContainerLaunchError(f"Failed to pull image '{image}': another launch's pull of it did "
+                                           f"not finish in time") from None
+            return
+        try:
+            self._pull(image)
+            fut.set_result(None)
+        except BaseException as e:
+            fut.set_exception(e)
+            raise
+        finally:
+            with self._pulls_lock:
+                self._pulls.pop(image, None)
+
+    def _pull(self, image: str) -> None:
+        """One pull through podman's libpod API. TLS is verified unless the image's registry was named with
+        --registry-insecure. Bounded by pull_timeout: each read of podman's progress stream, and the whole pull
+        between two progress messages."""
+        registry = rules.image_registry(image)
+        tls_verify = registry is None or registry not in self.insecure_registries
+        started = time.monotonic()
+        self.log.info("pulling image %s (tls_verify=%s)", image, tls_verify)
+        try:
+            resp = self._client().api.post(
+                "/images/pull", params={"reference": image, "tlsVerify": tls_verify, "policy": "missing"},
+                stream=True, timeout=(10, self.pull_timeout))
+        except APIError as e:
+            raise ContainerLaunchError(f"Failed to pull image '{image}': {_api_message(e)}") from e
+        error: str | None = None
+        pulled = False
+        try:
+            if resp.status_code >= 400:
+                try:
+                    error = str(resp.json().get("message") or resp.text)
+                except ValueError:
+                    error = resp.text
+            else:
+                for line in resp.iter_lines():
+                    if time.monotonic() - started > self.pull_timeout:
+                        error = f"not pulled within {self.pull_timeout:g} s (--image-pull-timeout)"
+                        break
+                    if not line.strip():
+                        continue
+                    try:
+                        msg = json.loads(line)
+                    except ValueError:
+                        continue
+                    if isinstance(msg, dict) and msg.get("error"):
+                        error = str(msg["error"])
+                    elif isinstance(msg, dict) and (msg.get("id") or msg.get("images")):
+                        pulled = True
+        except Exception as e:  # requests' read timeout, a service that went away
+            if "timed out" in str(e).lower():
+                error = f"not pulled within {self.pull_timeout:g} s (--image-pull-timeout)"
+            else:
+                error = f"{type(e).__name__}: {e}"
+        finally:
+            resp.close()
+        if error is None and not pulled:
+            error = "podman reported no image"
+        if error is not None:
+            raise ContainerLaunchError(f"Failed to pull image '{image}': {error.strip()[:2000]}")
+        self.log.info("pulled image %s", image)
 
     def _task_ids(self, spec: ContainerSpec, image: str, image_attrs: dict) -> tuple[int, int]:
         """(uid, gid) the task runs as: spec.user, else the image's USER, else root; looked up in the image."""
@@ -529,6 +614,28 @@ class PodmanContainerizer:
             member = next((m for m in tf.getmembers() if m.isfile()), None)
             f = tf.extractfile(member) if member is not None else None
             return f.read().decode("utf-8", errors="replace") if f is not None else None
+
+    def _prepare_image_sync(self, image: str | None) -> None:
+        image = image or images.DEFAULT_IMAGE
+        try:
+            present = self._client().images.exists(image)
+        except APIError as e:
+            raise ContainerLaunchError(f"cannot look up image '{image}': {_api_message(e)}") from e
+        if not present:
+            if image == images.DEFAULT_IMAGE:
+                images.ensure_image(self._client(), image)
+            else:
+                self._pull_shared(image)
+
+    async def prepare_image(self, image: str | None) -> None:
+        """Make sure `image` (None: the default image) is in the store, pulling it if need be (launch() does it too:
+        this lets a caller act on what happened meanwhile, e.g. a kill, before anything is created)."""
+        try:
+            await self._run(self._prepare_image_sync, image)
+        except ContainerLaunchError:
+            raise
+        except APIError as e:
+            raise ContainerLaunchError(f"podman error: {_api_message(e)}") from e
 
     async def launch(self, spec: ContainerSpec) -> str:
         try:

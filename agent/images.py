@@ -1,7 +1,8 @@
 """The default task image: a busybox rootfs imported into the local podman store.
 
-No image registry is reachable from Drover agents, so the image is built locally from busybox-static's
-/bin/busybox and never pulled. `python -m agent.images` builds it (scripts/setup.sh) and prints its id.
+The default image needs no registry: it is built locally from busybox-static's /bin/busybox and never pulled
+(other images a task names are pulled from their registry by the containerizer, docs/services.md).
+`python -m agent.images` builds it (scripts/setup.sh) and prints its id.
 """
 
 from __future__ import annotations

@@ -33,6 +33,20 @@ DEFAULT_TASK_PIDS_LIMIT = 4096
 MIN_TASK_PIDS_LIMIT = 16
 MAX_TASK_PIDS_LIMIT = 4_194_304  # PID_MAX_LIMIT on 64-bit Linux
 
+# An image not present on the agent is pulled from its registry; a pull taking longer than this (the agent's
+# --image-pull-timeout) fails the task.
+DEFAULT_IMAGE_PULL_TIMEOUT = 300.0
+
+
+def image_registry(image: str) -> str | None:
+    """The registry (HOST[:PORT]) an image reference names, as podman reads it: the part before the first `/` if
+    it has a `.` or a `:` or is `localhost`; None for a short name (podman's registries.conf resolves those)."""
+    first, sep, _ = image.partition("/")
+    if sep and ("." in first or ":" in first or first == "localhost"):
+        return first
+    return None
+
+
 # Every container drops all capabilities. A task running as root (uid 0) gets back only root's power over files in
 # its own container (its copy-on-write rootfs and its sandbox, the only file systems it sees): chown, bypassing
 # read/write/search permission checks, and acting as a file's owner. Dropped, and why: SETUID/SETGID/SETPCAP (a task

@@ -29,6 +29,29 @@ def _addr(value: str) -> str:
     return value
 
 
+def _registry(value: str) -> str:
+    """A registry as an image reference names it: HOST or HOST:PORT (no scheme, no path)."""
+    host, sep, port = value.rpartition(":") if ":" in value else (value, "", "")
+    if not host or "/" in value or any(ch.isspace() for ch in value) or (sep and not (
+            port.isdigit() and 0 < int(port) < 65536)):
+        raise argparse.ArgumentTypeError(f"expected HOST or HOST:PORT, got {value!r}")
+    return value
+
+
+def _bytes(value: str) -> int:
+    """A size as Mesos's Bytes flags take it: an integer with an optional B, KB, MB, GB or TB (powers of 1024)."""
+    v = value.strip().upper()
+    for suffix, mult in (("TB", 1024**4), ("GB", 1024**3), ("MB", 1024**2), ("KB", 1024), ("B", 1)):
+        if v.endswith(suffix):
+            v, m = v[: -len(suffix)].strip(), mult
+            break
+    else:
+        m = 1
+    if not v.isdigit():
+        raise argparse.ArgumentTypeError(f"expected a size such as 2GB, 512MB or 1048576, got {value!r}")
+    return int(v) * m
+
+
 def _positive(value: str) -> float:
     try:
         v = float(value)
@@ -151,6 +174,17 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--task-pids-limit", type=int, default=None, metavar="N",
                    help="processes (and threads) one task's container may have, from 16 to 4194304 "
                         "(default: 4096)")
+    a.add_argument("--registry-insecure", action="append", default=[], type=_registry, metavar="HOST[:PORT]",
+                   help="an image registry reached over plain HTTP or without verifying its certificate "
+                        "(repeatable; every other registry is pulled from over verified TLS)")
+    a.add_argument("--image-pull-timeout", type=_positive, default=None, metavar="SECONDS",
+                   help="a task whose image is not pulled within this fails (default: 300)")
+    a.add_argument("--fetcher-allowed-dir", action="append", default=[], type=Path, metavar="DIR",
+                   help="a directory tasks may fetch local files (file:// or absolute-path URIs) from (repeatable; "
+                        "default: none, local URIs are refused)")
+    a.add_argument("--fetcher-cache-size", type=_bytes, default=None, metavar="BYTES",
+                   help="size of the fetcher's cache (WORK_DIR/fetch-cache), e.g. 2GB, 512MB or 1048576 "
+                        "(default: 2GB)")
 
     l = sub.add_parser("local", help="run 3 master replicas and 2 agents on this machine")
     l.add_argument("--data-dir", type=Path, default=Path("var/local"))
@@ -317,7 +351,15 @@ def _agent(args) -> int:
                          f"{rules.MAX_TASK_PIDS_LIMIT}, got {pids}")
     cfg = AgentConfig(masters=masters, http=args.http, work_dir=args.work_dir, resources=resources,
                       podman_socket=args.podman_socket or args.work_dir / "podman.sock", attributes=attrs,
-                      tls_cert=args.tls_cert, tls_key=args.tls_key, tls_ca=args.tls_ca, task_pids_limit=pids)
+                      tls_cert=args.tls_cert, tls_key=args.tls_key, tls_ca=args.tls_ca, task_pids_limit=pids,
+                      insecure_registries=list(args.registry_insecure),
+                      image_pull_timeout=args.image_pull_timeout or rules.DEFAULT_IMAGE_PULL_TIMEOUT,
+                      fetcher_allowed_dirs=list(args.fetcher_allowed_dir))
+    if args.fetcher_cache_size is not None:
+        cfg.fetcher_cache_size = args.fetcher_cache_size
+    for d in cfg.fetcher_allowed_dirs:
+        if not d.is_absolute() or not d.is_dir():
+            raise UsageError(f"--fetcher-allowed-dir {d}: must be an existing directory, given as an absolute path")
     if args.hostname:
         cfg.hostname = args.hostname
     if args.credential is not None:

@@ -24,8 +24,8 @@ from typing import Annotated, Literal, Union, get_args
 import msgspec
 
 from eventstore.resources import Resource, resources_problem
-from eventstore.values import (MAX_LIST, Address, Count, Id, Name, Role, Scalar, Seconds, Text,
-                               Timestamp, Weight)
+from eventstore.values import (MAX_LIST, MAX_OUTPUT_FILE_LENGTH, MAX_URI_LENGTH, MAX_URIS, Address, Count, Id, Name,
+                               Role, Scalar, Seconds, Text, Timestamp, Weight)
 from eventstore.vocab import Source, TaskState
 
 # 2: events travel as JSON on the Raft log too (was msgpack), and carry their value rules.
@@ -91,12 +91,25 @@ class FrameworkInfo(msgspec.Struct, omit_defaults=True):
         return 0.0
 
 
+class FetchURI(msgspec.Struct, omit_defaults=True):
+    """CommandInfo.URI: fetched into the sandbox by the agent before the task starts (agent/fetcher.py). The codec
+    checks `value` (values.uri_problem) and `output_file` (values.output_file_problem); the agent again."""
+
+    value: Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_URI_LENGTH)]
+    executable: bool = False
+    extract: bool = True  # Mesos's default
+    cache: bool = False
+    output_file: Annotated[str, msgspec.Meta(max_length=MAX_OUTPUT_FILE_LENGTH)] | None = None
+
+
 class CommandSpec(msgspec.Struct, omit_defaults=True):
     shell: bool = True
     value: Text | None = None
     arguments: Annotated[list[Text], _1K] = msgspec.field(default_factory=list)
     env: Annotated[list[Label], _1K] = msgspec.field(default_factory=list)  # framework's order
     user: Name | None = None
+    # Added after catalogue version 2: absent (no URIs) in older events, which decode and fold as before.
+    uris: Annotated[list[FetchURI], msgspec.Meta(max_length=MAX_URIS)] = msgspec.field(default_factory=list)
 
 
 class TaskSpec(msgspec.Struct, omit_defaults=True):

@@ -128,3 +128,64 @@ def number_problem(v: float, what: str, lo: float = 0.0, hi: float = MAX_SECONDS
     if v < lo or (lo_open and v == lo) or v > hi:
         return f"{what} must be {'>' if lo_open else '>='} {lo:g} and <= {hi:g}, got {v:g}"
     return None
+
+
+# ---- fetcher URIs (CommandInfo.URI) -----------------------------------------------------------------------------
+# What a task may ask its agent to fetch into its sandbox before it starts. Checked by the codec (a TASK_ERROR
+# naming the URI) and again by the agent (agent/fetcher.py), which trusts no LAUNCH with its own host.
+MAX_URIS = 100  # per task
+MAX_URI_LENGTH = 4096
+MAX_OUTPUT_FILE_LENGTH = 1024
+_URI_RE = re.compile(r"^(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*)://(?P<authority>[^/?#]*)(?P<path>[^?#]*)")
+
+
+def uri_problem(value: object, what: str = "URI") -> str | None:
+    """Why `value` is not a URI Drover's fetcher takes, or None: http://, https:// (with a host and no user
+    information: a password in a URI would be recorded in the log and shown in the state), file:///PATH or an
+    absolute path on the agent (which the agent may still refuse: --fetcher-allowed-dir)."""
+    if not isinstance(value, str):
+        return f"{what} must be a string"
+    if not value:
+        return f"{what} must not be empty"
+    if len(value) > MAX_URI_LENGTH:
+        return f"{what} is longer than {MAX_URI_LENGTH} characters"
+    if _CONTROL_OR_SPACE.search(value):
+        return f"{what} {value[:64]!r} is invalid: it must not contain whitespace or control characters"
+    if value.startswith("/"):
+        return None
+    m = _URI_RE.match(value)
+    if m is None:
+        return (f"{what} {value[:128]!r} is not supported: it must be an http://, https:// or file:// URI, or an "
+                "absolute path")
+    scheme, authority = m.group("scheme").lower(), m.group("authority")
+    if scheme == "file":
+        if authority not in ("", "localhost") or not m.group("path").startswith("/"):
+            return f"{what} {value[:128]!r} is invalid: a file URI must be file:///ABSOLUTE/PATH"
+        return None
+    if scheme not in ("http", "https"):
+        return (f"{what} {value[:128]!r} is not supported: scheme '{scheme[:32]}' (Drover fetches http, https and "
+                "file URIs)")
+    if "@" in authority:
+        return f"{what} {value[:128]!r} is refused: user information in a URI would be recorded in the log"
+    if not authority or authority.startswith(":"):
+        return f"{what} {value[:128]!r} is invalid: it has no host"
+    return None
+
+
+def output_file_problem(value: object, what: str = "URI output_file") -> str | None:
+    """Why `value` is not a file name inside a sandbox, or None: a relative path whose components are not empty,
+    '.' or '..', without a backslash, whitespace or control characters."""
+    if not isinstance(value, str):
+        return f"{what} must be a string"
+    if not value:
+        return f"{what} must not be empty"
+    if len(value) > MAX_OUTPUT_FILE_LENGTH:
+        return f"{what} is longer than {MAX_OUTPUT_FILE_LENGTH} characters"
+    if value.startswith("/"):
+        return f"{what} {value[:64]!r} is invalid: it must be relative to the sandbox"
+    if "\\" in value or _CONTROL_OR_SPACE.search(value):
+        return f"{what} {value[:64]!r} is invalid: it must not contain '\\', whitespace or control characters"
+    if any(part in ("", ".", "..") or len(part) > MAX_ID_LENGTH for part in value.split("/")):
+        return (f"{what} {value[:64]!r} is invalid: its components must not be empty, '.' or '..', nor longer "
+                f"than {MAX_ID_LENGTH} characters")
+    return None

@@ -31,8 +31,9 @@ import msgspec
 
 from eventstore import events as ev
 from eventstore.resources import UNRESERVED, Resource, Resources, resources_problem
-from eventstore.values import (MAX_NAME_LENGTH, MAX_RANGE_VALUE, MAX_SCALAR, MAX_SECONDS, MAX_TEXT_LENGTH, id_problem,
-                               role_problem, user_problem)
+from eventstore.values import (MAX_NAME_LENGTH, MAX_OUTPUT_FILE_LENGTH, MAX_RANGE_VALUE, MAX_SCALAR, MAX_SECONDS,
+                               MAX_TEXT_LENGTH, MAX_URI_LENGTH, MAX_URIS, id_problem, output_file_problem,
+                               role_problem, uri_problem, user_problem)
 
 if TYPE_CHECKING:
     from master.decide import scheduler as sd
@@ -786,7 +787,7 @@ def _task_parts(d: object, where: str) -> tuple[str, str, ev.TaskSpec | None, st
     user = _str(cmd.get("user"), f"{wcmd}.user") or None
     if user is not None and (why := user_problem(user, f"'{wcmd}.user'")) is not None:
         raise InvalidValue(why)
-    uris = _list(cmd.get("uris"), f"{wcmd}.uris")
+    uris = _uris(_list(cmd.get("uris"), f"{wcmd}.uris"), f"{wcmd}.uris")
     args = [_str(a, f"{wcmd}.arguments[{i}]", True) for i, a in enumerate(_list(cmd.get("arguments"),
                                                                                  f"{wcmd}.arguments"))]
     env = []
@@ -846,8 +847,8 @@ def _task_parts(d: object, where: str) -> tuple[str, str, ev.TaskSpec | None, st
             return "Task uses no resources"
         if len(resources.to_list()) > MAX_SPEC_LIST:
             return f"Task uses more than {MAX_SPEC_LIST} resources"
-        if uris:
-            return _unsupported("command.uris", "there is no fetcher; put what the task needs in its image")
+        if (why := _uris_problem(uris)) is not None:
+            return why
         if shell and not value:
             return "Shell command of task must have a value"
         if not shell and not value:
@@ -873,10 +874,39 @@ def _task_parts(d: object, where: str) -> tuple[str, str, ev.TaskSpec | None, st
     if id_prob is None and why is None:
         spec = ev.TaskSpec(
             task_id=task_id, name=name, agent_id=agent_id, resources=resources.to_list(),
-            command=ev.CommandSpec(shell=shell, value=value, arguments=args, env=env, user=user),
+            command=ev.CommandSpec(shell=shell, value=value, arguments=args, env=env, user=user, uris=uris),
             image=image, labels=labels, kill_grace_seconds=grace, data=data,
         )
     return task_id, agent_id, spec, id_prob, why
+
+
+def _uris(items: list, where: str) -> list[ev.FetchURI]:
+    """CommandInfo.uris, structure only (a malformed one fails the call); their values are judged by
+    _uris_problem. A value beyond any bound is cut here and refused there, never kept whole."""
+    out = []
+    for i, item in enumerate(items[:MAX_URIS + 1]):
+        w = f"{where}[{i}]"
+        u = _obj(item, w)
+        value = _str(u.get("value"), f"{w}.value", True) or ""
+        output_file = _str(u.get("output_file"), f"{w}.output_file")
+        out.append(ev.FetchURI(value=value[:MAX_URI_LENGTH + 1],
+                               executable=_bool(u.get("executable"), f"{w}.executable"),
+                               extract=_bool(u.get("extract"), f"{w}.extract", True),
+                               cache=_bool(u.get("cache"), f"{w}.cache"),
+                               output_file=None if output_file is None else output_file[:MAX_OUTPUT_FILE_LENGTH + 1]))
+    return out
+
+
+def _uris_problem(uris: list[ev.FetchURI]) -> str | None:
+    if len(uris) > MAX_URIS:
+        return f"Task's command has more than {MAX_URIS} URIs"
+    for i, u in enumerate(uris):
+        what = f"Task's command URI {i}"
+        why = uri_problem(u.value, what) or (
+            None if u.output_file is None else output_file_problem(u.output_file, f"{what} output_file"))
+        if why is not None:
+            return why
+    return None
 
 
 def _unsupported(field: str, note: str = "") -> str:

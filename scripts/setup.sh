@@ -15,9 +15,11 @@ fi
 
 # --- 1. system packages --------------------------------------------------------------------------------------------
 # catatonit and netavark are referenced by deploy/containers.conf (init_path, network_backend) but are only
-# Recommends of podman, so they are listed explicitly.
+# Recommends of podman, so they are listed explicitly. docker-registry (a distribution v2 registry,
+# /usr/bin/docker-registry) is only for the tests of image pulls (tests/conftest_registry.py starts one on loopback);
+# its systemd unit is not needed and is not started here.
 PKGS=(podman runc conmon catatonit netavark busybox-static uidmap iptables
-      python3 python3-venv python3-dev gcc ca-certificates)
+      python3 python3-venv python3-dev gcc ca-certificates docker-registry)
 missing=()
 for p in "${PKGS[@]}"; do
   # `dpkg -s` also succeeds for removed-but-not-purged packages: require the "installed" status

@@ -59,8 +59,10 @@ class Cluster(LocalCluster):
 
 
 @contextlib.contextmanager
-def running_cluster(data_dir: Path, extra_master_args: list[str] = ()) -> Iterator[Cluster]:
-    c = Cluster(data_dir=data_dir, master_args=list(MASTER_ARGS) + list(extra_master_args))
+def running_cluster(data_dir: Path, extra_master_args: list[str] = (),
+                    agent_args: list[str] = ()) -> Iterator[Cluster]:
+    c = Cluster(data_dir=data_dir, master_args=list(MASTER_ARGS) + list(extra_master_args),
+                agent_args=list(agent_args))
     c.start()
     try:
         c.wait_leader()

@@ -1,2 +1,3 @@
 from tests.conftest_podman import *  # noqa: F401,F403
+from tests.conftest_registry import registry  # noqa: F401
 from tests.cluster import cluster  # noqa: F401

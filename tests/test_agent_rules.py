@@ -167,6 +167,9 @@ class FakeContainerizer:
     async def available(self) -> bool:
         return True
 
+    async def prepare_image(self, image: str | None) -> None:
+        return None  # every image is there
+
     async def launch(self, spec: ContainerSpec) -> str:
         self.launched.append(spec)
         cid = f"cid-{len(self.launched)}"

@@ -31,7 +31,7 @@ def test_execute_exit_status_follows_the_tasks(cluster):
     assert "TASK_FAILED (Command exited with status 3)" in failed.stdout
     missing = drover("execute", "--master", cluster.leader_endpoint(), "--command", "true", "--image", "nosuch:1")
     assert missing.returncode == 1
-    assert "image 'nosuch:1' is not present on this agent" in missing.stdout
+    assert "Failed to pull image 'nosuch:1'" in missing.stdout  # not present, and no registry has it
 
 
 @pytest.mark.parametrize("args, message", [
@@ -43,6 +43,14 @@ def test_execute_exit_status_follows_the_tasks(cluster):
      "--task-pids-limit must be from 16 to 4194304, got 8"),
     (["agent", "--master", "127.0.0.1:1", "--http", "127.0.0.1:2", "--work-dir", "/tmp/x", "--task-pids-limit",
       "lots"], "invalid int value: 'lots'"),
+    (["agent", "--master", "127.0.0.1:1", "--http", "127.0.0.1:2", "--work-dir", "/tmp/x", "--registry-insecure",
+      "http://registry.example.com"], "expected HOST or HOST:PORT, got 'http://registry.example.com'"),
+    (["agent", "--master", "127.0.0.1:1", "--http", "127.0.0.1:2", "--work-dir", "/tmp/x", "--image-pull-timeout",
+      "0"], "must be > 0"),
+    (["agent", "--master", "127.0.0.1:1", "--http", "127.0.0.1:2", "--work-dir", "/tmp/x", "--fetcher-cache-size",
+      "lots"], "expected a size such as 2GB"),
+    (["agent", "--master", "127.0.0.1:1", "--http", "127.0.0.1:2", "--work-dir", "/tmp/x", "--fetcher-allowed-dir",
+      "relative/dir"], "--fetcher-allowed-dir relative/dir: must be an existing directory"),
     (["master", "--id", "m", "--http", "127.0.0.1:1", "--raft", "127.0.0.1:2", "--data-dir", "/tmp/x",
       "--peer", "nonsense"], "--peer 'nonsense'"),
     (["master", "--id", "m", "--http", "localhost", "--raft", "127.0.0.1:2", "--data-dir", "/tmp/x"],
@@ -116,3 +124,12 @@ def test_local_cluster_starts_writes_endpoints_and_stops_cleanly(tmp_path):
         assert left == [], f"containers of agent {aid} left behind"
     ps = subprocess.run(["pgrep", "-f", str(data)], capture_output=True, text=True).stdout.split()
     assert ps == [], "processes of the local cluster left behind"
+
+
+def test_sizes_are_read_as_mesos_reads_bytes_flags():
+    from drover.cli import _bytes
+
+    assert _bytes("2GB") == 2 * 1024**3
+    assert _bytes("512MB") == 512 * 1024**2
+    assert _bytes("1048576") == 1048576
+    assert _bytes("10 kb") == 10240

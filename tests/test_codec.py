@@ -2,6 +2,7 @@
 
 import json
 
+import msgspec
 import pytest
 
 from eventstore import events as ev
@@ -531,7 +532,6 @@ UNSUPPORTED_TASK_FIELDS = {
     "check": {"check": {"type": "COMMAND", "command": {"command": {"value": "true"}}}},
     "max_completion_time": {"max_completion_time": {"nanoseconds": 10**9}},
     "limits": {"limits": {"cpus": {"value": 2}}},
-    "command.uris": {"command": {"value": "x", "uris": [{"value": "http://x/a.tgz"}]}},
     "container.volumes": {"container": {"type": "MESOS", "volumes": [{"container_path": "/d", "mode": "RW"}]}},
     "container.network_infos": {"container": {"type": "MESOS", "network_infos": [{"name": "n"}]}},
     "container.docker.network BRIDGE": {"container": {"type": "DOCKER", "docker": {"image": "a", "network": "BRIDGE"}}},
@@ -551,6 +551,62 @@ def test_task_fields_drover_does_not_implement_are_task_errors_naming_them(field
     with pytest.raises(TaskInvalid) as exc:
         codec.parse_task_info(task_info(**UNSUPPORTED_TASK_FIELDS[field]), "task")
     assert f"TaskInfo.{field} is not supported by Drover yet" in str(exc.value)
+
+
+def test_command_uris_travel_in_the_task_spec():
+    uris = [{"value": "https://example.com/a/app.tar.gz"},
+            {"value": "http://10.0.0.1:8080/run.sh?v=1", "executable": True, "extract": False, "cache": True,
+             "output_file": "bin/run"},
+            {"value": "file:///srv/artifacts/x.zip"}, {"value": "/srv/artifacts/y"}]
+    spec = codec.parse_task_info(task_info(command={"value": "./bin/run", "uris": uris}), "task")
+    assert spec.command.uris == [
+        ev.FetchURI("https://example.com/a/app.tar.gz"),
+        ev.FetchURI("http://10.0.0.1:8080/run.sh?v=1", executable=True, extract=False, cache=True,
+                    output_file="bin/run"),
+        ev.FetchURI("file:///srv/artifacts/x.zip"), ev.FetchURI("/srv/artifacts/y")]
+    assert spec.command.uris[0].extract is True  # Mesos's default
+    accepted = ev.OffersAccepted(framework_id="F", offer_ids=["o1"], tasks=[spec], refuse_seconds=5.0)
+    assert ev.decode_event(ev.encode_event(accepted)).tasks == [spec]  # committed and read back as it was
+
+
+def test_a_command_without_uris_encodes_as_before():
+    # old events (no `uris`) decode to the same spec, and a spec without URIs encodes without the field
+    spec = codec.parse_task_info(task_info(), "task")
+    assert spec.command.uris == []
+    assert b"uris" not in msgspec.json.encode(spec)
+
+
+@pytest.mark.parametrize("uri, says", [
+    ({"value": "ftp://example.com/a"}, "scheme 'ftp'"),
+    ({"value": "hdfs://nn/a"}, "scheme 'hdfs'"),
+    ({"value": "relative/path"}, "absolute path"),
+    ({"value": ""}, "must not be empty"),
+    ({"value": "http:///nohost"}, "no host"),
+    ({"value": "https://user:pw@example.com/a"}, "user information"),
+    ({"value": "file://otherhost/etc/passwd"}, "file:///ABSOLUTE/PATH"),
+    ({"value": "http://example.com/a b"}, "whitespace"),
+    ({"value": "http://example.com/" + "a" * 5000}, "longer than 4096"),
+    ({"value": "http://example.com/a", "output_file": "../escape"}, "output_file"),
+    ({"value": "http://example.com/a", "output_file": "/etc/passwd"}, "relative to the sandbox"),
+    ({"value": "http://example.com/a", "output_file": "a//b"}, "components"),
+])
+def test_bad_command_uris_are_task_errors_naming_them(uri, says):
+    with pytest.raises(TaskInvalid, match="Task's command URI 0") as exc:
+        codec.parse_task_info(task_info(command={"value": "x", "uris": [uri]}), "task")
+    assert says in str(exc.value)
+
+
+def test_too_many_command_uris():
+    uris = [{"value": f"http://example.com/{i}"} for i in range(101)]
+    with pytest.raises(TaskInvalid, match="more than 100 URIs"):
+        codec.parse_task_info(task_info(command={"value": "x", "uris": uris}), "task")
+
+
+@pytest.mark.parametrize("uri", [{"executable": True}, {"value": 5}, {"value": "http://a/b", "extract": "yes"},
+                                 "http://a/b", {"value": "http://a/b", "output_file": 1}])
+def test_malformed_command_uris_fail_the_call(uri):
+    with pytest.raises(codec.CallError):
+        codec.parse_task_info(task_info(command={"value": "x", "uris": [uri]}), "task")
 
 
 def test_task_fields_that_are_fine():

@@ -51,7 +51,13 @@ def status() -> st.SearchStrategy[ev.TaskStatus]:
 SPEC = st.builds(ev.TaskSpec, task_id=IDS, name=st.just("n"), agent_id=IDS, resources=RES,
                  # any Name passes the gate as a user (the codec's user_problem is stricter): the fold never reads it
                  command=st.builds(ev.CommandSpec, value=st.just("true"),
-                                   user=st.one_of(st.none(), st.sampled_from(["nobody", "0", "a b:c", ""]))),
+                                   user=st.one_of(st.none(), st.sampled_from(["nobody", "0", "a b:c", ""])),
+                                   # the fold never reads them either: any URI that passes the gate
+                                   uris=st.lists(st.builds(ev.FetchURI, value=st.sampled_from(
+                                       ["http://h/a.tgz", "/srv/x", "ftp://x", "a b"]), executable=st.booleans(),
+                                       extract=st.booleans(), cache=st.booleans(),
+                                       output_file=st.one_of(st.none(), st.sampled_from(["o", "../x", ""]))),
+                                       max_size=2)),
                  role=ROLES,
                  kill_grace_seconds=st.one_of(st.none(), SMALL))
 INFO = st.builds(ev.FrameworkInfo, name=st.just("fw"), user=st.just("u"), roles=st.lists(ROLES, max_size=3),
