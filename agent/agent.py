@@ -283,6 +283,9 @@ class Agent:
             spec = msgspec.convert(task, ev.TaskSpec)
         except msgspec.ValidationError as e:
             problem = problem or f"Invalid task: {e}"
+        if spec is not None:
+            problem = problem or rules.ports_problem(
+                spec.resources, spec.network, ((m.host_port, m.protocol) for m in spec.port_mappings))
         existing = self.tasks.get(key)
         if existing is not None:
             if existing.refused or (problem is None and existing.spec == spec):
@@ -385,7 +388,9 @@ class Agent:
                          message=f"Cannot create the task's sandbox {sandbox or self.config.work_dir}: "
                                  f"{e.strerror or e}")
             return
-        env = {v.key: v.value for v in rec.spec.command.env}
+        # Marathon's PORT0..n/PORT/PORTS first: the framework's own variables win, the MESOS_* ones are the agent's.
+        env = rules.port_environment(rec.spec.resources)
+        env.update({v.key: v.value for v in rec.spec.command.env})
         env.update({"MESOS_TASK_ID": rec.spec.task_id, "MESOS_FRAMEWORK_ID": rec.framework_id,
                     "MESOS_AGENT_ID": self.cp.agent_id or ""})
         spec = ContainerSpec(
@@ -396,6 +401,8 @@ class Agent:
             labels={"drover.agent": self.cp.agent_id or "", "drover.framework": rec.framework_id,
                     "drover.task": rec.spec.task_id},
             sandbox_dir=sandbox, user=user, pids_limit=self.config.task_pids_limit,
+            network=rules.network_mode(rec.spec.network),
+            ports=[(m.host_port, m.container_port, m.protocol) for m in rec.spec.port_mappings],
         )
         try:
             self.containerizer.validate(spec)  # the task's own fault: no waiting for podman would help

@@ -14,7 +14,7 @@ import pytest
 from agent import rules
 from agent.agent import Agent, AgentConfig
 from agent.containerizer import ContainerSpec, ContainerState
-from eventstore.resources import Resources
+from eventstore.resources import Resource, Resources
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -393,3 +393,58 @@ async def test_resources_without_cpus_or_mem_leave_the_defaults_to_the_container
     assert (spec.cpus, spec.mem_mb) == (None, None)
     assert rules.container_limits(spec.cpus, spec.mem_mb) == (rules.DEFAULT_CPUS, rules.DEFAULT_MEM_MB)
     assert spec.sandbox_dir == (agent.config.work_dir / "sandboxes" / "F" / "t1").resolve()
+
+
+# ---- networking and the kill policy --------------------------------------------------------------------------------
+
+_PORTS = {"name": "ports", "type": "RANGES", "ranges": [[31000, 31002], [31010, 31010]]}
+_CPUS = {"name": "cpus", "type": "SCALAR", "scalar": 0.5}
+
+
+def test_port_environment_is_marathons():
+    res = [Resource("ports", "RANGES", ranges=((31010, 31010), (31000, 31002)))]
+    assert rules.port_environment(res) == {"PORT0": "31000", "PORT1": "31001", "PORT2": "31002",
+                                           "PORT3": "31010", "PORT": "31000", "PORTS": "31000,31001,31002,31010"}
+    assert rules.port_environment([Resource("cpus", "SCALAR", scalar=1.0)]) == {}
+    huge = rules.port_environment([Resource("ports", "RANGES", ranges=((1, 60000),))])
+    assert len(rules.host_ports([Resource("ports", "RANGES", ranges=((1, 60000),))])) == rules.MAX_PORT_VARIABLES
+    assert huge[f"PORT{rules.MAX_PORT_VARIABLES - 1}"] == str(rules.MAX_PORT_VARIABLES)
+    assert f"PORT{rules.MAX_PORT_VARIABLES}" not in huge
+
+
+async def test_a_task_runs_on_the_hosts_network_with_its_ports_in_its_environment(agent):
+    await agent._on_message("m", launch_msg("F", "t1", resources=[_CPUS, _PORTS],
+                                            command={"value": "x", "env": [["PORT1", "mine"]]}))
+    await settle(agent)
+    [spec] = agent.containerizer.launched
+    assert (spec.network, spec.ports) == ("host", [])
+    assert spec.env["PORT0"] == spec.env["PORT"] == "31000" and spec.env["PORTS"] == "31000,31001,31002,31010"
+    assert spec.env["PORT1"] == "mine"  # the framework's own variable wins
+
+
+async def test_a_bridge_task_gets_its_port_mappings_and_none_gets_no_network(agent):
+    maps = [{"host_port": 31010, "container_port": 80}, {"host_port": 31000, "container_port": 53,
+                                                          "protocol": "udp"}]
+    await agent._on_message("m", launch_msg("F", "t1", resources=[_CPUS, _PORTS], network="BRIDGE",
+                                            port_mappings=maps))
+    await agent._on_message("m", launch_msg("F", "t2", network="NONE"))
+    await settle(agent)
+    bridge, none = agent.containerizer.launched
+    assert (bridge.network, bridge.ports) == ("bridge", [(31010, 80, "tcp"), (31000, 53, "udp")])
+    assert (none.network, none.ports) == ("none", [])
+    assert states(agent, "F", "t1") == states(agent, "F", "t2") == ["TASK_STARTING", "TASK_RUNNING"]
+
+
+@pytest.mark.parametrize("task, says", [
+    (dict(network="BRIDGE", port_mappings=[{"host_port": 31005, "container_port": 80}]), "not in its 'ports'"),
+    (dict(port_mappings=[{"host_port": 31000, "container_port": 80}]), "only supported for the BRIDGE network"),
+    (dict(network="BRIDGE", port_mappings=[{"host_port": 31000, "container_port": 80}] * 2), "more than once"),
+    (dict(network="MACVLAN"), "Invalid task"),
+    (dict(network="BRIDGE", port_mappings=[{"host_port": 0, "container_port": 80}]), "Invalid task"),
+])
+async def test_the_agent_refuses_a_port_mapping_it_was_not_given_whatever_the_master_says(agent, task, says):
+    await agent._on_message("m", launch_msg("F", "t1", resources=[_CPUS, _PORTS], **task))
+    await settle(agent)
+    assert agent.containerizer.launched == []
+    [st] = agent.tasks[("F", "t1")].unacked
+    assert (st.state, st.reason) == ("TASK_ERROR", "REASON_TASK_INVALID") and says in st.message

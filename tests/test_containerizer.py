@@ -12,6 +12,7 @@ from podman import PodmanClient
 from agent import images
 from agent.containerizer import ContainerLaunchError, ContainerSpec, PodmanContainerizer
 from tests.conftest_podman import TEST_LABELS
+from tests.netutil import fetch, free_port
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -124,9 +125,42 @@ async def test_bad_spec_rejected(cz, mkspec):
     with pytest.raises(ContainerLaunchError, match="shell=true requires"):
         await cz.launch(mkspec(None))
     with pytest.raises(ContainerLaunchError, match="network"):
-        await cz.launch(mkspec("true", network="bridge"))
+        await cz.launch(mkspec("true", network="macvlan"))
+    with pytest.raises(ContainerLaunchError, match="only supported for the bridge network"):
+        await cz.launch(mkspec("true", network="host", ports=[(31000, 80, "tcp")]))
+    with pytest.raises(ContainerLaunchError, match="invalid port mapping"):
+        await cz.launch(mkspec("true", network="bridge", ports=[(31000, 0, "tcp")]))
     with pytest.raises(ContainerLaunchError, match="container name"):
         await cz.launch(mkspec("true", name="bad name/with slash"))
+
+
+_SERVE = "echo served-by-$HOSTNAME > index.html && exec httpd -f -p {port} -h ."
+
+
+async def test_a_host_network_task_serves_on_a_host_port(cz, mkspec):
+    port = free_port()
+    spec = mkspec(_SERVE.format(port=port), network="host", user="nobody")
+    cid = await cz.launch(spec)
+    try:
+        status, body = await asyncio.to_thread(fetch, f"http://127.0.0.1:{port}/index.html")
+        assert status == 200 and body.startswith("served-by-")
+    finally:
+        await cz.kill(cid, 0)
+        await cz.remove(cid)
+
+
+@pytest.mark.parametrize("user", ["nobody", "root"])
+async def test_a_bridge_task_is_reached_through_its_mapped_host_port(cz, mkspec, user):
+    # port 80 of its own network namespace is the task's to bind, without NET_BIND_SERVICE and as any user
+    port = free_port()
+    spec = mkspec(_SERVE.format(port=80), network="bridge", ports=[(port, 80, "tcp")], user=user)
+    cid = await cz.launch(spec)
+    try:
+        status, body = await asyncio.to_thread(fetch, f"http://127.0.0.1:{port}/index.html")
+        assert status == 200 and body.startswith("served-by-")
+    finally:
+        await cz.kill(cid, 0)
+        await cz.remove(cid)
 
 
 async def test_kill_sleeping_task(cz, mkspec):
