@@ -143,6 +143,7 @@ class Agent:
             self._watch(rec)
             if rec.kill_requested:
                 # We may have died between checkpointing the kill and asking podman to stop the container.
+                self._announce_killing(rec)
                 self._stop(rec, rules.kill_grace(rec.spec.kill_grace_seconds))
         log.info("recovered tasks from checkpoint", tasks=len(self.tasks))
 
@@ -471,8 +472,16 @@ class Agent:
             rec.kill_requested = True
             self.checkpoint()
         if rec.container_id is not None:
+            self._announce_killing(rec)
             self._stop(rec, self._grace(rec, grace))
         # else: _launch sees kill_requested once the container exists (or before creating it)
+
+    def _announce_killing(self, rec: TaskRecord) -> None:
+        """As Mesos's command executor: TASK_KILLING when the kill of a running task starts, only to frameworks with
+        the TASK_KILLING_STATE capability, and once (the master re-sends KILLs when the agent re-registers). Then
+        SIGTERM, and SIGKILL after the grace period (_stop)."""
+        if rec.state == TaskState.RUNNING and rules.sends_killing(rec.framework_info):
+            self._status(rec, TaskState.KILLING, source=Source.EXECUTOR)
 
     def _stop(self, rec: TaskRecord, grace: float) -> None:
         key = (rec.framework_id, rec.spec.task_id)

@@ -102,12 +102,22 @@ def container_limits(cpus: float | None, mem_mb: float | None) -> tuple[float, f
             DEFAULT_MEM_MB if mem_mb is None or mem_mb == 0 else mem_mb)
 
 
-def partition_aware(framework_info: Any) -> bool:
-    """Whether a LAUNCH's framework_info declares PARTITION_AWARE (as a list of names or of {"type": name})."""
+def has_capability(framework_info: Any, name: str) -> bool:
+    """Whether a LAUNCH's framework_info declares a capability (as a list of names or of {"type": name})."""
     caps = framework_info.get("capabilities") if isinstance(framework_info, dict) else None
     if not isinstance(caps, list):
         return False
-    return any(c == "PARTITION_AWARE" or (isinstance(c, dict) and c.get("type") == "PARTITION_AWARE") for c in caps)
+    return any(c == name or (isinstance(c, dict) and c.get("type") == name) for c in caps)
+
+
+def partition_aware(framework_info: Any) -> bool:
+    return has_capability(framework_info, "PARTITION_AWARE")
+
+
+def sends_killing(framework_info: Any) -> bool:
+    """Mesos's command executor sends TASK_KILLING when a kill starts only to a framework with the
+    TASK_KILLING_STATE capability (the others see TASK_RUNNING until the terminal update)."""
+    return has_capability(framework_info, "TASK_KILLING_STATE")
 
 
 # ---- networking ---------------------------------------------------------------------------------------------------

@@ -448,3 +448,29 @@ async def test_the_agent_refuses_a_port_mapping_it_was_not_given_whatever_the_ma
     assert agent.containerizer.launched == []
     [st] = agent.tasks[("F", "t1")].unacked
     assert (st.state, st.reason) == ("TASK_ERROR", "REASON_TASK_INVALID") and says in st.message
+
+
+@pytest.mark.parametrize("caps, seen", [
+    ([{"type": "TASK_KILLING_STATE"}], ["TASK_STARTING", "TASK_RUNNING", "TASK_KILLING", "TASK_KILLED"]),
+    (["TASK_KILLING_STATE", "PARTITION_AWARE"], ["TASK_STARTING", "TASK_RUNNING", "TASK_KILLING", "TASK_KILLED"]),
+    ([{"type": "PARTITION_AWARE"}], ["TASK_STARTING", "TASK_RUNNING", "TASK_KILLED"]),
+    ([], ["TASK_STARTING", "TASK_RUNNING", "TASK_KILLED"]),
+])
+async def test_task_killing_goes_only_to_frameworks_with_the_capability(agent, caps, seen):
+    info = {"name": "fw", "user": "root", "capabilities": caps}
+    await agent._on_message("m", launch_msg("F", "t1", "sleep 100", info=info, kill_grace_seconds=7.0))
+    await settle(agent)
+    for _ in range(2):  # the master re-sends KILLs (re-registration): one TASK_KILLING, one stop
+        await agent._on_message("m", {"type": "KILL", "kill": {"framework_id": "F", "task_id": "t1"}})
+    await asyncio.sleep(0.05)
+    assert states(agent, "F", "t1") == seen
+    assert agent.containerizer.kills == [("cid-1", 7.0)]  # the task's kill policy
+
+
+async def test_a_kill_before_the_container_exists_is_killed_without_killing(agent):
+    info = {"name": "fw", "user": "root", "capabilities": ["TASK_KILLING_STATE"]}
+    await agent._on_message("m", launch_msg("F", "t1", "sleep 100", info=info))
+    await agent._on_message("m", {"type": "KILL", "kill": {"framework_id": "F", "task_id": "t1"}})
+    await settle(agent)
+    await asyncio.sleep(0.05)
+    assert "TASK_KILLING" not in states(agent, "F", "t1") and states(agent, "F", "t1")[-1] == "TASK_KILLED"

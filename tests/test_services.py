@@ -1,6 +1,7 @@
 """Tasks as services, on a real cluster (master replicas, agents, Podman; no mocks), through the v1 scheduler API:
 networking and ports (a task serves on its offered host port, or behind a bridge port mapping; a mapping of a port
-it was not offered is a TASK_ERROR). docs/services.md."""
+it was not offered is a TASK_ERROR) and the kill policy (SIGTERM, the grace period, then SIGKILL; TASK_KILLING only
+for frameworks with TASK_KILLING_STATE). docs/services.md."""
 
 from __future__ import annotations
 
@@ -161,3 +162,49 @@ async def test_a_task_mapping_a_port_it_was_not_offered_gets_task_error(subscrib
     st = await _update(s, "sneaky")
     assert (st["state"], st["reason"], st["source"]) == ("TASK_ERROR", "REASON_TASK_INVALID", "SOURCE_MASTER")
     assert "Task maps host port 8, which is not in its 'ports' resources" in st["message"]
+
+
+# ---- the kill policy -----------------------------------------------------------------------------------------------
+
+# Traps SIGTERM (writes a marker) and keeps running: only the SIGKILL after the grace period ends it.
+_STUBBORN = ("trap 'echo TERM > got-sigterm' TERM; echo up > started; "
+             "while true; do [ -f got-sigterm ] && echo alive > alive-after-sigterm; sleep 0.1; done")
+
+
+@pytest.mark.parametrize("caps, states", [
+    ([{"type": "TASK_KILLING_STATE"}], ["TASK_KILLING", "TASK_KILLED"]),
+    ([], ["TASK_KILLED"]),  # never TASK_KILLING
+])
+async def test_a_kill_sends_sigterm_then_sigkill_after_the_grace_period(cluster, subscribe, caps, states):
+    s = await subscribe(capabilities=caps)
+    offer = (await s.offers())[0]
+    # the task's own kill policy (1 s), which the KILL below overrides (2 s)
+    await _launch(s, offer, _task("stubborn", offer, _STUBBORN,
+                                  kill_policy={"grace_period": {"nanoseconds": 1_000_000_000}}))
+    assert await _until(s, "stubborn", "TASK_RUNNING") == ["TASK_STARTING", "TASK_RUNNING"]
+    sandbox = _sandbox(cluster, offer, s.framework_id, "stubborn")
+    await _wait_file(sandbox / "started")  # the trap is set
+    r = await s.call("KILL", {"task_id": {"value": "stubborn"}, "agent_id": offer["agent_id"],
+                              "kill_policy": {"grace_period": {"nanoseconds": 2_000_000_000}}})
+    assert r.status == 202, r
+    assert await _until(s, "stubborn", "TASK_KILLED") == states
+    # SIGTERM came first, the task lived on after it, and something it cannot trap (SIGKILL) ended it
+    assert (sandbox / "got-sigterm").read_text().strip() == "TERM"
+    assert (sandbox / "alive-after-sigterm").exists()
+
+
+async def test_a_task_that_obeys_sigterm_is_killed_by_it(cluster, subscribe):
+    s = await subscribe(capabilities=[{"type": "TASK_KILLING_STATE"}])
+    offer = (await s.offers())[0]
+    polite = "trap 'echo TERM > got-sigterm; exit 0' TERM; echo up > started; while true; do sleep 0.1; done"
+    await _launch(s, offer, _task("polite", offer, polite,
+                                  kill_policy={"grace_period": {"nanoseconds": 30_000_000_000}}))
+    assert await _until(s, "polite", "TASK_RUNNING") == ["TASK_STARTING", "TASK_RUNNING"]
+    sandbox = _sandbox(cluster, offer, s.framework_id, "polite")
+    await _wait_file(sandbox / "started")
+    assert (await s.call("KILL", {"task_id": {"value": "polite"}})).status == 202
+    st = await _update(s, "polite")
+    assert st["state"] == "TASK_KILLING" and st["source"] == "SOURCE_EXECUTOR"
+    st = await _update(s, "polite")
+    assert st["state"] == "TASK_KILLED"
+    assert (sandbox / "got-sigterm").read_text().strip() == "TERM"
