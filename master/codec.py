@@ -1117,6 +1117,24 @@ def offer_out(offer_id: str, framework_id: str, agent_id: str, hostname: str, ag
     return d
 
 
+def container_out(spec: ev.TaskSpec) -> dict | None:
+    """A task's ContainerInfo as Mesos renders it in state and the operator API: its image, network and port
+    mappings (DOCKER-style when it names an image, else MESOS with one unnamed NetworkInfo); None for a task that
+    asked for neither."""
+    maps = [{"host_port": m.host_port, "container_port": m.container_port, "protocol": m.protocol}
+            for m in spec.port_mappings]
+    if spec.image:
+        docker: dict = {"image": spec.image, "network": spec.network or "HOST", "privileged": False}
+        if maps:
+            docker["port_mappings"] = maps
+        return {"type": "DOCKER", "docker": docker}
+    if spec.network is None and not maps:
+        return None
+    if spec.network == "NONE":  # only a DOCKER container (with an image) asks for it
+        return {"type": "MESOS"}
+    return {"type": "MESOS", "network_infos": [{"port_mappings": maps} if maps else {}]}
+
+
 def ev_offers(offers: list[dict]) -> dict:
     return {"type": "OFFERS", "offers": {"offers": offers}}
 

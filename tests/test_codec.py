@@ -778,3 +778,22 @@ def test_refuse_seconds_as_mesos_takes_them(raw, want):
     """A filter of Infinity is capped (master.allocator.effective_refuse_seconds: 365 days) and NaN is the default
     filter, as in Mesos: never a 400, which a pymesos driver takes as fatal."""
     assert codec.parse_refuse_seconds({"refuse_seconds": raw}) == want
+
+
+@pytest.mark.parametrize("container, out", [
+    (None, None),
+    (_docker(), {"type": "DOCKER", "docker": {"image": "a", "network": "HOST", "privileged": False}}),
+    (_docker(network="BRIDGE", port_mappings=[{"host_port": 31000, "container_port": 80}]),
+     {"type": "DOCKER", "docker": {"image": "a", "network": "BRIDGE", "privileged": False,
+                                   "port_mappings": [{"host_port": 31000, "container_port": 80, "protocol": "tcp"}]}}),
+    ({"type": "MESOS", "network_infos": [{"port_mappings": [{"host_port": 31001, "container_port": 53,
+                                                             "protocol": "udp"}]}]},
+     {"type": "MESOS", "network_infos": [{"port_mappings": [{"host_port": 31001, "container_port": 53,
+                                                             "protocol": "udp"}]}]}),
+])
+def test_a_tasks_container_is_rendered_as_mesos_does(container, out):
+    spec = codec.parse_task_info(task_info(container=container, resources=[scalar("cpus", 1), PORTS]), "task")
+    assert codec.container_out(spec) == out
+    if out is not None:  # and it parses back to the same network
+        again = codec.parse_task_info(task_info(container=out, resources=[scalar("cpus", 1), PORTS]), "task")
+        assert (again.network, again.port_mappings) == (spec.network, spec.port_mappings)

@@ -133,7 +133,7 @@ async def test_a_task_serves_on_its_offered_port_on_the_hosts_network(subscribe)
 
 
 @pytest.mark.parametrize("how", ["docker", "network_infos"])
-async def test_a_bridge_task_is_reached_through_its_offered_host_port(subscribe, how):
+async def test_a_bridge_task_is_reached_through_its_offered_host_port(cluster, subscribe, how):
     s = await subscribe()
     offer = (await s.offers())[0]
     port = _port_in(offer)
@@ -148,6 +148,12 @@ async def test_a_bridge_task_is_reached_through_its_offered_host_port(subscribe,
     assert await _until(s, "web", "TASK_RUNNING") == ["TASK_STARTING", "TASK_RUNNING"]
     status, body = await asyncio.to_thread(fetch, f"http://127.0.0.1:{port}/index.html")
     assert (status, body.strip()) == (200, f"bridge-{how}")
+    # the state shows the task's network as Mesos renders a ContainerInfo
+    state = await asyncio.to_thread(cluster.state)
+    [task] = [t for f in state["frameworks"] if f["id"] == s.framework_id for t in f["tasks"]]
+    shown = task["container"]["docker"]["port_mappings"] if how == "docker" else \
+        task["container"]["network_infos"][0]["port_mappings"]
+    assert shown == mapping
     assert (await s.call("KILL", {"task_id": {"value": "web"}})).status == 202
     assert (await _until(s, "web", "TASK_KILLED"))[-1] == "TASK_KILLED"
 
