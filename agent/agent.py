@@ -144,7 +144,7 @@ class Agent:
             if rec.kill_requested:
                 # We may have died between checkpointing the kill and asking podman to stop the container.
                 self._announce_killing(rec)
-                self._stop(rec, rules.kill_grace(rec.spec.kill_grace_seconds))
+                self._stop(rec, self._grace(rec))
         log.info("recovered tasks from checkpoint", tasks=len(self.tasks))
 
     # ---- the agent's own endpoints --------------------------------------------------------------------
@@ -336,8 +336,9 @@ class Agent:
         unique = raw if rec.launch_id is None else f"{raw}/{rec.launch_id}"
         return f"drover-{clean}-{hashlib.sha1(unique.encode()).hexdigest()[:8]}"
 
-    def _grace(self, rec: TaskRecord, requested: object = None) -> float:
-        return rules.kill_grace(requested, rec.spec.kill_grace_seconds)
+    def _grace(self, rec: TaskRecord) -> float:
+        """The grace period of the task's kill: the latest KILL's own, else the task's kill policy, else 3 s."""
+        return rules.kill_grace(rec.kill_grace_seconds, rec.spec.kill_grace_seconds)
 
     def _killed_before_launch(self, rec: TaskRecord) -> None:
         self._status(rec, TaskState.KILLED, reason=Reason.TASK_KILLED_DURING_LAUNCH,
@@ -468,12 +469,14 @@ class Agent:
             # Not ours (any more): maybe a container we lost track of; make sure it is gone.
             self._spawn(self._kill_strays(framework_id, task_id, rules.kill_grace(grace)))
             return
-        if not rec.kill_requested:
+        own = rules.kill_grace(grace) if rules.is_grace(grace) else None
+        if not rec.kill_requested or (own is not None and own != rec.kill_grace_seconds):
             rec.kill_requested = True
+            rec.kill_grace_seconds = own if own is not None else rec.kill_grace_seconds
             self.checkpoint()
         if rec.container_id is not None:
             self._announce_killing(rec)
-            self._stop(rec, self._grace(rec, grace))
+            self._stop(rec, self._grace(rec))
         # else: _launch sees kill_requested once the container exists (or before creating it)
 
     def _announce_killing(self, rec: TaskRecord) -> None:

@@ -84,6 +84,11 @@ def _number(v: Any) -> float | None:
     return None if math.isnan(v) else v
 
 
+def is_grace(v: Any) -> bool:
+    """Whether a KILL's `grace_seconds` counts (a number, not NaN): kill_grace would take it."""
+    return _number(v) is not None
+
+
 def kill_grace(*candidates: Any) -> float:
     """The grace period of a kill: the first candidate that is a number (a KILL's own `grace_seconds`, then the
     task's `kill_grace_seconds`), else DEFAULT_KILL_GRACE_SECONDS; negative (-inf included) counts as 0, above

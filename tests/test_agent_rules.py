@@ -474,3 +474,19 @@ async def test_a_kill_before_the_container_exists_is_killed_without_killing(agen
     await settle(agent)
     await asyncio.sleep(0.05)
     assert "TASK_KILLING" not in states(agent, "F", "t1") and states(agent, "F", "t1")[-1] == "TASK_KILLED"
+
+
+async def test_a_kills_own_grace_period_is_checkpointed_and_outlives_a_restart(agent):
+    await agent._on_message("m", launch_msg("F", "t1", "sleep 100", kill_grace_seconds=7.0))
+    await settle(agent)
+    await agent._on_message("m", {"type": "KILL", "kill": {"framework_id": "F", "task_id": "t1",
+                                                           "grace_seconds": 5.0}})
+    await asyncio.sleep(0.05)
+    assert agent.containerizer.kills == [("cid-1", 5.0)]  # the KILL's kill_policy overrides the task's
+    # a re-sent KILL without one (the master re-sends the grace it recorded, but a NaN or none must not reset it)
+    await agent._on_message("m", {"type": "KILL", "kill": {"framework_id": "F", "task_id": "t1",
+                                                           "grace_seconds": float("nan")}})
+    assert agent._grace(agent.tasks[("F", "t1")]) == 5.0
+    again = Agent(agent.config)  # an agent restart reads the checkpoint: a resumed kill keeps the KILL's grace
+    rec = again.tasks[("F", "t1")]
+    assert (rec.kill_requested, rec.kill_grace_seconds, again._grace(rec)) == (True, 5.0, 5.0)
