@@ -17,6 +17,7 @@ import base64
 import contextlib
 import hashlib
 import json
+import math
 import re
 import signal
 import socket
@@ -90,6 +91,7 @@ class Agent:
         self._watchers: dict[tuple[str, str], asyncio.Task] = {}
         self._killed_by_us: set[tuple[str, str]] = set()
         self._stopping: dict[tuple[str, str], asyncio.Task] = {}
+        self._sigkill_by: dict[tuple[str, str], float] = {}  # loop time by which a stopping task gets SIGKILL
         self._resend_all = False
         self._silence_timeout = 60.0  # until REGISTERED tells us the master's heartbeat interval
         self._ping_interval = 5.0  # REGISTERED tells us the leader's (its --agent-ping-timeout)
@@ -489,11 +491,30 @@ class Agent:
     def _stop(self, rec: TaskRecord, grace: float) -> None:
         key = (rec.framework_id, rec.spec.task_id)
         self._killed_by_us.add(key)
+        now = asyncio.get_running_loop().time()
         if key in self._stopping:
-            return  # already on it (the master re-sends KILLs on re-registration)
+            # Already on it (the master re-sends KILLs on re-registration). As Mesos's command executor: a later
+            # KILL whose grace period ends sooner brings the SIGKILL forward; one that ends later changes nothing.
+            if now + grace < self._sigkill_by.get(key, math.inf):
+                self._sigkill_by[key] = now + grace
+                self._spawn(self._escalate(rec, grace))
+            return
+        self._sigkill_by[key] = now + grace
         task = asyncio.create_task(self._stop_container(rec, grace))
         self._stopping[key] = task
-        task.add_done_callback(lambda _t: self._stopping.pop(key, None))
+
+        def done(_t: asyncio.Task) -> None:
+            self._stopping.pop(key, None)
+            self._sigkill_by.pop(key, None)
+
+        task.add_done_callback(done)
+
+    async def _escalate(self, rec: TaskRecord, grace: float) -> None:
+        """SIGKILL (podman stop with no grace) after `grace` seconds, unless the task has ended by then."""
+        await asyncio.sleep(grace)
+        if not rec.terminal_sent:
+            await _with_backoff(lambda: self.containerizer.kill(rec.container_id, 0.0), "kill failed; retrying",
+                                rec.spec.task_id, go_on=lambda: not rec.terminal_sent)
 
     async def _stop_container(self, rec: TaskRecord, grace: float) -> None:
         await _with_backoff(lambda: self.containerizer.kill(rec.container_id, grace), "kill failed; retrying",

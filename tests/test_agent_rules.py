@@ -490,3 +490,35 @@ async def test_a_kills_own_grace_period_is_checkpointed_and_outlives_a_restart(a
     again = Agent(agent.config)  # an agent restart reads the checkpoint: a resumed kill keeps the KILL's grace
     rec = again.tasks[("F", "t1")]
     assert (rec.kill_requested, rec.kill_grace_seconds, again._grace(rec)) == (True, 5.0, 5.0)
+
+
+class StoppingContainerizer(FakeContainerizer):
+    """podman stop's shape: a kill with a grace period returns once the container has ended, and the container
+    (a task that traps SIGTERM) only ends at a kill without one (SIGKILL)."""
+
+    async def kill(self, cid: str, grace: float) -> None:
+        self.kills.append((cid, grace))
+        if grace == 0:
+            if not self.ends[cid].done():
+                self.exit(cid, 137)
+            return
+        await asyncio.shield(self.ends[cid])
+
+
+async def test_a_later_kill_with_a_shorter_grace_brings_the_sigkill_forward(agent):
+    agent.containerizer = StoppingContainerizer()
+    await agent._on_message("m", launch_msg("F", "t1", "sleep 100"))
+    await settle(agent)
+    kill = {"type": "KILL", "kill": {"framework_id": "F", "task_id": "t1", "grace_seconds": 600.0}}
+    await agent._on_message("m", kill)
+    await asyncio.sleep(0.05)
+    assert agent.containerizer.kills == [("cid-1", 600.0)] and states(agent, "F", "t1")[-1] == "TASK_RUNNING"
+    await agent._on_message("m", kill)  # a re-sent KILL, same grace: nothing new
+    await agent._on_message("m", {"type": "KILL", "kill": {"framework_id": "F", "task_id": "t1",
+                                                           "grace_seconds": 0.05}})
+    for _ in range(100):
+        if states(agent, "F", "t1")[-1] == "TASK_KILLED":
+            break
+        await asyncio.sleep(0.02)
+    assert agent.containerizer.kills == [("cid-1", 600.0), ("cid-1", 0.0)]
+    assert states(agent, "F", "t1")[-1] == "TASK_KILLED"

@@ -163,6 +163,27 @@ async def test_a_bridge_task_is_reached_through_its_mapped_host_port(cz, mkspec,
         await cz.remove(cid)
 
 
+async def test_a_kill_without_grace_ends_a_stop_still_in_its_grace_period(cz, mkspec):
+    # what the agent does when a later KILL's grace period ends sooner (the task traps SIGTERM and lives on)
+    spec = mkspec("trap 'echo TERM > got-sigterm' TERM; echo up > started; while true; do sleep 0.1; done")
+    cid = await cz.launch(spec)
+    for _ in range(300):
+        if (spec.sandbox_dir / "started").exists():
+            break
+        await asyncio.sleep(0.1)
+    long_stop = asyncio.create_task(cz.kill(cid, 600))
+    for _ in range(300):
+        if (spec.sandbox_dir / "got-sigterm").exists():
+            break
+        await asyncio.sleep(0.1)
+    assert (await cz.inspect(cid)).status in ("running", "stopping")  # it trapped SIGTERM: still there
+    await cz.kill(cid, 0)
+    st = await asyncio.wait_for(cz.wait(cid), 30)
+    assert st.status == "exited" and st.exit_code == 137  # SIGKILL
+    await asyncio.wait_for(long_stop, 30)  # the first stop returns too
+    await cz.remove(cid)
+
+
 async def test_kill_sleeping_task(cz, mkspec):
     spec = mkspec("sleep 100")
     cid = await cz.launch(spec)

@@ -214,3 +214,19 @@ async def test_a_task_that_obeys_sigterm_is_killed_by_it(cluster, subscribe):
     st = await _update(s, "polite")
     assert st["state"] == "TASK_KILLED"
     assert (sandbox / "got-sigterm").read_text().strip() == "TERM"
+
+
+async def test_a_later_kill_with_a_shorter_grace_period_brings_the_sigkill_forward(cluster, subscribe):
+    s = await subscribe(capabilities=[{"type": "TASK_KILLING_STATE"}])
+    offer = (await s.offers())[0]
+    await _launch(s, offer, _task("stubborn", offer, _STUBBORN))
+    assert await _until(s, "stubborn", "TASK_RUNNING") == ["TASK_STARTING", "TASK_RUNNING"]
+    sandbox = _sandbox(cluster, offer, s.framework_id, "stubborn")
+    await _wait_file(sandbox / "started")
+    hour = {"grace_period": {"nanoseconds": 3600 * 10**9}}  # the agent bounds it to 600 s
+    assert (await s.call("KILL", {"task_id": {"value": "stubborn"}, "kill_policy": hour})).status == 202
+    assert (await _update(s, "stubborn"))["state"] == "TASK_KILLING"
+    await _wait_file(sandbox / "alive-after-sigterm")  # it trapped SIGTERM and lives on
+    now = {"grace_period": {"nanoseconds": 0}}
+    assert (await s.call("KILL", {"task_id": {"value": "stubborn"}, "kill_policy": now})).status == 202
+    assert await _until(s, "stubborn", "TASK_KILLED") == ["TASK_KILLED"]  # no second TASK_KILLING
