@@ -17,6 +17,7 @@ import base64
 import contextlib
 import hashlib
 import json
+import math
 import re
 import signal
 import socket
@@ -104,6 +105,7 @@ class Agent:
         self._watchers: dict[tuple[str, str], asyncio.Task] = {}
         self._killed_by_us: set[tuple[str, str]] = set()
         self._stopping: dict[tuple[str, str], asyncio.Task] = {}
+        self._sigkill_by: dict[tuple[str, str], float] = {}  # loop time by which a stopping task gets SIGKILL
         self._resend_all = False
         self._silence_timeout = 60.0  # until REGISTERED tells us the master's heartbeat interval
         self._ping_interval = 5.0  # REGISTERED tells us the leader's (its --agent-ping-timeout)
@@ -157,7 +159,8 @@ class Agent:
             self._watch(rec)
             if rec.kill_requested:
                 # We may have died between checkpointing the kill and asking podman to stop the container.
-                self._stop(rec, rules.kill_grace(rec.spec.kill_grace_seconds))
+                self._announce_killing(rec)
+                self._stop(rec, self._grace(rec))
         log.info("recovered tasks from checkpoint", tasks=len(self.tasks))
 
     # ---- the agent's own endpoints --------------------------------------------------------------------
@@ -297,6 +300,9 @@ class Agent:
             spec = msgspec.convert(task, ev.TaskSpec)
         except msgspec.ValidationError as e:
             problem = problem or f"Invalid task: {e}"
+        if spec is not None:
+            problem = problem or rules.ports_problem(
+                spec.resources, spec.network, ((m.host_port, m.protocol) for m in spec.port_mappings))
         existing = self.tasks.get(key)
         if existing is not None:
             if existing.refused or (problem is None and existing.spec == spec):
@@ -346,8 +352,9 @@ class Agent:
         unique = raw if rec.launch_id is None else f"{raw}/{rec.launch_id}"
         return f"drover-{clean}-{hashlib.sha1(unique.encode()).hexdigest()[:8]}"
 
-    def _grace(self, rec: TaskRecord, requested: object = None) -> float:
-        return rules.kill_grace(requested, rec.spec.kill_grace_seconds)
+    def _grace(self, rec: TaskRecord) -> float:
+        """The grace period of the task's kill: the latest KILL's own, else the task's kill policy, else 3 s."""
+        return rules.kill_grace(rec.kill_grace_seconds, rec.spec.kill_grace_seconds)
 
     def _killed_before_launch(self, rec: TaskRecord) -> None:
         self._status(rec, TaskState.KILLED, reason=Reason.TASK_KILLED_DURING_LAUNCH,
@@ -399,7 +406,9 @@ class Agent:
                          message=f"Cannot create the task's sandbox {sandbox or self.config.work_dir}: "
                                  f"{e.strerror or e}")
             return
-        env = {v.key: v.value for v in rec.spec.command.env}
+        # Marathon's PORT0..n/PORT/PORTS first: the framework's own variables win, the MESOS_* ones are the agent's.
+        env = rules.port_environment(rec.spec.resources)
+        env.update({v.key: v.value for v in rec.spec.command.env})
         env.update({"MESOS_TASK_ID": rec.spec.task_id, "MESOS_FRAMEWORK_ID": rec.framework_id,
                     "MESOS_AGENT_ID": self.cp.agent_id or ""})
         spec = ContainerSpec(
@@ -410,6 +419,8 @@ class Agent:
             labels={"drover.agent": self.cp.agent_id or "", "drover.framework": rec.framework_id,
                     "drover.task": rec.spec.task_id},
             sandbox_dir=sandbox, user=user, pids_limit=self.config.task_pids_limit,
+            network=rules.network_mode(rec.spec.network),
+            ports=[(m.host_port, m.container_port, m.protocol) for m in rec.spec.port_mappings],
         )
         try:
             self.containerizer.validate(spec)  # the task's own fault: no waiting for podman would help
@@ -491,21 +502,50 @@ class Agent:
             # Not ours (any more): maybe a container we lost track of; make sure it is gone.
             self._spawn(self._kill_strays(framework_id, task_id, rules.kill_grace(grace)))
             return
-        if not rec.kill_requested:
+        own = rules.kill_grace(grace) if rules.is_grace(grace) else None
+        if not rec.kill_requested or (own is not None and own != rec.kill_grace_seconds):
             rec.kill_requested = True
+            rec.kill_grace_seconds = own if own is not None else rec.kill_grace_seconds
             self.checkpoint()
         if rec.container_id is not None:
-            self._stop(rec, self._grace(rec, grace))
+            self._announce_killing(rec)
+            self._stop(rec, self._grace(rec))
         # else: _launch sees kill_requested once the container exists (or before creating it)
+
+    def _announce_killing(self, rec: TaskRecord) -> None:
+        """As Mesos's command executor: TASK_KILLING when the kill of a running task starts, only to frameworks with
+        the TASK_KILLING_STATE capability, and once (the master re-sends KILLs when the agent re-registers). Then
+        SIGTERM, and SIGKILL after the grace period (_stop)."""
+        if rec.state == TaskState.RUNNING and rules.sends_killing(rec.framework_info):
+            self._status(rec, TaskState.KILLING, source=Source.EXECUTOR)
 
     def _stop(self, rec: TaskRecord, grace: float) -> None:
         key = (rec.framework_id, rec.spec.task_id)
         self._killed_by_us.add(key)
+        now = asyncio.get_running_loop().time()
         if key in self._stopping:
-            return  # already on it (the master re-sends KILLs on re-registration)
+            # Already on it (the master re-sends KILLs on re-registration). As Mesos's command executor: a later
+            # KILL whose grace period ends sooner brings the SIGKILL forward; one that ends later changes nothing.
+            if now + grace < self._sigkill_by.get(key, math.inf):
+                self._sigkill_by[key] = now + grace
+                self._spawn(self._escalate(rec, grace))
+            return
+        self._sigkill_by[key] = now + grace
         task = asyncio.create_task(self._stop_container(rec, grace))
         self._stopping[key] = task
-        task.add_done_callback(lambda _t: self._stopping.pop(key, None))
+
+        def done(_t: asyncio.Task) -> None:
+            self._stopping.pop(key, None)
+            self._sigkill_by.pop(key, None)
+
+        task.add_done_callback(done)
+
+    async def _escalate(self, rec: TaskRecord, grace: float) -> None:
+        """SIGKILL (podman stop with no grace) after `grace` seconds, unless the task has ended by then."""
+        await asyncio.sleep(grace)
+        if not rec.terminal_sent:
+            await _with_backoff(lambda: self.containerizer.kill(rec.container_id, 0.0), "kill failed; retrying",
+                                rec.spec.task_id, go_on=lambda: not rec.terminal_sent)
 
     async def _stop_container(self, rec: TaskRecord, grace: float) -> None:
         await _with_backoff(lambda: self.containerizer.kill(rec.container_id, grace), "kill failed; retrying",

@@ -21,6 +21,9 @@ class TaskRecord(msgspec.Struct, omit_defaults=True):
     container_id: str | None = None
     state: str = "TASK_STAGING"
     kill_requested: bool = False
+    # The latest KILL's own grace period (its kill_policy), bounded (rules.kill_grace): a kill that waits for the
+    # container to exist, or is resumed after an agent restart, still uses it. None: the task's own.
+    kill_grace_seconds: float | None = None
     terminal_sent: bool = False  # a terminal update was queued: the task needs nothing more
     unacked: list[ev.TaskStatus] = msgspec.field(default_factory=list)  # in order; the head is in flight
     # Chosen when the agent accepts the launch; part of the container's name, so a task ID reused after the agent

@@ -53,7 +53,7 @@ import tarfile
 import threading
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, TypeVar
@@ -104,6 +104,8 @@ _ACCOUNTS_CACHE = 64  # images whose account files are remembered
 # containers removes a probe an agent died with, and nothing counts it as the task's), plus this one.
 PROBE_LABEL = "drover.probe"
 _TASK_LABELS = ("drover.framework", "drover.task")
+_NETWORK_MODES = ("host", "bridge", "none")
+_PROTOCOLS = ("tcp", "udp", "sctp")
 _SAFETY_POLL = 30.0  # seconds: re-inspect waiters even without an event
 
 
@@ -119,7 +121,8 @@ class ContainerSpec:
     mem_mb: float | None  # None: rules.DEFAULT_MEM_MB
     labels: dict[str, str]
     sandbox_dir: Path
-    network: str = "none"
+    network: str = "none"  # podman's network mode: "host", "bridge" or "none" (the agent sets it per task)
+    ports: list[tuple[int, int, str]] = field(default_factory=list)  # (host, container, protocol); bridge only
     user: str | None = None  # a user name or uid of the image (user_problem); None: the image's USER, else root
     pids_limit: int = rules.DEFAULT_TASK_PIDS_LIMIT
 
@@ -394,8 +397,6 @@ class PodmanContainerizer:
     def _validate(self, spec: ContainerSpec) -> None:
         if not spec.name or not _NAME_RE.match(spec.name):
             raise ContainerLaunchError(f"invalid container name {spec.name!r}: use [a-zA-Z0-9][a-zA-Z0-9_.-]*")
-        if spec.network not in ("none", "host"):
-            raise ContainerLaunchError(f"unsupported network mode {spec.network!r} (supported: none, host)")
         cpus, mem_mb = rules.container_limits(spec.cpus, spec.mem_mb)
         if not (cpus > 0 and math.isfinite(cpus)):
             raise ContainerLaunchError(f"invalid cpus {cpus!r}: must be > 0")
@@ -406,6 +407,15 @@ class PodmanContainerizer:
             raise ContainerLaunchError(f"sandbox dir must be an absolute path, got {str(spec.sandbox_dir)!r}")
         if spec.user is not None and (why := user_problem(spec.user, "The task's user")) is not None:
             raise ContainerLaunchError(why)
+        if spec.network not in _NETWORK_MODES:
+            raise ContainerLaunchError(f"invalid network mode {spec.network!r}: must be one of "
+                                       f"{', '.join(_NETWORK_MODES)}")
+        if spec.ports and spec.network != "bridge":
+            raise ContainerLaunchError("port mappings are only supported for the bridge network")
+        for host, cont, proto in spec.ports:
+            if not all(isinstance(p, int) and not isinstance(p, bool) and 1 <= p <= 65535 for p in (host, cont)) \
+                    or proto not in _PROTOCOLS:
+                raise ContainerLaunchError(f"invalid port mapping {(host, cont, proto)!r}")
         if isinstance(spec.pids_limit, bool) or not isinstance(spec.pids_limit, int) \
                 or not rules.MIN_TASK_PIDS_LIMIT <= spec.pids_limit <= rules.MAX_TASK_PIDS_LIMIT:
             raise ContainerLaunchError(f"invalid pids limit {spec.pids_limit!r}: must be an integer in "
@@ -472,6 +482,15 @@ class PodmanContainerizer:
             no_new_privileges=True,  # podman-py's security_opt would go to SELinux options: not this
             pids_limit=spec.pids_limit,
         )
+        if spec.network != "host":
+            # A network namespace of its own: any port of it is the task's to bind, as Docker (20.10+) sets too.
+            # Host ports stay privileged (host networking gets no NET_BIND_SERVICE: rules.task_capabilities).
+            kwargs["sysctls"] = {"net.ipv4.ip_unprivileged_port_start": "0"}
+        if spec.ports:
+            published: dict[str, list[int]] = {}
+            for host, cont, proto in spec.ports:
+                published.setdefault(f"{cont}/{proto}", []).append(host)
+            kwargs["ports"] = published
         # Always limited: a spec without cpus/mem gets the defaults (rules.container_limits).
         cpus, mem_mb = rules.container_limits(spec.cpus, spec.mem_mb)
         # nano_cpus is silently dropped by podman-py 5.8 -> CFS quota/period

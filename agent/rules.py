@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, Iterable, NamedTuple
 
+from eventstore.resources import Resource, Resources, host_ports_problem
 from eventstore.values import MAX_UID, id_problem, user_problem
 from eventstore.vocab import Reason, Source, TaskState
 
@@ -97,6 +98,11 @@ def _number(v: Any) -> float | None:
     return None if math.isnan(v) else v
 
 
+def is_grace(v: Any) -> bool:
+    """Whether a KILL's `grace_seconds` counts (a number, not NaN): kill_grace would take it."""
+    return _number(v) is not None
+
+
 def kill_grace(*candidates: Any) -> float:
     """The grace period of a kill: the first candidate that is a number (a KILL's own `grace_seconds`, then the
     task's `kill_grace_seconds`), else DEFAULT_KILL_GRACE_SECONDS; negative (-inf included) counts as 0, above
@@ -115,12 +121,70 @@ def container_limits(cpus: float | None, mem_mb: float | None) -> tuple[float, f
             DEFAULT_MEM_MB if mem_mb is None or mem_mb == 0 else mem_mb)
 
 
-def partition_aware(framework_info: Any) -> bool:
-    """Whether a LAUNCH's framework_info declares PARTITION_AWARE (as a list of names or of {"type": name})."""
+def has_capability(framework_info: Any, name: str) -> bool:
+    """Whether a LAUNCH's framework_info declares a capability (as a list of names or of {"type": name})."""
     caps = framework_info.get("capabilities") if isinstance(framework_info, dict) else None
     if not isinstance(caps, list):
         return False
-    return any(c == "PARTITION_AWARE" or (isinstance(c, dict) and c.get("type") == "PARTITION_AWARE") for c in caps)
+    return any(c == name or (isinstance(c, dict) and c.get("type") == name) for c in caps)
+
+
+def partition_aware(framework_info: Any) -> bool:
+    return has_capability(framework_info, "PARTITION_AWARE")
+
+
+def sends_killing(framework_info: Any) -> bool:
+    """Mesos's command executor sends TASK_KILLING when a kill starts only to a framework with the
+    TASK_KILLING_STATE capability (the others see TASK_RUNNING until the terminal update)."""
+    return has_capability(framework_info, "TASK_KILLING_STATE")
+
+
+# ---- networking ---------------------------------------------------------------------------------------------------
+
+# TaskSpec.network -> podman's network mode. None (HOST) is the host's network: Mesos's default without CNI.
+_NETWORK_MODES = {None: "host", "HOST": "host", "BRIDGE": "bridge", "NONE": "none"}
+# PORT0..PORTn: at most this many (a task offered a whole range still gets a bounded environment).
+MAX_PORT_VARIABLES = 1000
+
+
+def ports_problem(resources: Iterable[Resource], network: object,
+                  mappings: Iterable[tuple[int, str]]) -> str | None:
+    """Checked again on the agent (the leader checks it too): a known network, mappings only on BRIDGE, and only
+    host ports of the task's own `ports` resources."""
+    maps = list(mappings)
+    if network not in _NETWORK_MODES:
+        return f"Unknown network {network!r}"
+    if maps and network != "BRIDGE":
+        return "Port mappings are only supported for the BRIDGE network"
+    return host_ports_problem(resources, maps)
+
+
+def network_mode(network: str | None) -> str:
+    return _NETWORK_MODES[network]
+
+
+def host_ports(resources: Iterable[Resource]) -> list[int]:
+    """The task's host ports (its `ports` resources), in ascending order, at most MAX_PORT_VARIABLES."""
+    out: list[int] = []
+    for b, e in Resources(resources).ranges("ports"):
+        for p in range(b, min(e, b + MAX_PORT_VARIABLES - len(out) - 1) + 1):
+            out.append(p)
+        if len(out) >= MAX_PORT_VARIABLES:
+            break
+    return out
+
+
+def port_environment(resources: Iterable[Resource]) -> dict[str, str]:
+    """Marathon's port variables (Mesos's command executor sets none): PORT0..PORTn the task's host ports in
+    ascending order, PORT = PORT0, PORTS all of them comma-separated. A framework's own variable of the same name
+    wins (the agent applies these first)."""
+    ports = host_ports(resources)
+    if not ports:
+        return {}
+    env = {f"PORT{i}": str(p) for i, p in enumerate(ports)}
+    env["PORT"] = str(ports[0])
+    env["PORTS"] = ",".join(str(p) for p in ports)
+    return env
 
 
 def reused_id_state(framework_info: Any) -> str:

@@ -112,6 +112,20 @@ class CommandSpec(msgspec.Struct, omit_defaults=True):
     uris: Annotated[list[FetchURI], msgspec.Meta(max_length=MAX_URIS)] = msgspec.field(default_factory=list)
 
 
+Port = Annotated[int, msgspec.Meta(ge=1, le=65535)]
+# A task's network (docs/services.md, "Networking and ports"): None is the host's network (Mesos's default without
+# CNI), BRIDGE podman's default bridge network with port mappings, NONE a network namespace of its own (loopback).
+Network = Literal["HOST", "BRIDGE", "NONE"]
+
+
+class PortMapping(msgspec.Struct, omit_defaults=True):
+    """A host port (one of the task's `ports` resources) forwarded to a port of the task's container (BRIDGE)."""
+
+    host_port: Port
+    container_port: Port
+    protocol: Literal["tcp", "udp", "sctp"] = "tcp"
+
+
 class TaskSpec(msgspec.Struct, omit_defaults=True):
     """What a framework asked to run, as validated by the leader."""
 
@@ -125,6 +139,8 @@ class TaskSpec(msgspec.Struct, omit_defaults=True):
     kill_grace_seconds: Seconds | None = None
     data: Data | None = None  # base64, passed through
     role: Role = "*"  # the allocation role of the offers it was launched from
+    network: Network | None = None  # None: HOST (the codec records HOST as None, so old specs are unchanged)
+    port_mappings: Annotated[list[PortMapping], _1K] = msgspec.field(default_factory=list)
 
 
 class TaskStatus(msgspec.Struct, omit_defaults=True):

@@ -365,3 +365,18 @@ def resources_problem(items: Iterable[Resource]) -> str | None:
 
 def ranges_count(rs: tuple[tuple[int, int], ...]) -> int:
     return _ranges_count(rs)
+
+
+def host_ports_problem(resources: Iterable[Resource], mapped: Iterable[tuple[int, str]]) -> str | None:
+    """Why a task may not forward these (host port, protocol) pairs, or None: each host port must be one of the
+    task's own `ports` resources (what it was offered and accepted), and a host port is forwarded once per
+    protocol. Checked by the leader's decider and again by the agent."""
+    ranges = Resources(resources).ranges("ports")
+    seen: set[tuple[int, str]] = set()
+    for port, protocol in mapped:
+        if not any(b <= port <= e for b, e in ranges):
+            return f"Task maps host port {port}, which is not in its 'ports' resources"
+        if (port, protocol) in seen:
+            return f"Task maps host port {port}/{protocol} more than once"
+        seen.add((port, protocol))
+    return None

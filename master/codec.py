@@ -800,9 +800,10 @@ def _task_parts(d: object, where: str) -> tuple[str, str, ev.TaskSpec | None, st
         resources, bad_resources = parse_resources(d.get("resources"), f"{where}.resources"), None
     except TaskInvalid as e:
         resources, bad_resources = Resources([]), str(e)
-    image, unsupported_container = None, None
+    image, unsupported_container, net = None, None, _Net()
     if d.get("container") is not None:
-        image, unsupported_container = _container(_obj(d["container"], f"{where}.container"), f"{where}.container")
+        image, unsupported_container, net = _container(_obj(d["container"], f"{where}.container"),
+                                                       f"{where}.container")
     grace = None
     if d.get("kill_policy") is not None:
         wk = f"{where}.kill_policy"
@@ -855,6 +856,10 @@ def _task_parts(d: object, where: str) -> tuple[str, str, ev.TaskSpec | None, st
             return "Non-shell command of task must have a value (the executable)"
         if unsupported_container is not None:
             return unsupported_container
+        if net.problem is not None:
+            return net.problem
+        if len(net.mappings) > MAX_SPEC_LIST:
+            return f"Task has more than {MAX_SPEC_LIST} port mappings"
         if d.get("limits"):
             return _unsupported("limits", "task resource limits; the task's resources are its limits")
         return (_length_problem(name, "Task name", MAX_NAME_LENGTH)
@@ -876,6 +881,7 @@ def _task_parts(d: object, where: str) -> tuple[str, str, ev.TaskSpec | None, st
             task_id=task_id, name=name, agent_id=agent_id, resources=resources.to_list(),
             command=ev.CommandSpec(shell=shell, value=value, arguments=args, env=env, user=user, uris=uris),
             image=image, labels=labels, kill_grace_seconds=grace, data=data,
+            network=net.network, port_mappings=net.mappings,  # type: ignore[arg-type]
         )
     return task_id, agent_id, spec, id_prob, why
 
@@ -914,34 +920,102 @@ def _unsupported(field: str, note: str = "") -> str:
 
 
 _DOCKER_NETWORKS = ("HOST", "BRIDGE", "NONE", "USER")
+_PROTOCOLS = ("tcp", "udp", "sctp")
 
 
-def _container(c: dict, wc: str) -> tuple[str | None, str | None]:
-    """(image, why the container asks for something Drover does not implement, or None)."""
+class _Net(msgspec.Struct):
+    """What a TaskInfo's container asks of the network: the TaskSpec's `network` (None: HOST) and
+    `port_mappings`, or why the task cannot have it (a TASK_ERROR)."""
+
+    network: str | None = None
+    mappings: list[ev.PortMapping] = msgspec.field(default_factory=list)
+    problem: str | None = None
+
+
+def _port_mappings(items: list, where: str) -> tuple[list[ev.PortMapping], str | None]:
+    """Mesos's PortMapping (docker's and NetworkInfo's alike): host_port and container_port (uint32, required),
+    protocol (optional; "tcp" when absent). A port outside [1, 65535] or an unknown protocol is the task's
+    problem (TASK_ERROR); a malformed entry is the call's (400)."""
+    out: list[ev.PortMapping] = []
+    problem = None
+    for i, m in enumerate(items):
+        wm = f"{where}[{i}]"
+        m = _obj(m, wm)
+        host = _int(_required(m.get("host_port"), f"{wm}.host_port"), f"{wm}.host_port", 0, 2**32 - 1)
+        cont = _int(_required(m.get("container_port"), f"{wm}.container_port"), f"{wm}.container_port",
+                    0, 2**32 - 1)
+        proto = (_str(m.get("protocol"), f"{wm}.protocol") or "tcp").lower()
+        if not 1 <= host <= 65535 or not 1 <= cont <= 65535:
+            problem = problem or f"Task's port mapping {i} has a port outside [1, 65535]"
+        elif proto not in _PROTOCOLS:
+            problem = problem or (f"Task's port mapping {i} has protocol '{clip(proto)}': "
+                                  f"only {', '.join(_PROTOCOLS)} are supported")
+        else:
+            out.append(ev.PortMapping(host_port=host, container_port=cont, protocol=proto))  # type: ignore[arg-type]
+    if len(items) > MAX_SPEC_LIST:
+        problem = problem or f"Task has more than {MAX_SPEC_LIST} port mappings"
+    return out, problem
+
+
+def _network_infos(items: list, wc: str) -> tuple[list[ev.PortMapping], str | None]:
+    """`container.network_infos`: Drover has one network besides the host's, podman's default bridge, and no CNI.
+    An entry without a name and with `port_mappings` asks for that bridge; an entry without a name and without
+    mappings is the host's network (as in Mesos, where an unnamed NetworkInfo joins no CNI network). Names (CNI
+    networks), `ip_addresses` and more than one entry are refused. `groups` and `labels` are metadata."""
+    mappings: list[ev.PortMapping] = []
+    problem = None
+    if len(items) > 1:
+        problem = _unsupported("container.network_infos", "more than one network")
+    for i, n in enumerate(items):
+        wn = f"{wc}.network_infos[{i}]"
+        n = _obj(n, wn)
+        if _str(n.get("name"), f"{wn}.name"):
+            problem = problem or _unsupported("container.network_infos",
+                                              "named (CNI) networks; use port_mappings without a name for the "
+                                              "bridge network")
+        if _list(n.get("ip_addresses"), f"{wn}.ip_addresses"):
+            problem = problem or _unsupported("container.network_infos", "ip_addresses")
+        found, why = _port_mappings(_list(n.get("port_mappings"), f"{wn}.port_mappings"), f"{wn}.port_mappings")
+        mappings += found
+        problem = problem or why
+    return mappings, problem
+
+
+def _container(c: dict, wc: str) -> tuple[str | None, str | None, _Net]:
+    """(image, why the container asks for something Drover does not implement or None, its network)."""
     ctype = _str(_required(c.get("type"), f"{wc}.type"), f"{wc}.type")
     image = None
     unsupported = None
-    for field in ("volumes", "network_infos"):
-        if _list(c.get(field), f"{wc}.{field}"):
-            unsupported = unsupported or _unsupported(f"container.{field}")
+    net = _Net()
+    if _list(c.get("volumes"), f"{wc}.volumes"):
+        unsupported = unsupported or _unsupported("container.volumes")
     for field in ("linux_info", "rlimit_info", "tty_info"):
         if _obj(c.get(field), f"{wc}.{field}"):
             unsupported = unsupported or _unsupported(f"container.{field}")
+    info_mappings, net.problem = _network_infos(_list(c.get("network_infos"), f"{wc}.network_infos"), wc)
     if ctype == "DOCKER":
         wd = f"{wc}.docker"
         docker = _obj(c.get("docker"), wd)
         image = _str(docker.get("image"), f"{wd}.image", True)
         network = _str(docker.get("network"), f"{wd}.network")
-        if network in ("BRIDGE", "USER"):  # an unknown name is dropped by stout: the default, HOST
+        if network == "USER":  # an unknown name is dropped by stout: the default, HOST
             unsupported = unsupported or _unsupported(f"container.docker.network {network}",
-                                                      "tasks get no network of their own")
-        if _list(docker.get("port_mappings"), f"{wd}.port_mappings"):
-            unsupported = unsupported or _unsupported("container.docker.port_mappings")
+                                                      "user-defined networks; BRIDGE and HOST are")
+        mappings, why = _port_mappings(_list(docker.get("port_mappings"), f"{wd}.port_mappings"),
+                                       f"{wd}.port_mappings")
+        net.problem = net.problem or why
+        net.mappings = mappings + info_mappings
+        net.network = network if network in ("BRIDGE", "NONE") else None
+        if net.mappings and net.network != "BRIDGE":
+            # Mesos's docker containerizer: port mappings need a bridge (or user-defined) network.
+            net.problem = net.problem or "Port mappings are only supported for the BRIDGE network"
         if _list(docker.get("parameters"), f"{wd}.parameters"):
             unsupported = unsupported or _unsupported("container.docker.parameters")
         if _bool(docker.get("privileged"), f"{wd}.privileged"):
             unsupported = unsupported or _unsupported("container.docker.privileged")
     elif ctype == "MESOS":
+        net.mappings = info_mappings
+        net.network = "BRIDGE" if info_mappings else None
         img = _obj(_obj(c.get("mesos"), f"{wc}.mesos").get("image"), f"{wc}.mesos.image")
         if img:
             itype = _str(img.get("type", "DOCKER"), f"{wc}.mesos.image.type")
@@ -954,7 +1028,7 @@ def _container(c: dict, wc: str) -> tuple[str | None, str | None]:
                 raise CallError(f"{wc}.mesos.image.type: unknown image type '{clip(itype)}'")
     else:
         raise CallError(f"{wc}.type: unknown container type '{clip(ctype)}'")
-    return image, unsupported
+    return image, unsupported, net
 
 
 def decode_uuid(b64: object, where: str = "acknowledge.uuid") -> bytes:
@@ -1071,6 +1145,24 @@ def offer_out(offer_id: str, framework_id: str, agent_id: str, hostname: str, ag
     if multi:
         d["allocation_info"] = {"role": role}
     return d
+
+
+def container_out(spec: ev.TaskSpec) -> dict | None:
+    """A task's ContainerInfo as Mesos renders it in state and the operator API: its image, network and port
+    mappings (DOCKER-style when it names an image, else MESOS with one unnamed NetworkInfo); None for a task that
+    asked for neither."""
+    maps = [{"host_port": m.host_port, "container_port": m.container_port, "protocol": m.protocol}
+            for m in spec.port_mappings]
+    if spec.image:
+        docker: dict = {"image": spec.image, "network": spec.network or "HOST", "privileged": False}
+        if maps:
+            docker["port_mappings"] = maps
+        return {"type": "DOCKER", "docker": docker}
+    if spec.network is None and not maps:
+        return None
+    if spec.network == "NONE":  # only a DOCKER container (with an image) asks for it
+        return {"type": "MESOS"}
+    return {"type": "MESOS", "network_infos": [{"port_mappings": maps} if maps else {}]}
 
 
 def ev_offers(offers: list[dict]) -> dict:

@@ -102,8 +102,8 @@ def task(state: State, t: Task) -> dict:
         d["status_update_state"], d["status_update_uuid"] = last.state, last.uuid
     if spec.labels:
         d["labels"] = codec.labels_out(spec.labels)
-    if spec.image:
-        d["container"] = {"type": "DOCKER", "docker": {"image": spec.image, "network": "HOST", "privileged": False}}
+    if (container := codec.container_out(spec)) is not None:
+        d["container"] = container
     if t.kill_grace_seconds is not None:
         d["kill_policy"] = {"grace_period": {"nanoseconds": int(round(t.kill_grace_seconds * 1e9))}}
     fw = state.frameworks.get(t.framework_id)

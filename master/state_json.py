@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from eventstore.resources import Resource, Resources
-from master.codec import resources_summary
+from master.codec import container_out, resources_summary
 from master.state import Offer, State, Task
 
 
@@ -42,8 +42,8 @@ def _task(t: Task, summaries: _Summaries | None = None) -> dict:
     }
     if t.spec.labels:
         d["labels"] = [{"key": l.key, "value": l.value} for l in t.spec.labels]
-    if t.spec.image:
-        d["container"] = {"type": "DOCKER", "docker": {"image": t.spec.image}}
+    if (container := container_out(t.spec)) is not None:
+        d["container"] = container
     return d
 
 

@@ -14,7 +14,7 @@ import pytest
 from agent import rules
 from agent.agent import Agent, AgentConfig
 from agent.containerizer import ContainerSpec, ContainerState
-from eventstore.resources import Resources
+from eventstore.resources import Resource, Resources
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -396,3 +396,132 @@ async def test_resources_without_cpus_or_mem_leave_the_defaults_to_the_container
     assert (spec.cpus, spec.mem_mb) == (None, None)
     assert rules.container_limits(spec.cpus, spec.mem_mb) == (rules.DEFAULT_CPUS, rules.DEFAULT_MEM_MB)
     assert spec.sandbox_dir == (agent.config.work_dir / "sandboxes" / "F" / "t1").resolve()
+
+
+# ---- networking and the kill policy --------------------------------------------------------------------------------
+
+_PORTS = {"name": "ports", "type": "RANGES", "ranges": [[31000, 31002], [31010, 31010]]}
+_CPUS = {"name": "cpus", "type": "SCALAR", "scalar": 0.5}
+
+
+def test_port_environment_is_marathons():
+    res = [Resource("ports", "RANGES", ranges=((31010, 31010), (31000, 31002)))]
+    assert rules.port_environment(res) == {"PORT0": "31000", "PORT1": "31001", "PORT2": "31002",
+                                           "PORT3": "31010", "PORT": "31000", "PORTS": "31000,31001,31002,31010"}
+    assert rules.port_environment([Resource("cpus", "SCALAR", scalar=1.0)]) == {}
+    huge = rules.port_environment([Resource("ports", "RANGES", ranges=((1, 60000),))])
+    assert len(rules.host_ports([Resource("ports", "RANGES", ranges=((1, 60000),))])) == rules.MAX_PORT_VARIABLES
+    assert huge[f"PORT{rules.MAX_PORT_VARIABLES - 1}"] == str(rules.MAX_PORT_VARIABLES)
+    assert f"PORT{rules.MAX_PORT_VARIABLES}" not in huge
+
+
+async def test_a_task_runs_on_the_hosts_network_with_its_ports_in_its_environment(agent):
+    await agent._on_message("m", launch_msg("F", "t1", resources=[_CPUS, _PORTS],
+                                            command={"value": "x", "env": [["PORT1", "mine"]]}))
+    await settle(agent)
+    [spec] = agent.containerizer.launched
+    assert (spec.network, spec.ports) == ("host", [])
+    assert spec.env["PORT0"] == spec.env["PORT"] == "31000" and spec.env["PORTS"] == "31000,31001,31002,31010"
+    assert spec.env["PORT1"] == "mine"  # the framework's own variable wins
+
+
+async def test_a_bridge_task_gets_its_port_mappings_and_none_gets_no_network(agent):
+    maps = [{"host_port": 31010, "container_port": 80}, {"host_port": 31000, "container_port": 53,
+                                                          "protocol": "udp"}]
+    await agent._on_message("m", launch_msg("F", "t1", resources=[_CPUS, _PORTS], network="BRIDGE",
+                                            port_mappings=maps))
+    await agent._on_message("m", launch_msg("F", "t2", network="NONE"))
+    await settle(agent)
+    bridge, none = agent.containerizer.launched
+    assert (bridge.network, bridge.ports) == ("bridge", [(31010, 80, "tcp"), (31000, 53, "udp")])
+    assert (none.network, none.ports) == ("none", [])
+    assert states(agent, "F", "t1") == states(agent, "F", "t2") == ["TASK_STARTING", "TASK_RUNNING"]
+
+
+@pytest.mark.parametrize("task, says", [
+    (dict(network="BRIDGE", port_mappings=[{"host_port": 31005, "container_port": 80}]), "not in its 'ports'"),
+    (dict(port_mappings=[{"host_port": 31000, "container_port": 80}]), "only supported for the BRIDGE network"),
+    (dict(network="BRIDGE", port_mappings=[{"host_port": 31000, "container_port": 80}] * 2), "more than once"),
+    (dict(network="MACVLAN"), "Invalid task"),
+    (dict(network="BRIDGE", port_mappings=[{"host_port": 0, "container_port": 80}]), "Invalid task"),
+])
+async def test_the_agent_refuses_a_port_mapping_it_was_not_given_whatever_the_master_says(agent, task, says):
+    await agent._on_message("m", launch_msg("F", "t1", resources=[_CPUS, _PORTS], **task))
+    await settle(agent)
+    assert agent.containerizer.launched == []
+    [st] = agent.tasks[("F", "t1")].unacked
+    assert (st.state, st.reason) == ("TASK_ERROR", "REASON_TASK_INVALID") and says in st.message
+
+
+@pytest.mark.parametrize("caps, seen", [
+    ([{"type": "TASK_KILLING_STATE"}], ["TASK_STARTING", "TASK_RUNNING", "TASK_KILLING", "TASK_KILLED"]),
+    (["TASK_KILLING_STATE", "PARTITION_AWARE"], ["TASK_STARTING", "TASK_RUNNING", "TASK_KILLING", "TASK_KILLED"]),
+    ([{"type": "PARTITION_AWARE"}], ["TASK_STARTING", "TASK_RUNNING", "TASK_KILLED"]),
+    ([], ["TASK_STARTING", "TASK_RUNNING", "TASK_KILLED"]),
+])
+async def test_task_killing_goes_only_to_frameworks_with_the_capability(agent, caps, seen):
+    info = {"name": "fw", "user": "root", "capabilities": caps}
+    await agent._on_message("m", launch_msg("F", "t1", "sleep 100", info=info, kill_grace_seconds=7.0))
+    await settle(agent)
+    for _ in range(2):  # the master re-sends KILLs (re-registration): one TASK_KILLING, one stop
+        await agent._on_message("m", {"type": "KILL", "kill": {"framework_id": "F", "task_id": "t1"}})
+    await asyncio.sleep(0.05)
+    assert states(agent, "F", "t1") == seen
+    assert agent.containerizer.kills == [("cid-1", 7.0)]  # the task's kill policy
+
+
+async def test_a_kill_before_the_container_exists_is_killed_without_killing(agent):
+    info = {"name": "fw", "user": "root", "capabilities": ["TASK_KILLING_STATE"]}
+    await agent._on_message("m", launch_msg("F", "t1", "sleep 100", info=info))
+    await agent._on_message("m", {"type": "KILL", "kill": {"framework_id": "F", "task_id": "t1"}})
+    await settle(agent)
+    await asyncio.sleep(0.05)
+    assert "TASK_KILLING" not in states(agent, "F", "t1") and states(agent, "F", "t1")[-1] == "TASK_KILLED"
+
+
+async def test_a_kills_own_grace_period_is_checkpointed_and_outlives_a_restart(agent):
+    await agent._on_message("m", launch_msg("F", "t1", "sleep 100", kill_grace_seconds=7.0))
+    await settle(agent)
+    await agent._on_message("m", {"type": "KILL", "kill": {"framework_id": "F", "task_id": "t1",
+                                                           "grace_seconds": 5.0}})
+    await asyncio.sleep(0.05)
+    assert agent.containerizer.kills == [("cid-1", 5.0)]  # the KILL's kill_policy overrides the task's
+    # a re-sent KILL without one (the master re-sends the grace it recorded, but a NaN or none must not reset it)
+    await agent._on_message("m", {"type": "KILL", "kill": {"framework_id": "F", "task_id": "t1",
+                                                           "grace_seconds": float("nan")}})
+    assert agent._grace(agent.tasks[("F", "t1")]) == 5.0
+    again = Agent(agent.config)  # an agent restart reads the checkpoint: a resumed kill keeps the KILL's grace
+    rec = again.tasks[("F", "t1")]
+    assert (rec.kill_requested, rec.kill_grace_seconds, again._grace(rec)) == (True, 5.0, 5.0)
+
+
+class StoppingContainerizer(FakeContainerizer):
+    """podman stop's shape: a kill with a grace period returns once the container has ended, and the container
+    (a task that traps SIGTERM) only ends at a kill without one (SIGKILL)."""
+
+    async def kill(self, cid: str, grace: float) -> None:
+        self.kills.append((cid, grace))
+        if grace == 0:
+            if not self.ends[cid].done():
+                self.exit(cid, 137)
+            return
+        await asyncio.shield(self.ends[cid])
+
+
+async def test_a_later_kill_with_a_shorter_grace_brings_the_sigkill_forward(agent):
+    agent.containerizer = StoppingContainerizer()
+    await agent._on_message("m", launch_msg("F", "t1", "sleep 100"))
+    await settle(agent)
+    kill = {"type": "KILL", "kill": {"framework_id": "F", "task_id": "t1", "grace_seconds": 600.0}}
+    await agent._on_message("m", kill)
+    await asyncio.sleep(0.05)
+    assert agent.containerizer.kills == [("cid-1", 600.0)] and states(agent, "F", "t1")[-1] == "TASK_RUNNING"
+    await agent._on_message("m", kill)  # a re-sent KILL, same grace: nothing new
+    await agent._on_message("m", {"type": "KILL", "kill": {"framework_id": "F", "task_id": "t1",
+                                                           "grace_seconds": 0.05}})
+    for _ in range(100):
+        if states(agent, "F", "t1")[-1] == "TASK_KILLED":
+            break
+        await asyncio.sleep(0.02)
+    assert agent.containerizer.kills == [("cid-1", 600.0), ("cid-1", 0.0)]
+    assert states(agent, "F", "t1")[-1] == "TASK_KILLED"

@@ -1,6 +1,7 @@
 """Unit tests for master.codec: Mesos v1 JSON in and out."""
 
 import json
+import re
 
 import msgspec
 import pytest
@@ -534,10 +535,11 @@ UNSUPPORTED_TASK_FIELDS = {
     "limits": {"limits": {"cpus": {"value": 2}}},
     "container.volumes": {"container": {"type": "MESOS", "volumes": [{"container_path": "/d", "mode": "RW"}]}},
     "container.network_infos": {"container": {"type": "MESOS", "network_infos": [{"name": "n"}]}},
-    "container.docker.network BRIDGE": {"container": {"type": "DOCKER", "docker": {"image": "a", "network": "BRIDGE"}}},
     "container.docker.network USER": {"container": {"type": "DOCKER", "docker": {"image": "a", "network": "USER"}}},
-    "container.docker.port_mappings": {"container": {"type": "DOCKER", "docker": {
-        "image": "a", "port_mappings": [{"host_port": 31000, "container_port": 80}]}}},
+    "container.network_infos ": {"container": {"type": "MESOS", "network_infos": [
+        {"port_mappings": [{"host_port": 31000, "container_port": 80}]}, {}]}},
+    "container.network_infos  ": {"container": {"type": "MESOS", "network_infos": [
+        {"ip_addresses": [{"ip_address": "10.0.0.5"}]}]}},
     "container.docker.privileged": {"container": {"type": "DOCKER", "docker": {"image": "a", "privileged": True}}},
     "container.docker.parameters": {"container": {"type": "DOCKER", "docker": {
         "image": "a", "parameters": [{"key": "k", "value": "v"}]}}},
@@ -550,7 +552,7 @@ UNSUPPORTED_TASK_FIELDS = {
 def test_task_fields_drover_does_not_implement_are_task_errors_naming_them(field):
     with pytest.raises(TaskInvalid) as exc:
         codec.parse_task_info(task_info(**UNSUPPORTED_TASK_FIELDS[field]), "task")
-    assert f"TaskInfo.{field} is not supported by Drover yet" in str(exc.value)
+    assert f"TaskInfo.{field.strip()} is not supported by Drover yet" in str(exc.value)
 
 
 def test_command_uris_travel_in_the_task_spec():
@@ -616,6 +618,64 @@ def test_task_fields_that_are_fine():
                   {"container": {"type": "DOCKER", "docker": {"image": "a", "network": "NONE", "privileged": False}}},
                   {"container": {"type": "DOCKER", "docker": {"image": "a", "network": "SOMETHING_NEW"}}}):
         codec.parse_task_info(task_info(**extra), "task")
+
+
+PORTS = {"name": "ports", "type": "RANGES", "ranges": {"range": [{"begin": 31000, "end": 31009}]}}
+
+
+def _docker(**docker) -> dict:
+    return {"type": "DOCKER", "docker": {"image": "a", **docker}}
+
+
+@pytest.mark.parametrize("container, network, mappings", [
+    (None, None, []),  # no container: the host's network
+    (_docker(), None, []),
+    (_docker(network="HOST"), None, []),  # HOST is recorded as the default: a spec as before
+    (_docker(network="SOMETHING_NEW"), None, []),  # stout drops an unknown enum value: the default
+    (_docker(network="NONE"), "NONE", []),
+    (_docker(network="BRIDGE"), "BRIDGE", []),
+    (_docker(network="BRIDGE", port_mappings=[{"host_port": 31000, "container_port": 80},
+                                              {"host_port": 31001, "container_port": 53, "protocol": "UDP"}]),
+     "BRIDGE", [ev.PortMapping(31000, 80), ev.PortMapping(31001, 53, "udp")]),
+    ({"type": "MESOS", "network_infos": [{"port_mappings": [{"host_port": 31002, "container_port": 8080,
+                                                             "protocol": "tcp"}],
+                                          "labels": {"labels": [{"key": "k"}]}, "groups": ["g"]}]},
+     "BRIDGE", [ev.PortMapping(31002, 8080)]),
+    ({"type": "MESOS", "network_infos": [{}]}, None, []),  # an unnamed network without mappings: the host's
+])
+def test_a_task_asks_for_its_network_and_port_mappings(container, network, mappings):
+    ti = task_info(container=container, resources=[scalar("cpus", 1), PORTS])
+    spec = codec.parse_task_info(ti, "task")
+    assert (spec.network, spec.port_mappings) == (network, mappings)
+    accepted = ev.OffersAccepted(framework_id="F", offer_ids=["o1"], tasks=[spec], refuse_seconds=5.0)
+    assert ev.decode_event(ev.encode_event(accepted)).tasks == [spec]  # committed and read back as it was
+    if network is None and not mappings:  # the default network leaves the spec as it was before the field
+        assert b"network" not in ev.encode_event(accepted) and b"port_mappings" not in ev.encode_event(accepted)
+
+
+@pytest.mark.parametrize("container, says", [
+    (_docker(port_mappings=[{"host_port": 31000, "container_port": 80}]),
+     "Port mappings are only supported for the BRIDGE network"),
+    (_docker(network="HOST", port_mappings=[{"host_port": 31000, "container_port": 80}]),
+     "Port mappings are only supported for the BRIDGE network"),
+    (_docker(network="BRIDGE", port_mappings=[{"host_port": 31000, "container_port": 0}]),
+     "port outside [1, 65535]"),
+    (_docker(network="BRIDGE", port_mappings=[{"host_port": 70000, "container_port": 80}]),
+     "port outside [1, 65535]"),
+    (_docker(network="BRIDGE", port_mappings=[{"host_port": 31000, "container_port": 80, "protocol": "icmp"}]),
+     "protocol 'icmp'"),
+])
+def test_port_mappings_drover_cannot_make_are_task_errors(container, says):
+    with pytest.raises(TaskInvalid, match=re.escape(says)):
+        codec.parse_task_info(task_info(container=container, resources=[scalar("cpus", 1), PORTS]), "task")
+
+
+@pytest.mark.parametrize("mapping", [{"container_port": 80}, {"host_port": 31000}, {"host_port": -1,
+                                     "container_port": 80}, {"host_port": "x", "container_port": 80},
+                                     {"host_port": 31000, "container_port": 80, "protocol": 6}])
+def test_a_malformed_port_mapping_is_a_400(mapping):
+    with pytest.raises(CallError):
+        codec.parse_task_info(task_info(container=_docker(network="BRIDGE", port_mappings=[mapping])), "task")
 
 
 @pytest.mark.parametrize("user", ["nobody", "_svc-1.a", "root"])
@@ -774,3 +834,22 @@ def test_refuse_seconds_as_mesos_takes_them(raw, want):
     """A filter of Infinity is capped (master.allocator.effective_refuse_seconds: 365 days) and NaN is the default
     filter, as in Mesos: never a 400, which a pymesos driver takes as fatal."""
     assert codec.parse_refuse_seconds({"refuse_seconds": raw}) == want
+
+
+@pytest.mark.parametrize("container, out", [
+    (None, None),
+    (_docker(), {"type": "DOCKER", "docker": {"image": "a", "network": "HOST", "privileged": False}}),
+    (_docker(network="BRIDGE", port_mappings=[{"host_port": 31000, "container_port": 80}]),
+     {"type": "DOCKER", "docker": {"image": "a", "network": "BRIDGE", "privileged": False,
+                                   "port_mappings": [{"host_port": 31000, "container_port": 80, "protocol": "tcp"}]}}),
+    ({"type": "MESOS", "network_infos": [{"port_mappings": [{"host_port": 31001, "container_port": 53,
+                                                             "protocol": "udp"}]}]},
+     {"type": "MESOS", "network_infos": [{"port_mappings": [{"host_port": 31001, "container_port": 53,
+                                                             "protocol": "udp"}]}]}),
+])
+def test_a_tasks_container_is_rendered_as_mesos_does(container, out):
+    spec = codec.parse_task_info(task_info(container=container, resources=[scalar("cpus", 1), PORTS]), "task")
+    assert codec.container_out(spec) == out
+    if out is not None:  # and it parses back to the same network
+        again = codec.parse_task_info(task_info(container=out, resources=[scalar("cpus", 1), PORTS]), "task")
+        assert (again.network, again.port_mappings) == (spec.network, spec.port_mappings)

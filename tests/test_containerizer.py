@@ -12,6 +12,7 @@ from podman import PodmanClient
 from agent import images
 from agent.containerizer import ContainerLaunchError, ContainerSpec, PodmanContainerizer
 from tests.conftest_podman import TEST_LABELS
+from tests.netutil import fetch, free_port
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -125,9 +126,63 @@ async def test_bad_spec_rejected(cz, mkspec):
     with pytest.raises(ContainerLaunchError, match="shell=true requires"):
         await cz.launch(mkspec(None))
     with pytest.raises(ContainerLaunchError, match="network"):
-        await cz.launch(mkspec("true", network="bridge"))
+        await cz.launch(mkspec("true", network="macvlan"))
+    with pytest.raises(ContainerLaunchError, match="only supported for the bridge network"):
+        await cz.launch(mkspec("true", network="host", ports=[(31000, 80, "tcp")]))
+    with pytest.raises(ContainerLaunchError, match="invalid port mapping"):
+        await cz.launch(mkspec("true", network="bridge", ports=[(31000, 0, "tcp")]))
     with pytest.raises(ContainerLaunchError, match="container name"):
         await cz.launch(mkspec("true", name="bad name/with slash"))
+
+
+_SERVE = "echo served-by-$HOSTNAME > index.html && exec httpd -f -p {port} -h ."
+
+
+async def test_a_host_network_task_serves_on_a_host_port(cz, mkspec):
+    port = free_port()
+    spec = mkspec(_SERVE.format(port=port), network="host", user="nobody")
+    cid = await cz.launch(spec)
+    try:
+        status, body = await asyncio.to_thread(fetch, f"http://127.0.0.1:{port}/index.html")
+        assert status == 200 and body.startswith("served-by-")
+    finally:
+        await cz.kill(cid, 0)
+        await cz.remove(cid)
+
+
+@pytest.mark.parametrize("user", ["nobody", "root"])
+async def test_a_bridge_task_is_reached_through_its_mapped_host_port(cz, mkspec, user):
+    # port 80 of its own network namespace is the task's to bind, without NET_BIND_SERVICE and as any user
+    port = free_port()
+    spec = mkspec(_SERVE.format(port=80), network="bridge", ports=[(port, 80, "tcp")], user=user)
+    cid = await cz.launch(spec)
+    try:
+        status, body = await asyncio.to_thread(fetch, f"http://127.0.0.1:{port}/index.html")
+        assert status == 200 and body.startswith("served-by-")
+    finally:
+        await cz.kill(cid, 0)
+        await cz.remove(cid)
+
+
+async def test_a_kill_without_grace_ends_a_stop_still_in_its_grace_period(cz, mkspec):
+    # what the agent does when a later KILL's grace period ends sooner (the task traps SIGTERM and lives on)
+    spec = mkspec("trap 'echo TERM > got-sigterm' TERM; echo up > started; while true; do sleep 0.1; done")
+    cid = await cz.launch(spec)
+    for _ in range(300):
+        if (spec.sandbox_dir / "started").exists():
+            break
+        await asyncio.sleep(0.1)
+    long_stop = asyncio.create_task(cz.kill(cid, 600))
+    for _ in range(300):
+        if (spec.sandbox_dir / "got-sigterm").exists():
+            break
+        await asyncio.sleep(0.1)
+    assert (await cz.inspect(cid)).status in ("running", "stopping")  # it trapped SIGTERM: still there
+    await cz.kill(cid, 0)
+    st = await asyncio.wait_for(cz.wait(cid), 30)
+    assert st.status == "exited" and st.exit_code == 137  # SIGKILL
+    await asyncio.wait_for(long_stop, 30)  # the first stop returns too
+    await cz.remove(cid)
 
 
 async def test_kill_sleeping_task(cz, mkspec):

@@ -204,6 +204,11 @@ def scheduler_call(m: Master, data: st.DataObject, fid: str) -> dict:
             if rarely(data, 13):
                 ti[data.draw(st.sampled_from(["health_check", "kill_policy"]))] = {
                     "grace_period": {"nanoseconds": data.draw(st.sampled_from([5, "Infinity", -3]))}}
+            if rarely(data, 7):  # a bridge network forwarding host ports: given, not given, out of range, malformed
+                ti["container"] = {"type": "DOCKER", "docker": {
+                    "image": "i", "network": pick(data, ["BRIDGE"], ["HOST", "USER"]),
+                    "port_mappings": [{"host_port": pick(data, [31000, 31005], [31009, 0, 70000, "x"]),
+                                       "container_port": 80}]}}
             infos.append(ti)
         ops: list[dict] = [{"type": "LAUNCH", "launch": {"task_infos": infos}}]
         if chosen and rarely(data, 5):

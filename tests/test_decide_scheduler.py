@@ -386,6 +386,41 @@ def test_accept_task_with_an_unsupported_field_gets_task_error_naming_it():
     assert r.task_id == "hc" and "health_check" in r.message and "not supported" in r.message
 
 
+def _bridge(*mappings: tuple[int, int]) -> dict:
+    return {"type": "DOCKER", "docker": {"image": "a", "network": "BRIDGE", "port_mappings": [
+        {"host_port": h, "container_port": c} for h, c in mappings]}}
+
+
+def test_accept_a_task_forwards_only_host_ports_it_was_given():
+    log = cluster()
+    ports = {"name": "ports", "type": "RANGES", "ranges": {"range": [{"begin": 31000, "end": 31001}]}}
+
+    def with_ports(tid: str, container: dict) -> dict:
+        t = task_info(tid, container=container)
+        t["resources"] = t["resources"] + [ports] if tid not in ("no-ports", "no-container") else t["resources"]
+        return t
+
+    d = decided(log.state, accept(("O1",), launch(
+        with_ports("mapped", _bridge((31000, 80), (31001, 8080))),
+        with_ports("not-given", _bridge((31000, 80), (31005, 81))),
+        with_ports("no-ports", _bridge((31000, 80))),
+        with_ports("twice", _bridge((31000, 80), (31000, 81))),
+        with_ports("no-container", None))), fold=log)
+    e = the_accept(d)
+    assert [t.task_id for t in e.tasks] == ["mapped", "no-container"]
+    (mapped, _) = e.tasks
+    assert mapped.network == "BRIDGE" and [(m.host_port, m.container_port) for m in mapped.port_mappings] == \
+        [(31000, 80), (31001, 8080)]
+    why = {r.task_id: (r.state, r.reason, r.message) for r in e.rejected}
+    assert why == {
+        "not-given": ("TASK_ERROR", "REASON_TASK_INVALID",
+                      "Task maps host port 31005, which is not in its 'ports' resources"),
+        "no-ports": ("TASK_ERROR", "REASON_TASK_INVALID",
+                     "Task maps host port 31000, which is not in its 'ports' resources"),
+        "twice": ("TASK_ERROR", "REASON_TASK_INVALID", "Task maps host port 31000/tcp more than once")}
+    assert log.state.task("F1", "mapped").spec == mapped  # folded as decided
+
+
 def test_accept_launch_with_an_operation_id_is_task_error():
     d = decided(cluster().state, accept(("O1",), launch(task_info("t1"), id={"value": "op1"})))
     (r,) = the_accept(d).rejected

@@ -59,7 +59,11 @@ SPEC = st.builds(ev.TaskSpec, task_id=IDS, name=st.just("n"), agent_id=IDS, reso
                                        output_file=st.one_of(st.none(), st.sampled_from(["o", "../x", ""]))),
                                        max_size=2)),
                  role=ROLES,
-                 kill_grace_seconds=st.one_of(st.none(), SMALL))
+                 kill_grace_seconds=st.one_of(st.none(), SMALL),
+                 # the fold never reads them; any values the gate takes, mappings outside the resources too
+                 network=st.one_of(st.none(), st.sampled_from(["HOST", "BRIDGE", "NONE"])),
+                 port_mappings=st.lists(st.builds(ev.PortMapping, st.integers(1, 65535), st.integers(1, 65535),
+                                                  st.sampled_from(["tcp", "udp", "sctp"])), max_size=3))
 INFO = st.builds(ev.FrameworkInfo, name=st.just("fw"), user=st.just("u"), roles=st.lists(ROLES, max_size=3),
                  failover_timeout=SMALL, labels=LABELS,
                  min_allocatable=st.dictionaries(ROLES, st.lists(st.dictionaries(st.just("cpus"), SMALL), max_size=2),

@@ -28,7 +28,7 @@ import msgspec
 
 from drover.security.acls import authorized
 from eventstore import events as ev
-from eventstore.resources import Resources
+from eventstore.resources import Resources, host_ports_problem
 from eventstore.vocab import Reason, Source, TaskState
 from master import codec
 from master import effects as fx
@@ -567,7 +567,10 @@ def _task_problem(state: State, framework_id: str, t: TaskRequest, agent_id: str
         return f"Task has duplicate ID: {t.task_id}"
     if t.agent_id != agent_id:
         return f"Task uses invalid agent {codec.clip(t.agent_id)} while agent {agent_id} is expected"
-    return t.problem
+    if t.problem is not None or t.spec is None:
+        return t.problem
+    # A task forwards only host ports it holds (its `ports` resources, which the ACCEPT checks against the offers).
+    return host_ports_problem(t.spec.resources, ((m.host_port, m.protocol) for m in t.spec.port_mappings))
 
 
 def _invalid_offers(state: State, fw: Framework, call: Accept, valid: list[Offer], problem: str,
