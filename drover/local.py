@@ -244,7 +244,7 @@ class LocalCluster:
         tls = self._tls_server_args() + (["--tls-ca", str(self.tls_dir / "ca.pem")] if self.tls else [])
         return self._cmd("agent", "--master", masters, "--http", a["http"], "--work-dir", a["work_dir"],
                          "--resources", self.agent_resources, "--podman-socket", self.layout["podman_socket"],
-                         "--hostname", f"{a['id']}.local", *tls,
+                         "--hostname", a["http"].rpartition(":")[0], *tls,
                          *(["--credential", str(self.data_dir / f"{a['id']}.credential.json"),
                             "--credentials", str(self.data_dir / "credentials.json")] if self.secure else []),
                          *self.agent_args)
