@@ -147,6 +147,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "...}, or a credentials file whose first entry is used; mode 0600)")
     a.add_argument("--credentials", type=Path, default=None, metavar="FILE",
                    help="principals that may read this agent's HTTP API (Mesos's JSON format; default: anyone)")
+    a.add_argument("--acls", type=Path, default=None, metavar="FILE",
+                   help="what each principal may do with this agent's API (Mesos's JSON ACL format: view_frameworks, "
+                        "view_tasks, view_flags, access_sandboxes, launch_nested_container_sessions; docs/security.md)")
     _tls_flags(a, server=True, client="reach the masters")
     a.add_argument("--task-pids-limit", type=int, default=None, metavar="N",
                    help="processes (and threads) one task's container may have, from 16 to 4194304 "
@@ -328,7 +331,7 @@ def _agent(args) -> int:
             cfg.credential = files.load_credential(args.credential)
         except CredentialsError as e:
             raise UsageError(f"--credential: {e}") from None
-    cfg.credentials, _ = _security(args.credentials, None, "agent", args.http)
+    cfg.credentials, cfg.acls = _security(args.credentials, args.acls, "agent", args.http)
     asyncio.run(run_agent(cfg))
     return 0
 

@@ -43,6 +43,9 @@ ACTIONS: dict[str, tuple[str, ...]] = {
     "view_roles": ("roles",),
     "view_flags": ("flags",),
     "register_agents": ("agents",),
+    # judged by an agent (agent/http_api.py), by the user the task runs as
+    "access_sandboxes": ("users",),
+    "launch_nested_container_sessions": ("users",),
 }
 MAX_RULES = 10_000
 MAX_VALUES = 10_000
