@@ -18,7 +18,7 @@ from pathlib import Path
 from drover import logs
 
 
-from drover import audit_cli, chaos_cli, replay_cli
+from drover import audit_cli, chaos_cli, replay_cli, task_cli
 from drover.errors import UsageError
 
 
@@ -176,6 +176,7 @@ def build_parser() -> argparse.ArgumentParser:
     replay_cli.add_commands(sub)
     audit_cli.add_commands(sub)
     chaos_cli.add_commands(sub)
+    task_cli.add_commands(sub)
 
     e = sub.add_parser("execute", help="run a command as tasks (like mesos-execute)")
     e.add_argument("--master", required=True, type=_addr)
