@@ -262,12 +262,18 @@ class AgentAPI:
     # ---- statistics ----------------------------------------------------------------------------------------
     async def container_stats(self, recs: list[TaskRecord]) -> dict[str, dict]:
         running = [r for r in recs if r.container_id and r.state not in TERMINAL_STATES]
+        sock = self.agent.containerizer.socket_path
+        ids = [r.container_id for r in running if r.container_id]
         try:
-            raw = await podman_api.stats(self.agent.containerizer.socket_path, [r.container_id for r in running
-                                                                                 if r.container_id])
-        except Exception as e:  # a container that just exited, the service restarting: no statistics now
+            raw = await podman_api.stats(sock, ids)
+        except Exception as e:
+            # One container that just exited fails podman's whole answer: ask for each alone (the service
+            # restarting: no statistics now).
             log.debug("podman stats failed", error=str(e))
             raw = {}
+            for got in await asyncio.gather(*(podman_api.stats(sock, [cid]) for cid in ids), return_exceptions=True):
+                if isinstance(got, dict):
+                    raw.update(got)
         now = time.time()
         out = {}
         for r in running:

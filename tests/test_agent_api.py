@@ -250,3 +250,40 @@ def test_state_views_follow_view_acls(env):
         "container_id": {"parent": {"value": executor(c, tid)["container"]}, "value": "s3"},
         "command": {"shell": True, "value": "id"}}}
     assert http(agent, "/api/v1", eve, session)[0] == 404  # a container it may not see is not there
+
+
+def test_task_log_and_exec_over_tls(tmp_path):
+    """`drover task` verifies the master and the agent against --tls-ca (every port HTTPS)."""
+    c = Cluster(data_dir=tmp_path / "cluster", masters=1, agents=1, master_args=list(MASTER_ARGS), tls=True)
+    c.start()
+    fw = None
+    try:
+        c.wait_leader()
+        c.wait_agents()
+        ca = c.layout["tls_ca"]
+        fw = subprocess.Popen([sys.executable, "-m", "drover.cli", "execute", "--master", c.layout["leader"],
+                               "--command", "echo hello; sleep 600", "--timeout", "600", "--tls-ca", ca],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.time() + 60
+        tid = None
+        while tid is None and time.time() < deadline:
+            running = [t for t in c.agent_state("a1")["tasks"] if t["state"] == "TASK_RUNNING"]
+            tid = running[0]["task_id"] if running else None
+            time.sleep(0.3)
+        assert tid is not None
+
+        def task(*args: str) -> subprocess.CompletedProcess:
+            return subprocess.run([sys.executable, "-m", "drover.cli", "task", *args], capture_output=True,
+                                  text=True, timeout=60)
+
+        r = task("log", tid, "--master", c.layout["leader"], "--tls-ca", ca)
+        assert (r.returncode, r.stdout) == (0, "hello\n"), r.stderr
+        r = task("exec", "--master", c.layout["leader"], "--tls-ca", ca, tid, "--", "cat", "stdout")
+        assert (r.returncode, r.stdout) == (0, "hello\n"), r.stderr
+        r = task("log", tid, "--master", c.layout["leader"])  # plain HTTP to an HTTPS port
+        assert r.returncode == 2 and "Traceback" not in r.stderr
+    finally:
+        if fw is not None:
+            fw.kill()
+            fw.wait()
+        c.stop()
