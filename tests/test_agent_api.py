@@ -287,3 +287,35 @@ def test_task_log_and_exec_over_tls(tmp_path):
             fw.kill()
             fw.wait()
         c.stop()
+
+
+def test_hostile_requests_get_4xx(env):
+    c, tid = env
+    agent, good = c.layout["agents"][0]["http"], creds(c)["drover"]
+    box = executor(c, tid)["directory"]
+    q = urllib.parse.quote
+
+    def post(data: bytes, ctype: str | None) -> int:
+        h = {"Authorization": good.basic_header()}
+        if ctype is not None:
+            h["Content-Type"] = ctype
+        req = urllib.request.Request(f"http://{agent}/api/v1", data=data, headers=h, method="POST")
+        try:
+            with urllib.request.urlopen(req, timeout=30) as r:
+                return r.status
+        except urllib.error.HTTPError as e:
+            return e.code
+
+    assert post(b'{"type": "GET_STATE"}', "text/plain") == 415
+    assert post(b"not json", "application/json") == 400
+    assert post(b"[" * 100_000 + b"]" * 100_000, "application/json") in (400, 413)
+    assert post(b" " * 300_000, "application/json") == 413
+    assert post(b'{"type": 5}', "application/json") == 400
+    for path in (f"/files/read.json?path={q(box + '/stdout')}&offset={'9' * 40}",
+                 f"/files/read.json?path={q(box + '/stdout')}&offset=0&length=-7",
+                 f"/files/read.json?path={q(box)}%00x&offset=0",
+                 f"/files/read.json?path=/{'a' * 5000}",
+                 f"/files/browse.json?path={q(box + '/stdout/..')}x"):
+        assert 400 <= http(agent, path, good)[0] < 500, path
+    st, body = http(agent, f"/files/read.json?path={q(box + '/stdout')}&offset=0&length={10 ** 18}", good)
+    assert st == 200 and len(json.loads(body)["data"]) <= 64 * 1024  # bounded, whatever was asked
