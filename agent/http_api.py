@@ -47,6 +47,7 @@ MAX_EXITS = 1024  # exit statuses of finished sessions remembered (for WAIT_NEST
 MAX_ARGS = 1024
 MAX_COMMAND = 64 * 1024  # bytes of a session's command and arguments
 DOWNLOAD_CHUNK = 64 * 1024
+SESSION_CHECK = 1.0  # seconds between looks at a session's client connection
 
 
 def _problem(status: int, text: str) -> web.Response:
@@ -443,16 +444,41 @@ class AgentAPI:
         log.info("nested container session", task=rec.spec.task_id[:64], principal=principal, session=session)
         resp = web.StreamResponse(status=200, headers={"Content-Type": "application/recordio",
                                                        "Message-Content-Type": "application/json"})
-        try:
-            await resp.prepare(request)
+        async def pump() -> None:
             async for kind, data in podman_api.exec_output(sock, exec_id):
                 stream = "STDOUT" if kind == podman_api.STDOUT else "STDERR"
                 record = json.dumps({"type": "DATA", "data": {"type": stream,
                                                                "data": base64.b64encode(data).decode()}}).encode()
                 await resp.write(b"%d\n%s" % (len(record), record))
+
+        finished = False
+        pumping: asyncio.Task | None = None
+        try:
+            await resp.prepare(request)
+            pumping = asyncio.create_task(pump())
+            # A client that goes away while the command is silent is only seen on its connection: look at it.
+            while not pumping.done():
+                await asyncio.wait({pumping}, timeout=SESSION_CHECK)
+                if not pumping.done() and (request.transport is None or request.transport.is_closing()):
+                    pumping.cancel()
+                    break
+            await pumping
+            finished = True
             await resp.write_eof()
+        except ConnectionError:
+            pass  # the client went away mid-write
+        except asyncio.CancelledError:
+            if pumping is not None and not pumping.done():
+                pumping.cancel()
+            if not (pumping is not None and pumping.cancelled()):
+                raise
         finally:
             self.running -= 1
+            if not finished:  # the client went away (or podman's stream broke): the command ends with it
+                try:
+                    await podman_api.exec_kill(sock, exec_id)
+                except Exception as e:
+                    log.warning("could not end an abandoned session", session=session, error=str(e)[:200])
             code = None
             for _ in range(50):  # podman records the exit a moment after the stream ends
                 try:

@@ -7,6 +7,8 @@ capabilities, no-new-privileges and limits: never more privileged than the task.
 
 from __future__ import annotations
 
+import os
+import signal
 import struct
 from pathlib import Path
 from typing import AsyncIterator
@@ -102,3 +104,19 @@ async def exec_exit_code(socket_path: Path, exec_id: str) -> int | None:
                 raise PodmanAPIError(f"podman exec inspect answered {r.status}")
             d = await r.json(content_type=None)
     return None if d.get("Running") else int(d.get("ExitCode") or 0)
+
+
+async def exec_kill(socket_path: Path, exec_id: str) -> None:
+    """End a session that is still running (its client went away): SIGKILL to its process, whose pid (in the
+    host's PID namespace, which the agent shares with podman) podman's inspect gives."""
+    async with _session(socket_path) as s:
+        async with s.get(f"{API}/exec/{exec_id}/json") as r:
+            if r.status != 200:
+                return
+            d = await r.json(content_type=None)
+    pid = d.get("Pid")
+    if d.get("Running") and isinstance(pid, int) and pid > 1:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass

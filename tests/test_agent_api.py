@@ -319,3 +319,25 @@ def test_hostile_requests_get_4xx(env):
         assert 400 <= http(agent, path, good)[0] < 500, path
     st, body = http(agent, f"/files/read.json?path={q(box + '/stdout')}&offset=0&length={10 ** 18}", good)
     assert st == 200 and len(json.loads(body)["data"]) <= 64 * 1024  # bounded, whatever was asked
+
+
+def test_a_session_whose_client_goes_away_is_killed(env):
+    c, tid = env
+    agent, good = c.layout["agents"][0]["http"], creds(c)["drover"]
+    parent = executor(c, tid)["container"]
+    marker = "sleep 4321"
+    call = {"type": "LAUNCH_NESTED_CONTAINER_SESSION", "launch_nested_container_session": {
+        "container_id": {"parent": {"value": parent}, "value": "abandoned"},
+        "command": {"shell": True, "value": f"echo started; exec {marker}"}}}
+    req = urllib.request.Request(f"http://{agent}/api/v1", data=json.dumps(call).encode(),
+                                 headers={"Content-Type": "application/json", "Authorization": good.basic_header()})
+    r = urllib.request.urlopen(req, timeout=30)
+    assert b"DATA" in r.read(40)  # it runs
+    assert marker in drover(c, "exec", tid, "--", "ps").stdout
+    r.close()  # the client goes away
+    deadline = time.time() + 30
+    while marker in drover(c, "exec", tid, "--", "ps").stdout:
+        assert time.time() < deadline, "the abandoned session still runs"
+    st, body = http(agent, "/api/v1", good, {"type": "WAIT_NESTED_CONTAINER", "wait_nested_container": {
+        "container_id": {"parent": {"value": parent}, "value": "abandoned"}}})
+    assert (st, json.loads(body)["wait_nested_container"]["exit_status"]) == (200, (128 + 9) << 8)  # SIGKILL
