@@ -341,3 +341,20 @@ def test_a_session_whose_client_goes_away_is_killed(env):
     st, body = http(agent, "/api/v1", good, {"type": "WAIT_NESTED_CONTAINER", "wait_nested_container": {
         "container_id": {"parent": {"value": parent}, "value": "abandoned"}}})
     assert (st, json.loads(body)["wait_nested_container"]["exit_status"]) == (200, (128 + 9) << 8)  # SIGKILL
+
+
+def test_task_cli_errors_are_one_line(env):
+    c, tid = env
+    for args, says in ((("log", "no-such-task"), "no task 'no-such-task'"),
+                       (("log", tid, "--framework", "other"), "no task"),
+                       (("exec", tid), "expected the command to run after --"),
+                       (("exec", tid, "--"), "expected the command to run after --")):
+        r = drover(c, *args)
+        assert r.returncode == 2 and says in r.stderr and "Traceback" not in r.stderr, (args, r.stderr)
+    r = drover(c, "log", tid, "--framework", executor_framework(c, tid))
+    assert r.returncode == 0 and r.stdout.startswith("out0\n")
+
+
+def executor_framework(c: Cluster, tid: str) -> str:
+    st, body = http(c.layout["agents"][0]["http"], "/state", creds(c)["drover"])
+    return next(fw["id"] for fw in json.loads(body)["frameworks"] for ex in fw["executors"] if ex["id"] == tid)
