@@ -358,3 +358,71 @@ def test_task_cli_errors_are_one_line(env):
 def executor_framework(c: Cluster, tid: str) -> str:
     st, body = http(c.layout["agents"][0]["http"], "/state", creds(c)["drover"])
     return next(fw["id"] for fw in json.loads(body)["frameworks"] for ex in fw["executors"] if ex["id"] == tid)
+
+
+AGENT_HOSTILE = [None, True, -1, 0, 2**70, 1e308, 1.5, "", ".", "..", "../..", "/", "/etc/passwd", "a\x00b",
+                 "\x1b[31m", "x" * 5000, [], {}, [None], {"value": ".."}, {"value": ""}, {"value": 12},
+                 {"value": "x" * 300}, {"parent": {"value": ".."}, "value": "s"}]
+
+
+def _fuzz_calls(container: str) -> list[dict]:
+    cid = {"parent": {"value": container}, "value": "fuzz"}
+    return [{"type": "GET_STATE"}, {"type": "GET_CONTAINERS"},
+            {"type": "LAUNCH_NESTED_CONTAINER_SESSION", "launch_nested_container_session": {
+                "container_id": cid, "command": {"shell": False, "value": "true", "arguments": ["true"]}}},
+            {"type": "WAIT_NESTED_CONTAINER", "wait_nested_container": {"container_id": cid}},
+            {"type": "ATTACH_CONTAINER_OUTPUT", "attach_container_output": {"container_id": cid}}]
+
+
+def _replace(obj, path: list, value):
+    import copy
+
+    obj = copy.deepcopy(obj)
+    if not path:
+        return value
+    cur = obj
+    for k in path[:-1]:
+        cur = cur[k]
+    cur[path[-1]] = value
+    return obj
+
+
+def _places(obj, prefix=()) -> list[tuple]:
+    out = []
+    if isinstance(obj, dict):
+        for k, v in obj.items():
+            out.append(prefix + (k,))
+            out += _places(v, prefix + (k,))
+    elif isinstance(obj, list):
+        for i, v in enumerate(obj):
+            out.append(prefix + (i,))
+            out += _places(v, prefix + (i,))
+    return out
+
+
+def test_fuzzed_api_calls_and_file_queries_never_get_a_server_error(env):
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
+
+    c, tid = env
+    agent, good = c.layout["agents"][0]["http"], creds(c)["drover"]
+    ex = executor(c, tid)
+    calls = _fuzz_calls(ex["container"])
+    box = ex["directory"]
+
+    @settings(max_examples=120, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True)
+    @given(st.data())
+    def one(data):
+        call = data.draw(st.sampled_from(calls))
+        place = data.draw(st.sampled_from(_places(call)))
+        body = _replace(call, list(place), data.draw(st.sampled_from(AGENT_HOSTILE)))
+        st_code, _ = http(agent, "/api/v1", good, body)
+        assert st_code < 500 or st_code == 501, (body, st_code)  # 501: ATTACH_CONTAINER_*, as the master's
+        endpoint = data.draw(st.sampled_from(["read.json", "browse.json", "download"]))
+        path = data.draw(st.sampled_from([box, box + "/stdout", box + "/../..", "/", *AGENT_HOSTILE[11:16]]))
+        offset = data.draw(st.sampled_from(["", "-1", "0", "-2", "x", "1e3", "99999999999999999999", "7"]))
+        query = urllib.parse.urlencode({"path": path, "offset": offset, "length": offset})
+        st_code, _ = http(agent, f"/files/{endpoint}?{query}", good)
+        assert st_code < 500, (endpoint, query, st_code)
+
+    one()
