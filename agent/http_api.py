@@ -112,9 +112,10 @@ class AgentAPI:
     def may(self, action: str, principal: str | None, rec: TaskRecord | None) -> bool:
         """access_sandboxes / launch_nested_container_sessions on a task, judged by its user (none: root); a
         sandbox the agent no longer knows the task of needs the action on every user."""
+        actions = session_actions(self.acls) if action == SESSION else (action,)
         if rec is None:
-            return authorized_for_all(self.acls, action, principal)
-        return authorized(self.acls, action, principal, self.user_of(rec) or "root")
+            return all(authorized_for_all(self.acls, a, principal) for a in actions)
+        return all(authorized(self.acls, a, principal, self.user_of(rec) or "root") for a in actions)
 
     def sandbox(self, rec: TaskRecord) -> str:
         return str(self.root / rec.framework_id / rec.spec.task_id)
@@ -420,7 +421,7 @@ class AgentAPI:
         rec = self._task_of_container(parent)
         if rec is None or not self.sees_task(principal, rec):
             return _problem(404, f"Container {parent[:80]} not found")
-        if not self.may("launch_nested_container_sessions", principal, rec):
+        if not self.may(SESSION, principal, rec):
             return security.forbidden()
         if rec.state in TERMINAL_STATES:
             return _problem(409, f"The task of container {parent[:80]} is not running")
@@ -507,7 +508,7 @@ class AgentAPI:
             (r for r in self.records() if r.container_id == parent), None)
         if rec is None or not self.sees_task(principal, rec):
             return _problem(404, f"Container {parent[:80]} not found")
-        if not self.may("launch_nested_container_sessions", principal, rec):
+        if not self.may(SESSION, principal, rec):
             return security.forbidden()
         if session in self.exits:
             status = self.exits[session]
@@ -522,6 +523,19 @@ class AgentAPI:
         else:
             return _problem(404, f"Container {session} not found")
         return web.json_response({"type": "WAIT_NESTED_CONTAINER", "wait_nested_container": {"exit_status": status}})
+
+
+SESSION = "launch_nested_container_sessions"
+# Mesos's names for what a session needs: it runs as its task's user, under its task's container.
+MESOS_SESSION_ACTIONS = ("launch_nested_container_sessions_as_user",
+                         "launch_nested_container_sessions_under_parent_with_user")
+
+
+def session_actions(acls: ACLs) -> tuple[str, ...]:
+    """The actions a session is judged by: each of Drover's and Mesos's names the ACLs have rules for (all must
+    allow), else Drover's (then `permissive` decides)."""
+    named = tuple(a for a in (SESSION, *MESOS_SESSION_ACTIONS) if acls.rules_for(a))
+    return named or (SESSION,)
 
 
 def command_argv(command: object) -> list[str] | str:

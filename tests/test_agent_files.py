@@ -121,3 +121,19 @@ def test_command_argv():
                 {"value": "x", "arguments": "ls"}, {"value": "x", "arguments": [1]},
                 {"value": "x" * 70_000}, {"value": "a\x00b"}):
         assert isinstance(command_argv(bad), str), bad
+
+
+def test_sessions_are_judged_by_drovers_and_mesoss_action_names():
+    from agent.http_api import session_actions
+    from drover.security import acls as A
+
+    deny = '[{"principals": {"values": ["m"]}, "users": {"values": ["nobody"]}}]'  # m: as nobody only
+    assert session_actions(A.OPEN) == ("launch_nested_container_sessions",)
+    mesos = A.parse('{"permissive": false, "launch_nested_container_sessions_under_parent_with_user": ' + deny + '}')
+    assert session_actions(mesos) == ("launch_nested_container_sessions_under_parent_with_user",)
+    both = A.parse('{"launch_nested_container_sessions": ' + deny + ', "launch_nested_container_sessions_as_user": '
+                   + deny + '}')
+    assert session_actions(both) == ("launch_nested_container_sessions", "launch_nested_container_sessions_as_user")
+    # `m` may not run sessions as root: a rule with Mesos's name alone is enough to refuse it
+    assert not all(A.authorized(mesos, a, "m", "root") for a in session_actions(mesos))
+    assert all(A.authorized(mesos, a, "m", "nobody") for a in session_actions(mesos))
