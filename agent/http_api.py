@@ -91,7 +91,11 @@ class AgentAPI:
         """Every task the agent holds or recently forgot (those are completed), never refused launches."""
         held = [r for r in self.agent.tasks.values() if not r.refused]
         keys = {(r.framework_id, r.spec.task_id) for r in held}
-        gone = [r for r in self.agent.completed if (r.framework_id, r.spec.task_id) not in keys]
+        gone = []
+        for r in reversed(self.agent.completed):  # the latest of a reused task id only: its sandbox is the one
+            if (r.framework_id, r.spec.task_id) not in keys:
+                keys.add((r.framework_id, r.spec.task_id))
+                gone.append(r)
         return held + gone
 
     @staticmethod
