@@ -94,8 +94,11 @@ class Client:
                 return await resp.json(content_type=None)
         raise UsageError(f"no leading master found from {master}")
 
-    async def agent_get(self, agent: str, path: str, params: dict | None = None) -> dict:
+    async def agent_get(self, agent: str, path: str, params: dict | None = None, missing: dict | None = None) -> dict:
+        """GET a JSON document from an agent; `missing` (if given) is the answer to a 404."""
         async with self.session.get(f"{self.scheme}://{agent}{path}", params=params) as resp:
+            if resp.status == 404 and missing is not None:
+                return missing
             await self._check(resp, f"the agent at {agent}")
             return await resp.json(content_type=None)
 
@@ -143,8 +146,10 @@ async def log(c: Client, loc: Located, stream: str, follow: bool, out=None) -> i
     offset = 0
     idle = 0
     while True:
+        # Followed, a file not there yet (a task that has just started) is an empty one.
         page = await c.agent_get(loc.agent, "/files/read.json",
-                                 {"path": path, "offset": str(offset), "length": str(READ_PAGE)})
+                                 {"path": path, "offset": str(offset), "length": str(READ_PAGE)},
+                                 missing={"data": ""} if follow else None)
         data = page.get("data", "")
         if data:
             out.write(data.encode())
@@ -157,7 +162,8 @@ async def log(c: Client, loc: Located, stream: str, follow: bool, out=None) -> i
         if idle % 4 == 0 and not await still_running(c, loc):
             # one last read: what it wrote before it ended
             page = await c.agent_get(loc.agent, "/files/read.json",
-                                     {"path": path, "offset": str(offset), "length": str(READ_PAGE)})
+                                     {"path": path, "offset": str(offset), "length": str(READ_PAGE)},
+                                     missing={"data": ""})
             if page.get("data"):
                 continue
             return 0
