@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import collections
 import contextlib
 import hashlib
 import json
@@ -34,8 +35,10 @@ from aiohttp import web
 
 from agent import fetcher, rules
 from agent.checkpoint import CheckpointStore, TaskRecord
+from agent.http_api import AgentAPI
 from drover.recordio import RecordIODecoder
 from drover.security import http as security
+from drover.security.acls import ACLs, OPEN
 from drover.security.credentials import Credential, Credentials
 from drover.security.tls import client_context, server_context
 from agent.containerizer import ContainerLaunchError, ContainerSpec, PodmanContainerizer
@@ -65,6 +68,7 @@ class AgentConfig:
     # and who may read its HTTP API (None: anyone).
     credential: Credential | None = field(default=None, repr=False)
     credentials: Credentials | None = field(default=None, repr=False)
+    acls: ACLs = OPEN  # what each principal may do with the agent's API (--acls; agent/http_api.py)
     # TLS (docs/tls.md). tls_cert/tls_key: serve the agent's own endpoints over HTTPS. tls_ca: reach the masters
     # over HTTPS, verifying their certificates against this CA file; None: plain HTTP.
     tls_cert: Path | None = None
@@ -115,6 +119,7 @@ class Agent:
         self._client_ssl: ssl.SSLContext | None = client_context(config.tls_ca) if config.tls_ca else None
         self._scheme = "https" if self._client_ssl is not None else "http"
         self._tls_warned: set[str] = set()
+        self.completed: collections.deque[TaskRecord] = collections.deque(maxlen=200)  # forgotten: for /state
 
     # ---- checkpointing --------------------------------------------------------------------------
     def checkpoint(self) -> None:
@@ -168,19 +173,9 @@ class Agent:
         async def health(request):
             return web.Response(status=200)
 
-        async def state(request):
-            return web.json_response({
-                "id": self.cp.agent_id, "hostname": self.config.hostname, "master": self.master,
-                "resources": self.config.resources.format(),
-                "tasks": [{"framework_id": r.framework_id, "task_id": r.spec.task_id, "state": r.state,
-                           "container_id": r.container_id, "unacknowledged": len(r.unacked)}
-                          for r in self.tasks.values()],
-            })
-
         app = web.Application(middlewares=[security.middleware(self.config.credentials, security.agent_realm)])
         app.router.add_get("/health", health)
-        app.router.add_get("/state", state)
-        app.router.add_get("/slave(1)/state", state)
+        AgentAPI(self).add_routes(app)  # state, files, statistics, /api/v1
         runner = web.AppRunner(app, handle_signals=False)
         await runner.setup()
         host, _, port = self.config.http.rpartition(":")
@@ -605,6 +600,8 @@ class Agent:
         key = (rec.framework_id, rec.spec.task_id)
         if self.tasks.get(key) is rec:
             del self.tasks[key]
+            if not rec.refused:
+                self.completed.append(rec)
             self._killed_by_us.discard(key)
 
     async def _update_loop(self) -> None:

@@ -18,7 +18,7 @@ from pathlib import Path
 from drover import logs
 
 
-from drover import audit_cli, chaos_cli, replay_cli
+from drover import audit_cli, chaos_cli, replay_cli, task_cli
 from drover.errors import UsageError
 
 
@@ -170,6 +170,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "...}, or a credentials file whose first entry is used; mode 0600)")
     a.add_argument("--credentials", type=Path, default=None, metavar="FILE",
                    help="principals that may read this agent's HTTP API (Mesos's JSON format; default: anyone)")
+    a.add_argument("--acls", type=Path, default=None, metavar="FILE",
+                   help="what each principal may do with this agent's API (Mesos's JSON ACL format: view_frameworks, "
+                        "view_tasks, view_flags, access_sandboxes, launch_nested_container_sessions; docs/security.md)")
     _tls_flags(a, server=True, client="reach the masters")
     a.add_argument("--task-pids-limit", type=int, default=None, metavar="N",
                    help="processes (and threads) one task's container may have, from 16 to 4194304 "
@@ -207,6 +210,7 @@ def build_parser() -> argparse.ArgumentParser:
     replay_cli.add_commands(sub)
     audit_cli.add_commands(sub)
     chaos_cli.add_commands(sub)
+    task_cli.add_commands(sub)
 
     e = sub.add_parser("execute", help="run a command as tasks (like mesos-execute)")
     e.add_argument("--master", required=True, type=_addr)
@@ -370,7 +374,7 @@ def _agent(args) -> int:
             cfg.credential = files.load_credential(args.credential)
         except CredentialsError as e:
             raise UsageError(f"--credential: {e}") from None
-    cfg.credentials, _ = _security(args.credentials, None, "agent", args.http)
+    cfg.credentials, cfg.acls = _security(args.credentials, args.acls, "agent", args.http)
     asyncio.run(run_agent(cfg))
     return 0
 

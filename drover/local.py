@@ -140,7 +140,8 @@ class LocalCluster:
         for action, key in (("register_frameworks", "roles"), ("run_tasks", "users"), ("update_quotas", "roles"),
                             ("update_weights", "roles"), ("teardown_frameworks", "framework_principals"),
                             ("view_frameworks", "users"), ("view_tasks", "users"), ("view_flags", "flags"),
-                            ("reserve_resources", "roles"), ("unreserve_resources", "roles")):
+                            ("reserve_resources", "roles"), ("unreserve_resources", "roles"),
+                            ("access_sandboxes", "users"), ("launch_nested_container_sessions", "users")):
             acls[action] = [{"principals": agents, key: none}]
         for action, rules in self.acl_rules.items():
             acls[action] = list(rules) + acls.get(action, [])
@@ -244,9 +245,10 @@ class LocalCluster:
         tls = self._tls_server_args() + (["--tls-ca", str(self.tls_dir / "ca.pem")] if self.tls else [])
         return self._cmd("agent", "--master", masters, "--http", a["http"], "--work-dir", a["work_dir"],
                          "--resources", self.agent_resources, "--podman-socket", self.layout["podman_socket"],
-                         "--hostname", f"{a['id']}.local", *tls,
+                         "--hostname", a["http"].rpartition(":")[0], *tls,
                          *(["--credential", str(self.data_dir / f"{a['id']}.credential.json"),
-                            "--credentials", str(self.data_dir / "credentials.json")] if self.secure else []),
+                            "--credentials", str(self.data_dir / "credentials.json"),
+                            "--acls", str(self.data_dir / "acls.json")] if self.secure else []),
                          *self.agent_args)
 
     def planned_ports(self) -> list[int]:

@@ -43,6 +43,12 @@ ACTIONS: dict[str, tuple[str, ...]] = {
     "view_roles": ("roles",),
     "view_flags": ("flags",),
     "register_agents": ("agents",),
+    # judged by an agent (agent/http_api.py), by the user the task runs as. A session runs as its task's user, so
+    # Drover's launch_nested_container_sessions and Mesos's two session actions judge the same user.
+    "access_sandboxes": ("users",),
+    "launch_nested_container_sessions": ("users",),
+    "launch_nested_container_sessions_as_user": ("users",),
+    "launch_nested_container_sessions_under_parent_with_user": ("users",),
 }
 MAX_RULES = 10_000
 MAX_VALUES = 10_000

@@ -86,4 +86,6 @@ def master_realm(path: str) -> str | None:
 def agent_realm(path: str) -> str | None:
     if path == "/health":
         return None
+    if path in ("/api/v1", "/slave(1)/api/v1"):
+        return "mesos-agent-readwrite"
     return "mesos-agent-readonly"
