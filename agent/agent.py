@@ -19,6 +19,7 @@ import contextlib
 import hashlib
 import json
 import math
+import os
 import re
 import signal
 import socket
@@ -36,6 +37,7 @@ from aiohttp import web
 from agent import fetcher, rules
 from agent.checkpoint import CheckpointStore, TaskRecord
 from agent.http_api import AgentAPI
+from agent.gc import GarbageCollector, GCConfig
 from drover.recordio import RecordIODecoder
 from drover.security import http as security
 from drover.security.acls import ACLs, OPEN
@@ -86,6 +88,9 @@ class AgentConfig:
     # the cache is WORK_DIR/fetch-cache).
     fetcher_allowed_dirs: list[Path] = field(default_factory=list)
     fetcher_cache_size: int = fetcher.DEFAULT_CACHE_SIZE
+    # Clean-up (agent/gc.py): finished sandboxes kept --gc-delay scaled by disk use, sweeps every
+    # --disk-watch-interval, task logs rotated beyond --task-log-max-size.
+    gc: GCConfig = field(default_factory=GCConfig)
 
 
 class Agent:
@@ -137,9 +142,12 @@ class Agent:
             timeout=aiohttp.ClientTimeout(total=None, sock_connect=3), headers=auth,
             connector=aiohttp.TCPConnector(ssl=self._client_ssl) if self._client_ssl is not None else None)
         runner = await self._serve_http()
+        self.gc = GarbageCollector(self.config.work_dir, self.config.gc, lambda: set(self.tasks),
+                                   self._remove_orphaned_containers)
         tasks = [asyncio.create_task(self._link_loop(), name="master-link"),
                  asyncio.create_task(self._update_loop(), name="status-updates"),
-                 asyncio.create_task(self._ping_loop(), name="ping")]
+                 asyncio.create_task(self._ping_loop(), name="ping"),
+                 asyncio.create_task(self.gc.run(), name="gc")]
         await stop.wait()
         for t in tasks + list(self._bg) + list(self._watchers.values()) + list(self._stopping.values()):
             t.cancel()
@@ -596,13 +604,39 @@ class Agent:
         self._update_wakeup.set()
 
     def _forget(self, rec: TaskRecord) -> None:
-        """Drop a task the agent needs nothing more of; its id may then be used by a new launch."""
+        """Drop a task the agent needs nothing more of; its id may then be used by a new launch. Its container goes
+        now; its sandbox stays for its logs until the garbage collector's delay is over (counted from now: the
+        sandbox's mtime)."""
         key = (rec.framework_id, rec.spec.task_id)
         if self.tasks.get(key) is rec:
             del self.tasks[key]
             if not rec.refused:
                 self.completed.append(rec)
             self._killed_by_us.discard(key)
+            if not rec.refused:
+                with contextlib.suppress(OSError, ValueError):
+                    os.utime(rules.sandbox_path(self.config.work_dir, rec.framework_id, rec.spec.task_id))
+            if rec.container_id is not None:
+                self._spawn(self._remove_container(rec.container_id))
+
+    async def _remove_container(self, container_id: str) -> None:
+        try:
+            await self.containerizer.remove(container_id)
+        except Exception as e:  # podman down: the garbage collector's sweep removes it later
+            log.info("container not removed yet", container_id=container_id[:12], error=str(e)[:200])
+
+    async def _remove_orphaned_containers(self) -> int:
+        """Exited containers of this agent whose task it no longer holds (an agent killed between forgetting a task
+        and removing its container). Running ones are left to the master (it kills what must not run)."""
+        if not self.cp.agent_id:
+            return 0
+        removed = 0
+        for c in await self.containerizer.list({"drover.agent": self.cp.agent_id}):
+            key = (c.labels.get("drover.framework", ""), c.labels.get("drover.task", ""))
+            if key not in self.tasks and c.status in ("exited", "lost"):
+                await self.containerizer.remove(c.container_id)
+                removed += 1
+        return removed
 
     async def _update_loop(self) -> None:
         sent: dict[tuple[str, str], tuple[str, float, float]] = {}  # key -> (uuid, next retry, backoff)

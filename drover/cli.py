@@ -188,6 +188,16 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--fetcher-cache-size", type=_bytes, default=None, metavar="BYTES",
                    help="size of the fetcher's cache (WORK_DIR/fetch-cache), e.g. 2GB, 512MB or 1048576 "
                         "(default: 2GB)")
+    a.add_argument("--gc-delay", type=_positive, default=None, metavar="SECONDS",
+                   help="how long a finished task's sandbox is kept, at most (less as the disk fills; default: a "
+                        "week, as Mesos)")
+    a.add_argument("--gc-disk-headroom", type=float, default=None, metavar="FRACTION",
+                   help="disk fraction kept free: sandboxes go at once when the disk is more than 1 - this full "
+                        "(0 to 1; default 0.1)")
+    a.add_argument("--disk-watch-interval", type=_positive, default=None, metavar="SECONDS",
+                   help="how often the agent sweeps sandboxes, containers and logs (default: 60)")
+    a.add_argument("--task-log-max-size", type=_bytes, default=None, metavar="BYTES",
+                   help="a task's stdout or stderr beyond this is rotated to stdout.1 / stderr.1 (default: 64MB)")
 
     l = sub.add_parser("local", help="run 3 master replicas and 2 agents on this machine")
     l.add_argument("--data-dir", type=Path, default=Path("var/local"))
@@ -361,6 +371,19 @@ def _agent(args) -> int:
                       fetcher_allowed_dirs=list(args.fetcher_allowed_dir))
     if args.fetcher_cache_size is not None:
         cfg.fetcher_cache_size = args.fetcher_cache_size
+    gc = cfg.gc
+    if args.gc_delay is not None:
+        gc.gc_delay = args.gc_delay
+    if args.gc_disk_headroom is not None:
+        if not 0.0 <= args.gc_disk_headroom <= 1.0:
+            raise UsageError(f"--gc-disk-headroom must be from 0 to 1, got {args.gc_disk_headroom}")
+        gc.headroom = args.gc_disk_headroom
+    if args.disk_watch_interval is not None:
+        gc.interval = args.disk_watch_interval
+    if args.task_log_max_size is not None:
+        if args.task_log_max_size < 4096:
+            raise UsageError(f"--task-log-max-size must be at least 4096 bytes, got {args.task_log_max_size}")
+        gc.task_log_max_bytes = args.task_log_max_size
     for d in cfg.fetcher_allowed_dirs:
         if not d.is_absolute() or not d.is_dir():
             raise UsageError(f"--fetcher-allowed-dir {d}: must be an existing directory, given as an absolute path")
