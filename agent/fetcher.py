@@ -113,12 +113,21 @@ def plans(uris: Iterable[FetchURI]) -> list[Plan]:
     return out
 
 
+MAX_MEMBER_NAME = 4096  # characters of an archive member's name (PATH_MAX)
+MAX_MEMBER_DEPTH = 64  # directories above an archive member
+
+
 def member_parts(name: str) -> list[str]:
     """The components of an archive member's name, `.` and empty ones dropped; FetchError for an absolute name or
     one with a `..` (a member that would land outside the directory it is extracted into)."""
     if name.startswith("/"):
         raise FetchError(f"archive member '{name[:256]}' has an absolute name")
+    if len(name) > MAX_MEMBER_NAME:
+        raise FetchError(f"archive member '{name[:256]}...' has a name longer than {MAX_MEMBER_NAME} characters")
     parts = [p for p in name.split("/") if p not in ("", ".")]
+    if len(parts) > MAX_MEMBER_DEPTH:
+        # Every directory on a member's way is checked (no links): a deep tree would cost minutes per member.
+        raise FetchError(f"archive member '{name[:256]}' is more than {MAX_MEMBER_DEPTH} directories deep")
     if ".." in parts:
         raise FetchError(f"archive member '{name[:256]}' leads outside the sandbox ('..')")
     return parts
@@ -250,21 +259,24 @@ class Fetcher:
         if not allowed:
             raise FetchError("local files are not fetched on this agent (its operator names the directories they "
                              "may come from with --fetcher-allowed-dir)")
+        # O_PATH first: the file is looked at, not opened (opening a device can act on it), until it is known to
+        # be a regular file inside an allowed directory; then that very file is opened through /proc.
         try:
-            fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
-        except OSError as e:
-            raise FetchError(f"cannot open it: {e.strerror}") from None
+            pfd = os.open(path, os.O_PATH | os.O_CLOEXEC)
+        except OSError:
+            raise FetchError("it is not inside a directory this agent fetches local files from "
+                             "(--fetcher-allowed-dir), or does not exist") from None
         try:
-            real = os.readlink(f"/proc/self/fd/{fd}")  # the file actually opened, every link resolved
+            real = os.readlink(f"/proc/self/fd/{pfd}")  # the file looked at, every link resolved
             if not local_allowed(real, allowed) or local_allowed(
                     real, [os.path.realpath(d) for d in self.config.denied_dirs]):
                 raise FetchError("it is not inside a directory this agent fetches local files from "
-                                 "(--fetcher-allowed-dir)")
-            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                                 "(--fetcher-allowed-dir), or does not exist")
+            if not stat.S_ISREG(os.fstat(pfd).st_mode):
                 raise FetchError("it is not a regular file")
-        except BaseException:
-            os.close(fd)
-            raise
+            fd = os.open(f"/proc/self/fd/{pfd}", os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        finally:
+            os.close(pfd)
         with os.fdopen(fd, "rb") as src:
             _write_new(out, src, limit)
 

@@ -19,7 +19,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import secrets
 import shutil
+import stat
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -107,12 +109,18 @@ class GarbageCollector:
             for task in _subdirs(fw):
                 key = (fw.name, task.name)
                 if key in held:
-                    rotated += sum(_rotate(task / name, self.config.task_log_max_bytes) for name in LOG_FILES)
+                    for name in LOG_FILES:
+                        try:
+                            rotated += _rotate(task / name, self.config.task_log_max_bytes)
+                        except OSError as e:  # one task's odd files never stop the sweep
+                            log.warning("could not rotate a task log", path=str(task / name), error=str(e))
                     continue
                 with contextlib.suppress(OSError):
                     found.append(Sandbox(fw.name, task.name, now - task.lstat().st_mtime))
         gone = 0
         for s in expired(found, held, limit):
+            if (s.framework_id, s.task_id) in self.held_now():
+                continue  # launched again (a reused task id) while this sweep ran
             path = self.sandboxes / s.framework_id / s.task_id
             try:
                 shutil.rmtree(path)  # symlink-safe (fd based): never follows a link a task planted
@@ -123,6 +131,15 @@ class GarbageCollector:
             with contextlib.suppress(OSError):
                 fw.rmdir()  # only when empty
         return {"sandboxes": gone, "rotated_logs": rotated}
+
+    def held_now(self) -> set[tuple[str, str]]:
+        """The tasks held right now (read from the sweep's thread: the agent's dict may change meanwhile)."""
+        for _ in range(5):
+            try:
+                return set(self.held())
+            except RuntimeError:  # changed size during iteration: read again
+                continue
+        return set(self.held())
 
 
 def _subdirs(path: Path) -> list[Path]:
@@ -135,32 +152,45 @@ def _subdirs(path: Path) -> list[Path]:
 
 
 def _rotate(path: Path, max_bytes: int) -> int:
-    """Once `path` is larger than `max_bytes`, copy it aside to `path.1` (replacing the previous one, owned like
-    it) and truncate it in place; 1 if rotated. The task appends (O_APPEND), so it goes on writing at the new end
-    (a rename would leave it writing to the moved file). What it writes between the copy and the truncation is
-    lost: a rotated log may miss a few lines at the cut."""
+    """Once `path` holds more than `max_bytes` on disk, copy its last `max_bytes` aside to `path.1` (replacing the
+    previous copy, owned like it) and truncate it in place; 1 if rotated. The task appends (O_APPEND), so it goes on
+    writing at the new end (a rename would leave it writing to the moved file); what it writes between the copy and
+    the truncation is lost. Everything here is the task's to tamper with: nothing is followed (no link, in the
+    sandbox's directory only), only a regular file is touched, its size on disk (not its apparent size: a sparse
+    file) decides, at most `max_bytes` are copied, and a failure leaves no temporary file behind."""
     try:
-        st = os.lstat(path)
+        dfd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
     except OSError:
         return 0
-    if not (st.st_mode & 0o170000 == 0o100000) or st.st_size <= max_bytes:  # a regular file, over the limit
-        return 0
-    aside = path.with_name(path.name + ".1")
-    fd = os.open(path, os.O_RDWR | os.O_NOFOLLOW)
     try:
-        tmp = aside.with_name(aside.name + ".tmp")
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        out = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
         try:
-            os.lseek(fd, 0, os.SEEK_SET)
-            while chunk := os.read(fd, 1 << 20):
-                os.write(out, chunk)
-            os.fchown(out, st.st_uid, st.st_gid)
+            fd = os.open(path.name, os.O_RDWR | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=dfd)
+        except OSError:
+            return 0
+        try:
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode) or st.st_blocks * 512 <= max_bytes:
+                return 0
+            tmp = f".{path.name}.1.{secrets.token_hex(8)}.tmp"
+            out = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600, dir_fd=dfd)
+            try:
+                try:
+                    start, left = max(0, st.st_size - max_bytes), max_bytes
+                    while left > 0 and (chunk := os.pread(fd, min(left, 1 << 20), start)):
+                        os.write(out, chunk)
+                        start, left = start + len(chunk), left - len(chunk)
+                    os.fchown(out, st.st_uid, st.st_gid)
+                finally:
+                    os.close(out)
+                os.replace(tmp, f"{path.name}.1", src_dir_fd=dfd, dst_dir_fd=dfd)
+            except OSError:
+                with contextlib.suppress(OSError):
+                    os.unlink(tmp, dir_fd=dfd)
+                # `path.1` is not a file we can replace (the task put a directory there): the log is still cut,
+                # so that it cannot fill the disk.
+            os.ftruncate(fd, 0)
+            return 1
         finally:
-            os.close(out)
-        os.replace(tmp, aside)
-        os.ftruncate(fd, 0)
+            os.close(fd)
     finally:
-        os.close(fd)
-    return 1
+        os.close(dfd)

@@ -252,7 +252,7 @@ class AgentAPI:
         try:
             resp = web.StreamResponse(headers={
                 "Content-Type": "application/octet-stream", "Content-Length": str(st.st_size),
-                "Content-Disposition": f'attachment; filename="{target.path.name.replace(chr(34), "_")}"'})
+                "Content-Disposition": content_disposition(target.path.name)})
             await resp.prepare(request)
             sent = 0
             while sent < st.st_size:  # the size it had when opened: a growing log does not keep us here
@@ -317,11 +317,12 @@ class AgentAPI:
         if request.content_length is not None and request.content_length > MAX_BODY:
             return _problem(413, f"Request body larger than {MAX_BODY} bytes")
         try:
-            body = await request.content.read(MAX_BODY + 1)
+            body = await request.content.readexactly(request.content_length) \
+                if request.content_length is not None else await _read_bounded(request, MAX_BODY + 1)
             if len(body) > MAX_BODY:
                 return _problem(413, f"Request body larger than {MAX_BODY} bytes")
             call = json.loads(body)
-        except (ValueError, RecursionError):
+        except (ValueError, RecursionError, asyncio.IncompleteReadError):
             return _problem(400, "Failed to parse body into JSON")
         if not isinstance(call, dict) or not isinstance(call.get("type"), str):
             return _problem(400, "Expecting 'type' to be present")
@@ -560,3 +561,23 @@ def command_argv(command: object) -> list[str] | str:
     if shell:
         return ["/bin/sh", "-c", value]
     return [value, *args[1:]]
+
+
+def content_disposition(name: str) -> str:
+    """`attachment` with the file's name: an ASCII stand-in (no quotes, controls or non-ASCII: a task names its
+    files, and a newline in a header is refused by aiohttp, a 500) and the exact name as RFC 5987 `filename*`."""
+    from urllib.parse import quote
+
+    plain = "".join(c if 32 <= ord(c) < 127 and c not in '"\\' else "_" for c in name) or "file"
+    return f"attachment; filename=\"{plain}\"; filename*=UTF-8''{quote(name, safe='')}"
+
+
+async def _read_bounded(request: web.Request, limit: int) -> bytes:
+    """The body of a chunked request, read to its end or to `limit` bytes."""
+    chunks, size = [], 0
+    async for chunk in request.content.iter_any():
+        chunks.append(chunk)
+        size += len(chunk)
+        if size >= limit:
+            break
+    return b"".join(chunks)

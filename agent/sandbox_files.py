@@ -118,12 +118,31 @@ def check_open(root: Path, fd: int, target: Target) -> None:
         raise FilesError(404, "No such file or directory")
 
 
-def open_file(root: Path, target: Target) -> tuple[int, os.stat_result]:
-    """Open a regular file of a sandbox for reading: (fd, its stat). 400 for a directory or special file."""
+def open_checked(root: Path, target: Target) -> int:
+    """Open `target` for reading, but only once it is known to be a regular file or a directory of the same task's
+    sandbox: it is first looked at through an O_PATH descriptor (which opens nothing: opening a device as root can
+    act on it, and a task may swap a directory of its path for a link between the resolution and the open), then
+    that very inode is opened through /proc."""
     try:
-        fd = os.open(target.path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+        pfd = os.open(target.path, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC)
     except OSError:
         raise FilesError(404, "No such file or directory") from None
+    try:
+        check_open(root, pfd, target)
+        mode = os.fstat(pfd).st_mode
+        if not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
+            raise FilesError(400, "Not a regular file")
+        try:
+            return os.open(f"/proc/self/fd/{pfd}", os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        except OSError:
+            raise FilesError(404, "No such file or directory") from None
+    finally:
+        os.close(pfd)
+
+
+def open_file(root: Path, target: Target) -> tuple[int, os.stat_result]:
+    """Open a regular file of a sandbox for reading: (fd, its stat). 400 for a directory or special file."""
+    fd = open_checked(root, target)
     try:
         check_open(root, fd, target)
         st = os.fstat(fd)
@@ -169,10 +188,7 @@ def browse(root: Path, target: Target) -> list[dict]:
                 "mode": mode_string(st.st_mode), "uid": users.get(st.st_uid, str(st.st_uid)),
                 "gid": groups.get(st.st_gid, str(st.st_gid))}
 
-    try:
-        fd = os.open(target.path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
-    except OSError:
-        raise FilesError(404, "No such file or directory") from None
+    fd = open_checked(root, target)
     try:
         check_open(root, fd, target)  # the directory listed is the one checked
         st = os.fstat(fd)

@@ -151,6 +151,9 @@ async def log(c: Client, loc: Located, stream: str, follow: bool, out=None) -> i
                                  {"path": path, "offset": str(offset), "length": str(READ_PAGE)},
                                  missing={"data": ""} if follow else None)
         data = page.get("data", "")
+        if follow and isinstance(page.get("offset"), int) and page["offset"] < offset:
+            offset = 0  # the agent rotated the log (cut it, keeping a copy in stdout.1): start over
+            continue
         if data:
             out.write(data.encode())
             out.flush()

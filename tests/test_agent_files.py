@@ -137,3 +137,12 @@ def test_sessions_are_judged_by_drovers_and_mesoss_action_names():
     # `m` may not run sessions as root: a rule with Mesos's name alone is enough to refuse it
     assert not all(A.authorized(mesos, a, "m", "root") for a in session_actions(mesos))
     assert all(A.authorized(mesos, a, "m", "nobody") for a in session_actions(mesos))
+
+
+def test_a_download_names_any_file_safely():
+    from agent.http_api import content_disposition
+
+    assert content_disposition("stdout") == "attachment; filename=\"stdout\"; filename*=UTF-8''stdout"
+    for name in ("a\nb", 'q"uote', "h\u00e9llo", "\r\n\tX-Evil: 1", "\\"):
+        header = content_disposition(name)
+        assert header.isascii() and "\n" not in header and "\r" not in header, name

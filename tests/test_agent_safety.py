@@ -140,5 +140,11 @@ async def test_reused_task_id(live_agent):
     # now the id is free: a new task under it really runs (not the old container's exit status again)
     await a._on_message("m", launch_msg("F", "t1", "echo third"))
     await wait_for_state(a, "F", "t1", "TASK_FINISHED")
-    assert len(await containers_of(a)) == 2
+    # the first run's container was removed once its final status was acknowledged (agent/gc.py); the new one ran
+    for _ in range(200):
+        ids = [c.container_id for c in await containers_of(a)]
+        if rec.container_id not in ids:
+            break
+        await asyncio.sleep(0.05)
+    assert ids == [a.tasks[("F", "t1")].container_id] and ids != [rec.container_id]
     assert out.read_text() == "first\nthird\n"

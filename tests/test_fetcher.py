@@ -327,11 +327,15 @@ async def test_local_files_only_from_allowed_dirs(tmp_path):
     f = _fetcher(tmp_path, allowed_dirs=(allowed, work), denied_dirs=(work,))
     await f.fetch_all([FetchURI(f"file://{allowed}/a.txt")], sandbox)
     assert (sandbox / "a.txt").read_text() == "local\n"
-    for path in (allowed / "sneaky", Path("/etc/passwd"), allowed / "into-work", work / "meta" / "agent.json"):
+    for path in (allowed / "sneaky", Path("/etc/passwd"), allowed / "into-work", work / "meta" / "agent.json",
+                 Path("/dev/watchdog")):  # looked at through O_PATH, never opened
         with pytest.raises(FetchError, match="not inside a directory this agent fetches local files from"):
             await f.fetch_all([FetchURI(str(path))], sandbox)
-    with pytest.raises(FetchError, match="No such file"):
-        await f.fetch_all([FetchURI(str(allowed / "nope"))], sandbox)
+    # A missing file and one outside the allowed directories get the same answer: a framework cannot probe which
+    # paths exist on the agent.
+    for path in (allowed / "nope", Path("/nonexistent/x")):
+        with pytest.raises(FetchError, match=r"not inside a directory .* or does not exist"):
+            await f.fetch_all([FetchURI(str(path))], sandbox)
     (allowed / "sub").mkdir()
     with pytest.raises(FetchError, match="not a regular file"):
         await f.fetch_all([FetchURI(str(allowed / "sub"))], sandbox)
@@ -497,3 +501,13 @@ async def test_a_task_killed_while_fetching_never_starts(live_agent):  # noqa: F
         assert got == ["TASK_STARTING", "TASK_KILLED"], got
         assert a.tasks[("F", "k")].unacked[-1].reason == "REASON_TASK_KILLED_DURING_LAUNCH"
         assert await a.containerizer.list({"drover.task": "k", "drover.agent": a.cp.agent_id}) == []
+
+
+def test_an_archive_member_too_deep_or_too_long_is_refused_before_any_directory_is_checked():
+    from agent.fetcher import MAX_MEMBER_DEPTH, MAX_MEMBER_NAME, member_parts
+
+    assert len(member_parts("/".join(["d"] * MAX_MEMBER_DEPTH))) == MAX_MEMBER_DEPTH
+    with pytest.raises(FetchError, match="directories deep"):
+        member_parts("/".join(["d"] * (MAX_MEMBER_DEPTH + 1)))
+    with pytest.raises(FetchError, match="longer than"):
+        member_parts("x" * (MAX_MEMBER_NAME + 1))

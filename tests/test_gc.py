@@ -95,7 +95,8 @@ def test_a_held_tasks_log_is_rotated_beyond_the_limit(tmp_path):
     (box / "stderr").write_bytes(b"small")
     gc = gc_for(tmp_path, {("F", "t")}, task_log_max_bytes=4096)
     assert asyncio.run(gc.sweep())["rotated_logs"] == 1
-    assert (box / "stdout.1").read_bytes() == b"x" * 10_000 and (box / "stdout").read_bytes() == b""
+    # at most the limit is kept aside (the end of the log), the rest is cut
+    assert (box / "stdout.1").read_bytes() == b"x" * 4096 and (box / "stdout").read_bytes() == b""
     assert (box / "stderr").read_bytes() == b"small" and not (box / "stderr.1").exists()
     # the writer appends (O_APPEND, as the task's shell does): it goes on at the new end, no hole
     with open(box / "stdout", "ab") as f:
@@ -144,3 +145,25 @@ def test_finished_tasks_leave_no_container_and_their_sandboxes_go_after_the_dela
                "--label", "drover.task=y", "--name", f"orphan-{aids[0][-8:]}", "localhost/drover-busybox:latest",
                "true")
         wait_until(lambda: task_containers() == [], what="the orphaned container to be swept")
+
+
+def test_a_task_cannot_stop_the_sweep_or_make_rotation_fill_the_disk(tmp_path):
+    """Everything in a sandbox is the task's: a directory where the rotated copy goes, a sparse file of 8 TB, a
+    link in place of its log, a FIFO. Each is handled or skipped; the sweep goes on (and deletes what it must)."""
+    box = make_box(tmp_path, "F", "t", 0, b"y" * 10_000)
+    (box / "stdout.1").mkdir()  # the rotated copy cannot go there: the log is still cut
+    with open(box / "stderr", "wb") as f:
+        f.truncate(8 * 1024**4)  # 8 TB apparent, no blocks: nothing to rotate, nothing copied
+    other = make_box(tmp_path, "F", "u", 0)
+    (other / "stdout").unlink()
+    (other / "stdout").symlink_to(tmp_path / "outside")
+    (tmp_path / "outside").write_bytes(b"z" * 10_000)
+    os.mkfifo(other / "stderr")
+    make_box(tmp_path, "F", "old", 500)
+    gc = gc_for(tmp_path, {("F", "t"), ("F", "u")}, task_log_max_bytes=4096, gc_delay=100.0, headroom=0.0)
+    result = asyncio.run(gc.sweep())
+    assert result["rotated_logs"] == 1 and result["sandboxes"] == 1
+    assert (box / "stdout").read_bytes() == b"" and (box / "stdout.1").is_dir()
+    assert (box / "stderr").stat().st_size == 8 * 1024**4 and not (box / "stderr.1").exists()
+    assert (tmp_path / "outside").read_bytes() == b"z" * 10_000  # never followed
+    assert [p.name for p in box.iterdir() if p.name.endswith(".tmp")] == []
