@@ -84,7 +84,18 @@ class RawPodman:
         return dt, c.id
 
     def _finish(self, cid: str) -> int:
-        c = self.client.containers.get(cid)
+        from podman.errors import APIError
+
+        for attempt in range(20):
+            try:
+                c = self.client.containers.get(cid)
+                break
+            except APIError as e:
+                # podman's inspect can race a short-lived container's exit ("read /proc/PID/cgroup: no such
+                # process", a 500): ask again.
+                if "no such process" not in str(e) or attempt == 19:
+                    raise
+                time.sleep(0.05)
         rc = c.wait(interval="20ms")
         c.remove(force=True)
         return rc
