@@ -155,8 +155,13 @@ def test_files_read_browse_download(env):
 
 def test_task_log_and_follow(env):
     c, tid = env
-    r = drover(c, "log", tid)
-    assert r.returncode == 0, r.stderr
+    deadline = time.time() + 60
+    while True:  # the task writes a line every 0.3 s from when it runs: wait for its second
+        r = drover(c, "log", tid)
+        assert r.returncode == 0, r.stderr
+        if r.stdout.count("\n") >= 2 or time.time() > deadline:
+            break
+        time.sleep(0.3)
     assert r.stdout.startswith("out0\nout1\n")
     r = drover(c, "log", tid, "--stream", "stderr")
     assert r.returncode == 0 and r.stdout.startswith("err0\n")
