@@ -10,6 +10,7 @@ shown, whatever its user.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,8 +27,8 @@ class Viewer:
     principal: str | None
     acls: ACLs
 
-    @property
-    def sees_all(self) -> bool:
+    @functools.cached_property
+    def sees_all(self) -> bool:  # asked several times per request (cache key, views, events): judged once
         return authorized_for_all(self.acls, "view_frameworks", self.principal) and \
             authorized_for_all(self.acls, "view_tasks", self.principal)
 

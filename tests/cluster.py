@@ -60,9 +60,10 @@ class Cluster(LocalCluster):
 
 @contextlib.contextmanager
 def running_cluster(data_dir: Path, extra_master_args: list[str] = (),
-                    agent_args: list[str] = ()) -> Iterator[Cluster]:
+                    agent_args: list[str] = (), **options) -> Iterator[Cluster]:
+    """`options`: LocalCluster's other fields (secure, tls, extra_principals, acl_rules, ...)."""
     c = Cluster(data_dir=data_dir, master_args=list(MASTER_ARGS) + list(extra_master_args),
-                agent_args=list(agent_args))
+                agent_args=list(agent_args), **options)
     c.start()
     try:
         c.wait_leader()

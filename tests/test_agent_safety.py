@@ -22,12 +22,13 @@ from tests.test_agent_rules import launch_msg, states
 pytestmark = pytest.mark.timeout(90)
 
 
-@pytest.fixture
-async def live_agent(tmp_path, podman_socket):
+@contextlib.asynccontextmanager
+async def agent_without_master(tmp_path: Path, podman_socket: Path, **config):
+    """An Agent on the real podman service, fed messages by the test (no master); its containers go at the end."""
     work = tmp_path / "work"
     cfg = AgentConfig(masters=["127.0.0.1:9"], http="127.0.0.1:0", work_dir=work,
                       resources=Resources.parse("cpus:4;mem:4096"), podman_socket=podman_socket,
-                      start_podman_service=False)
+                      start_podman_service=False, **config)
     a = Agent(cfg)
     a.cp.agent_id = f"test-{uuid.uuid4().hex[:10]}"
     work.mkdir(parents=True)
@@ -42,6 +43,12 @@ async def live_agent(tmp_path, podman_socket):
         with contextlib.suppress(Exception):
             await a.containerizer.remove_all({"drover.agent": a.cp.agent_id})
         await a.containerizer.stop()
+
+
+@pytest.fixture
+async def live_agent(tmp_path, podman_socket):
+    async with agent_without_master(tmp_path, podman_socket) as a:
+        yield a
 
 
 async def wait_for_state(a: Agent, fid: str, tid: str, state: str, timeout: float = 30.0) -> list[str]:

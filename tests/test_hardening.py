@@ -9,7 +9,6 @@ import asyncio
 import contextlib
 import os
 import stat
-import time
 import uuid
 from pathlib import Path
 
@@ -22,7 +21,8 @@ from agent.containerizer import PROBE_LABEL, SANDBOX_MOUNT, ContainerLaunchError
 from eventstore.resources import Resources
 from eventstore.values import user_problem
 from tests.conftest_podman import TEST_LABELS
-from tests.test_agent_rules import launch_msg, states
+from tests.test_agent_rules import launch_msg
+from tests.test_agent_safety import agent_without_master, wait_for_state
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -298,33 +298,8 @@ async def test_a_fork_bomb_meets_the_pids_limit(cz, mkspec, podman_socket):
 
 @pytest.fixture
 async def live_agent(tmp_path, podman_socket):
-    work = tmp_path / "work"
-    cfg = AgentConfig(masters=["127.0.0.1:9"], http="127.0.0.1:0", work_dir=work,
-                      resources=Resources.parse("cpus:4;mem:4096"), podman_socket=podman_socket,
-                      start_podman_service=False, task_pids_limit=64)
-    a = Agent(cfg)
-    a.cp.agent_id = f"test-{uuid.uuid4().hex[:10]}"
-    work.mkdir(parents=True)
-    await a.containerizer.start()
-    try:
+    async with agent_without_master(tmp_path, podman_socket, task_pids_limit=64) as a:
         yield a
-    finally:
-        pending = list(a._bg) + list(a._watchers.values()) + list(a._stopping.values())
-        for t in pending:
-            t.cancel()
-        await asyncio.gather(*pending, return_exceptions=True)
-        with contextlib.suppress(Exception):
-            await a.containerizer.remove_all({"drover.agent": a.cp.agent_id})
-        await a.containerizer.stop()
-
-
-async def wait_for_state(a: Agent, fid: str, tid: str, state: str, timeout: float = 30.0) -> list[str]:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if state in (got := states(a, fid, tid)):
-            return got
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"{fid}/{tid} never reached {state}: {states(a, fid, tid)}")
 
 
 def stdout_of(a: Agent, fid: str, tid: str) -> str:

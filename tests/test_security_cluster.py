@@ -18,7 +18,7 @@ import pytest
 
 from drover.security import files
 from drover.security.credentials import Credential
-from tests.cluster import MASTER_ARGS, REPO, Cluster, run_framework, start_framework
+from tests.cluster import REPO, Cluster, run_framework, running_cluster, start_framework
 
 NONE = {"type": "NONE"}
 
@@ -30,20 +30,13 @@ def only(principal: str, values: list[str], key: str) -> list[dict]:
 
 @pytest.fixture(scope="module")
 def secure(tmp_path_factory):
-    c = Cluster(data_dir=tmp_path_factory.mktemp("secure") / "cluster", master_args=list(MASTER_ARGS), secure=True,
-                extra_principals=("mallory",),
-                acl_rules={"view_frameworks": only("mallory", ["nobody"], "users"),
-                           "view_tasks": only("mallory", ["nobody"], "users"),
-                           "run_tasks": only("mallory", ["nobody"], "users"),
-                           "teardown_frameworks": only("mallory", ["mallory"], "framework_principals"),
-                           "update_weights": only("mallory", [], "roles")[1:]})
-    c.start()
-    try:
-        c.wait_leader()
-        c.wait_agents()
+    with running_cluster(tmp_path_factory.mktemp("secure") / "cluster", secure=True, extra_principals=("mallory",),
+                         acl_rules={"view_frameworks": only("mallory", ["nobody"], "users"),
+                                    "view_tasks": only("mallory", ["nobody"], "users"),
+                                    "run_tasks": only("mallory", ["nobody"], "users"),
+                                    "teardown_frameworks": only("mallory", ["mallory"], "framework_principals"),
+                                    "update_weights": only("mallory", [], "roles")[1:]}) as c:
         yield c
-    finally:
-        c.stop()
 
 
 def creds(c: Cluster) -> dict[str, Credential]:
@@ -298,11 +291,7 @@ def test_replica_files_are_readable_by_their_owner_only(secure):
 def test_secure_and_tls_together_end_to_end(tmp_path):
     """`drover local --secure --tls`: every port HTTPS and authenticated; a client with both runs tasks, a client
     with one of the two is refused."""
-    c = Cluster(data_dir=tmp_path / "cluster", master_args=list(MASTER_ARGS), secure=True, tls=True)
-    c.start()
-    try:
-        c.wait_leader()
-        c.wait_agents()
+    with running_cluster(tmp_path / "cluster", secure=True, tls=True) as c:
         base = [sys.executable, "-m", "drover.cli", "execute", "--master", c.layout["leader"], "--command", "true",
                 "--instances", "2", "--timeout", "60"]
         creds_ = ["--credentials", c.layout["credentials"]]
@@ -314,8 +303,6 @@ def test_secure_and_tls_together_end_to_end(tmp_path):
         assert no_auth.returncode == 2 and "401" in no_auth.stderr
         no_tls = subprocess.run(base + creds_, capture_output=True, text=True, timeout=120)
         assert no_tls.returncode == 2, no_tls.stdout + no_tls.stderr
-    finally:
-        c.stop()
 
 
 def test_an_agent_with_a_wrong_secret_is_refused_and_says_so_once(secure, tmp_path):
