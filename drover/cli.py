@@ -9,6 +9,7 @@ import argparse
 import asyncio
 import dataclasses
 import json
+import math
 import os
 import signal
 import sys
@@ -57,6 +58,8 @@ def _positive(value: str) -> float:
         v = float(value)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a number, got {value!r}") from None
+    if not math.isfinite(v):  # nan and inf would pass the comparison below and stall a loop or a timer
+        raise argparse.ArgumentTypeError(f"must be a finite number, got {value}")
     if v <= 0:
         raise argparse.ArgumentTypeError(f"must be > 0, got {value}")
     return v

@@ -61,6 +61,10 @@ def test_execute_exit_status_follows_the_tasks(cluster):
     (["master", "--id", "m", "--http", "127.0.0.1:1", "--raft", "127.0.0.1:2", "--data-dir", "/tmp/x",
       "--min-allocatable-resources", "cpus:-1"], "--min-allocatable-resources: cpus must be a non-negative"),
     (["sim", "/nonexistent/scenario.json"], "cannot read /nonexistent/scenario.json"),
+    (["agent", "--master", "127.0.0.1:1", "--http", "127.0.0.1:2", "--work-dir", "/tmp/x", "--gc-delay", "nan"],
+     "must be a finite number"),
+    (["master", "--id", "m", "--http", "127.0.0.1:1", "--raft", "127.0.0.1:2", "--data-dir", "/tmp/x",
+      "--allocation-interval", "inf"], "must be a finite number"),
 ])
 def test_bad_flags_get_one_clear_line_and_no_traceback(args, message):
     r = drover(*args, timeout=60)
