@@ -126,6 +126,19 @@ class PortMapping(msgspec.Struct, omit_defaults=True):
     protocol: Literal["tcp", "udp", "sctp"] = "tcp"
 
 
+class ExecutorSpec(msgspec.Struct, omit_defaults=True):
+    """The DEFAULT executor of a task group (LAUNCH_GROUP), as validated by the leader: one Podman pod on the agent
+    (docs/services.md, "Task groups"). Every task of the group carries the same one. Its `resources` are allocated
+    once, with the group's tasks, and go back when the last task of the group stops holding resources."""
+
+    executor_id: Id
+    resources: Annotated[list[Resource], _1K]
+    task_ids: Annotated[list[Id], _1K]  # the group, in the framework's order
+    name: Name | None = None
+    network: Network | None = None  # the pod's: None is HOST, BRIDGE with port_mappings
+    port_mappings: Annotated[list[PortMapping], _1K] = msgspec.field(default_factory=list)
+
+
 class TaskSpec(msgspec.Struct, omit_defaults=True):
     """What a framework asked to run, as validated by the leader."""
 
@@ -141,6 +154,8 @@ class TaskSpec(msgspec.Struct, omit_defaults=True):
     role: Role = "*"  # the allocation role of the offers it was launched from
     network: Network | None = None  # None: HOST (the codec records HOST as None, so old specs are unchanged)
     port_mappings: Annotated[list[PortMapping], _1K] = msgspec.field(default_factory=list)
+    # Added after catalogue version 2: set on the tasks of a task group (LAUNCH_GROUP), absent on a command task.
+    executor: ExecutorSpec | None = None
 
 
 class TaskStatus(msgspec.Struct, omit_defaults=True):
@@ -486,7 +501,8 @@ def event_problem(e: Event) -> str | None:
         lists += [o.resources for o in e.offers]
     elif isinstance(e, OffersAccepted):
         # The fold adds all of these up: one name must have one type across them.
-        lists.append([r for t in e.tasks for r in t.resources] + list(e.reserved) + list(e.unreserved))
+        lists.append([r for t in e.tasks for r in t.resources] + list(e.reserved) + list(e.unreserved)
+                     + [r for t in e.tasks if t.executor is not None for r in t.executor.resources])
     elif isinstance(e, QuotaUpdated):
         if e.role == "*" or "/" in e.role:
             return f"quota can only be set on a top-level role other than '*', not {e.role!r}"

@@ -52,9 +52,15 @@ def rebuild(state: "State") -> HierarchicalAllocator:
     for fw in state.frameworks.values():
         a.add_framework(fw.framework_id, list(fw.info.roles), list(fw.suppressed_roles), active=fw.active,
                         min_allocatable=dict(fw.info.min_allocatable), priority=fw.info.priority())
+    groups: set[tuple[str, str, str]] = set()
     for task in state.all_tasks():
         if not task.terminal and task.agent_id in a.agents:
-            a.allocate(task.framework_id, task.spec.role, task.agent_id, Resources(task.spec.resources))
+            res = Resources(task.spec.resources)
+            ex = task.spec.executor
+            if ex is not None and (task.framework_id, task.agent_id, ex.executor_id) not in groups:
+                groups.add((task.framework_id, task.agent_id, ex.executor_id))  # a task group's executor: once
+                res = res + Resources(ex.resources)
+            a.allocate(task.framework_id, task.spec.role, task.agent_id, res)
     for o in state.offers.values():
         if o.agent_id in a.agents:
             a.allocate(o.framework_id, o.role, o.agent_id, Resources(o.resources))

@@ -403,12 +403,16 @@ def _b_accept(fid: str, p: dict, key: str) -> "sd.Accept":
             ops.append(C.Launch(tasks=tasks, operation_id=op_id))
         elif kind == "LAUNCH_GROUP":
             lg = _obj(op.get("launch_group"), f"{w}.launch_group")
-            _obj(lg.get("executor"), f"{w}.launch_group.executor")
+            raw_executor = _obj(_required(lg.get("executor"), f"{w}.launch_group.executor"),
+                                f"{w}.launch_group.executor")
+            executor, executor_fid, executor_problem = parse_executor_info(raw_executor, f"{w}.launch_group.executor")
             wt = f"{w}.launch_group.task_group"
-            tg = _obj(lg.get("task_group"), wt)
-            tasks = tuple(parse_launch_task(ti, f"{wt}.tasks[{j}]")
+            tg = _obj(_required(lg.get("task_group"), wt), wt)
+            tasks = tuple(parse_launch_task(ti, f"{wt}.tasks[{j}]", group_executor=raw_executor)
                           for j, ti in enumerate(_list(tg.get("tasks"), f"{wt}.tasks")))
-            ops.append(C.LaunchGroup(task_ids=tuple(t.task_id for t in tasks), operation_id=op_id))
+            ops.append(C.LaunchGroup(task_ids=tuple(t.task_id for t in tasks), operation_id=op_id, tasks=tasks,
+                                     executor=executor, executor_framework_id=executor_fid,
+                                     executor_problem=executor_problem))
         elif kind in ("RESERVE", "UNRESERVE"):
             wr = f"{w}.{kind.lower()}"
             body = _obj(op.get(kind.lower()), wr)
@@ -763,15 +767,70 @@ def parse_task_info(d: object, where: str) -> ev.TaskSpec:
     return spec
 
 
-def parse_launch_task(d: object, where: str) -> "sd.TaskRequest":
+def parse_launch_task(d: object, where: str, group_executor: dict | None = None) -> "sd.TaskRequest":
     """A TaskInfo of a LAUNCH (or LAUNCH_GROUP): structure errors fail the call; the rest is kept for the decider,
     which judges it in Mesos's order (task id, duplicate id, agent, then the task's own problems)."""
-    task_id, agent_id, spec, id_prob, problem = _task_parts(d, where)
+    task_id, agent_id, spec, id_prob, problem = _task_parts(d, where, group_executor)
     return _calls().TaskRequest(task_id=task_id, agent_id=agent_id, spec=spec, id_problem=id_prob, problem=problem)
 
 
-def _task_parts(d: object, where: str) -> tuple[str, str, ev.TaskSpec | None, str | None, str | None]:
-    """(task id, agent id, spec or None, the task id's problem, the first other problem)."""
+def parse_executor_info(d: dict, where: str) -> tuple[ev.ExecutorSpec | None, str | None, str | None]:
+    """The ExecutorInfo of a LAUNCH_GROUP: (spec or None, its framework id as sent, why it is refused). Structure
+    errors fail the call; the rest follows Mesos's executor validation (validation.cpp, executor::internal and
+    task::group::internal::validateExecutor), for the DEFAULT executor, the only kind Drover runs (as a pod)."""
+    executor_id = _id(d.get("executor_id"), f"{where}.executor_id")
+    assert executor_id is not None
+    framework_id = _id(d.get("framework_id"), f"{where}.framework_id", required=False)
+    kind = _str(d.get("type"), f"{where}.type")
+    name = _str(d.get("name"), f"{where}.name")
+    _obj(d.get("command"), f"{where}.command")
+    try:
+        resources, bad = parse_resources(d.get("resources"), f"{where}.resources"), None
+    except TaskInvalid as e:
+        resources, bad = Resources([]), str(e)
+    net, container_problem, ctype = _Net(), None, None
+    if d.get("container") is not None:
+        wc = f"{where}.container"
+        c = _obj(d["container"], wc)
+        ctype = _str(_required(c.get("type"), f"{wc}.type"), f"{wc}.type")
+        if ctype == "MESOS":
+            image, container_problem, net = _container(c, wc)
+            if image is not None:
+                container_problem = "'ExecutorInfo.container.mesos.image' must not be set for 'DEFAULT' executor"
+    def problem() -> str | None:
+        if (why := id_problem(executor_id, "Executor ID")) is not None:
+            return why
+        if bad is not None:
+            return f"Executor uses invalid resources: {bad}"
+        if kind is None or kind not in ("DEFAULT", "CUSTOM", "UNKNOWN"):
+            return "'ExecutorInfo.type' must be set"
+        if kind == "UNKNOWN":
+            return "Unknown executor type"
+        if kind == "CUSTOM":
+            return ("Custom executors (ExecutorInfo.type CUSTOM, with a command) are not supported by Drover; "
+                    "use the DEFAULT executor")
+        if d.get("command") is not None:
+            return "'ExecutorInfo.command' must not be set for 'DEFAULT' executor"
+        if ctype is not None and ctype != "MESOS":
+            return "'ExecutorInfo.container.type' must be 'MESOS' for 'DEFAULT' executor"
+        if container_problem is not None:
+            return container_problem.replace("TaskInfo.", "ExecutorInfo.")
+        if net.problem is not None:
+            return net.problem.replace("Task", "Executor")
+        return _length_problem(name, "Executor name", MAX_NAME_LENGTH)
+
+    why = problem()
+    spec = None
+    if why is None:
+        spec = ev.ExecutorSpec(executor_id=executor_id, resources=resources.to_list(), task_ids=[], name=name,
+                               network=net.network, port_mappings=net.mappings)  # type: ignore[arg-type]
+    return spec, framework_id, why
+
+
+def _task_parts(d: object, where: str, group_executor: dict | None = None,
+                ) -> tuple[str, str, ev.TaskSpec | None, str | None, str | None]:
+    """(task id, agent id, spec or None, the task id's problem, the first other problem). `group_executor`: the
+    ExecutorInfo of the task's LAUNCH_GROUP (the task may repeat it, as Mesos's master copies it into each task)."""
     d = _obj(d, where)
     task_id = _id(d.get("task_id"), f"{where}.task_id")
     if len(task_id) > MAX_ECHOED_ID:
@@ -826,8 +885,13 @@ def _task_parts(d: object, where: str) -> tuple[str, str, ev.TaskSpec | None, st
     def problem() -> str | None:
         # Mesos's order (validation.cpp task::internal::validateTask, then the executor), with the fields Drover
         # does not implement at the place of their kind. `discovery` is metadata for service discovery: kept out.
-        if d.get("executor") is not None:
+        if d.get("executor") is not None and group_executor is None:
             return "Custom executors are not supported by Drover yet; use 'command'"
+        if d.get("executor") is not None and d.get("executor") != group_executor:
+            return (f"The `ExecutorInfo` of task '{clip(task_id)}' is different from executor "
+                    f"'{clip(str(_obj(group_executor.get('executor_id'), where).get('value')))}'")
+        if group_executor is not None and _obj(d.get("container"), f"{where}.container").get("type") == "DOCKER":
+            return "Docker ContainerInfo is not supported on the task"
         if d.get("command") is None:
             return "Task must have exactly one of 'command' or 'executor' set"
         if grace is not None and grace < 0:

@@ -47,6 +47,29 @@ def launch_message(state: State, framework_id: str, spec: ev.TaskSpec) -> dict:
                                          "task": msgspec.to_builtins(spec)}}
 
 
+def launch_group_message(state: State, framework_id: str, specs: list[ev.TaskSpec]) -> dict:
+    """A task group for its agent, as one unit (docs/agent-protocol.md): every task carries the group's executor."""
+    fw = state.frameworks.get(framework_id)
+    info = {"name": fw.info.name, "user": fw.info.user, "checkpoint": fw.info.checkpoint,
+            "capabilities": [{"type": c} for c in fw.info.capabilities]} if fw else {}
+    return {"type": "LAUNCH_GROUP", "launch_group": {"framework_id": framework_id, "framework_info": info,
+                                                     "tasks": [msgspec.to_builtins(s) for s in specs]}}
+
+
+def launches(state: State, framework_id: str, specs: list[ev.TaskSpec]) -> list[dict]:
+    """LAUNCH for each command task, one LAUNCH_GROUP per task group (at its first task), in the specs' order."""
+    out: list[dict] = []
+    groups: dict[str, list[ev.TaskSpec]] = {}
+    for spec in specs:
+        if spec.executor is None:
+            out.append(launch_message(state, framework_id, spec))
+        elif spec.executor.executor_id not in groups:
+            groups[spec.executor.executor_id] = [s for s in specs if s.executor is not None
+                                                 and s.executor.executor_id == spec.executor.executor_id]
+            out.append(launch_group_message(state, framework_id, groups[spec.executor.executor_id]))
+    return out
+
+
 def kill_message(task: Task) -> dict:
     return {"type": "KILL", "kill": {"framework_id": task.framework_id, "task_id": task.task_id,
                                      "grace_seconds": task.kill_grace_seconds}}
@@ -82,8 +105,10 @@ def plan(state: State, env: ev.Envelope) -> list[Effect]:
                 if o is not None:
                     out.append(ToFramework(o.framework_id, codec.ev_rescind(oid)))
     elif isinstance(e, ev.OffersAccepted):
-        for spec in e.tasks:
-            out.append(ToAgent(spec.agent_id, launch_message(state, e.framework_id, spec)))
+        for spec_msg in launches(state, e.framework_id, list(e.tasks)):
+            body = spec_msg.get("launch") or spec_msg["launch_group"]
+            agent_id = (body["task"] if "task" in body else body["tasks"][0])["agent_id"]
+            out.append(ToAgent(agent_id, spec_msg))
         for rej in e.rejected:
             st = ev.TaskStatus(state=rej.state, source="SOURCE_MASTER", timestamp=env.ts, reason=rej.reason,
                                message=rej.message)
@@ -126,11 +151,20 @@ def resync_agent(state: State, agent_id: str, reported: list[ev.TaskReport]) -> 
     """Messages for an agent that just (re-)registered with this leader."""
     known = {(r.framework_id, r.task_id) for r in reported}
     msgs: list[dict] = []
+    groups: set[tuple[str, str]] = set()
     for task in state.all_tasks():
         if task.agent_id != agent_id or task.terminal:
             continue
         if (task.framework_id, task.task_id) not in known and task.state == "TASK_STAGING":
-            msgs.append(launch_message(state, task.framework_id, task.spec))
+            ex = task.spec.executor
+            if ex is None:
+                msgs.append(launch_message(state, task.framework_id, task.spec))
+            elif (task.framework_id, ex.executor_id) not in groups:
+                # The whole group again (the agent ignores a group it has): its tasks the log still holds.
+                groups.add((task.framework_id, ex.executor_id))
+                fw_tasks = state.tasks.get(task.framework_id, {})
+                specs = [fw_tasks[tid].spec for tid in ex.task_ids if tid in fw_tasks and not fw_tasks[tid].terminal]
+                msgs.append(launch_group_message(state, task.framework_id, specs))
         if task.kill_requested:
             msgs.append(kill_message(task))
     for r in sorted(reported, key=lambda r: (r.framework_id, r.task_id)):

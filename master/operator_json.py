@@ -100,6 +100,8 @@ def task(state: State, t: Task) -> dict:
     last = next((s for s in reversed(t.statuses) if s.uuid), None)
     if last is not None:  # the latest update sent to the framework with a uuid (acknowledged or not)
         d["status_update_state"], d["status_update_uuid"] = last.state, last.uuid
+    if spec.executor is not None:
+        d["executor_id"] = codec.ident(spec.executor.executor_id)
     if spec.labels:
         d["labels"] = codec.labels_out(spec.labels)
     if (container := codec.container_out(spec)) is not None:

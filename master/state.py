@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import copy
 import hashlib
-from typing import Any, Callable
+from typing import Any, Callable, Iterable
 
 import msgspec
 
@@ -154,9 +154,8 @@ class State(msgspec.Struct, omit_defaults=True, dict=True):
         return [t for fw in self.tasks.values() for t in fw.values()]
 
     def used_on_agent(self, agent_id: str) -> Resources:
-        return Resources(
-            r for t in self.all_tasks() if t.agent_id == agent_id and t.holds_resources for r in t.spec.resources
-        )
+        return Resources(r for _, res in holdings(t for t in self.all_tasks() if t.agent_id == agent_id)
+                         for r in res)
 
     def offered_on_agent(self, agent_id: str) -> Resources:
         return Resources(r for o in self.offers.values() if o.agent_id == agent_id for r in o.resources)
@@ -166,12 +165,40 @@ class State(msgspec.Struct, omit_defaults=True, dict=True):
         return agent.total() - self.used_on_agent(agent_id) - self.offered_on_agent(agent_id)
 
     def used_by_framework(self, framework_id: str) -> Resources:
-        return Resources(
-            r for t in self.tasks.get(framework_id, {}).values() if t.holds_resources for r in t.spec.resources
-        )
+        return Resources(r for _, res in holdings(self.tasks.get(framework_id, {}).values()) for r in res)
 
     def offered_to_framework(self, framework_id: str) -> Resources:
         return Resources(r for o in self.offers.values() if o.framework_id == framework_id for r in o.resources)
+
+
+def executor_key(task: Task) -> tuple[str, str, str] | None:
+    """A task group's executor (framework, agent, executor id), or None for a command task."""
+    ex = task.spec.executor
+    return None if ex is None else (task.framework_id, task.agent_id, ex.executor_id)
+
+
+def holdings(tasks: Iterable[Task]) -> list[tuple[Task, list[Resource]]]:
+    """What each of these tasks holds in the allocator, in their order: its own resources, and for the first holding
+    task of each task group its executor's too (an executor holds its resources while any task of its group does)."""
+    out: list[tuple[Task, list[Resource]]] = []
+    seen: set[tuple[str, str, str]] = set()
+    for t in tasks:
+        if not t.holds_resources:
+            continue
+        key = executor_key(t)
+        if key is not None and key not in seen and t.spec.executor is not None:
+            seen.add(key)
+            out.append((t, list(t.spec.resources) + list(t.spec.executor.resources)))
+        else:
+            out.append((t, list(t.spec.resources)))
+    return out
+
+
+def group_holds(s: State, task: Task) -> bool:
+    """Whether another task of this task's group (same executor on the same agent) holds resources."""
+    key = executor_key(task)
+    return key is not None and any(t is not task and t.holds_resources and executor_key(t) == key
+                                   for t in s.tasks.get(task.framework_id, {}).values())
 
 
 def clone(state: State) -> State:
@@ -461,8 +488,7 @@ def _agent_reregistered(s: State, e: ev.AgentReregistered, ts: float) -> None:
         agent = s.agents[e.agent_id] = s.unreachable_agents.pop(e.agent_id)
         agent.unreachable_at = None
         agent.resources = with_reservations(Resources(e.resources), Resources(agent.dynamic)).to_list()
-        used = [(t.framework_id, t.spec.role, Resources(t.spec.resources)) for t in tasks_on_agent(s, e.agent_id)
-                if t.holds_resources]
+        used = [(t.framework_id, t.spec.role, Resources(res)) for t, res in holdings(tasks_on_agent(s, e.agent_id))]
         a.add_agent(e.agent_id, agent.total(), used)
     if agent is None:
         agent = s.agents[e.agent_id] = Agent(
@@ -475,8 +501,7 @@ def _agent_reregistered(s: State, e: ev.AgentReregistered, ts: float) -> None:
         _drop_offers(s, [o for o in s.offers.values() if o.agent_id == e.agent_id])
         a.remove_agent(e.agent_id)  # which drops the agent's filters, as Mesos does on an agent update
         s.filters = [f for f in s.filters if f.agent_id != e.agent_id]
-        used = [(t.framework_id, t.spec.role, Resources(t.spec.resources)) for t in s.all_tasks()
-                if t.agent_id == e.agent_id and t.holds_resources]
+        used = [(t.framework_id, t.spec.role, Resources(res)) for t, res in holdings(tasks_on_agent(s, e.agent_id))]
         a.add_agent(e.agent_id, Resources(reported), used)
     agent.hostname, agent.http, agent.resources, agent.attributes = e.hostname, e.http, reported, e.attributes
     agent.principal = e.principal
@@ -489,10 +514,10 @@ def _agent_reregistered(s: State, e: ev.AgentReregistered, ts: float) -> None:
                 and report.framework_id in s.frameworks and report.state not in TERMINAL_STATES \
                 and spec.agent_id == e.agent_id and spec.task_id == report.task_id:
             # A task this log never saw launched (e.g. recorded only on a lost replica): adopt it.
-            s.tasks.setdefault(report.framework_id, {})[report.task_id] = Task(
+            task = s.tasks.setdefault(report.framework_id, {})[report.task_id] = Task(
                 framework_id=report.framework_id, spec=spec, launched_at=ts, state=report.state
             )
-            a.allocate(report.framework_id, spec.role, e.agent_id, Resources(spec.resources))
+            a.allocate(report.framework_id, spec.role, e.agent_id, _held_alone(s, task))
 
 
 def _agent_disconnected(s: State, e: ev.AgentDisconnected, ts: float) -> None:
@@ -552,6 +577,8 @@ def _offers_accepted(s: State, e: ev.OffersAccepted, ts: float) -> None:
     fw_tasks = s.tasks.setdefault(e.framework_id, {})
     specs = [t for t in e.tasks if t.agent_id == agent_id and t.task_id not in fw_tasks]
     used = Resources(r for t in specs for r in t.resources)
+    executors = {t.executor.executor_id: t.executor for t in specs if t.executor is not None}
+    used = used + Resources(r for ex in executors.values() for r in ex.resources)  # once per group
     for spec in specs:
         if spec.role != role:  # a task is allocated to the role of the offers it was launched from
             spec = msgspec.structs.replace(spec, role=role)
@@ -614,15 +641,25 @@ def _status_updated(s: State, e: ev.StatusUpdated, ts: float) -> None:
         task.state = e.status.state
         a = allocator_of(s)
         if task.agent_id in a.agents and task.framework_id in a.frameworks and held != task.holds_resources:
+            # A task group's executor resources move with its last (or first) holding task.
             if held:
-                a.recover(task.framework_id, task.spec.role, task.agent_id, Resources(task.spec.resources))
+                a.recover(task.framework_id, task.spec.role, task.agent_id, _held_alone(s, task))
             else:  # TASK_UNREACHABLE -> live again
-                a.allocate(task.framework_id, task.spec.role, task.agent_id, Resources(task.spec.resources))
+                a.allocate(task.framework_id, task.spec.role, task.agent_id, _held_alone(s, task))
     task.statuses.append(e.status)
     if e.status.uuid is not None:
         task.pending = e.status
     if task.terminal and task.pending is None:
         _complete(s, task)
+
+
+def _held_alone(s: State, task: Task) -> Resources:
+    """What starting (or stopping) to hold resources changes for this task: its own resources, plus its executor's
+    when no other task of its group holds any."""
+    res = Resources(task.spec.resources)
+    if task.spec.executor is not None and not group_holds(s, task):
+        res = res + Resources(task.spec.executor.resources)
+    return res
 
 
 def _status_acknowledged(s: State, e: ev.StatusAcknowledged, ts: float) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from eventstore.resources import Resource, Resources
 from master.codec import container_out, resources_summary
-from master.state import Offer, State, Task
+from master.state import Offer, State, Task, holdings
 
 
 class _Summaries:
@@ -35,7 +35,8 @@ class _Summaries:
 
 def _task(t: Task, summaries: _Summaries | None = None) -> dict:
     d = {
-        "id": t.task_id, "name": t.spec.name, "framework_id": t.framework_id, "executor_id": "",
+        "id": t.task_id, "name": t.spec.name, "framework_id": t.framework_id,
+        "executor_id": t.spec.executor.executor_id if t.spec.executor is not None else "",
         "slave_id": t.agent_id, "state": t.state,
         "resources": (summaries or _Summaries()).of(t.spec.resources),
         "statuses": [{"state": s.state, "timestamp": float(s.timestamp)} for s in t.statuses],
@@ -54,9 +55,8 @@ def render(state: State, *, master_id: str, http: str, leader_http: str | None, 
     # Tasks, offers and completed tasks grouped once, in the state's order (the same sums as State.used_on_agent
     # and friends, which scan everything per agent: quadratic at 10,000 agents).
     used_on: dict[str, list[Resource]] = {}
-    for t in state.all_tasks():
-        if t.holds_resources:
-            used_on.setdefault(t.agent_id, []).extend(t.spec.resources)
+    for t, held in holdings(state.all_tasks()):  # a task group's executor resources with its first task
+        used_on.setdefault(t.agent_id, []).extend(held)
     offers_on: dict[str, list[Resource]] = {}
     offers_to: dict[str, list[Offer]] = {}
     for o in state.offers.values():

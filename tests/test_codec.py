@@ -808,12 +808,14 @@ def test_parse_subscribe_and_typed_operations():
     a = codec.parse_scheduler_call({"type": "ACCEPT", "framework_id": {"value": "F1"}, "accept": {
         "offer_ids": [{"value": "O1"}], "operations": [
             {"type": "CREATE", "id": {"value": "op"}, "create": {"volumes": []}},
-            {"type": "LAUNCH_GROUP", "launch_group": {"executor": {}, "task_group": {"tasks": [task_info()]}}},
+            {"type": "LAUNCH_GROUP", "launch_group": {"executor": {"executor_id": {"value": "e1"}, "type": "DEFAULT"},
+                                                      "task_group": {"tasks": [task_info()]}}},
             {"type": "UNRESERVE", "unreserve": {"resources": [scalar("cpus", 1, role="web")]}},
             {"type": "WHATEVER"}]}})
     create, group, unreserve, unknown = a.operations
     assert create == sd.UnsupportedOperation(kind="CREATE", operation_id="op")
-    assert group == sd.LaunchGroup(task_ids=("t1",))
+    assert group.task_ids == ("t1",) and [t.task_id for t in group.tasks] == ["t1"]
+    assert group.executor == ev.ExecutorSpec(executor_id="e1", resources=[], task_ids=[])  # the decider fills them in
     assert unreserve.kind == "UNRESERVE" and unreserve.resources == Resources.parse("cpus(web):1")
     assert unknown == sd.UnknownOperation()
     with pytest.raises(CallError, match="Missing required fields: accept.operations\\[0\\].type"):

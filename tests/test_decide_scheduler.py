@@ -428,15 +428,18 @@ def test_accept_launch_with_an_operation_id_is_task_error():
     assert not the_accept(d).tasks
 
 
-def test_accept_launch_group_is_task_error_and_the_rest_goes_on():
-    group = {"type": "LAUNCH_GROUP", "launch_group": {"executor": {"type": "DEFAULT"}, "task_group": {
-        "tasks": [task_info("g1"), task_info("g2")]}}}
+def test_accept_a_custom_executor_group_is_task_error_and_the_rest_goes_on():
+    # Task groups themselves: tests/test_task_groups.py
+    group = {"type": "LAUNCH_GROUP", "launch_group": {
+        "executor": {"type": "CUSTOM", "executor_id": {"value": "e1"}, "command": {"value": "./my-executor"},
+                     "resources": [scalar("cpus", 0.1), scalar("mem", 32), scalar("disk", 10)]},
+        "task_group": {"tasks": [task_info("g1"), task_info("g2")]}}}
     d = decided(cluster().state, accept(("O1",), group, launch(task_info("solo"))))
     e = the_accept(d)
     assert [t.task_id for t in e.tasks] == ["solo"]
     assert [(r.task_id, r.reason) for r in e.rejected] == [("g1", "REASON_TASK_GROUP_INVALID"),
                                                            ("g2", "REASON_TASK_GROUP_INVALID")]
-    assert all("LAUNCH_GROUP is not supported" in r.message for r in e.rejected)
+    assert all("Custom executors" in r.message for r in e.rejected)
 
 
 @pytest.mark.parametrize("kind", codec.UNSUPPORTED_OPERATIONS)

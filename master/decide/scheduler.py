@@ -81,6 +81,10 @@ class Launch:
 class LaunchGroup:
     task_ids: tuple[str, ...]
     operation_id: str | None = None
+    tasks: tuple[TaskRequest, ...] = ()
+    executor: ev.ExecutorSpec | None = None  # None when executor_problem (task_ids not filled in yet)
+    executor_framework_id: str | None = None  # ExecutorInfo.framework_id as sent (None: the master fills it in)
+    executor_problem: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -221,6 +225,7 @@ class Subscribed:
 
 # REASON_TASK_GROUP_INVALID is Mesos's reason for a refused task group (not in eventstore.vocab.Reason yet).
 TASK_GROUP_INVALID = "REASON_TASK_GROUP_INVALID"
+TASK_GROUP_UNAUTHORIZED = "REASON_TASK_GROUP_UNAUTHORIZED"
 MAX_MESSAGE = 4096  # characters of one rejection message (what it quotes is clipped)
 LISTED_IDS = 10  # ids an error message lists before it says how many more
 
@@ -450,7 +455,8 @@ def decide_accept(state: State, call: Accept, now: float, config: DecideConfig) 
     go back unfiltered); then each operation in order: RESERVE / UNRESERVE (an invalid one is dropped, with
     OPERATION_ERROR if it has an id; one with an id asks for feedback no Drover agent gives), LAUNCH (each task
     in Mesos's order: task id, duplicate id, agent, its own problems, room in what is left of the offers; a
-    refused task gets TASK_ERROR), LAUNCH_GROUP (not implemented: TASK_ERROR). What the offers hold beyond the
+    refused task gets TASK_ERROR), LAUNCH_GROUP (`_launch_group`: the whole group, or every task of it
+    TASK_ERROR). What the offers hold beyond the
     tasks goes back with the call's filter (an implicit decline)."""
     fw, refusal = _connected(state, call.framework_id)
     if refusal is not None:
@@ -495,6 +501,7 @@ def decide_accept(state: State, call: Accept, now: float, config: DecideConfig) 
     tasks: list[ev.TaskSpec] = []
     messages: list[fx.Effect] = []
     seen: set[str] = set()
+    executors: set[str] = set()  # of the task groups launched by this ACCEPT
     for op in call.operations:
         if isinstance(op, Reservation):
             why = op.problem
@@ -549,14 +556,100 @@ def decide_accept(state: State, call: Accept, now: float, config: DecideConfig) 
                 remaining = remaining - need
                 tasks.append(msgspec.structs.replace(t.spec, role=role))
         elif isinstance(op, LaunchGroup):
-            rejected += [_rejection(tid, "LAUNCH_GROUP is not supported by Drover yet", TASK_GROUP_INVALID)
-                         for tid in op.task_ids]
+            group, why, reason = _launch_group(state, fw, op, agent_id, remaining, seen, executors, config)
+            if why is not None:  # atomic: the whole group is refused, every task with the same status
+                rejected += [_rejection(tid, why, reason) for tid in op.task_ids]
+                continue
+            seen.update(t.task_id for t in group)
+            executors.add(group[0].executor.executor_id if group[0].executor is not None else "")
+            remaining = remaining - _group_total(group)
+            tasks += [msgspec.structs.replace(t, role=role) for t in group]
         # UnknownOperation: ignored, as Mesos does ("Ignoring unknown operation").
     secs = effective_refuse_seconds(call.refuse_seconds, config.allocation_interval)
     accepted = ev.OffersAccepted(framework_id=fid, offer_ids=[o.offer_id for o in valid], tasks=tasks,
                                  refuse_seconds=secs, rejected=rejected, reserved=reserved.to_list(),
                                  unreserved=unreserved.to_list())
     return Decision(events=[accepted], messages=messages)
+
+
+# Mesos's minimum executor resources (src/master/constants.hpp: MIN_CPUS, MIN_MEM).
+MIN_EXECUTOR_CPUS = 0.01
+MIN_EXECUTOR_MEM_MB = 32.0
+
+
+def _group_total(group: list[ev.TaskSpec]) -> Resources:
+    """What a task group takes from the offers: its tasks' resources and its executor's."""
+    total = Resources(r for t in group for r in t.resources)
+    ex = group[0].executor if group else None
+    return total if ex is None else total + Resources(ex.resources)
+
+
+def _launch_group(state: State, fw: Framework, op: LaunchGroup, agent_id: str, remaining: Resources,
+                  seen: set[str], executors: set[str], config: DecideConfig,
+                  ) -> tuple[list[ev.TaskSpec], str | None, str]:
+    """A LAUNCH_GROUP, as Mesos's Master::accept and validation.cpp (task::group::validate) judge it, in their order:
+    operation feedback, authorization (REASON_TASK_GROUP_UNAUTHORIZED), each task (id, duplicate id, agent, its own
+    problems; a task of a group joins its executor's network), then the executor (framework id, type DEFAULT,
+    minimum resources, the group's total within the offers, host ports). Returns (the group's specs, None, "") or
+    ([], why, reason): one refusal for every task of the group (atomic: all of it launches, or none)."""
+    fid = fw.framework_id
+    if op.operation_id is not None:
+        return [], "The `id` field cannot be set on LAUNCH_GROUP operations", TASK_GROUP_INVALID
+    if not op.tasks:
+        return [], "Task group must have at least one task", TASK_GROUP_INVALID
+    for t in op.tasks:
+        if t.spec is not None:
+            user = task_user(t.spec, fw.info) or "root"
+            if not authorized(config.acls, "run_tasks", fw.info.principal, user):
+                return [], (f"Task '{codec.clip(t.task_id)}' is not authorized to launch as user "
+                            f"'{codec.clip(user)}'"), TASK_GROUP_UNAUTHORIZED
+    in_group: set[str] = set()
+    for t in op.tasks:
+        why = _task_problem(state, fid, t, agent_id, seen | in_group)
+        if why is None and t.spec is not None and (t.spec.network is not None or t.spec.port_mappings):
+            why = ("a task of a task group joins its executor's network: set 'container.network_infos' on the "
+                   "executor, not on the task")
+        if why is not None:
+            return [], f"Task '{codec.clip(t.task_id)}' is invalid: {why}", TASK_GROUP_INVALID
+        in_group.add(t.task_id)
+    ex = op.executor
+    if op.executor_problem is not None or ex is None:
+        return [], op.executor_problem or "Invalid executor", TASK_GROUP_INVALID
+    name = f"Executor '{codec.clip(ex.executor_id)}'"
+    if op.executor_framework_id is not None and op.executor_framework_id != fid:
+        return [], (f"ExecutorInfo has an invalid FrameworkID (Actual: {codec.clip(op.executor_framework_id)} vs "
+                    f"Expected: {fid})"), TASK_GROUP_INVALID
+    if ex.executor_id in executors:
+        return [], (f"{name} is already in use by another task group of this ACCEPT: Drover runs one task group "
+                    "per executor"), TASK_GROUP_INVALID
+    for other in state.tasks.get(fid, {}).values():
+        if other.spec.executor is not None and other.spec.executor.executor_id == ex.executor_id:
+            return [], (f"{name} is already in use by task '{codec.clip(other.task_id)}': Drover runs one task "
+                        "group per executor (launch a new group with a new executor ID)"), TASK_GROUP_INVALID
+        if other.spec.executor is None and other.task_id == ex.executor_id and not other.terminal:
+            return [], (f"{name} is the executor of command task '{codec.clip(other.task_id)}'"), TASK_GROUP_INVALID
+    if ex.executor_id in in_group or ex.executor_id in seen:
+        return [], f"{name} has the ID of a task launched with it", TASK_GROUP_INVALID
+    ex_res = Resources(ex.resources)
+    cpus, mem = ex_res.scalar("cpus"), ex_res.scalar("mem")
+    if cpus < MIN_EXECUTOR_CPUS:
+        return [], f"{name} uses less CPUs ({cpus:g}) than the minimum required ({MIN_EXECUTOR_CPUS:g})", \
+            TASK_GROUP_INVALID
+    if mem < MIN_EXECUTOR_MEM_MB:
+        return [], (f"{name} uses less memory ({mem:g}MB) than the minimum required "
+                    f"({MIN_EXECUTOR_MEM_MB:g}MB)"), TASK_GROUP_INVALID
+    if not any(r.name == "disk" for r in ex_res):
+        return [], f"{name} uses no disk", TASK_GROUP_INVALID
+    executor = msgspec.structs.replace(ex, task_ids=[t.task_id for t in op.tasks])
+    group = [msgspec.structs.replace(t.spec, executor=executor) for t in op.tasks if t.spec is not None]
+    total = _group_total(group)
+    if not remaining.contains(total):
+        return [], (f"Total resources {total.format()} required by task group and its executor are more than "
+                    f"available {remaining.format()}"), TASK_GROUP_INVALID
+    mapped = ((m.host_port, m.protocol) for m in ex.port_mappings)
+    if (why := host_ports_problem(list(total), mapped)) is not None:
+        return [], f"{name} is invalid: {why.replace('Task maps', 'its container maps')}", TASK_GROUP_INVALID
+    return group, None, ""
 
 
 def _task_problem(state: State, framework_id: str, t: TaskRequest, agent_id: str, seen: set[str]) -> str | None:
@@ -691,13 +784,21 @@ def decide_kill(state: State, call: Kill, now: float, config: DecideConfig) -> D
 
 def decide_shutdown(state: State, call: Shutdown, now: float, config: DecideConfig) -> Decision:
     """SHUTDOWN of an executor. Every Drover task runs under its own command executor, whose id is the task's
-    id (as Mesos's command executor): shutting it down kills that task. Anything else is ignored (202), as
+    id (as Mesos's command executor): shutting it down kills that task; a task group's executor (LAUNCH_GROUP) is
+    its pod: shutting it down kills each of its live tasks. Anything else is ignored (202), as
     Mesos ignores a shutdown for an executor it does not know."""
     fw, refusal = _connected(state, call.framework_id)
     if refusal is not None:
         return refusal
     task = state.task(call.framework_id, call.executor_id)
-    if task is None or task.agent_id != call.agent_id or task.terminal:
+    if task is None or task.spec.executor is not None:
+        # A task group's executor (its pod): shutting it down kills every live task of the group.
+        group = [t for t in state.tasks.get(call.framework_id, {}).values() if t.spec.executor is not None
+                 and t.spec.executor.executor_id == call.executor_id and t.agent_id == call.agent_id
+                 and not t.terminal]
+        return Decision(events=[ev.TaskKillRequested(framework_id=call.framework_id, task_id=t.task_id)
+                                for t in group])
+    if task.agent_id != call.agent_id or task.terminal:
         return Decision()
     return Decision(events=[ev.TaskKillRequested(framework_id=call.framework_id, task_id=task.task_id)])
 
