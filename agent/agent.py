@@ -43,13 +43,15 @@ from drover.security import http as security
 from drover.security.acls import ACLs, OPEN
 from drover.security.credentials import Credential, Credentials
 from drover.security.tls import client_context, server_context
-from agent.containerizer import ContainerLaunchError, ContainerSpec, PodmanContainerizer
+from agent.containerizer import ContainerLaunchError, ContainerSpec, PodmanContainerizer, PodSpec
 from eventstore import events as ev
 from eventstore.resources import Resources
 from eventstore.values import MAX_TEXT_LENGTH, is_valid_id
 from eventstore.vocab import TERMINAL_STATES, Reason, Source, TaskState
 
 log = structlog.get_logger("drover.agent")
+
+TASK_GROUP_INVALID = "REASON_TASK_GROUP_INVALID"  # Mesos's reason for a refused task group
 
 
 @dataclass
@@ -162,8 +164,14 @@ class Agent:
         """After an agent restart: re-attach to our containers; report the ones that ended while we were down."""
         if not self.tasks:
             return
+        groups: dict[tuple[str, str, str | None], list[TaskRecord]] = {}
         for rec in list(self.tasks.values()):
             if rec.terminal_sent:
+                continue
+            if rec.spec.executor is not None and (rec.container_id is None or rec.state == TaskState.STARTING
+                                                  or rec.state == TaskState.STAGING):
+                # A task group's launch cut short: resumed as one (its pod and containers are found by name).
+                groups.setdefault(self._group_key(rec), []).append(rec)
                 continue
             if rec.container_id is None:
                 # We died between accepting the launch and creating the container: launch it now.
@@ -174,6 +182,12 @@ class Agent:
                 # We may have died between checkpointing the kill and asking podman to stop the container.
                 self._announce_killing(rec)
                 self._stop(rec, self._grace(rec))
+        for recs in groups.values():
+            self._spawn(self._launch_group(recs))
+        for rec in list(self.tasks.values()):
+            # A group whose task failed or was killed just before we died: its others may not be killed yet.
+            if rec.spec.executor is not None and rec.terminal_sent and rec.state in rules.GROUP_KILL_STATES:
+                self._kill_group(rec)
         log.info("recovered tasks from checkpoint", tasks=len(self.tasks))
 
     # ---- the agent's own endpoints --------------------------------------------------------------------
@@ -276,6 +290,8 @@ class Agent:
             log.info("registered with master", master=master, agent_id=self.cp.agent_id)
         elif t == "LAUNCH":
             self._on_launch(msg.get("launch"))
+        elif t == "LAUNCH_GROUP":
+            self._on_launch_group(msg.get("launch_group"))
         elif t == "KILL":
             k = msg.get("kill") or {}
             await self._kill(k.get("framework_id"), k.get("task_id"), k.get("grace_seconds"))
@@ -306,6 +322,8 @@ class Agent:
         if spec is not None:
             problem = problem or rules.ports_problem(
                 spec.resources, spec.network, ((m.host_port, m.protocol) for m in spec.port_mappings))
+            if spec.executor is not None:
+                problem = problem or "A task of a task group comes in a LAUNCH_GROUP, with its group"
         existing = self.tasks.get(key)
         if existing is not None:
             if existing.refused or (problem is None and existing.spec == spec):
@@ -491,6 +509,8 @@ class Agent:
             self._watchers.pop(key, None)
         out = rules.exit_outcome(st, killed=rec.kill_requested or key in self._killed_by_us)
         self._status(rec, out.state, source=out.source, reason=out.reason, message=out.message)
+        if rec.spec.executor is not None and out.state in rules.GROUP_KILL_STATES:
+            self._kill_group(rec)
 
     async def _kill(self, framework_id: object, task_id: object, grace: object) -> None:
         """A KILL from the master. Never blocks nor fails the master link: podman's stop (which may take the
@@ -562,6 +582,238 @@ class Agent:
 
         await _with_backoff(kill_running, "cannot check for a stray container yet", task_id, attempts=20)
 
+    # ---- task groups (LAUNCH_GROUP): one Podman pod per executor ----------------------------------------------------
+    @staticmethod
+    def _group_key(rec: TaskRecord) -> tuple[str, str, str | None]:
+        ex = rec.spec.executor
+        return rec.framework_id, ex.executor_id if ex is not None else "", rec.launch_id
+
+    def _group_of(self, rec: TaskRecord) -> list[TaskRecord]:
+        """The tasks of rec's group the agent holds (rec too, if it still holds it), in the group's order."""
+        key = self._group_key(rec)
+        return [r for r in self.tasks.values() if r.spec.executor is not None and not r.refused
+                and self._group_key(r) == key]
+
+    def _pod_name(self, rec: TaskRecord) -> str:
+        ex = rec.spec.executor
+        raw = f"{self.cp.agent_id}-{rec.framework_id}-{ex.executor_id if ex else ''}"
+        clean = re.sub(r"[^a-zA-Z0-9_.-]", "_", raw)[:100]
+        return f"drover-pod-{clean}-{hashlib.sha1(f'{raw}/{rec.launch_id}'.encode()).hexdigest()[:8]}"
+
+    def _on_launch_group(self, lg: object) -> None:
+        """A LAUNCH_GROUP from the master: a task group, launched as one (all of it, or none). Never trusted: ids and
+        the group are checked before anything is built from them; a group that cannot run ends with a status for
+        each of its tasks. A group the agent already has is ignored (a new leader re-sends it)."""
+        raw = lg.get("tasks") if isinstance(lg, dict) else None
+        fid = lg.get("framework_id") if isinstance(lg, dict) else None
+        if not isinstance(fid, str) or not isinstance(raw, list) or not raw \
+                or not all(isinstance(t, dict) and isinstance(t.get("task_id"), str) for t in raw):
+            log.warning("LAUNCH_GROUP without a framework id and task ids ignored (no task to report on)")
+            return
+        info = lg.get("framework_info") if isinstance(lg, dict) else None
+        info = info if isinstance(info, dict) else {}
+        tids: list[str] = [t["task_id"] for t in raw]
+        problem: str | None = None
+        specs: list[ev.TaskSpec | None] = []
+        for t in raw:
+            problem = problem or rules.launch_problem(fid, t["task_id"], t.get("agent_id"), self.cp.agent_id)
+            try:
+                specs.append(msgspec.convert(t, ev.TaskSpec))
+            except msgspec.ValidationError as e:
+                problem = problem or f"Invalid task: {e}"
+                specs.append(None)
+        if problem is None:
+            problem = rules.group_problem(specs)
+        existing = [self.tasks.get((fid, tid)) for tid in tids]
+        if any(e is not None for e in existing):
+            if problem is None and all(e is not None and (e.refused or e.spec == sp)
+                                       for e, sp in zip(existing, specs, strict=True)):
+                return  # idempotent: a new leader re-sends launches it cannot know we got
+            # A task id of the group is in use here: none of the group runs (as Mesos's agent drops it).
+            for tid, e, sp in zip(tids, existing, specs, strict=True):
+                if e is not None:
+                    if not (e.refused or e.spec == sp):
+                        self._refuse_reused_id(e, info)
+                    continue
+                self._refuse(fid, tid, sp, info, rules.reused_id_state(info), Reason.TASK_INVALID,
+                             "Another task of its task group has a task ID in use on this agent")
+            return
+        if problem is not None:
+            for tid, sp in zip(tids, specs, strict=True):
+                self._refuse(fid, tid, sp, info, TaskState.ERROR, TASK_GROUP_INVALID, problem)
+            return
+        launch_id = uuid.uuid4().hex  # one for the group: its pod's name, and how its tasks find each other
+        recs = [TaskRecord(framework_id=fid, spec=sp, framework_info=info, launch_id=launch_id)
+                for sp in specs if sp is not None]
+        for rec in recs:
+            self.tasks[(fid, rec.spec.task_id)] = rec
+        self.checkpoint()
+        self._spawn(self._launch_group(recs))
+
+    def _refuse(self, fid: str, tid: str, spec: ev.TaskSpec | None, info: dict, state: str, reason: str,
+                message: str) -> None:
+        """A launched task refused before anything is created for it (not checkpointed; see _on_launch)."""
+        placeholder = spec or ev.TaskSpec(task_id=tid, name="", agent_id="", resources=[], command=ev.CommandSpec())
+        rec = TaskRecord(framework_id=fid, spec=placeholder, framework_info=info, refused=True)
+        self.tasks[(fid, tid)] = rec
+        log.warning("launch refused", framework_id=fid[:64], task_id=tid[:64], problem=message)
+        self._status(rec, state, reason=reason, message=message)
+
+    def _fail_group(self, recs: list[TaskRecord], message: str) -> None:
+        for rec in recs:
+            self._status(rec, TaskState.FAILED, reason=Reason.CONTAINER_LAUNCH_FAILED, message=message)
+        # Nothing of it may run on: its pod (and every container in it) goes now.
+        self._spawn(self._remove_container(None, self._pod_name(recs[0])))
+
+    async def _launch_group(self, recs: list[TaskRecord]) -> None:
+        """Launch a task group; whatever goes wrong, each of its tasks ends with a status."""
+        try:
+            await self._launch_group_tasks(recs)
+        except asyncio.CancelledError:
+            raise
+        except Exception as e:
+            log.exception("task group launch failed unexpectedly", tasks=[r.spec.task_id for r in recs])
+            self._fail_group(recs, f"The agent could not launch the task group: {e}")
+
+    async def _launch_group_tasks(self, recs: list[TaskRecord]) -> None:
+        """The pod first (the group's network namespace, and its ports), then every task's container created in it,
+        then all of them started: no task of the group starts before every one of them could be created."""
+        if any(r.kill_requested for r in recs):
+            for r in recs:
+                self._killed_before_launch(r)
+            return
+        for r in recs:
+            problem = rules.launch_problem(r.framework_id, r.spec.task_id, r.spec.agent_id, self.cp.agent_id)
+            if problem is not None:
+                for r2 in recs:
+                    self._status(r2, TaskState.ERROR, reason=TASK_GROUP_INVALID, message=problem)
+                return
+        for r in recs:
+            if r.state == TaskState.STAGING:  # a launch resumed after an agent restart already announced it
+                self._status(r, TaskState.STARTING, source=Source.EXECUTOR)
+        first = recs[0]
+        ex = first.spec.executor
+        assert ex is not None
+        fid = first.framework_id
+        try:
+            shared = rules.executor_sandbox_path(self.config.work_dir, fid, ex.executor_id)
+            _private_dir(self.config.work_dir / "executors")
+            shared.mkdir(parents=True, exist_ok=True)
+            rules.executor_sandbox_path(self.config.work_dir, fid, ex.executor_id)  # still inside
+            shared.parent.chmod(0o700)
+            # Every task of the group may write here, whatever user it runs as (sticky, as /tmp): only the group's
+            # containers see it (its parents are the agent's alone).
+            shared.chmod(0o1777)
+        except (rules.UnsafePath, OSError) as e:
+            self._fail_group(recs, f"Cannot create the task group's sandbox: {e}")
+            return
+        specs: list[ContainerSpec] = []
+        pod = self._pod_name(first)
+        for r in recs:
+            try:
+                user = rules.task_user(r.spec.command.user, r.framework_info)
+                sandbox = rules.sandbox_path(self.config.work_dir, fid, r.spec.task_id)
+                sandbox.mkdir(parents=True, exist_ok=True)
+                rules.sandbox_path(self.config.work_dir, fid, r.spec.task_id)  # still inside
+                sandbox.parent.chmod(0o700)
+            except (rules.UserProblem, rules.UnsafePath, OSError) as e:
+                self._fail_group(recs, f"Task '{r.spec.task_id}' of the group cannot be launched: {e}")
+                return
+            res = Resources(r.spec.resources)
+            env = rules.port_environment(list(r.spec.resources) + list(ex.resources))
+            env.update({v.key: v.value for v in r.spec.command.env})
+            env.update({"MESOS_TASK_ID": r.spec.task_id, "MESOS_FRAMEWORK_ID": fid,
+                        "MESOS_AGENT_ID": self.cp.agent_id or "", "MESOS_EXECUTOR_ID": ex.executor_id})
+            specs.append(ContainerSpec(
+                name=self._container_name(r), image=r.spec.image, shell=r.spec.command.shell,
+                value=r.spec.command.value, arguments=list(r.spec.command.arguments), env=env,
+                cpus=res.scalar("cpus") or None, mem_mb=res.scalar("mem") or None,
+                labels={"drover.agent": self.cp.agent_id or "", "drover.framework": fid,
+                        "drover.task": r.spec.task_id, "drover.executor": ex.executor_id},
+                sandbox_dir=sandbox, user=user, pids_limit=self.config.task_pids_limit,
+                network=rules.network_mode(ex.network), pod=pod, shared_dir=shared))
+        try:
+            for cs in specs:
+                self.containerizer.validate(cs)
+        except ContainerLaunchError as e:
+            self._fail_group(recs, str(e))
+            return
+        for r, cs in zip(recs, specs, strict=True):
+            if r.spec.command.uris:
+                try:
+                    await self.fetcher.fetch_all(r.spec.command.uris, cs.sandbox_dir)
+                except fetcher.FetchError as e:
+                    self._fail_group(recs, f"Task '{r.spec.task_id}': {e}")
+                    return
+        pod_spec = PodSpec(name=pod, network=rules.network_mode(ex.network),
+                           ports=[(m.host_port, m.container_port, m.protocol) for m in ex.port_mappings],
+                           labels={"drover.agent": self.cp.agent_id or "", "drover.framework": fid,
+                                   "drover.executor": ex.executor_id, "drover.launch": first.launch_id or ""})
+        deadline = time.monotonic() + self.config.launch_retry_seconds
+        backoff = 0.25
+        while True:
+            try:
+                for cs in specs:
+                    await self.containerizer.prepare_image(cs.image)
+                if any(r.kill_requested for r in recs):
+                    for r in recs:
+                        self._killed_before_launch(r)
+                    return
+                await self.containerizer.create_pod(pod_spec)
+                cids = [await self.containerizer.launch(cs, start=False) for cs in specs]
+                break
+            except Exception as e:
+                if time.monotonic() < deadline and not any(r.kill_requested for r in recs) \
+                        and not await self.containerizer.available():
+                    log.warning("podman service unavailable; group launch retried", executor=ex.executor_id,
+                                error=str(e))
+                    await asyncio.sleep(backoff)
+                    backoff = min(backoff * 2, 2.0)
+                    continue
+                if any(r.kill_requested for r in recs):
+                    for r in recs:
+                        self._killed_before_launch(r)
+                    return
+                msg = str(e) if isinstance(e, ContainerLaunchError) else f"launch failed: {e}"
+                self._fail_group(recs, msg)
+                return
+        for r, cid in zip(recs, cids, strict=True):
+            r.container_id = cid
+        self.checkpoint()
+        if any(r.kill_requested for r in recs):
+            for r in recs:  # a kill of one task of a group is a kill of all of it (default executor)
+                r.kill_requested = True
+                self._stop(r, self._grace(r))
+                self._watch(r)
+            self.checkpoint()
+            return
+        try:
+            for cid in cids:
+                await self.containerizer.start_container(cid)
+        except Exception as e:
+            self._fail_group(recs, str(e) if isinstance(e, ContainerLaunchError) else f"start failed: {e}")
+            return
+        for r in recs:
+            self._status(r, TaskState.RUNNING, source=Source.EXECUTOR, container_id=r.container_id)
+            self._watch(r)
+
+    def _kill_group(self, rec: TaskRecord) -> None:
+        """As Mesos's default executor: a task of the group failed or was killed, so every other live task of it is
+        killed (with its own kill policy) and reports TASK_KILLED. Checkpointed before any stop begins."""
+        others = [r for r in self._group_of(rec) if r is not rec and not r.terminal_sent and not r.kill_requested]
+        if not others:
+            return
+        log.info("killing the rest of a task group", executor=rec.spec.executor.executor_id if rec.spec.executor
+                 else None, trigger=rec.spec.task_id, state=rec.state)
+        for r in others:
+            r.kill_requested = True
+        self.checkpoint()
+        for r in others:
+            if r.container_id is not None:
+                self._announce_killing(r)
+                self._stop(r, self._grace(r))
+            # else: its launch sees kill_requested before creating (or starting) anything
+
     # ---- status updates ------------------------------------------------------------------------------------
     @staticmethod
     def _new_status(state: str, source: str, reason: str | None, message: str | None,
@@ -616,14 +868,21 @@ class Agent:
             if not rec.refused:
                 with contextlib.suppress(OSError, ValueError):
                     os.utime(rules.sandbox_path(self.config.work_dir, rec.framework_id, rec.spec.task_id))
-            if rec.container_id is not None:
-                self._spawn(self._remove_container(rec.container_id))
+            pod = None
+            if rec.spec.executor is not None and not rec.refused and not self._group_of(rec):
+                pod = self._pod_name(rec)  # the group's last task: its pod goes too
+            if rec.container_id is not None or pod is not None:
+                self._spawn(self._remove_container(rec.container_id, pod))
 
-    async def _remove_container(self, container_id: str) -> None:
+    async def _remove_container(self, container_id: str | None, pod: str | None = None) -> None:
         try:
-            await self.containerizer.remove(container_id)
+            if container_id is not None:
+                await self.containerizer.remove(container_id)
+            if pod is not None:
+                await self.containerizer.remove_pod(pod)
         except Exception as e:  # podman down: the garbage collector's sweep removes it later
-            log.info("container not removed yet", container_id=container_id[:12], error=str(e)[:200])
+            log.info("container not removed yet", container_id=(container_id or "")[:12], pod=pod,
+                     error=str(e)[:200])
 
     async def _remove_orphaned_containers(self) -> int:
         """Exited containers of this agent whose task it no longer holds (an agent killed between forgetting a task
@@ -636,6 +895,14 @@ class Agent:
             if key not in self.tasks and c.status in ("exited", "lost"):
                 await self.containerizer.remove(c.container_id)
                 removed += 1
+        # Pods of task groups the agent no longer holds (killed between forgetting a group's last task and removing
+        # its pod), once none of their tasks' containers runs.
+        held = {self._group_key(r) for r in self.tasks.values() if r.spec.executor is not None}
+        for p in await self.containerizer.list_pods({"drover.agent": self.cp.agent_id}):
+            key3 = (p.labels.get("drover.framework", ""), p.labels.get("drover.executor", ""),
+                    p.labels.get("drover.launch") or None)
+            if key3 not in held and p.running_tasks == 0:
+                removed += await self.containerizer.remove_pod(p.name)
         return removed
 
     async def _update_loop(self) -> None:

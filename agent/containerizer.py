@@ -68,6 +68,7 @@ from eventstore.values import user_problem
 T = TypeVar("T")
 
 SANDBOX_MOUNT = "/mnt/mesos/sandbox"
+EXECUTOR_SANDBOX_MOUNT = "/mnt/mesos/executor_sandbox"  # a task group's shared sandbox (its executor's)
 _WRAPPER = f'exec >>{SANDBOX_MOUNT}/stdout 2>>{SANDBOX_MOUNT}/stderr; exec "$@"'
 # podman's own name rule; checked up front so a bad name is a clear spec error, not a podman 500.
 _NAME_RE = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]*$")
@@ -125,6 +126,28 @@ class ContainerSpec:
     ports: list[tuple[int, int, str]] = field(default_factory=list)  # (host, container, protocol); bridge only
     user: str | None = None  # a user name or uid of the image (user_problem); None: the image's USER, else root
     pids_limit: int = rules.DEFAULT_TASK_PIDS_LIMIT
+    # A task of a task group: the pod it joins (which holds the network: `network` and `ports` are the pod's then),
+    # and its executor's sandbox, shared by the group, bind-mounted at EXECUTOR_SANDBOX_MOUNT.
+    pod: str | None = None
+    shared_dir: Path | None = None
+
+
+@dataclass
+class PodSpec:
+    """A task group's pod (docs/services.md, "Task groups"): its network namespace is its tasks' (podman's infra
+    container holds it), `network` as ContainerSpec's, `ports` published by the pod (bridge only)."""
+
+    name: str
+    labels: dict[str, str]
+    network: str = "host"
+    ports: list[tuple[int, int, str]] = field(default_factory=list)
+
+
+@dataclass
+class PodState:
+    name: str
+    labels: dict[str, str]
+    running_tasks: int  # its containers that run, the infra container not counted
 
 
 @dataclass
@@ -421,14 +444,14 @@ class PodmanContainerizer:
             raise ContainerLaunchError(f"invalid pids limit {spec.pids_limit!r}: must be an integer in "
                                        f"[{rules.MIN_TASK_PIDS_LIMIT}, {rules.MAX_TASK_PIDS_LIMIT}]")
 
-    def _existing(self, name: str) -> str | None:
+    def _existing(self, name: str, start: bool = True) -> str | None:
         """Idempotent relaunch: a container with this name exists -> make sure it was started, return its id."""
         try:
             c = self._client().containers.get(name)
         except NotFound:
             return None
         state = c.attrs["State"]
-        if state["Status"] in _NOT_STARTED and not _pid_gone(state.get("Pid") or 0):
+        if start and state["Status"] in _NOT_STARTED and not _pid_gone(state.get("Pid") or 0):
             # the agent died between create and start: finish the launch (a "lost" one already ran: see wait)
             self._start_or_cleanup(c)
         return c.id
@@ -441,10 +464,10 @@ class PodmanContainerizer:
                 c.remove(force=True)  # don't leave a never-started container behind a name a retry will reuse
             raise ContainerLaunchError(f"failed to start container: {_api_message(e)}") from e
 
-    def _launch_sync(self, spec: ContainerSpec) -> str:
+    def _launch_sync(self, spec: ContainerSpec, start: bool = True) -> str:
         self._validate(spec)
         client = self._client()
-        if (cid := self._existing(spec.name)) is not None:
+        if (cid := self._existing(spec.name, start)) is not None:
             return cid
         image = spec.image or images.DEFAULT_IMAGE
         try:
@@ -471,7 +494,9 @@ class PodmanContainerizer:
             command=argv,
             environment=env,
             labels={str(k): str(v) for k, v in spec.labels.items()},
-            mounts=[{"type": "bind", "source": str(sandbox), "target": SANDBOX_MOUNT}],
+            mounts=[{"type": "bind", "source": str(sandbox), "target": SANDBOX_MOUNT}]
+            + ([{"type": "bind", "source": str(spec.shared_dir), "target": EXECUTOR_SANDBOX_MOUNT}]
+               if spec.shared_dir is not None else []),
             working_dir=SANDBOX_MOUNT,  # Mesos runs tasks with the sandbox as cwd
             init=True,
             network_mode=spec.network,
@@ -482,11 +507,16 @@ class PodmanContainerizer:
             no_new_privileges=True,  # podman-py's security_opt would go to SELinux options: not this
             pids_limit=spec.pids_limit,
         )
-        if spec.network != "host":
+        if spec.pod is not None:
+            env["MESOS_EXECUTOR_SANDBOX"] = EXECUTOR_SANDBOX_MOUNT
+            # The pod's network namespace (and its published ports, its sysctls): nothing of the network here.
+            del kwargs["network_mode"]
+            kwargs["pod"] = spec.pod
+        elif spec.network != "host":
             # A network namespace of its own: any port of it is the task's to bind, as Docker (20.10+) sets too.
             # Host ports stay privileged (host networking gets no NET_BIND_SERVICE: rules.task_capabilities).
             kwargs["sysctls"] = {"net.ipv4.ip_unprivileged_port_start": "0"}
-        if spec.ports:
+        if spec.ports and spec.pod is None:
             published: dict[str, list[int]] = {}
             for host, cont, proto in spec.ports:
                 published.setdefault(f"{cont}/{proto}", []).append(host)
@@ -504,11 +534,89 @@ class PodmanContainerizer:
         except APIError as e:
             msg = _api_message(e)
             if "already in use" in msg:  # lost a race with a concurrent launch of the same name
-                if (cid := self._existing(spec.name)) is not None:
+                if (cid := self._existing(spec.name, start)) is not None:
                     return cid
             raise ContainerLaunchError(f"failed to create container: {msg}") from e
-        self._start_or_cleanup(c)
+        if start:
+            self._start_or_cleanup(c)
         return c.id
+
+    def _start_sync(self, container_id: str) -> None:
+        c = self._client().containers.get(container_id)
+        state = c.attrs["State"]
+        if state["Status"] in _NOT_STARTED and not _pid_gone(state.get("Pid") or 0):
+            self._start_or_cleanup(c)
+
+    async def start_container(self, container_id: str) -> None:
+        """Start a container created by `launch(spec, start=False)`; nothing if it was started already."""
+        try:
+            await self._run(self._start_sync, container_id)
+        except ContainerLaunchError:
+            raise
+        except APIError as e:
+            raise ContainerLaunchError(f"podman error: {_api_message(e)}") from e
+
+    # ------------------------------------------------------------------------------------------------ pods
+    def _create_pod_sync(self, spec: PodSpec) -> str:
+        client = self._client()
+        if spec.network not in _NETWORK_MODES:
+            raise ContainerLaunchError(f"invalid network mode {spec.network!r} for a pod")
+        if spec.ports and spec.network != "bridge":
+            raise ContainerLaunchError("port mappings are only supported for the bridge network")
+        if not _NAME_RE.match(spec.name):
+            raise ContainerLaunchError(f"invalid pod name {spec.name!r}")
+        if client.pods.exists(spec.name):
+            return spec.name  # idempotent: a group resumed after an agent restart
+        kwargs: dict[str, Any] = {"labels": {str(k): str(v) for k, v in spec.labels.items()},
+                                  "netns": {"nsmode": spec.network}}
+        if spec.network != "host":
+            # as a task's own network namespace: any port of it is the group's to bind
+            kwargs["sysctl"] = {"net.ipv4.ip_unprivileged_port_start": "0"}
+        if spec.ports:
+            kwargs["portmappings"] = [{"host_port": h, "container_port": c, "protocol": p} for h, c, p in spec.ports]
+        try:
+            client.pods.create(spec.name, **kwargs)
+        except APIError as e:
+            if "already exists" in _api_message(e) or "in use" in _api_message(e):
+                return spec.name
+            raise ContainerLaunchError(f"failed to create pod: {_api_message(e)}") from e
+        return spec.name
+
+    async def create_pod(self, spec: PodSpec) -> str:
+        try:
+            return await self._run(self._create_pod_sync, spec)
+        except ContainerLaunchError:
+            raise
+        except APIError as e:
+            raise ContainerLaunchError(f"podman error: {_api_message(e)}") from e
+
+    def _remove_pod_sync(self, name: str) -> bool:
+        client = self._client()
+        if not client.pods.exists(name):
+            return False
+        try:
+            client.pods.get(name).remove(force=True)
+        except NotFound:
+            return False
+        return True
+
+    async def remove_pod(self, name: str) -> bool:
+        """Remove a pod, its containers (running ones killed) and its infra container; False if there was none."""
+        return await self._run(self._remove_pod_sync, name)
+
+    def _list_pods_sync(self, labels: dict[str, str]) -> list[PodState]:
+        filters = [f"label={k}={v}" for k, v in labels.items()]
+        out = []
+        for p in self._client().pods.list(filters=filters):
+            a = p.attrs
+            infra = a.get("InfraId") or ""
+            running = sum(1 for c in a.get("Containers") or []
+                          if c.get("Id") != infra and str(c.get("Status", "")).lower() == "running")
+            out.append(PodState(name=a.get("Name", ""), labels=dict(a.get("Labels") or {}), running_tasks=running))
+        return out
+
+    async def list_pods(self, labels: dict[str, str]) -> list[PodState]:
+        return await self._run(self._list_pods_sync, dict(labels))
 
     def _pull_shared(self, image: str) -> None:
         """Pull `image` from its registry; concurrent launches of one image share one pull (its outcome too)."""
@@ -656,9 +764,11 @@ class PodmanContainerizer:
         except APIError as e:
             raise ContainerLaunchError(f"podman error: {_api_message(e)}") from e
 
-    async def launch(self, spec: ContainerSpec) -> str:
+    async def launch(self, spec: ContainerSpec, start: bool = True) -> str:
+        """Create and start the task's container (idempotent: by its name). start=False: create it only (a task
+        group's containers are all created, then started together)."""
         try:
-            return await self._run(self._launch_sync, spec)
+            return await self._run(self._launch_sync, spec, start)
         except ContainerLaunchError:
             raise
         except APIError as e:

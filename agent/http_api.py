@@ -166,6 +166,16 @@ class AgentAPI:
                 "tasks": [task] if task is not None and not done else [], "queued_tasks": [],
                 "completed_tasks": [task] if task is not None and done else []}
 
+    def group_executor_model(self, rec: TaskRecord) -> dict:
+        """A task group's executor, as Mesos shows its default executor: its tasks are added by the caller."""
+        ex = rec.spec.executor
+        assert ex is not None
+        return {"id": ex.executor_id, "name": ex.name or "", "source": "", "type": "DEFAULT",
+                "container": self.agent._pod_name(rec),
+                "directory": str(self.agent.config.work_dir / "executors" / rec.framework_id / ex.executor_id),
+                "role": rec.spec.role, "resources": self.resources_model(Resources(ex.resources)),
+                "tasks": [], "queued_tasks": [], "completed_tasks": []}
+
     @staticmethod
     def framework_model(fid: str, info: dict) -> dict:
         return {"id": fid, "name": info.get("name", ""), "user": info.get("user", ""),
@@ -180,6 +190,7 @@ class AgentAPI:
         active: set[str] = set()
         legacy = []
         held_ids = {id(r) for r in self.agent.tasks.values()}
+        groups: dict[tuple[str, str, str | None], dict] = {}
         for rec in self.records():
             if not self.sees_framework(principal, rec):
                 continue
@@ -187,7 +198,14 @@ class AgentAPI:
             fw = frameworks.setdefault(rec.framework_id, self.framework_model(rec.framework_id, info))
             task = self.task_model(rec) if self.sees_task(principal, rec) else None
             done = rec.state in TERMINAL_STATES
-            if task is not None:  # an executor (its sandbox, its container) is shown with its task only
+            if task is not None and rec.spec.executor is not None:
+                # A task group's tasks under their (default) executor, placed once all of them are seen.
+                task["executor_id"] = rec.spec.executor.executor_id
+                gkey = (rec.framework_id, rec.spec.executor.executor_id, rec.launch_id)
+                if gkey not in groups:
+                    groups[gkey] = self.group_executor_model(rec)
+                groups[gkey]["completed_tasks" if done else "tasks"].append(task)
+            elif task is not None:  # an executor (its sandbox, its container) is shown with its task only
                 fw["completed_executors" if done else "executors"].append(self.executor_model(rec, task))
             if id(rec) in held_ids:
                 active.add(rec.framework_id)
@@ -195,6 +213,8 @@ class AgentAPI:
                     legacy.append({"framework_id": rec.framework_id, "task_id": rec.spec.task_id,
                                    "state": rec.state, "container_id": rec.container_id,
                                    "unacknowledged": len(rec.unacked)})
+        for (fid, _, _), model in groups.items():  # an executor is live while any task of its group is
+            frameworks[fid]["executors" if model["tasks"] else "completed_executors"].append(model)
         master = self.agent.master
         d: dict[str, Any] = {
             "version": VERSION, "start_time": self.started, "id": self.agent.cp.agent_id or "",
@@ -351,6 +371,8 @@ class AgentAPI:
                              "resources": v1_resources(rec.spec.resources),
                              "statuses": [{"task_id": {"value": rec.spec.task_id}, "state": s.state,
                                            "source": s.source, "timestamp": s.timestamp} for s in rec.unacked]}
+        if rec.spec.executor is not None:
+            d["executor_id"] = {"value": rec.spec.executor.executor_id}
         if (user := self.user_of(rec)) is not None:
             d["user"] = user
         return d
@@ -373,9 +395,17 @@ class AgentAPI:
             ex = {"executor_info": {"executor_id": {"value": rec.spec.task_id},
                                     "framework_id": {"value": rec.framework_id}, "source": rec.spec.task_id,
                                     "name": f"Command Executor (Task: {rec.spec.task_id})"}}
+            group = rec.spec.executor
+            if group is not None:  # a task group's default executor, listed once (live while a task of it is)
+                ex = {"executor_info": {"executor_id": {"value": group.executor_id}, "type": "DEFAULT",
+                                        "framework_id": {"value": rec.framework_id}, "name": group.name or ""}}
             done = rec.state in TERMINAL_STATES
             if self.sees_task(principal, rec):
-                (completed_executors if done else executors).append(ex)
+                if group is None or ex not in executors + completed_executors:
+                    (completed_executors if done else executors).append(ex)
+                elif not done and ex in completed_executors:
+                    completed_executors.remove(ex)
+                    executors.append(ex)
                 (launched if not done else terminated if held else completed).append(self.v1_task(rec))
         tasks: dict[str, list] = {"launched_tasks": launched, "terminated_tasks": terminated,
                                   "completed_tasks": completed}

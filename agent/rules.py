@@ -91,6 +91,43 @@ def sandbox_path(work_dir: Path, framework_id: str, task_id: str) -> Path:
     return inside(work_dir, "sandboxes", framework_id, task_id)
 
 
+def executor_sandbox_path(work_dir: Path, framework_id: str, executor_id: str) -> Path:
+    """A task group's shared sandbox (its executor's): WORK_DIR/executors/FRAMEWORK_ID/EXECUTOR_ID, next to (never
+    inside) its tasks' own sandboxes, so that no executor id can be mistaken for a task id."""
+    return inside(work_dir, "executors", framework_id, executor_id)
+
+
+# ---- task groups (LAUNCH_GROUP): one pod per executor ------------------------------------------------------------
+
+# As Mesos's default executor (src/launcher/default_executor.cpp): when a task of a group ends in one of these
+# states, every other live task of the group is killed (and reports TASK_KILLED). A task that finishes (exit 0)
+# leaves the others running.
+GROUP_KILL_STATES = frozenset({TaskState.FAILED, TaskState.KILLED})
+
+
+def group_problem(specs: list[Any]) -> str | None:
+    """Why the agent refuses a LAUNCH_GROUP (every task TASK_ERROR, REASON_TASK_GROUP_INVALID), or None. The leader
+    checked it all; the agent checks again what it builds on: one executor for all, each task once and named by
+    it, a valid executor id (a path component), the pod's network and ports, and tasks without a network of their
+    own."""
+    if not specs:
+        return "A task group must have at least one task"
+    ex = specs[0].executor
+    if ex is None or any(s.executor != ex for s in specs):
+        return "Every task of a task group must carry the group's executor"
+    if (why := id_problem(ex.executor_id, "Executor ID")) is not None:
+        return why
+    ids = [s.task_id for s in specs]
+    if len(set(ids)) != len(ids):
+        return "A task group names a task twice"
+    if any(tid not in ex.task_ids for tid in ids):
+        return "A task of the group is not one of its executor's tasks"
+    if any(s.network is not None or s.port_mappings for s in specs):
+        return "A task of a task group joins its executor's network: it has no network of its own"
+    resources = list(ex.resources) + [r for s in specs for r in s.resources]
+    return ports_problem(resources, ex.network, ((m.host_port, m.protocol) for m in ex.port_mappings))
+
+
 def _number(v: Any) -> float | None:
     if isinstance(v, bool) or not isinstance(v, (int, float)):
         return None
