@@ -145,7 +145,7 @@ class Agent:
             connector=aiohttp.TCPConnector(ssl=self._client_ssl) if self._client_ssl is not None else None)
         runner = await self._serve_http()
         self.gc = GarbageCollector(self.config.work_dir, self.config.gc, lambda: set(self.tasks),
-                                   self._remove_orphaned_containers)
+                                   self._remove_orphaned_containers, self._held_executors)
         tasks = [asyncio.create_task(self._link_loop(), name="master-link"),
                  asyncio.create_task(self._update_loop(), name="status-updates"),
                  asyncio.create_task(self._ping_loop(), name="ping"),
@@ -594,6 +594,10 @@ class Agent:
         return [r for r in self.tasks.values() if r.spec.executor is not None and not r.refused
                 and self._group_key(r) == key]
 
+    def _held_executors(self) -> set[tuple[str, str]]:
+        return {(r.framework_id, r.spec.executor.executor_id) for r in list(self.tasks.values())
+                if r.spec.executor is not None}
+
     def _pod_name(self, rec: TaskRecord) -> str:
         ex = rec.spec.executor
         raw = f"{self.cp.agent_id}-{rec.framework_id}-{ex.executor_id if ex else ''}"
@@ -871,6 +875,9 @@ class Agent:
             pod = None
             if rec.spec.executor is not None and not rec.refused and not self._group_of(rec):
                 pod = self._pod_name(rec)  # the group's last task: its pod goes too
+                with contextlib.suppress(OSError, ValueError):  # its shared sandbox ages from now
+                    os.utime(rules.executor_sandbox_path(self.config.work_dir, rec.framework_id,
+                                                         rec.spec.executor.executor_id))
             if rec.container_id is not None or pod is not None:
                 self._spawn(self._remove_container(rec.container_id, pod))
 

@@ -567,8 +567,9 @@ class PodmanContainerizer:
             raise ContainerLaunchError(f"invalid pod name {spec.name!r}")
         if client.pods.exists(spec.name):
             return spec.name  # idempotent: a group resumed after an agent restart
+        # The pod's name would be its hostname, and the kernel takes at most 64 bytes of one (sethostname: EINVAL).
         kwargs: dict[str, Any] = {"labels": {str(k): str(v) for k, v in spec.labels.items()},
-                                  "netns": {"nsmode": spec.network}}
+                                  "netns": {"nsmode": spec.network}, "hostname": spec.name[:63].rstrip("-._")}
         if spec.network != "host":
             # as a task's own network namespace: any port of it is the group's to bind
             kwargs["sysctl"] = {"net.ipv4.ip_unprivileged_port_start": "0"}

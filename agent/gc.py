@@ -68,8 +68,13 @@ class GCConfig:
 
 class GarbageCollector:
     def __init__(self, work_dir: Path, config: GCConfig, held: Callable[[], set[tuple[str, str]]],
-                 orphans: Callable[[], Awaitable[int]]):
+                 orphans: Callable[[], Awaitable[int]],
+                 held_executors: Callable[[], set[tuple[str, str]]] = lambda: set()):
         self.sandboxes = work_dir / "sandboxes"
+        # Task groups' shared sandboxes (WORK_DIR/executors/FRAMEWORK_ID/EXECUTOR_ID): collected as task sandboxes
+        # are, once no task of their executor is held.
+        self.executors = work_dir / "executors"
+        self.held_executors = held_executors
         self.work_dir = work_dir
         self.config = config
         self.held = held  # the (framework, task) the agent holds: never collected
@@ -130,7 +135,27 @@ class GarbageCollector:
         for fw in _subdirs(self.sandboxes):
             with contextlib.suppress(OSError):
                 fw.rmdir()  # only when empty
+        gone += self._sweep_executors(limit, now)
         return {"sandboxes": gone, "rotated_logs": rotated}
+
+    def _sweep_executors(self, limit: float, now: float) -> int:
+        held = set(self.held_executors())
+        found = [Sandbox(fw.name, ex.name, now - ex.lstat().st_mtime)
+                 for fw in _subdirs(self.executors) for ex in _subdirs(fw)]
+        gone = 0
+        for s in expired(found, held, limit):
+            if (s.framework_id, s.task_id) in self.held_executors():
+                continue  # a new group of this executor id launched meanwhile
+            try:
+                shutil.rmtree(self.executors / s.framework_id / s.task_id)
+                gone += 1
+            except OSError as e:
+                log.warning("could not remove an executor sandbox", path=str(self.executors / s.framework_id
+                                                                              / s.task_id), error=str(e))
+        for fw in _subdirs(self.executors):
+            with contextlib.suppress(OSError):
+                fw.rmdir()
+        return gone
 
     def held_now(self) -> set[tuple[str, str]]:
         """The tasks held right now (read from the sweep's thread: the agent's dict may change meanwhile)."""

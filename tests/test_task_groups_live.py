@@ -1,0 +1,212 @@
+"""Task groups (LAUNCH_GROUP) as Podman pods, on a real cluster (master replicas, agents, Podman; no mocks), through
+the v1 scheduler API: the tasks of a group share the pod's network namespace (localhost) and the executor's sandbox,
+are reported one by one, a failed task gets the rest of its group killed, the group survives an agent kill -9 and
+restart, and the pod goes once every task of the group is over and acknowledged. docs/services.md, "Task groups".
+The pure parts (validation, the fold, the effects): tests/test_task_groups.py."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import uuid
+from pathlib import Path
+from typing import Any, AsyncIterator, Iterator
+
+import aiohttp
+import pytest
+
+from agent.images import podman_env
+from tests.cluster import Cluster, running_cluster
+from tests.netutil import fetch
+from tests.test_services import _port_in, _task, _update
+from tests.test_services import _until as _until_all
+from tests.v1client import WAIT, Scheduler
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory) -> Iterator[Cluster]:
+    with running_cluster(tmp_path_factory.mktemp("groups") / "cluster") as c:
+        yield c
+
+
+@pytest.fixture
+async def http() -> AsyncIterator[aiohttp.ClientSession]:
+    async with aiohttp.ClientSession() as session:
+        yield session
+
+
+@pytest.fixture
+async def subscribe(cluster: Cluster, http: aiohttp.ClientSession):
+    opened: list[Scheduler] = []
+
+    async def _subscribe(**framework_info: Any) -> Scheduler:
+        s = Scheduler(http, cluster.leader_endpoint(), **{"name": "groups", **framework_info})
+        opened.append(s)
+        return await s.subscribe()
+
+    yield _subscribe
+    for s in opened:
+        await s.call("TEARDOWN")
+        await s.close()
+
+
+def _executor(eid: str, port: int | None = None) -> dict:
+    res: list[dict] = [{"name": "cpus", "type": "SCALAR", "scalar": {"value": 0.1}},
+                       {"name": "mem", "type": "SCALAR", "scalar": {"value": 32}},
+                       {"name": "disk", "type": "SCALAR", "scalar": {"value": 16}}]
+    ex: dict[str, Any] = {"type": "DEFAULT", "executor_id": {"value": eid}, "name": f"group {eid}", "resources": res}
+    if port is not None:  # the pod on the bridge network, its port 8080 published on the offered host port
+        res.append({"name": "ports", "type": "RANGES", "ranges": {"range": [{"begin": port, "end": port}]}})
+        ex["container"] = {"type": "MESOS", "network_infos": [
+            {"port_mappings": [{"host_port": port, "container_port": 8080, "protocol": "tcp"}]}]}
+    return ex
+
+
+async def _launch_group(s: Scheduler, offer: dict, executor: dict, *tasks: dict) -> None:
+    r = await s.call("ACCEPT", {"offer_ids": [offer["id"]], "operations": [
+        {"type": "LAUNCH_GROUP", "launch_group": {"executor": executor, "task_group": {"tasks": list(tasks)}}}],
+        "filters": {"refuse_seconds": 0.5}})
+    assert r.status == 202, r
+
+
+def _agent_name(cluster: Cluster, offer: dict) -> str:
+    return next(a["id"] for a in cluster.layout["agents"] if cluster.agent_id(a["id"]) == offer["agent_id"]["value"])
+
+
+def _work_dir(cluster: Cluster, offer: dict) -> Path:
+    name = _agent_name(cluster, offer)
+    return Path(next(a["work_dir"] for a in cluster.layout["agents"] if a["id"] == name))
+
+
+def _pods(executor_id: str) -> list[dict]:
+    out = subprocess.run(["podman", "pod", "ps", "--filter", f"label=drover.executor={executor_id}", "--format",
+                          "json"], env=podman_env(), capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    return json.loads(out.stdout or "[]")
+
+
+async def _until_true(what, why: str, timeout: float = WAIT) -> None:
+    for _ in range(int(timeout / 0.2)):
+        if await asyncio.to_thread(what):
+            return
+        await asyncio.sleep(0.2)
+    raise AssertionError(f"timed out waiting for {why}")
+
+
+async def _until(s: Scheduler, tid: str, state: str) -> list[str]:
+    """The states the task goes through up to `state`, a state repeated in a row once: updates are at least once
+    (the agent resends one the framework has not acknowledged yet, here while the test reads another task's)."""
+    seen = await _until_all(s, tid, state)
+    return [st for i, st in enumerate(seen) if i == 0 or seen[i - 1] != st]
+
+
+def _eid(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:6]}"
+
+
+_WEB = "echo hello-from-web > index.html && exec httpd -f -p 8080 -h ."
+# Only the pod's shared network namespace makes 127.0.0.1:8080 the web task's: on the bridge network each container
+# of its own would have a loopback of its own.
+_CLIENT = ("for i in $(seq 1 200); do wget -q -O got http://127.0.0.1:8080/index.html && break; sleep 0.1; done; "
+           "grep -q hello-from-web got")
+
+
+async def test_a_group_shares_localhost_in_its_pod_and_the_pod_goes_after_the_acks(cluster, subscribe):
+    s = await subscribe()
+    offer = (await s.offers())[0]
+    port = _port_in(offer)
+    eid = _eid("web")
+    await _launch_group(s, offer, _executor(eid, port), _task("web", offer, _WEB), _task("client", offer, _CLIENT))
+    assert await _until(s, "web", "TASK_RUNNING") == ["TASK_STARTING", "TASK_RUNNING"]
+    # the client reached the web task on the pod's localhost and finished; a finished task leaves the others running
+    assert await _until(s, "client", "TASK_FINISHED") == ["TASK_STARTING", "TASK_RUNNING", "TASK_FINISHED"]
+    # the pod's port is published on the offered host port
+    status, body = await asyncio.to_thread(fetch, f"http://127.0.0.1:{port}/index.html")
+    assert (status, body.strip()) == (200, "hello-from-web")
+    # the master shows the tasks with their executor; the agent its default executor with its task
+    state = await asyncio.to_thread(cluster.state)
+    [web] = [t for f in state["frameworks"] if f["id"] == s.framework_id for t in f["tasks"]]
+    assert web["id"] == "web" and web["executor_id"] == eid and web["state"] == "TASK_RUNNING"
+    agent_state = await asyncio.to_thread(cluster.agent_state, _agent_name(cluster, offer))
+    [fw] = [f for f in agent_state["frameworks"] if f["id"] == s.framework_id]
+    [ex] = [e for e in fw["executors"] if e["id"] == eid]
+    assert ex["type"] == "DEFAULT" and [t["id"] for t in ex["tasks"]] == ["web"]
+    assert [p["Name"] for p in _pods(eid)] == [ex["container"]]
+
+    assert (await s.call("KILL", {"task_id": {"value": "web"}})).status == 202
+    assert (await _until(s, "web", "TASK_KILLED"))[-1] == "TASK_KILLED"
+    # every terminal update acknowledged (_until does): the pod and its containers go
+    await _until_true(lambda: _pods(eid) == [], "the group's pod to be removed")
+
+
+async def test_a_failed_task_gets_the_rest_of_its_group_killed(cluster, subscribe):
+    s = await subscribe()
+    offer = (await s.offers())[0]
+    eid = _eid("fail")
+    await _launch_group(s, offer, _executor(eid), _task("steady", offer, "sleep 300"),
+                        _task("doomed", offer, "sleep 1; exit 3"))
+    assert await _until(s, "steady", "TASK_RUNNING") == ["TASK_STARTING", "TASK_RUNNING"]
+    seen = []
+    while not seen or seen[-1]["state"] != "TASK_FAILED":
+        seen.append(await _update(s, "doomed"))
+    assert "status 3" in seen[-1]["message"]
+    # as Mesos's default executor: the others of the group are killed
+    assert await _until(s, "steady", "TASK_KILLED") == ["TASK_KILLED"]
+    await _until_true(lambda: _pods(eid) == [], "the group's pod to be removed")
+
+
+async def test_the_tasks_of_a_group_share_the_executor_sandbox(cluster, subscribe):
+    s = await subscribe()
+    offer = (await s.offers())[0]
+    eid = _eid("share")
+    writer = "echo shared-data > $MESOS_EXECUTOR_SANDBOX/note && echo mine > $MESOS_SANDBOX/own"
+    reader = ("for i in $(seq 1 200); do [ -f $MESOS_EXECUTOR_SANDBOX/note ] && break; sleep 0.1; done; "
+              "grep -q shared-data $MESOS_EXECUTOR_SANDBOX/note && [ ! -f $MESOS_SANDBOX/own ]")
+    await _launch_group(s, offer, _executor(eid), _task("writer", offer, writer), _task("reader", offer, reader))
+    assert (await _until(s, "writer", "TASK_FINISHED"))[-1] == "TASK_FINISHED"
+    assert (await _until(s, "reader", "TASK_FINISHED"))[-1] == "TASK_FINISHED"
+    work = _work_dir(cluster, offer)
+    # the layout: each task its own sandbox, the group the executor's
+    assert (work / "executors" / s.framework_id / eid / "note").read_text().strip() == "shared-data"
+    assert (work / "sandboxes" / s.framework_id / "writer" / "own").read_text().strip() == "mine"
+    await _until_true(lambda: _pods(eid) == [], "the group's pod to be removed")
+
+
+async def test_a_custom_executor_group_is_refused_with_task_error(subscribe):
+    s = await subscribe()
+    offer = (await s.offers())[0]
+    ex = dict(_executor(_eid("custom")), type="CUSTOM", command={"value": "./my-executor"})
+    await _launch_group(s, offer, ex, _task("c1", offer, "true"), _task("c2", offer, "true"))
+    for tid in ("c1", "c2"):
+        st = await _update(s, tid)
+        assert (st["state"], st["reason"], st["source"]) == ("TASK_ERROR", "REASON_TASK_GROUP_INVALID",
+                                                             "SOURCE_MASTER")
+        assert "Custom executors" in st["message"]
+
+
+async def test_a_group_survives_an_agent_kill9_and_restart(cluster, subscribe):
+    s = await subscribe()
+    offer = (await s.offers())[0]
+    eid = _eid("survive")
+    name = _agent_name(cluster, offer)
+    work = _work_dir(cluster, offer)
+    trigger = "while [ ! -f $MESOS_EXECUTOR_SANDBOX/go ]; do sleep 0.1; done; exit 5"
+    await _launch_group(s, offer, _executor(eid), _task("long", offer, "sleep 300"), _task("trigger", offer, trigger))
+    for tid in ("long", "trigger"):
+        assert await _until(s, tid, "TASK_RUNNING") == ["TASK_STARTING", "TASK_RUNNING"]
+    assert len(_pods(eid)) == 1
+
+    cluster.kill(name)  # kill -9: the pod and its containers do not depend on the agent process
+    (work / "executors" / s.framework_id / eid / "go").write_text("now\n")  # the trigger fails while it is down
+    cluster.start_agent(name)
+
+    seen = []
+    while not seen or seen[-1]["state"] != "TASK_FAILED":
+        seen.append(await _update(s, "trigger"))
+    assert "status 5" in seen[-1]["message"], seen
+    # the recovered agent watched the group: the failure kills the rest of it
+    assert (await _until(s, "long", "TASK_KILLED"))[-1] == "TASK_KILLED"
+    await _until_true(lambda: _pods(eid) == [], "the group's pod to be removed")
