@@ -192,3 +192,59 @@ def test_master_state_shows_the_executor_id():
     t = log.state.task("F1", "a")
     assert state_json._task(t)["executor_id"] == "e1"
     assert operator_json.task(log.state, t)["executor_id"] == {"value": "e1"}
+
+
+# ---- the agent's pure parts -------------------------------------------------------------------------------------
+
+
+def _group_specs(*tids: str, **ex_kw) -> list[ev.TaskSpec]:
+    ex = ev.ExecutorSpec(executor_id="e1", resources=Resources.parse("cpus:0.1;mem:32;disk:1").to_list(),
+                         task_ids=list(tids), **ex_kw)
+    return [ev.TaskSpec(task_id=t, name=t, agent_id="A1", resources=Resources.parse("cpus:1").to_list(),
+                        command=ev.CommandSpec(value="true"), executor=ex) for t in tids]
+
+
+def test_the_agent_checks_a_group_again():
+    from agent import rules
+    assert rules.group_problem(_group_specs("a", "b")) is None
+    assert rules.group_problem([]) == "A task group must have at least one task"
+    a, b = _group_specs("a", "b")
+    other = msgspec.structs.replace(b, executor=msgspec.structs.replace(b.executor, executor_id="e2"))
+    assert "must carry the group's executor" in rules.group_problem([a, other])
+    assert "names a task twice" in rules.group_problem([a, a])
+    (c,) = _group_specs("c")
+    stranger = msgspec.structs.replace(c, executor=a.executor)
+    assert "not one of its executor's tasks" in rules.group_problem([a, stranger])
+    (x,) = _group_specs("x")
+    dotted = msgspec.structs.replace(x, executor=msgspec.structs.replace(x.executor, executor_id=".."))
+    assert "Executor ID" in rules.group_problem([dotted])
+    mapped = _group_specs("a", network="BRIDGE", port_mappings=[ev.PortMapping(host_port=31000, container_port=80)])
+    assert "not in its 'ports' resources" in rules.group_problem(mapped)
+    on_host = _group_specs("a", port_mappings=[ev.PortMapping(host_port=31000, container_port=80)])
+    assert "only supported for the BRIDGE network" in rules.group_problem(on_host)
+    own_net = [msgspec.structs.replace(a, network="NONE")]
+    assert "no network of its own" in rules.group_problem(own_net)
+    assert rules.GROUP_KILL_STATES == {"TASK_FAILED", "TASK_KILLED"}  # not FINISHED: the others run on
+
+
+def test_an_executor_sandbox_is_collected_once_its_group_is_gone(tmp_path):
+    import asyncio
+    import os
+    import time
+
+    from agent.gc import GarbageCollector, GCConfig
+
+    for eid, age in (("old", 500), ("held", 5000), ("young", 10)):
+        box = tmp_path / "executors" / "F" / eid
+        box.mkdir(parents=True)
+        (box / "note").write_text("x")
+        os.utime(box, (time.time() - age, time.time() - age))
+
+    async def no_orphans() -> int:
+        return 0
+
+    gc = GarbageCollector(tmp_path, GCConfig(gc_delay=100.0, headroom=0.0), lambda: set(), no_orphans,
+                          lambda: {("F", "held")})
+    gc.used_fraction = lambda: 0.0  # type: ignore[method-assign]
+    assert asyncio.run(gc.sweep())["sandboxes"] == 1
+    assert sorted(p.name for p in (tmp_path / "executors" / "F").iterdir()) == ["held", "young"]

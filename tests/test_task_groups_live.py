@@ -201,6 +201,14 @@ async def test_a_group_survives_an_agent_kill9_and_restart(cluster, subscribe):
 
     cluster.kill(name)  # kill -9: the pod and its containers do not depend on the agent process
     (work / "executors" / s.framework_id / eid / "go").write_text("now\n")  # the trigger fails while it is down
+    # a pod of a group this agent no longer holds (as if it died between forgetting a group and removing its pod)
+    orphan = _eid("orphan")
+    made = subprocess.run(["podman", "pod", "create", "--name", f"drover-pod-{orphan}",
+                           "--label", f"drover.agent={offer['agent_id']['value']}", "--label",
+                           f"drover.framework={s.framework_id}", "--label", f"drover.executor={orphan}",
+                           "--label", "drover.launch=gone"], env=podman_env(), capture_output=True, text=True,
+                          timeout=60)
+    assert made.returncode == 0, made.stderr
     cluster.start_agent(name)
 
     seen = []
@@ -210,3 +218,4 @@ async def test_a_group_survives_an_agent_kill9_and_restart(cluster, subscribe):
     # the recovered agent watched the group: the failure kills the rest of it
     assert (await _until(s, "long", "TASK_KILLED"))[-1] == "TASK_KILLED"
     await _until_true(lambda: _pods(eid) == [], "the group's pod to be removed")
+    await _until_true(lambda: _pods(orphan) == [], "the orphaned pod to be swept")  # the sweep at agent start
