@@ -900,8 +900,11 @@ class Agent:
         for c in await self.containerizer.list({"drover.agent": self.cp.agent_id}):
             key = (c.labels.get("drover.framework", ""), c.labels.get("drover.task", ""))
             if key not in self.tasks and c.status in ("exited", "lost"):
-                await self.containerizer.remove(c.container_id)
-                removed += 1
+                try:
+                    await self.containerizer.remove(c.container_id)
+                    removed += 1
+                except Exception as e:  # gone meanwhile (removed with its task), or podman down: next sweep
+                    log.info("orphaned container not removed", container_id=c.container_id[:12], error=str(e)[:200])
         # Pods of task groups the agent no longer holds (killed between forgetting a group's last task and removing
         # its pod), once none of their tasks' containers runs.
         held = {self._group_key(r) for r in self.tasks.values() if r.spec.executor is not None}
@@ -909,7 +912,10 @@ class Agent:
             key3 = (p.labels.get("drover.framework", ""), p.labels.get("drover.executor", ""),
                     p.labels.get("drover.launch") or None)
             if key3 not in held and p.running_tasks == 0:
-                removed += await self.containerizer.remove_pod(p.name)
+                try:
+                    removed += await self.containerizer.remove_pod(p.name)
+                except Exception as e:
+                    log.info("orphaned pod not removed", pod=p.name, error=str(e)[:200])
         return removed
 
     async def _update_loop(self) -> None:

@@ -158,6 +158,32 @@ async def test_a_failed_task_gets_the_rest_of_its_group_killed(cluster, subscrib
     await _until_true(lambda: _pods(eid) == [], "the group's pod to be removed")
 
 
+async def test_a_kill_of_one_task_kills_its_group_and_shutdown_kills_a_group(cluster, subscribe):
+    s = await subscribe()
+    offers = await s.offers()
+    eid = _eid("kill")
+    await _launch_group(s, offers[0], _executor(eid), _task("k1", offers[0], "sleep 300"),
+                        _task("k2", offers[0], "sleep 300"))
+    for tid in ("k1", "k2"):
+        assert await _until(s, tid, "TASK_RUNNING") == ["TASK_STARTING", "TASK_RUNNING"]
+    assert (await s.call("KILL", {"task_id": {"value": "k1"}})).status == 202
+    # as Mesos's default executor: the killed task ends TASK_KILLED, which kills the rest of its group
+    assert (await _until(s, "k1", "TASK_KILLED"))[-1] == "TASK_KILLED"
+    assert (await _until(s, "k2", "TASK_KILLED"))[-1] == "TASK_KILLED"
+    await _until_true(lambda: _pods(eid) == [], "the group's pod to be removed")
+
+    offer = (await s.offers())[0]
+    eid2 = _eid("shut")
+    await _launch_group(s, offer, _executor(eid2), _task("s1", offer, "sleep 300"), _task("s2", offer, "sleep 300"))
+    for tid in ("s1", "s2"):
+        assert await _until(s, tid, "TASK_RUNNING") == ["TASK_STARTING", "TASK_RUNNING"]
+    r = await s.call("SHUTDOWN", {"executor_id": {"value": eid2}, "agent_id": offer["agent_id"]})
+    assert r.status == 202, r
+    for tid in ("s1", "s2"):
+        assert (await _until(s, tid, "TASK_KILLED"))[-1] == "TASK_KILLED"
+    await _until_true(lambda: _pods(eid2) == [], "the group's pod to be removed")
+
+
 async def test_the_tasks_of_a_group_share_the_executor_sandbox(cluster, subscribe):
     s = await subscribe()
     offer = (await s.offers())[0]
