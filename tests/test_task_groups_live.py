@@ -245,3 +245,60 @@ async def test_a_group_survives_an_agent_kill9_and_restart(cluster, subscribe):
     assert (await _until(s, "long", "TASK_KILLED"))[-1] == "TASK_KILLED"
     await _until_true(lambda: _pods(eid) == [], "the group's pod to be removed")
     await _until_true(lambda: _pods(orphan) == [], "the orphaned pod to be swept")  # the sweep at agent start
+
+
+# ---- the agent alone, on the real podman service (no master): what it checks, and re-sent groups ----------------
+
+def _group_msg(fid: str, eid: str, cmds: dict[str, str], agent_id: str) -> dict:
+    ex = {"executor_id": eid, "task_ids": list(cmds), "resources": [
+        {"name": "cpus", "type": "SCALAR", "scalar": 0.1}, {"name": "mem", "type": "SCALAR", "scalar": 32.0}]}
+    tasks = [{"task_id": tid, "name": tid, "agent_id": agent_id, "command": {"value": cmd}, "executor": ex,
+              "resources": [{"name": "cpus", "type": "SCALAR", "scalar": 0.2},
+                            {"name": "mem", "type": "SCALAR", "scalar": 32.0}]} for tid, cmd in cmds.items()]
+    return {"type": "LAUNCH_GROUP", "launch_group": {"framework_id": fid, "framework_info": {"name": "fw",
+                                                                                           "user": "root"},
+                                                     "tasks": tasks}}
+
+
+async def test_the_agent_runs_a_group_once_and_ignores_it_sent_again(tmp_path, podman_socket):
+    from tests.test_agent_safety import agent_without_master, wait_for_state
+    async with agent_without_master(tmp_path, podman_socket) as a:
+        msg = _group_msg("F", "e1", {"g1": "sleep 300", "g2": "sleep 300"}, a.cp.agent_id)
+        await a._on_message("m", msg)
+        for tid in ("g1", "g2"):
+            assert await wait_for_state(a, "F", tid, "TASK_RUNNING") == ["TASK_STARTING", "TASK_RUNNING"]
+        launch_ids = {a.tasks[("F", t)].launch_id for t in ("g1", "g2")}
+        assert len(launch_ids) == 1
+        await a._on_message("m", msg)  # a new leader re-sends the group
+        await asyncio.sleep(0.5)
+        assert {a.tasks[("F", t)].launch_id for t in ("g1", "g2")} == launch_ids
+        assert [s.state for s in a.tasks[("F", "g1")].unacked] == ["TASK_STARTING", "TASK_RUNNING"]
+        pods = await a.containerizer.list_pods({"drover.agent": a.cp.agent_id})
+        assert [(p.name, p.running_tasks) for p in pods] == [(a._pod_name(a.tasks[("F", "g1")]), 2)]
+        await a._kill("F", "g2", 0)  # one killed: the group goes
+        for tid in ("g1", "g2"):
+            assert (await wait_for_state(a, "F", tid, "TASK_KILLED"))[-1] == "TASK_KILLED"
+        await a.containerizer.remove_pod(pods[0].name)
+
+
+async def test_the_agent_refuses_a_group_it_cannot_run_whatever_the_master_says(tmp_path, podman_socket):
+    from tests.test_agent_safety import agent_without_master
+    async with agent_without_master(tmp_path, podman_socket) as a:
+        msg = _group_msg("F", "e1", {"b1": "true", "b2": "true"}, a.cp.agent_id)
+        msg["launch_group"]["tasks"][1]["executor"] = dict(msg["launch_group"]["tasks"][1]["executor"],
+                                                           executor_id="e2")
+        await a._on_message("m", msg)
+        for tid in ("b1", "b2"):
+            [st] = a.tasks[("F", tid)].unacked
+            assert (st.state, st.reason) == ("TASK_ERROR", "REASON_TASK_GROUP_INVALID")
+            assert "must carry the group's executor" in st.message
+        # a task of a group never comes alone
+        single = {"type": "LAUNCH", "launch": {"framework_id": "F", "framework_info": {},
+                                               "task": _group_msg("F", "e3", {"s1": "true"},
+                                                                  a.cp.agent_id)["launch_group"]["tasks"][0]}}
+        await a._on_message("m", single)
+        [st] = a.tasks[("F", "s1")].unacked
+        assert st.state == "TASK_ERROR" and "comes in a LAUNCH_GROUP" in st.message
+        await asyncio.sleep(0.3)
+        assert await a.containerizer.list_pods({"drover.agent": a.cp.agent_id}) == []
+        assert not (tmp_path / "work" / "executors").exists()
