@@ -435,7 +435,11 @@ class Agent:
             # fetched files) to the task's user. After an agent restart mid-fetch the launch, fetch included, is
             # done again (files are replaced, cached URIs come from the cache).
             try:
-                await self.fetcher.fetch_all(rec.spec.command.uris, sandbox)
+                # A KILL stops the fetch (between chunks and archive members): the task then never starts.
+                await self.fetcher.fetch_all(rec.spec.command.uris, sandbox, cancelled=lambda: rec.kill_requested)
+            except fetcher.Cancelled:
+                self._killed_before_launch(rec)
+                return
             except fetcher.FetchError as e:
                 self._status(rec, TaskState.FAILED, reason=Reason.CONTAINER_LAUNCH_FAILED, message=str(e))
                 return
