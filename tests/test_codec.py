@@ -529,8 +529,6 @@ def test_resource_kinds_drover_does_not_implement_are_refused(extra):
 
 
 UNSUPPORTED_TASK_FIELDS = {
-    "health_check": {"health_check": {"type": "COMMAND", "command": {"value": "true"}}},
-    "check": {"check": {"type": "COMMAND", "command": {"command": {"value": "true"}}}},
     "max_completion_time": {"max_completion_time": {"nanoseconds": 10**9}},
     "limits": {"limits": {"cpus": {"value": 2}}},
     "container.volumes": {"container": {"type": "MESOS", "volumes": [{"container_path": "/d", "mode": "RW"}]}},
