@@ -562,3 +562,21 @@ def test_health_and_check_updates_are_recorded_and_a_run_of_them_keeps_the_lates
     # the framework gets every one, with the health and check status in Mesos's JSON
     out = fx.update_event(log.state, "F1", "t1", "A1", t.statuses[-1])["update"]["status"]
     assert out["healthy"] is True and out["check_status"] == {"type": "HTTP", "http": {"status_code": 203}}
+
+
+def test_operator_subscribers_get_a_task_updated_for_every_health_or_check_update():
+    """As Mesos: a TASK_UPDATED on a new state, and on every (health) check update though the state stays."""
+    from master import operator_json
+    from tests.test_agent_loss import envelope
+
+    log = lost_agent_log()
+    shadow = clone(log.state)
+    out = []
+    for healthy, reason in ((True, "REASON_TASK_HEALTH_CHECK_STATUS_UPDATED"), (None, None)):
+        st = ev.TaskStatus(state="TASK_RUNNING", source="SOURCE_EXECUTOR", timestamp=2.0, reason=reason,
+                           healthy=healthy)
+        e = ev.StatusUpdated(framework_id="F1", task_id="t1", agent_id="A1", status=st)
+        out += operator_json.derive(shadow, envelope(log, e, 200.0), "1.11.0")
+        log(e, ts=200.0)
+    assert [o["type"] for o in out] == ["TASK_UPDATED"]  # the plain repeat of TASK_RUNNING sends none
+    assert out[0]["task_updated"]["status"]["healthy"] is True
