@@ -113,6 +113,7 @@ class Agent:
         self._bg: set[asyncio.Task] = set()
         self._watchers: dict[tuple[str, str], asyncio.Task] = {}
         self._checkers: dict[tuple[str, str], list[asyncio.Task]] = {}  # a task's health checker and checker
+        self._probe_slots = asyncio.Semaphore(probes.MAX_PROBES)  # probes running at once
         self._killed_by_us: set[tuple[str, str]] = set()
         self._stopping: dict[tuple[str, str], asyncio.Task] = {}
         self._sigkill_by: dict[tuple[str, str], float] = {}  # loop time by which a stopping task gets SIGKILL
@@ -632,7 +633,7 @@ class Agent:
     async def _probe(self, rec: TaskRecord, spec: ev.CheckSpec) -> checks.Result:
         return await probes.probe(spec, socket_path=self.containerizer.socket_path,
                                   container_id=rec.container_id or "", network=rec.spec.network,
-                                  timeout=checks.timeout_of(spec))
+                                  timeout=checks.timeout_of(spec), slots=self._probe_slots)
 
     async def _health_loop(self, rec: TaskRecord, spec: ev.HealthCheckSpec) -> None:
         loop = asyncio.get_running_loop()

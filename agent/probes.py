@@ -31,14 +31,6 @@ from eventstore import events as ev
 MAX_PROBES = 32  # probes running at once on one agent
 MAX_OUTPUT = 64 * 1024  # bytes of a COMMAND check's output read (the rest is drained and dropped)
 _HELPER = Path(__file__).resolve().with_name("probe.py")
-_limit: asyncio.Semaphore | None = None
-
-
-def _semaphore() -> asyncio.Semaphore:
-    global _limit
-    if _limit is None:
-        _limit = asyncio.Semaphore(MAX_PROBES)
-    return _limit
 
 
 def command_argv(cmd: ev.CheckCommand) -> list[str]:
@@ -50,9 +42,10 @@ def command_argv(cmd: ev.CheckCommand) -> list[str]:
 
 
 async def probe(spec: ev.CheckSpec, *, socket_path: Path, container_id: str, network: str | None,
-                timeout: float | None) -> Result:
-    """One probe of `spec` against the task in container `container_id` (on `network`: None is the host's)."""
-    async with _semaphore():
+                timeout: float | None, slots: asyncio.Semaphore) -> Result:
+    """One probe of `spec` against the task in container `container_id` (on `network`: None is the host's), once
+    one of the agent's `slots` (MAX_PROBES of them) is free."""
+    async with slots:
         try:
             if spec.type == "COMMAND" and spec.command is not None:
                 return await _command(spec.command, socket_path, container_id, timeout)
