@@ -29,6 +29,7 @@ from aiohttp import web
 
 from agent import podman_api, rules, sandbox_files
 from agent.checkpoint import TaskRecord
+from master.codec import check_status_out
 from drover.security import http as security
 from drover.security.acls import ACLs, authorized, authorized_for_all
 from eventstore.resources import Resources
@@ -151,7 +152,10 @@ class AgentAPI:
             # the updates not acknowledged yet (the agent keeps no others)
             "statuses": [{"state": s.state, "timestamp": s.timestamp,
                           **({"container_status": {"container_id": {"value": rec.container_id}}}
-                             if rec.container_id else {})} for s in rec.unacked],
+                             if rec.container_id else {}),
+                          **({"healthy": s.healthy} if s.healthy is not None else {}),
+                          **({"check_status": check_status_out(s.check_status)} if s.check_status else {})}
+                         for s in rec.unacked],
         }
         if rec.spec.labels:
             d["labels"] = [{"key": lb.key, "value": lb.value} for lb in rec.spec.labels]

@@ -378,12 +378,12 @@ def test_accept_task_rules_in_mesos_order():
 
 def test_accept_task_with_an_unsupported_field_gets_task_error_naming_it():
     d = decided(cluster().state, accept(("O1",), launch(
-        task_info("hc", health_check={"type": "COMMAND", "command": {"value": "true"}}),
+        task_info("hc", max_completion_time={"nanoseconds": 10**9}),
         task_info("fine"))))
     e = the_accept(d)
     assert [t.task_id for t in e.tasks] == ["fine"]
     (r,) = e.rejected
-    assert r.task_id == "hc" and "health_check" in r.message and "not supported" in r.message
+    assert r.task_id == "hc" and "max_completion_time" in r.message and "not supported" in r.message
 
 
 def _bridge(*mappings: tuple[int, int]) -> dict:
