@@ -6,7 +6,8 @@ Where a probe runs (docs/services.md, "Health checks and checks"):
   a podman exec session over the podman service's socket (agent/podman_api.py). One that outlives its timeout is
   killed (SIGKILL) and counts as a failure.
 - HTTP and TCP: to 127.0.0.1 (::1 for IPv6) and the check's port *in the task's network namespace*. On the host
-  network (the default) that is the agent host's own loopback: probed from the agent directly (aiohttp, asyncio).
+  network (the default) that is the agent host's own loopback: probed from the agent directly (aiohttp, asyncio),
+  unless the agent itself runs in a network namespace other than the container's (then as below).
   On the BRIDGE or NONE network the agent enters the container's namespace: it runs agent/probe.py (standard
   library only) under `nsenter --net=/proc/PID/ns/net`, PID being the container's (podman's inspect); that process
   is killed when the timeout is over. As Mesos, which enters the task's namespace to run curl.
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import shutil
 import sys
 from pathlib import Path
@@ -51,7 +53,7 @@ async def probe(spec: ev.CheckSpec, *, socket_path: Path, container_id: str, net
                 return await _command(spec.command, socket_path, container_id, timeout)
             if spec.type in ("HTTP", "TCP") and spec.port is not None:
                 host = "::1" if spec.ipv6 else "127.0.0.1"
-                if network in ("BRIDGE", "NONE"):
+                if network in ("BRIDGE", "NONE") or not await _in_our_netns(socket_path, container_id):
                     return await _in_netns(spec, host, socket_path, container_id, timeout)
                 if spec.type == "HTTP":
                     return await _http(spec, host, timeout)
@@ -111,6 +113,20 @@ async def _container_pid(socket_path: Path, container_id: str) -> int | None:
     st = d.get("State") or {}
     pid = st.get("Pid")
     return pid if isinstance(pid, int) and pid > 1 and st.get("Running", True) else None
+
+
+async def _in_our_netns(socket_path: Path, container_id: str) -> bool:
+    """Whether a host-network task's namespace is the agent's own: not when the agent runs in a network namespace
+    of its own while the podman service (and so every host-network container) is in the host's, as in `drover chaos`
+    runs. Unknown (podman unreachable, the container gone): assumed so (the probe then says what it finds)."""
+    try:
+        pid = await _container_pid(socket_path, container_id)
+        if pid is None:
+            return True
+        theirs, ours = os.stat(f"/proc/{pid}/ns/net"), os.stat("/proc/self/ns/net")
+    except (aiohttp.ClientError, OSError, podman_api.PodmanAPIError):
+        return True
+    return (theirs.st_dev, theirs.st_ino) == (ours.st_dev, ours.st_ino)
 
 
 async def _in_netns(spec: ev.CheckSpec, host: str, socket_path: Path, container_id: str,
