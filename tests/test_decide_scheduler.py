@@ -600,6 +600,19 @@ def test_implicit_reconciliation_answers_for_every_task():
     assert "uuid" not in st and not d.events
 
 
+def test_reconciliation_answers_carry_the_latest_health_and_container():
+    # As Mesos's master: a reconciliation answer has its task's latest `healthy`, check status and container.
+    log = cluster()
+    running(log, "t1")
+    log(ev.StatusUpdated(framework_id="F1", task_id="t1", agent_id="A1",
+                         status=ev.TaskStatus(state="TASK_RUNNING", source="SOURCE_EXECUTOR", timestamp=103.0,
+                                              uuid="dXVpZDM=", reason="REASON_TASK_HEALTH_CHECK_STATUS_UPDATED",
+                                              healthy=True, container_id="c-1")))
+    (st,) = updates(decided(log.state, call("RECONCILE", {"tasks": [{"task_id": {"value": "t1"}}]})))
+    assert (st["state"], st["reason"], st["healthy"]) == ("TASK_RUNNING", "REASON_RECONCILIATION", True)
+    assert st["container_status"] == {"container_id": {"value": "c-1"}}
+
+
 def test_explicit_reconciliation_by_agent_state():
     log = cluster(caps=PA)
     running(log, "t1")

@@ -118,6 +118,8 @@ class Known:
     state: str | None = None
     kill_sent: bool = False
     port: int | None = None  # a service task's port
+    probed: bool = False  # a service task: reported healthy, and the workload's probe of it is over
+    probing: bool = False
 
 
 @dataclass
@@ -158,6 +160,8 @@ class Workload:
                 if rec.get("service"):
                     self.service, self.services = rec["service"], self.services + 1
                     self.tasks[rec["service"]].port = rec.get("port")
+            elif rec["type"] == "probe" and rec.get("outcome") in ("ok", "failed") and rec["task_id"] in self.tasks:
+                self.tasks[rec["task_id"]].probed = True  # (else the reconciliation's healthy status probes again)
             elif rec["type"] == "event" and rec.get("event") == "UPDATE":
                 k = self.tasks.setdefault(rec["task_id"], Known(agent_id=rec.get("agent_id")))
                 k.state = rec["state"]
@@ -293,7 +297,10 @@ class Workload:
             k.agent_id = agent_id
         if tid == self.service and state in TERMINAL:
             self.service = None  # launched again on a later offer, while the run goes on
-        elif state == "TASK_RUNNING" and status.get("healthy") is True and k.port is not None:
+        elif state == "TASK_RUNNING" and status.get("healthy") is True and k.port is not None \
+                and not (k.probed or k.probing):
+            # Once per service task (a reconciliation repeats its latest status, healthy included).
+            k.probing = True
             probe = asyncio.create_task(self.probe(tid, k))
             self._probes.add(probe)
             probe.add_done_callback(self._probes.discard)
@@ -310,6 +317,12 @@ class Workload:
         """GET the service's page after its agent reported it healthy: up to PROBE_ATTEMPTS tries a second apart,
         given up (not a failure) once the task is known to be ending. Every container of the harness shares this
         host's network (host networking), so the page is on 127.0.0.1 whatever address its agent advertises."""
+        try:
+            await self._probe(tid, k)
+        finally:
+            k.probed = True
+
+    async def _probe(self, tid: str, k: Known) -> None:
         url = f"http://127.0.0.1:{k.port}/"
         last = ""
         async with aiohttp.ClientSession() as session:
@@ -404,8 +417,9 @@ class Workload:
                         task_id=tid)
             if not self.launching(started):
                 svc = self.tasks.get(self.service) if self.service else None
-                if svc is not None and svc.state not in TERMINAL and not svc.kill_sent:
-                    # The run is draining: the service ends too (sent again after a lost subscription).
+                if svc is not None and svc.state not in TERMINAL and not svc.kill_sent and svc.probed:
+                    # The run is draining: the service ends too, once it has been healthy and probed (a run whose
+                    # faults kept it from starting gives it the drain's time; sent again after a lost subscription).
                     svc.kill_sent = await self.call(http, "kill", {"type": "KILL", "kill": {
                         "task_id": {"value": self.service},
                         **({"agent_id": {"value": svc.agent_id}} if svc.agent_id else {})}}, task_id=self.service)
