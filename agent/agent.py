@@ -34,7 +34,7 @@ import msgspec
 import structlog
 from aiohttp import web
 
-from agent import fetcher, rules
+from agent import checks, fetcher, probes, rules
 from agent.checkpoint import CheckpointStore, TaskRecord
 from agent.http_api import AgentAPI
 from agent.gc import GarbageCollector, GCConfig
@@ -114,6 +114,8 @@ class Agent:
         self._update_wakeup = asyncio.Event()
         self._bg: set[asyncio.Task] = set()
         self._watchers: dict[tuple[str, str], asyncio.Task] = {}
+        self._checkers: dict[tuple[str, str], list[asyncio.Task]] = {}  # a task's health checker and checker
+        self._probe_slots = asyncio.Semaphore(probes.MAX_PROBES)  # probes running at once
         self._killed_by_us: set[tuple[str, str]] = set()
         self._stopping: dict[tuple[str, str], asyncio.Task] = {}
         self._sigkill_by: dict[tuple[str, str], float] = {}  # loop time by which a stopping task gets SIGKILL
@@ -151,7 +153,8 @@ class Agent:
                  asyncio.create_task(self._ping_loop(), name="ping"),
                  asyncio.create_task(self.gc.run(), name="gc")]
         await stop.wait()
-        for t in tasks + list(self._bg) + list(self._watchers.values()) + list(self._stopping.values()):
+        checkers = [t for ts in self._checkers.values() for t in ts]
+        for t in tasks + list(self._bg) + list(self._watchers.values()) + list(self._stopping.values()) + checkers:
             t.cancel()
         for t in tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
@@ -178,10 +181,12 @@ class Agent:
                 self._spawn(self._launch(rec))
                 continue
             self._watch(rec)
-            if rec.kill_requested:
+            if rec.kill_requested or rec.health_kill is not None:
                 # We may have died between checkpointing the kill and asking podman to stop the container.
                 self._announce_killing(rec)
                 self._stop(rec, self._grace(rec))
+            else:
+                self._start_checks(rec)  # a running task goes on being checked where its checkers left off
         for recs in groups.values():
             self._spawn(self._launch_group(recs))
         for rec in list(self.tasks.values()):
@@ -453,7 +458,11 @@ class Agent:
             # fetched files) to the task's user. After an agent restart mid-fetch the launch, fetch included, is
             # done again (files are replaced, cached URIs come from the cache).
             try:
-                await self.fetcher.fetch_all(rec.spec.command.uris, sandbox)
+                # A KILL stops the fetch (between chunks and archive members): the task then never starts.
+                await self.fetcher.fetch_all(rec.spec.command.uris, sandbox, cancelled=lambda: rec.kill_requested)
+            except fetcher.Cancelled:
+                self._killed_before_launch(rec)
+                return
             except fetcher.FetchError as e:
                 self._status(rec, TaskState.FAILED, reason=Reason.CONTAINER_LAUNCH_FAILED, message=str(e))
                 return
@@ -493,6 +502,7 @@ class Agent:
             self._stop(rec, self._grace(rec))
         self._status(rec, TaskState.RUNNING, source=Source.EXECUTOR, container_id=cid)
         self._watch(rec)
+        self._start_checks(rec)
 
     def _watch(self, rec: TaskRecord) -> None:
         key = (rec.framework_id, rec.spec.task_id)
@@ -507,8 +517,15 @@ class Agent:
                                         "cannot wait for a container yet", rec.spec.task_id)
         finally:
             self._watchers.pop(key, None)
-        out = rules.exit_outcome(st, killed=rec.kill_requested or key in self._killed_by_us)
-        self._status(rec, out.state, source=out.source, reason=out.reason, message=out.message)
+        out = rules.exit_outcome(st, killed=rec.kill_requested or key in self._killed_by_us
+                                 or rec.health_kill is not None)
+        if rec.health_kill is not None and out.state == TaskState.KILLED:
+            # Killed by its failing health check: `healthy: false` (as Mesos's command executor), and (a Drover
+            # choice, where Mesos sets no reason) the health check's reason and a message saying what failed.
+            self._status(rec, out.state, source=out.source, reason=Reason.TASK_HEALTH_CHECK_STATUS_UPDATED,
+                         message=rec.health_kill, healthy=False)
+        else:
+            self._status(rec, out.state, source=out.source, reason=out.reason, message=out.message)
         if rec.spec.executor is not None and out.state in rules.GROUP_KILL_STATES:
             self._kill_group(rec)
 
@@ -526,6 +543,7 @@ class Agent:
             self._spawn(self._kill_strays(framework_id, task_id, rules.kill_grace(grace)))
             return
         own = rules.kill_grace(grace) if rules.is_grace(grace) else None
+        self._stop_checks(rec)  # as Mesos's executor: no (health) check updates once the task is being killed
         if not rec.kill_requested or (own is not None and own != rec.kill_grace_seconds):
             rec.kill_requested = True
             rec.kill_grace_seconds = own if own is not None else rec.kill_grace_seconds
@@ -800,6 +818,7 @@ class Agent:
         for r in recs:
             self._status(r, TaskState.RUNNING, source=Source.EXECUTOR, container_id=r.container_id)
             self._watch(r)
+            self._start_checks(r)
 
     def _kill_group(self, rec: TaskRecord) -> None:
         """As Mesos's default executor: a task of the group failed or was killed, so every other live task of it is
@@ -821,24 +840,116 @@ class Agent:
     # ---- status updates ------------------------------------------------------------------------------------
     @staticmethod
     def _new_status(state: str, source: str, reason: str | None, message: str | None,
-                    container_id: str | None) -> ev.TaskStatus:
+                    container_id: str | None, healthy: bool | None = None,
+                    check_status: ev.CheckStatus | None = None) -> ev.TaskStatus:
         return ev.TaskStatus(state=str(state), source=str(source), timestamp=time.time(),
                              uuid=base64.b64encode(uuid.uuid4().bytes).decode(),
                              reason=None if reason is None else str(reason),
                              # within the master's bound (a podman error can be long): an update the master
                              # refused would be retried for ever, holding up the task's later updates
                              message=None if message is None else message[:MAX_TEXT_LENGTH - 1024],
-                             container_id=container_id)
+                             container_id=container_id, healthy=healthy, check_status=check_status)
 
     def _status(self, rec: TaskRecord, state: str, *, source: str = Source.AGENT, reason: str | None = None,
-                message: str | None = None, container_id: str | None = None) -> None:
-        """The task's next state; nothing after a terminal one."""
+                message: str | None = None, container_id: str | None = None, healthy: bool | None = None) -> None:
+        """The task's next state; nothing after a terminal one. As Mesos's command executor, a new state's status
+        of a checked task carries an empty check status of the check's type."""
         if rec.terminal_sent:
             return
         rec.state = str(state)
         if state in TERMINAL_STATES:
             rec.terminal_sent = True
-        self._enqueue(rec, self._new_status(state, source, reason, message, container_id or rec.container_id))
+            self._stop_checks(rec)
+        empty = checks.empty_status(rec.spec.check) if rec.spec.check is not None else None
+        self._enqueue(rec, self._new_status(state, source, reason, message, container_id or rec.container_id,
+                                            healthy, empty))
+
+    # ---- health checks and checks (the rules: agent/checks.py; the probes: agent/probes.py) ------------------
+    def _start_checks(self, rec: TaskRecord) -> None:
+        """Start the task's health checker and checker (those it has, once): after its TASK_RUNNING, and for a
+        running task after an agent restart."""
+        key = (rec.framework_id, rec.spec.task_id)
+        if key in self._checkers or not self._checking(rec):
+            return
+        loops = []
+        if rec.spec.health_check is not None:
+            loops.append(asyncio.create_task(self._health_loop(rec, rec.spec.health_check), name="health-check"))
+        if rec.spec.check is not None:
+            loops.append(asyncio.create_task(self._check_loop(rec, rec.spec.check), name="check"))
+        if loops:
+            self._checkers[key] = loops
+
+    def _stop_checks(self, rec: TaskRecord) -> None:
+        me = asyncio.current_task()
+        for t in self._checkers.pop((rec.framework_id, rec.spec.task_id), []):
+            if t is not me:
+                t.cancel()
+
+    def _checking(self, rec: TaskRecord) -> bool:
+        """Whether the task is still checked: running, ours, not ended, nor being killed."""
+        return (rec.state == TaskState.RUNNING and rec.container_id is not None and not rec.terminal_sent
+                and not rec.kill_requested and rec.health_kill is None
+                and self.tasks.get((rec.framework_id, rec.spec.task_id)) is rec)
+
+    async def _probe(self, rec: TaskRecord, spec: ev.CheckSpec) -> checks.Result:
+        return await probes.probe(spec, socket_path=self.containerizer.socket_path,
+                                  container_id=rec.container_id or "",
+                                  # a task of a group is in its pod's network namespace (the executor's network)
+                                  network=rec.spec.executor.network if rec.spec.executor else rec.spec.network,
+                                  timeout=checks.timeout_of(spec), slots=self._probe_slots)
+
+    async def _health_loop(self, rec: TaskRecord, spec: ev.HealthCheckSpec) -> None:
+        loop = asyncio.get_running_loop()
+        started = loop.time()  # the grace period counts from here (after an agent restart too, if no success yet)
+        state = rec.health or checks.HealthState()
+        await asyncio.sleep(checks.first_delay(spec))
+        while self._checking(rec):
+            result = await self._probe(rec, spec)
+            if not self._checking(rec):
+                return
+            step = checks.health_step(spec, state, result, loop.time() - started)
+            if step.failure is not None:
+                log.info("health check failed", task=rec.spec.task_id[:64], failures=step.state.failures,
+                         why=step.failure[:200])
+            state = rec.health = step.state
+            if step.healthy is not None:
+                rec.healthy = step.healthy
+                self._check_update(rec, Reason.TASK_HEALTH_CHECK_STATUS_UPDATED)
+            if step.kill:
+                self._kill_unhealthy(rec, checks.kill_message(spec, state, step.failure))
+                return
+            await asyncio.sleep(checks.next_delay(spec))
+
+    async def _check_loop(self, rec: TaskRecord, spec: ev.CheckSpec) -> None:
+        await asyncio.sleep(checks.first_delay(spec))
+        while self._checking(rec):
+            result = await self._probe(rec, spec)
+            if not self._checking(rec):
+                return
+            new = checks.check_step(spec, rec.check_status, result)
+            if new is not None:
+                rec.check_status = new
+                self._check_update(rec, Reason.TASK_CHECK_STATUS_UPDATED)
+            await asyncio.sleep(checks.next_delay(spec))
+
+    def _check_update(self, rec: TaskRecord, reason: str) -> None:
+        """A TASK_RUNNING reporting a (health) check's result, with the latest of both (as Mesos's executor builds
+        it from the last status it sent)."""
+        check_status = rec.check_status
+        if check_status is None and rec.spec.check is not None:
+            check_status = checks.empty_status(rec.spec.check)
+        self._enqueue(rec, self._new_status(TaskState.RUNNING, Source.EXECUTOR, reason, None, rec.container_id,
+                                            rec.healthy, check_status))
+
+    def _kill_unhealthy(self, rec: TaskRecord, message: str) -> None:
+        """The health check failed `consecutive_failures` times in a row: kill the task (its kill policy's grace
+        period, SIGTERM then SIGKILL); it ends TASK_KILLED with `healthy: false` (_wait_exit)."""
+        log.warning("killing a task whose health check keeps failing", task=rec.spec.task_id[:64], why=message)
+        rec.health_kill = message
+        self._stop_checks(rec)
+        self.checkpoint()
+        self._announce_killing(rec)
+        self._stop(rec, self._grace(rec))
 
     def _enqueue(self, rec: TaskRecord, st: ev.TaskStatus) -> None:
         """Queue an update on the task's stream (checkpointed before it is sent)."""

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import msgspec
 
+from agent.checks import HealthState
 from eventstore import events as ev
 
 
@@ -32,6 +33,14 @@ class TaskRecord(msgspec.Struct, omit_defaults=True):
     # A launch refused before anything was created (its ids are invalid): kept in memory only, until its
     # TASK_ERROR is acknowledged; never checkpointed, never reported on re-registration.
     refused: bool = False
+    # Health checks and checks (agent/checks.py): the health checker's memory (None: no result counted yet), the
+    # `healthy` and check status last sent (later updates carry them, as Mesos's carry the last status's), and the
+    # TASK_KILLED message once a failing health check had the task killed. Checkpointed so that a restarted agent
+    # checks on where it left off: no second `healthy: true`, no failures forgotten, the kill finished.
+    health: HealthState | None = None
+    healthy: bool | None = None
+    check_status: ev.CheckStatus | None = None
+    health_kill: str | None = None
 
 
 class AgentCheckpoint(msgspec.Struct, omit_defaults=True):

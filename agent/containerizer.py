@@ -204,6 +204,9 @@ def _own_tree(root: Path, uid: int, gid: int) -> None:
                 os.chown(path, uid, gid, follow_symlinks=False)
 
 
+MAX_CONCURRENT_PULLS = 4  # images pulled at once by one agent (more wait their turn)
+
+
 class PodmanContainerizer:
     def __init__(self, socket_path: Path, *, start_service: bool = True, log: logging.Logger | Any = None,
                  insecure_registries: frozenset[str] | set[str] = frozenset(),
@@ -220,6 +223,12 @@ class PodmanContainerizer:
         self._service: subprocess.Popen | None = None
         self._owns_service = False  # we started the service: we restart it if it dies
         self._executor = concurrent.futures.ThreadPoolExecutor(max_workers=16, thread_name_prefix="podman")
+        # Pulls run on threads of their own (a pull may hold one for --image-pull-timeout): the pool above stays free
+        # for kills, waits and launches. At most MAX_CONCURRENT_PULLS images are pulled at once; launches waiting for
+        # an image another launch is pulling hold no thread at all (_apulls).
+        self._pull_executor = concurrent.futures.ThreadPoolExecutor(max_workers=MAX_CONCURRENT_PULLS,
+                                                                    thread_name_prefix="podman-pull")
+        self._apulls: dict[str, asyncio.Future] = {}  # image -> the pull under way, for launches on the loop
         self._tls = threading.local()
         self._clients: list[PodmanClient] = []
         self._clients_lock = threading.Lock()
@@ -334,6 +343,10 @@ class PodmanContainerizer:
                 c.close()
         self._executor.shutdown(wait=False, cancel_futures=True)
         self._executor = concurrent.futures.ThreadPoolExecutor(max_workers=16, thread_name_prefix="podman")
+        self._pull_executor.shutdown(wait=False, cancel_futures=True)
+        self._pull_executor = concurrent.futures.ThreadPoolExecutor(max_workers=MAX_CONCURRENT_PULLS,
+                                                                    thread_name_prefix="podman-pull")
+        self._apulls.clear()
         self._tls = threading.local()
 
     # ------------------------------------------------------------------------------------------------ state
@@ -743,23 +756,36 @@ class PodmanContainerizer:
             f = tf.extractfile(member) if member is not None else None
             return f.read().decode("utf-8", errors="replace") if f is not None else None
 
-    def _prepare_image_sync(self, image: str | None) -> None:
-        image = image or images.DEFAULT_IMAGE
+    def _image_present(self, image: str) -> bool:
+        """Whether `image` is in the store; the default image is built here if it is missing (never pulled)."""
         try:
-            present = self._client().images.exists(image)
+            if self._client().images.exists(image):
+                return True
         except APIError as e:
             raise ContainerLaunchError(f"cannot look up image '{image}': {_api_message(e)}") from e
-        if not present:
-            if image == images.DEFAULT_IMAGE:
-                images.ensure_image(self._client(), image)
-            else:
-                self._pull_shared(image)
+        if image == images.DEFAULT_IMAGE:
+            images.ensure_image(self._client(), image)
+            return True
+        return False
+
+    def _pull_done(self, image: str, fut: asyncio.Future) -> None:
+        self._apulls.pop(image, None)
+        if not fut.cancelled():
+            fut.exception()  # retrieved: every launch waiting for it may have gone (each sees it through shield)
 
     async def prepare_image(self, image: str | None) -> None:
         """Make sure `image` (None: the default image) is in the store, pulling it if need be (launch() does it too:
         this lets a caller act on what happened meanwhile, e.g. a kill, before anything is created)."""
+        image = image or images.DEFAULT_IMAGE
         try:
-            await self._run(self._prepare_image_sync, image)
+            if await self._run(self._image_present, image):
+                return
+            pull = self._apulls.get(image)
+            if pull is None:
+                loop = asyncio.get_running_loop()
+                pull = self._apulls[image] = loop.run_in_executor(self._pull_executor, self._pull_shared, image)
+                pull.add_done_callback(lambda f: self._pull_done(image, f))
+            await asyncio.shield(pull)  # one launch cancelled (its agent stopping) leaves the others' pull alone
         except ContainerLaunchError:
             raise
         except APIError as e:

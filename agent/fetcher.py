@@ -29,15 +29,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import math
 import os
 import posixpath
 import stat
 import tarfile
+import time
 import uuid
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO, Iterable, NamedTuple
+from typing import Awaitable, BinaryIO, Callable, Iterable, NamedTuple
 
 import aiohttp
 
@@ -47,7 +49,8 @@ from eventstore.values import MAX_URIS, output_file_problem, uri_problem
 MAX_BYTES = 4 * 1024**3  # per download, and per archive extracted
 MAX_MEMBERS = 100_000  # per archive
 DEFAULT_CACHE_SIZE = 2 * 1024**3  # Mesos's --fetcher_cache_size default (2 GB)
-DEFAULT_TIMEOUT = 600.0  # seconds per URI
+DEFAULT_TIMEOUT = 600.0  # seconds per URI, its extraction included
+CANCEL_POLL = 0.2  # seconds between two looks at whether a fetch's task was killed
 _CHUNK = 1 << 16
 
 # suffix -> archive kind, longest suffixes first
@@ -57,6 +60,10 @@ ARCHIVE_SUFFIXES = ((".tar.gz", "tar"), (".tar.bz2", "tar"), (".tar.xz", "tar"),
 
 class FetchError(Exception):
     """A URI could not be fetched; str(e) is meant for users (the TASK_FAILED message)."""
+
+
+class Cancelled(Exception):
+    """The fetch was stopped because its task was killed (Fetcher.fetch_all's `cancelled`)."""
 
 
 # ---------------------------------------------------------------------------------------------------------- pure
@@ -196,16 +203,22 @@ class Fetcher:
     _locks: dict[str, asyncio.Lock] = field(default_factory=dict)  # cache key -> its download (one at a time)
     _swept: bool = False  # the cache's leftovers of an earlier agent process removed
 
-    async def fetch_all(self, uris: Iterable[FetchURI], sandbox: Path) -> None:
-        """Fetch every URI into `sandbox` in order; the first failure raises FetchError naming its URI."""
+    async def fetch_all(self, uris: Iterable[FetchURI], sandbox: Path,
+                        cancelled: Callable[[], bool] = lambda: False) -> None:
+        """Fetch every URI into `sandbox` in order; the first failure raises FetchError naming its URI. Each URI,
+        its extraction included, has `timeout` seconds. `cancelled` (the task was killed) is asked between URIs and
+        between the chunks of a download or an extraction: it stops the fetch with Cancelled."""
         todo = plans(uris)
         if not todo:
             return
         timeout = aiohttp.ClientTimeout(total=self.config.timeout, sock_connect=30)
         async with aiohttp.ClientSession(timeout=timeout) as session:
             for p in todo:
+                if cancelled():
+                    raise Cancelled()
                 try:
-                    await self._fetch(session, p, sandbox)
+                    await _until_stopped(self._fetch(session, p, sandbox, _Stop(cancelled, self.config.timeout)),
+                                         cancelled, self.config.timeout)
                 except FetchError as e:
                     raise FetchError(f"Failed to fetch '{p.uri[:512]}': {e}") from None
                 except asyncio.TimeoutError:
@@ -217,28 +230,29 @@ class Fetcher:
                     raise FetchError(f"Failed to fetch '{p.uri[:512]}': {e.strerror or e}"
                                      + (f" ({e.filename})" if e.filename else "")) from None
 
-    async def _fetch(self, session: aiohttp.ClientSession, p: Plan, sandbox: Path) -> None:
+    async def _fetch(self, session: aiohttp.ClientSession, p: Plan, sandbox: Path, stop: "_Stop") -> None:
         dest_dir = await asyncio.to_thread(_make_dirs, sandbox, p.dest.split("/")[:-1])
         name = p.dest.split("/")[-1]
         tmp = dest_dir / f".drover-fetch-{uuid.uuid4().hex}"
         try:
             if p.cache:
-                await self._from_cache(session, p, tmp)
+                await self._from_cache(session, p, tmp, stop)
             else:
-                await self._obtain(session, p, tmp, self.config.max_bytes)
+                await self._obtain(session, p, tmp, self.config.max_bytes, stop)
             os.chmod(tmp, 0o755 if p.executable else 0o644)
             await asyncio.to_thread(_replace, tmp, dest_dir, name)
         finally:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(tmp)
         if p.archive is not None:
+            # In a thread, which wait_for cannot stop: the extraction asks `stop` between chunks and members.
             await asyncio.to_thread(extract, dest_dir / name, sandbox, p.archive, self.config.max_bytes,
-                                    self.config.max_members)
+                                    self.config.max_members, stop)
 
-    async def _obtain(self, session: aiohttp.ClientSession, p: Plan, out: Path, limit: int) -> None:
+    async def _obtain(self, session: aiohttp.ClientSession, p: Plan, out: Path, limit: int, stop: "_Stop") -> None:
         """The URI's content into a new file `out` (created here, no link followed)."""
         if p.local:
-            await asyncio.to_thread(self._copy_local, p.source, out, limit)
+            await asyncio.to_thread(self._copy_local, p.source, out, limit, stop)
             return
         async with session.get(p.source, allow_redirects=True, max_redirects=10) as r:
             if r.status != 200:
@@ -249,12 +263,18 @@ class Fetcher:
             with os.fdopen(fd, "wb") as f:
                 total = 0
                 async for chunk in r.content.iter_chunked(_CHUNK):
+                    stop.check()
                     total += len(chunk)
                     if total > limit:
                         raise FetchError(f"it is more than the {limit} bytes allowed")
                     f.write(chunk)
 
-    def _copy_local(self, path: str, out: Path, limit: int) -> None:
+    def _copy_local(self, path: str, out: Path, limit: int, stop: "_Stop") -> None:
+        with os.fdopen(self._open_local(path), "rb") as src:
+            _write_new(out, src, limit, stop)
+
+    def _open_local(self, path: str) -> int:
+        """A read-only descriptor of the local file `path`, if it may be fetched; FetchError otherwise."""
         allowed = [os.path.realpath(d) for d in self.config.allowed_dirs]
         if not allowed:
             raise FetchError("local files are not fetched on this agent (its operator names the directories they "
@@ -274,13 +294,11 @@ class Fetcher:
                                  "(--fetcher-allowed-dir), or does not exist")
             if not stat.S_ISREG(os.fstat(pfd).st_mode):
                 raise FetchError("it is not a regular file")
-            fd = os.open(f"/proc/self/fd/{pfd}", os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+            return os.open(f"/proc/self/fd/{pfd}", os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
         finally:
             os.close(pfd)
-        with os.fdopen(fd, "rb") as src:
-            _write_new(out, src, limit)
 
-    async def _from_cache(self, session: aiohttp.ClientSession, p: Plan, out: Path) -> None:
+    async def _from_cache(self, session: aiohttp.ClientSession, p: Plan, out: Path, stop: "_Stop") -> None:
         key = cache_key(p.uri)
         lock = self._locks.setdefault(key, asyncio.Lock())
         async with lock:  # concurrent launches of one URI: one download
@@ -290,24 +308,28 @@ class Fetcher:
                 self._swept = True
                 await asyncio.to_thread(_sweep, cache_dir)
             entry = cache_dir / key
+            if p.local and entry.is_file():
+                # The cached copy is served only while the file itself may still be fetched (the operator may
+                # have narrowed --fetcher-allowed-dir since, or the file may have been removed).
+                os.close(await asyncio.to_thread(self._open_local, p.source))
             if not entry.is_file():
                 tmp = cache_dir / f"{key}.tmp-{uuid.uuid4().hex}"
                 try:
-                    await self._obtain(session, p, tmp, min(self.config.max_bytes, self.config.cache_size))
+                    await self._obtain(session, p, tmp, min(self.config.max_bytes, self.config.cache_size), stop)
                 except FetchError as e:
                     if "more than" not in str(e):
                         raise
                     # larger than the whole cache: fetched without it
                     with contextlib.suppress(FileNotFoundError):
                         tmp.unlink()
-                    await self._obtain(session, p, out, self.config.max_bytes)
+                    await self._obtain(session, p, out, self.config.max_bytes, stop)
                     return
                 size = tmp.stat().st_size
                 await asyncio.to_thread(self._evict, size, key)
                 os.replace(tmp, entry)
             os.utime(entry)  # its last use, for the LRU order
             with open(entry, "rb") as src:
-                await asyncio.to_thread(_write_new, out, src, self.config.max_bytes)
+                await asyncio.to_thread(_write_new, out, src, self.config.max_bytes, stop)
 
     def _evict(self, incoming: int, keep: str) -> None:
         entries = []
@@ -333,11 +355,51 @@ def _private_dir(path: Path) -> None:
     path.mkdir(mode=0o700, parents=True, exist_ok=True)
 
 
-def _write_new(out: Path, src: BinaryIO, limit: int) -> int:
+async def _until_stopped(coro: Awaitable[None], cancelled: Callable[[], bool], seconds: float) -> None:
+    """Await `coro`, but no longer than `seconds` (asyncio.TimeoutError) and only while not `cancelled()` (asked
+    every CANCEL_POLL seconds; Cancelled): a download waiting for a server's answer stops at once on a KILL."""
+    task = asyncio.ensure_future(coro)
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + seconds
+    try:
+        while True:
+            done, _ = await asyncio.wait({task}, timeout=min(CANCEL_POLL, max(0.0, deadline - loop.time())))
+            if done:
+                return task.result()
+            if cancelled():
+                raise Cancelled()
+            if loop.time() >= deadline:
+                raise asyncio.TimeoutError()
+    finally:
+        if not task.done():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+
+
+class _Stop:
+    """When a fetch must stop: its task was killed (Cancelled), or its URI's time is up (FetchError). Asked between
+    chunks and archive members, also in the threads that copy and extract (which asyncio cannot interrupt)."""
+
+    def __init__(self, cancelled: Callable[[], bool] = lambda: False, seconds: float = math.inf):
+        self.cancelled = cancelled
+        self.seconds = seconds
+        self.deadline = time.monotonic() + seconds
+
+    def check(self) -> None:
+        if self.cancelled():
+            raise Cancelled()
+        if time.monotonic() > self.deadline:
+            raise FetchError(f"not fetched within {self.seconds:g} s")
+
+
+def _write_new(out: Path, src: BinaryIO, limit: int, stop: _Stop | None = None) -> int:
     fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
     total = 0
     with os.fdopen(fd, "wb") as f:
         while chunk := src.read(_CHUNK):
+            if stop is not None:
+                stop.check()
             total += len(chunk)
             if total > limit:
                 raise FetchError(f"it is more than the {limit} bytes allowed")
@@ -383,13 +445,14 @@ def _replace(tmp: Path, dest_dir: Path, name: str) -> None:
     os.replace(tmp, target)  # rename(2) replaces a link itself, never its target
 
 
-def extract(archive: Path, root: Path, kind: str, max_bytes: int = MAX_BYTES, max_members: int = MAX_MEMBERS) -> None:
-    """Extract `archive` into `root` under the rules in the module docstring."""
+def extract(archive: Path, root: Path, kind: str, max_bytes: int = MAX_BYTES, max_members: int = MAX_MEMBERS,
+            stop: _Stop | None = None) -> None:
+    """Extract `archive` into `root` under the rules in the module docstring (`stop` asked between chunks)."""
     try:
         if kind == "zip":
-            _extract_zip(archive, root, max_bytes, max_members)
+            _extract_zip(archive, root, max_bytes, max_members, stop or _Stop())
         else:
-            _extract_tar(archive, root, max_bytes, max_members)
+            _extract_tar(archive, root, max_bytes, max_members, stop or _Stop())
     except (tarfile.TarError, zipfile.BadZipFile, EOFError) as e:
         raise FetchError(f"cannot extract '{archive.name}': {e}") from None
     except FetchError as e:
@@ -397,10 +460,11 @@ def extract(archive: Path, root: Path, kind: str, max_bytes: int = MAX_BYTES, ma
 
 
 class _Budget:
-    def __init__(self, max_bytes: int, max_members: int):
-        self.bytes, self.members = max_bytes, max_members
+    def __init__(self, max_bytes: int, max_members: int, stop: _Stop):
+        self.bytes, self.members, self.stop = max_bytes, max_members, stop
 
     def member(self) -> None:
+        self.stop.check()
         self.members -= 1
         if self.members < 0:
             raise FetchError("it has too many members")
@@ -410,6 +474,7 @@ class _Budget:
         fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
         with os.fdopen(fd, "wb") as f:
             while chunk := src.read(_CHUNK):
+                self.stop.check()
                 self.bytes -= len(chunk)
                 if self.bytes < 0:
                     raise FetchError("it expands beyond the bytes allowed")
@@ -417,8 +482,8 @@ class _Budget:
         os.chmod(out, mode & 0o777)  # permission bits only: no setuid, setgid or sticky bit
 
 
-def _extract_tar(archive: Path, root: Path, max_bytes: int, max_members: int) -> None:
-    budget = _Budget(max_bytes, max_members)
+def _extract_tar(archive: Path, root: Path, max_bytes: int, max_members: int, stop: _Stop) -> None:
+    budget = _Budget(max_bytes, max_members, stop)
     with tarfile.open(archive, "r:*") as tf:
         for m in tf:
             budget.member()
@@ -452,8 +517,8 @@ def _extract_tar(archive: Path, root: Path, max_bytes: int, max_members: int) ->
                 raise FetchError(f"member '{m.name[:256]}' is a device, FIFO or other special file")
 
 
-def _extract_zip(archive: Path, root: Path, max_bytes: int, max_members: int) -> None:
-    budget = _Budget(max_bytes, max_members)
+def _extract_zip(archive: Path, root: Path, max_bytes: int, max_members: int, stop: _Stop) -> None:
+    budget = _Budget(max_bytes, max_members, stop)
     with zipfile.ZipFile(archive) as zf:
         for info in zf.infolist():
             budget.member()

@@ -29,6 +29,7 @@ from aiohttp import web
 
 from agent import podman_api, rules, sandbox_files
 from agent.checkpoint import TaskRecord
+from master.codec import check_status_out
 from drover.security import http as security
 from drover.security.acls import ACLs, authorized, authorized_for_all
 from eventstore.resources import Resources
@@ -43,6 +44,7 @@ log = structlog.get_logger("drover.agent.api")
 VERSION = "1.11.0"  # the Mesos API version Drover speaks
 MAX_BODY = 256 * 1024  # bytes of one /api/v1 call
 MAX_SESSIONS = 16  # nested container sessions running at once
+MAX_SESSIONS_PER_PRINCIPAL = 4  # of them, one principal's (anonymous callers are one): nobody takes every slot
 MAX_EXITS = 1024  # exit statuses of finished sessions remembered (for WAIT_NESTED_CONTAINER)
 MAX_ARGS = 1024
 MAX_COMMAND = 64 * 1024  # bytes of a session's command and arguments
@@ -61,6 +63,7 @@ class AgentAPI:
         self.sessions: dict[str, asyncio.Future[int]] = {}  # session container id -> its wait status
         self.exits: collections.OrderedDict[str, int] = collections.OrderedDict()
         self.running = 0
+        self.running_by: collections.Counter[str | None] = collections.Counter()  # running sessions per principal
 
     # ---- plumbing ------------------------------------------------------------------------------------------
     @property
@@ -149,7 +152,10 @@ class AgentAPI:
             # the updates not acknowledged yet (the agent keeps no others)
             "statuses": [{"state": s.state, "timestamp": s.timestamp,
                           **({"container_status": {"container_id": {"value": rec.container_id}}}
-                             if rec.container_id else {})} for s in rec.unacked],
+                             if rec.container_id else {}),
+                          **({"healthy": s.healthy} if s.healthy is not None else {}),
+                          **({"check_status": check_status_out(s.check_status)} if s.check_status else {})}
+                         for s in rec.unacked],
         }
         if rec.spec.labels:
             d["labels"] = [{"key": lb.key, "value": lb.value} for lb in rec.spec.labels]
@@ -464,15 +470,20 @@ class AgentAPI:
             return _problem(409, f"Container {session} already exists")
         if self.running >= MAX_SESSIONS:
             return _problem(503, f"Too many sessions at once (at most {MAX_SESSIONS})")
+        if self.running_by[principal] >= MAX_SESSIONS_PER_PRINCIPAL:
+            who = f"principal '{principal}'" if principal else "anonymous callers"
+            return _problem(503, f"Too many sessions at once for {who} (at most {MAX_SESSIONS_PER_PRINCIPAL})")
         sock = self.agent.containerizer.socket_path
         # Counted and named from here: the bound and the id's uniqueness hold while podman is asked, too.
         self.running += 1
+        self.running_by[principal] += 1
         done: asyncio.Future[int] = asyncio.get_running_loop().create_future()
         self.sessions[session] = done
         try:
             exec_id = await podman_api.exec_create(sock, parent, argv)
         except Exception as e:
             self.running -= 1
+            self._release(principal)
             self.sessions.pop(session, None)
             done.cancel()
             log.info("nested container session not created", task=rec.spec.task_id[:64], error=str(e)[:200])
@@ -510,6 +521,7 @@ class AgentAPI:
                 raise
         finally:
             self.running -= 1
+            self._release(principal)
             if not finished:  # the client went away (or podman's stream broke): the command ends with it
                 try:
                     await podman_api.exec_kill(sock, exec_id)
@@ -533,6 +545,11 @@ class AgentAPI:
             if not done.done():
                 done.set_result(status)
         return resp
+
+    def _release(self, principal: str | None) -> None:
+        self.running_by[principal] -= 1
+        if self.running_by[principal] <= 0:
+            del self.running_by[principal]
 
     async def wait_nested(self, principal: str | None, body: object) -> web.Response:
         ids = self._session_ids(body)

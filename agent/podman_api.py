@@ -63,10 +63,13 @@ async def stats(socket_path: Path, container_ids: list[str]) -> dict[str, dict]:
     return {st["ContainerID"]: st for st in (body.get("Stats") or []) if isinstance(st, dict)}
 
 
-async def exec_create(socket_path: Path, container_id: str, argv: list[str]) -> str:
-    """Create an exec session of `argv` in the container (its own user, no TTY, no stdin): the session's id."""
+async def exec_create(socket_path: Path, container_id: str, argv: list[str], env: list[str] | None = None) -> str:
+    """Create an exec session of `argv` in the container (its own user, no TTY, no stdin; the container's
+    environment plus `env`, NAME=VALUE each): the session's id."""
     body = {"Cmd": argv, "AttachStdout": True, "AttachStderr": True, "AttachStdin": False, "Tty": False,
             "Privileged": False, "WorkingDir": "/mnt/mesos/sandbox"}
+    if env:
+        body["Env"] = env
     async with _session(socket_path) as s:
         async with s.post(f"{API}/containers/{container_id}/exec", json=body) as r:
             text = await r.text()

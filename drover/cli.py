@@ -411,6 +411,7 @@ def _local(args) -> int:
     cluster = LocalCluster(data_dir=args.data_dir.resolve(), masters=args.masters, agents=args.agents,
                            base_port=args.base_port, secure=args.secure, tls=args.tls)
     stopping = False
+    service = None
 
     def on_signal(signum, frame):
         nonlocal stopping
@@ -453,6 +454,12 @@ def _local(args) -> int:
                                      instances=4, name="demo", credential=cluster.client_credential(),
                                      ssl_context=cluster.client_ssl()))
             print(f"demo finished: {'all tasks finished' if rc == 0 else 'some tasks failed'}", flush=True)
+            from drover.demo import DemoService
+            print("demo service: a web server (busybox httpd) on an offered port, health-checked over HTTP by its "
+                  "agent, launched again if it ends ...", flush=True)
+            service = DemoService(layout["leader"], credential=cluster.client_credential(),
+                                  ssl_context=cluster.client_ssl())
+            service.start()
         reported: set[str] = set()
         while not stopping:
             time.sleep(0.2)
@@ -463,6 +470,8 @@ def _local(args) -> int:
                           f"{cluster.data_dir / (name + '.log')}", file=sys.stderr)
     finally:
         print("stopping the local cluster ...", flush=True)
+        if service is not None:
+            service.stop()
         cluster.stop()
     return 0
 

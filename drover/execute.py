@@ -13,9 +13,7 @@ import asyncio
 import ssl
 import sys
 
-import aiohttp
-
-from drover.recordio import RecordIODecoder
+from drover.scheduler_session import SchedulerError, SchedulerSession, scalar
 from drover.security.credentials import Credential
 from eventstore.vocab import TERMINAL_STATES, TaskState
 
@@ -27,72 +25,29 @@ class ExecuteError(Exception):
     pass
 
 
-def _scalar(offer: dict, name: str) -> float:
-    return sum(r.get("scalar", {}).get("value", 0.0) for r in offer.get("resources", [])
-               if r.get("name") == name and r.get("type") == "SCALAR")
-
-
 async def execute(master: str, command: str, *, image: str | None = None, cpus: float = 0.1, mem: float = 32.0,
                   instances: int = 1, name: str = "drover-execute", timeout: float = 300.0,
                   out=sys.stdout, user: str = "root", credential: Credential | None = None,
                   ssl_context: ssl.SSLContext | None = None) -> int:
     finals: dict[str, str] = {}
     launched = 0
-    scheme = "https" if ssl_context is not None else "http"
-    connector = aiohttp.TCPConnector(ssl=ssl_context) if ssl_context is not None else None
-    # With a credential every call carries HTTP Basic; the master then sets FrameworkInfo.principal to it.
-    headers = {"Authorization": credential.basic_header()} if credential is not None else {}
-    async with aiohttp.ClientSession(connector=connector, headers=headers) as session:
-        target = master
-        for _ in range(10):  # follow redirects to the leader
-            body = {"type": "SUBSCRIBE", "subscribe": {"framework_info": {
-                "user": user, "name": name, "failover_timeout": 0.0,
-                "capabilities": [{"type": "TASK_KILLING_STATE"}]}}}
-            resp = await session.post(f"{scheme}://{target}/api/v1/scheduler", json=body, allow_redirects=False,
-                                      headers={"Accept": "application/json"})
-            if resp.status == 307:
-                target = resp.headers["Location"].lstrip("/").split("/", 1)[0]
-                resp.release()
-                continue
-            if resp.status == 503:
-                resp.release()
-                await asyncio.sleep(0.5)
-                continue
-            break
-        if resp.status == 401:
-            raise ExecuteError(f"SUBSCRIBE to {target} failed: HTTP 401, not authenticated "
-                               f"({resp.headers.get('Drover-Auth-Error', 'credentials required')}; see --credentials)")
-        if resp.status != 200:
-            raise ExecuteError(f"SUBSCRIBE to {target} failed: HTTP {resp.status} {await resp.text()}")
-        stream_id = resp.headers["Mesos-Stream-Id"]
-        fid = None
-
-        async def call(payload: dict) -> None:
-            payload["framework_id"] = {"value": fid}
-            async with session.post(f"{scheme}://{target}/api/v1/scheduler", json=payload,
-                                    headers={"Mesos-Stream-Id": stream_id}) as r:
-                if r.status >= 300:
-                    raise ExecuteError(f"{payload['type']} failed: HTTP {r.status} {await r.text()}")
-
-        async def events():
-            decoder = RecordIODecoder()
-            async for chunk in resp.content.iter_any():
-                for record in decoder.feed(chunk):
-                    yield record
+    info = {"user": user, "name": name, "failover_timeout": 0.0, "capabilities": [{"type": "TASK_KILLING_STATE"}]}
+    async with SchedulerSession(master, info, credential=credential, ssl_context=ssl_context) as s:
+        try:
+            await s.subscribe()
+        except SchedulerError as e:
+            raise ExecuteError(str(e)) from None
 
         async def run() -> None:
-            nonlocal fid, launched
-            async for e in events():
+            nonlocal launched
+            async for e in s.events():
                 t = e["type"]
                 if t == "SUBSCRIBED":
-                    fid = e["subscribed"]["framework_id"]["value"]
-                    print(f"subscribed as framework {fid} on {target}", file=out)
-                elif t == "ERROR":
-                    raise ExecuteError(e["error"]["message"])
+                    print(f"subscribed as framework {s.framework_id} on {s.target}", file=out)
                 elif t == "OFFERS":
                     for offer in e["offers"]["offers"]:
                         tasks = []
-                        c, m = _scalar(offer, "cpus"), _scalar(offer, "mem")
+                        c, m = scalar(offer, "cpus"), scalar(offer, "mem")
                         while launched < instances and c >= cpus - 1e-9 and m >= mem - 1e-9:
                             tid = f"{name}-{launched}"
                             ti = {"name": tid, "task_id": {"value": tid}, "agent_id": offer["agent_id"],
@@ -106,38 +61,32 @@ async def execute(master: str, command: str, *, image: str | None = None, cpus: 
                             launched += 1
                             c, m = c - cpus, m - mem
                         if tasks:
-                            await call({"type": "ACCEPT", "accept": {
+                            await s.call({"type": "ACCEPT", "accept": {
                                 "offer_ids": [offer["id"]],
                                 "operations": [{"type": "LAUNCH", "launch": {"task_infos": tasks}}],
                                 "filters": {"refuse_seconds": 1.0}}})
                         else:
-                            await call({"type": "DECLINE", "decline": {"offer_ids": [offer["id"]],
-                                                                        "filters": {"refuse_seconds": 60.0}}})
+                            await s.call({"type": "DECLINE", "decline": {"offer_ids": [offer["id"]],
+                                                                          "filters": {"refuse_seconds": 60.0}}})
                 elif t == "UPDATE":
                     st = e["update"]["status"]
                     tid, state = st["task_id"]["value"], st["state"]
                     msg = f" ({st['message']})" if st.get("message") else ""
                     print(f"task {tid}: {state}{msg}", file=out)
-                    if "uuid" in st:
-                        await call({"type": "ACKNOWLEDGE", "acknowledge": {
-                            "agent_id": st["agent_id"], "task_id": st["task_id"], "uuid": st["uuid"]}})
+                    await s.acknowledge(st)
                     if state in TERMINAL:
                         finals[tid] = state
                         if len(finals) >= instances:
                             return
-            raise ExecuteError("the master closed the event stream")
 
         try:
             await asyncio.wait_for(run(), timeout)
         except asyncio.TimeoutError:
             print(f"timed out after {timeout:g}s with {len(finals)}/{instances} tasks done", file=out)
             return 1
+        except SchedulerError as e:
+            raise ExecuteError(str(e)) from None
         finally:
-            if fid is not None:
-                try:
-                    await call({"type": "TEARDOWN"})
-                except (ExecuteError, aiohttp.ClientError):
-                    pass
-            resp.close()
+            await s.teardown()
     ok = all(s == "TASK_FINISHED" for s in finals.values())
     return 0 if ok else 1

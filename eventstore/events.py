@@ -26,7 +26,7 @@ import msgspec
 from eventstore.resources import Resource, resources_problem
 from eventstore.values import (MAX_LIST, MAX_OUTPUT_FILE_LENGTH, MAX_URI_LENGTH, MAX_URIS, Address, Count, Id, Name,
                                Role, Scalar, Seconds, Text, Timestamp, Weight)
-from eventstore.vocab import Source, TaskState
+from eventstore.vocab import CheckType, Source, TaskState
 
 # 2: events travel as JSON on the Raft log too (was msgpack), and carry their value rules.
 CATALOGUE_VERSION = 2
@@ -139,6 +139,50 @@ class ExecutorSpec(msgspec.Struct, omit_defaults=True):
     port_mappings: Annotated[list[PortMapping], _1K] = msgspec.field(default_factory=list)
 
 
+class CheckCommand(msgspec.Struct, omit_defaults=True):
+    """The command of a COMMAND (health) check: run in the task's container, as its user, with its environment plus
+    these variables; healthy (or its check's result) by exit code."""
+
+    shell: bool = True
+    value: Text | None = None
+    arguments: Annotated[list[Text], _1K] = msgspec.field(default_factory=list)
+    env: Annotated[list[Label], _1K] = msgspec.field(default_factory=list)
+
+
+class CheckSpec(msgspec.Struct, omit_defaults=True):
+    """TaskInfo.check (Mesos's CheckInfo), as validated by the leader: what to probe, and when. `command` is set for
+    COMMAND, `port` for HTTP and TCP (127.0.0.1, or ::1 with `ipv6`, in the task's network namespace), `path` for
+    HTTP. A timeout of 0 is none (Mesos's). Never kills the task; its results go to the framework on change."""
+
+    type: CheckType
+    command: CheckCommand | None = None
+    port: Port | None = None
+    path: Name | None = None  # HTTP: the request path, '/...'; None: '/'
+    ipv6: bool = False  # a HealthCheck's http/tcp `protocol` IPv6
+    delay_seconds: Seconds = 15.0
+    interval_seconds: Seconds = 10.0
+    timeout_seconds: Seconds = 20.0
+
+
+class HealthCheckSpec(CheckSpec, omit_defaults=True):
+    """TaskInfo.health_check (Mesos's HealthCheck): a check whose failures, past the grace period, count; after
+    `consecutive_failures` of them in a row the agent kills the task (agent/checks.py). `scheme`: HTTP only."""
+
+    scheme: Literal["http", "https"] = "http"
+    consecutive_failures: Annotated[int, msgspec.Meta(ge=0, le=2**32 - 1)] = 3
+    grace_period_seconds: Seconds = 10.0
+
+
+class CheckStatus(msgspec.Struct, omit_defaults=True):
+    """A check's result (Mesos's CheckStatusInfo), flat: the field of its type, or none (no result yet, or the check
+    could not be performed: it timed out, the connection failed)."""
+
+    type: CheckType
+    exit_code: Annotated[int, msgspec.Meta(ge=-2**31, le=2**31 - 1)] | None = None  # COMMAND
+    status_code: Annotated[int, msgspec.Meta(ge=0, le=999)] | None = None  # HTTP
+    succeeded: bool | None = None  # TCP
+
+
 class TaskSpec(msgspec.Struct, omit_defaults=True):
     """What a framework asked to run, as validated by the leader."""
 
@@ -154,6 +198,9 @@ class TaskSpec(msgspec.Struct, omit_defaults=True):
     role: Role = "*"  # the allocation role of the offers it was launched from
     network: Network | None = None  # None: HOST (the codec records HOST as None, so old specs are unchanged)
     port_mappings: Annotated[list[PortMapping], _1K] = msgspec.field(default_factory=list)
+    # Added after catalogue version 2 (absent in older events, which decode and fold as before).
+    health_check: HealthCheckSpec | None = None
+    check: CheckSpec | None = None
     # Added after catalogue version 2: set on the tasks of a task group (LAUNCH_GROUP), absent on a command task.
     executor: ExecutorSpec | None = None
 
@@ -169,6 +216,10 @@ class TaskStatus(msgspec.Struct, omit_defaults=True):
     message: Text | None = None
     container_id: Name | None = None
     unreachable_time: Timestamp | None = None  # set on master-generated TASK_UNREACHABLE statuses (seconds)
+    # Added after catalogue version 2: a health-checked task's health (set by its agent from its first result on);
+    # a checked task's latest check result (of the check's type, empty before the first).
+    healthy: bool | None = None
+    check_status: CheckStatus | None = None
 
 
 class OfferRecord(msgspec.Struct, omit_defaults=True):

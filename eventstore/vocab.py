@@ -67,6 +67,19 @@ class Reason(StrEnum):
     TASK_KILLED_DURING_LAUNCH = "REASON_TASK_KILLED_DURING_LAUNCH"
     TASK_UNAUTHORIZED = "REASON_TASK_UNAUTHORIZED"
     COMMAND_EXECUTOR_FAILED = "REASON_COMMAND_EXECUTOR_FAILED"
+    # A TASK_RUNNING that reports a (health) check's new result (docs/services.md, "Health checks and checks"); the
+    # health check's kill ends TASK_KILLED with the first of them too (a Drover choice: Mesos sets none there).
+    TASK_HEALTH_CHECK_STATUS_UPDATED = "REASON_TASK_HEALTH_CHECK_STATUS_UPDATED"
+    TASK_CHECK_STATUS_UPDATED = "REASON_TASK_CHECK_STATUS_UPDATED"
+
+
+# The reasons of a TASK_RUNNING that only reports a (health) check's result: the master keeps the latest of a run of
+# them, not each (as Mesos's master keeps one status per state in a row), and always tells operator subscribers.
+CHECK_REASONS: frozenset[str] = frozenset({Reason.TASK_HEALTH_CHECK_STATUS_UPDATED, Reason.TASK_CHECK_STATUS_UPDATED})
+
+# The kinds of a HealthCheck / CheckInfo (Mesos's HealthCheck.Type and CheckInfo.Type without UNKNOWN).
+CheckType = Literal["COMMAND", "HTTP", "TCP"]
+CHECK_TYPES: tuple[str, ...] = get_args(CheckType)
 
 
 def is_terminal(state: str) -> bool:

@@ -875,8 +875,12 @@ def _task_parts(d: object, where: str, group_executor: dict | None = None,
         w = f"{where}.max_completion_time"
         max_completion = _num(_required(_obj(d["max_completion_time"], w).get("nanoseconds"), f"{w}.nanoseconds"),
                               f"{w}.nanoseconds")
-    for field in ("health_check", "check", "discovery", "executor", "limits"):
+    for field in ("discovery", "executor", "limits"):
         _obj(d.get(field), f"{where}.{field}")
+    health_check, health_problem = (None, None) if d.get("health_check") is None else \
+        _check_parts(_obj(d["health_check"], f"{where}.health_check"), f"{where}.health_check", health=True)
+    check, check_problem = (None, None) if d.get("check") is None else \
+        _check_parts(_obj(d["check"], f"{where}.check"), f"{where}.check", health=False)
     labels = labels_in(d.get("labels"), f"{where}.labels") if d.get("labels") else []
     data = _str(d.get("data"), f"{where}.data")
     if data is not None:
@@ -902,10 +906,10 @@ def _task_parts(d: object, where: str, group_executor: dict | None = None,
             if max_completion < 0:
                 return "Task's `max_completion_time` must be non-negative"
             return _unsupported("max_completion_time")
-        if d.get("check") is not None:
-            return _unsupported("check")
-        if d.get("health_check") is not None:
-            return _unsupported("health_check")
+        if check_problem is not None:
+            return f"Task's check is invalid: {check_problem}"
+        if health_problem is not None:
+            return f"Task's health check is invalid: {health_problem}"
         if bad_resources is not None:
             return bad_resources
         if not resources:
@@ -946,8 +950,173 @@ def _task_parts(d: object, where: str, group_executor: dict | None = None,
             command=ev.CommandSpec(shell=shell, value=value, arguments=args, env=env, user=user, uris=uris),
             image=image, labels=labels, kill_grace_seconds=grace, data=data,
             network=net.network, port_mappings=net.mappings,  # type: ignore[arg-type]
+            health_check=health_check, check=check,  # type: ignore[arg-type]
         )
     return task_id, agent_id, spec, id_prob, why
+
+
+# ---- TaskInfo.health_check / TaskInfo.check (docs/services.md, "Health checks and checks") ------------------------
+# As Mesos's common/validation.cpp validateHealthCheck / validateCheckInfo, plus Drover's bounds: a malformed structure
+# (a wrong JSON type, an unknown enum name, a port or count that is no uint32, a number that is not finite) fails the
+# call (400); a value Mesos refuses, or one beyond Drover's bounds, is a TASK_ERROR for the task.
+_CHECK_KINDS = ("COMMAND", "HTTP", "TCP")
+MAX_CHECK_PATH = 4096  # characters of an HTTP check's path
+
+
+def _check_parts(c: dict, where: str, *, health: bool) -> tuple[ev.CheckSpec | None, str | None]:
+    """A HealthCheck (`health`) or CheckInfo: (its spec, None) or (None, why the task cannot have it)."""
+    what = "health check" if health else "check"
+    ctype = _str(c.get("type"), f"{where}.type")
+    if ctype is not None and ctype not in _CHECK_KINDS + ("UNKNOWN",):
+        raise CallError(f"'{where}.type': unknown {what} type '{clip(ctype)}'")
+    subs = {k: c.get(k.lower()) for k in _CHECK_KINDS}
+    for k, v in subs.items():
+        _obj(v, f"{where}.{k.lower()}")
+    if ctype is None and health and sum(v is not None for v in subs.values()) == 1:
+        # As Mesos's master does for frameworks older than HealthCheck.type: the one sub-message given names it.
+        ctype = next(k for k, v in subs.items() if v is not None)
+    durations: dict[str, float] = {}
+    names = ("delay_seconds", "interval_seconds", "timeout_seconds") + (("grace_period_seconds",) if health else ())
+    for name in names:
+        if c.get(name) is not None:
+            durations[name] = _num(c[name], f"{where}.{name}")
+    failures = 3
+    if health and c.get("consecutive_failures") is not None:
+        failures = _int(c["consecutive_failures"], f"{where}.consecutive_failures", 0, 2**32 - 1)
+    # The sub-message of the type, structure first (a 400 whatever the type turns out to be).
+    command: ev.CheckCommand | None = None
+    command_problem: str | None = None
+    port: int | None = None
+    path: str | None = None
+    scheme = "http"
+    ipv6 = False
+    sub = subs.get(ctype or "")
+    if ctype == "COMMAND" and sub is not None:
+        wc = f"{where}.command" + ("" if health else ".command")
+        cmd = sub if health else _obj(_required(sub.get("command"), wc), wc)
+        command, command_problem = _check_command(cmd, wc)
+    elif ctype in ("HTTP", "TCP") and sub is not None:
+        w = f"{where}.{ctype.lower()}"
+        port = _int(_required(sub.get("port"), f"{w}.port"), f"{w}.port", 0, 2**32 - 1)
+        if health:
+            proto = _str(sub.get("protocol"), f"{w}.protocol")
+            if proto is not None and proto not in ("IPv4", "IPv6"):
+                raise CallError(f"'{w}.protocol': unknown protocol '{clip(proto)}'")
+            ipv6 = proto == "IPv6"
+        if ctype == "HTTP":
+            path = _str(sub.get("path"), f"{w}.path")
+            if health:
+                scheme = _str(sub.get("scheme"), f"{w}.scheme") or "http"
+                for i, code in enumerate(_list(sub.get("statuses"), f"{w}.statuses")):
+                    _int(code, f"{w}.statuses[{i}]", 0, 2**32 - 1)  # unused, as in Mesos: [200, 400) is healthy
+
+    def problem() -> str | None:
+        if ctype is None:
+            return f"{'HealthCheck' if health else 'CheckInfo'} must specify 'type'"
+        if ctype == "UNKNOWN":
+            return f"'UNKNOWN' is not a valid {what} type"
+        if sub is None:
+            return f"Expecting '{ctype.lower()}' to be set for {ctype} {what}"
+        if ctype == "COMMAND" and command_problem is not None:
+            return command_problem
+        if ctype == "HTTP" and health and scheme not in ("http", "https"):
+            return f"Unsupported HTTP health check scheme: '{clip(scheme)}'"
+        if ctype == "HTTP" and path is not None and not path.startswith("/"):
+            return f"The path '{clip(path)}' of HTTP {what} must start with '/'"
+        if path is not None and len(path) > MAX_CHECK_PATH:
+            return f"The path of HTTP {what} is longer than {MAX_CHECK_PATH} characters"
+        if port is not None and not 1 <= port <= 65535:
+            return f"The port {port} of {ctype} {what} is outside [1, 65535]"
+        for name in names:
+            v = durations.get(name)
+            if v is not None and v < 0:
+                return f"Expecting '{name}' to be non-negative"
+            if v is not None and v > MAX_SECONDS:
+                return f"Expecting '{name}' to be at most {MAX_SECONDS:g}"
+        return None
+
+    why = problem()
+    if why is not None:
+        return None, why
+    common = dict(type=ctype, command=command, port=port, path=path, ipv6=ipv6, **durations)
+    if health:
+        return ev.HealthCheckSpec(**common, scheme=scheme, consecutive_failures=failures), None  # type: ignore[arg-type]
+    return ev.CheckSpec(**common), None  # type: ignore[arg-type]
+
+
+def _check_command(cmd: dict, where: str) -> tuple[ev.CheckCommand | None, str | None]:
+    """A (health) check's CommandInfo: shell, value, arguments, environment. It runs as the task's user, in its
+    container: `user` and `uris` are refused (Mesos ignores them), as a missing value is (Mesos refuses that)."""
+    shell = _bool(cmd.get("shell"), f"{where}.shell", True)
+    value = _str(cmd.get("value"), f"{where}.value")
+    user = _str(cmd.get("user"), f"{where}.user")
+    uris = _list(cmd.get("uris"), f"{where}.uris")
+    items = _list(cmd.get("arguments"), f"{where}.arguments")
+    args = [_str(a, f"{where}.arguments[{i}]", True) or "" for i, a in enumerate(items[:MAX_SPEC_LIST + 1])]
+    env = []
+    wenv = f"{where}.environment"
+    variables = _list(_obj(cmd.get("environment"), wenv).get("variables"), f"{wenv}.variables")
+    for i, var in enumerate(variables[:MAX_SPEC_LIST + 1]):
+        var = _obj(var, f"{wenv}.variables[{i}]")
+        env.append(ev.Label(_str(var.get("name"), f"{wenv}.variables[{i}].name", True) or "",
+                            _str(var.get("value"), f"{wenv}.variables[{i}].value") or ""))
+    why = None
+    if value is None:
+        why = f"Command check must contain {'a shell command' if shell else 'an executable path'}"
+    elif user:
+        why = "A check's command runs as the task's user: 'command.user' is not supported"
+    elif uris:
+        why = "A check's command cannot fetch URIs: 'command.uris' is not supported"
+    elif len(args) > MAX_SPEC_LIST:
+        why = f"The check's command has more than {MAX_SPEC_LIST} arguments"
+    else:
+        why = (_length_problem(value, "The check's command value", MAX_TEXT_LENGTH)
+               or next((f"The check's command argument {i} is longer than {MAX_TEXT_LENGTH} characters"
+                        for i, a in enumerate(args) if len(a) > MAX_TEXT_LENGTH), None)
+               or _labels_problem(env, "The check's environment"))
+    if why is not None:
+        return None, why
+    return ev.CheckCommand(shell=shell, value=value, arguments=args, env=env), None
+
+
+def health_check_out(spec: ev.CheckSpec, health: bool) -> dict:
+    """A TaskSpec's health_check / check in Mesos's JSON (as the master's state and operator API show a task)."""
+    d: dict = {"type": spec.type, "delay_seconds": float(spec.delay_seconds),
+               "interval_seconds": float(spec.interval_seconds), "timeout_seconds": float(spec.timeout_seconds)}
+    if spec.command is not None:
+        c = spec.command
+        cmd: dict = {"shell": c.shell, "value": c.value or ""}
+        if c.arguments:
+            cmd["arguments"] = list(c.arguments)
+        if c.env:
+            cmd["environment"] = {"variables": [{"name": v.key, "type": "VALUE", "value": v.value} for v in c.env]}
+        d["command"] = cmd if health else {"command": cmd}
+    elif spec.port is not None:
+        sub: dict = {"port": spec.port}
+        if spec.type == "HTTP":
+            if spec.path is not None:
+                sub["path"] = spec.path
+            if isinstance(spec, ev.HealthCheckSpec):
+                sub["scheme"] = spec.scheme
+        if health:
+            sub["protocol"] = "IPv6" if spec.ipv6 else "IPv4"
+        d[spec.type.lower()] = sub
+    if isinstance(spec, ev.HealthCheckSpec):
+        d["consecutive_failures"] = spec.consecutive_failures
+        d["grace_period_seconds"] = float(spec.grace_period_seconds)
+    return d
+
+
+def check_status_out(cs: ev.CheckStatus) -> dict:
+    """A CheckStatusInfo in Mesos's JSON: its type and the (maybe empty) message of that type."""
+    sub: dict = {}
+    if cs.type == "COMMAND" and cs.exit_code is not None:
+        sub["exit_code"] = cs.exit_code
+    elif cs.type == "HTTP" and cs.status_code is not None:
+        sub["status_code"] = cs.status_code
+    elif cs.type == "TCP" and cs.succeeded is not None:
+        sub["succeeded"] = cs.succeeded
+    return {"type": cs.type, cs.type.lower(): sub}
 
 
 def _uris(items: list, where: str) -> list[ev.FetchURI]:
@@ -1261,6 +1430,10 @@ def status_out(framework_id: str, task_id: str, agent_id: str | None, st: ev.Tas
         d["container_status"] = {"container_id": ident(st.container_id)}
     if st.unreachable_time is not None:
         d["unreachable_time"] = {"nanoseconds": int(round(st.unreachable_time * 1e9))}
+    if st.healthy is not None:
+        d["healthy"] = st.healthy
+    if st.check_status is not None:
+        d["check_status"] = check_status_out(st.check_status)
     return d
 
 

@@ -18,6 +18,7 @@ from collections.abc import Iterator
 
 from eventstore import events as ev
 from eventstore.resources import Resources
+from eventstore.vocab import CHECK_REASONS
 from master import codec
 from master.state import TERMINAL_STATES, Agent, Framework, Offer, State, Task, apply
 
@@ -106,6 +107,8 @@ def task(state: State, t: Task) -> dict:
         d["labels"] = codec.labels_out(spec.labels)
     if (container := codec.container_out(spec)) is not None:
         d["container"] = container
+    if spec.health_check is not None:
+        d["health_check"] = codec.health_check_out(spec.health_check, True)
     if t.kill_grace_seconds is not None:
         d["kill_policy"] = {"grace_period": {"nanoseconds": int(round(t.kill_grace_seconds * 1e9))}}
     fw = state.frameworks.get(t.framework_id)
@@ -276,7 +279,8 @@ def derive(shadow: State, env: ev.Envelope, version: str) -> list[dict]:
         t = shadow.task(e.framework_id, e.task_id)
         was = t.state if t is not None else None
         apply(shadow, env)
-        if t is not None and was not in TERMINAL_STATES and t.state != was:
+        # As Mesos: on a new state, and on every (health) check update (a TASK_RUNNING reporting a result).
+        if t is not None and was not in TERMINAL_STATES and (t.state != was or e.status.reason in CHECK_REASONS):
             out.append(task_updated(t, e.status))
     elif isinstance(e, ev.AgentRegistered):
         apply(shadow, env)

@@ -18,7 +18,7 @@ import msgspec
 
 from eventstore import events as ev
 from eventstore.resources import Resource, Resources
-from eventstore.vocab import TERMINAL_STATES, Reason, Source, TaskState
+from eventstore.vocab import CHECK_REASONS, TERMINAL_STATES, Reason, Source, TaskState
 from master.allocation import ALLOCATOR_KEY, allocator_of, digest, reset
 from master.allocator.config import AllocatorConfig
 from master.allocator.hierarchical import HierarchicalAllocator
@@ -646,7 +646,14 @@ def _status_updated(s: State, e: ev.StatusUpdated, ts: float) -> None:
                 a.recover(task.framework_id, task.spec.role, task.agent_id, _held_alone(s, task))
             else:  # TASK_UNREACHABLE -> live again
                 a.allocate(task.framework_id, task.spec.role, task.agent_id, _held_alone(s, task))
-    task.statuses.append(e.status)
+    last = task.statuses[-1] if task.statuses else None
+    if last is not None and e.status.reason in CHECK_REASONS and last.reason in CHECK_REASONS \
+            and last.state == e.status.state:
+        # A (health) check's result after another one: keep the latest (as Mesos keeps the last status of a run of
+        # one state), so a task checked for months holds a bounded list. Older logs have no such statuses.
+        task.statuses[-1] = e.status
+    else:
+        task.statuses.append(e.status)
     if e.status.uuid is not None:
         task.pending = e.status
     if task.terminal and task.pending is None:

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from eventstore.resources import Resource, Resources
-from master.codec import container_out, resources_summary
+from eventstore.events import TaskStatus
+from master.codec import check_status_out, container_out, health_check_out, resources_summary
 from master.state import Offer, State, Task, holdings
 
 
@@ -33,14 +34,25 @@ class _Summaries:
         return hit
 
 
+def _status(s: TaskStatus) -> dict:
+    d: dict = {"state": s.state, "timestamp": float(s.timestamp)}
+    if s.healthy is not None:
+        d["healthy"] = s.healthy
+    if s.check_status is not None:
+        d["check_status"] = check_status_out(s.check_status)
+    return d
+
+
 def _task(t: Task, summaries: _Summaries | None = None) -> dict:
     d = {
         "id": t.task_id, "name": t.spec.name, "framework_id": t.framework_id,
         "executor_id": t.spec.executor.executor_id if t.spec.executor is not None else "",
         "slave_id": t.agent_id, "state": t.state,
         "resources": (summaries or _Summaries()).of(t.spec.resources),
-        "statuses": [{"state": s.state, "timestamp": float(s.timestamp)} for s in t.statuses],
+        "statuses": [_status(s) for s in t.statuses],
     }
+    if t.spec.health_check is not None:
+        d["health_check"] = health_check_out(t.spec.health_check, True)
     if t.spec.labels:
         d["labels"] = [{"key": l.key, "value": l.value} for l in t.spec.labels]
     if (container := container_out(t.spec)) is not None:

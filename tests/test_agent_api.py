@@ -431,3 +431,41 @@ def test_fuzzed_api_calls_and_file_queries_never_get_a_server_error(env):
         assert st_code < 500, (endpoint, query, st_code)
 
     one()
+
+
+def test_one_principal_cannot_take_every_session_slot(env):
+    from agent.http_api import MAX_SESSIONS_PER_PRINCIPAL
+
+    c, tid = env
+    agent, good = c.layout["agents"][0]["http"], creds(c)["drover"]
+    parent = executor(c, tid)["container"]
+
+    def launch(name: str):
+        call = {"type": "LAUNCH_NESTED_CONTAINER_SESSION", "launch_nested_container_session": {
+            "container_id": {"parent": {"value": parent}, "value": name},
+            "command": {"shell": True, "value": "echo started; exec sleep 600"}}}
+        req = urllib.request.Request(f"http://{agent}/api/v1", data=json.dumps(call).encode(),
+                                     headers={"Content-Type": "application/json", "Authorization": good.basic_header()})
+        return urllib.request.urlopen(req, timeout=30)
+
+    held = [launch(f"held-{i}") for i in range(MAX_SESSIONS_PER_PRINCIPAL)]
+    try:
+        for r in held:
+            assert b"DATA" in r.read(40)
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            launch("one-too-many")
+        assert refused.value.code == 503
+        assert f"for principal 'drover' (at most {MAX_SESSIONS_PER_PRINCIPAL})" in refused.value.read().decode()
+    finally:
+        for r in held:
+            r.close()
+    deadline = time.time() + 30
+    while True:  # the slots come back once the abandoned sessions are over
+        try:
+            r = launch("after")
+            break
+        except urllib.error.HTTPError as e:
+            assert e.code == 503 and time.time() < deadline, e
+            time.sleep(0.5)
+    assert b"DATA" in r.read(40)
+    r.close()

@@ -597,16 +597,15 @@ async def test_unimplemented_operation_launches_nothing_and_says_so(cluster, htt
 async def test_task_field_drover_does_not_implement_is_task_error_naming_it(cluster, http, subscribe):
     sched = await subscribe()
     offer = (await sched.offers())[0]
-    tid = unique("health-checked")
-    ti = {**task_info(tid, offer["agent_id"]["value"]),
-          "health_check": {"type": "COMMAND", "command": {"value": "true"}}}
+    tid = unique("limited")
+    ti = {**task_info(tid, offer["agent_id"]["value"]), "limits": {"cpus": {"value": 2}}}
 
     r = await sched.call("ACCEPT", {"offer_ids": [offer["id"]],
                                     "operations": [{"type": "LAUNCH", "launch": {"task_infos": [ti]}}]})
 
     assert r.status == 202, r
     status = await sched.update(tid)
-    assert status["state"] == "TASK_ERROR" and "TaskInfo.health_check is not supported" in status["message"]
+    assert status["state"] == "TASK_ERROR" and "TaskInfo.limits is not supported" in status["message"]
     assert tasks_named(await master_state(http, cluster), tid) == []
 
 

@@ -38,7 +38,7 @@ def test_scenario(tmp_path, scenario):
     kinds = set(SCENARIOS[scenario])
     assert data["faults"] and {f["kind"] for f in data["faults"]} <= kinds
     assert all(f["recovered"] for f in data["faults"])
-    assert [c["name"] for c in data["checks"]] == ["tasks", "acknowledged", "replay", "recovery", "liveness"]
+    assert [c["name"] for c in data["checks"]] == ["tasks", "acknowledged", "replay", "recovery", "service", "liveness"]
     assert data["workload"]["tasks_launched"] > 0
     if scenario in ("leader-kill", "leader-partition"):
         assert all("new_leader_s" in f["timings"] and "first_offer_s" in f["timings"] for f in data["faults"])

@@ -147,3 +147,35 @@ def test_recovery_and_liveness_verdicts():
     ends = [{"type": "end", "inst": 1, "outcome": "failed over"}, {"type": "end", "inst": 2, "outcome": "drained"}]
     assert checks.check_liveness(ends).ok
     assert not checks.check_liveness(ends[:1] + [{"type": "end", "inst": 2, "outcome": "drain timed out"}]).ok
+
+
+def _launch(tid: str) -> dict:
+    return {"type": "invoke", "op": "launch", "task_ids": [tid], "service": tid, "port": 31000}
+
+
+def _update(tid: str, state: str, healthy: bool | None = None, message: str | None = None) -> dict:
+    return {"type": "event", "event": "UPDATE", "task_id": tid, "state": state, "healthy": healthy, "message": message}
+
+
+def test_service_healthy_and_confirmed_over_http_passes():
+    h = [_launch("svc-0"), _update("svc-0", "TASK_RUNNING"), _update("svc-0", "TASK_RUNNING", True),
+         {"type": "probe", "task_id": "svc-0", "outcome": "ok", "attempts": 1},
+         _update("svc-0", "TASK_KILLING"), _update("svc-0", "TASK_KILLED")]
+    c = checks.check_service(h)
+    assert c.ok, c.violations
+    assert c.summary == "1 service tasks, 1 reported healthy, 1 healthy reports confirmed over HTTP"
+
+
+def test_service_violations():
+    assert checks.check_service([]).violations == ["no service task was launched (no offer with ports?)"]
+    never = checks.check_service([_launch("svc-0"), _update("svc-0", "TASK_RUNNING")])
+    assert never.violations == ["no service task was ever reported healthy (1 launched)"]
+    unreachable = checks.check_service([
+        _launch("svc-0"), _update("svc-0", "TASK_RUNNING", True),
+        {"type": "probe", "task_id": "svc-0", "outcome": "failed", "attempts": 10, "error": "refused"}])
+    assert unreachable.violations == ["svc-0: reported healthy, but 10 HTTP requests to it failed (last: refused)"]
+    killed = checks.check_service([
+        _launch("svc-0"), _update("svc-0", "TASK_RUNNING", True),
+        {"type": "probe", "task_id": "svc-0", "outcome": "abandoned", "attempts": 0},
+        _update("svc-0", "TASK_RUNNING", False), _update("svc-0", "TASK_KILLED", False, "health check failed")])
+    assert killed.violations == ["svc-0: killed by its health check (TASK_KILLED: health check failed)"]

@@ -529,8 +529,6 @@ def test_resource_kinds_drover_does_not_implement_are_refused(extra):
 
 
 UNSUPPORTED_TASK_FIELDS = {
-    "health_check": {"health_check": {"type": "COMMAND", "command": {"value": "true"}}},
-    "check": {"check": {"type": "COMMAND", "command": {"command": {"value": "true"}}}},
     "max_completion_time": {"max_completion_time": {"nanoseconds": 10**9}},
     "limits": {"limits": {"cpus": {"value": 2}}},
     "container.volumes": {"container": {"type": "MESOS", "volumes": [{"container_path": "/d", "mode": "RW"}]}},
@@ -855,3 +853,131 @@ def test_a_tasks_container_is_rendered_as_mesos_does(container, out):
     if out is not None:  # and it parses back to the same network
         again = codec.parse_task_info(task_info(container=out, resources=[scalar("cpus", 1), PORTS]), "task")
         assert (again.network, again.port_mappings) == (spec.network, spec.port_mappings)
+
+
+# ---- TaskInfo.health_check and TaskInfo.check (docs/services.md, "Health checks and checks") -------------------------
+
+
+def test_a_health_check_is_parsed_with_mesoss_defaults():
+    spec = codec.parse_task_info(task_info(health_check={"type": "HTTP", "http": {"port": 8080}}), "task")
+    assert spec.health_check == ev.HealthCheckSpec(type="HTTP", port=8080)
+    hc = spec.health_check
+    assert (hc.delay_seconds, hc.interval_seconds, hc.timeout_seconds, hc.consecutive_failures,
+            hc.grace_period_seconds, hc.scheme, hc.path) == (15.0, 10.0, 20.0, 3, 10.0, "http", None)
+    # older events (no such field) decode the same; the spec round-trips through the commit gate
+    e = ev.OffersAccepted(framework_id="F1", offer_ids=["O1"], tasks=[spec], refuse_seconds=0.0)
+    assert ev.decode_event(ev.encode_event(e)) == e
+
+
+def test_every_kind_of_health_check_and_check():
+    hc = {"type": "COMMAND", "command": {"value": "test -f ok", "environment": {"variables": [
+        {"name": "A", "value": "1"}]}}, "delay_seconds": 0, "interval_seconds": "1.5", "timeout_seconds": 0,
+          "consecutive_failures": 1, "grace_period_seconds": 0}
+    check = {"type": "TCP", "tcp": {"port": 65535}, "delay_seconds": 1}
+    spec = codec.parse_task_info(task_info(health_check=hc, check=check), "task")
+    assert spec.health_check == ev.HealthCheckSpec(
+        type="COMMAND", command=ev.CheckCommand(value="test -f ok", env=[ev.Label("A", "1")]), delay_seconds=0.0,
+        interval_seconds=1.5, timeout_seconds=0.0, consecutive_failures=1, grace_period_seconds=0.0)
+    assert spec.check == ev.CheckSpec(type="TCP", port=65535, delay_seconds=1.0)
+    https = {"type": "HTTP", "http": {"port": 1, "path": "/h?x=1", "scheme": "https", "protocol": "IPv6",
+                                      "statuses": [200]}}
+    spec = codec.parse_task_info(task_info(health_check=https, check={
+        "type": "COMMAND", "command": {"command": {"shell": False, "value": "/bin/true", "arguments": ["true"]}}}),
+        "task")
+    assert spec.health_check == ev.HealthCheckSpec(type="HTTP", port=1, path="/h?x=1", scheme="https", ipv6=True)
+    assert spec.check.command == ev.CheckCommand(shell=False, value="/bin/true", arguments=["true"])
+    # the type of a health check with one sub-message may be left out (as Mesos's master infers it)
+    spec = codec.parse_task_info(task_info(health_check={"tcp": {"port": 80}}), "task")
+    assert spec.health_check.type == "TCP"
+    # rendered back in Mesos's JSON
+    assert codec.health_check_out(ev.HealthCheckSpec(type="TCP", port=80), True) == {
+        "type": "TCP", "tcp": {"port": 80, "protocol": "IPv4"}, "delay_seconds": 15.0, "interval_seconds": 10.0,
+        "timeout_seconds": 20.0, "consecutive_failures": 3, "grace_period_seconds": 10.0}
+
+
+REFUSED_CHECKS = [
+    ({"http": {"port": 80}, "tcp": {"port": 80}}, "must specify 'type'"),
+    ({"type": "UNKNOWN"}, "'UNKNOWN' is not a valid health check type"),
+    ({"type": "HTTP", "tcp": {"port": 80}}, "Expecting 'http' to be set for HTTP health check"),
+    ({"type": "COMMAND"}, "Expecting 'command' to be set"),
+    ({"type": "COMMAND", "command": {"shell": True}}, "must contain a shell command"),
+    ({"type": "COMMAND", "command": {"value": "x", "user": "root"}}, "runs as the task's user"),
+    ({"type": "COMMAND", "command": {"value": "x", "uris": [{"value": "http://a/b"}]}}, "cannot fetch URIs"),
+    ({"type": "COMMAND", "command": {"value": "x" * 70_000}}, "longer than"),
+    ({"type": "HTTP", "http": {"port": 80, "scheme": "ftp"}}, "Unsupported HTTP health check scheme: 'ftp'"),
+    ({"type": "HTTP", "http": {"port": 80, "path": "health"}}, "must start with '/'"),
+    ({"type": "HTTP", "http": {"port": 80, "path": "/" * 5000}}, "longer than"),
+    ({"type": "TCP", "tcp": {"port": 0}}, "outside [1, 65535]"),
+    ({"type": "TCP", "tcp": {"port": 65536}}, "outside [1, 65535]"),
+    ({"type": "TCP", "tcp": {"port": 80}, "delay_seconds": -1}, "'delay_seconds' to be non-negative"),
+    ({"type": "TCP", "tcp": {"port": 80}, "interval_seconds": -0.5}, "'interval_seconds' to be non-negative"),
+    ({"type": "TCP", "tcp": {"port": 80}, "timeout_seconds": -1}, "'timeout_seconds' to be non-negative"),
+    ({"type": "TCP", "tcp": {"port": 80}, "grace_period_seconds": -1}, "'grace_period_seconds' to be non-negative"),
+    ({"type": "TCP", "tcp": {"port": 80}, "interval_seconds": 1e300}, "at most"),
+    ({"type": "TCP", "tcp": {"port": 80}, "grace_period_seconds": MAX_SECONDS * 2}, "at most"),
+]
+
+
+@pytest.mark.parametrize("hc,message", REFUSED_CHECKS, ids=[m for _, m in REFUSED_CHECKS])
+def test_a_health_check_mesos_refuses_is_a_task_error(hc, message):
+    with pytest.raises(TaskInvalid) as exc:
+        codec.parse_task_info(task_info(health_check=hc), "task")
+    assert message in str(exc.value) and "health check is invalid" in str(exc.value)
+
+
+def test_a_check_mesos_refuses_is_a_task_error():
+    for check, message in [({"type": "COMMAND", "command": {"value": "x"}}, "Missing required fields"),
+                           ({"tcp": {"port": 80}}, "CheckInfo must specify 'type'"),
+                           ({"type": "HTTP", "http": {"port": 80, "path": "x"}}, "of HTTP check must start"),
+                           ({"type": "TCP", "tcp": {"port": 80}, "delay_seconds": -1}, "non-negative")]:
+        with pytest.raises((TaskInvalid, CallError)) as exc:
+            codec.parse_task_info(task_info(check=check), "task")
+        assert message in str(exc.value)
+    # a check has no grace period or failure count to refuse: they are not CheckInfo's fields, and ignored
+    spec = codec.parse_task_info(task_info(check={"type": "TCP", "tcp": {"port": 80}, "consecutive_failures": -1}),
+                                 "task")
+    assert spec.check == ev.CheckSpec(type="TCP", port=80)
+
+
+MALFORMED_CHECKS = [
+    ([], "must be a JSON object"),
+    ({"type": "GRPC"}, "unknown health check type"),
+    ({"type": "TCP", "tcp": {}}, "Missing required fields"),
+    ({"type": "TCP", "tcp": {"port": "eighty"}}, "must be an integer"),
+    ({"type": "TCP", "tcp": {"port": 2**32}}, "must be an integer in"),
+    ({"type": "TCP", "tcp": {"port": -1}}, "must be an integer in"),
+    ({"type": "TCP", "tcp": {"port": 80, "protocol": "IPX"}}, "unknown protocol"),
+    ({"type": "TCP", "tcp": {"port": 80}, "delay_seconds": "NaN"}, "finite"),
+    ({"type": "TCP", "tcp": {"port": 80}, "timeout_seconds": float("inf")}, "finite"),
+    ({"type": "TCP", "tcp": {"port": 80}, "interval_seconds": 10**400}, "finite"),
+    ({"type": "TCP", "tcp": {"port": 80}, "consecutive_failures": -1}, "must be an integer in"),
+    ({"type": "TCP", "tcp": {"port": 80}, "consecutive_failures": 2**32}, "must be an integer in"),
+    ({"type": "TCP", "tcp": {"port": 80}, "consecutive_failures": 1.5}, "must be an integer"),
+    ({"type": "COMMAND", "command": {"value": 3}}, "must be a string"),
+    ({"type": "HTTP", "http": {"port": 80, "statuses": ["x"]}}, "must be an integer"),
+    ({"type": "HTTP", "http": "80"}, "must be a JSON object"),
+]
+
+
+@pytest.mark.parametrize("hc,message", MALFORMED_CHECKS, ids=[m for _, m in MALFORMED_CHECKS])
+def test_a_malformed_health_check_fails_the_call(hc, message):
+    with pytest.raises(CallError) as exc:
+        codec.parse_task_info(task_info(health_check=hc), "task")
+    assert message in str(exc.value) and not isinstance(exc.value, TaskInvalid)
+
+
+def test_zero_consecutive_failures_is_taken_as_mesos_takes_it():
+    """Mesos does not refuse 0: its checker kills at the first failure counted, as with 1 (agent/checks.py)."""
+    spec = codec.parse_task_info(task_info(health_check={"type": "TCP", "tcp": {"port": 80},
+                                                         "consecutive_failures": 0}), "task")
+    assert spec.health_check.consecutive_failures == 0
+
+
+def test_health_and_check_status_in_mesoss_json():
+    st = ev.TaskStatus(state="TASK_RUNNING", source="SOURCE_EXECUTOR", timestamp=1.0, healthy=False,
+                       check_status=ev.CheckStatus(type="COMMAND", exit_code=0))
+    out = codec.status_out("F", "t", "A", st, [])
+    assert out["healthy"] is False and out["check_status"] == {"type": "COMMAND", "command": {"exit_code": 0}}
+    empty = codec.status_out("F", "t", "A", ev.TaskStatus(state="TASK_RUNNING", source="SOURCE_EXECUTOR",
+                                                          timestamp=1.0, check_status=ev.CheckStatus(type="TCP")), [])
+    assert empty["check_status"] == {"type": "TCP", "tcp": {}} and "healthy" not in empty

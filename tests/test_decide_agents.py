@@ -17,6 +17,7 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from eventstore import events as ev
 from eventstore.resources import Resource
+from eventstore.vocab import CHECK_REASONS
 from master import effects as fx
 from master.decide import DecideConfig
 from master.decide.agents import (AgentSubscribe, AgentUpdate, decide_agent_subscribe, decide_agent_update,
@@ -268,6 +269,12 @@ BAD_UPDATES = [
     (dict(message="m" * 70_000), "message"),
     (dict(reason="r" * 2000), "reason"),
     (dict(container_id="a b"), "container_id"),
+    # A check status holds the result of its own type only, in that type's range (Mesos's validateCheckStatusInfo).
+    (dict(check_status=ev.CheckStatus(type="HTTP", exit_code=0)), "must not hold 'exit_code'"),
+    (dict(check_status=ev.CheckStatus(type="TCP", status_code=200, succeeded=True)), "must not hold 'status_code'"),
+    (dict(check_status=ev.CheckStatus(type="COMMAND", exit_code=2**40)), "exit_code"),
+    (dict(check_status=ev.CheckStatus(type="HTTP", status_code=10**6)), "status_code"),
+    (dict(check_status=ev.CheckStatus(type="UNKNOWN")), "check_status"),  # type: ignore[arg-type]
 ]
 
 
@@ -502,9 +509,16 @@ _subscribe = hs.builds(AgentSubscribe, hostname=mostly(hs.just("h1")),
                        tasks=hs.lists(_report, max_size=3))
 _status = hs.builds(ev.TaskStatus, state=_state, source=mostly(hs.sampled_from(["SOURCE_AGENT", "SOURCE_EXECUTOR"])),
                     timestamp=_time, uuid=hs.one_of(hs.none(), mostly(hs.sampled_from([U1, U2]))),
-                    reason=hs.one_of(hs.none(), _text), message=hs.one_of(hs.none(), _text),
+                    reason=hs.one_of(hs.none(), _text, hs.sampled_from(sorted(CHECK_REASONS))),
+                    message=hs.one_of(hs.none(), _text),
                     container_id=hs.one_of(hs.none(), mostly(hs.just("c0ffee"))),
-                    unreachable_time=hs.one_of(hs.none(), hs.none(), _time))
+                    unreachable_time=hs.one_of(hs.none(), hs.none(), _time),
+                    healthy=hs.one_of(hs.none(), hs.booleans()),
+                    check_status=hs.one_of(hs.none(), hs.builds(
+                        ev.CheckStatus, type=mostly(hs.sampled_from(["COMMAND", "HTTP", "TCP"])),
+                        exit_code=hs.one_of(hs.none(), hs.integers(-2**40, 2**40)),
+                        status_code=hs.one_of(hs.none(), hs.integers(-5, 2000)),
+                        succeeded=hs.one_of(hs.none(), hs.booleans()))))
 _update = hs.builds(AgentUpdate, framework_id=_id, task_id=_id, status=_status)
 # An update from A1 for one of its tasks (F1/t1, F2/t2), or anything at all.
 _agent_update = mostly(hs.builds(lambda ft, st: ("A1", AgentUpdate(framework_id=ft[0], task_id=ft[1], status=st)),
@@ -527,3 +541,42 @@ def test_any_agent_call_is_decided_and_what_is_accepted_folds(calls):
         for e in d.events:
             assert ev.decode_event(ev.encode_event(e)) == e
             log(e, ts=500.0)
+
+
+def test_health_and_check_updates_are_recorded_and_a_run_of_them_keeps_the_latest():
+    """As Mesos's master keeps one status per run of a state: a task checked for months holds a bounded list."""
+    log = lost_agent_log()
+    health = "REASON_TASK_HEALTH_CHECK_STATUS_UPDATED"
+    for i, (healthy, reason) in enumerate([(True, health), (False, health), (False, "REASON_TASK_CHECK_STATUS_UPDATED"),
+                                           (True, health)]):
+        st = ev.TaskStatus(state="TASK_RUNNING", source="SOURCE_EXECUTOR", timestamp=1.0 + i,
+                           uuid=base64.b64encode(bytes([i]) * 16).decode(), reason=reason, healthy=healthy,
+                           check_status=ev.CheckStatus(type="HTTP", status_code=200 + i))
+        d = decide_upd(log, AgentUpdate(framework_id="F1", task_id="t1", status=st))
+        assert d.events == [ev.StatusUpdated(framework_id="F1", task_id="t1", agent_id="A1", status=st)]
+        for e in d.events:
+            log(e)
+    t = log.state.task("F1", "t1")
+    assert [(s.state, s.healthy) for s in t.statuses] == [("TASK_RUNNING", None), ("TASK_RUNNING", True)]
+    assert t.statuses[-1].check_status == ev.CheckStatus(type="HTTP", status_code=203) and t.pending == t.statuses[-1]
+    # the framework gets every one, with the health and check status in Mesos's JSON
+    out = fx.update_event(log.state, "F1", "t1", "A1", t.statuses[-1])["update"]["status"]
+    assert out["healthy"] is True and out["check_status"] == {"type": "HTTP", "http": {"status_code": 203}}
+
+
+def test_operator_subscribers_get_a_task_updated_for_every_health_or_check_update():
+    """As Mesos: a TASK_UPDATED on a new state, and on every (health) check update though the state stays."""
+    from master import operator_json
+    from tests.test_agent_loss import envelope
+
+    log = lost_agent_log()
+    shadow = clone(log.state)
+    out = []
+    for healthy, reason in ((True, "REASON_TASK_HEALTH_CHECK_STATUS_UPDATED"), (None, None)):
+        st = ev.TaskStatus(state="TASK_RUNNING", source="SOURCE_EXECUTOR", timestamp=2.0, reason=reason,
+                           healthy=healthy)
+        e = ev.StatusUpdated(framework_id="F1", task_id="t1", agent_id="A1", status=st)
+        out += operator_json.derive(shadow, envelope(log, e, 200.0), "1.11.0")
+        log(e, ts=200.0)
+    assert [o["type"] for o in out] == ["TASK_UPDATED"]  # the plain repeat of TASK_RUNNING sends none
+    assert out[0]["task_updated"]["status"]["healthy"] is True

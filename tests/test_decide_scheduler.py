@@ -378,12 +378,12 @@ def test_accept_task_rules_in_mesos_order():
 
 def test_accept_task_with_an_unsupported_field_gets_task_error_naming_it():
     d = decided(cluster().state, accept(("O1",), launch(
-        task_info("hc", health_check={"type": "COMMAND", "command": {"value": "true"}}),
+        task_info("hc", max_completion_time={"nanoseconds": 10**9}),
         task_info("fine"))))
     e = the_accept(d)
     assert [t.task_id for t in e.tasks] == ["fine"]
     (r,) = e.rejected
-    assert r.task_id == "hc" and "health_check" in r.message and "not supported" in r.message
+    assert r.task_id == "hc" and "max_completion_time" in r.message and "not supported" in r.message
 
 
 def _bridge(*mappings: tuple[int, int]) -> dict:
@@ -601,6 +601,19 @@ def test_implicit_reconciliation_answers_for_every_task():
     (st,) = updates(d)
     assert (st["task_id"]["value"], st["state"], st["reason"]) == ("t1", "TASK_RUNNING", "REASON_RECONCILIATION")
     assert "uuid" not in st and not d.events
+
+
+def test_reconciliation_answers_carry_the_latest_health_and_container():
+    # As Mesos's master: a reconciliation answer has its task's latest `healthy`, check status and container.
+    log = cluster()
+    running(log, "t1")
+    log(ev.StatusUpdated(framework_id="F1", task_id="t1", agent_id="A1",
+                         status=ev.TaskStatus(state="TASK_RUNNING", source="SOURCE_EXECUTOR", timestamp=103.0,
+                                              uuid="dXVpZDM=", reason="REASON_TASK_HEALTH_CHECK_STATUS_UPDATED",
+                                              healthy=True, container_id="c-1")))
+    (st,) = updates(decided(log.state, call("RECONCILE", {"tasks": [{"task_id": {"value": "t1"}}]})))
+    assert (st["state"], st["reason"], st["healthy"]) == ("TASK_RUNNING", "REASON_RECONCILIATION", True)
+    assert st["container_status"] == {"container_id": {"value": "c-1"}}
 
 
 def test_explicit_reconciliation_by_agent_state():

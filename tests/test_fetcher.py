@@ -343,6 +343,55 @@ async def test_local_files_only_from_allowed_dirs(tmp_path):
         await f.fetch_all([FetchURI(str(allowed))], sandbox)
 
 
+
+async def test_a_cached_local_file_is_served_only_while_it_may_still_be_fetched(tmp_path):
+    allowed = tmp_path / "artifacts"
+    allowed.mkdir()
+    (allowed / "a.txt").write_text("local\n")
+    sandbox = tmp_path / "sandbox"
+    sandbox.mkdir()
+    uri = FetchURI(str(allowed / "a.txt"), cache=True)
+    await _fetcher(tmp_path, allowed_dirs=(allowed,)).fetch_all([uri], sandbox)
+    assert (tmp_path / "cache" / fetcher.cache_key(uri.value)).is_file()
+    # the same cache, an agent whose operator no longer allows the directory: refused, cache or not
+    with pytest.raises(FetchError, match="local files are not fetched on this agent"):
+        await _fetcher(tmp_path).fetch_all([uri], sandbox)
+    with pytest.raises(FetchError, match="not inside a directory"):
+        await _fetcher(tmp_path, allowed_dirs=(tmp_path / "elsewhere",)).fetch_all([uri], sandbox)
+    (allowed / "a.txt").unlink()  # gone: not served from the cache either
+    with pytest.raises(FetchError, match="or does not exist"):
+        await _fetcher(tmp_path, allowed_dirs=(allowed,)).fetch_all([uri], sandbox)
+
+
+async def test_a_fetch_stops_when_its_task_is_killed_or_its_time_is_up(tmp_path):
+    sandbox = tmp_path / "sandbox"
+    sandbox.mkdir()
+    async with SlowServer({}) as server:  # never answers /slow.tgz until released
+        killed = False
+        fetch = asyncio.create_task(_fetcher(tmp_path).fetch_all([FetchURI(f"{server.base}/slow.tgz")], sandbox,
+                                                                  cancelled=lambda: killed))
+        await asyncio.wait_for(server.waiting.wait(), 30)
+        killed = True
+        with pytest.raises(fetcher.Cancelled):
+            await asyncio.wait_for(fetch, 30)
+        with pytest.raises(FetchError, match=r"Failed to fetch '.*/slow.tgz': not fetched within 0.5 s"):
+            await _fetcher(tmp_path, timeout=0.5).fetch_all([FetchURI(f"{server.base}/slow.tgz")], sandbox)
+        server.release.set()
+    with pytest.raises(fetcher.Cancelled):  # killed before it started: nothing is fetched
+        await _fetcher(tmp_path).fetch_all([FetchURI("http://127.0.0.1:1/x")], sandbox, cancelled=lambda: True)
+
+
+def test_an_extraction_has_a_deadline(tmp_path):
+    (tmp_path / "a.tgz").write_bytes(GOOD_TAR)
+    root = tmp_path / "root"
+    root.mkdir()
+    with pytest.raises(FetchError, match="cannot extract 'a.tgz': not fetched within 0 s"):
+        fetcher.extract(tmp_path / "a.tgz", root, "tar", stop=fetcher._Stop(seconds=0.0))
+    with pytest.raises(fetcher.Cancelled):
+        fetcher.extract(tmp_path / "a.tgz", root, "tar", stop=fetcher._Stop(cancelled=lambda: True))
+    fetcher.extract(tmp_path / "a.tgz", root, "tar", stop=fetcher._Stop(seconds=60.0))
+    assert (root / "app" / "hello.txt").exists()
+
 # ---- tasks of a real agent -----------------------------------------------------------------------------------------
 
 
@@ -496,8 +545,9 @@ async def test_a_task_killed_while_fetching_never_starts(live_agent):  # noqa: F
             "value": "true", "uris": [{"value": f"{server.base}/slow.tgz"}]}))
         await asyncio.wait_for(server.waiting.wait(), 30)
         await a._on_message("m", {"type": "KILL", "kill": {"framework_id": "F", "task_id": "k"}})
-        server.release.set()
+        # The KILL stops the fetch itself: the server never answers before the task is over.
         got = await wait_for_state(a, "F", "k", "TASK_KILLED")
+        server.release.set()
         assert got == ["TASK_STARTING", "TASK_KILLED"], got
         assert a.tasks[("F", "k")].unacked[-1].reason == "REASON_TASK_KILLED_DURING_LAUNCH"
         assert await a.containerizer.list({"drover.task": "k", "drover.agent": a.cp.agent_id}) == []

@@ -222,3 +222,31 @@ async def test_a_task_killed_while_its_image_is_pulled_never_gets_a_container(tm
             await a.containerizer.remove_all({"drover.agent": a.cp.agent_id})
             await a.containerizer.stop()
             _rmi(ref)
+
+
+async def test_pulls_held_by_a_registry_leave_the_podman_pool_free(tmp_path, podman_socket, registry: Registry,
+                                                                    run_id):
+    # More held pulls (of distinct images, and many launches of each) than the pool has threads: podman calls that
+    # kills and waits need still get through, and each image is still pulled once.
+    from agent.containerizer import MAX_CONCURRENT_PULLS
+
+    refs = [push_image(registry.address, f"test/held{i}-{run_id}:1") for i in range(MAX_CONCURRENT_PULLS + 2)]
+    async with HoldingProxy(registry.address) as proxy:
+        held = [r.replace(registry.address, proxy.address, 1) for r in refs]
+        z = await _containerizer(podman_socket, insecure_registries={proxy.address})
+        try:
+            pulls = [asyncio.create_task(z.prepare_image(ref)) for ref in held for _ in range(4)]
+            await asyncio.wait_for(proxy.waiting.wait(), 30)
+            for _ in range(20):  # as many podman calls as the pool has threads, and more
+                assert await asyncio.wait_for(z.list({"drover.testrun": run_id}), 30) == []
+            assert not any(p.done() for p in pulls)
+            proxy.release.set()
+            await asyncio.wait_for(asyncio.gather(*pulls), 120)
+            for name in (f"test/held{i}-{run_id}" for i in range(len(refs))):
+                assert registry.requests(f"GET /v2/{name}/manifests/1 ") == 1
+        finally:
+            await z.stop()
+            for ref in held:
+                _rmi(ref)
+            for ref in refs:
+                _rmi(ref)

@@ -15,7 +15,7 @@ REPO = Path(__file__).resolve().parent.parent
 PURE_ROOTS = [
     "eventstore.values", "eventstore.vocab", "eventstore.events", "eventstore.resources",
     "master.state", "master.allocation", "master.effects", "master.limits", "master.allocator", "master.decide",
-    "master.views", "drover.security.acls", "drover.security.credentials",
+    "master.views", "drover.security.acls", "drover.security.credentials", "agent.checks",
 ]
 IO_MODULES = {
     "asyncio", "aiohttp", "aiosqlite", "sqlite3", "pysyncobj", "podman", "socket", "subprocess", "os", "time",

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import re
 import signal
 import ssl
 import subprocess
@@ -51,6 +52,17 @@ def test_drover_local_tls_runs_the_demo_and_refuses_plain_http_and_other_cas(tmp
         # The demo is drover execute with the cluster's CA: 4 tasks on agents that registered over TLS.
         assert "demo finished: all tasks finished" in out, out
         assert out.count("TASK_FINISHED") == 4, out
+        # Then its service: a health-checked web server whose URL it prints, served from a task's container.
+        while time.time() < deadline:
+            line = proc.stdout.readline()
+            lines.append(line)
+            if "is healthy; open" in line or not line:
+                break
+        out = "".join(lines)
+        url = re.search(r"demo service: task demo-web-0 is healthy; open (http://127\.0\.0\.1:\d+/)", out)
+        assert url, out
+        with urllib.request.urlopen(url.group(1), timeout=10) as r:
+            assert "<h1>Hello from Drover</h1>" in r.read().decode()
         layout = json.loads((data / "local.json").read_text())
         ca = layout["tls_ca"]
         assert ca == str(data / "tls" / "ca.pem")

@@ -8,6 +8,8 @@
 3. replay: `drover replay verify` passes on every replica's store.
 4. recovery: after every fault the cluster became whole again (a leader serving, every agent and the
    framework connected, replicas converged); the timings go into the report.
+5. service: the long-running service task became healthy, every healthy report was confirmed by an HTTP
+   request to it, and no service task was killed by its health check (no fault here stops its web server).
 Plus liveness: the workload drained (every task it launched ended) before its deadline.
 """
 
@@ -237,3 +239,29 @@ def check_liveness(history: list[dict]) -> Check:
         v.append(f"the workload ended with {last.get('outcome')!r}; open tasks: {last.get('open_tasks', [])[:10]}")
     return Check("liveness", not v, "the workload drained: every task it launched ended" if not v else
                  "the workload did not drain", v)
+
+
+def check_service(history: list[dict]) -> Check:
+    """The workload's service tasks (drover/chaos/workload.py): launched, healthy at least once, every healthy report
+    confirmed by the workload's own HTTP probe (one abandoned because the task was ending does not count), and
+    none ended by a failing health check (a terminal update with `healthy: false`)."""
+    v: list[str] = []
+    services = [r["service"] for r in history if r["type"] == "invoke" and r.get("op") == "launch"
+                and r.get("service")]
+    healthy = {r["task_id"] for r in history if r["type"] == "event" and r.get("event") == "UPDATE"
+               and r["task_id"] in services and r.get("healthy") is True}
+    probes = collections.Counter((r["task_id"], r["outcome"]) for r in history if r["type"] == "probe")
+    if not services:
+        v.append("no service task was launched (no offer with ports?)")
+    elif not healthy:
+        v.append(f"no service task was ever reported healthy ({len(services)} launched)")
+    for r in history:
+        if r["type"] == "probe" and r["outcome"] == "failed":
+            v.append(f"{r['task_id']}: reported healthy, but {r.get('attempts')} HTTP requests to it failed "
+                     f"(last: {r.get('error')})")
+        elif (r["type"] == "event" and r.get("event") == "UPDATE" and r["task_id"] in services
+              and r["state"] in TERMINAL_STATES and r.get("healthy") is False):
+            v.append(f"{r['task_id']}: killed by its health check ({r['state']}: {r.get('message')})")
+    ok_probes = sum(n for (_, outcome), n in probes.items() if outcome == "ok")
+    return Check("service", not v, f"{len(set(services))} service tasks, {len(healthy)} reported healthy, "
+                                   f"{ok_probes} healthy reports confirmed over HTTP", v)

@@ -356,6 +356,7 @@ class ChaosRun:
             checks.check_acknowledged(facts, history, fids, digests),
             checks.check_replay(stores),
             checks.check_recovery(self.faults),
+            checks.check_service(history),
             checks.check_liveness(history),
         ]
         return {

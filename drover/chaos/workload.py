@@ -2,9 +2,11 @@
 
 Run as its own process (`python -m drover.chaos.workload ...`) so the harness can kill -9 it and start
 another instance with the same framework id. It launches short tasks on offers (some fail, some get
-killed), acknowledges updates, and survives master failovers the way a real scheduler does: on a broken
-or silent stream it finds the leader again (any replica redirects to it), re-subscribes with its
-framework id and reconciles.
+killed) and keeps one long-running service task up (a web server on an offered port, health-checked over
+HTTP by its agent, probed over HTTP by the workload whenever it is reported healthy, launched again if it
+ends, killed when the run drains). It acknowledges updates, and survives master failovers the way a real
+scheduler does: on a broken or silent stream it finds the leader again (any replica redirects to it),
+re-subscribes with its framework id and reconciles.
 
 Every operation goes to the history file as JSON lines, Jepsen-style: `invoke` before a call, then `ok`
 (with the log indices the leader returned in `Drover-Log-Index`), `fail` (a definite refusal) or `info`
@@ -35,6 +37,28 @@ API = "/api/v1/scheduler"
 TERMINAL = TERMINAL_STATES | {TaskState.UNKNOWN}
 CALL_TIMEOUT = 10.0
 CPUS, MEM = 0.1, 32.0
+# The service task: its agent checks it every second and kills it after 3 failures in a row (none expected: no
+# fault of this harness stops a container's web server); the workload probes it on every healthy report.
+SERVICE_HEALTH_CHECK = {"type": "HTTP", "delay_seconds": 0, "interval_seconds": 1, "timeout_seconds": 2,
+                        "grace_period_seconds": 10, "consecutive_failures": 3}
+PROBE_ATTEMPTS = 10
+
+
+def service_task(task_id: str, agent_id: str, port: int) -> dict:
+    """A busybox httpd on `port` (one of the offer's; the host's network, Mesos's default) serving a page from
+    its sandbox, with an HTTP health check on that port."""
+    return {"name": "chaos service", "task_id": {"value": task_id}, "agent_id": {"value": agent_id},
+            "resources": [{"name": "cpus", "type": "SCALAR", "scalar": {"value": CPUS}},
+                          {"name": "mem", "type": "SCALAR", "scalar": {"value": MEM}},
+                          {"name": "ports", "type": "RANGES", "ranges": {"range": [{"begin": port, "end": port}]}}],
+            "command": {"value": f"echo {task_id} > index.html && exec httpd -f -p $PORT -h .", "shell": True},
+            "health_check": {**SERVICE_HEALTH_CHECK, "http": {"port": port, "path": "/"}},
+            "kill_policy": {"grace_period": {"nanoseconds": 2_000_000_000}}}
+
+
+def offered_ports(offer: dict) -> list[tuple[int, int]]:
+    return [(r["begin"], r["end"]) for res in offer.get("resources", []) if res.get("name") == "ports"
+            for r in res.get("ranges", {}).get("range", [])]
 
 
 class Lost(Exception):
@@ -93,6 +117,9 @@ class Known:
     agent_id: str | None = None
     state: str | None = None
     kill_sent: bool = False
+    port: int | None = None  # a service task's port
+    probed: bool = False  # a service task: reported healthy, and the workload's probe of it is over
+    probing: bool = False
 
 
 @dataclass
@@ -114,6 +141,9 @@ class Workload:
     heartbeat: float = 15.0
     tls_ca: Path | None = None  # HTTPS to the masters, verified against this CA (drover chaos run --tls)
     _want_kill: list[str] = field(default_factory=list)  # tasks whose planned KILL is due
+    service: str | None = None  # the service task launched and not known to have ended
+    services: int = 0  # service tasks launched (by every instance)
+    _probes: set[asyncio.Task] = field(default_factory=set)
 
     @property
     def scheme(self) -> str:
@@ -127,9 +157,16 @@ class Workload:
             elif rec["type"] == "invoke" and rec.get("op") == "launch":
                 for tid in rec["task_ids"]:
                     self.tasks.setdefault(tid, Known(agent_id=rec["agent_id"]))
+                if rec.get("service"):
+                    self.service, self.services = rec["service"], self.services + 1
+                    self.tasks[rec["service"]].port = rec.get("port")
+            elif rec["type"] == "probe" and rec.get("outcome") in ("ok", "failed") and rec["task_id"] in self.tasks:
+                self.tasks[rec["task_id"]].probed = True  # (else the reconciliation's healthy status probes again)
             elif rec["type"] == "event" and rec.get("event") == "UPDATE":
                 k = self.tasks.setdefault(rec["task_id"], Known(agent_id=rec.get("agent_id")))
                 k.state = rec["state"]
+                if rec["task_id"] == self.service and k.state in TERMINAL:
+                    self.service = None
 
     # ---- connection -------------------------------------------------------------------------------
     async def subscribe(self, http: aiohttp.ClientSession) -> aiohttp.ClientResponse:
@@ -208,6 +245,16 @@ class Workload:
             mem = sum(r.get("scalar", {}).get("value", 0.0) for r in offer.get("resources", [])
                       if r.get("name") == "mem")
             infos, ids = [], []
+            service = None
+            if self.launching(started) and self.service is None and offered_ports(offer) \
+                    and cpus >= CPUS - 1e-9 and mem >= MEM - 1e-9:
+                # A port that moves on with each service task: the one before may still hold its own.
+                (begin, end), n = offered_ports(offer)[0], self.services
+                port = begin + n % (end - begin + 1)
+                service = (f"chaos-{self.seed}-i{self.instance}-service-{n:03d}", port)
+                infos.append(service_task(service[0], agent_id, port))
+                ids.append(service[0])
+                cpus, mem = cpus - CPUS, mem - MEM
             while (self.launching(started) and self.inflight() + len(infos) < self.max_inflight
                    and cpus >= CPUS - 1e-9 and mem >= MEM - 1e-9 and len(infos) < 3):
                 plan = plan_task(self.seed, self.instance, self.next_n)
@@ -224,10 +271,15 @@ class Workload:
             if infos:
                 for tid in ids:  # known before the call: its outcome may stay unknown
                     self.tasks[tid] = Known(agent_id=agent_id, state="TASK_STAGING")
+                extra = {}
+                if service is not None:
+                    self.service, self.services = service[0], self.services + 1
+                    self.tasks[service[0]].port = service[1]
+                    extra = {"service": service[0], "port": service[1]}
                 await self.call(http, "launch", {"type": "ACCEPT", "accept": {
                     "offer_ids": [offer["id"]], "operations": [{"type": "LAUNCH", "launch": {"task_infos": infos}}],
                     "filters": {"refuse_seconds": 0.5}}},
-                task_ids=ids, agent_id=agent_id, offer_id=offer["id"]["value"])
+                task_ids=ids, agent_id=agent_id, offer_id=offer["id"]["value"], **extra)
             else:
                 await self.call(http, "decline", {"type": "DECLINE", "decline": {
                     "offer_ids": [offer["id"]], "filters": {"refuse_seconds": 1.0}}}, offer_id=offer["id"]["value"])
@@ -237,11 +289,21 @@ class Workload:
         agent_id = (status.get("agent_id") or {}).get("value")
         self.history.write("event", event="UPDATE", task_id=tid, state=state, agent_id=agent_id,
                            uuid=status.get("uuid"), source=status.get("source"), reason=status.get("reason"),
-                           timestamp=status.get("timestamp"))
+                           timestamp=status.get("timestamp"), healthy=status.get("healthy"),
+                           message=(status.get("message") or "")[:200] or None)
         k = self.tasks.setdefault(tid, Known(agent_id=agent_id))
         k.state = state
         if agent_id:
             k.agent_id = agent_id
+        if tid == self.service and state in TERMINAL:
+            self.service = None  # launched again on a later offer, while the run goes on
+        elif state == "TASK_RUNNING" and status.get("healthy") is True and k.port is not None \
+                and not (k.probed or k.probing):
+            # Once per service task (a reconciliation repeats its latest status, healthy included).
+            k.probing = True
+            probe = asyncio.create_task(self.probe(tid, k))
+            self._probes.add(probe)
+            probe.add_done_callback(self._probes.discard)
         if "uuid" in status:
             await self.call(http, "ack", {"type": "ACKNOWLEDGE", "acknowledge": {
                 "agent_id": status["agent_id"], "task_id": status["task_id"], "uuid": status["uuid"]}},
@@ -250,6 +312,35 @@ class Workload:
         if state == "TASK_RUNNING" and plan and plan.kill_after is not None and not k.kill_sent:
             k.kill_sent = True
             asyncio.get_running_loop().call_later(plan.kill_after, self._want_kill.append, tid)
+
+    async def probe(self, tid: str, k: Known) -> None:
+        """GET the service's page after its agent reported it healthy: up to PROBE_ATTEMPTS tries a second apart,
+        given up (not a failure) once the task is known to be ending. Every container of the harness shares this
+        host's network (host networking), so the page is on 127.0.0.1 whatever address its agent advertises."""
+        try:
+            await self._probe(tid, k)
+        finally:
+            k.probed = True
+
+    async def _probe(self, tid: str, k: Known) -> None:
+        url = f"http://127.0.0.1:{k.port}/"
+        last = ""
+        async with aiohttp.ClientSession() as session:
+            for attempt in range(1, PROBE_ATTEMPTS + 1):
+                if k.state in TERMINAL or k.kill_sent:
+                    self.history.write("probe", task_id=tid, outcome="abandoned", attempts=attempt - 1, error=last)
+                    return
+                try:
+                    async with session.get(url, timeout=aiohttp.ClientTimeout(total=2)) as r:
+                        body = await r.text()
+                        if r.status == 200 and body.strip() == tid:
+                            self.history.write("probe", task_id=tid, outcome="ok", attempts=attempt)
+                            return
+                        last = f"HTTP {r.status}: {body[:80]!r}"
+                except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as e:
+                    last = repr(e)[:200]
+                await asyncio.sleep(1.0)
+        self.history.write("probe", task_id=tid, outcome="failed", attempts=PROBE_ATTEMPTS, error=last)
 
     async def reconcile(self, http) -> None:
         open_tasks = sorted(t for t, k in self.tasks.items() if k.state not in TERMINAL)
@@ -325,6 +416,13 @@ class Workload:
                         "task_id": {"value": tid}, **({"agent_id": {"value": k.agent_id}} if k.agent_id else {})}},
                         task_id=tid)
             if not self.launching(started):
+                svc = self.tasks.get(self.service) if self.service else None
+                if svc is not None and svc.state not in TERMINAL and not svc.kill_sent and svc.probed:
+                    # The run is draining: the service ends too, once it has been healthy and probed (a run whose
+                    # faults kept it from starting gives it the drain's time; sent again after a lost subscription).
+                    svc.kill_sent = await self.call(http, "kill", {"type": "KILL", "kill": {
+                        "task_id": {"value": self.service},
+                        **({"agent_id": {"value": svc.agent_id}} if svc.agent_id else {})}}, task_id=self.service)
                 if self.inflight() == 0:
                     return "drained"
                 if time.time() - started > self.duration + self.drain:

@@ -205,6 +205,23 @@ def update_problem(agent_id: str, upd: AgentUpdate) -> str | None:
         return why
     if st.container_id is not None and (why := _name_problem(st.container_id, "update.status.container_id")):
         return why
+    if st.check_status is not None and (why := check_status_problem(st.check_status, "update.status.check_status")):
+        return why
+    return None
+
+
+_CHECK_RESULT_FIELD = {"COMMAND": "exit_code", "HTTP": "status_code", "TCP": "succeeded"}
+
+
+def check_status_problem(cs: ev.CheckStatus, what: str) -> str | None:
+    """Mesos's validateCheckStatusInfo: a result of its own type only (the field of another type set is refused);
+    the ranges are the type's (eventstore.events.CheckStatus)."""
+    own = _CHECK_RESULT_FIELD.get(cs.type)
+    if own is None:
+        return f"'{what}.type' must be one of COMMAND, HTTP, TCP"
+    for field in sorted(_CHECK_RESULT_FIELD.values()):
+        if field != own and getattr(cs, field) is not None:
+            return f"'{what}' of type {cs.type} must not hold '{field}'"
     return None
 
 

@@ -849,15 +849,21 @@ def _reconcile_one(state: State, fw: Framework, task_id: str, agent_id: str | No
 
 
 def latest_status(state: State, task: Task, now: float) -> ev.TaskStatus:
-    """A reconciliation answer for a task the master knows: its latest state; for a TASK_UNREACHABLE task
-    with its unreachable_time (the framework sees TASK_LOST unless it is PARTITION_AWARE)."""
+    """A reconciliation answer for a task the master knows: its latest state (with its latest status's `healthy`,
+    `check_status` and container); for a TASK_UNREACHABLE task with its unreachable_time (the framework sees
+    TASK_LOST unless it is PARTITION_AWARE)."""
     unreachable_time = None
     if task.state == TaskState.UNREACHABLE:
         agent = state.unreachable_agents.get(task.agent_id)
         unreachable_time = agent.unreachable_at if agent is not None else next(
             (s.unreachable_time for s in reversed(task.statuses) if s.unreachable_time is not None), None)
+    # As Mesos's master (Master::_reconcileTasks): the latest status's health, check status and container.
+    last = task.statuses[-1] if task.statuses else None
     return ev.TaskStatus(state=TaskState(task.state), source=Source.MASTER, timestamp=now, reason=Reason.RECONCILIATION,
-                         message="Reconciliation: Latest task state", unreachable_time=unreachable_time)
+                         message="Reconciliation: Latest task state", unreachable_time=unreachable_time,
+                         healthy=last.healthy if last is not None else None,
+                         check_status=last.check_status if last is not None else None,
+                         container_id=last.container_id if last is not None else None)
 
 
 # ---- offers: REVIVE, SUPPRESS ----------------------------------------------------------------------------------
