@@ -126,6 +126,11 @@ class PortMapping(msgspec.Struct, omit_defaults=True):
     protocol: Literal["tcp", "udp", "sctp"] = "tcp"
 
 
+# Tasks of one task group: every task of a group carries the group's task IDs, so a group's share of an event grows
+# with the square of its size; bounded so that one ACCEPT cannot make an event of hundreds of megabytes.
+MAX_GROUP_TASKS = 32
+
+
 class ExecutorSpec(msgspec.Struct, omit_defaults=True):
     """The DEFAULT executor of a task group (LAUNCH_GROUP), as validated by the leader: one Podman pod on the agent
     (docs/services.md, "Task groups"). Every task of the group carries the same one. Its `resources` are allocated
@@ -133,7 +138,7 @@ class ExecutorSpec(msgspec.Struct, omit_defaults=True):
 
     executor_id: Id
     resources: Annotated[list[Resource], _1K]
-    task_ids: Annotated[list[Id], _1K]  # the group, in the framework's order
+    task_ids: Annotated[list[Id], msgspec.Meta(max_length=MAX_GROUP_TASKS)]  # the group, in the framework's order
     name: Name | None = None
     network: Network | None = None  # the pod's: None is HOST, BRIDGE with port_mappings
     port_mappings: Annotated[list[PortMapping], _1K] = msgspec.field(default_factory=list)
@@ -554,6 +559,17 @@ def event_problem(e: Event) -> str | None:
         # The fold adds all of these up: one name must have one type across them.
         lists.append([r for t in e.tasks for r in t.resources] + list(e.reserved) + list(e.unreserved)
                      + [r for t in e.tasks if t.executor is not None for r in t.executor.resources])
+        # A task group's tasks carry one and the same executor, which lists them (the fold and a rebuilt allocator
+        # count its resources once, by it).
+        groups: dict[str, ExecutorSpec] = {}
+        for t in e.tasks:
+            if t.executor is None:
+                continue
+            first = groups.setdefault(t.executor.executor_id, t.executor)
+            if t.executor != first:
+                return f"the tasks of task group executor {t.executor.executor_id!r} carry different executors"
+            if t.task_id not in t.executor.task_ids:
+                return f"task {t.task_id!r} is not in the task IDs of its executor {t.executor.executor_id!r}"
     elif isinstance(e, QuotaUpdated):
         if e.role == "*" or "/" in e.role:
             return f"quota can only be set on a top-level role other than '*', not {e.role!r}"

@@ -960,7 +960,7 @@ def _task_parts(d: object, where: str, group_executor: dict | None = None,
 # (a wrong JSON type, an unknown enum name, a port or count that is no uint32, a number that is not finite) fails the
 # call (400); a value Mesos refuses, or one beyond Drover's bounds, is a TASK_ERROR for the task.
 _CHECK_KINDS = ("COMMAND", "HTTP", "TCP")
-MAX_CHECK_PATH = 4096  # characters of an HTTP check's path
+MAX_CHECK_PATH = MAX_NAME_LENGTH  # characters of an HTTP check's path (CheckSpec.path is a Name)
 
 
 def _check_parts(c: dict, where: str, *, health: bool) -> tuple[ev.CheckSpec | None, str | None]:

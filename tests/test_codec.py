@@ -907,6 +907,8 @@ REFUSED_CHECKS = [
     ({"type": "HTTP", "http": {"port": 80, "scheme": "ftp"}}, "Unsupported HTTP health check scheme: 'ftp'"),
     ({"type": "HTTP", "http": {"port": 80, "path": "health"}}, "must start with '/'"),
     ({"type": "HTTP", "http": {"port": 80, "path": "/" * 5000}}, "longer than"),
+    # the event's bound (CheckSpec.path is a Name): a TASK_ERROR, never an event the commit gate refuses
+    ({"type": "HTTP", "http": {"port": 80, "path": "/" * 1025}}, "longer than 1024 characters"),
     ({"type": "TCP", "tcp": {"port": 0}}, "outside [1, 65535]"),
     ({"type": "TCP", "tcp": {"port": 65536}}, "outside [1, 65535]"),
     ({"type": "TCP", "tcp": {"port": 80}, "delay_seconds": -1}, "'delay_seconds' to be non-negative"),

@@ -152,6 +152,8 @@ def test_an_old_offers_accepted_without_executors_decodes_as_before():
      "'ExecutorInfo.container.type' must be 'MESOS' for 'DEFAULT' executor"),
     (lambda: [group(task_info("a")), group(task_info("b"))], "Executor 'e1' is already in use"),
     (lambda: [launch(task_info("e1")), group(task_info("a"))], "Executor 'e1' has the ID of a task launched"),
+    (lambda: [group(*(task_info(f"t{i}", cpus=0.01, mem=1) for i in range(ev.MAX_GROUP_TASKS)), task_info("a"))],
+     f"Task group has {ev.MAX_GROUP_TASKS + 1} tasks; Drover runs at most {ev.MAX_GROUP_TASKS} in one group"),
 ])
 def test_a_bad_group_is_refused_whole_with_task_error(ops, says):
     d = decided(cluster().state, accept(("O1",), *ops()))
@@ -248,3 +250,22 @@ def test_an_executor_sandbox_is_collected_once_its_group_is_gone(tmp_path):
     gc.used_fraction = lambda: 0.0  # type: ignore[method-assign]
     assert asyncio.run(gc.sweep())["sandboxes"] == 1
     assert sorted(p.name for p in (tmp_path / "executors" / "F").iterdir()) == ["held", "young"]
+
+
+def test_a_command_task_cannot_take_the_id_of_a_group_executor_of_its_accept():
+    d = decided(cluster().state, accept(("O1",), group(task_info("a")), launch(task_info("e1"))))
+    assert [t.task_id for t in the_accept(d).tasks] == ["a"]
+    assert refusals(d) == [("e1", "REASON_TASK_INVALID", "Task ID 'e1' is the ID of a task group's executor launched "
+                                                         "by this ACCEPT: a command task's executor ID is its task ID")]
+
+
+def test_the_commit_gate_refuses_a_group_whose_tasks_disagree_on_their_executor():
+    log = cluster()
+    e = the_accept(decided(log.state, accept(("O1",), group(task_info("a"), task_info("b"))), fold=log))
+    assert ev.event_problem(e) is None
+    other = msgspec.structs.replace(e.tasks[1].executor, name="other")
+    bad = msgspec.structs.replace(e, tasks=[e.tasks[0], msgspec.structs.replace(e.tasks[1], executor=other)])
+    assert ev.event_problem(bad) == "the tasks of task group executor 'e1' carry different executors"
+    stray = msgspec.structs.replace(e.tasks[0].executor, task_ids=["b"])
+    bad = msgspec.structs.replace(e, tasks=[msgspec.structs.replace(e.tasks[0], executor=stray)])
+    assert ev.event_problem(bad) == "task 'a' is not in the task IDs of its executor 'e1'"

@@ -502,6 +502,7 @@ def decide_accept(state: State, call: Accept, now: float, config: DecideConfig) 
     messages: list[fx.Effect] = []
     seen: set[str] = set()
     executors: set[str] = set()  # of the task groups launched by this ACCEPT
+    in_use: dict[str, str] | None = None  # executor id -> why it is taken (_executors_in_use), built once if needed
     for op in call.operations:
         if isinstance(op, Reservation):
             why = op.problem
@@ -536,6 +537,12 @@ def decide_accept(state: State, call: Accept, now: float, config: DecideConfig) 
                 continue
             for t in op.tasks:
                 why = _task_problem(state, fid, t, agent_id, seen)
+                if why is None and t.task_id in executors:
+                    # A command task's executor ID is its task ID (Mesos): not one of this ACCEPT's group executors.
+                    # (One of an earlier group's is not looked for: that would scan every task of the framework
+                    # per LAUNCH. SHUTDOWN of such an ID then means the command task.)
+                    why = (f"Task ID '{codec.clip(t.task_id)}' is the ID of a task group's executor launched by "
+                           "this ACCEPT: a command task's executor ID is its task ID")
                 need = Resources()
                 if why is None:
                     assert t.spec is not None
@@ -556,7 +563,8 @@ def decide_accept(state: State, call: Accept, now: float, config: DecideConfig) 
                 remaining = remaining - need
                 tasks.append(msgspec.structs.replace(t.spec, role=role))
         elif isinstance(op, LaunchGroup):
-            group, why, reason = _launch_group(state, fw, op, agent_id, remaining, seen, executors, config)
+            in_use = _executors_in_use(state, fid) if in_use is None else in_use
+            group, why, reason = _launch_group(state, fw, op, agent_id, remaining, seen, executors, in_use, config)
             if why is not None:  # atomic: the whole group is refused, every task with the same status
                 rejected += [_rejection(tid, why, reason) for tid in op.task_ids]
                 continue
@@ -584,8 +592,21 @@ def _group_total(group: list[ev.TaskSpec]) -> Resources:
     return total if ex is None else total + Resources(ex.resources)
 
 
+def _executors_in_use(state: State, fid: str) -> dict[str, str]:
+    """The executor IDs a framework's tasks hold, each with what holds it ("group:TASK": a task group's executor, held
+    by its task TASK; "command:TASK": the executor of live command task TASK, whose ID is its task ID). One pass over
+    the framework's tasks, once per ACCEPT (not once per operation); the first holder in launch order is named."""
+    out: dict[str, str] = {}
+    for t in state.tasks.get(fid, {}).values():
+        if t.spec.executor is not None:
+            out.setdefault(t.spec.executor.executor_id, f"group:{t.task_id}")
+        elif not t.terminal:
+            out.setdefault(t.task_id, f"command:{t.task_id}")
+    return out
+
+
 def _launch_group(state: State, fw: Framework, op: LaunchGroup, agent_id: str, remaining: Resources,
-                  seen: set[str], executors: set[str], config: DecideConfig,
+                  seen: set[str], executors: set[str], in_use: dict[str, str], config: DecideConfig,
                   ) -> tuple[list[ev.TaskSpec], str | None, str]:
     """A LAUNCH_GROUP, as Mesos's Master::accept and validation.cpp (task::group::validate) judge it, in their order:
     operation feedback, authorization (REASON_TASK_GROUP_UNAUTHORIZED), each task (id, duplicate id, agent, its own
@@ -597,6 +618,10 @@ def _launch_group(state: State, fw: Framework, op: LaunchGroup, agent_id: str, r
         return [], "The `id` field cannot be set on LAUNCH_GROUP operations", TASK_GROUP_INVALID
     if not op.tasks:
         return [], "Task group must have at least one task", TASK_GROUP_INVALID
+    if len(op.tasks) > ev.MAX_GROUP_TASKS:
+        # Bounded (Mesos sets no bound): every task of a group carries the group's task IDs in the log.
+        return [], (f"Task group has {len(op.tasks)} tasks; Drover runs at most {ev.MAX_GROUP_TASKS} in one group"), \
+            TASK_GROUP_INVALID
     for t in op.tasks:
         if t.spec is not None:
             user = task_user(t.spec, fw.info) or "root"
@@ -622,12 +647,12 @@ def _launch_group(state: State, fw: Framework, op: LaunchGroup, agent_id: str, r
     if ex.executor_id in executors:
         return [], (f"{name} is already in use by another task group of this ACCEPT: Drover runs one task group "
                     "per executor"), TASK_GROUP_INVALID
-    for other in state.tasks.get(fid, {}).values():
-        if other.spec.executor is not None and other.spec.executor.executor_id == ex.executor_id:
-            return [], (f"{name} is already in use by task '{codec.clip(other.task_id)}': Drover runs one task "
-                        "group per executor (launch a new group with a new executor ID)"), TASK_GROUP_INVALID
-        if other.spec.executor is None and other.task_id == ex.executor_id and not other.terminal:
-            return [], (f"{name} is the executor of command task '{codec.clip(other.task_id)}'"), TASK_GROUP_INVALID
+    holder = in_use.get(ex.executor_id)
+    if holder is not None and holder.startswith("group:"):
+        return [], (f"{name} is already in use by task '{codec.clip(holder[6:])}': Drover runs one task "
+                    "group per executor (launch a new group with a new executor ID)"), TASK_GROUP_INVALID
+    if holder is not None:
+        return [], f"{name} is the executor of command task '{codec.clip(holder[8:])}'", TASK_GROUP_INVALID
     if ex.executor_id in in_group or ex.executor_id in seen:
         return [], f"{name} has the ID of a task launched with it", TASK_GROUP_INVALID
     ex_res = Resources(ex.resources)
