@@ -116,6 +116,8 @@ class Agent:
         self._watchers: dict[tuple[str, str], asyncio.Task] = {}
         self._checkers: dict[tuple[str, str], list[asyncio.Task]] = {}  # a task's health checker and checker
         self._probe_slots = asyncio.Semaphore(probes.MAX_PROBES)  # probes running at once
+        # ... of which one framework's: no framework's tasks can take every slot (and stop everyone's checks)
+        self._framework_probe_slots: dict[str, asyncio.Semaphore] = {}
         self._killed_by_us: set[tuple[str, str]] = set()
         self._stopping: dict[tuple[str, str], asyncio.Task] = {}
         self._sigkill_by: dict[tuple[str, str], float] = {}  # loop time by which a stopping task gets SIGKILL
@@ -892,11 +894,14 @@ class Agent:
                 and self.tasks.get((rec.framework_id, rec.spec.task_id)) is rec)
 
     async def _probe(self, rec: TaskRecord, spec: ev.CheckSpec) -> checks.Result:
-        return await probes.probe(spec, socket_path=self.containerizer.socket_path,
-                                  container_id=rec.container_id or "",
-                                  # a task of a group is in its pod's network namespace (the executor's network)
-                                  network=rec.spec.executor.network if rec.spec.executor else rec.spec.network,
-                                  timeout=checks.timeout_of(spec), slots=self._probe_slots)
+        mine = self._framework_probe_slots.setdefault(rec.framework_id,
+                                                      asyncio.Semaphore(probes.MAX_PROBES_PER_FRAMEWORK))
+        async with mine:
+            return await probes.probe(spec, socket_path=self.containerizer.socket_path,
+                                      container_id=rec.container_id or "",
+                                      # a task of a group is in its pod's network namespace (the executor's network)
+                                      network=rec.spec.executor.network if rec.spec.executor else rec.spec.network,
+                                      timeout=checks.timeout_of(spec), slots=self._probe_slots)
 
     async def _health_loop(self, rec: TaskRecord, spec: ev.HealthCheckSpec) -> None:
         loop = asyncio.get_running_loop()
@@ -952,8 +957,13 @@ class Agent:
         self._stop(rec, self._grace(rec))
 
     def _enqueue(self, rec: TaskRecord, st: ev.TaskStatus) -> None:
-        """Queue an update on the task's stream (checkpointed before it is sent)."""
-        rec.unacked.append(st)
+        """Queue an update on the task's stream (checkpointed before it is sent). A (health) check's TASK_RUNNING
+        replaces one queued behind the update in flight (the head), as the master's fold keeps only the latest of
+        them: a framework slow to acknowledge cannot make the queue (and each checkpoint) grow without end."""
+        if len(rec.unacked) >= 2 and _check_only(st) and _check_only(rec.unacked[-1]):
+            rec.unacked[-1] = st
+        else:
+            rec.unacked.append(st)
         self.checkpoint()
         self._update_wakeup.set()
         log.info("task status", task=rec.spec.task_id[:64], state=st.state, message=st.message)
@@ -977,6 +987,8 @@ class Agent:
         key = (rec.framework_id, rec.spec.task_id)
         if self.tasks.get(key) is rec:
             del self.tasks[key]
+            if not any(fid == rec.framework_id for fid, _ in self.tasks):
+                self._framework_probe_slots.pop(rec.framework_id, None)
             if not rec.refused:
                 self.completed.append(rec)
             self._killed_by_us.discard(key)
@@ -1091,6 +1103,12 @@ class Agent:
                     log.debug("status update not accepted", status=resp.status)
         except (aiohttp.ClientError, asyncio.TimeoutError) as e:
             log.debug("status update send failed", error=str(e))
+
+
+def _check_only(st: ev.TaskStatus) -> bool:
+    """A TASK_RUNNING that only reports a health check's or a check's result."""
+    return st.state == TaskState.RUNNING and st.reason in (Reason.TASK_HEALTH_CHECK_STATUS_UPDATED,
+                                                           Reason.TASK_CHECK_STATUS_UPDATED)
 
 
 def _private_dir(path: Path) -> None:

@@ -115,15 +115,24 @@ def check_step(spec: ev.CheckSpec, last: ev.CheckStatus | None, result: Result) 
     return None if new == (last if last is not None else empty_status(spec)) else new
 
 
+# Drover's bounds on what a framework asks (Mesos has none): a probe is never repeated sooner than this after the one
+# before (an interval of 0 would make a tight loop of podman execs), and never takes longer than MAX_PROBE_SECONDS (a
+# timeout of 0, Mesos's "none", or of years would let a task that never answers hold one of the agent's probe slots
+# for good; it then counts as a timed-out probe).
+MIN_INTERVAL_SECONDS = 1.0
+MAX_PROBE_SECONDS = 60.0
+
+
 def first_delay(spec: ev.CheckSpec) -> float:
     return float(spec.delay_seconds)
 
 
 def next_delay(spec: ev.CheckSpec) -> float:
-    """From the end of one probe to the start of the next (Mesos schedules the next once a result is in)."""
-    return float(spec.interval_seconds)
+    """From the end of one probe to the start of the next (Mesos schedules the next once a result is in), at least
+    MIN_INTERVAL_SECONDS."""
+    return max(float(spec.interval_seconds), MIN_INTERVAL_SECONDS)
 
 
-def timeout_of(spec: ev.CheckSpec) -> float | None:
-    """How long one probe may take; None: no limit (Mesos: a timeout of 0 is none)."""
-    return float(spec.timeout_seconds) if spec.timeout_seconds > 0 else None
+def timeout_of(spec: ev.CheckSpec) -> float:
+    """How long one probe may take: its timeout (Mesos: 0 is none), at most MAX_PROBE_SECONDS."""
+    return min(float(spec.timeout_seconds), MAX_PROBE_SECONDS) if spec.timeout_seconds > 0 else MAX_PROBE_SECONDS

@@ -315,18 +315,22 @@ class Fetcher:
             if not entry.is_file():
                 tmp = cache_dir / f"{key}.tmp-{uuid.uuid4().hex}"
                 try:
-                    await self._obtain(session, p, tmp, min(self.config.max_bytes, self.config.cache_size), stop)
-                except FetchError as e:
-                    if "more than" not in str(e):
-                        raise
-                    # larger than the whole cache: fetched without it
+                    try:
+                        await self._obtain(session, p, tmp, min(self.config.max_bytes, self.config.cache_size), stop)
+                    except FetchError as e:
+                        if "more than" not in str(e):
+                            raise
+                        # larger than the whole cache: fetched without it
+                        await self._obtain(session, p, out, self.config.max_bytes, stop)
+                        return
+                    size = tmp.stat().st_size
+                    await asyncio.to_thread(self._evict, size, key)
+                    os.replace(tmp, entry)
+                finally:
+                    # a partial download (a failure, a kill, a timeout) never stays in the cache, which counts only
+                    # whole entries (a leftover would hold disk until the agent restarts)
                     with contextlib.suppress(FileNotFoundError):
                         tmp.unlink()
-                    await self._obtain(session, p, out, self.config.max_bytes, stop)
-                    return
-                size = tmp.stat().st_size
-                await asyncio.to_thread(self._evict, size, key)
-                os.replace(tmp, entry)
             os.utime(entry)  # its last use, for the LRU order
             with open(entry, "rb") as src:
                 await asyncio.to_thread(_write_new, out, src, self.config.max_bytes, stop)

@@ -31,6 +31,7 @@ from agent.checks import Result
 from eventstore import events as ev
 
 MAX_PROBES = 32  # probes running at once on one agent
+MAX_PROBES_PER_FRAMEWORK = 8  # of them, one framework's (each probe lasts at most checks.MAX_PROBE_SECONDS)
 MAX_OUTPUT = 64 * 1024  # bytes of a COMMAND check's output read (the rest is drained and dropped)
 _HELPER = Path(__file__).resolve().with_name("probe.py")
 
@@ -51,6 +52,9 @@ async def probe(spec: ev.CheckSpec, *, socket_path: Path, container_id: str, net
         try:
             if spec.type == "COMMAND" and spec.command is not None:
                 return await _command(spec.command, socket_path, container_id, timeout)
+            if spec.type == "HTTP" and not (spec.path or "/").startswith("/"):
+                # checked by the master too; the agent trusts no LAUNCH (a path is never part of the authority)
+                return Result(None, "the HTTP check's path does not start with '/'")
             if spec.type in ("HTTP", "TCP") and spec.port is not None:
                 host = "::1" if spec.ipv6 else "127.0.0.1"
                 if network in ("BRIDGE", "NONE") or not await _in_our_netns(socket_path, container_id):

@@ -69,7 +69,16 @@ async def serve_web(master: str, *, credential: Credential | None = None, ssl_co
 
         async def revive_at(when: float) -> None:
             await asyncio.sleep(max(0.0, when - loop.time()))
-            await s.call({"type": "REVIVE"})
+            await call({"type": "REVIVE"})
+
+        async def call(payload: dict) -> bool:
+            """A call whose refusal is reported, not fatal: the service goes on with the next offer."""
+            try:
+                await s.call(payload)
+                return True
+            except SchedulerError as e:
+                print(f"demo service: {e}", file=out, flush=True)
+                return False
 
         try:
             async for e in s.events():
@@ -78,21 +87,23 @@ async def serve_web(master: str, *, credential: Credential | None = None, ssl_co
                     for offer in e["offers"]["offers"]:
                         port = _fits(offer) if running is None and loop.time() >= not_before else None
                         if port is None:
-                            await s.call({"type": "DECLINE", "decline": {"offer_ids": [offer["id"]],
+                            await call({"type": "DECLINE", "decline": {"offer_ids": [offer["id"]],
                                                                           "filters": {"refuse_seconds": 30.0}}})
                             continue
-                        running = f"{name}-{generation}"
+                        tid = f"{name}-{generation}"
                         generation += 1
-                        url = f"http://{offer['hostname']}:{port}/"
-                        await s.call({"type": "ACCEPT", "accept": {
-                            "offer_ids": [offer["id"]],
-                            "operations": [{"type": "LAUNCH", "launch": {"task_infos": [
-                                web_task(running, offer, port)]}}],
-                            "filters": {"refuse_seconds": 30.0}}})
+                        if await call({"type": "ACCEPT", "accept": {
+                                "offer_ids": [offer["id"]],
+                                "operations": [{"type": "LAUNCH", "launch": {"task_infos": [
+                                    web_task(tid, offer, port)]}}],
+                                "filters": {"refuse_seconds": 30.0}}}):
+                            running, url = tid, f"http://{offer['hostname']}:{port}/"
                 elif t == "UPDATE":
                     st = e["update"]["status"]
                     tid, state = st["task_id"]["value"], st["state"]
-                    await s.acknowledge(st)
+                    if "uuid" in st:
+                        await call({"type": "ACKNOWLEDGE", "acknowledge": {
+                            "agent_id": st["agent_id"], "task_id": st["task_id"], "uuid": st["uuid"]}})
                     if tid != running:
                         continue
                     if state == "TASK_RUNNING" and st.get("healthy") is True:
@@ -107,6 +118,8 @@ async def serve_web(master: str, *, credential: Credential | None = None, ssl_co
                         running = None
                         not_before = loop.time() + backoff
                         backoff = min(backoff * 2, 60.0)
+                        if revive is not None:
+                            revive.cancel()
                         revive = asyncio.create_task(revive_at(not_before))
         finally:
             if revive is not None:

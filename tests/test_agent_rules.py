@@ -525,3 +525,23 @@ async def test_a_later_kill_with_a_shorter_grace_brings_the_sigkill_forward(agen
         await asyncio.sleep(0.02)
     assert agent.containerizer.kills == [("cid-1", 600.0), ("cid-1", 0.0)]
     assert states(agent, "F", "t1")[-1] == "TASK_KILLED"
+
+
+async def test_check_updates_queued_behind_the_one_in_flight_keep_only_the_latest(agent):
+    # A framework slow to acknowledge: the queue holds the update in flight plus one check update, not one per probe.
+    await agent._on_message("m", launch_msg("F", "t", "sleep 100"))
+    await settle(agent)
+    rec = agent.tasks[("F", "t")]
+    assert states(agent, "F", "t") == ["TASK_STARTING", "TASK_RUNNING"]
+    for healthy in (False, False, True, False):
+        rec.healthy = healthy
+        agent._check_update(rec, "REASON_TASK_HEALTH_CHECK_STATUS_UPDATED")
+    assert [(s.state, s.healthy) for s in rec.unacked] == [
+        ("TASK_STARTING", None), ("TASK_RUNNING", None), ("TASK_RUNNING", False)]
+    agent._acknowledged("F", "t", rec.unacked[0].uuid)
+    agent._acknowledged("F", "t", rec.unacked[0].uuid)  # RUNNING: the check update is now the head (in flight)
+    rec.healthy = True
+    agent._check_update(rec, "REASON_TASK_HEALTH_CHECK_STATUS_UPDATED")
+    assert [(s.state, s.healthy) for s in rec.unacked] == [("TASK_RUNNING", False), ("TASK_RUNNING", True)]
+    agent._status(rec, "TASK_KILLED")  # never replaced: only a check update replaces a check update
+    assert [(s.state, s.healthy) for s in rec.unacked][-2:] == [("TASK_RUNNING", True), ("TASK_KILLED", None)]

@@ -92,7 +92,8 @@ def test_check_status_of_each_type():
 
 
 def test_timeouts_and_delays():
-    assert checks.timeout_of(ev.CheckSpec(type="TCP", port=1, timeout_seconds=0)) is None
+    # Mesos's "no timeout" (0) is Drover's longest probe (a slot of the agent is never held for good)
+    assert checks.timeout_of(ev.CheckSpec(type="TCP", port=1, timeout_seconds=0)) == checks.MAX_PROBE_SECONDS
     assert checks.timeout_of(ev.CheckSpec(type="TCP", port=1)) == 20.0
     assert checks.first_delay(ev.CheckSpec(type="TCP", port=1)) == 15.0
     assert checks.next_delay(ev.CheckSpec(type="TCP", port=1)) == 10.0
@@ -122,3 +123,10 @@ def test_health_machine_invariants(limit, grace, seq):
             assert step.state.failures == state.failures + 1 and step.healthy is False
             assert step.kill == (step.state.failures >= limit)
         state = step.state
+
+
+def test_a_framework_cannot_make_probes_unbounded_or_back_to_back():
+    assert checks.next_delay(ev.CheckSpec(type="TCP", port=1, interval_seconds=0.0)) == checks.MIN_INTERVAL_SECONDS
+    assert checks.next_delay(ev.CheckSpec(type="TCP", port=1, interval_seconds=7.5)) == 7.5
+    for timeout, bound in ((0.0, checks.MAX_PROBE_SECONDS), (1e9, checks.MAX_PROBE_SECONDS), (2.0, 2.0)):
+        assert checks.timeout_of(ev.CheckSpec(type="TCP", port=1, timeout_seconds=timeout)) == bound

@@ -23,6 +23,7 @@ from agent.agent import Agent, AgentConfig
 from agent.fetcher import FetchError, Fetcher, FetcherConfig
 from eventstore.events import FetchURI
 from eventstore.resources import Resources
+from tests.netutil import free_port
 from tests.test_agent_rules import launch_msg
 from tests.test_agent_safety import live_agent, wait_for_state  # noqa: F401 (a fixture)
 
@@ -374,6 +375,7 @@ async def test_a_fetch_stops_when_its_task_is_killed_or_its_time_is_up(tmp_path)
         killed = True
         with pytest.raises(fetcher.Cancelled):
             await asyncio.wait_for(fetch, 30)
+
         with pytest.raises(FetchError, match=r"Failed to fetch '.*/slow.tgz': not fetched within 0.5 s"):
             await _fetcher(tmp_path, timeout=0.5).fetch_all([FetchURI(f"{server.base}/slow.tgz")], sandbox)
         server.release.set()
@@ -561,3 +563,40 @@ def test_an_archive_member_too_deep_or_too_long_is_refused_before_any_directory_
         member_parts("/".join(["d"] * (MAX_MEMBER_DEPTH + 1)))
     with pytest.raises(FetchError, match="longer than"):
         member_parts("x" * (MAX_MEMBER_NAME + 1))
+
+
+async def test_a_cached_download_cut_short_leaves_nothing_in_the_cache(tmp_path):
+    done = asyncio.Event()
+
+    async def trickle(request: web.Request) -> web.StreamResponse:
+        resp = web.StreamResponse()
+        await resp.prepare(request)
+        await resp.write(b"x" * 65536)
+        await done.wait()  # then nothing more, until the test is over
+        return resp
+
+    app = web.Application()
+    app.router.add_get("/trickle", trickle)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    sandbox = tmp_path / "sandbox"
+    sandbox.mkdir()
+    cache = tmp_path / "cache"
+    try:
+        killed = False
+        fetch = asyncio.create_task(_fetcher(tmp_path).fetch_all(
+            [FetchURI(f"http://127.0.0.1:{port}/trickle", cache=True)], sandbox, cancelled=lambda: killed))
+        for _ in range(300):  # until the partial download is in the cache
+            if cache.is_dir() and any(p.stat().st_size > 0 for p in cache.iterdir()):
+                break
+            await asyncio.sleep(0.05)
+        assert any(".tmp-" in p.name for p in cache.iterdir())
+        killed = True
+        with pytest.raises(fetcher.Cancelled):
+            await asyncio.wait_for(fetch, 30)
+        assert list(cache.iterdir()) == []
+    finally:
+        done.set()
+        await runner.cleanup()

@@ -77,3 +77,24 @@ def test_command_argv_is_a_tasks_own():
     assert probes.command_argv(ev.CheckCommand(value="test -f ok")) == ["/bin/sh", "-c", "test -f ok"]
     assert probes.command_argv(ev.CheckCommand(shell=False, value="/bin/test", arguments=["test", "-f", "ok"])) == [
         "/bin/test", "-f", "ok"]
+
+
+async def test_an_http_path_that_is_not_a_path_is_never_requested():
+    # The master refuses it; the agent trusts no LAUNCH: "@host/x" must not become part of the URL's authority.
+    hits: list[str] = []
+
+    async def handle(request: web.Request) -> web.Response:
+        hits.append(request.path)
+        return web.Response()
+
+    app = web.Application()
+    app.router.add_get("/{tail:.*}", handle)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    try:
+        bad = await _probe(ev.CheckSpec(type="HTTP", port=port, path=f"@127.0.0.1:{port}/x"))
+        assert bad.value is None and "does not start with '/'" in bad.error and hits == []
+    finally:
+        await runner.cleanup()
