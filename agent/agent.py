@@ -485,7 +485,11 @@ class Agent:
             except Exception as e:
                 # The podman service is down (killed, restarting): the task is not at fault, so wait for the
                 # service rather than fail it; a relaunch is idempotent (the container name is the task's).
-                if time.monotonic() < deadline and not rec.kill_requested and not await self.containerizer.available():
+                # A connection error (requests' are OSErrors) is the service's too, even if it answers again by
+                # the time we ask (it was restarting).
+                unreachable = isinstance(e, OSError) and not isinstance(e, ContainerLaunchError)
+                if time.monotonic() < deadline and not rec.kill_requested and (
+                        unreachable or not await self.containerizer.available()):
                     log.warning("podman service unavailable; launch retried", task=rec.spec.task_id, error=str(e))
                     await asyncio.sleep(backoff)
                     backoff = min(backoff * 2, 2.0)
