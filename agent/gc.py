@@ -140,8 +140,11 @@ class GarbageCollector:
 
     def _sweep_executors(self, limit: float, now: float) -> int:
         held = set(self.held_executors())
-        found = [Sandbox(fw.name, ex.name, now - ex.lstat().st_mtime)
-                 for fw in _subdirs(self.executors) for ex in _subdirs(fw)]
+        found: list[Sandbox] = []
+        for fw in _subdirs(self.executors):
+            for ex in _subdirs(fw):
+                with contextlib.suppress(OSError):  # removed meanwhile: that entry only, never the whole sweep
+                    found.append(Sandbox(fw.name, ex.name, now - ex.lstat().st_mtime))
         gone = 0
         for s in expired(found, held, limit):
             if (s.framework_id, s.task_id) in self.held_executors():
@@ -219,3 +222,4 @@ def _rotate(path: Path, max_bytes: int) -> int:
             os.close(fd)
     finally:
         os.close(dfd)
+

@@ -105,6 +105,37 @@ def test_a_held_tasks_log_is_rotated_beyond_the_limit(tmp_path):
     assert _rotate(box / "missing", 1) == 0
 
 
+def test_an_executor_sandbox_that_cannot_be_looked_at_fails_alone_not_the_sweep(tmp_path):
+    """An entry of the executors' tree whose lstat fails (as one removed while the sweep runs) is skipped: the other
+    executor sandboxes are still collected, and the pass's orphan removal still runs. No mock: a name that makes
+    the entry's path longer than PATH_MAX (ENAMETOOLONG for lstat, while listing its directory works)."""
+    work = tmp_path
+    while len(str(work)) < 3700:  # a deep work dir: its own path stays below PATH_MAX (4096)
+        work = work / ("d" * 200)
+    fw = work / "executors" / "F"
+    fw.mkdir(parents=True)
+    dfd = os.open(fw, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.mkdir("e" * 250, dir_fd=dfd)  # fw / that name: beyond PATH_MAX
+    finally:
+        os.close(dfd)
+    with pytest.raises(OSError):
+        os.lstat(fw / ("e" * 250))
+    old = fw / "old"
+    old.mkdir()
+    t = time.time() - 500
+    os.utime(old, (t, t))
+    swept_orphans = []
+
+    async def orphans() -> int:
+        swept_orphans.append(1)
+        return 0
+
+    gc = FixedDisk(work, GCConfig(gc_delay=100.0, headroom=0.0), lambda: set(), orphans)
+    assert asyncio.run(gc.sweep())["sandboxes"] == 1
+    assert not old.exists() and swept_orphans == [1]
+
+
 # ---- on a real cluster ------------------------------------------------------------------------------------------
 
 
