@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from agent.gc import GarbageCollector, GCConfig, Sandbox, _rotate, expired, max_age
+from agent.gc import GarbageCollector, GCConfig, Sandbox, _rotate, expired, max_age, remove_tree, set_aside
 from agent.images import podman_env
 from tests.cluster import running_cluster
 
@@ -134,6 +134,24 @@ def test_an_executor_sandbox_that_cannot_be_looked_at_fails_alone_not_the_sweep(
     gc = FixedDisk(work, GCConfig(gc_delay=100.0, headroom=0.0), lambda: set(), orphans)
     assert asyncio.run(gc.sweep())["sandboxes"] == 1
     assert not old.exists() and swept_orphans == [1]
+
+
+def test_a_stale_directory_set_aside_is_removed_without_following_links(tmp_path):
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "precious").write_text("keep")
+    stale = tmp_path / "executors" / "F" / "E"
+    (stale / "sub").mkdir(parents=True)
+    (stale / "sub" / "file").write_text("old")
+    (stale / "link").symlink_to(outside)
+    (stale / "sub" / "filelink").symlink_to(outside / "precious")
+    aside = set_aside(stale)
+    assert aside is not None and aside.parent == stale.parent and aside.name.startswith(".stale-")
+    assert not stale.exists()
+    stale.mkdir()  # the new group's, at once
+    remove_tree(aside)
+    assert not aside.exists() and (outside / "precious").read_text() == "keep"
+    assert set_aside(tmp_path / "executors" / "F" / "none") is None
 
 
 # ---- on a real cluster ------------------------------------------------------------------------------------------
