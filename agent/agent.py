@@ -37,7 +37,7 @@ from aiohttp import web
 from agent import checks, fetcher, probes, rules
 from agent.checkpoint import CheckpointStore, TaskRecord
 from agent.http_api import AgentAPI
-from agent.gc import GarbageCollector, GCConfig
+from agent.gc import GarbageCollector, GCConfig, remove_tree, set_aside
 from drover.recordio import RecordIODecoder
 from drover.security import http as security
 from drover.security.acls import ACLs, OPEN
@@ -688,10 +688,55 @@ class Agent:
         self._status(rec, state, reason=reason, message=message)
 
     def _fail_group(self, recs: list[TaskRecord], message: str) -> None:
+        """The group's launch failed: every task TASK_FAILED (TASK_KILLED if a kill of the group came meanwhile: a
+        killed group never ends FAILED), and its pod removed, with every container in it (a started one is killed)."""
+        killed = any(r.kill_requested for r in recs)
         for rec in recs:
-            self._status(rec, TaskState.FAILED, reason=Reason.CONTAINER_LAUNCH_FAILED, message=message)
+            if killed:
+                self._status(rec, TaskState.KILLED, reason=Reason.TASK_KILLED_DURING_LAUNCH,
+                             message="Task killed before it was launched")
+            else:
+                self._status(rec, TaskState.FAILED, reason=Reason.CONTAINER_LAUNCH_FAILED, message=message)
         # Nothing of it may run on: its pod (and every container in it) goes now.
-        self._spawn(self._remove_container(None, self._pod_name(recs[0])))
+        self._spawn(self._remove_group_pod(recs))
+
+    async def _remove_group_pod(self, recs: list[TaskRecord]) -> None:
+        """Remove a failed group's pod with its containers (podman kills a running one), retried with backoff as
+        _kill_strays is: the podman service being down is often why the launch failed, and a container started
+        before that must not run on while its task reports FAILED."""
+        pod = self._pod_name(recs[0])
+        done, _ = await _with_backoff(lambda: self.containerizer.remove_pod(pod),
+                                      "cannot remove a failed task group's pod yet", recs[0].spec.task_id,
+                                      attempts=20)
+        if not done:  # tried again when its last task is forgotten (_forget)
+            log.warning("a failed task group's pod not removed", pod=pod)
+
+    def _kill_starting_group(self, recs: list[TaskRecord]) -> None:
+        """A kill of a group whose containers exist (some maybe started): every task of it is killed and watched,
+        and ends TASK_KILLED (a container never started is removed by the kill: `containerizer.kill`)."""
+        for r in recs:  # a kill of one task of a group is a kill of all of it (default executor)
+            r.kill_requested = True
+        self.checkpoint()
+        for r in recs:
+            self._stop(r, self._grace(r))
+            self._watch(r)
+
+    def _fresh_executor_sandbox(self, recs: list[TaskRecord], shared: Path) -> None:
+        """A new group's executor sandbox starts empty: one left by an earlier group of the same executor id (that
+        the agent has forgotten, or whose tasks have all ended) is set aside and removed, never followed."""
+        first = recs[0]
+        ex = first.spec.executor
+        assert ex is not None
+        mine = {id(r) for r in recs}
+        if any(id(r) not in mine and not r.terminal_sent and r.framework_id == first.framework_id
+               and r.spec.executor is not None and r.spec.executor.executor_id == ex.executor_id
+               for r in list(self.tasks.values())):
+            log.warning("executor sandbox still used by a live group: not emptied", executor=ex.executor_id)
+            return
+        aside = set_aside(shared)
+        if aside is not None:
+            log.info("stale executor sandbox set aside", executor=ex.executor_id)
+            self._spawn(asyncio.to_thread(remove_tree, aside))
 
     async def _launch_group(self, recs: list[TaskRecord]) -> None:
         """Launch a task group; whatever goes wrong, each of its tasks ends with a status."""
@@ -706,6 +751,9 @@ class Agent:
     async def _launch_group_tasks(self, recs: list[TaskRecord]) -> None:
         """The pod first (the group's network namespace, and its ports), then every task's container created in it,
         then all of them started: no task of the group starts before every one of them could be created."""
+        # Nothing of this launch exists yet (a launch resumed after an agent restart announced TASK_STARTING before
+        # it made anything): its executor sandbox, if there is one, is an earlier group's.
+        fresh = all(r.state == TaskState.STAGING for r in recs)
         if any(r.kill_requested for r in recs):
             for r in recs:
                 self._killed_before_launch(r)
@@ -726,6 +774,8 @@ class Agent:
         try:
             shared = rules.executor_sandbox_path(self.config.work_dir, fid, ex.executor_id)
             _private_dir(self.config.work_dir / "executors")
+            if fresh:
+                self._fresh_executor_sandbox(recs, shared)
             shared.mkdir(parents=True, exist_ok=True)
             rules.executor_sandbox_path(self.config.work_dir, fid, ex.executor_id)  # still inside
             shared.parent.chmod(0o700)
@@ -769,7 +819,13 @@ class Agent:
         for r, cs in zip(recs, specs, strict=True):
             if r.spec.command.uris:
                 try:
-                    await self.fetcher.fetch_all(r.spec.command.uris, cs.sandbox_dir)
+                    # A KILL of any task of the group stops the fetch: then no task of it starts.
+                    await self.fetcher.fetch_all(r.spec.command.uris, cs.sandbox_dir,
+                                                 cancelled=lambda: any(t.kill_requested for t in recs))
+                except fetcher.Cancelled:
+                    for t in recs:
+                        self._killed_before_launch(t)
+                    return
                 except fetcher.FetchError as e:
                     self._fail_group(recs, f"Task '{r.spec.task_id}': {e}")
                     return
@@ -808,18 +864,22 @@ class Agent:
         for r, cid in zip(recs, cids, strict=True):
             r.container_id = cid
         self.checkpoint()
-        if any(r.kill_requested for r in recs):
-            for r in recs:  # a kill of one task of a group is a kill of all of it (default executor)
-                r.kill_requested = True
-                self._stop(r, self._grace(r))
-                self._watch(r)
-            self.checkpoint()
-            return
-        try:
-            for cid in cids:
+        # A KILL meanwhile (of any task of the group) kills all of it: checked before each start, and after a start
+        # that failed (the kill removes a container not started yet, so its start fails), never a TASK_FAILED.
+        for cid in cids:
+            if any(r.kill_requested for r in recs):
+                self._kill_starting_group(recs)
+                return
+            try:
                 await self.containerizer.start_container(cid)
-        except Exception as e:
-            self._fail_group(recs, str(e) if isinstance(e, ContainerLaunchError) else f"start failed: {e}")
+            except Exception as e:
+                if any(r.kill_requested for r in recs):
+                    self._kill_starting_group(recs)
+                else:
+                    self._fail_group(recs, str(e) if isinstance(e, ContainerLaunchError) else f"start failed: {e}")
+                return
+        if any(r.kill_requested for r in recs):
+            self._kill_starting_group(recs)
             return
         for r in recs:
             self._status(r, TaskState.RUNNING, source=Source.EXECUTOR, container_id=r.container_id)

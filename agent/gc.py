@@ -140,8 +140,11 @@ class GarbageCollector:
 
     def _sweep_executors(self, limit: float, now: float) -> int:
         held = set(self.held_executors())
-        found = [Sandbox(fw.name, ex.name, now - ex.lstat().st_mtime)
-                 for fw in _subdirs(self.executors) for ex in _subdirs(fw)]
+        found: list[Sandbox] = []
+        for fw in _subdirs(self.executors):
+            for ex in _subdirs(fw):
+                with contextlib.suppress(OSError):  # removed meanwhile: that entry only, never the whole sweep
+                    found.append(Sandbox(fw.name, ex.name, now - ex.lstat().st_mtime))
         gone = 0
         for s in expired(found, held, limit):
             if (s.framework_id, s.task_id) in self.held_executors():
@@ -219,3 +222,28 @@ def _rotate(path: Path, max_bytes: int) -> int:
             os.close(fd)
     finally:
         os.close(dfd)
+
+
+def set_aside(path: Path) -> Path | None:
+    """Move the directory `path` aside, in its own parent, to a hidden name of its own (`.stale-<random>`), so that a
+    new directory can be made in its place at once; the moved one is then removed (`remove_tree`), or collected by a
+    later sweep as a sandbox of nothing held. Nothing in it is followed or opened: a rename of the directory entry
+    (a symlink in its place is moved as a link). None if there was nothing at `path`."""
+    aside = path.parent / f".stale-{secrets.token_hex(8)}"
+    try:
+        os.rename(path, aside)
+    except FileNotFoundError:
+        return None
+    return aside
+
+
+def remove_tree(path: Path) -> None:
+    """Remove a directory set aside (symlink-safe: shutil.rmtree is fd based, never follows a link); what cannot be
+    removed now is left to the sweep."""
+    try:
+        if stat.S_ISDIR(os.lstat(path).st_mode):
+            shutil.rmtree(path)
+        else:
+            os.unlink(path)
+    except OSError as e:
+        log.warning("could not remove a stale directory yet", path=str(path), error=str(e))

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from agent.gc import GarbageCollector, GCConfig, Sandbox, _rotate, expired, max_age
+from agent.gc import GarbageCollector, GCConfig, Sandbox, _rotate, expired, max_age, remove_tree, set_aside
 from agent.images import podman_env
 from tests.cluster import running_cluster
 
@@ -103,6 +103,55 @@ def test_a_held_tasks_log_is_rotated_beyond_the_limit(tmp_path):
         f.write(b"more")
     assert (box / "stdout").read_bytes() == b"more"
     assert _rotate(box / "missing", 1) == 0
+
+
+def test_an_executor_sandbox_that_cannot_be_looked_at_fails_alone_not_the_sweep(tmp_path):
+    """An entry of the executors' tree whose lstat fails (as one removed while the sweep runs) is skipped: the other
+    executor sandboxes are still collected, and the pass's orphan removal still runs. No mock: a name that makes
+    the entry's path longer than PATH_MAX (ENAMETOOLONG for lstat, while listing its directory works)."""
+    work = tmp_path
+    while len(str(work)) < 3700:  # a deep work dir: its own path stays below PATH_MAX (4096)
+        work = work / ("d" * 200)
+    fw = work / "executors" / "F"
+    fw.mkdir(parents=True)
+    dfd = os.open(fw, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.mkdir("e" * 250, dir_fd=dfd)  # fw / that name: beyond PATH_MAX
+    finally:
+        os.close(dfd)
+    with pytest.raises(OSError):
+        os.lstat(fw / ("e" * 250))
+    old = fw / "old"
+    old.mkdir()
+    t = time.time() - 500
+    os.utime(old, (t, t))
+    swept_orphans = []
+
+    async def orphans() -> int:
+        swept_orphans.append(1)
+        return 0
+
+    gc = FixedDisk(work, GCConfig(gc_delay=100.0, headroom=0.0), lambda: set(), orphans)
+    assert asyncio.run(gc.sweep())["sandboxes"] == 1
+    assert not old.exists() and swept_orphans == [1]
+
+
+def test_a_stale_directory_set_aside_is_removed_without_following_links(tmp_path):
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "precious").write_text("keep")
+    stale = tmp_path / "executors" / "F" / "E"
+    (stale / "sub").mkdir(parents=True)
+    (stale / "sub" / "file").write_text("old")
+    (stale / "link").symlink_to(outside)
+    (stale / "sub" / "filelink").symlink_to(outside / "precious")
+    aside = set_aside(stale)
+    assert aside is not None and aside.parent == stale.parent and aside.name.startswith(".stale-")
+    assert not stale.exists()
+    stale.mkdir()  # the new group's, at once
+    remove_tree(aside)
+    assert not aside.exists() and (outside / "precious").read_text() == "keep"
+    assert set_aside(tmp_path / "executors" / "F" / "none") is None
 
 
 # ---- on a real cluster ------------------------------------------------------------------------------------------

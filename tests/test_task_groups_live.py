@@ -302,3 +302,86 @@ async def test_the_agent_refuses_a_group_it_cannot_run_whatever_the_master_says(
         await asyncio.sleep(0.3)
         assert await a.containerizer.list_pods({"drover.agent": a.cp.agent_id}) == []
         assert not (tmp_path / "work" / "executors").exists()
+
+
+async def _nothing_left(a, why: str) -> None:
+    """No pod and no container of the agent is left (what a kill or a failed launch removes goes in the background)."""
+    for _ in range(300):
+        if await a.containerizer.list_pods({"drover.agent": a.cp.agent_id}) == [] \
+                and await a.containerizer.list({"drover.agent": a.cp.agent_id}) == []:
+            return
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {why}")
+
+
+async def test_a_kill_stops_a_groups_fetch_and_none_of_it_starts(tmp_path, podman_socket):
+    from tests.test_agent_safety import agent_without_master, wait_for_state
+    from tests.test_fetcher import SlowServer
+    async with agent_without_master(tmp_path, podman_socket) as a, SlowServer({}) as server:
+        msg = _group_msg("F", "e1", {"f1": "sleep 300", "f2": "sleep 300"}, a.cp.agent_id)
+        msg["launch_group"]["tasks"][1]["command"]["uris"] = [{"value": f"{server.base}/slow.tgz"}]
+        await a._on_message("m", msg)
+        await asyncio.wait_for(server.waiting.wait(), 30)
+        # the KILL of the other task of the group: the fetch stops (the server never answers before it is over)
+        await a._on_message("m", {"type": "KILL", "kill": {"framework_id": "F", "task_id": "f1"}})
+        for tid in ("f1", "f2"):
+            assert await wait_for_state(a, "F", tid, "TASK_KILLED") == ["TASK_STARTING", "TASK_KILLED"]
+            assert a.tasks[("F", tid)].unacked[-1].reason == "REASON_TASK_KILLED_DURING_LAUNCH"
+        server.release.set()
+        await _nothing_left(a, "no pod or container of the killed group")
+
+
+async def test_a_kill_while_a_group_starts_kills_all_of_it_never_fails_it(tmp_path, podman_socket):
+    """A KILL of one task while the group's containers are being started (the kill removes a container not started
+    yet): every task of the group ends TASK_KILLED, none TASK_FAILED, nothing of it left running."""
+    from tests.test_agent_safety import agent_without_master, wait_for_state
+    async with agent_without_master(tmp_path, podman_socket) as a:
+        tids = ["s1", "s2", "s3"]
+        await a._on_message("m", _group_msg("F", "e1", dict.fromkeys(tids, "sleep 300"), a.cp.agent_id))
+        last = a.tasks[("F", "s3")]
+        while last.container_id is None and not last.terminal_sent:  # created, the starts begin
+            await asyncio.sleep(0.005)
+        await a._kill("F", "s3", 0)
+        for tid in tids:
+            got = await wait_for_state(a, "F", tid, "TASK_KILLED")
+            assert "TASK_FAILED" not in got and got[-1] == "TASK_KILLED", (tid, got)
+        tasks = await a.containerizer.list({"drover.agent": a.cp.agent_id, "drover.framework": "F"})
+        assert [c.name for c in tasks if c.labels.get("drover.task") in tids and c.status == "running"] == []
+
+
+async def test_a_group_whose_launch_fails_after_its_pod_exists_leaves_nothing(tmp_path, podman_socket):
+    """The second task's container cannot be created (its user is not in its image) once the pod exists and the
+    first task's container was created: every task ends TASK_FAILED, and the pod goes with its containers (removed
+    with retries, _remove_group_pod; podman kills a started one)."""
+    from tests.test_agent_safety import agent_without_master, wait_for_state
+    async with agent_without_master(tmp_path, podman_socket) as a:
+        msg = _group_msg("F", "e1", {"up": "sleep 300", "bad": "x"}, a.cp.agent_id)
+        msg["launch_group"]["tasks"][1]["command"]["user"] = "nosuchuser"  # not in its image: found when created
+        await a._on_message("m", msg)
+        for tid in ("up", "bad"):
+            assert await wait_for_state(a, "F", tid, "TASK_FAILED") == ["TASK_STARTING", "TASK_FAILED"]
+            assert a.tasks[("F", tid)].unacked[-1].reason == "REASON_CONTAINER_LAUNCH_FAILED"
+        await _nothing_left(a, "the failed group's pod and containers to go")
+
+
+async def test_a_reused_executor_id_starts_with_an_empty_executor_sandbox(tmp_path, podman_socket):
+    """An executor sandbox left by an earlier group of the same executor id (the agent forgot it) is set aside and
+    removed before the new group starts, without following a link planted in it."""
+    from tests.test_agent_safety import agent_without_master, wait_for_state
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "precious").write_text("keep")
+    async with agent_without_master(tmp_path, podman_socket) as a:
+        stale = tmp_path / "work" / "executors" / "F" / "e1"
+        (stale / "dir").mkdir(parents=True)
+        (stale / "dir" / "old").write_text("stale")
+        (stale / "old").write_text("stale")
+        (stale / "link").symlink_to(outside)
+        check = "[ -z \"$(ls -A $MESOS_EXECUTOR_SANDBOX)\" ] && touch $MESOS_EXECUTOR_SANDBOX/new"
+        await a._on_message("m", _group_msg("F", "e1", {"r1": check}, a.cp.agent_id))
+        got = await wait_for_state(a, "F", "r1", "TASK_FINISHED")
+        assert got == ["TASK_STARTING", "TASK_RUNNING", "TASK_FINISHED"], (got, a.tasks[("F", "r1")].unacked)
+        assert sorted(p.name for p in stale.iterdir()) == ["new"]
+        assert (outside / "precious").read_text() == "keep"
+        await _until_true(lambda: sorted(p.name for p in stale.parent.iterdir()) == ["e1"],
+                          "the stale sandbox set aside to be removed")
