@@ -1022,12 +1022,17 @@ class Agent:
 
     def _enqueue(self, rec: TaskRecord, st: ev.TaskStatus) -> None:
         """Queue an update on the task's stream (checkpointed before it is sent). A (health) check's TASK_RUNNING
-        replaces one queued behind the update in flight (the head), as the master's fold keeps only the latest of
-        them: a framework slow to acknowledge cannot make the queue (and each checkpoint) grow without end."""
-        if len(rec.unacked) >= 2 and _check_only(st) and _check_only(rec.unacked[-1]):
-            rec.unacked[-1] = st
-        else:
-            rec.unacked.append(st)
+        replaces the one of its kind (same reason) queued behind the update in flight (the head) and behind nothing
+        but such updates: each carries the latest health and check status, so nothing is lost, and a framework slow
+        to acknowledge cannot make the queue (and each checkpoint) grow without end."""
+        if _check_only(st):
+            for i in range(len(rec.unacked) - 1, 0, -1):
+                if not _check_only(rec.unacked[i]):
+                    break
+                if rec.unacked[i].reason == st.reason:
+                    del rec.unacked[i]
+                    break
+        rec.unacked.append(st)
         self.checkpoint()
         self._update_wakeup.set()
         log.info("task status", task=rec.spec.task_id[:64], state=st.state, message=st.message)

@@ -7,7 +7,8 @@ Where a probe runs (docs/services.md, "Health checks and checks"):
   killed (SIGKILL) and counts as a failure.
 - HTTP and TCP: to 127.0.0.1 (::1 for IPv6) and the check's port *in the task's network namespace*. On the host
   network (the default) that is the agent host's own loopback: probed from the agent directly (aiohttp, asyncio),
-  unless the agent itself runs in a network namespace other than the container's (then as below).
+  unless the agent itself runs in a network namespace other than the host's and the container's (then as below;
+  while podman cannot say where the container is, the probe is transient: ignored).
   On the BRIDGE or NONE network the agent enters the container's namespace: it runs agent/probe.py (standard
   library only) under `nsenter --net=/proc/PID/ns/net`, PID being the container's (podman's inspect); that process
   is killed when the timeout is over. As Mesos, which enters the task's namespace to run curl.
@@ -18,6 +19,7 @@ it could not start); one that fails because the container is gone is a failure (
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import os
 import shutil
@@ -45,7 +47,7 @@ def command_argv(cmd: ev.CheckCommand) -> list[str]:
 
 
 async def probe(spec: ev.CheckSpec, *, socket_path: Path, container_id: str, network: str | None,
-                timeout: float | None, slots: asyncio.Semaphore) -> Result:
+                timeout: float | None, slots: asyncio.Semaphore, same_netns: bool | None = None) -> Result:
     """One probe of `spec` against the task in container `container_id` (on `network`: None is the host's), once
     one of the agent's `slots` (MAX_PROBES of them) is free."""
     async with slots:
@@ -57,7 +59,14 @@ async def probe(spec: ev.CheckSpec, *, socket_path: Path, container_id: str, net
                 return Result(None, "the HTTP check's path does not start with '/'")
             if spec.type in ("HTTP", "TCP") and spec.port is not None:
                 host = "::1" if spec.ipv6 else "127.0.0.1"
-                if network in ("BRIDGE", "NONE") or not await _in_our_netns(socket_path, container_id):
+                ours = same_netns
+                if ours is None:
+                    ours = True if network in ("BRIDGE", "NONE") else await _in_our_netns(socket_path, container_id)
+                if ours is None:
+                    # Not known where to probe (the podman service is restarting): as a probe that could not start.
+                    return Result(None, "cannot find the task's network namespace (podman unreachable)",
+                                  transient=True)
+                if network in ("BRIDGE", "NONE") or not ours:
                     return await _in_netns(spec, host, socket_path, container_id, timeout)
                 if spec.type == "HTTP":
                     return await _http(spec, host, timeout)
@@ -119,18 +128,41 @@ async def _container_pid(socket_path: Path, container_id: str) -> int | None:
     return pid if isinstance(pid, int) and pid > 1 and st.get("Running", True) else None
 
 
-async def _in_our_netns(socket_path: Path, container_id: str) -> bool:
+@functools.cache
+def _agent_in_hosts_netns() -> bool:
+    """Whether this process is in the host's network namespace (init's): then no podman call is needed to know."""
+    try:
+        ours, init = os.stat("/proc/self/ns/net"), os.stat("/proc/1/ns/net")
+    except OSError:
+        return False
+    return (ours.st_dev, ours.st_ino) == (init.st_dev, init.st_ino)
+
+
+_SAME_NETNS: dict[str, bool] = {}  # container id -> its network namespace is the agent's (fixed while it runs)
+_SAME_NETNS_MAX = 4096
+
+
+async def _in_our_netns(socket_path: Path, container_id: str) -> bool | None:
     """Whether a host-network task's namespace is the agent's own: not when the agent runs in a network namespace
     of its own while the podman service (and so every host-network container) is in the host's, as in `drover chaos`
-    runs. Unknown (podman unreachable, the container gone): assumed so (the probe then says what it finds)."""
+    runs. None: unknown for now (podman unreachable). A container that is gone: True (the probe says what it finds).
+    Remembered per container: a running container keeps its namespace."""
+    if _agent_in_hosts_netns():
+        return True  # the podman service, and so every host-network container, is in the host's too
+    if (known := _SAME_NETNS.get(container_id)) is not None:
+        return known
     try:
         pid = await _container_pid(socket_path, container_id)
         if pid is None:
             return True
         theirs, ours = os.stat(f"/proc/{pid}/ns/net"), os.stat("/proc/self/ns/net")
     except (aiohttp.ClientError, OSError, podman_api.PodmanAPIError):
-        return True
-    return (theirs.st_dev, theirs.st_ino) == (ours.st_dev, ours.st_ino)
+        return None
+    same = (theirs.st_dev, theirs.st_ino) == (ours.st_dev, ours.st_ino)
+    if len(_SAME_NETNS) >= _SAME_NETNS_MAX:
+        _SAME_NETNS.pop(next(iter(_SAME_NETNS)))
+    _SAME_NETNS[container_id] = same
+    return same
 
 
 async def _in_netns(spec: ev.CheckSpec, host: str, socket_path: Path, container_id: str,

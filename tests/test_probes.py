@@ -35,8 +35,9 @@ async def _server(status: int) -> tuple[web.AppRunner, int]:
 
 
 async def _probe(spec: ev.CheckSpec, timeout: float = 5.0):
+    # this process stands for a host-network task's namespace (the container's being the agent's)
     return await probes.probe(spec, socket_path=Path("/nonexistent"), container_id="", network=None,
-                              timeout=timeout, slots=asyncio.Semaphore(1))
+                              timeout=timeout, slots=asyncio.Semaphore(1), same_netns=True)
 
 
 async def test_http_and_tcp_probes_on_the_hosts_loopback():
@@ -98,3 +99,15 @@ async def test_an_http_path_that_is_not_a_path_is_never_requested():
         assert bad.value is None and "does not start with '/'" in bad.error and hits == []
     finally:
         await runner.cleanup()
+
+
+async def test_a_host_network_probe_waits_while_podman_cannot_say_where_the_task_is():
+    # Unless this process is in the host's namespace (then the podman service's containers are too), where a
+    # host-network task listens is podman's to say; while it cannot be reached the probe is transient (ignored),
+    # never a failure that counts towards a kill.
+    got = await probes.probe(ev.CheckSpec(type="TCP", port=free_port()), socket_path=Path("/nonexistent"),
+                             container_id="c", network=None, timeout=1.0, slots=asyncio.Semaphore(1))
+    if probes._agent_in_hosts_netns():
+        assert got.value is False  # probed directly: nothing listens there
+    else:
+        assert got.transient and got.value is None
