@@ -54,6 +54,12 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     lg.add_argument("--follow", "-f", action="store_true",
                     help="keep printing new output until the task ends (or Ctrl-C)")
     ex.add_argument("command", nargs=argparse.REMAINDER, metavar="-- CMD [ARG...]")
+    _EXEC_PARSER.append(ex)
+
+
+# The `exec` subparser: options given after TASK land in its REMAINDER (`exec TASK --master M -- CMD`), and are parsed
+# again with it (run()).
+_EXEC_PARSER: list[argparse.ArgumentParser] = []
 
 
 @dataclass
@@ -217,8 +223,17 @@ def run(args: argparse.Namespace) -> int:
     from drover.cli import _client_tls, client_credential
 
     if args.task_cmd == "exec":
-        if args.command and args.command[0] == "--":
-            args.command = args.command[1:]
+        if "--" in args.command:
+            # `exec TASK [OPTIONS] -- CMD`: the options between TASK and `--` are the subcommand's own
+            i = args.command.index("--")
+            options, args.command = args.command[:i], args.command[i + 1:]
+            if options and _EXEC_PARSER:
+                again = _EXEC_PARSER[0].parse_args([*options, "--", args.task])
+                for key, value in vars(again).items():
+                    if key not in ("command", "task"):
+                        setattr(args, key, value)
+        elif args.command and args.command[0].startswith("-"):
+            raise UsageError("expected the command to run after --, e.g. drover task exec TASK -- ls -l")
         if not args.command:
             raise UsageError("expected the command to run after --, e.g. drover task exec TASK -- ls -l")
     credential = client_credential(args)

@@ -137,3 +137,17 @@ def test_sizes_are_read_as_mesos_reads_bytes_flags():
     assert _bytes("512MB") == 512 * 1024**2
     assert _bytes("1048576") == 1048576
     assert _bytes("10 kb") == 10240
+
+
+@pytest.mark.parametrize("args", [("exec", "t1", "--master", "127.0.0.1:1", "--", "ls", "-l"),
+                                  ("exec", "--master", "127.0.0.1:1", "t1", "--", "ls"),
+                                  ("log", "t1", "--master", "127.0.0.1:1")])
+def test_task_options_go_before_or_after_the_task_id(args):
+    # `drover task exec TASK --master M -- CMD` (as docs/services.md writes it) asks M, not the default master
+    r = drover("task", *args)
+    assert r.returncode == 2 and "cannot reach 127.0.0.1:1 " in r.stderr, r.stderr
+
+
+def test_task_exec_needs_the_command_after_a_double_dash():
+    r = drover("task", "exec", "t1", "--master", "127.0.0.1:1", "ls")
+    assert r.returncode == 2 and "expected the command to run after --" in r.stderr, r.stderr
