@@ -1,7 +1,7 @@
 """The worked example of docs/services.md, as a user would run it: an unmodified pymesos scheduler
 (docs/examples/web_service.py) keeps two health-checked web servers running on a real cluster (master replicas,
 agents, Podman); each reports healthy, its page is fetched from the host at the URL it printed, and Ctrl-C tears the
-framework down with its tasks killed."""
+framework down with its tasks killed. In between, `drover task log` and `drover task exec` as the docs use them."""
 
 from __future__ import annotations
 
@@ -67,6 +67,21 @@ def test_the_web_service_example_serves_healthy_pages_and_tears_down(tmp_path):
             for m in healthy:
                 last = tasks[m.group(1)]["statuses"][-1]
                 assert last["state"] == "TASK_RUNNING" and last["healthy"] is True, last
+
+            # The docs' next steps, exactly as written there: the server's log, and a command in its container.
+            first = healthy[0].group(1)
+            drover = [sys.executable, "-m", "drover.cli", "task"]
+            deadline = time.monotonic() + WAIT
+            while True:  # httpd -v logs each request (the health checks' too) to stderr
+                log = subprocess.run([*drover, "log", first, "--stream", "stderr", "--master",
+                                      cluster.leader_endpoint()], capture_output=True, text=True, timeout=60)
+                if "response:200" in log.stdout or time.monotonic() > deadline:
+                    break
+                time.sleep(0.5)
+            assert log.returncode == 0 and "response:200" in log.stdout, log
+            ls = subprocess.run([*drover, "exec", first, "--master", cluster.leader_endpoint(), "--", "ls", "www"],
+                                capture_output=True, text=True, timeout=60)
+            assert (ls.returncode, ls.stdout) == (0, "index.html\n"), ls
 
             proc.send_signal(signal.SIGINT)  # Ctrl-C
             assert proc.wait(timeout=60) == 0, "".join(seen)

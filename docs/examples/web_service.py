@@ -23,7 +23,7 @@ CPUS, MEM = 0.1, 32
 # The task writes its page into its sandbox (its working directory) and serves it on $PORT (the agent sets PORT0..n
 # and PORT from the task's ports resources, as Marathon does).
 COMMAND = ("mkdir -p www && echo \"<h1>$MESOS_TASK_ID</h1> serving on port $PORT\" > www/index.html "
-           "&& exec httpd -f -p $PORT -h www")
+           "&& exec httpd -f -v -p $PORT -h www")
 
 
 def scalar(offer, name):
