@@ -50,19 +50,20 @@ def _memoized() -> Iterator[None]:
         _memo = None
 
 
-def resources(res, alloc_role: str | None = None) -> list[dict]:
-    """v1 Resources in Mesos's ENDPOINT format: the post-refinement `reservations` stack plus `role`."""
+def resources(res, alloc_role: str | None = None, dynamic=()) -> list[dict]:
+    """v1 Resources in Mesos's ENDPOINT format: the post-refinement `reservations` stack plus `role`; reserved
+    resources found in `dynamic` (an agent's dynamic reservations) are DYNAMIC, the others STATIC."""
     if _memo is not None:
-        key = ("r", tuple(res), alloc_role)
+        key = ("r", tuple(res), alloc_role, tuple(dynamic))
         if (hit := _memo.get(key)) is None:
-            hit = _memo[key] = _resources(res, alloc_role)
+            hit = _memo[key] = _resources(res, alloc_role, dynamic)
         return hit
-    return _resources(res, alloc_role)
+    return _resources(res, alloc_role, dynamic)
 
 
-def _resources(res, alloc_role: str | None) -> list[dict]:
+def _resources(res, alloc_role: str | None, dynamic=()) -> list[dict]:
     res = Resources(res)
-    out = codec.resources_out(res, _REFINED, alloc_role)
+    out = codec.resources_out(res, _REFINED, alloc_role, dynamic=dynamic)
     for d, r in zip(out, res, strict=False):
         d["role"] = r.role
     return out
@@ -183,7 +184,7 @@ def agent(state: State, a: Agent, version: str, groups: Groups | None = None) ->
                "pid": f"slave(1)@{a.http}", "registered_time": time_info(a.registered_at)}
     if a.reregistered_at is not None:
         d["reregistered_time"] = time_info(a.reregistered_at)
-    d["total_resources"] = resources(a.resources)
+    d["total_resources"] = resources(a.resources, dynamic=a.dynamic)
     if groups is not None:
         tasks, offers = groups.tasks_on.get(a.agent_id, []), groups.offers_on.get(a.agent_id, [])
     else:

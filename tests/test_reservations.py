@@ -64,6 +64,22 @@ def test_reserve_then_unreserve_in_the_fold():
     assert log.state.agents["A1"].dynamic == []
 
 
+def test_get_agents_shows_dynamic_reservations_as_dynamic_and_flag_ones_as_static():
+    from master import operator_json
+
+    log = Log()
+    log(ev.AgentRegistered(agent_id="A1", hostname="a", http="a:1",
+                           resources=Resources.parse("cpus:4;mem:1024;disk(web):100").to_list()))
+    log(ev.FrameworkSubscribed(framework_id="F1", info=ev.FrameworkInfo(name="f", user="u", roles=["db"])))
+    made = allocation.decide_offers(log.state, 100.0, "t")
+    log(made)
+    log(ev.OffersAccepted(framework_id="F1", offer_ids=[made.offers[0].offer_id], tasks=[], refuse_seconds=0.0,
+                          reserved=Resources.parse("cpus(db):1").to_list()))
+    total = operator_json.agent(log.state, log.state.agents["A1"], "1.0")["total_resources"]
+    kinds = {(r["name"], r.get("reservations", [{}])[0].get("type")) for r in total}
+    assert kinds == {("cpus", None), ("mem", None), ("cpus", "DYNAMIC"), ("disk", "STATIC")}
+
+
 def test_reregistering_agent_keeps_its_dynamic_reservations():
     log = Log()
     base = Resources.parse("cpus:4;mem:1024")
