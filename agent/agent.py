@@ -531,7 +531,10 @@ class Agent:
             self._status(rec, out.state, source=out.source, reason=Reason.TASK_HEALTH_CHECK_STATUS_UPDATED,
                          message=rec.health_kill, healthy=False)
         else:
-            self._status(rec, out.state, source=out.source, reason=out.reason, message=out.message)
+            # As Mesos's default executor: once a task of a group was killed by its health check, every later
+            # terminal status of the group says `healthy: false` too (the group ended because of it).
+            self._status(rec, out.state, source=out.source, reason=out.reason, message=out.message,
+                         healthy=False if rec.group_unhealthy else None)
         if rec.spec.executor is not None and out.state in rules.GROUP_KILL_STATES:
             self._kill_group(rec)
 
@@ -1015,6 +1018,9 @@ class Agent:
         period, SIGTERM then SIGKILL); it ends TASK_KILLED with `healthy: false` (_wait_exit)."""
         log.warning("killing a task whose health check keeps failing", task=rec.spec.task_id[:64], why=message)
         rec.health_kill = message
+        if rec.spec.executor is not None:
+            for r in self._group_of(rec):
+                r.group_unhealthy = True
         self._stop_checks(rec)
         self.checkpoint()
         self._announce_killing(rec)

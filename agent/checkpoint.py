@@ -41,6 +41,9 @@ class TaskRecord(msgspec.Struct, omit_defaults=True):
     healthy: bool | None = None
     check_status: ev.CheckStatus | None = None
     health_kill: str | None = None
+    # A task of a group another task of which was killed by its health check: its terminal status says
+    # `healthy: false` too (Mesos's default executor). Set when that kill starts, so it outlives the other's ack.
+    group_unhealthy: bool = False
 
 
 class AgentCheckpoint(msgspec.Struct, omit_defaults=True):

@@ -158,6 +158,26 @@ async def test_a_failed_task_gets_the_rest_of_its_group_killed(cluster, subscrib
     await _until_true(lambda: _pods(eid) == [], "the group's pod to be removed")
 
 
+async def test_a_health_check_kill_ends_the_whole_group_unhealthy(cluster, subscribe):
+    # A task of the group fails its COMMAND health check (its `ok` file goes): its agent kills it, and the rest of
+    # the group with it; as Mesos's default executor, every terminal status of the group then says healthy: false.
+    s = await subscribe()
+    offer = (await s.offers())[0]
+    hc = {"type": "COMMAND", "command": {"value": "test -f ok"}, "delay_seconds": 0, "interval_seconds": 1,
+          "timeout_seconds": 5, "grace_period_seconds": 0, "consecutive_failures": 2}
+    await _launch_group(s, offer, _executor(_eid("unhealthy")), _task("mate", offer, "sleep 300"),
+                        _task("checked", offer, "touch ok; sleep 4; rm ok; sleep 300", health_check=hc))
+    checked = []
+    while not checked or checked[-1]["state"] != "TASK_KILLED":
+        checked.append(await _update(s, "checked"))
+    assert [st.get("healthy") for st in checked if st["state"] == "TASK_RUNNING" and "healthy" in st][:1] == [True]
+    assert checked[-1]["healthy"] is False and "health check failed 2 consecutive times" in checked[-1]["message"]
+    mate = []
+    while not mate or mate[-1]["state"] != "TASK_KILLED":
+        mate.append(await _update(s, "mate"))
+    assert mate[-1]["healthy"] is False
+
+
 async def test_a_kill_of_one_task_kills_its_group_and_shutdown_kills_a_group(cluster, subscribe):
     s = await subscribe()
     offers = await s.offers()
