@@ -7,9 +7,8 @@ health-checked task that goes on being checked after its agent is killed with -9
 from __future__ import annotations
 
 import asyncio
-from typing import Any, AsyncIterator, Callable, Iterator
+from typing import Callable, Iterator
 
-import aiohttp
 import pytest
 
 from tests.cluster import Cluster, running_cluster
@@ -32,25 +31,7 @@ def cluster(tmp_path_factory) -> Iterator[Cluster]:
         yield c
 
 
-@pytest.fixture
-async def http() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as session:
-        yield session
-
-
-@pytest.fixture
-async def subscribe(cluster: Cluster, http: aiohttp.ClientSession):
-    opened: list[Scheduler] = []
-
-    async def _subscribe(**framework_info: Any) -> Scheduler:
-        s = Scheduler(http, cluster.leader_endpoint(), **{"name": "health", **framework_info})
-        opened.append(s)
-        return await s.subscribe()
-
-    yield _subscribe
-    for s in opened:
-        await s.call("TEARDOWN")
-        await s.close()
+FRAMEWORK_NAME = "health"
 
 
 class Updates:

@@ -7,9 +7,8 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
-from typing import Any, AsyncIterator, Iterator
+from typing import Any, Iterator
 
-import aiohttp
 import pytest
 
 from tests.cluster import Cluster, running_cluster
@@ -27,25 +26,7 @@ def cluster(tmp_path_factory) -> Iterator[Cluster]:
         yield c
 
 
-@pytest.fixture
-async def http() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as session:
-        yield session
-
-
-@pytest.fixture
-async def subscribe(cluster: Cluster, http: aiohttp.ClientSession):
-    opened: list[Scheduler] = []
-
-    async def _subscribe(**framework_info: Any) -> Scheduler:
-        s = Scheduler(http, cluster.leader_endpoint(), **{"name": "services", **framework_info})
-        opened.append(s)
-        return await s.subscribe()
-
-    yield _subscribe
-    for s in opened:
-        await s.call("TEARDOWN")  # its tasks are killed, its offers go back
-        await s.close()
+FRAMEWORK_NAME = "services"
 
 
 def _offered_ports(offer: dict) -> list[tuple[int, int]]:

@@ -11,9 +11,8 @@ import json
 import subprocess
 import uuid
 from pathlib import Path
-from typing import Any, AsyncIterator, Iterator
+from typing import Any, Iterator
 
-import aiohttp
 import pytest
 
 from agent.images import podman_env
@@ -32,25 +31,7 @@ def cluster(tmp_path_factory) -> Iterator[Cluster]:
         yield c
 
 
-@pytest.fixture
-async def http() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as session:
-        yield session
-
-
-@pytest.fixture
-async def subscribe(cluster: Cluster, http: aiohttp.ClientSession):
-    opened: list[Scheduler] = []
-
-    async def _subscribe(**framework_info: Any) -> Scheduler:
-        s = Scheduler(http, cluster.leader_endpoint(), **{"name": "groups", **framework_info})
-        opened.append(s)
-        return await s.subscribe()
-
-    yield _subscribe
-    for s in opened:
-        await s.call("TEARDOWN")
-        await s.close()
+FRAMEWORK_NAME = "groups"
 
 
 def _executor(eid: str, port: int | None = None) -> dict:
