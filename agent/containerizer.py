@@ -560,14 +560,18 @@ class PodmanContainerizer:
         if state["Status"] in _NOT_STARTED and not _pid_gone(state.get("Pid") or 0):
             self._start_or_cleanup(c)
 
-    async def start_container(self, container_id: str) -> None:
-        """Start a container created by `launch(spec, start=False)`; nothing if it was started already."""
+    async def _run_launch(self, fn: Callable[..., T], *args: Any) -> T:
+        """`_run` for a step of a launch: a podman API error is the launch's (ContainerLaunchError)."""
         try:
-            await self._run(self._start_sync, container_id)
+            return await self._run(fn, *args)
         except ContainerLaunchError:
             raise
         except APIError as e:
             raise ContainerLaunchError(f"podman error: {_api_message(e)}") from e
+
+    async def start_container(self, container_id: str) -> None:
+        """Start a container created by `launch(spec, start=False)`; nothing if it was started already."""
+        await self._run_launch(self._start_sync, container_id)
 
     # ------------------------------------------------------------------------------------------------ pods
     def _create_pod_sync(self, spec: PodSpec) -> str:
@@ -597,12 +601,7 @@ class PodmanContainerizer:
         return spec.name
 
     async def create_pod(self, spec: PodSpec) -> str:
-        try:
-            return await self._run(self._create_pod_sync, spec)
-        except ContainerLaunchError:
-            raise
-        except APIError as e:
-            raise ContainerLaunchError(f"podman error: {_api_message(e)}") from e
+        return await self._run_launch(self._create_pod_sync, spec)
 
     def _remove_pod_sync(self, name: str) -> bool:
         client = self._client()
