@@ -36,3 +36,14 @@ def fetch(url: str, timeout: float = 30.0) -> tuple[int, str]:
             last = e
             time.sleep(0.2)
     raise AssertionError(f"nothing answered at {url}: {last}")
+
+
+async def serve_app(app) -> tuple:
+    """Serve an aiohttp `web.Application` on 127.0.0.1 and a free port: (its runner, to clean up; the port)."""
+    from aiohttp import web
+
+    runner = web.AppRunner(app)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    return runner, port

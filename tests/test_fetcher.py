@@ -23,7 +23,7 @@ from agent.agent import Agent, AgentConfig
 from agent.fetcher import FetchError, Fetcher, FetcherConfig
 from eventstore.events import FetchURI
 from eventstore.resources import Resources
-from tests.netutil import free_port
+from tests.netutil import serve_app
 from tests.test_agent_rules import launch_msg
 from tests.test_agent_safety import live_agent, wait_for_state  # noqa: F401 (a fixture)
 
@@ -577,10 +577,7 @@ async def test_a_cached_download_cut_short_leaves_nothing_in_the_cache(tmp_path)
 
     app = web.Application()
     app.router.add_get("/trickle", trickle)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    port = free_port()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
+    runner, port = await serve_app(app)
     sandbox = tmp_path / "sandbox"
     sandbox.mkdir()
     cache = tmp_path / "cache"

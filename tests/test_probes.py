@@ -14,7 +14,7 @@ from aiohttp import web
 
 from agent import probes
 from eventstore import events as ev
-from tests.netutil import free_port
+from tests.netutil import free_port, serve_app
 
 HELPER = Path(probes.__file__).with_name("probe.py")
 
@@ -27,10 +27,7 @@ async def _server(status: int) -> tuple[web.AppRunner, int]:
 
     app = web.Application()
     app.router.add_get("/{tail:.*}", handle)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    port = free_port()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
+    runner, port = await serve_app(app)
     return runner, port
 
 
@@ -90,10 +87,7 @@ async def test_an_http_path_that_is_not_a_path_is_never_requested():
 
     app = web.Application()
     app.router.add_get("/{tail:.*}", handle)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    port = free_port()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
+    runner, port = await serve_app(app)
     try:
         bad = await _probe(ev.CheckSpec(type="HTTP", port=port, path=f"@127.0.0.1:{port}/x"))
         assert bad.value is None and "does not start with '/'" in bad.error and hits == []
