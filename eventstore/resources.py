@@ -6,6 +6,14 @@ A `Resource` is one named quantity owned by a role ("*" = unreserved): a scalar
 subtracting keep it normalised, so two equal bags always encode to the same
 bytes (which matters for state hashes and replay).
 
+A persistent volume is a `disk` record with `persistence` (its id) and `volume`
+(where a task sees it), carved from disk reserved for a role. It is keyed by
+(name, role, persistence id, shared) and is atomic, as in Mesos: it never merges
+with other disk and subtracts only as a whole. A shared volume counts `copies`
+(how many holders it has), as Mesos's shared resources do. Records without
+persistence keep the 2-tuple key and their encoding, so logs written before
+volumes existed fold to the same bytes.
+
 Scalars are rounded to 3 decimal places after every operation, as Mesos does
 with its fixed-point arithmetic: the result never depends on summation order.
 """
@@ -18,11 +26,30 @@ from typing import Annotated, Iterable, Iterator, Literal
 
 import msgspec
 
-from eventstore.values import MAX_NAME_LENGTH, MAX_RANGES, MAX_SET_ITEMS, RangeValue, Role, Scalar
+from eventstore.values import (MAX_ID_LENGTH, MAX_NAME_LENGTH, MAX_RANGES, MAX_SET_ITEMS, Id, Name, RangeValue, Role,
+                               Scalar)
 
 UNRESERVED = "*"
+MAX_COPIES = 1_000_000  # holders of one shared volume (tasks using it at once): far beyond any agent's task count
 
 _Name = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_NAME_LENGTH)]
+
+Key = tuple[str, ...] | tuple[str, str, str, bool]  # (name, role) for ordinary records; (name, role, persistence id, shared) for volumes
+
+
+class Persistence(msgspec.Struct, frozen=True, omit_defaults=True):
+    """Mesos `DiskInfo.Persistence`: the volume's id (unique per role on an agent) and who created it."""
+
+    id: Id
+    principal: Name | None = None
+
+
+class DiskVolume(msgspec.Struct, frozen=True, omit_defaults=True):
+    """Mesos `DiskInfo.volume` for a persistent volume: where a task sees it, relative to its sandbox (one path
+    component, checked by `resources_problem`), and whether it may write."""
+
+    container_path: Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_ID_LENGTH)]
+    mode: Literal["RW", "RO"] = "RW"
 
 
 class Resource(msgspec.Struct, frozen=True, omit_defaults=True):
@@ -36,6 +63,22 @@ class Resource(msgspec.Struct, frozen=True, omit_defaults=True):
     items: Annotated[tuple[Annotated[str, msgspec.Meta(max_length=MAX_NAME_LENGTH)], ...],
                      msgspec.Meta(max_length=MAX_SET_ITEMS)] = ()
     role: Role = UNRESERVED
+    persistence: Persistence | None = None
+    volume: DiskVolume | None = None
+    shared: bool = False
+    copies: Annotated[int, msgspec.Meta(ge=0, le=MAX_COPIES)] = 1  # shared volumes only: holders counted
+
+
+def key_of(r: Resource) -> Key:
+    """The bag key of a record. Mesos compares volumes by persistence id only (`DiskInfo ==` ignores `volume` and
+    the principal), so a task may mount a volume at its own path or read-only and still match the offer."""
+    if r.persistence is None:
+        return (r.name, r.role)
+    return (r.name, r.role, r.persistence.id, r.shared)
+
+
+def is_volume(r: Resource) -> bool:
+    return r.persistence is not None
 
 
 def round3(v: float) -> float:
@@ -93,9 +136,9 @@ class Resources:
     __slots__ = ("_items", "_q")
 
     def __init__(self, items: Iterable[Resource] = ()):
-        bag: dict[tuple[str, str], Resource] = {}
+        bag: dict[Key, Resource] = {}
         for r in items:
-            key = (r.name, r.role)
+            key = (r.name, r.role) if r.persistence is None else key_of(r)
             prev = bag.get(key)
             r = _canon(r)
             bag[key] = r if prev is None else _add_one(prev, r)
@@ -103,7 +146,7 @@ class Resources:
         self._q: dict[str, float] | None = None
 
     @classmethod
-    def _make(cls, items: dict[tuple[str, str], Resource]) -> "Resources":
+    def _make(cls, items: dict[Key, Resource]) -> "Resources":
         """From a dict already in canonical form (sorted keys, canonical non-empty records): the hot
         path of arithmetic, which would otherwise re-canonicalise what is canonical already."""
         obj = object.__new__(cls)
@@ -182,6 +225,10 @@ class Resources:
         parts = []
         for r in self._items.values():
             key = r.name if r.role == UNRESERVED else f"{r.name}({r.role})"
+            if r.persistence is not None:
+                key += f"[{r.persistence.id}:{r.volume.container_path if r.volume else ''}"
+                key += (":RO]" if r.volume is not None and r.volume.mode == "RO" else "]")
+                key += f"<SHARED x{r.copies}>" if r.shared else ""
             if r.type == "SCALAR":
                 parts.append(f"{key}:" + (f"{r.scalar:.3f}".rstrip("0").rstrip(".") or "0"))  # exact, unlike :g
             elif r.type == "RANGES":
@@ -199,7 +246,8 @@ class Resources:
         return dict(self.quantities_view())
 
     def quantities_view(self) -> dict[str, float]:
-        """`quantities()` without the copy, for hot paths that only read it. Never mutate it."""
+        """`quantities()` without the copy, for hot paths that only read it. Never mutate it. A shared volume
+        counts once whatever its copies (Mesos's sorters count one copy)."""
         if self._q is None:
             q: dict[str, float] = {}
             for r in self._items.values():
@@ -212,8 +260,36 @@ class Resources:
         return _norm_ranges(rg for r in self._items.values() if r.name == name for rg in r.ranges)
 
     def as_unreserved(self) -> "Resources":
-        """The same resources with every reservation dropped (what a reservation was made from)."""
-        return Resources(msgspec.structs.replace(r, role=UNRESERVED) for r in self._items.values())
+        """The same resources with every reservation (and volume) dropped: what a reservation was made from."""
+        return Resources(_plain(r, UNRESERVED) for r in self._items.values())
+
+    def stripped(self) -> "Resources":
+        """Volumes turned back into the reserved disk they were created from (Mesos's CREATE conversion, reversed)."""
+        if not self.has_volumes():
+            return self
+        return Resources(_plain(r, r.role) for r in self._items.values())
+
+    def has_volumes(self) -> bool:
+        return any(len(k) > 2 for k in self._items)
+
+    def volumes(self) -> "Resources":
+        return Resources._make({k: r for k, r in self._items.items() if len(k) > 2})
+
+    def non_volumes(self) -> "Resources":
+        return self if not self.has_volumes() else Resources._make(
+            {k: r for k, r in self._items.items() if len(k) == 2})
+
+    def shared(self) -> "Resources":
+        return Resources._make({k: r for k, r in self._items.items() if r.shared})
+
+    def non_shared(self) -> "Resources":
+        if not any(r.shared for r in self._items.values()):
+            return self
+        return Resources._make({k: r for k, r in self._items.items() if not r.shared})
+
+    def persistence_ids(self) -> list[tuple[str, str]]:
+        """(role, persistence id) of every volume, in bag order."""
+        return [(r.role, r.persistence.id) for r in self._items.values() if r.persistence is not None]
 
     def unreserved(self) -> "Resources":
         return Resources._make({k: r for k, r in self._items.items() if r.role == UNRESERVED})
@@ -262,6 +338,11 @@ class Resources:
             mine = self._items.get(key)
             if mine is None or mine.type != r.type:
                 return False
+            if len(key) > 2:
+                # a volume is matched whole (Mesos: no partial volumes); a shared one by its copies too
+                if mine.scalar != r.scalar or (r.shared and mine.copies < r.copies):
+                    return False
+                continue
             if r.type == "SCALAR" and _round(mine.scalar - r.scalar) < 0:
                 return False
             if r.type == "RANGES" and not _ranges_contain(mine.ranges, r.ranges):
@@ -275,7 +356,9 @@ def _canon(r: Resource) -> Resource:
     """The normal form of one record: scalars rounded, ranges merged and sorted, items sorted and unique."""
     if r.type == "SCALAR":
         v = _round(r.scalar)
-        return r if v == r.scalar and type(r.scalar) is float else Resource(r.name, r.type, scalar=v, role=r.role)
+        if v == r.scalar and type(r.scalar) is float:
+            return r
+        return _scalar_like(r, v)
     if r.type == "RANGES":
         rs = _norm_ranges(r.ranges)
         return r if rs == r.ranges else Resource(r.name, r.type, ranges=rs, role=r.role)
@@ -283,9 +366,22 @@ def _canon(r: Resource) -> Resource:
     return r if its == r.items else Resource(r.name, r.type, items=its, role=r.role)
 
 
+def _scalar_like(r: Resource, v: float) -> Resource:
+    if r.persistence is None:
+        return Resource(r.name, r.type, scalar=v, role=r.role)
+    return msgspec.structs.replace(r, scalar=v)
+
+
+def _plain(r: Resource, role: str) -> Resource:
+    """`r` without persistence, volume or sharing, owned by `role`."""
+    if r.persistence is None and not r.shared and r.volume is None and r.role == role:
+        return r
+    return Resource(r.name, r.type, scalar=r.scalar, ranges=r.ranges, items=r.items, role=role)
+
+
 def _is_empty(r: Resource) -> bool:
     if r.type == "SCALAR":
-        return r.scalar <= 0
+        return r.scalar <= 0 or r.copies <= 0
     if r.type == "RANGES":
         return not r.ranges
     return not r.items
@@ -296,6 +392,10 @@ def _add_one(a: Resource, b: Resource) -> Resource:
         # Never in a committed event (resources_problem is part of the commit gate); the fold must not raise,
         # so a record of another type is ignored, as subtraction ignores it.
         return a
+    if a.persistence is not None:
+        # Volumes are atomic: a second non-shared record with the same persistence id is never committed (the
+        # deciders refuse duplicate ids), so keep the first; a shared one gains the other's holders.
+        return msgspec.structs.replace(a, copies=min(MAX_COPIES, a.copies + b.copies)) if a.shared else a
     if a.type == "SCALAR":
         return Resource(a.name, a.type, scalar=_round(a.scalar + b.scalar), role=a.role)
     if a.type == "RANGES":
@@ -306,6 +406,13 @@ def _add_one(a: Resource, b: Resource) -> Resource:
 def _sub_one(a: Resource, b: Resource) -> Resource:
     if a.type != b.type:
         return a
+    if a.persistence is not None:
+        # Mesos `subtractable`: a volume leaves only whole (equal size); a shared one loses holders
+        if a.scalar != b.scalar:
+            return a
+        if a.shared and a.copies > b.copies:
+            return msgspec.structs.replace(a, copies=a.copies - b.copies)
+        return msgspec.structs.replace(a, scalar=0.0)
     if a.type == "SCALAR":
         return Resource(a.name, a.type, scalar=max(0.0, _round(a.scalar - b.scalar)), role=a.role)
     if a.type == "RANGES":
@@ -331,6 +438,8 @@ def resources_problem(items: Iterable[Resource]) -> str | None:
         if types.setdefault(r.name, r.type) != r.type:
             return f"Resource {r.name} is given as both {types[r.name]} and {r.type}"
         if (why := role_problem(r.role)) is not None:
+            return f"Resource {r.name}: {why}"
+        if (why := _volume_problem(r)) is not None:
             return f"Resource {r.name}: {why}"
         if r.type == "SCALAR":
             v = r.scalar
@@ -360,6 +469,50 @@ def resources_problem(items: Iterable[Resource]) -> str | None:
             return f"Resource {r.name}: the records add up to more than {MAX_RANGES} ranges"
         if r.type == "SET" and len(r.items) > MAX_SET_ITEMS:
             return f"Resource {r.name}: the records add up to more than {MAX_SET_ITEMS} set items"
+    return None
+
+
+def _volume_problem(r: Resource) -> str | None:
+    """The value rules of persistence, volume and sharing (Mesos `validateDiskInfo`, plus Drover's bounds)."""
+    from eventstore.values import id_problem
+
+    if r.persistence is None:
+        if r.volume is not None:
+            return "Non-persistent volume not supported"
+        if r.shared:
+            return "Only persistent volumes can be shared"
+        return None if r.copies == 1 else "copies is for shared persistent volumes only"
+    if r.name != "disk" or r.type != "SCALAR":
+        return "Only 'disk' scalar resources can be persistent volumes"
+    if r.role == UNRESERVED:
+        return "Persistent volumes cannot be created from unreserved resources"
+    if (why := id_problem(r.persistence.id, "persistence ID")) is not None:
+        return f"Invalid persistence ID for persistent volume: {why}"
+    if r.volume is None:
+        return "Expecting 'volume' to be set for persistent volume"
+    if (why := container_path_problem(r.volume.container_path)) is not None:
+        return why
+    if not r.shared and r.copies != 1:
+        return "copies is for shared persistent volumes only"
+    if not (1 <= r.copies <= MAX_COPIES):
+        return f"a shared volume's copies must be in [1, {MAX_COPIES}]"
+    if r.scalar <= 0:
+        return "A persistent volume must have a positive size"
+    return None
+
+
+RESERVED_SANDBOX_NAMES = ("stdout", "stderr")  # the task's own output files live there
+
+
+def container_path_problem(path: object) -> str | None:
+    """Why a persistent volume cannot be mounted at `path` in the sandbox, or None. Mesos silently skips a
+    volume whose container_path holds a '/'; Drover refuses it instead, so a task never runs without its data."""
+    from eventstore.values import id_problem
+
+    if id_problem(path, "container_path") is not None or not isinstance(path, str):
+        return f"Persistent volume container_path {str(path)[:64]!r} must be a relative path without '/'"
+    if path in RESERVED_SANDBOX_NAMES:
+        return f"Persistent volume container_path {path!r} is reserved for the task's output"
     return None
 
 

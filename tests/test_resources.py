@@ -272,3 +272,96 @@ def test_records_of_one_name_must_keep_the_bounds_when_added_up():
     items = tuple(f"i{n}" for n in range(1000))
     assert "add up to" in resources_problem([Resource("s", "SET", items=items),
                                              Resource("s", "SET", items=tuple(x + "x" for x in items))])
+
+
+# ---- persistent volumes ---------------------------------------------------------------------------
+
+from eventstore.resources import DiskVolume, Persistence, container_path_problem, key_of, resources_problem  # noqa: E402
+
+
+def vol(pid: str, size: float = 100.0, role: str = "db", path: str = "data", mode: str = "RW",
+        shared: bool = False, copies: int = 1, principal: str | None = None) -> Resource:
+    return Resource("disk", "SCALAR", scalar=size, role=role, persistence=Persistence(pid, principal),
+                    volume=DiskVolume(path, mode), shared=shared, copies=copies)  # type: ignore[arg-type]
+
+
+def test_plain_records_keep_their_key_and_bytes():
+    """Logs written before volumes existed must fold to the same bytes: no new field appears on a plain record."""
+    r = Resource("disk", "SCALAR", scalar=10.0, role="db")
+    assert key_of(r) == ("disk", "db")
+    assert msgspec.json.encode(r) == b'{"name":"disk","type":"SCALAR","scalar":10.0,"role":"db"}'
+    assert msgspec.json.encode(Resources([r, vol("pv1")]).to_list()[0]) == msgspec.json.encode(r)
+
+
+def test_volume_never_merges_with_disk_and_sorts_after_it():
+    bag = Resources([vol("pv1"), Resource("disk", "SCALAR", scalar=50.0, role="db"), vol("pv0", 10.0)])
+    keys = [key_of(r) for r in bag]
+    assert keys == [("disk", "db"), ("disk", "db", "pv0", False), ("disk", "db", "pv1", False)]
+    assert bag.quantities() == {"disk": 160.0}
+    assert bag.volumes() == Resources([vol("pv0", 10.0), vol("pv1")])
+    assert bag.non_volumes() == Resources.scalars("db", disk=50)
+    assert bag.stripped() == Resources.scalars("db", disk=160)
+    assert bag.as_unreserved() == Resources.scalars(disk=160)
+    assert bag.persistence_ids() == [("db", "pv0"), ("db", "pv1")]
+
+
+def test_volume_is_atomic_in_subtraction_and_containment():
+    bag = Resources([vol("pv1", 100.0)])
+    assert bag.contains(Resources([vol("pv1", 100.0)]))
+    assert not bag.contains(Resources([vol("pv1", 50.0)]))  # no partial volumes
+    assert not bag.contains(Resources([vol("pv2", 100.0)]))
+    assert not bag.contains(Resources.scalars("db", disk=1))  # a volume is not free disk
+    assert bag - Resources([vol("pv1", 50.0)]) == bag
+    assert not (bag - Resources([vol("pv1", 100.0)]))
+    # a task may mount the volume elsewhere, read-only: Mesos compares persistence ids, not the volume
+    ro = Resources([vol("pv1", 100.0, path="ro", mode="RO")])
+    assert bag.contains(ro)
+    assert not (bag - ro)
+    # a second non-shared record with the same id is dropped, never added up
+    assert Resources([vol("pv1"), vol("pv1")]) == bag
+
+
+def test_shared_volume_counts_holders_and_quantity_once():
+    one = Resources([vol("s1", shared=True)])
+    two = one + one
+    assert [r.copies for r in two] == [2]
+    assert two.quantities() == {"disk": 100.0}
+    assert two.contains(one) and not one.contains(two)
+    assert two - one == one
+    assert not (one - one)
+    assert two.shared() == two and not two.non_shared()
+    assert key_of(next(iter(one))) != key_of(vol("s1"))  # shared and non-shared ids never match each other
+
+
+def test_volume_format():
+    text = Resources([vol("pv1", path="data"), vol("s1", 5, path="logs", mode="RO", shared=True)]).format()
+    assert text == "disk(db)[pv1:data]:100;disk(db)[s1:logs:RO]<SHARED x1>:5"
+
+
+@pytest.mark.parametrize("record, message", [
+    (vol("pv1", role="*"), "cannot be created from unreserved resources"),
+    (msgspec.structs.replace(vol("pv1"), volume=None), "Expecting 'volume' to be set"),
+    (Resource("disk", "SCALAR", scalar=1.0, role="db", volume=DiskVolume("x")), "Non-persistent volume"),
+    (Resource("disk", "SCALAR", scalar=1.0, role="db", shared=True), "Only persistent volumes can be shared"),
+    (msgspec.structs.replace(vol("pv1"), name="mem"), "Only 'disk'"),
+    (vol("pv1", path="a/b"), "without '/'"),
+    (vol("pv1", path="stdout"), "reserved for the task's output"),
+    (vol("pv1", copies=2), "copies is for shared"),
+    (vol("pv1", size=0.0), "positive size"),
+])
+def test_volume_value_rules(record, message):
+    problem = resources_problem([record])
+    assert problem is not None and message in problem
+
+
+def test_volume_value_rules_accept_a_good_volume_and_refuse_bad_ids_when_decoded():
+    assert resources_problem([vol("pv1"), vol("s1", shared=True, copies=3)]) is None
+    assert container_path_problem("..") is not None and container_path_problem("") is not None
+    with pytest.raises(msgspec.ValidationError):
+        msgspec.json.decode(b'{"name":"disk","type":"SCALAR","scalar":1,"role":"db",'
+                            b'"persistence":{"id":"a/b"},"volume":{"container_path":"x"}}', type=Resource)
+
+
+def test_parse_refuses_volumes_at_the_command_line():
+    with pytest.raises(ValueError):
+        Resources.parse("disk(db)[pv1:data]:100")
