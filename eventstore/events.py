@@ -372,6 +372,34 @@ class OffersDeclined(Base, tag="OFFERS_DECLINED"):
     refuse_seconds: Seconds  # effective filter duration; 0 = no filter
 
 
+OperationKind = Literal["RESERVE", "UNRESERVE", "CREATE", "DESTROY"]
+
+
+class ResourceOperation(msgspec.Struct, frozen=True, omit_defaults=True):
+    """One operation on an agent's resources (Mesos `Offer.Operation` RESERVE, UNRESERVE, CREATE, DESTROY):
+    RESERVE and UNRESERVE name reserved resources, CREATE and DESTROY persistent volumes. What it consumes and
+    yields is `eventstore.resources.conversion`."""
+
+    kind: OperationKind
+    resources: Annotated[list[Resource], _10K]
+
+
+def operation_problem(op: ResourceOperation) -> str | None:
+    """The shape rules of one operation that the fold relies on (the deciders check everything else)."""
+    if not op.resources:
+        return f"{op.kind} names no resources"
+    if op.kind in ("RESERVE", "UNRESERVE"):
+        if any(r.role == "*" for r in op.resources):
+            return f"{op.kind} resources must name a reservation role"
+        if any(r.persistence is not None for r in op.resources):
+            return f"{op.kind} cannot name persistent volumes"
+    elif any(r.persistence is None for r in op.resources):
+        return f"{op.kind} names a resource that is not a persistent volume"
+    elif any(r.copies != 1 for r in op.resources):
+        return f"{op.kind} names a shared volume with more than one copy"
+    return resources_problem(op.resources)
+
+
 class OffersAccepted(Base, tag="OFFERS_ACCEPTED"):
     framework_id: Id
     offer_ids: Annotated[list[Id], _BIG]
@@ -379,8 +407,28 @@ class OffersAccepted(Base, tag="OFFERS_ACCEPTED"):
     refuse_seconds: Seconds  # filter on the unused remainder (implicit decline)
     rejected: Annotated[list[Rejection], _BIG] = msgspec.field(default_factory=list)
     # Dynamic reservations made (RESERVE) and released (UNRESERVE) by this ACCEPT, applied before its tasks.
+    # Written by leaders before persistent volumes, kept so their logs fold as they did: new ones write
+    # `operations` instead, which keeps the order (RESERVE then CREATE; DESTROY then UNRESERVE).
     reserved: Annotated[list[Resource], _10K] = msgspec.field(default_factory=list)
     unreserved: Annotated[list[Resource], _10K] = msgspec.field(default_factory=list)
+    # The ACCEPT's RESERVE / UNRESERVE / CREATE / DESTROY operations that were valid, in order, applied to the
+    # offered resources before its tasks take theirs. The framework (and its principal) is the actor.
+    operations: Annotated[list[ResourceOperation], _1K] = msgspec.field(default_factory=list)
+
+
+OperatorCall = Literal["RESERVE_RESOURCES", "UNRESERVE_RESOURCES", "CREATE_VOLUMES", "DESTROY_VOLUMES"]
+
+
+class AgentOperationsApplied(Base, tag="AGENT_OPERATIONS_APPLIED"):
+    """An operator's RESERVE_RESOURCES / UNRESERVE_RESOURCES / CREATE_VOLUMES / DESTROY_VOLUMES on an agent's
+    unallocated resources (the leader rescinds offers holding them first, in the same decision). `principal` is
+    who called (None without authentication), for the audit. A replica that does not know this type stops
+    loudly instead of folding past it."""
+
+    agent_id: Id
+    call: OperatorCall
+    operations: Annotated[list[ResourceOperation], _1K]
+    principal: Name | None = None
 
 
 class WeightsUpdated(Base, tag="WEIGHTS_UPDATED"):
@@ -430,6 +478,7 @@ Event = Union[
     OffersRescinded,
     OffersDeclined,
     OffersAccepted,
+    AgentOperationsApplied,
     WeightsUpdated,
     QuotaUpdated,
     TaskKillRequested,
@@ -558,7 +607,13 @@ def event_problem(e: Event) -> str | None:
     elif isinstance(e, OffersAccepted):
         # The fold adds all of these up: one name must have one type across them.
         lists.append([r for t in e.tasks for r in t.resources] + list(e.reserved) + list(e.unreserved)
-                     + [r for t in e.tasks if t.executor is not None for r in t.executor.resources])
+                     + [r for t in e.tasks if t.executor is not None for r in t.executor.resources]
+                     + [r for op in e.operations for r in op.resources])
+        if e.operations and (e.reserved or e.unreserved):
+            return "an event carries either operations or the older reserved/unreserved lists, not both"
+        for op in e.operations:
+            if (problem := operation_problem(op)) is not None:
+                return problem
         # A task group's tasks carry one and the same executor, which lists them (the fold and a rebuilt allocator
         # count its resources once, by it).
         groups: dict[str, ExecutorSpec] = {}
@@ -570,6 +625,17 @@ def event_problem(e: Event) -> str | None:
                 return f"the tasks of task group executor {t.executor.executor_id!r} carry different executors"
             if t.task_id not in t.executor.task_ids:
                 return f"task {t.task_id!r} is not in the task IDs of its executor {t.executor.executor_id!r}"
+    elif isinstance(e, AgentOperationsApplied):
+        if not e.operations:
+            return f"{e.call} applies no operation"
+        want = {"RESERVE_RESOURCES": "RESERVE", "UNRESERVE_RESOURCES": "UNRESERVE", "CREATE_VOLUMES": "CREATE",
+                "DESTROY_VOLUMES": "DESTROY"}[e.call]
+        for op in e.operations:
+            if op.kind != want:
+                return f"{e.call} carries a {op.kind} operation"
+            if (problem := operation_problem(op)) is not None:
+                return problem
+        lists.append([r for op in e.operations for r in op.resources])
     elif isinstance(e, QuotaUpdated):
         if e.role == "*" or "/" in e.role:
             return f"quota can only be set on a top-level role other than '*', not {e.role!r}"

@@ -291,6 +291,9 @@ class Resources:
         """(role, persistence id) of every volume, in bag order."""
         return [(r.role, r.persistence.id) for r in self._items.values() if r.persistence is not None]
 
+    def reserved(self) -> "Resources":
+        return Resources._make({k: r for k, r in self._items.items() if r.role != UNRESERVED})
+
     def unreserved(self) -> "Resources":
         return Resources._make({k: r for k, r in self._items.items() if r.role == UNRESERVED})
 
@@ -350,6 +353,18 @@ class Resources:
             if r.type == "SET" and not set(r.items) <= set(mine.items):
                 return False
         return True
+
+
+def conversion(kind: str, res: Resources) -> tuple[Resources, Resources]:
+    """What an operation consumes and what it yields in its place (Mesos `getResourceConversions`): the same
+    quantities, owned or shaped differently, so allocations and shares do not move."""
+    if kind == "RESERVE":
+        return res.as_unreserved(), res
+    if kind == "UNRESERVE":
+        return res, res.as_unreserved()
+    if kind == "CREATE":
+        return res.stripped(), res
+    return res, res.stripped()  # DESTROY
 
 
 def _canon(r: Resource) -> Resource:

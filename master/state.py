@@ -17,7 +17,7 @@ from typing import Any, Callable, Iterable
 import msgspec
 
 from eventstore import events as ev
-from eventstore.resources import Resource, Resources
+from eventstore.resources import Resource, Resources, conversion
 from eventstore.vocab import CHECK_REASONS, TERMINAL_STATES, Reason, Source, TaskState
 from master.allocation import ALLOCATOR_KEY, allocator_of, digest, reset
 from master.allocator.config import AllocatorConfig
@@ -61,10 +61,14 @@ class Agent(msgspec.Struct, omit_defaults=True):
 
 
 def with_reservations(base: Resources, dynamic: Resources) -> Resources:
-    """An agent's flag resources with the dynamic reservations the log made on it applied."""
-    if not dynamic or not base.contains(dynamic.as_unreserved()):
+    """An agent's flag resources with what the log checkpointed on it applied: its dynamic reservations and the
+    persistent volumes made of them."""
+    if not dynamic:
         return base
-    return base - dynamic.as_unreserved() + dynamic
+    plain = dynamic.as_unreserved()
+    if not base.contains(plain):
+        return base
+    return base - plain + dynamic
 
 
 class Task(msgspec.Struct, omit_defaults=True):
@@ -564,16 +568,21 @@ def _offers_accepted(s: State, e: ev.OffersAccepted, ts: float) -> None:
     for o in offers:
         del s.offers[o.offer_id]
     offered = Resources(r for o in offers for r in o.resources)
-    to_role, to_star = net_reservations(Resources(e.reserved), Resources(e.unreserved))
-    consumed = to_role.as_unreserved() + to_star
-    if consumed and offered.contains(consumed):  # the decider only reserves what the offers hold
-        # RESERVE / UNRESERVE: the offered resources change owner before the tasks take theirs.
-        converted = to_role + to_star.as_unreserved()
-        agent = s.agents[agent_id]
-        agent.resources = (agent.total() - consumed + converted).to_list()
-        agent.dynamic = (Resources(agent.dynamic) - to_star + to_role).to_list()
-        allocator_of(s).convert(agent_id, e.framework_id, role, consumed, converted)
-        offered = offered - consumed + converted
+    if e.operations:
+        # RESERVE / UNRESERVE / CREATE / DESTROY, in order: the offered resources change owner or shape before
+        # the tasks take theirs.
+        for op in e.operations:
+            consumed, converted = conversion(op.kind, Resources(op.resources))
+            if offered.contains(consumed):  # the decider only converts what the offers hold
+                _convert(s, agent_id, consumed, converted, (e.framework_id, role))
+                offered = offered - consumed + converted
+    else:
+        to_role, to_star = net_reservations(Resources(e.reserved), Resources(e.unreserved))
+        consumed = to_role.as_unreserved() + to_star
+        if consumed and offered.contains(consumed):  # a log written before `operations`: the net change at once
+            converted = to_role + to_star.as_unreserved()
+            _convert(s, agent_id, consumed, converted, (e.framework_id, role))
+            offered = offered - consumed + converted
     fw_tasks = s.tasks.setdefault(e.framework_id, {})
     specs = [t for t in e.tasks if t.agent_id == agent_id and t.task_id not in fw_tasks]
     used = Resources(r for t in specs for r in t.resources)
@@ -593,6 +602,34 @@ def _offers_accepted(s: State, e: ev.OffersAccepted, ts: float) -> None:
         if e.refuse_seconds > 0:
             _add_filter(s, Filter(framework_id=e.framework_id, role=role, agent_id=agent_id,
                                   resources=leftover.to_list(), expires_at=ts + e.refuse_seconds))
+
+
+def _convert(s: State, agent_id: str, consumed: Resources, converted: Resources,
+             holder: tuple[str, str] | None) -> None:
+    """One operation on an agent: its total and its checkpointed resources (dynamic reservations and volumes)
+    trade `consumed` for `converted`; in the allocator they are allocated to `holder` (framework, role), or
+    unallocated (an operator's operation)."""
+    agent = s.agents[agent_id]
+    agent.resources = (agent.total() - consumed + converted).to_list()
+    agent.dynamic = (Resources(agent.dynamic) - consumed.reserved() + converted.reserved()).to_list()
+    a = allocator_of(s)
+    if holder is not None:
+        a.convert(agent_id, holder[0], holder[1], consumed, converted)
+    elif agent_id in a.agents:
+        a.convert_unallocated(agent_id, consumed, converted)
+
+
+def _agent_operations_applied(s: State, e: ev.AgentOperationsApplied, ts: float) -> None:
+    # The leader rescinded the offers holding what these need, in the same decision, and checked that the
+    # agent's unallocated resources hold it; an operation they do not hold is skipped, not folded into a state no
+    # decision could have led to.
+    a = allocator_of(s)
+    if e.agent_id not in s.agents or e.agent_id not in a.agents:
+        return
+    for op in e.operations:
+        consumed, converted = conversion(op.kind, Resources(op.resources))
+        if a.agents[e.agent_id].available.contains(consumed):
+            _convert(s, e.agent_id, consumed, converted, None)
 
 
 def net_reservations(reserved: Resources, unreserved: Resources) -> tuple[Resources, Resources]:
@@ -703,6 +740,7 @@ _HANDLERS: dict[type, Callable[[State, Any, float], None]] = {
     ev.OffersRescinded: _offers_rescinded,
     ev.OffersDeclined: _offers_declined,
     ev.OffersAccepted: _offers_accepted,
+    ev.AgentOperationsApplied: _agent_operations_applied,
     ev.WeightsUpdated: _weights_updated,
     ev.QuotaUpdated: _quota_updated,
     ev.TaskKillRequested: _task_kill_requested,

@@ -561,6 +561,7 @@ _OBSERVERS: dict[type, tuple[Capture | None, Observe]] = {
     ev.OffersRescinded: (None, _offers_rescinded),
     ev.OffersDeclined: (None, _offers_declined),
     ev.OffersAccepted: (_outstanding, _offers_accepted),
+    ev.AgentOperationsApplied: (None, _nothing),
     ev.WeightsUpdated: (None, _nothing),
     ev.QuotaUpdated: (None, _nothing),
     ev.TaskKillRequested: (_task_and_kill, _task_kill_requested),

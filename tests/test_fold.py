@@ -4,7 +4,7 @@ import msgspec
 import pytest
 
 from eventstore import events as ev
-from eventstore.resources import Resources
+from eventstore.resources import DiskVolume, Persistence, Resource, Resources
 from master.state import State, apply, clone, state_hash
 
 
@@ -412,7 +412,12 @@ def one_of_each() -> list:
             task_id="t1", name="n", agent_id="A1", resources=res("cpus:1"),
             command=ev.CommandSpec(shell=False, value="/bin/x", arguments=["a"], env=[ev.Label("E", "1")], user="u"),
             image="alpine", labels=[ev.Label("l")], kill_grace_seconds=2.0, data="ZGF0YQ==")],
-            refuse_seconds=1.0, rejected=[ev.Rejection(task_id="t2", state="TASK_ERROR", reason="R", message="m")]),
+            refuse_seconds=1.0, rejected=[ev.Rejection(task_id="t2", state="TASK_ERROR", reason="R", message="m")],
+            operations=[ev.ResourceOperation("RESERVE", res("disk(db):10"))]),
+        ev.AgentOperationsApplied(agent_id="A1", call="CREATE_VOLUMES", principal="ops", operations=[
+            ev.ResourceOperation("CREATE", [Resource("disk", "SCALAR", scalar=10.0, role="db",
+                                                     persistence=Persistence("pv1", "ops"),
+                                                     volume=DiskVolume("data", "RW"))])]),
         ev.TaskKillRequested(framework_id="F1", task_id="t1", grace_seconds=1.0),
         ev.StatusUpdated(framework_id="F1", task_id="t1", agent_id="A1", status=st),
         ev.StatusAcknowledged(framework_id="F1", task_id="t1", uuid="dXVpZA=="),

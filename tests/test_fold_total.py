@@ -15,7 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from eventstore import events as ev
-from eventstore.resources import Resource
+from eventstore.resources import DiskVolume, Persistence, Resource
 from master.state import State, apply, decode_snapshot, encode_snapshot, state_hash
 
 IDS = st.sampled_from(["c-0000", "c-0001", "c-S0", "c-S1", "o1", "o2", "t1", "t2"])
@@ -34,10 +34,18 @@ def resource() -> st.SearchStrategy[Resource]:
                        st.lists(st.tuples(st.integers(0, 100), st.integers(0, 10)), max_size=3), ROLES)
     sets = st.builds(lambda n, its, r: Resource(n, "SET", items=tuple(its), role=r),
                      st.sampled_from(["zones", "mem"]), st.lists(st.sampled_from("abc"), max_size=3), ROLES)
-    return st.one_of(scalar, scalar, ranges, sets)
+    # persistent volumes, shared or not, on any role (the gate refuses them on '*'), with colliding ids and sizes
+    volume = st.builds(lambda v, r, pid, sh, n: Resource("disk", "SCALAR", scalar=v, role=r,
+                                                          persistence=Persistence(pid), volume=DiskVolume("data"),
+                                                          shared=sh, copies=n if sh else 1),
+                       st.sampled_from([1.0, 2.0, 64.0]), ROLES, st.sampled_from(["pv1", "pv2"]), st.booleans(),
+                       st.integers(1, 3))
+    return st.one_of(scalar, scalar, ranges, sets, volume)
 
 
 RES = st.lists(resource(), max_size=4)
+OPERATIONS = st.lists(st.builds(ev.ResourceOperation, kind=st.sampled_from(["RESERVE", "UNRESERVE", "CREATE", "DESTROY"]),
+                                resources=RES), max_size=3)
 LABELS = st.lists(st.builds(ev.Label, st.sampled_from(["priority", "k"]), st.sampled_from(["1", "x", ""])),
                   max_size=2)
 
@@ -92,6 +100,11 @@ EVENT_STRATEGIES = (
     st.builds(ev.OffersDeclined, framework_id=IDS, offer_ids=st.lists(IDS, max_size=3), refuse_seconds=SMALL),
     st.builds(ev.OffersAccepted, framework_id=IDS, offer_ids=st.lists(IDS, max_size=3),
               tasks=st.lists(SPEC, max_size=2), refuse_seconds=SMALL, reserved=RES, unreserved=RES),
+    st.builds(ev.OffersAccepted, framework_id=IDS, offer_ids=st.lists(IDS, max_size=3),
+              tasks=st.lists(SPEC, max_size=2), refuse_seconds=SMALL, operations=OPERATIONS),
+    st.builds(ev.AgentOperationsApplied, agent_id=IDS,
+              call=st.sampled_from(["RESERVE_RESOURCES", "UNRESERVE_RESOURCES", "CREATE_VOLUMES", "DESTROY_VOLUMES"]),
+              operations=OPERATIONS, principal=st.one_of(st.none(), st.just("ops"))),
     st.builds(ev.WeightsUpdated, weights=st.dictionaries(ROLES, st.floats(min_value=0.1, max_value=10), max_size=2)),
     st.builds(ev.QuotaUpdated, role=ROLES, guarantees=st.dictionaries(st.just("cpus"), SMALL, max_size=1),
               limits=st.dictionaries(st.just("mem"), SMALL, max_size=1)),

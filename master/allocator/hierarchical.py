@@ -229,6 +229,20 @@ class HierarchicalAllocator:
                     q_iadd(self.reserved_alloc_total, q, sign)
         agent.has_reservations = any(r.role != UNRESERVED for r in agent.total)
 
+    def convert_unallocated(self, agent_id: str, consumed: Resources, converted: Resources) -> None:
+        """An operator's operation turned unallocated `consumed` on the agent into `converted` (same quantities):
+        only the agent's total, what is free, and the reservation totals change."""
+        agent = self.agents[agent_id]
+        agent.total = agent.total - consumed + converted
+        agent.available = agent.available - consumed + converted
+        for res, sign in ((consumed, -1.0), (converted, 1.0)):
+            for r in res:
+                if r.type == "SCALAR" and r.role != UNRESERVED:
+                    q = {r.name: r.scalar}
+                    q_iadd(self.reserved_by_top.setdefault(top_level(r.role), {}), q, sign)
+                    q_iadd(self.reserved_total, q, sign)
+        agent.has_reservations = any(r.role != UNRESERVED for r in agent.total)
+
     def activate_agent(self, agent_id: str, active: bool = True) -> None:
         self.agents[agent_id].active = active
 
