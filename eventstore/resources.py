@@ -34,7 +34,8 @@ MAX_COPIES = 1_000_000  # holders of one shared volume (tasks using it at once):
 
 _Name = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_NAME_LENGTH)]
 
-Key = tuple[str, ...] | tuple[str, str, str, bool]  # (name, role) for ordinary records; (name, role, persistence id, shared) for volumes
+# (name, role) for ordinary records; (name, role, persistence id, shared) for volumes
+Key = tuple[str, ...] | tuple[str, str, str, bool]
 
 
 class Persistence(msgspec.Struct, frozen=True, omit_defaults=True):
@@ -454,7 +455,7 @@ def resources_problem(items: Iterable[Resource]) -> str | None:
             return f"Resource {r.name} is given as both {types[r.name]} and {r.type}"
         if (why := role_problem(r.role)) is not None:
             return f"Resource {r.name}: {why}"
-        if (why := _volume_problem(r)) is not None:
+        if (why := volume_problem(r)) is not None:
             return f"Resource {r.name}: {why}"
         if r.type == "SCALAR":
             v = r.scalar
@@ -487,7 +488,7 @@ def resources_problem(items: Iterable[Resource]) -> str | None:
     return None
 
 
-def _volume_problem(r: Resource) -> str | None:
+def volume_problem(r: Resource) -> str | None:
     """The value rules of persistence, volume and sharing (Mesos `validateDiskInfo`, plus Drover's bounds)."""
     from eventstore.values import id_problem
 

@@ -30,7 +30,8 @@ from typing import TYPE_CHECKING
 import msgspec
 
 from eventstore import events as ev
-from eventstore.resources import UNRESERVED, Resource, Resources, resources_problem
+from eventstore.resources import (UNRESERVED, DiskVolume, Persistence, Resource, Resources, container_path_problem,
+                                  resources_problem, volume_problem)
 from eventstore.values import (MAX_NAME_LENGTH, MAX_OUTPUT_FILE_LENGTH, MAX_RANGE_VALUE, MAX_SCALAR, MAX_SECONDS,
                                MAX_TEXT_LENGTH, MAX_URI_LENGTH, MAX_URIS, id_problem, output_file_problem,
                                role_problem, uri_problem, user_problem)
@@ -48,7 +49,7 @@ CALL_TYPES = {
     "MESSAGE", "REQUEST", "SUPPRESS", "UPDATE_FRAMEWORK",
 }
 # Offer operations Drover does not implement yet: an ACCEPT holding one launches nothing (master.decide.scheduler).
-UNSUPPORTED_OPERATIONS = ("CREATE", "DESTROY", "GROW_VOLUME", "SHRINK_VOLUME", "CREATE_DISK", "DESTROY_DISK")
+UNSUPPORTED_OPERATIONS = ("GROW_VOLUME", "SHRINK_VOLUME", "CREATE_DISK", "DESTROY_DISK")
 
 # Entries in one list of a task or a framework (labels, environment, arguments, resources, roles): the bound
 # the event types carry (eventstore.events); a configured limit (Limits.max_labels, max_roles_per_call) may be
@@ -413,17 +414,18 @@ def _b_accept(fid: str, p: dict, key: str) -> "sd.Accept":
             ops.append(C.LaunchGroup(task_ids=tuple(t.task_id for t in tasks), operation_id=op_id, tasks=tasks,
                                      executor=executor, executor_framework_id=executor_fid,
                                      executor_problem=executor_problem))
-        elif kind in ("RESERVE", "UNRESERVE"):
+        elif kind in ("RESERVE", "UNRESERVE", "CREATE", "DESTROY"):
             wr = f"{w}.{kind.lower()}"
             body = _obj(op.get(kind.lower()), wr)
+            field = "volumes" if kind in ("CREATE", "DESTROY") else "resources"
             resources, problem = None, None
             try:
-                resources = parse_resources(body.get("resources"), f"{wr}.resources")
+                resources = parse_resources(body.get(field), f"{wr}.{field}")
                 if kind == "RESERVE" and _list(body.get("source"), f"{wr}.source"):
                     problem = "Reservation updates are not yet implemented for the scheduler API"
             except TaskInvalid as e:
                 problem = str(e)
-            ops.append(C.Reservation(kind=kind, resources=resources, problem=problem, operation_id=op_id))
+            ops.append(C.ResourceOp(kind=kind, resources=resources, problem=problem, operation_id=op_id))
         elif kind in UNSUPPORTED_OPERATIONS:
             ops.append(C.UnsupportedOperation(kind=kind, operation_id=op_id))
         else:  # UNKNOWN, or an enum name this build does not know (stout drops it): Mesos ignores the operation
@@ -693,14 +695,15 @@ def parse_resources(items: object, where: str) -> Resources:
             role = _str(last.get("role"), f"{w}.reservations[{len(stack) - 1}].role") or UNRESERVED
         elif r.get("role") is not None:
             role = _str(r.get("role"), f"{w}.role") or UNRESERVED
-        disk = _obj(r.get("disk"), f"{w}.disk")
-        for field in ("persistence", "volume", "source"):
-            if disk.get(field) is not None:
-                problem = problem or (f"Resource {clip(name)}: disk.{field} (persistent volumes, disk sources) is "
-                                      "not supported by Drover yet")
-        for field in ("revocable", "shared", "provider_id"):
+        persistence, volume, why = _disk_info(r, f"{w}.disk")
+        problem = problem or why
+        shared = r.get("shared") is not None
+        _obj(r.get("shared"), f"{w}.shared")
+        for field in ("revocable", "provider_id"):
             if r.get(field) is not None:
                 problem = problem or f"Resource {clip(name)}: '{field}' resources are not supported by Drover yet"
+        if r.get("revocable") is not None and persistence is not None:
+            problem = "Invalid DiskInfo: Persistent volumes cannot be created from revocable resources"
         if typ == "SCALAR":
             v = _num(_required(_obj(r.get("scalar"), f"{w}.scalar").get("value"), f"{w}.scalar.value"),
                      f"{w}.scalar.value")
@@ -708,7 +711,13 @@ def parse_resources(items: object, where: str) -> Resources:
                 problem = problem or (f"Invalid scalar resource {clip(name)}: {v:g} (it must be in "
                                       f"[0, {MAX_SCALAR:g}])")
                 continue
-            records.append(Resource(name, "SCALAR", scalar=round(v, 3), role=role))
+            rec = Resource(name, "SCALAR", scalar=round(v, 3), role=role)
+            if persistence is not None or volume is not None or shared:
+                rec = msgspec.structs.replace(rec, persistence=persistence, volume=volume, shared=shared)
+                if (why := volume_problem(rec)) is not None:
+                    problem = problem or f"Invalid DiskInfo: {why}"
+                    continue
+            records.append(rec)
         elif typ == "RANGES":
             rs = []
             for j, rg in enumerate(_list(_obj(r.get("ranges"), f"{w}.ranges").get("range"), f"{w}.ranges.range")):
@@ -727,9 +736,51 @@ def parse_resources(items: object, where: str) -> Resources:
         else:
             raise CallError(f"{w}.type: unknown resource type '{clip(typ)}'")
     problem = problem or resources_problem(records)
+    if problem is None:
+        # A bag keeps one record per volume: a repeated persistence id must be refused here, before it is lost
+        # (Mesos: "Task uses duplicate persistence ID" for a task, "... is not unique" for CREATE).
+        ids = [(r.role, r.persistence.id) for r in records if r.persistence is not None]
+        dup = next((pid for i, (role, pid) in enumerate(ids) if (role, pid) in ids[:i]), None)
+        if dup is not None:
+            problem = (f"Persistence ID '{dup}' is not unique" if ".volumes" in where
+                       else f"Task uses duplicate persistence ID: {dup}")
     if problem is not None:
         raise TaskInvalid(problem)
     return Resources(records)
+
+
+def _disk_info(r: dict, w: str) -> tuple[Persistence | None, DiskVolume | None, str | None]:
+    """A resource's `disk` (Mesos DiskInfo): the persistence and volume of a persistent volume, and why it is
+    refused (Mesos's validateDiskInfo texts; a disk `source` is not supported). Structure errors are CallErrors."""
+    disk = _obj(r.get("disk"), w)
+    if r.get("disk") is not None and not disk:
+        return None, None, "Invalid DiskInfo: DiskInfo is set but empty"
+    if disk.get("source") is not None:
+        return None, None, f"Resource {clip(str(r.get('name')))}: disk.source (disk resource providers) is not " \
+                           "supported by Drover"
+    persistence = volume = None
+    if disk.get("persistence") is not None:
+        p = _obj(disk["persistence"], f"{w}.persistence")
+        pid = _str(_required(p.get("id"), f"{w}.persistence.id"), f"{w}.persistence.id")
+        if (why := id_problem(pid, "persistence ID")) is not None:
+            return None, None, f"Invalid DiskInfo: Invalid persistence ID for persistent volume: {why}"
+        principal = _str(p.get("principal"), f"{w}.persistence.principal") if p.get("principal") is not None \
+            else None
+        persistence = Persistence(pid, principal)
+    if disk.get("volume") is not None:
+        v = _obj(disk["volume"], f"{w}.volume")
+        mode = _str(_required(v.get("mode"), f"{w}.volume.mode"), f"{w}.volume.mode")
+        path = _str(_required(v.get("container_path"), f"{w}.volume.container_path"), f"{w}.volume.container_path")
+        if mode not in ("RW", "RO"):
+            raise CallError(f"'{w}.volume.mode' must be RW or RO")
+        if v.get("host_path") is not None:
+            return None, None, "Invalid DiskInfo: Expecting 'host_path' to be unset for persistent volume"
+        if v.get("source") is not None or v.get("image") is not None:
+            return None, None, "Invalid DiskInfo: a persistent volume's volume has no 'source' or 'image'"
+        if (why := container_path_problem(path)) is not None:
+            return None, None, f"Invalid DiskInfo: {why}"
+        volume = DiskVolume(path, mode)  # type: ignore[arg-type]
+    return persistence, volume, None
 
 
 def parse_refuse_seconds(filters: object) -> float | None:
@@ -1296,7 +1347,17 @@ def resources_out(res: list[Resource] | Resources, caps: list[str] | tuple = (),
             d["ranges"] = {"range": [{"begin": b, "end": e} for b, e in r.ranges]}
         else:
             d["set"] = {"item": list(r.items)}
-        is_dynamic = (r.name, r.role) in dyn
+        if r.persistence is not None:
+            pers: dict = {"id": r.persistence.id}
+            if r.persistence.principal is not None:
+                pers["principal"] = r.persistence.principal
+            d["disk"] = {"persistence": pers}
+            if r.volume is not None:
+                d["disk"]["volume"] = {"container_path": r.volume.container_path, "mode": r.volume.mode}
+            if r.shared:
+                d["shared"] = {}
+        # volumes are only made of dynamically reserved disk
+        is_dynamic = (r.name, r.role) in dyn or r.persistence is not None
         if refinement:
             if r.role != UNRESERVED:
                 d["reservations"] = [{"type": "DYNAMIC" if is_dynamic else "STATIC", "role": r.role}]

@@ -567,25 +567,25 @@ async def test_accept_beyond_the_offer_limit_is_400_and_changes_nothing(cluster,
 
 
 async def test_unimplemented_operation_launches_nothing_and_says_so(cluster, http, subscribe):
-    """CREATE (persistent volumes) is not built yet: the task would run without its volume, so nothing of the
-    ACCEPT is done; the task gets TASK_ERROR, the operation OPERATION_ERROR, the offer comes back whole."""
+    """GROW_VOLUME is not built yet: the task would run without what it asked for, so nothing of the ACCEPT is
+    done; the task gets TASK_ERROR, the operation OPERATION_ERROR, the offer comes back whole."""
     sched = await subscribe()
     offer = (await sched.offers())[0]
     agent_id = offer["agent_id"]["value"]
     tid = unique("needs-volume")
 
     r = await sched.call("ACCEPT", {"offer_ids": [offer["id"]], "operations": [
-        {"type": "CREATE", "id": {"value": "vol-1"}, "create": {"volumes": []}},
+        {"type": "GROW_VOLUME", "id": {"value": "vol-1"}, "grow_volume": {}},
         {"type": "LAUNCH", "launch": {"task_infos": [task_info(tid, agent_id)]}}],
         "filters": {"refuse_seconds": 60.0}})
 
     assert r.status == 202, r
     status = await sched.update(tid)
     assert (status["state"], status["reason"]) == ("TASK_ERROR", "REASON_TASK_INVALID")
-    assert "unsupported operation CREATE" in status["message"], status
+    assert "unsupported operation GROW_VOLUME" in status["message"], status
     op = (await sched.expect("UPDATE_OPERATION_STATUS"))["update_operation_status"]["status"]
     assert op["operation_id"] == {"value": "vol-1"} and op["state"] == "OPERATION_ERROR"
-    assert "CREATE" in op["message"] and "uuid" not in op
+    assert "GROW_VOLUME" in op["message"] and "uuid" not in op
     # Declined without a filter (not the 60 s asked for): offered again, whole.
     again = await sched.expect(lambda e: e.get("type") == "OFFERS" and any(
         o["agent_id"]["value"] == agent_id for o in e["offers"]["offers"]))

@@ -519,13 +519,60 @@ def test_resource_roles_are_validated():
         codec.parse_resources([scalar("cpus", 1, role="a b")], "r")
 
 
-@pytest.mark.parametrize("extra", [{"disk": {"persistence": {"id": "v"}, "volume": {"container_path": "d",
-                                                                                    "mode": "RW"}}},
-                                   {"disk": {"source": {"type": "MOUNT"}}}, {"revocable": {}}, {"shared": {}},
+@pytest.mark.parametrize("extra", [{"disk": {"source": {"type": "MOUNT"}}}, {"revocable": {}},
                                    {"provider_id": {"value": "p"}}])
 def test_resource_kinds_drover_does_not_implement_are_refused(extra):
     with pytest.raises(TaskInvalid, match="not supported by Drover"):
         codec.parse_resources([dict(scalar("disk", 10), **extra)], "r")
+
+
+def pv(pid="pv1", path="data", mode="RW", role="db", size=100.0, **extra):
+    disk = {"persistence": {"id": pid, "principal": "ops"}, "volume": {"container_path": path, "mode": mode}}
+    return dict(scalar("disk", size, role=role), disk=disk, **extra)
+
+
+def test_persistent_volumes_parse_and_render_back():
+    res = codec.parse_resources([pv(), pv("s1", "logs", "RO", shared={})], "r")
+    vols = list(res)
+    assert [(r.persistence.id, r.persistence.principal, r.volume.container_path, r.volume.mode, r.shared)
+            for r in vols] == [("pv1", "ops", "data", "RW", False), ("s1", "ops", "logs", "RO", True)]
+    out = codec.resources_out(res, caps=["RESERVATION_REFINEMENT"])
+    assert out[0]["disk"] == {"persistence": {"id": "pv1", "principal": "ops"},
+                              "volume": {"container_path": "data", "mode": "RW"}}
+    assert out[0]["reservations"] == [{"type": "DYNAMIC", "role": "db"}] and "shared" not in out[0]
+    assert out[1]["shared"] == {}
+    assert codec.parse_resources(out, "again") == res
+
+
+@pytest.mark.parametrize("record, message", [
+    (pv(role="*"), "Invalid DiskInfo: Persistent volumes cannot be created from unreserved resources"),
+    (dict(scalar("disk", 1, role="db"), disk={"persistence": {"id": "p"}}),
+     "Invalid DiskInfo: Expecting 'volume' to be set for persistent volume"),
+    (dict(scalar("disk", 1, role="db"), disk={"volume": {"container_path": "d", "mode": "RW"}}),
+     "Invalid DiskInfo: Non-persistent volume not supported"),
+    (dict(scalar("disk", 1, role="db"), disk={}), "Invalid DiskInfo: DiskInfo is set but empty"),
+    (pv(pid="a b"), "Invalid DiskInfo: Invalid persistence ID for persistent volume"),
+    (pv(path="a/b"), "must be a relative path without '/'"),
+    (pv(path="/abs"), "must be a relative path without '/'"),
+    (dict(pv(), disk={"persistence": {"id": "p"}, "volume": {"container_path": "d", "mode": "RW",
+                                                               "host_path": "/etc"}}),
+     "Expecting 'host_path' to be unset for persistent volume"),
+    (dict(scalar("disk", 1, role="db"), shared={}), "Only persistent volumes can be shared"),
+    (dict(pv(), revocable={}), "cannot be created from revocable resources"),
+    (dict(pv(), name="mem"), "Only 'disk'"),
+])
+def test_persistent_volume_refusals(record, message):
+    with pytest.raises(TaskInvalid) as err:
+        codec.parse_resources([record], "r")
+    assert message in str(err.value)
+
+
+def test_persistent_volume_structure_errors_are_400s():
+    with pytest.raises(CallError):
+        codec.parse_resources([dict(pv(), disk={"persistence": {"id": "p"}, "volume": {"container_path": "d"}})],
+                              "r")
+    with pytest.raises(CallError):
+        codec.parse_resources([dict(pv(), disk={"persistence": {}})], "r")
 
 
 UNSUPPORTED_TASK_FIELDS = {
@@ -805,13 +852,13 @@ def test_parse_subscribe_and_typed_operations():
     assert c == sd.Subscribe(framework_id="F1", info=c.info, suppressed_roles=("web",))
     a = codec.parse_scheduler_call({"type": "ACCEPT", "framework_id": {"value": "F1"}, "accept": {
         "offer_ids": [{"value": "O1"}], "operations": [
-            {"type": "CREATE", "id": {"value": "op"}, "create": {"volumes": []}},
+            {"type": "GROW_VOLUME", "id": {"value": "op"}, "grow_volume": {}},
             {"type": "LAUNCH_GROUP", "launch_group": {"executor": {"executor_id": {"value": "e1"}, "type": "DEFAULT"},
                                                       "task_group": {"tasks": [task_info()]}}},
             {"type": "UNRESERVE", "unreserve": {"resources": [scalar("cpus", 1, role="web")]}},
             {"type": "WHATEVER"}]}})
     create, group, unreserve, unknown = a.operations
-    assert create == sd.UnsupportedOperation(kind="CREATE", operation_id="op")
+    assert create == sd.UnsupportedOperation(kind="GROW_VOLUME", operation_id="op")
     assert group.task_ids == ("t1",) and [t.task_id for t in group.tasks] == ["t1"]
     assert group.executor == ev.ExecutorSpec(executor_id="e1", resources=[], task_ids=[])  # the decider fills them in
     assert unreserve.kind == "UNRESERVE" and unreserve.resources == Resources.parse("cpus(web):1")

@@ -449,7 +449,7 @@ def test_accept_with_an_unsupported_operation_does_nothing_and_says_so(kind):
     d = decided(log.state, accept(("O1",), reserve, {"type": kind, "id": {"value": "op-1"}},
                                   launch(task_info("t1")), refuse=60), fold=log)
     e = the_accept(d)
-    assert not e.tasks and not e.reserved and e.refuse_seconds == 0.0  # offers back, unfiltered
+    assert not e.tasks and not e.operations and e.refuse_seconds == 0.0  # offers back, unfiltered
     (r,) = e.rejected
     assert r.task_id == "t1" and r.state == "TASK_ERROR" and f"unsupported operation {kind}" in r.message
     (op,) = operation_updates(d)
@@ -464,7 +464,8 @@ def test_accept_reserve_and_launch_on_it():
     on_it = task_info("t1", resources=[dict(scalar("cpus", 1), role="db"), scalar("mem", 64)])
     d = decided(log.state, accept(("O1",), reserve, launch(on_it)), fold=log)
     e = the_accept(d)
-    assert Resources(e.reserved) == Resources.parse("cpus(db):2") and [t.task_id for t in e.tasks] == ["t1"]
+    assert [(op.kind, Resources(op.resources)) for op in e.operations] == [("RESERVE", Resources.parse("cpus(db):2"))]
+    assert [t.task_id for t in e.tasks] == ["t1"]
     assert Resources(log.state.agents["A1"].dynamic) == Resources.parse("cpus(db):2")
 
 
@@ -479,7 +480,7 @@ def test_accept_invalid_reservations_are_dropped_with_operation_error_when_they_
         {"name": "cpus", "type": "RANGES", "ranges": {"range": [{"begin": 1, "end": 2}]}, "role": "db"}]}}
     d = decided(log.state, accept(("O1",), too_much, wrong_role, not_reserved, mixed_types))
     e = the_accept(d)
-    assert not e.reserved and not e.unreserved
+    assert not e.operations
     ops = {o["operation_id"]["value"]: o for o in operation_updates(d)}
     assert set(ops) == {"r2", "r4"} and all(o["state"] == "OPERATION_ERROR" for o in ops.values())
     # An operation with an id asks for feedback no Drover agent gives (Mesos: no RESOURCE_PROVIDER capability).

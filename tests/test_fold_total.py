@@ -44,8 +44,8 @@ def resource() -> st.SearchStrategy[Resource]:
 
 
 RES = st.lists(resource(), max_size=4)
-OPERATIONS = st.lists(st.builds(ev.ResourceOperation, kind=st.sampled_from(["RESERVE", "UNRESERVE", "CREATE", "DESTROY"]),
-                                resources=RES), max_size=3)
+KINDS = st.sampled_from(["RESERVE", "UNRESERVE", "CREATE", "DESTROY"])
+OPERATIONS = st.lists(st.builds(ev.ResourceOperation, kind=KINDS, resources=RES), max_size=3)
 LABELS = st.lists(st.builds(ev.Label, st.sampled_from(["priority", "k"]), st.sampled_from(["1", "x", ""])),
                   max_size=2)
 

@@ -233,8 +233,8 @@ def test_reservations_need_the_reserve_acl_for_their_role():
         "offer_ids": [{"value": "O1"}], "operations": [{"type": "RESERVE", "reserve": {"resources": [
             {"name": "cpus", "type": "SCALAR", "scalar": {"value": 1},
              "reservations": [{"type": "DYNAMIC", "role": "web"}]}]}}]}})
-    assert sd.decide_accept(log.state, call, 1.0, cfg).events[0].reserved == []
-    assert sd.decide_accept(log.state, call, 1.0, AUTH).events[0].reserved != []
+    assert sd.decide_accept(log.state, call, 1.0, cfg).events[0].operations == []
+    assert sd.decide_accept(log.state, call, 1.0, AUTH).events[0].operations != []
 
 
 def test_quota_weights_and_teardown_follow_their_acls():

@@ -29,8 +29,9 @@ ACTIONS: dict[str, tuple[str, ...]] = {
     "run_tasks": ("users",),
     "teardown_frameworks": ("framework_principals",),
     "reserve_resources": ("roles",),
-    # Mesos judges these by the principal that made the reservation or volume; Drover does not record it yet, so a
-    # rule with Mesos's key is judged for "any reserver" (only its ANY/NONE entities decide), and Drover's own
+    # Mesos judges these by the principal that made the reservation or volume. A volume records its creator
+    # (`disk.persistence.principal`): DESTROY passes it. A reservation's principal is not recorded, so a rule with
+    # `reserver_principals` is judged for "any reserver" (only its ANY/NONE entities decide), and Drover's own
     # `roles` key judges the reservation's role.
     "unreserve_resources": ("reserver_principals", "roles"),
     "create_volumes": ("roles",),
@@ -133,13 +134,18 @@ def _allows(request: str | None, acl: Entity, hierarchical: bool = False) -> boo
     return any(_value_matches(v, request, hierarchical) for v in acl.values)
 
 
-def authorized(acls: ACLs, action: str, principal: str | None, obj: str | None) -> bool:
+def authorized(acls: ACLs, action: str, principal: str | None, obj: str | None,
+               by: dict[str, str | None] | None = None) -> bool:
     """May `principal` (None: unauthenticated) do `action` on `obj` (None: on anything, e.g. "view every
-    framework")? The first rule that matches decides; none matches: `acls.permissive`."""
+    framework")? `obj` is the object of the action's last key; `by` gives objects of other keys (e.g.
+    `creator_principals`). The first rule that matches decides; none matches: `acls.permissive`."""
     assert action in ACTIONS, action
     for rule in acls.rules_for(action):
         hierarchical = rule.key == "roles"
-        o = obj if rule.key == ACTIONS[action][-1] else None  # judged by what Drover does not record: any
+        if by is not None and rule.key in by:
+            o = by[rule.key]
+        else:
+            o = obj if rule.key == ACTIONS[action][-1] else None  # judged by what Drover does not record: any
         if _matches(principal, rule.principals) and _matches(o, rule.objects, hierarchical):
             return _allows(principal, rule.principals) and _allows(o, rule.objects, hierarchical)
     return acls.permissive

@@ -28,12 +28,13 @@ import msgspec
 
 from drover.security.acls import authorized
 from eventstore import events as ev
-from eventstore.resources import Resources, host_ports_problem
+from eventstore.resources import Resources, conversion, host_ports_problem
 from eventstore.vocab import Reason, Source, TaskState
 from master import codec
 from master import effects as fx
 from master.allocator import effective_refuse_seconds
 from master.decide import DecideConfig, Decision
+from master.decide import volumes as vol
 from master.limits import Limits
 from master.state import Framework, Offer, State, Task
 
@@ -88,8 +89,10 @@ class LaunchGroup:
 
 
 @dataclass(frozen=True, slots=True)
-class Reservation:
-    kind: Literal["RESERVE", "UNRESERVE"]
+class ResourceOp:
+    """RESERVE, UNRESERVE (resources) or CREATE, DESTROY (persistent volumes) in an ACCEPT."""
+
+    kind: Literal["RESERVE", "UNRESERVE", "CREATE", "DESTROY"]
     resources: Resources | None  # None when `problem`
     problem: str | None = None
     operation_id: str | None = None
@@ -106,7 +109,7 @@ class UnknownOperation:
     operation_id: str | None = None
 
 
-Operation = Union[Launch, LaunchGroup, Reservation, UnsupportedOperation, UnknownOperation]
+Operation = Union[Launch, LaunchGroup, ResourceOp, UnsupportedOperation, UnknownOperation]
 
 
 @dataclass(frozen=True, slots=True)
@@ -495,8 +498,10 @@ def decide_accept(state: State, call: Accept, now: float, config: DecideConfig) 
 
     agent_id, role = valid[0].agent_id, valid[0].role
     remaining = Resources(r for o in valid for r in o.resources)
-    dynamic = Resources(state.agents[agent_id].dynamic)
-    reserved, unreserved = Resources(), Resources()
+    checkpointed = Resources(state.agents[agent_id].dynamic)  # this ACCEPT's operations applied as they go
+    actor = vol.Actor(fw.info.principal, role, "SHARED_RESOURCES" in fw.info.capabilities)
+    operations: list[ev.ResourceOperation] = []
+    rescinds: list[str] = []
     rejected: list[ev.Rejection] = []
     tasks: list[ev.TaskSpec] = []
     messages: list[fx.Effect] = []
@@ -504,7 +509,7 @@ def decide_accept(state: State, call: Accept, now: float, config: DecideConfig) 
     executors: set[str] = set()  # of the task groups launched by this ACCEPT
     in_use: dict[str, str] | None = None  # executor id -> why it is taken (_executors_in_use), built once if needed
     for op in call.operations:
-        if isinstance(op, Reservation):
+        if isinstance(op, ResourceOp):
             why = op.problem
             if why is None and op.operation_id is not None:
                 why = (f"Operation requested feedback, but agent {agent_id} does not have the required "
@@ -512,24 +517,21 @@ def decide_accept(state: State, call: Accept, now: float, config: DecideConfig) 
             elif why is not None:
                 why = f"Operation attempted with invalid resources: {why}"
             elif op.resources is not None:
-                why = _reservation_problem(op.kind, op.resources, role, remaining, dynamic + reserved)
-                action = "reserve_resources" if op.kind == "RESERVE" else "unreserve_resources"
-                if why is None and not all(authorized(config.acls, action, fw.info.principal, r)
-                                           for r in sorted({r.role for r in op.resources})):
-                    why = (f"Not authorized to {op.kind.lower()} resources for role(s) "
-                           f"{', '.join(sorted({r.role for r in op.resources}))}")
+                why = _resource_op_problem(state, op.kind, op.resources, actor, agent_id, remaining, checkpointed,
+                                           config)
             if why is not None:
                 # Dropped, as Mesos drops an invalid operation (OPERATION_ERROR when it has an id).
                 if op.operation_id is not None:
-                    messages.append(_operation_error(fid, op.operation_id, why))
+                    messages.append(_operation_error(fid, op.operation_id, f"{why}; on agent {agent_id}"))
                 continue
             assert op.resources is not None
-            if op.kind == "RESERVE":
-                remaining = remaining - op.resources.as_unreserved() + op.resources
-                reserved = reserved + op.resources
-            else:
-                remaining = remaining - op.resources + op.resources.as_unreserved()
-                unreserved = unreserved + op.resources
+            consumed, converted = conversion(op.kind, op.resources)
+            remaining = remaining - consumed + converted
+            checkpointed = checkpointed - consumed.reserved() + converted.reserved()
+            operations.append(ev.ResourceOperation(kind=op.kind, resources=op.resources.to_list()))
+            if op.kind == "DESTROY":
+                # Other frameworks' offers of a shared volume being destroyed go (Mesos master.cpp, DESTROY).
+                rescinds += vol.offers_holding(state, agent_id, op.resources, skip_framework=fid)
         elif isinstance(op, Launch):
             if op.operation_id is not None:
                 rejected += [_rejection(t.task_id, "The `id` field cannot be set on LAUNCH operations")
@@ -575,9 +577,11 @@ def decide_accept(state: State, call: Accept, now: float, config: DecideConfig) 
         # UnknownOperation: ignored, as Mesos does ("Ignoring unknown operation").
     secs = effective_refuse_seconds(call.refuse_seconds, config.allocation_interval)
     accepted = ev.OffersAccepted(framework_id=fid, offer_ids=[o.offer_id for o in valid], tasks=tasks,
-                                 refuse_seconds=secs, rejected=rejected, reserved=reserved.to_list(),
-                                 unreserved=unreserved.to_list())
-    return Decision(events=[accepted], messages=messages)
+                                 refuse_seconds=secs, rejected=rejected, operations=operations)
+    events: list[ev.Event] = []
+    if rescinds:
+        events.append(ev.OffersRescinded(offer_ids=sorted(set(rescinds)), reason="volume_destroyed"))
+    return Decision(events=[*events, accepted], messages=messages)
 
 
 # Mesos's minimum executor resources (src/master/constants.hpp: MIN_CPUS, MIN_MEM).
@@ -735,23 +739,20 @@ def _unsupported_operations(fid: str, call: Accept, valid: list[Offer], kinds: l
     return Decision(events=[accepted], messages=messages)
 
 
-def _reservation_problem(kind: str, res: Resources, role: str, remaining: Resources,
-                         dynamic: Resources) -> str | None:
-    if not res:
-        return f"{kind} names no resources"
-    if any(r.role == "*" for r in res):
-        return f"{kind} resources must name a reservation role"
-    if kind == "RESERVE":
-        if any(r.role != role for r in res):
-            return f"RESERVE must reserve for the offer's allocation role {role!r}"
-        if not remaining.contains(res.as_unreserved()):
-            return f"RESERVE of {res.format()}: not available unreserved in the offers ({remaining.format()})"
-        return None
-    if not dynamic.contains(res):
-        return f"UNRESERVE of {res.format()}: not a dynamic reservation on this agent"
-    if not remaining.contains(res):
-        return f"UNRESERVE of {res.format()}: not in the offers ({remaining.format()})"
-    return None
+def _resource_op_problem(state: State, kind: str, res: Resources, actor: vol.Actor, agent_id: str,
+                         remaining: Resources, checkpointed: Resources, config: DecideConfig) -> str | None:
+    """Why a framework's RESERVE / UNRESERVE / CREATE / DESTROY in an ACCEPT is dropped, or None (Mesos's
+    validation order: the operation, then the ACL, then that the offers hold what it consumes)."""
+    why = vol.validation_problem(kind, res, actor, checkpointed)
+    if why is None and kind == "DESTROY" and vol.volumes_in_use(state, agent_id, res):
+        why = "Invalid DESTROY Operation: Persistent volumes in use"
+    if why is None:
+        why = vol.acl_problem(kind, res, actor.principal, config.acls)
+    if why is None:
+        consumed, _ = conversion(kind, res)
+        if not remaining.contains(consumed):
+            why = f"{remaining.format()} does not contain {consumed.format()}"
+    return why
 
 
 def decide_decline(state: State, call: Decline, now: float, config: DecideConfig) -> Decision:
