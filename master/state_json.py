@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from eventstore.resources import Resource, Resources
 from eventstore.events import TaskStatus
-from master.codec import check_status_out, container_out, health_check_out, resources_summary
+from master.codec import check_status_out, container_out, health_check_out, resources_out, resources_summary
 from master.state import Offer, State, Task, holdings
+
+_REFINED = ("RESERVATION_REFINEMENT",)
 
 
 class _Summaries:
@@ -120,6 +122,11 @@ def render(state: State, *, master_id: str, http: str, leader_http: str | None, 
             "offered_resources": summaries.of(offers_on.get(a.agent_id, [])),
             "unreserved_resources": unreserved, "reserved_resources": reserved,
             "active": a.connected, "deactivated": False, "version": version, "capabilities": [],
+            # Mesos's full form of the reservations: each record with its DYNAMIC/STATIC reservation and any
+            # persistent volume (disk.persistence, disk.volume, shared).
+            "reserved_resources_full": {role: resources_out([r for r in a.resources if r.role == role],
+                                                            _REFINED, dynamic=a.dynamic)
+                                        for role in reserved},
         })
     out = {
         "version": version, "build_date": "", "build_time": 0.0, "build_user": "", "start_time": float(start_time),

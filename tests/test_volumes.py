@@ -277,3 +277,97 @@ def test_the_commit_gate_refuses_operations_of_the_wrong_shape():
     with pytest.raises(ev.InvalidEvent):
         ev.encode_event(ev.AgentOperationsApplied(agent_id="A1", call="CREATE_VOLUMES", operations=[
             ev.ResourceOperation("DESTROY", vol)]))
+
+
+# ---- operator calls ---------------------------------------------------------------------------------------------
+
+from master.api.operator import parse_agent_operation  # noqa: E402
+from master.decide.operator import decide_agent_operation  # noqa: E402
+
+
+def operator(log: Log, t: str, *res: dict, agent: str = "A1", principal: str | None = "ops",
+             config: DecideConfig = CFG) -> sd.Decision:
+    field = "volumes" if t in ("CREATE_VOLUMES", "DESTROY_VOLUMES") else "resources"
+    c = dataclasses.replace(parse_agent_operation(t, {"agent_id": {"value": agent}, field: list(res)}),
+                            principal=principal)
+    before = state_hash(log.state)
+    d = decide_agent_operation(log.state, c, log.ts, config)
+    assert state_hash(log.state) == before and decide_agent_operation(log.state, c, log.ts, config) == d
+    for e in d.events:
+        ev.encode_event(e)
+        log(e)
+    return d
+
+
+def test_operator_reserve_create_destroy_unreserve():
+    log = Log()
+    d = operator(log, "RESERVE_RESOURCES", disk(200))
+    assert d.reply == 202 and [type(e).__name__ for e in d.events] == ["AgentOperationsApplied"]
+    d = operator(log, "CREATE_VOLUMES", volume("pv1", principal="ops"))
+    (e,) = d.events
+    assert (e.call, e.principal, e.operations[0].kind) == ("CREATE_VOLUMES", "ops", "CREATE")
+    agent = log.state.agents["A1"]
+    assert Resources(agent.dynamic).format() == "disk(db):100;disk(db)[pv1:data]:100"
+    consistent(log)
+    # the volume is offered to its role with the rest of the reservation
+    log.subscribe("DB", "db")
+    assert "disk(db)[pv1:data]:100" in Resources(log.offers()["DB"].resources).format()
+    # DESTROY while offered: the offer is rescinded first, then the volume goes
+    d = operator(log, "DESTROY_VOLUMES", volume("pv1", principal="ops"))
+    assert [type(e).__name__ for e in d.events] == ["OffersRescinded", "AgentOperationsApplied"]
+    assert d.events[0].reason == "operator_operation"
+    d = operator(log, "UNRESERVE_RESOURCES", disk(200))
+    assert d.reply == 202 and log.state.agents["A1"].dynamic == []
+    assert log.state.agents["A1"].total() == Resources.parse(FLAGS)
+    consistent(log)
+
+
+def test_operator_refusals():
+    log = Log()
+    r = operator(log, "RESERVE_RESOURCES", disk(10), agent="nope").refusal
+    assert r is not None and (r.status, r.message) == (400, "No agent found with specified ID")
+    r = operator(log, "RESERVE_RESOURCES", disk(5000)).refusal
+    assert r is not None and r.status == 409 and "does not contain disk:5000" in r.message
+    r = operator(log, "CREATE_VOLUMES", volume("pv1", principal="ops")).refusal
+    assert r is not None and r.status == 400 and r.message.startswith("Invalid CREATE operation on agent A1: ")
+    operator(log, "RESERVE_RESOURCES", disk(200))
+    operator(log, "CREATE_VOLUMES", volume("pv1", principal="ops"))
+    for t, res, text in (
+            ("CREATE_VOLUMES", volume("pv1", principal="ops"), "Persistence ID 'pv1' is not unique"),
+            ("CREATE_VOLUMES", volume("pv2"), "with no principal set in 'disk.persistence'"),
+            ("CREATE_VOLUMES", volume("pv2", mode="RO", principal="ops"), "Read-only persistent volume not supported"),
+            ("DESTROY_VOLUMES", volume("pv9"), "Persistent volumes not found"),
+            ("UNRESERVE_RESOURCES", volume("pv1"), "cannot be unreserved directly"),
+            ("UNRESERVE_RESOURCES", disk(150), "is not dynamically reserved"),
+            ("CREATE_VOLUMES", dict(volume("pv3"), shared={}, disk={"volume": {"container_path": "x", "mode": "RW"}}),
+             "Non-persistent volume not supported")):
+        r = operator(log, t, res).refusal
+        assert r is not None and r.status == 400 and text in r.message, (t, r)
+    # in use by a task: 400, as Mesos's validation
+    log.subscribe("DB", "db")
+    log.accept("DB", log.offers()["DB"], launch("t1", volume("pv1")))
+    r = operator(log, "DESTROY_VOLUMES", volume("pv1", principal="ops")).refusal
+    assert r is not None and (r.status, r.message) == (400, "Invalid DESTROY operation on agent A1: Invalid DESTROY "
+                                                            "Operation: Persistent volumes in use")
+
+
+def test_operator_calls_follow_their_acls():
+    acls = parse_acls('{"reserve_resources": [{"principals": {"values": ["ops"]}, "roles": {"values": ["db"]}},'
+                      '                       {"principals": {"type": "ANY"}, "roles": {"type": "NONE"}}]}')
+    cfg = dataclasses.replace(CFG, acls=acls)
+    log = Log()
+    r = operator(log, "RESERVE_RESOURCES", disk(10), principal="eve", config=cfg).refusal
+    assert r is not None and (r.status, r.message) == (403, "Not authorized to reserve resources for role 'db'")
+    assert operator(log, "RESERVE_RESOURCES", disk(10), principal="ops", config=cfg).reply == 202
+
+
+def test_agent_operations_fold_only_what_is_unallocated():
+    """The fold skips an operation whose resources are not free (never committed by the decider)."""
+    log = Log()
+    log.subscribe("DB", "*")
+    log.offers()  # everything is offered
+    before = state_hash(log.state)
+    log(ev.AgentOperationsApplied(agent_id="A1", call="RESERVE_RESOURCES", operations=[
+        ev.ResourceOperation("RESERVE", Resources.parse("disk(db):10").to_list())]))
+    assert log.state.agents["A1"].dynamic == [] and state_hash(log.state) != before  # only the index moved
+    consistent(log)

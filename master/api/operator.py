@@ -1,10 +1,10 @@
 """`POST /api/v1`: the Mesos v1 operator API (the calls this version implements).
 
-Reads answer from the folded state (shapes in master/operator_json.py). Writes (weights,
-quota) are parsed here (shape and types, bounded in size) and decided by the pure deciders
-of master/decide/operator.py (every value rule); their events are folded before the 200
-goes out, like every other decision. SUBSCRIBE streams SUBSCRIBED (with the GET_STATE view), heartbeats and the
-events derived from each committed event (docs/event-stream.md).
+Reads answer from the folded state (shapes in master/operator_json.py). Writes (weights, quota, teardown,
+reservations and volumes) are parsed here (shape and types, bounded in size) and decided by the pure deciders
+of master/decide/operator.py (every value rule); their events are folded before the answer (200; 202 for the
+agent operations, as Mesos) goes out, like every other decision. SUBSCRIBE streams SUBSCRIBED (with the
+GET_STATE view), heartbeats and the events derived from each committed event (docs/event-stream.md).
 """
 
 from __future__ import annotations
@@ -20,8 +20,9 @@ from eventstore import events as ev
 from eventstore.resources import Resources
 from master import codec, operator_json
 from master.decide import Decision
-from master.decide.operator import (MAX_QUOTA_NAMES, QuotaConfig, TeardownFramework, UpdateQuota, UpdateWeights,
-                                    WeightInfo, decide_teardown_framework, decide_update_quota, decide_update_weights)
+from master.decide.operator import (MAX_QUOTA_NAMES, AgentOperation, QuotaConfig, TeardownFramework, UpdateQuota,
+                                    UpdateWeights, WeightInfo, decide_agent_operation, decide_teardown_framework,
+                                    decide_update_quota, decide_update_weights)
 from master.limits import Limits
 from master.readcache import ReadCache
 from master.replica import MasterServer, NotLeader
@@ -142,7 +143,9 @@ class OperatorAPI:
                 "GET_HEALTH": self._get_health, "GET_VERSION": self._get_version, "GET_FLAGS": self._get_flags,
                 "GET_WEIGHTS": self._get_weights, "UPDATE_WEIGHTS": self._update_weights,
                 "GET_QUOTA": self._get_quota, "UPDATE_QUOTA": self._update_quota, "GET_ROLES": self._get_roles,
-                "TEARDOWN": self._teardown}
+                "TEARDOWN": self._teardown, "RESERVE_RESOURCES": self._agent_operation,
+                "UNRESERVE_RESOURCES": self._agent_operation, "CREATE_VOLUMES": self._agent_operation,
+                "DESTROY_VOLUMES": self._agent_operation}
 
     async def _commit(self, decide, call) -> web.Response:
         """Decide and stage (one synchronous step), answer 200 once committed (or the refusal)."""
@@ -152,7 +155,7 @@ class OperatorAPI:
         if decision.refusal is not None:
             return _text(decision.refusal.status, decision.refusal.message)
         await self.core.commit(decision.events)
-        return web.Response(status=200)
+        return web.Response(status=decision.reply if isinstance(decision.reply, int) else 200)
 
     # ---- the cluster's state, as GET_STATE and its parts ---------------------------------------------
     # Megabytes of JSON at scale: built at most once per state version and served from self.reads
@@ -297,6 +300,10 @@ class OperatorAPI:
                 stream.close("teardown", codec.ev_error("Framework was torn down by the operator"))
         return response
 
+    async def _agent_operation(self, t: str, body: dict, who: Viewer) -> web.Response:
+        return await self._commit(decide_agent_operation, dataclasses.replace(parse_agent_operation(t, body),
+                                                                              principal=who.principal))
+
     async def _get_roles(self, t: str, body: dict, who: Viewer) -> web.Response:
         state = visible_state(self.core.state, who)
         names = set(state.weights) | set(state.quotas)
@@ -313,3 +320,20 @@ class OperatorAPI:
             roles.append({"name": name, "weight": float(state.weights.get(name, 1.0)),
                           "frameworks": [{"value": f} for f in fws], "resources": codec.resources_out(held)})
         return _ok(t, {"roles": roles})
+
+
+def parse_agent_operation(t: str, body: dict) -> AgentOperation:
+    """RESERVE_RESOURCES {agent_id, source, resources}, UNRESERVE_RESOURCES {agent_id, resources}, CREATE_VOLUMES /
+    DESTROY_VOLUMES {agent_id, volumes} (Mesos master.proto): structure here (CallError: 400), the resources'
+    value rules kept as `problem` for the decider, which answers them with Mesos's "Invalid ... operation" text."""
+    where = t.lower()
+    agent_id = codec._obj(codec._required(body.get("agent_id"), f"{where}.agent_id"), f"{where}.agent_id").get("value")
+    if not isinstance(agent_id, str):
+        raise codec.CallError(f"Expecting '{where}.agent_id.value' to be a string")
+    field = "volumes" if t in ("CREATE_VOLUMES", "DESTROY_VOLUMES") else "resources"
+    if t == "RESERVE_RESOURCES" and codec._list(body.get("source"), f"{where}.source"):
+        raise codec.CallError("Reservation updates ('source') are not supported by Drover")
+    try:
+        return AgentOperation(t, agent_id, codec.parse_resources(body.get(field), f"{where}.{field}"))
+    except codec.TaskInvalid as e:
+        return AgentOperation(t, agent_id, None, str(e))

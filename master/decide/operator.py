@@ -1,7 +1,10 @@
-"""Deciders for the operator API's writes (`POST /api/v1`): UPDATE_WEIGHTS and UPDATE_QUOTA.
+"""Deciders for the operator API's writes (`POST /api/v1`).
 
     decide_update_weights(state, call, now, config) -> Decision   WEIGHTS_UPDATED
     decide_update_quota(state, call, now, config) -> Decision     QUOTA_UPDATED per role
+    decide_teardown_framework(state, call, now, config)           OFFERS_RESCINDED, FRAMEWORK_REMOVED
+    decide_agent_operation(state, call, now, config)              OFFERS_RESCINDED, AGENT_OPERATIONS_APPLIED
+      (RESERVE_RESOURCES, UNRESERVE_RESOURCES, CREATE_VOLUMES, DESTROY_VOLUMES; reply 202)
 
 The handler turns the JSON into these calls (shape and types: master/api/operator.py); every value rule is
 checked here, with Mesos's messages where it has them: roles valid, weights finite and in (0, MAX_WEIGHT],
@@ -18,9 +21,11 @@ from typing import Mapping
 
 from drover.security.acls import authorized
 from eventstore import events as ev
-from eventstore.resources import round3
+from eventstore.resources import Resources, conversion, round3
 from eventstore.values import MAX_NAME_LENGTH, MAX_SCALAR, MAX_WEIGHT, MIN_WEIGHT, id_problem, role_problem
 from master.decide import DecideConfig, Decision
+from master.allocation import allocator_of
+from master.decide import volumes as vol
 from master.decide.gate import events_problem
 from master.state import State
 
@@ -177,3 +182,60 @@ def decide_teardown_framework(state: State, call: TeardownFramework, now: float,
         events.append(ev.OffersRescinded(offer_ids=offer_ids, reason="framework_removed"))
     events.append(ev.FrameworkRemoved(framework_id=call.framework_id, reason="teardown"))
     return Decision(events=events)
+
+
+@dataclass(frozen=True)
+class AgentOperation:
+    """RESERVE_RESOURCES, UNRESERVE_RESOURCES, CREATE_VOLUMES or DESTROY_VOLUMES on one agent."""
+
+    call: str  # a key of volumes.OPERATOR_CALLS
+    agent_id: str
+    resources: Resources | None  # None when `problem`
+    problem: str | None = None  # why the resources were refused by the codec (Mesos's texts)
+    principal: str | None = None
+
+
+def decide_agent_operation(state: State, call: AgentOperation, now: float, config: DecideConfig) -> Decision:
+    """An operator's operation on an agent's *unallocated* resources (Mesos `Master::Http::_operation`): 400 for
+    an unknown agent or an invalid operation, 403 for the ACL, then offers on the agent are rescinded (in offer id
+    order) until its free resources hold what the operation consumes; 409 if even all of them do not; else the
+    operation is applied and the answer is 202 (the agent learns it from CHECKPOINT_RESOURCES)."""
+    kind = vol.OPERATOR_CALLS[call.call]
+    if (why := id_problem(call.agent_id, "'agent_id.value'")) is not None:
+        return Decision.refuse(400, why)
+    agent = state.agents.get(call.agent_id)
+    free_now = allocator_of(state).agents.get(call.agent_id)
+    if agent is None or free_now is None:
+        return Decision.refuse(400, "No agent found with specified ID")
+    invalid = f"Invalid {kind} operation on agent {call.agent_id}: "
+    if call.problem is not None or call.resources is None:
+        return Decision.refuse(400, invalid + (call.problem or "no resources"))
+    res = call.resources
+    why = vol.validation_problem(kind, res, vol.Actor(call.principal), Resources(agent.dynamic))
+    if why is None and kind == "DESTROY" and vol.volumes_in_use(state, call.agent_id, res):
+        why = "Invalid DESTROY Operation: Persistent volumes in use"
+    if why is not None:
+        return Decision.refuse(400, invalid + why)
+    if (why := vol.acl_problem(kind, res, call.principal, config.acls)) is not None:
+        return Decision.refuse(403, why)
+    consumed, _ = conversion(kind, res)
+    free = free_now.available
+    rescind: list[str] = []
+    if not free.contains(consumed):
+        for offer in sorted((o for o in state.offers.values() if o.agent_id == call.agent_id),
+                            key=lambda o: o.offer_id):
+            rescind.append(offer.offer_id)
+            free = free + Resources(offer.resources)
+            if free.contains(consumed):
+                break
+    if not free.contains(consumed):
+        return Decision.refuse(409, f"{free.format()} does not contain {consumed.format()}")
+    events: list[ev.Event] = []
+    if rescind:
+        events.append(ev.OffersRescinded(offer_ids=rescind, reason="operator_operation"))
+    events.append(ev.AgentOperationsApplied(agent_id=call.agent_id, call=call.call,  # type: ignore[arg-type]
+                                            operations=[ev.ResourceOperation(kind, res.to_list())],  # type: ignore[arg-type]
+                                            principal=call.principal))
+    if (why := events_problem(events)):
+        return Decision.refuse(400, invalid + why)
+    return Decision(events=events, reply=202)
