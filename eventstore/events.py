@@ -324,6 +324,9 @@ class AgentRegistered(Base, tag="AGENT_REGISTERED"):
     resources: Annotated[list[Resource], _10K]
     attributes: Annotated[list[Label], _1K] = msgspec.field(default_factory=list)
     principal: Name | None = None  # who the agent authenticated as (only it may call as this agent)
+    # The dynamic reservations and persistent volumes the agent had checkpointed (an agent that lost its id but
+    # kept its volumes): adopted, as Mesos's master does for a registering agent, so its data is not deleted.
+    checkpointed: Annotated[list[Resource], _10K] = msgspec.field(default_factory=list)
 
 
 class AgentReregistered(Base, tag="AGENT_REREGISTERED"):
@@ -600,6 +603,12 @@ def event_problem(e: Event) -> str | None:
     lists: list[list[Resource]] = []
     if isinstance(e, (AgentRegistered, AgentReregistered)):
         lists.append(e.resources)
+        if any(r.persistence is not None for r in e.resources):
+            return "an agent's resources hold no persistent volume (they are checkpointed resources)"
+        if isinstance(e, AgentRegistered):
+            lists.append(e.checkpointed)
+            if any(r.role == "*" or r.copies != 1 for r in e.checkpointed):
+                return "checkpointed resources are reserved, and a volume counts one copy there"
         if isinstance(e, AgentReregistered):
             lists += [t.spec.resources for t in e.tasks if t.spec is not None]
     elif isinstance(e, OffersMade):

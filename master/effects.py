@@ -17,7 +17,8 @@ import msgspec
 from eventstore import events as ev
 from eventstore.vocab import TERMINAL_STATES
 from master import codec
-from master.state import State, Task, returning_tasks, tasks_on_agent, unreachable_status
+from eventstore.resources import Resources, conversion
+from master.state import State, Task, checkpoint_after, returning_tasks, tasks_on_agent, unreachable_status
 
 # Rescinds Mesos does not announce: on failover and re-subscription offers vanish silently.
 SILENT_RESCIND_REASONS = {"leader_change", "framework_disconnected", "framework_removed"}
@@ -70,6 +71,23 @@ def launches(state: State, framework_id: str, specs: list[ev.TaskSpec]) -> list[
     return out
 
 
+def checkpoint_message(checkpointed: Resources) -> dict:
+    """CHECKPOINT_RESOURCES: the agent's whole set of dynamic reservations and persistent volumes, as the log has
+    it (docs/agent-protocol.md). The agent makes its volumes match: it creates new ones and deletes the others."""
+    return {"type": "CHECKPOINT_RESOURCES",
+            "checkpoint_resources": {"resources": msgspec.to_builtins(checkpointed.to_list())}}
+
+
+def _checkpoint_after(state: State, agent_id: str, ops: list[ev.ResourceOperation]) -> dict | None:
+    agent = state.agents.get(agent_id)
+    if agent is None or not ops:
+        return None
+    dyn = Resources(agent.dynamic)
+    for op in ops:
+        dyn = checkpoint_after(dyn, *conversion(op.kind, Resources(op.resources)))
+    return checkpoint_message(dyn)
+
+
 def kill_message(task: Task) -> dict:
     return {"type": "KILL", "kill": {"framework_id": task.framework_id, "task_id": task.task_id,
                                      "grace_seconds": task.kill_grace_seconds}}
@@ -105,6 +123,9 @@ def plan(state: State, env: ev.Envelope) -> list[Effect]:
                 if o is not None:
                     out.append(ToFramework(o.framework_id, codec.ev_rescind(oid)))
     elif isinstance(e, ev.OffersAccepted):
+        offer = next((state.offers[oid] for oid in e.offer_ids if oid in state.offers), None)
+        if offer is not None and (msg := _checkpoint_after(state, offer.agent_id, list(e.operations))):
+            out.append(ToAgent(offer.agent_id, msg))  # before the launches that use the new volumes
         for spec_msg in launches(state, e.framework_id, list(e.tasks)):
             body = spec_msg.get("launch") or spec_msg["launch_group"]
             agent_id = (body["task"] if "task" in body else body["tasks"][0])["agent_id"]
@@ -113,6 +134,9 @@ def plan(state: State, env: ev.Envelope) -> list[Effect]:
             st = ev.TaskStatus(state=rej.state, source="SOURCE_MASTER", timestamp=env.ts, reason=rej.reason,
                                message=rej.message)
             out.append(ToFramework(e.framework_id, update_event(state, e.framework_id, rej.task_id, None, st)))
+    elif isinstance(e, ev.AgentOperationsApplied):
+        if (msg := _checkpoint_after(state, e.agent_id, list(e.operations))) is not None:
+            out.append(ToAgent(e.agent_id, msg))
     elif isinstance(e, ev.TaskKillRequested):
         task = state.task(e.framework_id, e.task_id)
         if task is not None and not task.terminal:
@@ -150,7 +174,10 @@ def plan(state: State, env: ev.Envelope) -> list[Effect]:
 def resync_agent(state: State, agent_id: str, reported: list[ev.TaskReport]) -> list[dict]:
     """Messages for an agent that just (re-)registered with this leader."""
     known = {(r.framework_id, r.task_id) for r in reported}
-    msgs: list[dict] = []
+    # First what the agent must have checkpointed (always, even nothing: volumes destroyed while it was away go),
+    # so the launches below find their volumes.
+    agent = state.agents.get(agent_id)
+    msgs: list[dict] = [checkpoint_message(Resources(agent.dynamic if agent is not None else []))]
     groups: set[tuple[str, str]] = set()
     for task in state.all_tasks():
         if task.agent_id != agent_id or task.terminal:

@@ -419,12 +419,16 @@ def _agent_registered(s: State, e: ev.AgentRegistered, ts: float) -> None:
     if e.agent_id in s.agents or e.agent_id in s.unreachable_agents:
         return  # never decided (a known agent re-registers); a second registration changes nothing
     a = allocator_of(s)  # before the agent is in the fields: a first use rebuilds from them
-    s.agents[e.agent_id] = Agent(
+    agent = s.agents[e.agent_id] = Agent(
         agent_id=e.agent_id, hostname=e.hostname, http=e.http, resources=e.resources, attributes=e.attributes,
         registered_at=ts, principal=e.principal,
     )
     s.next_agent += 1
-    a.add_agent(e.agent_id, Resources(e.resources))
+    kept = Resources(e.checkpointed)
+    if kept and Resources(e.resources).contains(kept.as_unreserved()):  # else the agent refuses to start
+        agent.dynamic = kept.to_list()
+        agent.resources = with_reservations(Resources(e.resources), kept).to_list()
+    a.add_agent(e.agent_id, agent.total())
 
 
 def unreachable_status(ts: float, e: ev.AgentUnreachable, hostname: str) -> ev.TaskStatus:
@@ -604,6 +608,11 @@ def _offers_accepted(s: State, e: ev.OffersAccepted, ts: float) -> None:
                                   resources=leftover.to_list(), expires_at=ts + e.refuse_seconds))
 
 
+def checkpoint_after(dynamic: Resources, consumed: Resources, converted: Resources) -> Resources:
+    """An agent's checkpointed resources (dynamic reservations and volumes) after an operation."""
+    return dynamic - consumed.reserved() + converted.reserved()
+
+
 def _convert(s: State, agent_id: str, consumed: Resources, converted: Resources,
              holder: tuple[str, str] | None) -> None:
     """One operation on an agent: its total and its checkpointed resources (dynamic reservations and volumes)
@@ -611,7 +620,7 @@ def _convert(s: State, agent_id: str, consumed: Resources, converted: Resources,
     unallocated (an operator's operation)."""
     agent = s.agents[agent_id]
     agent.resources = (agent.total() - consumed + converted).to_list()
-    agent.dynamic = (Resources(agent.dynamic) - consumed.reserved() + converted.reserved()).to_list()
+    agent.dynamic = checkpoint_after(Resources(agent.dynamic), consumed, converted).to_list()
     a = allocator_of(s)
     if holder is not None:
         a.convert(agent_id, holder[0], holder[1], consumed, converted)

@@ -41,6 +41,8 @@ class AgentSubscribe(msgspec.Struct):
     agent_id: str | None = None
     attributes: list[ev.Label] = msgspec.field(default_factory=list)
     tasks: list[ev.TaskReport] = msgspec.field(default_factory=list)
+    # what the agent has checkpointed of the master's CHECKPOINT_RESOURCES: dynamic reservations and volumes
+    checkpointed: list[Resource] = msgspec.field(default_factory=list)
 
 
 class AgentUpdate(msgspec.Struct):
@@ -164,8 +166,13 @@ def subscribe_problem(sub: AgentSubscribe, config: DecideConfig) -> str | None:
     if (why := _name_problem(sub.hostname, "subscribe.hostname")) \
             or (why := address_problem(sub.http, "subscribe.http")) \
             or (why := _resources_problem(sub.resources, "subscribe.resources")) \
-            or (why := _labels_problem(sub.attributes, "subscribe.attributes", config)):
+            or (why := _labels_problem(sub.attributes, "subscribe.attributes", config)) \
+            or (why := _resources_problem(sub.checkpointed, "subscribe.checkpointed")):
         return why
+    if any(r.persistence is not None for r in sub.resources):
+        return "'subscribe.resources' holds a persistent volume: volumes are checkpointed resources"
+    if any(r.role == "*" or r.copies != 1 for r in sub.checkpointed):
+        return "'subscribe.checkpointed' holds unreserved resources or a volume counted more than once"
     limit = config.limits.max_reported_tasks
     if len(sub.tasks) > limit:
         return f"'subscribe.tasks' reports {len(sub.tasks)} tasks, more than the limit of {limit} (max_reported_tasks)"
@@ -305,7 +312,7 @@ def decide_agent_subscribe(state: State, sub: AgentSubscribe, now: float, config
     else:
         aid = new_agent_id(state)
         event = ev.AgentRegistered(agent_id=aid, hostname=sub.hostname, http=sub.http, resources=sub.resources,
-                                   attributes=sub.attributes, principal=principal)
+                                   attributes=sub.attributes, principal=principal, checkpointed=sub.checkpointed)
     if (why := events_problem([event])) is not None:
         return Decision.refuse(400, f"Invalid agent subscription: {why}")
     return Decision(events=[event], reply=aid)
