@@ -221,3 +221,36 @@ def test_a_disk_limitation_decides_the_tasks_end():
                    "Disk usage (20MB) exceeds quota (10MB)")
     assert Reason.CONTAINER_LIMITATION_DISK == "REASON_CONTAINER_LIMITATION_DISK"
     assert exit_outcome(St(), killed=True).state == "TASK_KILLED"
+
+
+@pytest.mark.parametrize("argv, enforced, interval", [
+    ([], False, 15.0),
+    (["--enforce-container-disk-quota", "--container-disk-watch-interval", "1.5"], True, 1.5),
+    (["--enforce-container-disk-quota", "--no-enforce-container-disk-quota"], False, 15.0),
+])
+def test_the_agent_flags(argv, enforced, interval, monkeypatch, tmp_path):
+    from drover import cli
+
+    seen = {}
+
+    async def fake_run(cfg, stop=None):
+        seen["cfg"] = cfg
+
+    monkeypatch.setattr("agent.agent.run_agent", fake_run)
+    args = cli.build_parser().parse_args(["agent", "--master", "127.0.0.1:1", "--http", "127.0.0.1:2",
+                                          "--work-dir", str(tmp_path), *argv])
+    assert cli._agent(args) == 0
+    cfg = seen["cfg"]
+    assert (cfg.enforce_container_disk_quota, cfg.container_disk_watch_interval) == (enforced, interval)
+
+
+def test_drover_local_enforces_disk_quotas():
+    from drover.local import LocalCluster
+
+    c = LocalCluster(data_dir=Path("/nonexistent"))
+    c.layout = {"masters": [{"http": "127.0.0.1:1"}], "podman_socket": "/x"}
+    argv = c.agent_argv({"http": "127.0.0.1:2", "work_dir": "/w", "id": "a1"})
+    assert "--enforce-container-disk-quota" in argv and "--container-disk-watch-interval" not in argv
+    c.container_disk_watch_interval = 1.0
+    argv = c.agent_argv({"http": "127.0.0.1:2", "work_dir": "/w", "id": "a1"})
+    assert argv[argv.index("--container-disk-watch-interval") + 1] == "1"
