@@ -34,7 +34,7 @@ import msgspec
 import structlog
 from aiohttp import web
 
-from agent import checks, fetcher, probes, rules
+from agent import checks, disk, disk_limits, fetcher, probes, rules
 from agent.checkpoint import CheckpointStore, TaskRecord
 from agent.http_api import AgentAPI
 from agent.gc import GarbageCollector, GCConfig, remove_tree, set_aside
@@ -93,6 +93,11 @@ class AgentConfig:
     # Clean-up (agent/gc.py): finished sandboxes kept --gc-delay scaled by disk use, sweeps every
     # --disk-watch-interval, task logs rotated beyond --task-log-max-size.
     gc: GCConfig = field(default_factory=GCConfig)
+    # Disk limits (agent/disk_limits.py, docs/services.md "Disk limits"), Mesos's disk/du: with
+    # --enforce-container-disk-quota every running task's sandbox is measured every --container-disk-watch-interval
+    # seconds and a task holding more than its `disk` is killed. Off by default, as in Mesos.
+    enforce_container_disk_quota: bool = False
+    container_disk_watch_interval: float = disk_limits.DEFAULT_CONTAINER_DISK_WATCH_INTERVAL
 
 
 class Agent:
@@ -131,6 +136,8 @@ class Agent:
         self._scheme = "https" if self._client_ssl is not None else "http"
         self._tls_warned: set[str] = set()
         self.completed: collections.deque[TaskRecord] = collections.deque(maxlen=200)  # forgotten: for /state
+        # The last measurement of each watched task's sandbox (bytes used, bytes allowed): for the statistics.
+        self.disk_usage: dict[tuple[str, str], tuple[int, int]] = {}
 
     # ---- checkpointing --------------------------------------------------------------------------
     def checkpoint(self) -> None:
@@ -154,6 +161,8 @@ class Agent:
                  asyncio.create_task(self._update_loop(), name="status-updates"),
                  asyncio.create_task(self._ping_loop(), name="ping"),
                  asyncio.create_task(self.gc.run(), name="gc")]
+        if self.config.enforce_container_disk_quota:
+            tasks.append(asyncio.create_task(self._disk_loop(), name="disk-watch"))
         await stop.wait()
         checkers = [t for ts in self._checkers.values() for t in ts]
         for t in tasks + list(self._bg) + list(self._watchers.values()) + list(self._stopping.values()) + checkers:
@@ -183,7 +192,9 @@ class Agent:
                 self._spawn(self._launch(rec))
                 continue
             self._watch(rec)
-            if rec.kill_requested or rec.health_kill is not None:
+            if rec.disk_limitation is not None:
+                self._stop(rec, self._grace(rec))  # a disk kill we may not have begun: no TASK_KILLING (as then)
+            elif rec.kill_requested or rec.health_kill is not None:
                 # We may have died between checkpointing the kill and asking podman to stop the container.
                 self._announce_killing(rec)
                 self._stop(rec, self._grace(rec))
@@ -524,7 +535,7 @@ class Agent:
         finally:
             self._watchers.pop(key, None)
         out = rules.exit_outcome(st, killed=rec.kill_requested or key in self._killed_by_us
-                                 or rec.health_kill is not None)
+                                 or rec.health_kill is not None, disk_limitation=rec.disk_limitation)
         if rec.health_kill is not None and out.state == TaskState.KILLED:
             # Killed by its failing health check: `healthy: false` (as Mesos's command executor), and (a Drover
             # choice, where Mesos sets no reason) the health check's reason and a message saying what failed.
@@ -957,7 +968,7 @@ class Agent:
     def _checking(self, rec: TaskRecord) -> bool:
         """Whether the task is still checked: running, ours, not ended, nor being killed."""
         return (rec.state == TaskState.RUNNING and rec.container_id is not None and not rec.terminal_sent
-                and not rec.kill_requested and rec.health_kill is None
+                and not rec.kill_requested and rec.health_kill is None and rec.disk_limitation is None
                 and self.tasks.get((rec.framework_id, rec.spec.task_id)) is rec)
 
     async def _probe(self, rec: TaskRecord, spec: ev.CheckSpec) -> checks.Result:
@@ -1024,6 +1035,54 @@ class Agent:
         self._stop_checks(rec)
         self.checkpoint()
         self._announce_killing(rec)
+        self._stop(rec, self._grace(rec))
+
+    # ---- disk limits (the rule: agent/disk_limits.py; the measurement: agent/disk.py) ------------------------------
+    async def _disk_loop(self) -> None:
+        """Mesos's disk/du: every --container-disk-watch-interval, each running task's sandbox measured (one walk
+        at a time, in a thread) against its `disk`; one over it is killed."""
+        while True:
+            await asyncio.sleep(self.config.container_disk_watch_interval)
+            try:
+                await self._check_disk()
+            except asyncio.CancelledError:
+                raise
+            except Exception as e:  # logged, and tried again at the next interval
+                log.warning("disk usage check failed", error=repr(e)[:300])
+
+    async def _check_disk(self) -> None:
+        for key in [k for k in self.disk_usage if k not in self.tasks]:
+            del self.disk_usage[key]
+        for rec in list(self.tasks.values()):
+            key = (rec.framework_id, rec.spec.task_id)
+            limit = disk_limits.sandbox_disk_limit(rec.spec.resources)
+            if limit is None or not self._checking(rec):
+                self.disk_usage.pop(key, None)
+                continue
+            try:
+                sandbox = rules.sandbox_path(self.config.work_dir, rec.framework_id, rec.spec.task_id)
+                used = await asyncio.to_thread(disk.measure, sandbox)
+            except (rules.UnsafePath, OSError) as e:
+                log.warning("cannot measure a task's sandbox", task=rec.spec.task_id[:64], error=str(e)[:200])
+                continue
+            if not used.complete:
+                log.warning("a task's sandbox has too many entries, or too deep, to measure all of it: counted what "
+                            "was reached (a lower bound)", task=rec.spec.task_id[:64], entries=used.entries,
+                            counted_bytes=used.bytes)
+            if not self._checking(rec):
+                continue  # ended, or being killed, while it was measured
+            self.disk_usage[key] = (used.bytes, limit)
+            if (message := disk_limits.disk_limitation(used.bytes, limit)) is not None:
+                self._kill_over_disk(rec, message)
+
+    def _kill_over_disk(self, rec: TaskRecord, message: str) -> None:
+        """The task's sandbox holds more than its `disk`: kill it (its kill policy's grace period, SIGTERM then
+        SIGKILL); it ends TASK_FAILED, SOURCE_AGENT, REASON_CONTAINER_LIMITATION_DISK (_wait_exit). No TASK_KILLING:
+        Mesos's agent destroys a limited container without one."""
+        log.warning("killing a task over its disk quota", task=rec.spec.task_id[:64], why=message)
+        rec.disk_limitation = message
+        self._stop_checks(rec)
+        self.checkpoint()
         self._stop(rec, self._grace(rec))
 
     def _enqueue(self, rec: TaskRecord, st: ev.TaskStatus) -> None:

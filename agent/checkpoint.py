@@ -44,6 +44,10 @@ class TaskRecord(msgspec.Struct, omit_defaults=True):
     # A task of a group another task of which was killed by its health check: its terminal status says
     # `healthy: false` too (Mesos's default executor). Set when that kill starts, so it outlives the other's ack.
     group_unhealthy: bool = False
+    # The message of the disk limitation the agent killed the task for (its sandbox held more than its `disk`:
+    # agent/disk_limits.py): its terminal status is then TASK_FAILED, REASON_CONTAINER_LIMITATION_DISK with it.
+    # Checkpointed before the kill starts, so a restarted agent finishes the kill and still says why.
+    disk_limitation: str | None = None
 
 
 class AgentCheckpoint(msgspec.Struct, omit_defaults=True):

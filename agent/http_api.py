@@ -239,7 +239,10 @@ class AgentAPI:
             d["flags"] = {"master": ",".join(cfg.masters), "http": cfg.http, "work_dir": str(cfg.work_dir),
                           "hostname": cfg.hostname, "resources": cfg.resources.format(),
                           "authenticate_http_readonly": str(cfg.credentials is not None).lower(),
-                          "task_pids_limit": str(cfg.task_pids_limit)}
+                          "task_pids_limit": str(cfg.task_pids_limit),
+                          # Mesos's names (and its duration format for the interval)
+                          "enforce_container_disk_quota": str(cfg.enforce_container_disk_quota).lower(),
+                          "container_disk_watch_interval": f"{cfg.container_disk_watch_interval:g}secs"}
         return d
 
     async def state(self, request: web.Request) -> web.Response:
@@ -321,6 +324,10 @@ class AgentAPI:
                 "mem_rss_bytes": int(s.get("MemUsage") or 0), "mem_total_bytes": int(s.get("MemUsage") or 0),
                 "mem_limit_bytes": int(mem_mb * 1024 * 1024), "processes": int(s.get("PIDs") or 0),
                 "net_rx_bytes": int(s.get("NetInput") or 0), "net_tx_bytes": int(s.get("NetOutput") or 0)}
+            # The sandbox's last measurement (docs/services.md, "Disk limits"): only with the quota enforced, and
+            # only for a task that has a `disk` resource.
+            if (disk := self.agent.disk_usage.get((r.framework_id, r.spec.task_id))) is not None:
+                out[r.container_id or ""].update(disk_used_bytes=disk[0], disk_limit_bytes=disk[1])
         return out
 
     async def statistics(self, request: web.Request) -> web.Response:

@@ -238,9 +238,13 @@ class Outcome(NamedTuple):
     message: str
 
 
-def exit_outcome(st: Any, killed: bool) -> Outcome:
+def exit_outcome(st: Any, killed: bool, disk_limitation: str | None = None) -> Outcome:
     """The terminal status of a task whose container ended. `st` is the containerizer's ContainerState from
-    wait() (None or status "removed": the container is gone); `killed`: a kill was asked for or done by us."""
+    wait() (None or status "removed": the container is gone); `killed`: a kill was asked for or done by us;
+    `disk_limitation`: the message of the disk limitation the agent killed it for (agent/disk_limits.py), which
+    decides whatever else happened (as Mesos's agent reports a container limitation, not the executor's status)."""
+    if disk_limitation is not None:
+        return Outcome(TaskState.FAILED, Source.AGENT, Reason.CONTAINER_LIMITATION_DISK, disk_limitation)
     if killed:
         return Outcome(TaskState.KILLED, Source.EXECUTOR, None, "Command terminated by a kill request")
     if st is not None and st.status == "lost":

@@ -201,6 +201,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="how often the agent sweeps sandboxes, containers and logs (default: 60)")
     a.add_argument("--task-log-max-size", type=_bytes, default=None, metavar="BYTES",
                    help="a task's stdout or stderr beyond this is rotated to stdout.1 / stderr.1 (default: 64MB)")
+    a.add_argument("--enforce-container-disk-quota", action=argparse.BooleanOptionalAction, default=False,
+                   help="measure each running task's sandbox (as du does) and kill a task holding more than its "
+                        "disk resources: TASK_FAILED, REASON_CONTAINER_LIMITATION_DISK (default: off, as Mesos)")
+    a.add_argument("--container-disk-watch-interval", type=_positive, default=None, metavar="SECONDS",
+                   help="how often sandboxes are measured with --enforce-container-disk-quota (default: 15)")
 
     l = sub.add_parser("local", help="run 3 master replicas and 2 agents on this machine")
     l.add_argument("--data-dir", type=Path, default=Path("var/local"))
@@ -371,7 +376,10 @@ def _agent(args) -> int:
                       tls_cert=args.tls_cert, tls_key=args.tls_key, tls_ca=args.tls_ca, task_pids_limit=pids,
                       insecure_registries=list(args.registry_insecure),
                       image_pull_timeout=args.image_pull_timeout or rules.DEFAULT_IMAGE_PULL_TIMEOUT,
-                      fetcher_allowed_dirs=list(args.fetcher_allowed_dir))
+                      fetcher_allowed_dirs=list(args.fetcher_allowed_dir),
+                      enforce_container_disk_quota=args.enforce_container_disk_quota)
+    if args.container_disk_watch_interval is not None:
+        cfg.container_disk_watch_interval = args.container_disk_watch_interval
     if args.fetcher_cache_size is not None:
         cfg.fetcher_cache_size = args.fetcher_cache_size
     gc = cfg.gc

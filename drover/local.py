@@ -75,6 +75,10 @@ class LocalCluster:
     agent_resources: str = "cpus:2;mem:2048;disk:8192;ports:[31000-32000]"
     master_args: list[str] = field(default_factory=list)
     agent_args: list[str] = field(default_factory=list)
+    # Agents kill a task whose sandbox holds more than its `disk` (--enforce-container-disk-quota; off by default in
+    # `drover agent`, as Mesos), measuring every this many seconds (None: the agent's default, 15 s).
+    enforce_container_disk_quota: bool = True
+    container_disk_watch_interval: float | None = None
     tls: bool = False  # HTTPS on every port, with a PKI generated into DATA_DIR/tls/ (docs/tls.md)
     procs: dict[str, subprocess.Popen] = field(default_factory=dict)
     layout: dict = field(default_factory=dict)
@@ -246,6 +250,9 @@ class LocalCluster:
         return self._cmd("agent", "--master", masters, "--http", a["http"], "--work-dir", a["work_dir"],
                          "--resources", self.agent_resources, "--podman-socket", self.layout["podman_socket"],
                          "--hostname", a["http"].rpartition(":")[0], *tls,
+                         *(["--enforce-container-disk-quota"] if self.enforce_container_disk_quota else []),
+                         *(["--container-disk-watch-interval", f"{self.container_disk_watch_interval:g}"]
+                           if self.container_disk_watch_interval is not None else []),
                          *(["--credential", str(self.data_dir / f"{a['id']}.credential.json"),
                             "--credentials", str(self.data_dir / "credentials.json"),
                             "--acls", str(self.data_dir / "acls.json")] if self.secure else []),

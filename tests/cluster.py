@@ -61,7 +61,9 @@ class Cluster(LocalCluster):
 @contextlib.contextmanager
 def running_cluster(data_dir: Path, extra_master_args: list[str] = (),
                     agent_args: list[str] = (), **options) -> Iterator[Cluster]:
-    """`options`: LocalCluster's other fields (secure, tls, extra_principals, acl_rules, ...)."""
+    """`options`: LocalCluster's other fields (secure, tls, extra_principals, acl_rules, ...). Disk quotas are
+    enforced (as in `drover local`), sandboxes measured every second."""
+    options.setdefault("container_disk_watch_interval", 1.0)
     c = Cluster(data_dir=data_dir, master_args=list(MASTER_ARGS) + list(extra_master_args),
                 agent_args=list(agent_args), **options)
     c.start()

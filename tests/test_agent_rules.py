@@ -545,3 +545,47 @@ async def test_check_updates_queued_behind_the_one_in_flight_keep_only_the_lates
     assert [(s.state, s.healthy) for s in rec.unacked] == [("TASK_RUNNING", False), ("TASK_RUNNING", True)]
     agent._status(rec, "TASK_KILLED")  # never replaced: only a check update replaces a check update
     assert [(s.state, s.healthy) for s in rec.unacked][-2:] == [("TASK_RUNNING", True), ("TASK_KILLED", None)]
+
+
+# ---- disk limits (agent/disk_limits.py; live: tests/test_services.py) ----------------------------------------------
+
+def _resources(disk: float | None) -> list[dict]:
+    res = [{"name": "cpus", "type": "SCALAR", "scalar": 0.5}, {"name": "mem", "type": "SCALAR", "scalar": 64.0}]
+    return res + ([{"name": "disk", "type": "SCALAR", "scalar": disk}] if disk is not None else [])
+
+
+async def test_a_task_over_its_disk_is_killed_and_fails_with_the_limitation_after_a_restart_too(agent):
+    agent.containerizer = StoppingContainerizer()  # the kill takes the grace period: a restart comes meanwhile
+    for tid, disk in (("over", 1.0), ("within", 10.0), ("unlimited", None)):
+        await agent._on_message("m", launch_msg("F", tid, "sleep 100", resources=_resources(disk),
+                                                framework_info={"name": "fw", "user": "root",
+                                                                "capabilities": ["TASK_KILLING_STATE"]}))
+    await settle(agent)
+    for tid in ("over", "within", "unlimited"):
+        (agent.config.work_dir / "sandboxes" / "F" / tid / "data").write_bytes(b"x" * (2 * 2**20))
+    await agent._check_disk()
+    await asyncio.sleep(0.05)
+    over = agent.tasks[("F", "over")]
+    message = over.disk_limitation
+    assert message is not None and message.startswith("Disk usage (2") and message.endswith("exceeds quota (1MB)")
+    assert agent.containerizer.kills == [("cid-1", rules.DEFAULT_KILL_GRACE_SECONDS)]  # the kill policy's grace
+    assert states(agent, "F", "over")[-1] == "TASK_RUNNING"  # no TASK_KILLING for a limitation
+    # the last measurements (for the statistics): a task without disk is not measured
+    assert set(agent.disk_usage) == {("F", "over"), ("F", "within")}
+    used, limit = agent.disk_usage[("F", "within")]
+    assert 2 * 2**20 <= used < limit == 10 * 2**20
+    # checkpointed before the kill began: a restarted agent finishes it and still says why
+    again = Agent(agent.config)
+    again.containerizer = StoppingContainerizer()
+    again.containerizer.ends = agent.containerizer.ends
+    assert again.tasks[("F", "over")].disk_limitation == message
+    await again._recover()
+    await asyncio.sleep(0.05)
+    assert again.containerizer.kills == [("cid-1", rules.DEFAULT_KILL_GRACE_SECONDS)]
+    again.containerizer.exit("cid-1", 137)  # SIGKILL, at the end of the grace period
+    await asyncio.sleep(0.05)
+    st = again.tasks[("F", "over")].unacked[-1]
+    assert (st.state, st.source, st.reason, st.message) == ("TASK_FAILED", "SOURCE_AGENT",
+                                                            "REASON_CONTAINER_LIMITATION_DISK", message)
+    for t in list(again._bg) + list(again._watchers.values()) + list(again._stopping.values()):
+        t.cancel()

@@ -1,11 +1,13 @@
 """Tasks as services, on a real cluster (master replicas, agents, Podman; no mocks), through the v1 scheduler API:
 networking and ports (a task serves on its offered host port, or behind a bridge port mapping; a mapping of a port
-it was not offered is a TASK_ERROR) and the kill policy (SIGTERM, the grace period, then SIGKILL; TASK_KILLING only
-for frameworks with TASK_KILLING_STATE). docs/services.md."""
+it was not offered is a TASK_ERROR), the kill policy (SIGTERM, the grace period, then SIGKILL; TASK_KILLING only
+for frameworks with TASK_KILLING_STATE) and disk limits (a task writing more than its `disk` ends TASK_FAILED,
+REASON_CONTAINER_LIMITATION_DISK; one within it runs on). docs/services.md."""
 
 from __future__ import annotations
 
 import asyncio
+import re
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -211,3 +213,56 @@ async def test_a_later_kill_with_a_shorter_grace_period_brings_the_sigkill_forwa
     now = {"grace_period": {"nanoseconds": 0}}
     assert (await s.call("KILL", {"task_id": {"value": "stubborn"}, "kill_policy": now})).status == 202
     assert await _until(s, "stubborn", "TASK_KILLED") == ["TASK_KILLED"]  # no second TASK_KILLING
+
+
+# ---- disk limits (docs/services.md, "Disk limits"; this cluster enforces them, measuring every second) -------------
+
+def _with_disk(task: dict, mb: float) -> dict:
+    task["resources"].append({"name": "disk", "type": "SCALAR", "scalar": {"value": mb}})
+    return task
+
+
+def _disk_statistics(cluster: Cluster, offer: dict, framework_id: str, tid: str) -> dict | None:
+    aid = offer["agent_id"]["value"]
+    a = next(a for a in cluster.layout["agents"] if cluster.agent_id(a["id"]) == aid)
+    for c in cluster.get(a["http"], "/monitor/statistics.json"):
+        if (c["framework_id"], c["executor_id"]) == (framework_id, tid) and "disk_used_bytes" in c["statistics"]:
+            return c["statistics"]
+    return None
+
+
+async def test_a_task_writing_more_than_its_disk_fails_with_a_disk_limitation(cluster, subscribe):
+    s = await subscribe(capabilities=[{"type": "TASK_KILLING_STATE"}])
+    offer = (await s.offers())[0]
+    await _launch(s, offer, _with_disk(_task("hog", offer, "dd if=/dev/zero of=big bs=1M count=20; sleep 600",
+                                             kill_policy={"grace_period": {"nanoseconds": 1_000_000_000}}), 10))
+    assert await _until(s, "hog", "TASK_RUNNING") == ["TASK_STARTING", "TASK_RUNNING"]
+    st = await _update(s, "hog")  # no TASK_KILLING: a limitation, not a kill
+    assert (st["state"], st["source"], st["reason"]) == ("TASK_FAILED", "SOURCE_AGENT",
+                                                         "REASON_CONTAINER_LIMITATION_DISK"), st
+    m = re.fullmatch(r"Disk usage \((\d+(?:\.\d)?)MB\) exceeds quota \(10MB\)", st["message"])
+    assert m and 10 < float(m.group(1)) <= 21, st["message"]  # caught while dd wrote, or after
+    state = await asyncio.to_thread(cluster.state)
+    [task] = [t for f in state["frameworks"] + state.get("completed_frameworks", []) if f["id"] == s.framework_id
+              for t in f.get("tasks", []) + f.get("completed_tasks", []) if t["id"] == "hog"]
+    assert task["state"] == "TASK_FAILED"
+
+
+async def test_a_task_within_its_disk_keeps_running_and_its_usage_is_reported(cluster, subscribe):
+    s = await subscribe()
+    offer = (await s.offers())[0]
+    await _launch(s, offer, _with_disk(_task("modest", offer, "dd if=/dev/zero of=data bs=1M count=5 && "
+                                                                "touch written; sleep 600"), 10))
+    assert await _until(s, "modest", "TASK_RUNNING") == ["TASK_STARTING", "TASK_RUNNING"]
+    await _wait_file(_sandbox(cluster, offer, s.framework_id, "modest") / "written")
+    stats = None
+    for _ in range(600):  # measured after the file was written (the sandbox then holds 5 MB and more)
+        stats = await asyncio.to_thread(_disk_statistics, cluster, offer, s.framework_id, "modest")
+        if stats is not None and stats["disk_used_bytes"] >= 5 * 2**20:
+            break
+        await asyncio.sleep(0.1)
+    assert stats is not None and 5 * 2**20 <= stats["disk_used_bytes"] < 10 * 2**20, stats
+    assert stats["disk_limit_bytes"] == 10 * 2**20
+    await asyncio.sleep(3)  # a few more measurements (one a second here): still within its disk
+    assert (await s.call("KILL", {"task_id": {"value": "modest"}})).status == 202
+    assert await _until(s, "modest", "TASK_KILLED") == ["TASK_KILLED"]  # its first update since RUNNING
