@@ -24,9 +24,9 @@ def sandbox_disk_limit(resources: Iterable[Resource]) -> int | None:
     `Resources::disk()`, truncated to whole bytes). None when it has no disk, or none left after adding (Mesos drops
     an empty resource: a `disk` of 0 is no quota at all).
 
-    Persistent volumes are disk too but are measured against their own size, not the sandbox's: once Resource has a
-    persistence field (docs/plans/persistent-volumes.md, step 1) the records with one must be left out here."""
-    total = sum(r.scalar for r in resources if r.name == "disk" and r.type == "SCALAR")
+    Persistent volumes are disk too but are not the sandbox's: they are left out (Mesos: the sandbox's quota is the
+    disk without a `volume`)."""
+    total = sum(r.scalar for r in resources if r.name == "disk" and r.type == "SCALAR" and r.persistence is None)
     if not total > 0 or not math.isfinite(total):
         return None
     return int(total * MB)
