@@ -35,6 +35,7 @@ import structlog
 from aiohttp import web
 
 from agent import checks, disk, disk_limits, fetcher, probes, rules
+from agent.volumes import VolumeError, VolumeStore, compatible_problem
 from agent.checkpoint import CheckpointStore, TaskRecord
 from agent.http_api import AgentAPI
 from agent.gc import GarbageCollector, GCConfig, remove_tree, set_aside
@@ -45,7 +46,7 @@ from drover.security.credentials import Credential, Credentials
 from drover.security.tls import client_context, server_context
 from agent.containerizer import ContainerLaunchError, ContainerSpec, PodmanContainerizer, PodSpec
 from eventstore import events as ev
-from eventstore.resources import Resources
+from eventstore.resources import Resource, Resources, resources_problem
 from eventstore.values import MAX_TEXT_LENGTH, is_valid_id
 from eventstore.vocab import TERMINAL_STATES, Reason, Source, TaskState
 
@@ -105,6 +106,13 @@ class Agent:
         self.config = config
         self.cp_store = CheckpointStore(config.work_dir)
         self.cp = self.cp_store.load()
+        # Persistent volumes: what the master last checkpointed here (a sync a crash cut short is finished first).
+        # Refuse to start if the flags no longer hold it, as Mesos's agent does: the data would not fit.
+        self.volumes = VolumeStore(config.work_dir)
+        self.checkpointed = self.volumes.load()
+        if (why := compatible_problem(self.checkpointed, config.resources)) is not None:
+            raise ValueError(why)
+        self._volume_lock = asyncio.Lock()
         self.tasks: dict[tuple[str, str], TaskRecord] = {(t.framework_id, t.spec.task_id): t for t in self.cp.tasks}
         self.containerizer = PodmanContainerizer(config.podman_socket, start_service=config.start_podman_service,
                                                  insecure_registries=frozenset(config.insecure_registries),
@@ -230,7 +238,8 @@ class Agent:
             "agent_id": self.cp.agent_id, "hostname": self.config.hostname, "http": self.config.http,
             "resources": msgspec.to_builtins(self.config.resources.to_list()),
             "attributes": msgspec.to_builtins(self.config.attributes),
-            "tasks": msgspec.to_builtins(reports)}}
+            "tasks": msgspec.to_builtins(reports),
+            "checkpointed": msgspec.to_builtins(self.checkpointed.to_list())}}
         return json.dumps(call).encode()
 
     async def _link_loop(self) -> None:
@@ -306,6 +315,9 @@ class Agent:
             self._resend_all = True
             self._update_wakeup.set()  # resend unacknowledged updates to the (new) leader now
             log.info("registered with master", master=master, agent_id=self.cp.agent_id)
+        elif t == "CHECKPOINT_RESOURCES":
+            # Awaited before the next record: the launches that follow it find their volumes.
+            await self._checkpoint_resources(msg.get("checkpoint_resources"))
         elif t == "LAUNCH":
             self._on_launch(msg.get("launch"))
         elif t == "LAUNCH_GROUP":
@@ -318,6 +330,57 @@ class Agent:
             self._acknowledged(a.get("framework_id"), a.get("task_id"), a.get("uuid"))
         elif t == "ERROR":
             raise RuntimeError(msg.get("error", {}).get("message", "error from master"))
+
+    async def _checkpoint_resources(self, body: object) -> None:
+        """CHECKPOINT_RESOURCES: the whole set of dynamic reservations and volumes the master's log holds for this
+        agent. Never trusted: a malformed one is logged and ignored (the next registration sends it again)."""
+        raw = body.get("resources") if isinstance(body, dict) else None
+        try:
+            items = msgspec.convert(raw, list[Resource])
+        except msgspec.ValidationError as e:
+            log.warning("CHECKPOINT_RESOURCES ignored: malformed", error=str(e)[:200])
+            return
+        why = resources_problem(items) or next(("unreserved resources or a volume counted twice" for r in items
+                                                if r.role == "*" or r.copies != 1), None)
+        if why is None:
+            why = compatible_problem(Resources(items), self.config.resources)
+        if why is not None:
+            log.warning("CHECKPOINT_RESOURCES ignored", why=why[:300])
+            return
+        target = Resources(items)
+        async with self._volume_lock:
+            if target == self.checkpointed:
+                return
+            before = {k for k in self.checkpointed.persistence_ids()}
+            try:
+                await asyncio.to_thread(self.volumes.sync, target)
+            except (VolumeError, OSError) as e:
+                # Mesos's agent exits here; this one says so and keeps the old set (a re-registration retries).
+                log.error("persistent volumes could not be synced with the master's checkpoint", error=str(e))
+                return
+            self.checkpointed = target
+            after = set(target.persistence_ids())
+            log.info("checkpointed resources updated", resources=target.format()[:500],
+                     created=sorted(f"{r}/{p}" for r, p in after - before),
+                     destroyed=sorted(f"{r}/{p}" for r, p in before - after))
+
+    def _volume_mounts(self, resources: list[Resource]) -> tuple[list[tuple[str, str, bool, bool]], str | None]:
+        """The task's volumes as (host dir, container path, read only, shared), or why it cannot have them: one
+        this agent has not checkpointed (Mesos: TASK_DROPPED, REASON_RESOURCES_UNKNOWN)."""
+        known = set(self.checkpointed.persistence_ids())
+        mounts = []
+        for r in resources:
+            if r.persistence is None:
+                continue
+            if (r.role, r.persistence.id) not in known or r.volume is None:
+                return [], ("The checkpointed resources being used by the task or task group are unknown to the "
+                            f"agent: persistent volume '{r.persistence.id}' of role '{r.role}'")
+            try:
+                host = self.volumes.path(r.role, r.persistence.id)
+            except VolumeError as e:
+                return [], str(e)
+            mounts.append((str(host), r.volume.container_path, r.volume.mode == "RO", r.shared))
+        return mounts, None
 
     def _on_launch(self, launch: object) -> None:
         """A LAUNCH from the master. Never trusted: ids are checked before anything is built from them, and a
@@ -422,6 +485,11 @@ class Agent:
         if problem is not None:
             self._status(rec, TaskState.ERROR, reason=Reason.TASK_INVALID, message=problem)
             return
+        volumes, unknown = self._volume_mounts(rec.spec.resources)
+        if unknown is not None:
+            self._status(rec, rules.reused_id_state(rec.framework_info), reason=Reason.RESOURCES_UNKNOWN,
+                         message=unknown)
+            return
         if rec.state == TaskState.STAGING:  # a launch resumed after an agent restart already announced it
             self._status(rec, TaskState.STARTING, source=Source.EXECUTOR)
         try:
@@ -460,6 +528,7 @@ class Agent:
             sandbox_dir=sandbox, user=user, pids_limit=self.config.task_pids_limit,
             network=rules.network_mode(rec.spec.network),
             ports=[(m.host_port, m.container_port, m.protocol) for m in rec.spec.port_mappings],
+            volumes=volumes,
         )
         try:
             self.containerizer.validate(spec)  # the task's own fault: no waiting for podman would help
@@ -701,7 +770,8 @@ class Agent:
         log.warning("launch refused", framework_id=fid[:64], task_id=tid[:64], problem=message)
         self._status(rec, state, reason=reason, message=message)
 
-    def _fail_group(self, recs: list[TaskRecord], message: str) -> None:
+    def _fail_group(self, recs: list[TaskRecord], message: str, state: str = TaskState.FAILED,
+                    reason: str = Reason.CONTAINER_LAUNCH_FAILED) -> None:
         """The group's launch failed: every task TASK_FAILED (TASK_KILLED if a kill of the group came meanwhile: a
         killed group never ends FAILED), and its pod removed, with every container in it (a started one is killed)."""
         killed = any(r.kill_requested for r in recs)
@@ -710,7 +780,7 @@ class Agent:
                 self._status(rec, TaskState.KILLED, reason=Reason.TASK_KILLED_DURING_LAUNCH,
                              message="Task killed before it was launched")
             else:
-                self._status(rec, TaskState.FAILED, reason=Reason.CONTAINER_LAUNCH_FAILED, message=message)
+                self._status(rec, state, reason=reason, message=message)
         # Nothing of it may run on: its pod (and every container in it) goes now.
         self._spawn(self._remove_group_pod(recs))
 
@@ -811,6 +881,11 @@ class Agent:
             except (rules.UserProblem, rules.UnsafePath, OSError) as e:
                 self._fail_group(recs, f"Task '{r.spec.task_id}' of the group cannot be launched: {e}")
                 return
+            volumes, unknown = self._volume_mounts(r.spec.resources)
+            if unknown is not None:
+                self._fail_group(recs, unknown, state=rules.reused_id_state(r.framework_info),
+                                 reason=Reason.RESOURCES_UNKNOWN)
+                return
             res = Resources(r.spec.resources)
             env = rules.port_environment(list(r.spec.resources) + list(ex.resources))
             env.update({v.key: v.value for v in r.spec.command.env})
@@ -823,7 +898,7 @@ class Agent:
                 labels={"drover.agent": self.cp.agent_id or "", "drover.framework": fid,
                         "drover.task": r.spec.task_id, "drover.executor": ex.executor_id},
                 sandbox_dir=sandbox, user=user, pids_limit=self.config.task_pids_limit,
-                network=rules.network_mode(ex.network), pod=pod, shared_dir=shared))
+                network=rules.network_mode(ex.network), pod=pod, shared_dir=shared, volumes=volumes))
         try:
             for cs in specs:
                 self.containerizer.validate(cs)

@@ -47,6 +47,7 @@ import json
 import logging
 import math
 import os
+import stat
 import re
 import subprocess
 import tarfile
@@ -130,6 +131,9 @@ class ContainerSpec:
     # and its executor's sandbox, shared by the group, bind-mounted at EXECUTOR_SANDBOX_MOUNT.
     pod: str | None = None
     shared_dir: Path | None = None
+    # Persistent volumes: (host dir, path in the sandbox, read only, shared), bind-mounted at
+    # SANDBOX_MOUNT/<path> (a relative container_path lands in the sandbox, as in Mesos).
+    volumes: list[tuple[str, str, bool, bool]] = field(default_factory=list)
 
 
 @dataclass
@@ -190,6 +194,34 @@ def _api_message(e: Exception) -> str:
     if isinstance(e, APIError):
         return (e.explanation or str(e)).strip()
     return str(e)
+
+
+def _prepare_volumes(spec: ContainerSpec, sandbox: Path, uid: int, gid: int) -> list[dict]:
+    """Mount points and mounts of the task's persistent volumes. The mount point `sandbox/<path>` must be a real
+    directory: a reused sandbox may hold a symlink the task planted there. A volume's root (not its content) is
+    given to the task's user, as Mesos does, unless it is shared and already someone's (another user may be
+    using it)."""
+    mounts = []
+    for host, path, read_only, shared in spec.volumes:
+        if "/" in path or path in ("", ".", ".."):
+            raise ContainerLaunchError(f"invalid persistent volume container_path {path!r}")
+        point = sandbox / path
+        try:
+            st = os.lstat(point)
+        except FileNotFoundError:
+            os.mkdir(point, 0o755)
+            os.chown(point, uid, gid)
+        else:
+            if not stat.S_ISDIR(st.st_mode):
+                raise ContainerLaunchError(f"cannot mount persistent volume at '{path}': the sandbox holds a "
+                                           "file or symlink of that name")
+        root = os.lstat(host)
+        if not stat.S_ISDIR(root.st_mode):
+            raise ContainerLaunchError(f"persistent volume directory {host} is missing")
+        if not shared or root.st_uid == 0:
+            os.chown(host, uid, gid, follow_symlinks=False)
+        mounts.append({"type": "bind", "source": host, "target": f"{SANDBOX_MOUNT}/{path}", "read_only": read_only})
+    return mounts
 
 
 def _own_tree(root: Path, uid: int, gid: int) -> None:
@@ -498,6 +530,7 @@ class PodmanContainerizer:
         sandbox = Path(spec.sandbox_dir)
         sandbox.mkdir(parents=True, exist_ok=True)
         _own_tree(sandbox, uid, gid)
+        volume_mounts = _prepare_volumes(spec, sandbox, uid, gid)
         env = {str(k): str(v) for k, v in spec.env.items()}
         env["MESOS_SANDBOX"] = SANDBOX_MOUNT
         kwargs: dict[str, Any] = dict(
@@ -509,7 +542,8 @@ class PodmanContainerizer:
             labels={str(k): str(v) for k, v in spec.labels.items()},
             mounts=[{"type": "bind", "source": str(sandbox), "target": SANDBOX_MOUNT}]
             + ([{"type": "bind", "source": str(spec.shared_dir), "target": EXECUTOR_SANDBOX_MOUNT}]
-               if spec.shared_dir is not None else []),
+               if spec.shared_dir is not None else [])
+            + volume_mounts,
             working_dir=SANDBOX_MOUNT,  # Mesos runs tasks with the sandbox as cwd
             init=True,
             network_mode=spec.network,
