@@ -1131,8 +1131,23 @@ class Agent:
         for rec in list(self.tasks.values()):
             key = (rec.framework_id, rec.spec.task_id)
             limit = disk_limits.sandbox_disk_limit(rec.spec.resources)
-            if limit is None or not self._checking(rec):
+            vols = disk_limits.volume_limits(rec.spec.resources)
+            if (limit is None and not vols) or not self._checking(rec):
                 self.disk_usage.pop(key, None)
+                continue
+            # Each persistent volume against its own size (Mesos disk/du measures a volume's path too)
+            for role, pid, vlimit in vols:
+                try:
+                    vused = await asyncio.to_thread(disk.measure, self.volumes.path(role, pid))
+                except (VolumeError, OSError) as e:
+                    log.warning("cannot measure a persistent volume", volume=pid, error=str(e)[:200])
+                    continue
+                if not self._checking(rec):
+                    break
+                if (message := disk_limits.disk_limitation(vused.bytes, vlimit)) is not None:
+                    self._kill_over_disk(rec, f"Persistent volume '{pid}': {message}")
+                    break
+            if limit is None or not self._checking(rec):
                 continue
             try:
                 sandbox = rules.sandbox_path(self.config.work_dir, rec.framework_id, rec.spec.task_id)

@@ -48,3 +48,9 @@ def disk_limitation(used: int, limit: int | None) -> str | None:
     if limit is None or used <= limit:
         return None
     return f"Disk usage ({format_bytes(used)}) exceeds quota ({format_bytes(limit, up=False)})"
+
+
+def volume_limits(resources: Iterable[Resource]) -> list[tuple[str, str, int]]:
+    """(role, persistence id, bytes) of each persistent volume a task uses: a volume may hold its size."""
+    return [(r.role, r.persistence.id, int(r.scalar * MB)) for r in resources
+            if r.persistence is not None and r.name == "disk" and r.type == "SCALAR" and r.scalar > 0]

@@ -178,3 +178,49 @@ async def test_operator_reserves_creates_destroys_and_unreserves(cluster, http):
     while time.time() < deadline and path.exists():
         await asyncio.sleep(0.2)
     assert not path.exists()
+
+
+async def acked_update(s: Scheduler, tid: str) -> dict:
+    """The task's next status update, acknowledged (the agent sends the next one only then)."""
+    st = await s.update(tid)
+    if "uuid" in st:
+        r = await s.call("ACKNOWLEDGE", {"agent_id": st["agent_id"], "task_id": st["task_id"], "uuid": st["uuid"]})
+        assert r.status == 202, r
+    return st
+
+
+def task_info(tid: str, agent_id: str, command: str, *resources: dict) -> dict:
+    return {"name": tid, "task_id": {"value": tid}, "agent_id": {"value": agent_id},
+            "resources": [{"name": "cpus", "type": "SCALAR", "scalar": {"value": 0.1}},
+                          {"name": "mem", "type": "SCALAR", "scalar": {"value": 32}}, *resources],
+            "command": {"value": command}}
+
+
+async def test_a_task_writing_past_its_volume_is_killed_with_the_disk_reason(cluster, http):
+    agent = cluster.layout["agents"][1]
+    agent_id = cluster.agent_id(agent["id"])
+    vid = f"small-{uuid.uuid4().hex[:6]}"
+    assert (await operator(http, cluster, "RESERVE_RESOURCES", agent_id, "resources", [disk(10, "tiny")])).status == 202
+    assert (await operator(http, cluster, "CREATE_VOLUMES", agent_id, "volumes", [volume(vid, 10, "tiny")])).status \
+        == 202
+    sched = await Scheduler(http, cluster.master_http(cluster.wait_leader()), name="filler", roles=["tiny"],
+                            capabilities=[{"type": "MULTI_ROLE"}]).subscribe()
+    try:
+        offer = (await sched.expect(lambda e: e.get("type") == "OFFERS" and any(
+            r.get("disk", {}).get("persistence", {}).get("id") == vid
+            for o in e["offers"]["offers"] for r in o["resources"])))["offers"]["offers"]
+        offer = next(o for o in offer if o["agent_id"]["value"] == agent_id)
+        vol = next(r for r in offer["resources"] if r.get("disk", {}).get("persistence", {}).get("id") == vid)
+        tid = f"fill-{uuid.uuid4().hex[:6]}"
+        r = await sched.call("ACCEPT", {"offer_ids": [offer["id"]], "operations": [{"type": "LAUNCH", "launch": {
+            "task_infos": [task_info(tid, agent_id, "dd if=/dev/zero of=data/big bs=1M count=20; sleep 600", vol)]}}]})
+        assert r.status == 202, r
+        status = await acked_update(sched, tid)
+        while status["state"] in ("TASK_STARTING", "TASK_RUNNING"):
+            status = await acked_update(sched, tid)
+        assert (status["state"], status["source"], status["reason"]) == (
+            "TASK_FAILED", "SOURCE_AGENT", "REASON_CONTAINER_LIMITATION_DISK"), status
+        assert f"Persistent volume '{vid}'" in status["message"] and "exceeds quota" in status["message"]
+    finally:
+        await sched.call("TEARDOWN")
+        await sched.close()
