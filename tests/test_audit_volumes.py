@@ -7,12 +7,18 @@ from __future__ import annotations
 import csv
 import io
 import json
+from pathlib import Path
 
 import msgspec
 import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestClient, TestServer
 
+from drover import cli
 from eventstore import events as ev
 from eventstore.resources import Persistence, Resources
+from eventstore.store import EventStore
+from master.api.audit import add_audit_routes
 from replay import audit
 from replay.audit import Filters, iso
 from replay.reader import FoldError
@@ -37,6 +43,12 @@ class RecordedLog(Log):
 
     def revive(self) -> None:
         self(ev.RolesRevived(framework_id="DB", roles=[]))
+
+    def write(self, path: Path) -> Path:
+        store = EventStore(path, create=True)
+        store.append(self.envs)
+        store.close()
+        return path
 
 
 def res(text: str) -> list:
@@ -196,7 +208,7 @@ def test_filters(built):
     assert e.value.param == "volume"
 
 
-def test_formats(built):
+def test_formats(built, tmp_path):
     log, ix = built
     for kind in ("reservations", "volumes"):
         records = q(log, kind)
@@ -236,3 +248,52 @@ def test_the_audit_stops_when_its_reading_of_the_operations_disagrees_with_the_f
         q(log, "reservations")
     assert e.value.index == ix["op_reserve"] and "does not match the fold's" in str(e.value)
     assert q(log, "tasks")  # the other queries do not follow operations
+
+
+# ---- CLI and HTTP --------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def store_path(built, tmp_path) -> Path:
+    return built[0].write(tmp_path / "events.sqlite")
+
+
+def test_cli(store_path, capsys):
+    assert cli.main(["audit", "volumes", "--store", str(store_path), "--volume", "pv2", "--format", "json"]) == 0
+    assert [v["incarnation"] for v in json.loads(capsys.readouterr().out)] == [1, 2]
+    assert cli.main(["audit", "reservations", "--store", str(store_path), "--framework", "DB"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0] == "# cluster c (ids shown without the 'c-' prefix); 9 reservations"
+    assert cli.main(["audit", "offers", "--store", str(store_path), "--volume", "pv1"]) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert err == ["drover audit: error: --volume: only the reservations and volumes queries take a volume filter"]
+
+
+async def test_http(store_path):
+    app = web.Application()
+    add_audit_routes(app, store_path)
+    client = TestClient(TestServer(app))
+    await client.start_server()
+    try:
+        r = await client.get("/api/drover/audit/volumes", params={"volume": "pv1"})
+        assert r.status == 200 and [v["destroyed_by"] for v in await r.json()] == ["operator ops"]
+        r = await client.get("/api/drover/audit/reservations", params={"format": "csv", "framework": "DB"})
+        assert r.status == 200 and r.content_type == "text/csv"
+        assert len(list(csv.DictReader(io.StringIO(await r.text())))) == 9
+        r = await client.get("/api/drover/audit/tasks", params={"volume": "pv1"})
+        assert r.status == 400 and "parameter 'volume'" in await r.text()
+    finally:
+        await client.close()
+
+
+async def test_http_needs_the_same_authorization_as_the_other_queries(store_path):
+    app = web.Application()
+    add_audit_routes(app, store_path, lambda request: False)
+    client = TestClient(TestServer(app))
+    await client.start_server()
+    try:
+        for kind in ("reservations", "volumes"):
+            r = await client.get(f"/api/drover/audit/{kind}")
+            assert r.status == 403
+    finally:
+        await client.close()
