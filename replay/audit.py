@@ -18,11 +18,16 @@ Queries (each returns a list of plain dicts, ready for JSON; times are the leade
   in the order the allocator walked them, their shares, and what became of each.
 - `tasks`: one record per task with its whole status history and acknowledgements.
 - `frameworks`: one record per framework: its subscription timeline and offer/task counts.
+- `reservations`: one record per RESERVE / UNRESERVE / CREATE / DESTROY the fold applied, framework-made
+  (in an ACCEPT) or operator-made (`AGENT_OPERATIONS_APPLIED`), with who did it.
+- `volumes`: one record per persistent volume incarnation (agent, role, persistence id; a DESTROY then a
+  new CREATE of the same id is a new one): created and destroyed when and by whom, the tasks that used it.
 
-Filters (`Filters`): framework, role, agent, since, until. A record is kept when it concerns the
-framework/role/agent and its lifetime overlaps [since, until] (an offer: made .. ended; a task:
-launched .. ended; a decision: its instant; a framework: first subscription .. removal). Ids may
-be given without the cluster prefix (`0000`, `S1`, `O12`).
+Filters (`Filters`): framework, role, agent, since, until, and volume (a persistence id: `reservations`
+and `volumes` only). A record is kept when it concerns the framework/role/agent and its lifetime overlaps
+[since, until] (an offer: made .. ended; a task: launched .. ended; a decision or an operation: its instant;
+a framework: first subscription .. removal; a volume: created .. destroyed). Ids may be given without the
+cluster prefix (`0000`, `S1`, `O12`).
 """
 
 from __future__ import annotations
@@ -39,19 +44,21 @@ from typing import Any, Callable, Iterable, Iterator
 import msgspec
 
 from eventstore import events as ev
-from eventstore.resources import Resources
+from eventstore.resources import Resource, Resources, conversion
 from eventstore.store import EventStore, StoreCorrupt
-from master.allocation import explanation
-from master.state import TERMINAL_STATES, Framework, Offer, State, Task, apply, tasks_on_agent
+from master.allocation import allocator_of, explanation
+from master.state import TERMINAL_STATES, Framework, Offer, State, Task, apply, net_reservations, tasks_on_agent
 from replay.reader import FoldError, _no_gc, decode_payload
 from replay.state_view import printable
 
-QUERIES = ("offers", "allocations", "tasks", "frameworks")
+QUERIES = ("offers", "allocations", "tasks", "frameworks", "reservations", "volumes")
+VOLUME_QUERIES = ("reservations", "volumes")  # the queries that follow resource operations (and take --volume)
 FORMATS = ("table", "json", "csv")
 
 # Record fields holding a leader timestamp (seconds) while computing; rendered as ISO 8601.
 TIME_KEYS = frozenset({"made_at", "answered_at", "time", "launched_at", "ended_at", "kill_requested_at",
-                       "acknowledged_at", "agent_time", "subscribed_at", "removed_at"})
+                       "acknowledged_at", "agent_time", "subscribed_at", "removed_at", "created_at",
+                       "destroyed_at"})
 
 
 class AuditError(ValueError):
@@ -103,13 +110,14 @@ class Filters:
     agent: str | None = None
     since: float | None = None
     until: float | None = None
+    volume: str | None = None  # a persistence id (`reservations` and `volumes` only)
 
     @classmethod
     def parse(cls, framework: str | None = None, role: str | None = None, agent: str | None = None,
-              since: str | None = None, until: str | None = None) -> "Filters":
+              since: str | None = None, until: str | None = None, volume: str | None = None) -> "Filters":
         f = cls(framework=framework or None, role=role or None, agent=agent or None,
                 since=None if since in (None, "") else parse_time(since, "since"),
-                until=None if until in (None, "") else parse_time(until, "until"))
+                until=None if until in (None, "") else parse_time(until, "until"), volume=volume or None)
         if f.since is not None and f.until is not None and f.until < f.since:
             raise AuditError("until", f"{iso(f.until)} is before since ({iso(f.since)})")
         return f
@@ -209,6 +217,12 @@ class _Book:
         self.tasks: list[_TaskRecord | dict] = []  # in the order launched; a rejected task is a finished dict
         self.by_task: dict[int, _TaskRecord] = {}  # id() of the fold's Task -> its record (the record keeps it alive)
         self.frameworks: dict[str, dict] = {}
+        # Resource operations and volumes: only for the queries that show them.
+        self.track_ops = kind in VOLUME_QUERIES
+        self.operations: list[dict] = []  # every applied operation, in log order
+        self.volumes: list[dict] = []  # every volume incarnation, in the order created
+        self.live_volumes: dict[tuple[str, str, str], dict] = {}  # (agent, role, persistence id) -> incarnation
+        self.incarnations: dict[tuple[str, str, str], int] = {}  # how many each key has had
 
     # -- offers
     def end_offer(self, oid: str, outcome: str, env: ev.Envelope, refuse: float | None = None,
@@ -245,6 +259,67 @@ class _Book:
         rec.sync(env)
         self.by_task[id(task)] = rec
         self.tasks.append(rec)
+        if self.track_ops:
+            self.uses_volumes(rec)
+
+    # -- resource operations and volumes
+    def operation(self, plan: "_OpsPlan", kind: str, res: Resources, env: ev.Envelope) -> None:
+        """One operation the fold applied (`plan` says where and by whom)."""
+        self.operations.append({
+            "index": env.index, "time": env.ts, "agent_id": plan.agent_id,
+            "role": ",".join(sorted({r.role for r in res})), "kind": kind, "resources": res.format(),
+            "actor": plan.actor, "actor_type": plan.actor_type, "framework_id": plan.framework_id,
+            "principal": plan.principal, "via": plan.via, "_pids": {r.persistence.id for r in res if r.persistence}})
+        if kind == "CREATE":
+            for r in res:
+                if r.persistence is not None:
+                    self.volume_created(plan, r, env)
+        elif kind == "DESTROY":
+            for r in res:
+                if r.persistence is not None:
+                    self.volume_destroyed(plan, r, env)
+
+    def _incarnation(self, agent_id: str, r: Resource) -> dict:
+        assert r.persistence is not None
+        key = (agent_id, r.role, r.persistence.id)
+        n = self.incarnations[key] = self.incarnations.get(key, 0) + 1
+        vol = {"agent_id": agent_id, "role": r.role, "persistence_id": r.persistence.id, "incarnation": n,
+               "size": r.scalar, "container_path": r.volume.container_path if r.volume else None,
+               "mode": r.volume.mode if r.volume else None, "shared": r.shared, "principal": r.persistence.principal,
+               "created_at": None, "created_index": None, "created_by": None, "status": "live",
+               "destroyed_at": None, "destroyed_index": None, "destroyed_by": None, "_uses": [], "_actors": set()}
+        self.volumes.append(vol)
+        self.live_volumes[key] = vol
+        return vol
+
+    def volume_created(self, plan: "_OpsPlan", r: Resource, env: ev.Envelope) -> None:
+        vol = self._incarnation(plan.agent_id, r)
+        vol.update(created_at=env.ts, created_index=env.index, created_by=plan.actor)
+        if plan.framework_id is not None:
+            vol["_actors"].add(plan.framework_id)
+
+    def volume_destroyed(self, plan: "_OpsPlan", r: Resource, env: ev.Envelope) -> None:
+        assert r.persistence is not None
+        vol = self.live_volumes.pop((plan.agent_id, r.role, r.persistence.id), None)
+        if vol is None:  # not created in this log (never so in a log a leader wrote from its start)
+            vol = self._incarnation(plan.agent_id, r)
+            del self.live_volumes[(plan.agent_id, r.role, r.persistence.id)]
+        vol.update(status="destroyed", destroyed_at=env.ts, destroyed_index=env.index, destroyed_by=plan.actor)
+        if plan.framework_id is not None:
+            vol["_actors"].add(plan.framework_id)
+
+    def uses_volumes(self, rec: _TaskRecord) -> None:
+        """A task the fold holds now: the live volumes it mounts (its own, or its task group executor's)."""
+        spec = rec.task.spec
+        res = list(spec.resources) + (list(spec.executor.resources) if spec.executor is not None else [])
+        for r in res:
+            if r.persistence is None:
+                continue
+            vol = self.live_volumes.get((spec.agent_id, r.role, r.persistence.id))
+            if vol is None:  # a volume this log never created (an adopted task's, say)
+                vol = self._incarnation(spec.agent_id, r)
+            if not any(u is rec for u, _ in vol["_uses"]):
+                vol["_uses"].append((rec, r))
 
     def sync(self, task: Task | None, env: ev.Envelope) -> None:
         rec = self.by_task.get(id(task)) if task is not None else None
@@ -465,12 +540,114 @@ def _offers_declined(b: _Book, _, env: ev.Envelope, s: State) -> None:
             b.end_offer(oid, "declined", env, refuse=e.refuse_seconds)
 
 
-def _outstanding(s: State, e: ev.OffersAccepted) -> list[Offer]:
-    """The accept's offers the fold holds (it ignores the others, and the whole accept without any)."""
-    return [s.offers[oid] for oid in dict.fromkeys(e.offer_ids) if oid in s.offers]
+class _OpsPlan:
+    """The resource operations of one event, as the fold will apply them to what holds them: each
+    (kind, resources, applied). Captured from the state before the step; `_operations` checks it against the
+    state after (the agent's total and checkpointed resources must have moved exactly by the applied ones)."""
+
+    __slots__ = ("agent_id", "actor", "actor_type", "framework_id", "principal", "via", "steps", "total", "dynamic")
+
+    def __init__(self, agent_id: str, actor_type: str, framework_id: str | None, principal: str | None,
+                 via: str, agent_before) -> None:
+        self.agent_id = agent_id
+        self.actor_type = actor_type
+        self.framework_id = framework_id
+        self.principal = principal
+        self.via = via
+        if actor_type == "framework":
+            self.actor = f"framework {framework_id} " + (f"(principal {principal})" if principal is not None
+                                                         else "(no principal)")
+        else:
+            self.actor = "operator " + (principal if principal is not None else "(unauthenticated)")
+        self.steps: list[tuple[str, Resources, bool]] = []
+        # What the agent's total and checkpointed resources become if the applied steps are what the fold applies.
+        self.total: Resources | None = None if agent_before is None else agent_before.total()
+        self.dynamic: Resources | None = None if agent_before is None else Resources(agent_before.dynamic)
+
+    def walk(self, ops: Iterable[tuple[str, Resources]], holder: Resources | None) -> None:
+        """The fold's rule: an operation applies when what holds the resources (the offers, or the agent's
+        unallocated resources) holds what it consumes; what it yields is held in its place."""
+        for kind, res in ops:
+            consumed, converted = conversion(kind, res)
+            applied = holder is not None and holder.contains(consumed)
+            if applied:
+                assert holder is not None and self.total is not None and self.dynamic is not None
+                holder = holder - consumed + converted
+                self.total = self.total - consumed + converted
+                self.dynamic = self.dynamic - consumed.reserved() + converted.reserved()
+            self.steps.append((kind, res, applied))
+
+    def legacy(self, reserved: Resources, unreserved: Resources, holder: Resources | None) -> None:
+        """An ACCEPT written before `operations`: the net change of its reserved/unreserved lists, all or nothing,
+        shown as its RESERVE row and its UNRESERVE row (their order was not recorded)."""
+        to_role, to_star = net_reservations(reserved, unreserved)
+        consumed = to_role.as_unreserved() + to_star
+        applied = bool(consumed) and holder is not None and holder.contains(consumed)
+        if applied:
+            assert self.total is not None and self.dynamic is not None
+            converted = to_role + to_star.as_unreserved()
+            self.total = self.total - consumed + converted
+            self.dynamic = self.dynamic - consumed.reserved() + converted.reserved()
+        self.steps += [(kind, res, applied) for kind, res in (("RESERVE", reserved), ("UNRESERVE", unreserved)) if res]
 
 
-def _offers_accepted(b: _Book, used: list[Offer], env: ev.Envelope, s: State) -> None:
+def _accept_capture(s: State, e: ev.OffersAccepted) -> tuple[list[Offer], _OpsPlan | None]:
+    """The accept's offers the fold holds (it ignores the others, and the whole accept without any); and, when it
+    carries resource operations, how the fold will apply them to the offers it uses."""
+    used = [s.offers[oid] for oid in dict.fromkeys(e.offer_ids) if oid in s.offers]
+    if not (e.operations or e.reserved or e.unreserved):
+        return used, None
+    # The offers the fold converts: the framework's own, on the first one's agent and role.
+    mine = [o for o in used if o.framework_id == e.framework_id]
+    agent = s.agents.get(mine[0].agent_id) if mine else None
+    fw = s.frameworks.get(e.framework_id)
+    plan = _OpsPlan(mine[0].agent_id if mine else "", "framework", e.framework_id,
+                    fw.info.principal if fw is not None else None, "ACCEPT", agent)
+    holder = None
+    if agent is not None:
+        role = mine[0].role
+        holder = Resources(r for o in mine if o.agent_id == agent.agent_id and o.role == role for r in o.resources)
+    if e.operations:
+        plan.walk(((op.kind, Resources(op.resources)) for op in e.operations), holder)
+    else:
+        plan.via = "ACCEPT (reserved/unreserved)"
+        plan.legacy(Resources(e.reserved), Resources(e.unreserved), holder)
+    return used, plan
+
+
+def _operator_capture(s: State, e: ev.AgentOperationsApplied) -> _OpsPlan:
+    """How the fold will apply an operator's operations to the agent's unallocated resources."""
+    agent = s.agents.get(e.agent_id)
+    a = allocator_of(s) if agent is not None else None
+    holder = a.agents[e.agent_id].available if a is not None and e.agent_id in a.agents else None
+    plan = _OpsPlan(e.agent_id, "operator", None, e.principal, e.call, agent if holder is not None else None)
+    plan.walk(((op.kind, Resources(op.resources)) for op in e.operations), holder)
+    return plan
+
+
+def _operations(b: _Book, plan: _OpsPlan | None, env: ev.Envelope, s: State) -> None:
+    """The operations the fold applied, checked against what it did to the agent."""
+    if plan is None or not b.track_ops:
+        return
+    if plan.total is not None:
+        agent = s.agents.get(plan.agent_id)
+        if agent is None or agent.total() != plan.total or Resources(agent.dynamic) != plan.dynamic:
+            raise FoldError(f"index {env.index}: the audit's reading of the {ev.event_type(env.event)} operations "
+                            f"on agent {plan.agent_id} does not match the fold's (expected total "
+                            f"{plan.total.format()}, the fold has "
+                            f"{agent.total().format() if agent is not None else 'no such agent'})", env.index)
+    for kind, res, applied in plan.steps:
+        if applied:
+            b.operation(plan, kind, res, env)
+
+
+def _agent_operations_applied(b: _Book, plan: _OpsPlan, env: ev.Envelope, s: State) -> None:
+    _operations(b, plan, env, s)
+
+
+def _offers_accepted(b: _Book, before: tuple[list[Offer], _OpsPlan | None], env: ev.Envelope, s: State) -> None:
+    used, plan = before
+    _operations(b, plan, env, s)  # before the tasks: they may use the volumes it created
     if not used:
         return
     e = env.event
@@ -560,8 +737,8 @@ _OBSERVERS: dict[type, tuple[Capture | None, Observe]] = {
     ev.OffersMade: (None, _offers_made),
     ev.OffersRescinded: (None, _offers_rescinded),
     ev.OffersDeclined: (None, _offers_declined),
-    ev.OffersAccepted: (_outstanding, _offers_accepted),
-    ev.AgentOperationsApplied: (None, _nothing),
+    ev.OffersAccepted: (_accept_capture, _offers_accepted),
+    ev.AgentOperationsApplied: (_operator_capture, _agent_operations_applied),
     ev.WeightsUpdated: (None, _nothing),
     ev.QuotaUpdated: (None, _nothing),
     ev.TaskKillRequested: (_task_and_kill, _task_kill_requested),
@@ -752,20 +929,59 @@ class _Query:
         return out
 
 
-def query_envelopes(envelopes: Iterable[ev.Envelope], kind: str, filters: Filters | None = None) -> list[dict]:
-    """Run one audit query over envelopes 1..n, in index order (a store's, or any log's)."""
+    def reservations(self) -> list[dict]:
+        vol = self.f.volume
+        return [r for r in self.book.operations
+                if self.agent_ok(r["agent_id"]) and self.f.at(r["time"])
+                and (self.f.framework is None or (r["framework_id"] is not None and self.fw_ok(r["framework_id"])))
+                and (self.f.role is None or self.f.role in r["role"].split(","))
+                and (vol is None or vol in r["_pids"])]
+
+    def volumes(self) -> list[dict]:
+        out = []
+        for v in self.book.volumes:
+            if not (self.agent_ok(v["agent_id"]) and self.role_ok(v["role"])
+                    and (self.f.volume is None or v["persistence_id"] == self.f.volume)
+                    and self.f.overlaps(v["created_at"] if v["created_at"] is not None else -math.inf,
+                                        v["destroyed_at"])):
+                continue
+            uses: list[tuple[_TaskRecord, Resource]] = v["_uses"]
+            if self.f.framework is not None and not (
+                    any(self.fw_ok(rec.task.framework_id) for rec, _ in uses)
+                    or any(self.fw_ok(fid) for fid in v["_actors"])):
+                continue
+            tasks = []
+            for rec, r in uses:
+                t = rec.task
+                tasks.append({"framework_id": t.framework_id, "task_id": t.spec.task_id,
+                              "launched_at": t.launched_at, "launched_index": rec.launched_index,
+                              "container_path": r.volume.container_path if r.volume else None,
+                              "mode": r.volume.mode if r.volume else None,
+                              "state": t.state, "ended_at": rec.ended_at()})
+            out.append({**v, "tasks": tasks})
+        return out
+
+
+def check(kind: str, filters: Filters | None = None) -> None:
+    """An unknown query, or a filter the query does not take, is an AuditError."""
     if kind not in QUERIES:
         raise AuditError("query", f"unknown query {kind!r} (expected one of {', '.join(QUERIES)})")
+    if filters is not None and filters.volume is not None and kind not in VOLUME_QUERIES:
+        raise AuditError("volume", f"only the {' and '.join(VOLUME_QUERIES)} queries take a volume filter")
+
+
+def query_envelopes(envelopes: Iterable[ev.Envelope], kind: str, filters: Filters | None = None) -> list[dict]:
+    """Run one audit query over envelopes 1..n, in index order (a store's, or any log's)."""
+    check(kind, filters)
     with _no_gc():
         book, _state = _scan(envelopes, kind)
         return _present(getattr(_Query(book, filters or Filters()), kind)())
 
 
 def query(store: EventStore, kind: str, filters: Filters | None = None) -> list[dict]:
-    """Run one audit query (`offers`, `allocations`, `tasks`, `frameworks`) over an open store.
-    A store the fold cannot fold raises `replay.reader.FoldError`, an undecodable payload `PayloadError`."""
-    if kind not in QUERIES:
-        raise AuditError("query", f"unknown query {kind!r} (expected one of {', '.join(QUERIES)})")
+    """Run one audit query (`QUERIES`) over an open store. A store the fold cannot fold raises
+    `replay.reader.FoldError`, an undecodable payload `PayloadError`."""
+    check(kind, filters)
     return query_envelopes(_envelopes(store), kind, filters)
 
 
@@ -783,6 +999,14 @@ def tasks(store: EventStore, filters: Filters | None = None) -> list[dict]:
 
 def frameworks(store: EventStore, filters: Filters | None = None) -> list[dict]:
     return query(store, "frameworks", filters)
+
+
+def reservations(store: EventStore, filters: Filters | None = None) -> list[dict]:
+    return query(store, "reservations", filters)
+
+
+def volumes(store: EventStore, filters: Filters | None = None) -> list[dict]:
+    return query(store, "volumes", filters)
 
 
 def cluster_id(store: EventStore) -> str | None:
@@ -829,6 +1053,14 @@ COLUMNS: dict[str, list[tuple[str, str]]] = {
                    ("tasks_launched", "TASKS"), ("tasks_finished", "FIN"), ("tasks_failed", "FAIL"),
                    ("tasks_killed", "KILL"), ("tasks_lost_or_error", "LOST_ERR"), ("tasks_active", "ACTIVE"),
                    ("tasks_rejected", "REJ"), ("timeline", "TIMELINE")],
+    "reservations": [("index", "INDEX"), ("time", "TIME"), ("agent_id", "AGENT"), ("role", "ROLE"), ("kind", "KIND"),
+                     ("resources", "RESOURCES"), ("actor", "ACTOR"), ("via", "VIA"), ("actor_type", "ACTOR_TYPE"),
+                     ("framework_id", "FRAMEWORK"), ("principal", "PRINCIPAL")],
+    "volumes": [("agent_id", "AGENT"), ("role", "ROLE"), ("persistence_id", "VOLUME"), ("incarnation", "INC"),
+                ("size", "SIZE"), ("container_path", "PATH"), ("mode", "MODE"), ("shared", "SHARED"),
+                ("principal", "PRINCIPAL"), ("created_index", "CREATED_INDEX"), ("created_at", "CREATED"),
+                ("created_by", "CREATED_BY"), ("status", "STATUS"), ("destroyed_index", "DESTROYED_INDEX"),
+                ("destroyed_at", "DESTROYED"), ("destroyed_by", "DESTROYED_BY"), ("tasks", "TASKS")],
 }
 
 # The table leaves out some columns to stay readable (CSV and JSON have everything).
@@ -837,12 +1069,17 @@ TABLE_OMITS: dict[str, set[str]] = {
     "allocations": {"seed"},
     "tasks": {"launched_index"},
     "frameworks": {"user", "removal_reason"},
+    "reservations": {"actor_type", "framework_id", "principal"},  # the actor says them
+    "volumes": {"mode", "principal"},
 }
 
 # CSV: tasks get one row per status update (the task's fields repeated), so nothing is lost.
 TASK_STATUS_COLUMNS = ["status_position", "status_state", "status_source", "status_reason", "status_message",
                        "status_time", "status_index", "status_agent_time", "status_uuid",
                        "status_acknowledged_at"]
+# CSV: volumes get one row per task that used them (the volume's fields repeated).
+VOLUME_TASK_COLUMNS = ["task_framework_id", "task_id", "task_launched_at", "task_launched_index",
+                       "task_container_path", "task_mode", "task_state", "task_ended_at"]
 
 
 def _history(statuses: list[dict]) -> str:
@@ -891,7 +1128,24 @@ def _rows(kind: str, records: list[dict], for_csv: bool) -> list[dict]:
     elif kind == "frameworks":
         rows = [{**r, "roles": ",".join(r["roles"]), "suppressed_roles": ",".join(r["suppressed_roles"]),
                  "timeline": _timeline_text(r["timeline"])} for r in records]
+    elif kind == "reservations":
+        rows = list(records)
+    elif kind == "volumes":
+        for v in records:
+            base = {**v, "tasks": _uses_text(v["tasks"])}
+            if not for_csv or not v["tasks"]:
+                rows.append(base)
+                continue
+            for t in v["tasks"]:
+                rows.append({**base, "task_framework_id": t["framework_id"], "task_id": t["task_id"],
+                             **{f"task_{k}": t[k] for k in ("launched_at", "launched_index", "container_path",
+                                                            "mode", "state", "ended_at")}})
     return rows
+
+
+def _uses_text(tasks: list[dict]) -> str:
+    """`framework/task STATE` per task that used a volume, in launch order."""
+    return ", ".join(f"{t['framework_id']}/{t['task_id']} {t['state'].removeprefix('TASK_')}" for t in tasks)
 
 
 def _columns(kind: str, for_csv: bool) -> list[tuple[str, str]]:
@@ -900,6 +1154,8 @@ def _columns(kind: str, for_csv: bool) -> list[tuple[str, str]]:
     cols = list(COLUMNS[kind])
     if kind == "tasks":
         cols += [(c, c) for c in TASK_STATUS_COLUMNS]
+    elif kind == "volumes":
+        cols += [(c, c) for c in VOLUME_TASK_COLUMNS]
     return cols
 
 

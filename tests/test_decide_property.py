@@ -27,6 +27,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from eventstore import events as ev
+from eventstore.resources import Resources
 from master import codec
 from master.allocation import decide_offers
 from master.api.operator import parse_update_quota, parse_update_weights
@@ -366,6 +367,13 @@ def audit_agrees_with_fold(m: Master) -> None:
         assert r["state"] == t.state
         assert [(x["state"], x["reason"], x["message"], x["uuid"]) for x in r["statuses"]] == [
             (x.state, x.reason, x.message, x.uuid) for x in t.statuses], (r, t)
+    # The operations it reports are those the fold applied (the query checks each step against the fold's agent:
+    # a disagreement raises), and the volumes it reports live are those the fold holds.
+    audit.query_envelopes(envs, "reservations")
+    live = {(v["agent_id"], v["role"], v["persistence_id"]) for v in audit.query_envelopes(envs, "volumes")
+            if v["status"] == "live"}
+    assert live == {(aid, role, pid) for aid, a in {**m.state.agents, **m.state.unreachable_agents}.items()
+                    for role, pid in Resources(a.dynamic).persistence_ids()}
 
 
 @settings(max_examples=1000, deadline=None, suppress_health_check=list(HealthCheck))

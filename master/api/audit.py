@@ -1,9 +1,10 @@
-"""`GET /api/drover/audit/{offers,allocations,tasks,frameworks}`: the audit queries over HTTP.
+"""`GET /api/drover/audit/{offers,allocations,tasks,frameworks,reservations,volumes}`: the audit queries over HTTP.
 
 Read-only and answered by every replica from its own event store (no redirect to the leader: a
 follower's store holds the same committed events, possibly a few behind). Parameters: `framework`,
-`role`, `agent`, `since`, `until` (ISO 8601 or epoch seconds), `format` (`json`, the default, `csv`,
-or `table`). A bad or unknown parameter is a 400 naming it. Each query runs in a worker thread with
+`role`, `agent`, `since`, `until` (ISO 8601 or epoch seconds), `volume` (a persistence id: `reservations`
+and `volumes` only), `format` (`json`, the default, `csv`, or `table`). A bad or unknown parameter is a
+400 naming it. Each query runs in a worker thread with
 its own SQLite connection, so the replica's event loop (and its Raft apply path) is never blocked.
 """
 
@@ -22,7 +23,7 @@ from replay import audit
 from replay.reader import ReplayError
 
 PREFIX = "/api/drover/audit"
-PARAMS = ("framework", "role", "agent", "since", "until", "format")
+PARAMS = ("framework", "role", "agent", "since", "until", "volume", "format")
 CONTENT_TYPES = {"json": "application/json", "csv": "text/csv", "table": "text/plain"}
 
 
@@ -56,7 +57,8 @@ def add_audit_routes(app: web.Application, store_path: str | Path,
             return _bad(f"parameter 'format': unknown format {fmt!r} (expected json, csv or table)")
         try:
             filters = audit.Filters.parse(framework=q.get("framework"), role=q.get("role"), agent=q.get("agent"),
-                                          since=q.get("since"), until=q.get("until"))
+                                          since=q.get("since"), until=q.get("until"), volume=q.get("volume"))
+            audit.check(kind, filters)
         except audit.AuditError as e:
             return _bad(f"parameter '{e.param}': {str(e).partition(': ')[2]}")
         try:
