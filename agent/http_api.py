@@ -143,6 +143,13 @@ class AgentAPI:
                 out[r.name] = res.scalar(r.name)
         return out
 
+    def checkpointed_model(self) -> dict[str, list[dict]]:
+        from master.codec import resources_out
+
+        res = self.agent.checkpointed
+        return {role: resources_out([r for r in res if r.role == role], ("RESERVATION_REFINEMENT",), dynamic=res)
+                for role in sorted({r.role for r in res})}
+
     def task_model(self, rec: TaskRecord) -> dict:
         st = rec.state
         d: dict[str, Any] = {
@@ -229,6 +236,9 @@ class AgentAPI:
             "resources": self.resources_model(cfg.resources),
             "unreserved_resources": self.resources_model(cfg.resources.unreserved()),
             "reserved_resources": {}, "attributes": {lb.key: lb.value for lb in cfg.attributes},
+            # What the master checkpointed here (dynamic reservations and persistent volumes), by role, in the v1
+            # form (Mesos's agent shows its checkpointed resources the same way)
+            "reserved_resources_full": self.checkpointed_model(),
             "master_hostname": master.rpartition(":")[0] if master else "",
             "frameworks": [fw for fid, fw in frameworks.items() if fid in active],
             "completed_frameworks": [fw for fid, fw in frameworks.items() if fid not in active],

@@ -46,6 +46,13 @@ def checkpointed_ids(cluster: Cluster, name: str) -> list[str]:
     return sorted(r["persistence"]["id"] for r in json.loads(path.read_text()) if "persistence" in r)
 
 
+def agent_volume_ids(cluster: Cluster, name: str) -> list[str]:
+    """The volumes the agent's own /state shows (what it checkpointed)."""
+    state = cluster.agent_state(name) or {}
+    return sorted(r["disk"]["persistence"]["id"] for res in state.get("reserved_resources_full", {}).values()
+                  for r in res if "disk" in r)
+
+
 def master_volume_ids(cluster: Cluster, agent_id: str) -> list[str]:
     state = cluster.state()
     slave = next(s for s in state["slaves"] if s["id"] == agent_id)
@@ -87,6 +94,7 @@ async def test_a_volume_keeps_its_data_across_agent_and_leader_kills(cluster, ht
     assert (path / "file").read_text() == "hello-1"
     agent_id = cluster.agent_id(holder)
     assert master_volume_ids(cluster, agent_id) == checkpointed_ids(cluster, holder) == [vid]
+    assert agent_volume_ids(cluster, holder) == [vid]
 
     # Offered back to its role only: a framework of another role never sees it.
     seen = await offers_seen_by(http, cluster, "web", 3.0)
