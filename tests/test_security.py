@@ -410,3 +410,21 @@ def test_a_removed_frameworks_last_task_updates_are_shown_to_whoever_may_see_it(
     assert [e["type"] for e in events] == ["TASK_UPDATED", "FRAMEWORK_REMOVED"]
     assert [visible_event(shadow, web, e, gone) for e in events] == [True, True]
     assert [visible_event(shadow, ops, e, gone) for e in events] == [False, False]
+
+
+def test_drover_local_secure_acls_deny_agents_every_action_but_registering(tmp_path):
+    """`drover local --secure`: an agent's credential registers agents and does nothing else, whatever the
+    action (the list comes from the ACL vocabulary: it once missed create_volumes and destroy_volumes)."""
+    from drover.local import LocalCluster
+    from drover.security.acls import ACTIONS, authorized, authorized_for_all
+    from drover.security.acls import parse as parse_acls
+
+    c = LocalCluster(data_dir=tmp_path, secure=True)
+    c.plan()
+    c._write_security()
+    rules = parse_acls((tmp_path / "acls.json").read_text())
+    agent = c._agent_principal(c.layout["agents"][0]["id"])
+    assert authorized_for_all(rules, "register_agents", agent)
+    for action in sorted(set(ACTIONS) - {"register_agents"}):
+        assert not authorized(rules, action, agent, "db"), action
+    assert authorized(rules, "destroy_volumes", c.CLIENT_PRINCIPAL, "db")
