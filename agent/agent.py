@@ -111,7 +111,7 @@ class Agent:
         self.volumes = VolumeStore(config.work_dir)
         self.checkpointed = self.volumes.load()
         if (why := compatible_problem(self.checkpointed, config.resources)) is not None:
-            raise ValueError(why)
+            raise VolumeError(why)
         self._volume_lock = asyncio.Lock()
         self.tasks: dict[tuple[str, str], TaskRecord] = {(t.framework_id, t.spec.task_id): t for t in self.cp.tasks}
         self.containerizer = PodmanContainerizer(config.podman_socket, start_service=config.start_podman_service,

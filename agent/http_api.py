@@ -229,13 +229,19 @@ class AgentAPI:
         for (fid, _, _), model in groups.items():  # an executor is live while any task of its group is
             frameworks[fid]["executors" if model["tasks"] else "completed_executors"].append(model)
         master = self.agent.master
+        # the flags' resources with what the master checkpointed here (dynamic reservations, volumes) applied
+        dyn = self.agent.checkpointed
+        total = cfg.resources - dyn.as_unreserved() + dyn if dyn and cfg.resources.contains(dyn.as_unreserved()) \
+            else cfg.resources
         d: dict[str, Any] = {
             "version": VERSION, "start_time": self.started, "id": self.agent.cp.agent_id or "",
             "pid": f"slave(1)@{cfg.http}", "hostname": cfg.hostname,
             "capabilities": ["MULTI_ROLE", "HIERARCHICAL_ROLE", "RESERVATION_REFINEMENT"],
-            "resources": self.resources_model(cfg.resources),
-            "unreserved_resources": self.resources_model(cfg.resources.unreserved()),
-            "reserved_resources": {}, "attributes": {lb.key: lb.value for lb in cfg.attributes},
+            "resources": self.resources_model(total),
+            "unreserved_resources": self.resources_model(total.unreserved()),
+            "reserved_resources": {role: self.resources_model(Resources(r for r in total if r.role == role))
+                                   for role in sorted({r.role for r in total} - {"*"})},
+            "attributes": {lb.key: lb.value for lb in cfg.attributes},
             # What the master checkpointed here (dynamic reservations and persistent volumes), by role, in the v1
             # form (Mesos's agent shows its checkpointed resources the same way)
             "reserved_resources_full": self.checkpointed_model(),

@@ -409,7 +409,13 @@ def _agent(args) -> int:
         except CredentialsError as e:
             raise UsageError(f"--credential: {e}") from None
     cfg.credentials, cfg.acls = _security(args.credentials, args.acls, "agent", args.http)
-    asyncio.run(run_agent(cfg))
+    from agent.volumes import VolumeError
+
+    try:
+        asyncio.run(run_agent(cfg))
+    except VolumeError as e:  # its checkpointed volumes do not fit its flags, or cannot be read: said in one line
+        print(f"drover agent: {e}", file=sys.stderr)
+        return 1
     return 0
 
 

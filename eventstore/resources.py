@@ -526,7 +526,8 @@ def container_path_problem(path: object) -> str | None:
     from eventstore.values import id_problem
 
     if id_problem(path, "container_path") is not None or not isinstance(path, str):
-        return f"Persistent volume container_path {str(path)[:64]!r} must be a relative path without '/'"
+        return (f"Persistent volume container_path {str(path)[:64]!r} must be one relative path component: no '/', "
+                "whitespace or control characters, and not '.' or '..'")
     if path in RESERVED_SANDBOX_NAMES:
         return f"Persistent volume container_path {path!r} is reserved for the task's output"
     return None

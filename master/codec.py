@@ -423,6 +423,8 @@ def _b_accept(fid: str, p: dict, key: str) -> "sd.Accept":
                 resources = parse_resources(body.get(field), f"{wr}.{field}")
                 if kind == "RESERVE" and _list(body.get("source"), f"{wr}.source"):
                     problem = "Reservation updates are not yet implemented for the scheduler API"
+                elif kind == "RESERVE":
+                    problem = reserve_problem(body.get(field))
             except TaskInvalid as e:
                 problem = str(e)
             ops.append(C.ResourceOp(kind=kind, resources=resources, problem=problem, operation_id=op_id))
@@ -744,9 +746,32 @@ def parse_resources(items: object, where: str) -> Resources:
         if dup is not None:
             problem = (f"Persistence ID '{dup}' is not unique" if ".volumes" in where
                        else f"Task uses duplicate persistence ID: {dup}")
+        elif ".volumes" not in where:
+            # two mounts at one place: podman would refuse the container (Drover's rule, checked up front)
+            paths = [r.volume.container_path for r in records if r.volume is not None]
+            if len(paths) != len(set(paths)):
+                same = next(p for i, p in enumerate(paths) if p in paths[:i])
+                problem = f"Task mounts more than one persistent volume at container_path '{same}'"
     if problem is not None:
         raise TaskInvalid(problem)
     return Resources(records)
+
+
+def reserve_problem(items: object) -> str | None:
+    """What a RESERVE's resources ask that Drover does not do (their structure is checked already): a reservation
+    that is not DYNAMIC (Mesos refuses those too), or a refinement (a stack of more than one reservation: Drover
+    reserves unreserved resources for one role, so `[db, db/x]` would skip reserving for `db` first)."""
+    for r in items if isinstance(items, list) else []:
+        stack = r.get("reservations") if isinstance(r, dict) else None
+        if not isinstance(stack, list) or not stack:
+            continue
+        if len(stack) > 1:
+            return ("Reservation refinement (more than one entry in 'reservations') is not supported by Drover: "
+                    "RESERVE reserves unreserved resources for one role")
+        last = stack[-1]
+        if isinstance(last, dict) and last.get("type", "DYNAMIC") != "DYNAMIC":
+            return f"Invalid reservation: RESERVE makes DYNAMIC reservations, not {clip(str(last.get('type')))}"
+    return None
 
 
 def _disk_info(r: dict, w: str) -> tuple[Persistence | None, DiskVolume | None, str | None]:

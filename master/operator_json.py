@@ -172,7 +172,10 @@ def framework(state: State, fw: Framework, groups: Groups | None = None) -> dict
 
 def agent_info(a: Agent) -> dict:
     _, _, port = a.http.rpartition(":")
-    d: dict = {"hostname": a.hostname, "port": int(port or 5051), "resources": resources(a.resources),
+    # AgentInfo.resources: what the agent's flags give it (Mesos), so without the dynamic reservations the log made
+    dyn = Resources(a.dynamic)
+    flags = Resources(a.resources) - dyn + dyn.as_unreserved() if dyn else a.resources
+    d: dict = {"hostname": a.hostname, "port": int(port or 5051), "resources": resources(flags),
                "id": codec.ident(a.agent_id)}
     if a.attributes:
         d["attributes"] = [{"name": l.key, "type": "TEXT", "text": {"value": l.value}} for l in a.attributes]

@@ -78,6 +78,10 @@ def test_get_agents_shows_dynamic_reservations_as_dynamic_and_flag_ones_as_stati
     total = operator_json.agent(log.state, log.state.agents["A1"], "1.0")["total_resources"]
     kinds = {(r["name"], r.get("reservations", [{}])[0].get("type")) for r in total}
     assert kinds == {("cpus", None), ("mem", None), ("cpus", "DYNAMIC"), ("disk", "STATIC")}
+    # AgentInfo.resources are the agent's flags: the dynamic reservation is not there
+    info = operator_json.agent(log.state, log.state.agents["A1"], "1.0")["agent_info"]["resources"]
+    assert {(r["name"], r["role"], r["scalar"]["value"]) for r in info} == {
+        ("cpus", "*", 4.0), ("mem", "*", 1024.0), ("disk", "web", 100.0)}
 
 
 def test_reregistering_agent_keeps_its_dynamic_reservations():

@@ -344,7 +344,7 @@ def test_volume_format():
     (Resource("disk", "SCALAR", scalar=1.0, role="db", volume=DiskVolume("x")), "Non-persistent volume"),
     (Resource("disk", "SCALAR", scalar=1.0, role="db", shared=True), "Only persistent volumes can be shared"),
     (msgspec.structs.replace(vol("pv1"), name="mem"), "Only 'disk'"),
-    (vol("pv1", path="a/b"), "without '/'"),
+    (vol("pv1", path="a/b"), "one relative path component"),
     (vol("pv1", path="stdout"), "reserved for the task's output"),
     (vol("pv1", copies=2), "copies is for shared"),
     (vol("pv1", size=0.0), "positive size"),

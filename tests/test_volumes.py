@@ -232,12 +232,17 @@ def test_create_principal_rules():
 
 def test_destroy_refusals():
     log = with_volume()
-    assert refusal(log, "DB", destroy(volume("nope"))) == "Invalid DESTROY Operation: Persistent volumes not found"
-    assert refusal(log, "DB", destroy(volume("pv1", 50))) == "Invalid DESTROY Operation: Persistent volumes not found"
+    assert refusal(log, "DB", destroy(volume("nope"))).startswith("Persistent volumes not found: disk(db)[nope:data]")
+    assert refusal(log, "DB", destroy(volume("pv1", 50))).startswith("Persistent volumes not found")
     # the volume is used by a task, so it is not in the next offer: DESTROY is refused as not offered
     log.accept("DB", log.offers()["DB"], launch("t1", volume("pv1")))
     log(ev.RolesRevived(framework_id="DB", roles=[]))
-    assert refusal(log, "DB", destroy(volume("pv1"))) == "Invalid DESTROY Operation: Persistent volumes in use"
+    assert refusal(log, "DB", destroy(volume("pv1"))) == "Persistent volumes in use"
+
+
+def test_a_task_cannot_mount_two_volumes_at_one_path():
+    with pytest.raises(codec.TaskInvalid, match="more than one persistent volume at container_path 'data'"):
+        codec.parse_resources([volume("pv1"), volume("pv2")], "task.resources")
 
 
 def test_a_task_cannot_use_a_volume_twice_or_one_it_was_not_offered():
@@ -327,7 +332,7 @@ def test_operator_refusals():
     r = operator(log, "RESERVE_RESOURCES", disk(10), agent="nope").refusal
     assert r is not None and (r.status, r.message) == (400, "No agent found with specified ID")
     r = operator(log, "RESERVE_RESOURCES", disk(5000)).refusal
-    assert r is not None and r.status == 409 and "does not contain disk:5000" in r.message
+    assert r is not None and r.status == 409 and "do not contain disk:5000" in r.message
     r = operator(log, "CREATE_VOLUMES", volume("pv1", principal="ops")).refusal
     assert r is not None and r.status == 400 and r.message.startswith("Invalid CREATE operation on agent A1: ")
     operator(log, "RESERVE_RESOURCES", disk(200))
@@ -347,8 +352,21 @@ def test_operator_refusals():
     log.subscribe("DB", "db")
     log.accept("DB", log.offers()["DB"], launch("t1", volume("pv1")))
     r = operator(log, "DESTROY_VOLUMES", volume("pv1", principal="ops")).refusal
-    assert r is not None and (r.status, r.message) == (400, "Invalid DESTROY operation on agent A1: Invalid DESTROY "
-                                                            "Operation: Persistent volumes in use")
+    assert r is not None and (r.status, r.message) == (400, "Invalid DESTROY operation on agent A1: Persistent volumes "
+                                                            "in use")
+
+
+def test_reserve_makes_dynamic_reservations_for_one_role_only():
+    log = Log()
+    static = dict(disk(10), reservations=[{"type": "STATIC", "role": "db"}])
+    r = operator(log, "RESERVE_RESOURCES", static).refusal
+    assert r is not None and r.status == 400 and "RESERVE makes DYNAMIC reservations, not STATIC" in r.message
+    refined = dict(disk(10), reservations=[{"type": "DYNAMIC", "role": "db"}, {"type": "DYNAMIC", "role": "db/x"}])
+    r = operator(log, "RESERVE_RESOURCES", refined).refusal
+    assert r is not None and r.status == 400 and "Reservation refinement" in r.message
+    log.subscribe("DB", "db")
+    d = log.accept("DB", log.offers()["DB"], dict(reserve(static), id={"value": "r1"}))
+    assert not the_accept(d).operations and "not STATIC" in dropped(d)[0]
 
 
 def test_operator_calls_follow_their_acls():

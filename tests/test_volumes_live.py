@@ -175,7 +175,7 @@ async def test_operator_reserves_creates_destroys_and_unreserves(cluster, http):
     r = await operator(http, cluster, "RESERVE_RESOURCES", "no-such-agent", "resources", [disk(1)])
     assert (r.status, r.text) == (400, "No agent found with specified ID"), r
     r = await operator(http, cluster, "RESERVE_RESOURCES", agent_id, "resources", [disk(1e9)])
-    assert r.status == 409 and "does not contain" in r.text, r
+    assert r.status == 409 and "do not contain" in r.text, r
     r = await operator(http, cluster, "UNRESERVE_RESOURCES", agent_id, "resources", [volume(vid, 32)])
     assert r.status == 400 and "cannot be unreserved directly" in r.text, r
     r = await operator(http, cluster, "DESTROY_VOLUMES", agent_id, "volumes", [volume(vid, 32)])

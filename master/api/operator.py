@@ -334,6 +334,8 @@ def parse_agent_operation(t: str, body: dict) -> AgentOperation:
     if t == "RESERVE_RESOURCES" and codec._list(body.get("source"), f"{where}.source"):
         raise codec.CallError("Reservation updates ('source') are not supported by Drover")
     try:
-        return AgentOperation(t, agent_id, codec.parse_resources(body.get(field), f"{where}.{field}"))
+        res = codec.parse_resources(body.get(field), f"{where}.{field}")
     except codec.TaskInvalid as e:
         return AgentOperation(t, agent_id, None, str(e))
+    why = codec.reserve_problem(body.get(field)) if t == "RESERVE_RESOURCES" else None
+    return AgentOperation(t, agent_id, None if why else res, why)

@@ -213,7 +213,7 @@ def decide_agent_operation(state: State, call: AgentOperation, now: float, confi
     res = call.resources
     why = vol.validation_problem(kind, res, vol.Actor(call.principal), Resources(agent.dynamic))
     if why is None and kind == "DESTROY" and vol.volumes_in_use(state, call.agent_id, res):
-        why = "Invalid DESTROY Operation: Persistent volumes in use"
+        why = "Persistent volumes in use"
     if why is not None:
         return Decision.refuse(400, invalid + why)
     if (why := vol.acl_problem(kind, res, call.principal, config.acls)) is not None:
@@ -229,7 +229,8 @@ def decide_agent_operation(state: State, call: AgentOperation, now: float, confi
             if free.contains(consumed):
                 break
     if not free.contains(consumed):
-        return Decision.refuse(409, f"{free.format()} does not contain {consumed.format()}")
+        return Decision.refuse(409, f"The agent's unallocated resources ({free.format() or 'none'}) do not contain "
+                                    f"{consumed.format()}, which the operation needs (the rest is used by tasks)")
     events: list[ev.Event] = []
     if rescind:
         events.append(ev.OffersRescinded(offer_ids=rescind, reason="operator_operation"))

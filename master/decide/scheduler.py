@@ -745,7 +745,7 @@ def _resource_op_problem(state: State, kind: str, res: Resources, actor: vol.Act
     validation order: the operation, then the ACL, then that the offers hold what it consumes)."""
     why = vol.validation_problem(kind, res, actor, checkpointed)
     if why is None and kind == "DESTROY" and vol.volumes_in_use(state, agent_id, res):
-        why = "Invalid DESTROY Operation: Persistent volumes in use"
+        why = "Persistent volumes in use"
     if why is None:
         why = vol.acl_problem(kind, res, actor.principal, config.acls)
     if why is None:

@@ -52,8 +52,10 @@ def validation_problem(kind: str, res: Resources, actor: Actor, checkpointed: Re
                 return f"{kind} resources must name a reservation role"
         if kind == "RESERVE" and actor.role is not None and any(r.role != actor.role for r in res):
             return f"RESERVE must reserve for the offer's allocation role {actor.role!r}"
-        if kind == "UNRESERVE" and not checkpointed.contains(res):
-            return f"Resource {res.format()} is not dynamically reserved"
+        if kind == "UNRESERVE" and not checkpointed.non_volumes().contains(res):
+            held = checkpointed.non_volumes().format() or "none"
+            return (f"Resource {res.format()} is not dynamically reserved on this agent (its dynamic reservations "
+                    f"outside volumes: {held}; disk of a persistent volume is released by destroying the volume)")
         return None
     for r in res:
         if r.persistence is None:
@@ -61,7 +63,7 @@ def validation_problem(kind: str, res: Resources, actor: Actor, checkpointed: Re
     if kind == "CREATE":
         return _create_problem(res, actor, checkpointed)
     if not checkpointed.contains(res):
-        return "Invalid DESTROY Operation: Persistent volumes not found"
+        return f"Persistent volumes not found: {res.format()} (a volume is named by its role, id and size)"
     return None
 
 
