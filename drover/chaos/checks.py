@@ -354,7 +354,8 @@ def check_stateful(history: list[dict], facts: LogFacts, agent_work_dirs: dict[s
                              f"{o.role!r} (framework {o.framework_id})")
         elif isinstance(e, ev.OffersAccepted) and vid is not None:
             if any(op.kind == "CREATE" and _has_volume(op.resources, role, vid) for op in e.operations):
-                created.append((env.index, next((offer_agents.get(o) for o in e.offer_ids), None)))
+                created.append((env.index, next((offer_agents[o] for o in e.offer_ids if o in offer_agents),
+                                                next((t.agent_id for t in e.tasks), None))))
             holders += [(env.index, t.task_id, t.agent_id) for t in e.tasks
                         if _has_volume(t.resources, role, vid)]
         elif isinstance(e, ev.AgentOperationsApplied) and vid is not None:
