@@ -38,7 +38,8 @@ def test_scenario(tmp_path, scenario):
     kinds = set(SCENARIOS[scenario])
     assert data["faults"] and {f["kind"] for f in data["faults"]} <= kinds
     assert all(f["recovered"] for f in data["faults"])
-    assert [c["name"] for c in data["checks"]] == ["tasks", "acknowledged", "replay", "recovery", "service", "liveness"]
+    assert [c["name"] for c in data["checks"]] == ["tasks", "acknowledged", "replay", "recovery", "service",
+                                                   "stateful", "liveness"]
     assert data["workload"]["tasks_launched"] > 0
     if scenario in ("leader-kill", "leader-partition"):
         assert all("new_leader_s" in f["timings"] and "first_offer_s" in f["timings"] for f in data["faults"])
@@ -56,6 +57,13 @@ def test_mixed_on_a_secure_cluster(tmp_path):
     data = chaos(tmp_path, "mixed", "--secure", duration=40, seed=3)
     assert data["secure"] is True
     assert len({f["kind"] for f in data["faults"]}) >= 3
+    # The stateful writers' volume (created with the workload's principal) kept every finished write.
+    stateful = next(c for c in data["checks"] if c["name"] == "stateful")
+    assert stateful["ok"], stateful
+    history = [json.loads(line) for line in (tmp_path / "run" / "history.jsonl").read_text().splitlines()]
+    writers = {r["stateful"] for r in history if r["type"] == "invoke" and r.get("stateful")}
+    assert len(writers) >= 2 and any(r["type"] == "event" and r.get("task_id") in writers
+                                     and r["state"] == "TASK_FINISHED" for r in history)
 
 
 def test_leader_kill_over_tls(tmp_path):

@@ -3,10 +3,13 @@
 
 from __future__ import annotations
 
+import msgspec
+
 from eventstore import events as ev
+from eventstore.resources import DiskVolume, Persistence, Resource
 from drover.chaos import checks
 from drover.chaos.faults import Fault
-from master.state import Task
+from master.state import Agent, State, Task
 
 FID = "fw-1"
 
@@ -179,3 +182,145 @@ def test_service_violations():
         {"type": "probe", "task_id": "svc-0", "outcome": "abandoned", "attempts": 0},
         _update("svc-0", "TASK_RUNNING", False), _update("svc-0", "TASK_KILLED", False, "health check failed")])
     assert killed.violations == ["svc-0: killed by its health check (TASK_KILLED: health check failed)"]
+
+
+# ---- stateful: the writers' persistent volume -------------------------------------------------------------------
+
+VOL = "chaos-7-state"
+
+
+def volume(role: str = "chaos") -> Resource:
+    return Resource(name="disk", type="SCALAR", scalar=16.0, role=role, persistence=Persistence(id=VOL),
+                    volume=DiskVolume(container_path="data"))
+
+
+def writer_spec(tid: str, agent: str = "a-1") -> ev.TaskSpec:
+    return ev.TaskSpec(task_id=tid, name=tid, agent_id=agent, resources=[volume()],
+                       command=ev.CommandSpec(value="true"), role="chaos")
+
+
+def offers_made(i: int, oid: str, agent: str = "a-1", role: str = "chaos", with_volume: bool = True):
+    res = [volume(role if role != "*" else "chaos")] if with_volume else []
+    return env(i, ev.OffersMade(offers=[ev.OfferRecord(offer_id=oid, framework_id=FID, agent_id=agent, role=role,
+                                                       resources=res)], trigger="periodic"))
+
+
+def writer_accepted(i: int, oid: str, tid: str, agent: str = "a-1", create: bool = False):
+    ops = [ev.ResourceOperation(kind="CREATE", resources=[volume()])] if create else []
+    return env(i, ev.OffersAccepted(framework_id=FID, offer_ids=[oid], tasks=[writer_spec(tid, agent)],
+                                    refuse_seconds=0.0, operations=ops))
+
+
+def writer(seq: int, expect: list[int], create: bool = False) -> list[dict]:
+    tid = f"chaos-7-i1-state-{seq:03d}"
+    return [{"type": "invoke", "op": "launch", "task_ids": [tid], "stateful": tid, "seq": seq, "expect": expect,
+             "volume": VOL, "create": create, "agent_id": "a-1", "inst": 1, "t": 0.0}]
+
+
+def ended(tid: str, state: str = "TASK_FINISHED", message: str = "Command exited with status 0") -> dict:
+    return update(tid, state, message=message)
+
+
+def agent_with(dynamic: list[Resource], aid: str = "a-1") -> Agent:
+    return Agent(agent_id=aid, hostname="h", http="h:5051", resources=[], registered_at=0.0, dynamic=dynamic)
+
+
+def stateful_world(tmp_path, lines: str = "0\n1\n", dynamic=None, file_ids=(VOL,)):
+    """Two writers on a-1, one after the other; the fold and a-1's work dir agree; the volume's log holds both."""
+    envs = [offers_made(1, "o1", with_volume=False), writer_accepted(2, "o1", "chaos-7-i1-state-000", create=True),
+            offers_made(5, "o2"), writer_accepted(6, "o2", "chaos-7-i1-state-001")]
+    facts = facts_with(envs, {})
+    facts.ended = {"chaos-7-i1-state-000": 4, "chaos-7-i1-state-001": 8}
+    facts.state = State(agents={"a-1": agent_with([volume()] if dynamic is None else dynamic),
+                                "a-2": agent_with([], "a-2")})
+    dirs = {"a-1": tmp_path / "a1", "a-2": tmp_path / "a2"}
+    (dirs["a-1"] / "meta").mkdir(parents=True)
+    (dirs["a-1"] / "meta" / "resources.json").write_bytes(
+        msgspec.json.encode([msgspec.structs.replace(volume(), persistence=Persistence(id=i)) for i in file_ids]))
+    vol_dir = dirs["a-1"] / "volumes" / "roles" / "chaos" / VOL
+    vol_dir.mkdir(parents=True)
+    (vol_dir / "log").write_text(lines)
+    history = (writer(0, [], create=True) + [ended("chaos-7-i1-state-000")] + writer(1, [0])
+               + [ended("chaos-7-i1-state-001")])
+    return history, facts, dirs
+
+
+def test_stateful_a_good_run_passes(tmp_path):
+    history, facts, dirs = stateful_world(tmp_path)
+    c = checks.check_stateful(history, facts, dirs)
+    assert c.ok, c.violations
+    assert c.summary == (f"2 writers (2 TASK_FINISHED), 2 writes finished; volume {VOL} on a-1, offered 1 times; "
+                         "2 agents agree with the log; its log holds 2 writes")
+
+
+def test_stateful_writes_of_writers_with_unknown_outcome_may_be_there_or_not(tmp_path):
+    history, facts, dirs = stateful_world(tmp_path, lines="0\n5\n1\n")
+    history += writer(5, [0]) + [ended("chaos-7-i1-state-005", "TASK_LOST", "agent gone")]
+    assert checks.check_stateful(history, facts, dirs).ok
+
+
+def test_stateful_catches_a_lost_write(tmp_path):
+    history, facts, dirs = stateful_world(tmp_path, lines="1\n")
+    history[-1] = ended("chaos-7-i1-state-001", "TASK_FAILED", "Command exited with status 7")
+    history += writer(2, [0, 1])
+    c = checks.check_stateful(history, facts, dirs)
+    assert not c.ok
+    assert c.violations[0].startswith("chaos-7-i1-state-001: writes lost: the volume's log lacked some of the "
+                                      "finished writes [0]")
+    # ... and the harness's own read of the volume at the end finds it missing too.
+    assert "lacks some of the finished writes [0]" in c.violations[-1]
+
+
+def test_stateful_catches_an_unmounted_volume(tmp_path):
+    history, facts, dirs = stateful_world(tmp_path)
+    history[-1] = ended("chaos-7-i1-state-001", "TASK_FAILED", "Command exited with status 8")
+    c = checks.check_stateful(history, facts, dirs)
+    assert any("the volume was not mounted at data" in v for v in c.violations)
+
+
+def test_stateful_catches_two_live_writers(tmp_path):
+    history, facts, dirs = stateful_world(tmp_path)
+    facts.ended["chaos-7-i1-state-000"] = 7  # still live when 001 was accepted at 6
+    c = checks.check_stateful(history, facts, dirs)
+    assert c.violations == ["chaos-7-i1-state-000 and chaos-7-i1-state-001 held the volume at once: "
+                            "chaos-7-i1-state-001 accepted at 6 while chaos-7-i1-state-000 was live "
+                            "(accepted at 2, terminal at 7)"]
+    del facts.ended["chaos-7-i1-state-000"]
+    assert "never terminal" in checks.check_stateful(history, facts, dirs).violations[0]
+
+
+def test_stateful_catches_the_volume_offered_to_another_role(tmp_path):
+    history, facts, dirs = stateful_world(tmp_path)
+    facts.envelopes.append(offers_made(9, "o3", role="*"))
+    c = checks.check_stateful(history, facts, dirs)
+    assert c.violations == [f"offer o3 at 9 held the volume {VOL} but went to role '*' (framework {FID})"]
+
+
+def test_stateful_catches_a_writer_on_another_agent(tmp_path):
+    history, facts, dirs = stateful_world(tmp_path)
+    facts.envelopes.append(writer_accepted(10, "o9", "chaos-7-i1-state-002", agent="a-2"))
+    c = checks.check_stateful(history, facts, dirs)
+    assert c.violations == ["chaos-7-i1-state-002 (OFFERS_ACCEPTED at 10) used the volume on a-2, not on a-1 "
+                            "where it lives"]
+
+
+def test_stateful_catches_agent_and_log_disagreeing(tmp_path):
+    history, facts, dirs = stateful_world(tmp_path, file_ids=())
+    c = checks.check_stateful(history, facts, dirs)
+    assert c.violations == [f"agent a-1: the log has volumes [('chaos', '{VOL}')], its meta/resources.json []"]
+    # The other way round: the log lost the volume, the agent kept it.
+    history, facts, dirs = stateful_world(tmp_path / "2", dynamic=[])
+    c = checks.check_stateful(history, facts, dirs)
+    assert f"the volume {VOL} was created on a-1 but the final state has it on no agent" in c.violations
+    assert f"agent a-1: the log has volumes [], its meta/resources.json [('chaos', '{VOL}')]" in c.violations
+
+
+def test_stateful_needs_a_volume_and_a_finished_write(tmp_path):
+    assert checks.check_stateful([], facts_with([], {}), {}).violations == ["no stateful task was launched"]
+    history, facts, dirs = stateful_world(tmp_path)
+    never = facts_with([], {})
+    never.state = facts.state
+    assert f"the volume {VOL} was never created in the log" in checks.check_stateful(history, never, dirs).violations
+    unfinished = writer(0, [], create=True) + [ended("chaos-7-i1-state-000", "TASK_KILLED", "")]
+    c = checks.check_stateful(unfinished, facts, dirs)
+    assert c.violations == ["no write finished (1 writers launched, ended {'TASK_KILLED': 1})"]

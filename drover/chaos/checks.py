@@ -10,6 +10,10 @@
    framework connected, replicas converged); the timings go into the report.
 5. service: the long-running service task became healthy, every healthy report was confirmed by an HTTP
    request to it, and no service task was killed by its health check (no fault here stops its web server).
+6. stateful: the stateful writers' persistent volume was created and written; no finished write went missing
+   from it (each writer checks its predecessors', and the harness reads the volume at the end); it lives on one
+   agent, every writer ran there, no two writers held it at once, it was offered only to role `chaos`; every
+   agent's checkpointed volumes (meta/resources.json) are the final log's.
 Plus liveness: the workload drained (every task it launched ended) before its deadline.
 """
 
@@ -23,7 +27,12 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import msgspec
+
+from agent.volumes import volume_components
+from drover.chaos.workload import LOST_WRITE_EXIT, NO_VOLUME_EXIT, ROLE, VOLUME_PATH
 from eventstore import events as ev
+from eventstore.resources import Resource, Resources
 from master.state import TERMINAL_STATES, State, Task, apply
 from replay.reader import iter_envelopes, iter_rows, open_store
 
@@ -54,6 +63,7 @@ class LogFacts:
     accepted: dict[str, list[int]] = field(default_factory=dict)
     tasks: dict[str, Task] = field(default_factory=dict)
     state: State | None = None
+    ended: dict[str, int] = field(default_factory=dict)  # task id -> the index at which the fold made it terminal
 
     @classmethod
     def read(cls, store_dir: Path, framework_ids: set[str]) -> "LogFacts":
@@ -64,6 +74,7 @@ class LogFacts:
             store.close()
         facts = cls(envelopes=envs)
         state = State()
+        live: dict[str, Task] = {}
         for env in envs:
             state = apply(state, env)
             e = env.event
@@ -71,7 +82,12 @@ class LogFacts:
                 for t in e.tasks:
                     facts.accepted.setdefault(t.task_id, []).append(env.index)
                     # The fold mutates this Task in place from here on, also once it is completed.
-                    facts.tasks.setdefault(t.task_id, state.task(e.framework_id, t.task_id))
+                    task = facts.tasks.setdefault(t.task_id, state.task(e.framework_id, t.task_id))
+                    if task is not None and t.task_id not in facts.ended:
+                        live[t.task_id] = task
+            for tid in [tid for tid, task in live.items() if task.terminal]:
+                facts.ended[tid] = env.index
+                del live[tid]
         facts.state = state
         return facts
 
@@ -265,3 +281,140 @@ def check_service(history: list[dict]) -> Check:
     ok_probes = sum(n for (_, outcome), n in probes.items() if outcome == "ok")
     return Check("service", not v, f"{len(set(services))} service tasks, {len(healthy)} reported healthy, "
                                    f"{ok_probes} healthy reports confirmed over HTTP", v)
+
+
+def _has_volume(resources, role: str, volume_id: str) -> bool:
+    return any(r.persistence is not None and r.persistence.id == volume_id and r.role == role for r in resources)
+
+
+def checkpointed_volumes(work_dir: Path) -> tuple[set[tuple[str, str]] | None, str]:
+    """(role, persistence id) of the volumes an agent checkpointed (its meta/resources.json), or None and why."""
+    path = Path(work_dir) / "meta" / "resources.json"
+    if not path.exists():
+        return set(), ""
+    try:
+        return set(Resources(msgspec.json.decode(path.read_bytes(), type=list[Resource])).persistence_ids()), ""
+    except (OSError, msgspec.DecodeError, msgspec.ValidationError) as e:
+        return None, f"{path}: {e}"
+
+
+def check_stateful(history: list[dict], facts: LogFacts, agent_work_dirs: dict[str, Path],
+                   role: str = ROLE) -> Check:
+    """The workload's stateful writers (drover/chaos/workload.py) and their persistent volume.
+
+    From the history: the volume was made and at least one write finished; no writer found a finished write
+    missing from the volume (exit 7) or the volume not mounted (exit 8). From the final log: the volume was created
+    on one agent, exists there (and nowhere else) at the end, every writer ran there, no two writers were live at
+    once (a non-shared volume is never held twice: from its OFFERS_ACCEPTED to the status that made it terminal),
+    and it was only ever offered to `role`. From the agents' work dirs: the volumes each agent checkpointed
+    (meta/resources.json) are the log's (the agent's `dynamic`); the volume's `log` holds every finished write
+    in order. `agent_work_dirs`: agent id -> work dir."""
+    v: list[str] = []
+    launches = [r for r in history if r["type"] == "invoke" and r.get("op") == "launch" and r.get("stateful")]
+    seqs = {r["stateful"]: r["seq"] for r in launches}
+    expects = {r["stateful"]: r.get("expect") for r in launches}
+    vids = sorted({r["volume"] for r in launches})
+    finals: dict[str, str] = {}
+    finished: list[int] = []
+    for r in history:
+        if r["type"] != "event" or r.get("event") != "UPDATE" or r["task_id"] not in seqs:
+            continue
+        tid, state = r["task_id"], r["state"]
+        if state in TERMINAL_STATES:
+            finals.setdefault(tid, state)
+        if state == "TASK_FINISHED" and seqs[tid] not in finished:
+            finished.append(seqs[tid])
+        msg = r.get("message") or ""
+        if state == "TASK_FAILED" and msg == f"Command exited with status {LOST_WRITE_EXIT}":
+            v.append(f"{tid}: writes lost: the volume's log lacked some of the finished writes {expects.get(tid)} "
+                     f"({state}: {msg})")
+        elif state == "TASK_FAILED" and msg == f"Command exited with status {NO_VOLUME_EXIT}":
+            v.append(f"{tid}: the volume was not mounted at {VOLUME_PATH} ({state}: {msg})")
+    if not launches:
+        v.append("no stateful task was launched")
+    elif len(vids) > 1:
+        v.append(f"the workload used more than one volume id: {vids}")
+    vid = vids[0] if vids else None
+
+    # The log: where the volume was created, who it was offered to, which tasks held it and when.
+    offer_agents: dict[str, str] = {}
+    created: list[tuple[int, str | None]] = []
+    holders: list[tuple[int, str, str]] = []  # (OFFERS_ACCEPTED index, task id, agent id)
+    offered = 0
+    for env in facts.envelopes:
+        e = env.event
+        if isinstance(e, ev.OffersMade):
+            for o in e.offers:
+                offer_agents[o.offer_id] = o.agent_id
+                if vid is not None and _has_volume(o.resources, role, vid):
+                    offered += 1
+                if vid is not None and o.role != role and any(
+                        r.persistence is not None and r.persistence.id == vid for r in o.resources):
+                    v.append(f"offer {o.offer_id} at {env.index} held the volume {vid} but went to role "
+                             f"{o.role!r} (framework {o.framework_id})")
+        elif isinstance(e, ev.OffersAccepted) and vid is not None:
+            if any(op.kind == "CREATE" and _has_volume(op.resources, role, vid) for op in e.operations):
+                created.append((env.index, next((offer_agents[o] for o in e.offer_ids if o in offer_agents),
+                                                next((t.agent_id for t in e.tasks), None))))
+            holders += [(env.index, t.task_id, t.agent_id) for t in e.tasks
+                        if _has_volume(t.resources, role, vid)]
+        elif isinstance(e, ev.AgentOperationsApplied) and vid is not None:
+            if any(op.kind == "CREATE" and _has_volume(op.resources, role, vid) for op in e.operations):
+                created.append((env.index, e.agent_id))
+    state = facts.state or State()
+    agents = {**state.unreachable_agents, **state.agents}
+    where = sorted(aid for aid, a in agents.items() if vid is not None and _has_volume(a.dynamic, role, vid))
+    if launches and not created:
+        v.append(f"the volume {vid} was never created in the log")
+    elif launches and not finished:
+        v.append(f"no write finished ({len(launches)} writers launched, ended "
+                 f"{dict(collections.Counter(finals.values()))})")
+    if len(created) > 1:
+        v.append(f"the volume {vid} was created more than once: at {[i for i, _ in created]} on "
+                 f"{[a for _, a in created]}")
+    home = created[0][1] if created else None
+    if created and where != [home]:
+        v.append(f"the volume {vid} was created on {home} but the final state has it on {where or 'no agent'}")
+    for index, tid, aid in holders:
+        if home is not None and aid != home:
+            v.append(f"{tid} (OFFERS_ACCEPTED at {index}) used the volume on {aid}, not on {home} where it lives")
+    spans = sorted((index, facts.ended.get(tid), tid) for index, tid, _ in holders)
+    for i, (start, end, tid) in enumerate(spans):
+        for start2, _, tid2 in spans[i + 1:]:
+            if end is None or start2 < end:
+                v.append(f"{tid} and {tid2} held the volume at once: {tid2} accepted at {start2} while {tid} was "
+                         f"live (accepted at {start}, " + (f"terminal at {end})" if end else "never terminal)"))
+
+    # The agents' own view.
+    checked = 0
+    for aid, a in sorted(agents.items()):
+        wd = agent_work_dirs.get(aid)
+        if wd is None:
+            v.append(f"agent {aid}: no work dir known to compare its checkpointed volumes with")
+            continue
+        mine, why = checkpointed_volumes(Path(wd))
+        if mine is None:
+            v.append(f"agent {aid}: cannot read its checkpointed resources: {why}")
+            continue
+        logged = set(Resources(a.dynamic).persistence_ids())
+        checked += 1
+        if mine != logged:
+            v.append(f"agent {aid}: the log has volumes {sorted(logged)}, its meta/resources.json "
+                     f"{sorted(mine)}")
+    content = ""
+    if home is not None and home in agent_work_dirs and vid is not None:
+        path = Path(agent_work_dirs[home]).joinpath(*volume_components(role, vid), "log")
+        try:
+            lines = path.read_text().split()
+        except OSError as e:
+            content = f"; its log not read ({e.strerror})"
+        else:
+            content = f"; its log holds {len(lines)} writes"
+            it = iter(lines)
+            if not all(str(n) in it for n in finished):  # a subsequence, in order
+                v.append(f"the volume's log {lines[-50:]} lacks some of the finished writes {finished}, or has "
+                         f"them out of order")
+    outcomes = ", ".join(f"{n} {s}" for s, n in sorted(collections.Counter(finals.values()).items()))
+    return Check("stateful", not v, f"{len(launches)} writers ({outcomes or 'none ended'}), {len(finished)} writes "
+                                    f"finished; volume {vid} on {home}, offered {offered} times; {checked} agents "
+                                    f"agree with the log{content}", v)

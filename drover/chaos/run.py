@@ -282,8 +282,37 @@ class ChaosRun:
             proc.kill()
             proc.wait()
 
+    def settle_volumes(self, timeout: float = 10.0) -> None:
+        """Wait (briefly) until every agent's checkpointed volumes (meta/resources.json) are the leader's view of
+        it: the last CHECKPOINT_RESOURCES (sent again on every re-registration) may still be on its way. The
+        `stateful` check then compares the files with the final log."""
+        c = self.cluster
+        deadline, why = time.time() + timeout, ""
+        while time.time() < deadline:
+            lead = c.leader()
+            try:
+                state = c.get_json(next(m["http"] for m in c.layout["masters"] if m["id"] == lead), "/master/state",
+                                   timeout=2) if lead else None
+            except OSError as e:
+                state, why = None, f"/master/state: {e}"
+            if state is not None:
+                dirs = {c.agent_id(a["id"]): a["work_dir"] for a in c.layout["agents"]}
+                why = ""
+                for s in state["slaves"]:
+                    want = {(role, r["disk"]["persistence"]["id"])
+                            for role, rs in s.get("reserved_resources_full", {}).items()
+                            for r in rs if (r.get("disk") or {}).get("persistence")}
+                    have, _ = checks.checkpointed_volumes(Path(dirs.get(s["id"]) or "/nonexistent"))
+                    if have != want:
+                        why = f"agent {s['id']}: master {sorted(want)}, meta/resources.json {sorted(have or [])}"
+                if not why:
+                    return
+            time.sleep(0.25)
+        self.say(f"agents' checkpointed volumes not settled after {timeout:g} s: {why}")
+
     def collect(self) -> dict:
         c = self.cluster
+        self.settle_volumes()
         agents = {a["id"]: c.agent_state(a["id"]) for a in c.layout["agents"]}
         history = read_history(self.history_path)
         fids = sorted({r["framework_id"] for r in history if r["type"] == "ok" and r.get("op") == "subscribe"})
@@ -313,8 +342,10 @@ class ChaosRun:
                 tid = attrs.get("drover.task")
                 starts[tid] = starts.get(tid, 0) + 1
         agent_ids = {a["id"]: c.agent_id(a["id"]) for a in c.layout["agents"]}
+        work_dirs = {agent_ids[a["id"]]: a["work_dir"] for a in c.layout["agents"] if agent_ids[a["id"]]}
         return {"agents": agents, "framework_ids": fids, "containers": containers, "starts": starts,
-                "agent_ids": agent_ids, "blind": blind, "open_tasks": self.open_task_containers(history, env)}
+                "agent_ids": agent_ids, "work_dirs": work_dirs, "blind": blind,
+                "open_tasks": self.open_task_containers(history, env)}
 
     def open_task_containers(self, history: list[dict], env: dict) -> dict[str, list[dict]]:
         """Podman's view of the containers of tasks the workload still had open at its end (a liveness failure):
@@ -357,6 +388,7 @@ class ChaosRun:
             checks.check_replay(stores),
             checks.check_recovery(self.faults),
             checks.check_service(history),
+            checks.check_stateful(history, facts, {aid: Path(d) for aid, d in collected["work_dirs"].items()}),
             checks.check_liveness(history),
         ]
         return {

@@ -4,7 +4,8 @@ Run as its own process (`python -m drover.chaos.workload ...`) so the harness ca
 another instance with the same framework id. It launches short tasks on offers (some fail, some get
 killed) and keeps one long-running service task up (a web server on an offered port, health-checked over
 HTTP by its agent, probed over HTTP by the workload whenever it is reported healthy, launched again if it
-ends, killed when the run drains). It acknowledges updates, and survives master failovers the way a real
+ends, killed when the run drains), and one stateful writer at a time on a persistent volume (see below). It
+subscribes in role `chaos`. It acknowledges updates, and survives master failovers the way a real
 scheduler does: on a broken or silent stream it finds the leader again (any replica redirects to it),
 re-subscribes with its framework id and reconciles.
 
@@ -12,6 +13,13 @@ Every operation goes to the history file as JSON lines, Jepsen-style: `invoke` b
 (with the log indices the leader returned in `Drover-Log-Index`), `fail` (a definite refusal) or `info`
 (outcome unknown: timeout, connection lost). Events received are `event` lines. The file doubles as
 this framework's persistent store: a new instance reads it to learn its framework id and tasks.
+
+The stateful writer: on the first offer with enough unreserved disk, one ACCEPT reserves `disk(chaos):16`, creates
+the persistent volume `chaos-SEED-state` from it and launches writer #0 on it. Whenever no writer is live and an
+offer holds the volume, writer #k+1 is launched on it. Writer k checks that every write the workload saw FINISH
+is in the volume's `log`, in order (as a subsequence: a writer whose end is unknown may or may not have written),
+exits 7 if one is missing, else appends `k`. Its launch line records `seq` and `expect`; a new instance learns
+the volume, its agent and the finished writes from the history.
 """
 
 from __future__ import annotations
@@ -21,6 +29,7 @@ import asyncio
 import json
 import os
 import random
+import re
 import signal
 import sys
 import time
@@ -42,6 +51,12 @@ CPUS, MEM = 0.1, 32.0
 SERVICE_HEALTH_CHECK = {"type": "HTTP", "delay_seconds": 0, "interval_seconds": 1, "timeout_seconds": 2,
                         "grace_period_seconds": 10, "consecutive_failures": 3}
 PROBE_ATTEMPTS = 10
+ROLE = "chaos"  # the workload's role: its reservation and volume are for it alone
+VOLUME_MB = 16.0
+VOLUME_PATH = "data"  # where a writer sees the volume: $MESOS_SANDBOX/data, its working directory's data/
+# A writer's exit codes (the agent reports "Command exited with status N"): a finished write is missing from the
+# volume, or the volume is not mounted at all.
+LOST_WRITE_EXIT, NO_VOLUME_EXIT = 7, 8
 
 
 def service_task(task_id: str, agent_id: str, port: int) -> dict:
@@ -54,6 +69,45 @@ def service_task(task_id: str, agent_id: str, port: int) -> dict:
             "command": {"value": f"echo {task_id} > index.html && exec httpd -f -p $PORT -h .", "shell": True},
             "health_check": {**SERVICE_HEALTH_CHECK, "http": {"port": port, "path": "/"}},
             "kill_policy": {"grace_period": {"nanoseconds": 2_000_000_000}}}
+
+
+def volume_resource(volume_id: str, principal: str | None) -> dict:
+    """The persistent volume as a v1 resource: dynamically reserved disk of ROLE with persistence and a volume at
+    `data`. On an authenticated cluster the master requires the creator's principal in `disk.persistence`."""
+    who = {"principal": principal} if principal else {}
+    return {"name": "disk", "type": "SCALAR", "scalar": {"value": VOLUME_MB},
+            "reservations": [{"type": "DYNAMIC", "role": ROLE, **who}],
+            "disk": {"persistence": {"id": volume_id, **who},
+                     "volume": {"container_path": VOLUME_PATH, "mode": "RW"}}}
+
+
+def writer_command(seq: int, expect: list[int]) -> str:
+    """Check that the writes `expect` are in data/log in that order (other lines may come between: writes whose
+    outcome the workload never learned), then append `seq`. busybox sh and awk."""
+    want = " ".join(str(n) for n in expect)
+    check = ("awk -v want=\"%s\" 'BEGIN{n=split(want,w,\" \");i=1} $0==w[i]{i++} END{exit i<=n?%d:0}' %s/log"
+             % (want, LOST_WRITE_EXIT, VOLUME_PATH))
+    return (f"[ -d {VOLUME_PATH} ] || exit {NO_VOLUME_EXIT}; touch {VOLUME_PATH}/log || exit $?; {check} || exit $?; "
+            f"echo {seq} >> {VOLUME_PATH}/log && sync && sleep 1")
+
+
+def writer_task(task_id: str, agent_id: str, volume: dict, seq: int, expect: list[int]) -> dict:
+    return {"name": "chaos stateful", "task_id": {"value": task_id}, "agent_id": {"value": agent_id},
+            "resources": [{"name": "cpus", "type": "SCALAR", "scalar": {"value": CPUS}},
+                          {"name": "mem", "type": "SCALAR", "scalar": {"value": MEM}}, volume],
+            "command": {"value": writer_command(seq, expect), "shell": True}}
+
+
+def offered_volume(offer: dict, volume_id: str) -> dict | None:
+    """The offer's resource of this persistent volume (matched by persistence id), as offered."""
+    return next((r for r in offer.get("resources", [])
+                 if (r.get("disk") or {}).get("persistence", {}).get("id") == volume_id), None)
+
+
+def unreserved_disk(offer: dict) -> float:
+    return sum(r.get("scalar", {}).get("value", 0.0) for r in offer.get("resources", [])
+               if r.get("name") == "disk" and r.get("role", "*") == "*" and not r.get("reservations")
+               and not r.get("reservation") and "disk" not in r)
 
 
 def offered_ports(offer: dict) -> list[tuple[int, int]]:
@@ -144,10 +198,43 @@ class Workload:
     service: str | None = None  # the service task launched and not known to have ended
     services: int = 0  # service tasks launched (by every instance)
     _probes: set[asyncio.Task] = field(default_factory=set)
+    principal: str | None = None  # who the workload authenticates as (a --secure cluster)
+    # The stateful writer (every instance's, learnt from the history and from updates).
+    volume_agent: str | None = None  # where the volume was created (or is being created)
+    volume_seen: bool = False  # the volume exists: offered, or a writer ran on it
+    writer: str | None = None  # the writer launched and not known to have ended
+    writes: dict[str, int] = field(default_factory=dict)  # writer task id -> its seq
+    finished_writes: list[int] = field(default_factory=list)  # seqs of the writers that ended TASK_FINISHED, in order
+    next_seq: int = 0
 
     @property
     def scheme(self) -> str:
         return "https" if self.tls_ca is not None else "http"
+
+    @property
+    def volume_id(self) -> str:
+        return f"chaos-{self.seed}-state"
+
+    def writer_seq(self, tid: str) -> int | None:
+        """The seq of a writer task (any instance's), from its id; None for other tasks."""
+        m = re.fullmatch(rf"chaos-{self.seed}-i\d+-state-(\d+)", tid)
+        return int(m.group(1)) if m else None
+
+    def writer_update(self, tid: str, state: str) -> None:
+        seq = self.writer_seq(tid)
+        if seq is None:
+            return
+        self.writes.setdefault(tid, seq)
+        self.next_seq = max(self.next_seq, seq + 1)
+        if state in ("TASK_STARTING", "TASK_RUNNING", "TASK_FINISHED"):
+            self.volume_seen = True  # it ran with the volume mounted
+        if state == "TASK_FINISHED" and seq not in self.finished_writes:
+            self.finished_writes.append(seq)
+        if state in TERMINAL:
+            if self.writer == tid:
+                self.writer = None
+        elif self.writer is None:
+            self.writer = tid  # e.g. an earlier instance's, learnt by reconciliation
 
     def recover(self, past: list[dict]) -> None:
         """What an earlier instance recorded: the framework id and the tasks (this framework's own store)."""
@@ -160,6 +247,14 @@ class Workload:
                 if rec.get("service"):
                     self.service, self.services = rec["service"], self.services + 1
                     self.tasks[rec["service"]].port = rec.get("port")
+                if rec.get("stateful"):
+                    self.writer = rec["stateful"]
+                    self.writes[rec["stateful"]] = rec["seq"]
+                    self.next_seq = max(self.next_seq, rec["seq"] + 1)
+                    if rec.get("create"):
+                        self.volume_agent = rec["agent_id"]
+            elif rec["type"] == "volume" and rec.get("id") == self.volume_id:
+                self.volume_seen, self.volume_agent = True, rec["agent_id"]
             elif rec["type"] == "probe" and rec.get("outcome") in ("ok", "failed") and rec["task_id"] in self.tasks:
                 self.tasks[rec["task_id"]].probed = True  # (else the reconciliation's healthy status probes again)
             elif rec["type"] == "event" and rec.get("event") == "UPDATE":
@@ -167,11 +262,13 @@ class Workload:
                 k.state = rec["state"]
                 if rec["task_id"] == self.service and k.state in TERMINAL:
                     self.service = None
+                self.writer_update(rec["task_id"], rec["state"])
 
     # ---- connection -------------------------------------------------------------------------------
     async def subscribe(self, http: aiohttp.ClientSession) -> aiohttp.ClientResponse:
         info = {"user": "root", "name": "drover-chaos", "failover_timeout": 3600.0, "checkpoint": True,
-                "capabilities": [{"type": "PARTITION_AWARE"}, {"type": "TASK_KILLING_STATE"}]}
+                "roles": [ROLE], "capabilities": [{"type": "PARTITION_AWARE"}, {"type": "TASK_KILLING_STATE"},
+                                                  {"type": "MULTI_ROLE"}]}
         body: dict = {"type": "SUBSCRIBE", "subscribe": {"framework_info": info}}
         if self.framework_id:
             info["id"] = {"value": self.framework_id}
@@ -246,6 +343,32 @@ class Workload:
                       if r.get("name") == "mem")
             infos, ids = [], []
             service = None
+            ops: list[dict] = []
+            stateful: dict | None = None
+            volume = offered_volume(offer, self.volume_id)
+            if volume is not None and (not self.volume_seen or self.volume_agent != agent_id):
+                self.history.write("volume", id=self.volume_id, agent_id=agent_id, offer_id=offer["id"]["value"])
+            if volume is not None:
+                self.volume_seen, self.volume_agent = True, agent_id
+            if self.launching(started) and self.writer is None and cpus >= CPUS - 1e-9 and mem >= MEM - 1e-9:
+                create = (volume is None and not self.volume_seen and self.volume_agent in (None, agent_id)
+                          and unreserved_disk(offer) >= VOLUME_MB - 1e-9)
+                if volume is not None or create:
+                    # Created (again) only where it was first tried: a CREATE that did commit makes a second one
+                    # fail there ("not unique"), where on another agent it would make a second volume.
+                    seq, expect = self.next_seq, list(self.finished_writes)
+                    tid = f"chaos-{self.seed}-i{self.instance}-state-{seq:03d}"
+                    if create:
+                        vol = volume_resource(self.volume_id, self.principal)
+                        reserved = {k: v for k, v in vol.items() if k != "disk"}
+                        ops = [{"type": "RESERVE", "reserve": {"resources": [reserved]}},
+                               {"type": "CREATE", "create": {"volumes": [vol]}}]
+                        volume = vol
+                    infos.append(writer_task(tid, agent_id, volume, seq, expect))
+                    ids.append(tid)
+                    stateful = {"stateful": tid, "seq": seq, "expect": expect, "volume": self.volume_id,
+                                "create": create}
+                    cpus, mem = cpus - CPUS, mem - MEM
             if self.launching(started) and self.service is None and offered_ports(offer) \
                     and cpus >= CPUS - 1e-9 and mem >= MEM - 1e-9:
                 # A port that moves on with each service task: the one before may still hold its own.
@@ -271,15 +394,24 @@ class Workload:
             if infos:
                 for tid in ids:  # known before the call: its outcome may stay unknown
                     self.tasks[tid] = Known(agent_id=agent_id, state="TASK_STAGING")
-                extra = {}
+                extra: dict = {}
                 if service is not None:
                     self.service, self.services = service[0], self.services + 1
                     self.tasks[service[0]].port = service[1]
                     extra = {"service": service[0], "port": service[1]}
-                await self.call(http, "launch", {"type": "ACCEPT", "accept": {
-                    "offer_ids": [offer["id"]], "operations": [{"type": "LAUNCH", "launch": {"task_infos": infos}}],
+                if stateful is not None:
+                    self.writer, self.next_seq = stateful["stateful"], stateful["seq"] + 1
+                    self.writes[stateful["stateful"]] = stateful["seq"]
+                    if stateful["create"]:
+                        self.volume_agent = agent_id
+                    extra.update(stateful)
+                done = await self.call(http, "launch", {"type": "ACCEPT", "accept": {
+                    "offer_ids": [offer["id"]],
+                    "operations": ops + [{"type": "LAUNCH", "launch": {"task_infos": infos}}],
                     "filters": {"refuse_seconds": 0.5}}},
-                task_ids=ids, agent_id=agent_id, offer_id=offer["id"]["value"], **extra)
+                    task_ids=ids, agent_id=agent_id, offer_id=offer["id"]["value"], **extra)
+                if not done and stateful is not None and self.writer == stateful["stateful"]:
+                    self.writer = None  # refused outright (an unknown outcome raises Lost and reconciles)
             else:
                 await self.call(http, "decline", {"type": "DECLINE", "decline": {
                     "offer_ids": [offer["id"]], "filters": {"refuse_seconds": 1.0}}}, offer_id=offer["id"]["value"])
@@ -295,6 +427,7 @@ class Workload:
         k.state = state
         if agent_id:
             k.agent_id = agent_id
+        self.writer_update(tid, state)
         if tid == self.service and state in TERMINAL:
             self.service = None  # launched again on a later offer, while the run goes on
         elif state == "TASK_RUNNING" and status.get("healthy") is True and k.port is not None \
@@ -451,7 +584,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.credentials is not None:
         from drover.security.files import load_credential
 
-        w.auth = {"Authorization": load_credential(args.credentials).basic_header()}
+        cred = load_credential(args.credentials)
+        w.auth, w.principal = {"Authorization": cred.basic_header()}, cred.principal
     w.recover(read_history(args.history))
     history.write("start", pid=os.getpid(), framework_id=w.framework_id, known_tasks=len(w.tasks))
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
