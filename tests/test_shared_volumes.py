@@ -230,3 +230,54 @@ def test_a_volume_mounted_elsewhere_by_a_task_comes_back_to_the_offers_as_itself
     assert "disk(db)[pv1:data]:100" in available and "snapshot" not in available
     log(ev.RolesRevived(framework_id="DB", roles=[]))
     assert "disk(db)[pv1:data]:100" in fmt(log.offers()["DB"])
+
+
+def test_an_operator_destroy_rescinds_every_offer_holding_the_shared_volume():
+    from tests.test_volumes import operator
+
+    log = shared_volume(("DB2", "db", SHARED))
+    offers = log.offers()
+    (holder,) = [o for o in offers.values() if PV1 in fmt(o)]
+    d = log.accept(holder.framework_id, holder, launch("t1", volume("pv1", shared=True)))
+    assert [t.task_id for t in the_accept(d).tasks] == ["t1"]
+    r = operator(log, "DESTROY_VOLUMES", volume("pv1", shared=True)).refusal
+    assert r is not None and r.status == 400 and r.message.endswith("Persistent volumes in use")
+    finish(log, holder.framework_id, "t1")
+    for fid in ("DB", "DB2"):
+        log(ev.RolesRevived(framework_id=fid, roles=[]))
+    offers = log.offers()
+    held = sorted(o.offer_id for o in offers.values() if PV1 in fmt(o))
+    assert held
+    d = operator(log, "DESTROY_VOLUMES", volume("pv1", shared=True))
+    assert d.reply == 202
+    rescind = d.events[0]
+    assert isinstance(rescind, ev.OffersRescinded) and set(held) <= set(rescind.offer_ids)
+    assert all("pv1" not in fmt(o) for o in log.state.offers.values())
+    assert "pv1" not in log.state.agents["A1"].total().format()
+    check(log)
+
+
+def test_task_group_rules_for_volumes():
+    log = shared_volume()
+    log.accept("DB", log.offers()["DB"], create(volume("pv2", path="other")))
+
+    def group(executor_extra: list, *task_volumes: dict) -> dict:
+        return {"type": "LAUNCH_GROUP", "launch_group": {
+            "executor": {"executor_id": {"value": "E"}, "type": "DEFAULT", "resources": [
+                {"name": "cpus", "type": "SCALAR", "scalar": {"value": 0.1}},
+                {"name": "mem", "type": "SCALAR", "scalar": {"value": 32}},
+                {"name": "disk", "type": "SCALAR", "scalar": {"value": 10}}, *executor_extra]},
+            "task_group": {"tasks": [
+                {"name": f"g{i}", "task_id": {"value": f"g{i}"}, "agent_id": {"value": "A1"},
+                 "resources": [{"name": "cpus", "type": "SCALAR", "scalar": {"value": 0.1}}, v],
+                 "command": {"value": "true"}} for i, v in enumerate(task_volumes)]}}}
+
+    log(ev.RolesRevived(framework_id="DB", roles=[]))
+    d = log.accept("DB", log.offers()["DB"], group([], volume("pv2", path="a"), volume("pv2", path="b")))
+    assert {r.message for r in the_accept(d).rejected} == {
+        "Task group and executor use duplicate persistence ID: Persistence ID 'pv2' is not unique"}
+    log(ev.RolesRevived(framework_id="DB", roles=[]))
+    d = log.accept("DB", log.offers()["DB"], group([volume("pv1", path="x", shared=True)], volume("pv2")))
+    (why,) = {r.message for r in the_accept(d).rejected}
+    assert why.endswith("should not contain any shared resources")
+    check(log)
