@@ -281,3 +281,30 @@ def test_task_group_rules_for_volumes():
     (why,) = {r.message for r in the_accept(d).rejected}
     assert why.endswith("should not contain any shared resources")
     check(log)
+
+
+def test_create_then_two_tasks_in_one_accept():
+    log = Log()
+    log.subscribe("DB", "db", caps=SHARED)
+    d = log.accept("DB", log.offers()["DB"], reserve(disk(100)), create(volume("pv1", shared=True)),
+                   launch("t1", volume("pv1", shared=True)), launch("t2", volume("pv1", shared=True)))
+    e = the_accept(d)
+    assert [op.kind for op in e.operations] == ["RESERVE", "CREATE"] and [t.task_id for t in e.tasks] == ["t1", "t2"]
+    assert holds(log, "DB") == 2
+    check(log)
+    # a DESTROY while they run is dropped, and a task after it in the same ACCEPT still gets the volume
+    log(ev.RolesRevived(framework_id="DB", roles=[]))
+    d = log.accept("DB", log.offers()["DB"], destroy(volume("pv1", shared=True)),
+                   launch("t3", volume("pv1", shared=True)))
+    e = the_accept(d)
+    assert not e.operations and [t.task_id for t in e.tasks] == ["t3"] and holds(log, "DB") == 3
+    check(log)
+    for tid in ("t1", "t2", "t3"):
+        finish(log, "DB", tid)
+    # once they are done: DESTROY, and a task after it in the same ACCEPT no longer finds the volume
+    log(ev.RolesRevived(framework_id="DB", roles=[]))
+    d = log.accept("DB", log.offers()["DB"], destroy(volume("pv1", shared=True)),
+                   launch("t4", volume("pv1", shared=True)))
+    e = the_accept(d)
+    assert [op.kind for op in e.operations] == ["DESTROY"] and [r.task_id for r in e.rejected] == ["t4"]
+    check(log)
