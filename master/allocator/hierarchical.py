@@ -457,31 +457,40 @@ class HierarchicalAllocator:
         if agent.overcommitted:
             agent.available = agent.exact_available()
         else:
-            back = _as_available(agent, res) if agent.has_volumes or before is not None else res
+            back = res if before is None and not agent.has_volumes else _as_available(agent, res)
             agent.available = back if not agent.available else agent.available + back
-        self._untrack(framework_id, role, res,
-                      None if before is None else _counted(agent, framework_id, role, res, before))
+        if before is None:
+            self._untrack(framework_id, role, res)
+        else:
+            self._untrack(framework_id, role, res, _counted(agent, framework_id, role, res, before))
 
     def _untrack(self, framework_id: str, role: str, res: Resources,
                  counted: tuple[Resources, Resources, Resources] | None = None) -> None:
         """`res` is no longer held by (framework, role); `counted`: what that changes at the framework's, the role's
         and the agent's level when `res` holds shared volumes (`_counted`), else `res` at each."""
-        by_fw, by_role, on_agent = (res, res, res) if counted is None else counted
-        self._count_alloc(framework_id, role, on_agent, -1.0)
-        self.role_sorter.unallocated(role, by_role.quantities_view())
-        self.fw_sorters[role].unallocated(framework_id, by_fw.quantities_view())
+        if counted is None:
+            self._count_alloc(framework_id, role, res, -1.0)
+            q = res.quantities_view()
+            self.role_sorter.unallocated(role, q)
+            self.fw_sorters[role].unallocated(framework_id, q)
+        else:
+            by_fw, by_role, on_agent = counted
+            self._count_alloc(framework_id, role, on_agent, -1.0)
+            self.role_sorter.unallocated(role, by_role.quantities_view())
+            self.fw_sorters[role].unallocated(framework_id, by_fw.quantities_view())
         self._maybe_untrack(framework_id, role)
 
     def _count_alloc(self, framework_id: str, role: str, res: Resources, sign: float) -> None:
         q = res.quantities_view()
         q_iadd(self.alloc_total, q, sign)
-        unres: Q = {}
-        resv: Q = {}
+        unres: Q
+        resv: Q | None
         if all(r.role == UNRESERVED for r in res):
-            unres = q
+            unres, resv = q, None
         else:
             # summed per name: one allocation may hold several reserved records of a name (a role's and its
             # ancestor's reservations, reserved disk and the volumes made of it)
+            unres, resv = {}, {}
             for r in res:
                 if r.type == "SCALAR":
                     q_iadd(unres if r.role == UNRESERVED else resv, {r.name: r.scalar})
@@ -612,8 +621,8 @@ class HierarchicalAllocator:
                 saved[agent_id] = (agent.available, agent.allocated, agent.overcommitted)
                 agent.allocated = dict(agent.allocated)
             pair = (fid, role)
-            shared = res.shared() if agent.has_shared else _NOTHING
-            before = _holders(agent, fid, role, res) if shared else None
+            shared = res.shared() if agent.has_shared else None
+            before = _holders(agent, fid, role, res) if shared is not None and shared else None
             prev = agent.allocated.get(pair)
             agent.allocated[pair] = res if prev is None else prev + res
             _take(agent, res)
@@ -622,6 +631,7 @@ class HierarchicalAllocator:
             else:
                 by_fw, by_role, _ = _counted(agent, fid, role, res, before)
                 q_fw, q_role = by_fw.quantities_view(), by_role.quantities_view()
+                assert shared is not None
                 offered_shared[agent_id] = offered_shared.get(agent_id, _NOTHING) + shared
             role_sorter.tentatively_allocated(role, q_role)
             fw_sorters[role].tentatively_allocated(fid, q_fw)
