@@ -134,25 +134,34 @@ def _ranges_count(a: tuple[tuple[int, int], ...]) -> int:
 class Resources:
     """An immutable, canonical bag of resources."""
 
-    __slots__ = ("_items", "_q")
+    __slots__ = ("_items", "_q", "_v")
 
     def __init__(self, items: Iterable[Resource] = ()):
         bag: dict[Key, Resource] = {}
+        volumes = False
         for r in items:
-            key = (r.name, r.role) if r.persistence is None else key_of(r)
+            if r.persistence is None:
+                key: Key = (r.name, r.role)
+            else:
+                key, volumes = key_of(r), True
             prev = bag.get(key)
             r = _canon(r)
             bag[key] = r if prev is None else _add_one(prev, r)
         self._items = {k: v for k, v in sorted(bag.items()) if not _is_empty(v)}
         self._q: dict[str, float] | None = None
+        # False: certainly no volume (so no shared one); True: maybe, look. Known for free when built from records,
+        # so the allocator's hot paths can ask `has_shared()` of an offer's resources without a scan.
+        self._v = volumes
 
     @classmethod
-    def _make(cls, items: dict[Key, Resource]) -> "Resources":
+    def _make(cls, items: dict[Key, Resource], volumes: bool = True) -> "Resources":
         """From a dict already in canonical form (sorted keys, canonical non-empty records): the hot
-        path of arithmetic, which would otherwise re-canonicalise what is canonical already."""
+        path of arithmetic, which would otherwise re-canonicalise what is canonical already. `volumes`: False
+        when it is known to hold none."""
         obj = object.__new__(cls)
         obj._items = items
         obj._q = None
+        obj._v = volumes
         return obj
 
     # -- construction -----------------------------------------------------------------
@@ -206,6 +215,10 @@ class Resources:
     # -- access -------------------------------------------------------------------------
     def __iter__(self) -> Iterator[Resource]:
         return iter(self._items.values())
+
+    def get(self, key: Key) -> Resource | None:
+        """The record of one bag key (`key_of`), if any."""
+        return self._items.get(key)
 
     def to_list(self) -> list[Resource]:
         return list(self._items.values())
@@ -271,20 +284,24 @@ class Resources:
         return Resources(_plain(r, r.role) for r in self._items.values())
 
     def has_volumes(self) -> bool:
-        return any(len(k) > 2 for k in self._items)
+        return self._v and any(len(k) > 2 for k in self._items)
 
     def volumes(self) -> "Resources":
         return Resources._make({k: r for k, r in self._items.items() if len(k) > 2})
 
     def non_volumes(self) -> "Resources":
         return self if not self.has_volumes() else Resources._make(
-            {k: r for k, r in self._items.items() if len(k) == 2})
+            {k: r for k, r in self._items.items() if len(k) == 2}, False)
+
+    def has_shared(self) -> bool:
+        """Does the bag hold a shared volume? (Free for a bag built from records without volumes.)"""
+        return self._v and any(r.shared for r in self._items.values())
 
     def shared(self) -> "Resources":
         return Resources._make({k: r for k, r in self._items.items() if r.shared})
 
     def non_shared(self) -> "Resources":
-        if not any(r.shared for r in self._items.values()):
+        if not self.has_shared():
             return self
         return Resources._make({k: r for k, r in self._items.items() if not r.shared})
 
@@ -293,17 +310,17 @@ class Resources:
         return [(r.role, r.persistence.id) for r in self._items.values() if r.persistence is not None]
 
     def reserved(self) -> "Resources":
-        return Resources._make({k: r for k, r in self._items.items() if r.role != UNRESERVED})
+        return Resources._make({k: r for k, r in self._items.items() if r.role != UNRESERVED}, self._v)
 
     def unreserved(self) -> "Resources":
-        return Resources._make({k: r for k, r in self._items.items() if r.role == UNRESERVED})
+        return Resources._make({k: r for k, r in self._items.items() if r.role == UNRESERVED}, False)
 
     def allocatable_to(self, role: str) -> "Resources":
         """Unreserved plus what is reserved for `role` or one of its ancestors."""
         def ok(r: Resource) -> bool:
             return r.role == UNRESERVED or r.role == role or role.startswith(r.role + "/")
         kept = {k: r for k, r in self._items.items() if ok(r)}
-        return self if len(kept) == len(self._items) else Resources._make(kept)
+        return self if len(kept) == len(self._items) else Resources._make(kept, self._v)
 
     # -- arithmetic ---------------------------------------------------------------------
     def __add__(self, other: "Resources") -> "Resources":
@@ -320,7 +337,7 @@ class Resources:
                 fresh = True
             else:
                 out[key] = _add_one(prev, r)
-        return Resources._make(dict(sorted(out.items())) if fresh else out)
+        return Resources._make(dict(sorted(out.items())) if fresh else out, self._v or other._v)
 
     def __sub__(self, other: "Resources") -> "Resources":
         if not other._items:
@@ -335,7 +352,7 @@ class Resources:
                 del out[key]
             else:
                 out[key] = left
-        return Resources._make(out)
+        return Resources._make(out, self._v)
 
     def contains(self, other: "Resources") -> bool:
         for key, r in other._items.items():

@@ -51,7 +51,8 @@ def rebuild(state: "State") -> HierarchicalAllocator:
         a.activate_agent(agent.agent_id, agent.connected)
     for fw in state.frameworks.values():
         a.add_framework(fw.framework_id, list(fw.info.roles), list(fw.suppressed_roles), active=fw.active,
-                        min_allocatable=dict(fw.info.min_allocatable), priority=fw.info.priority())
+                        min_allocatable=dict(fw.info.min_allocatable), priority=fw.info.priority(),
+                        shared_ok="SHARED_RESOURCES" in fw.info.capabilities)
     groups: set[tuple[str, str, str]] = set()
     for task in state.all_tasks():
         if not task.terminal and task.agent_id in a.agents:

@@ -17,7 +17,7 @@ from typing import Any, Callable, Iterable
 import msgspec
 
 from eventstore import events as ev
-from eventstore.resources import Resource, Resources, conversion
+from eventstore.resources import Resource, Resources, conversion, key_of
 from eventstore.vocab import CHECK_REASONS, TERMINAL_STATES, Reason, Source, TaskState
 from master.allocation import ALLOCATOR_KEY, allocator_of, digest, reset
 from master.allocator.config import AllocatorConfig
@@ -58,6 +58,11 @@ class Agent(msgspec.Struct, omit_defaults=True):
 
     def total(self) -> Resources:
         return Resources(self.resources)
+
+
+def shares(info: ev.FrameworkInfo) -> bool:
+    """May the framework be offered shared resources (its SHARED_RESOURCES capability)?"""
+    return "SHARED_RESOURCES" in info.capabilities
 
 
 def with_reservations(base: Resources, dynamic: Resources) -> Resources:
@@ -228,7 +233,12 @@ def encode_snapshot(state: State) -> bytes:
 
 def decode_snapshot(data: bytes) -> State:
     snap = msgspec.msgpack.decode(data, type=Snapshot)
-    snap.state.__dict__[ALLOCATOR_KEY] = HierarchicalAllocator.from_record(snap.allocator)
+    a = snap.state.__dict__[ALLOCATOR_KEY] = HierarchicalAllocator.from_record(snap.allocator)
+    for rec in snap.allocator.get("frameworks", ()):  # type: ignore[attr-defined]
+        fw = snap.state.frameworks.get(rec[0])
+        if len(rec) < 7 and fw is not None and rec[0] in a.frameworks:
+            # A snapshot from before the allocator recorded SHARED_RESOURCES: the framework's info has it.
+            a.frameworks[rec[0]].shared_ok = shares(fw.info)
     return snap.state
 
 
@@ -304,7 +314,8 @@ def _framework_subscribed(s: State, e: ev.FrameworkSubscribed, ts: float) -> Non
         s.tasks.setdefault(e.framework_id, {})
         s.next_framework += 1
         a.add_framework(e.framework_id, list(e.info.roles), sorted(e.suppressed_roles),
-                        min_allocatable=dict(e.info.min_allocatable), priority=e.info.priority())
+                        min_allocatable=dict(e.info.min_allocatable), priority=e.info.priority(),
+                        shared_ok=shares(e.info))
         return
     fw.info = e.info
     fw.connected = fw.active = True
@@ -315,7 +326,7 @@ def _framework_subscribed(s: State, e: ev.FrameworkSubscribed, ts: float) -> Non
     # A re-subscription silently invalidates the framework's outstanding offers.
     _drop_offers(s, [o for o in s.offers.values() if o.framework_id == e.framework_id])
     a.update_framework(e.framework_id, list(e.info.roles), sorted(e.suppressed_roles),
-                       min_allocatable=dict(e.info.min_allocatable))
+                       min_allocatable=dict(e.info.min_allocatable), shared_ok=shares(e.info))
     a.activate_framework(e.framework_id)
 
 
@@ -599,8 +610,15 @@ def _offers_accepted(s: State, e: ev.OffersAccepted, ts: float) -> None:
                                       kill_grace_seconds=spec.kill_grace_seconds)
     # What the tasks use stays allocated; the rest goes back, filtered (an implicit decline).
     leftover = offered - used
+    a = allocator_of(s)
+    if used.has_shared() and e.framework_id in a.frameworks:
+        # N tasks may use one offered copy of a shared volume (Mesos master.cpp, LAUNCH: "additional shared
+        # resources"): the copies beyond those offered are allocated too (the offers' copies stay, the leftover
+        # holds none of them), so that each task gives back its own when it ends. Only volumes the offers held.
+        more = Resources(r for r in used.shared() - offered.shared() if offered.get(key_of(r)) is not None)
+        if more:
+            a.allocate(e.framework_id, role, agent_id, more, count=False)
     if leftover:
-        a = allocator_of(s)
         if e.framework_id in a.frameworks:
             a.recover(e.framework_id, role, agent_id, leftover, e.refuse_seconds, ts)
         if e.refuse_seconds > 0:

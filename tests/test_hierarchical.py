@@ -728,6 +728,90 @@ def test_decision_over_some_agents_only():
     assert run(a) == {("f1", "r1", "ag1"): "cpus:1;mem:512"}
 
 
+# ---- shared persistent volumes (Mesos: always available, offered once per run, SHARED_RESOURCES only) --------
+
+from eventstore.resources import DiskVolume, Persistence, Resource  # noqa: E402
+
+SV = Resources([Resource("disk", "SCALAR", scalar=100.0, role="db", persistence=Persistence("pv1"),
+                         volume=DiskVolume("data"), shared=True)])
+
+
+def _shared_agent(*frameworks: tuple[str, bool, dict | None]) -> HierarchicalAllocator:
+    a = new()
+    for fid, shared_ok, min_alloc in frameworks:
+        a.add_framework(fid, ["db"], shared_ok=shared_ok, min_allocatable=min_alloc)
+    a.add_agent("ag1", R("cpus:4;mem:1024;disk(db):200") + SV)
+    return a
+
+
+def test_a_shared_volume_stays_available_and_counts_once_per_holder_whatever_its_copies():
+    a = _shared_agent(("f1", True, None), ("f2", True, None))
+    ag = a.agents["ag1"]
+    assert ag.has_shared
+    a.allocate("f1", "db", "ag1", SV)
+    a.allocate("f1", "db", "ag1", SV)  # a second holder: one more copy
+    a.allocate("f2", "db", "ag1", SV)
+    assert ag.available == ag.total  # shared: available whatever is allocated
+    assert [r.copies for r in ag.allocated[("f1", "db")]] == [2]
+    assert a.fw_sorters["db"].allocation("f1") == {"disk": 100.0} == a.fw_sorters["db"].allocation("f2")
+    assert a.role_sorter.allocation("db") == {"disk": 100.0}  # the role holds it once on the agent
+    assert a.alloc_total == {"disk": 100.0} == a.reserved_alloc_total  # and the agent once
+    a.recover("f1", "db", "ag1", SV)
+    assert a.fw_sorters["db"].allocation("f1") == {"disk": 100.0}  # a copy left
+    a.recover("f1", "db", "ag1", SV)
+    assert a.fw_sorters["db"].allocation("f1") == {} and a.alloc_total == {"disk": 100.0}  # f2 still holds it
+    a.remove_agent("ag1")
+    assert a.alloc_total == {} and a.reserved_alloc_total == {} and a.role_sorter.allocation("db") == {}
+
+
+def test_a_run_offers_a_shared_volume_once_per_agent_and_the_next_run_again():
+    # f2 takes an offer of disk alone: without the once-per-run rule it would get the volume again
+    a = _shared_agent(("f1", True, None), ("f2", True, {"db": [{"disk": 1.0}]}))
+    assert run(a) == {("f1", "db", "ag1"): "cpus:4;disk(db):200;disk(db)[pv1:data]<SHARED x1>:100;mem:1024"}
+    assert run(a) == {("f2", "db", "ag1"): "disk(db)[pv1:data]<SHARED x1>:100"}
+    assert run(a) == {("f2", "db", "ag1"): "disk(db)[pv1:data]<SHARED x1>:100"}  # each run, one more copy
+
+
+def test_a_shared_volume_is_offered_once_across_both_stages():
+    a = _shared_agent(("f1", True, None), ("f2", True, {"db": [{"disk": 1.0}]}))
+    a.set_quota("db", {"cpus": 1.0}, {"cpus": 1.0})  # stage 1 gives f1 one cpu and the volume
+    d = a.decide(None, None, 0)
+    assert sum(1 for o in d.offers for r in o.resources if r.shared) == 1
+
+
+def test_frameworks_without_shared_resources_never_get_shared_volumes():
+    a = _shared_agent(("plain", False, {"db": [{"disk": 1.0}]}))
+    assert run(a) == {("plain", "db", "ag1"): "cpus:4;disk(db):200;mem:1024"}
+    assert run(a) == {}  # the volume alone is left: not for it
+    a.update_framework("plain", ["db"], min_allocatable={"db": [{"disk": 1.0}]}, shared_ok=True)
+    assert run(a) == {("plain", "db", "ag1"): "disk(db)[pv1:data]<SHARED x1>:100"}
+
+
+def test_decide_with_shared_volumes_leaves_the_state_unchanged_and_snapshots_keep_shared_ok():
+    a = _shared_agent(("f1", True, None), ("f2", False, None))
+    a.allocate("f1", "db", "ag1", SV + R("cpus:1"))
+    before = digest(a)
+    for seed in range(3):
+        assert a.decide(None, None, seed).offers
+        assert digest(a) == before
+    rec = a.to_record()
+    b = HierarchicalAllocator.from_record(rec)
+    assert digest(b) == before and [b.frameworks[f].shared_ok for f in ("f1", "f2")] == [True, False]
+    for fw in rec["frameworks"]:
+        del fw[6:]  # a record written before shared volumes: no one may have shared resources
+    assert not any(fw.shared_ok for fw in HierarchicalAllocator.from_record(rec).frameworks.values())
+
+
+def test_reserved_records_of_one_name_are_counted_together():
+    """A role may hold its reservation and its ancestor's (or reserved disk and a volume): the allocation totals
+    sum them (they were counted as the last one alone)."""
+    a = new()
+    a.add_framework("f", ["a/b"])
+    a.add_agent("ag", R("cpus:1;cpus(a):1;cpus(a/b):2"))
+    a.allocate("f", "a/b", "ag", R("cpus(a):1;cpus(a/b):2"))
+    assert a.reserved_alloc_total == {"cpus": 3.0}
+
+
 # ---- property test ---------------------------------------------------------------------------------------
 
 ROLES = ["a", "a/b", "a/b/c", "b", "c/d"]

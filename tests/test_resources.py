@@ -365,3 +365,14 @@ def test_volume_value_rules_accept_a_good_volume_and_refuse_bad_ids_when_decoded
 def test_parse_refuses_volumes_at_the_command_line():
     with pytest.raises(ValueError):
         Resources.parse("disk(db)[pv1:data]:100")
+
+
+def test_has_shared_is_exact_whatever_built_the_bag():
+    plain = Resources.parse("cpus:1;disk(db):10")
+    shared = Resources([vol("s1", shared=True)])
+    assert not plain.has_shared() and not plain.has_volumes() and shared.has_shared()
+    both = plain + shared
+    assert both.has_shared() and not (both - shared).has_shared() and (both - plain).has_shared()
+    assert not both.non_shared().has_shared() and both.shared() == shared
+    assert not Resources([vol("pv1")]).has_shared() and Resources([vol("pv1")]).has_volumes()
+    assert both.get(key_of(vol("s1", shared=True))) == next(iter(shared)) and both.get(("gpus", "*")) is None

@@ -19,7 +19,7 @@ from typing import Any, Callable, Iterable, Literal, Sequence
 
 import msgspec
 
-from eventstore.resources import UNRESERVED, Resource, Resources, round3
+from eventstore.resources import UNRESERVED, Resource, Resources, key_of, round3
 from master.allocator.config import AllocatorConfig
 from master.allocator.quantities import Q, q_add, q_iadd, q_sub, reserved_or_nonscalar, shrink, unreserved_scalars
 from master.allocator.shuffle import SeededShuffle
@@ -52,6 +52,11 @@ class Agent:
     allocated: dict[tuple[str, str], Resources] = field(default_factory=dict)  # (framework, role) -> resources
     active: bool = True
     has_reservations: bool = False
+    has_volumes: bool = False  # `total` holds persistent volumes
+    # `total` holds shared volumes: they stay in `available` whatever is allocated (Mesos hierarchical.hpp
+    # `updateAvailable`: available = (total.nonShared() - allocated.nonShared()) + total.shared()); an allocation
+    # holds one copy of one per holder (offer or task).
+    has_shared: bool = False
     # More is allocated than the agent has (it re-registered with fewer resources while tasks held them):
     # `available` is then recomputed as total - allocated instead of kept by subtracting and adding, which
     # clips at zero and would not come back to the same value (nor to what a snapshot restores).
@@ -61,8 +66,18 @@ class Agent:
         used = Resources()
         for r in self.allocated.values():
             used = used + r
-        self.overcommitted = not self.total.contains(used)
-        return self.total - used
+        if not (self.has_shared or used.has_shared()):
+            self.overcommitted = not self.total.contains(used)
+            return self.total - used
+        total, used = self.total.non_shared(), used.non_shared()
+        self.overcommitted = not total.contains(used)
+        return total - used + self.total.shared()
+
+    def set_flags(self) -> None:
+        total = self.total
+        self.has_reservations = any(r.role != UNRESERVED for r in total)
+        self.has_volumes = self.has_reservations and total.has_volumes()
+        self.has_shared = self.has_volumes and total.has_shared()
 
 
 @dataclass
@@ -74,6 +89,7 @@ class Framework:
     priority: float = 0.0
     # role -> alternative quantity sets (FrameworkInfo.offer_filters.min_allocatable_resources); [] = anything
     min_allocatable: dict[str, list[Q]] = field(default_factory=dict)
+    shared_ok: bool = False  # SHARED_RESOURCES capability: without it, shared volumes are never offered
 
 
 @dataclass
@@ -144,7 +160,8 @@ class HierarchicalAllocator:
             "agents": [[a.agent_id, res(a.total), a.active,
                         [[fid, role, res(r)] for (fid, role), r in a.allocated.items()]]
                        for a in self.agents.values()],
-            "frameworks": [[f.framework_id, f.roles, sorted(f.suppressed), f.active, f.priority, f.min_allocatable]
+            "frameworks": [[f.framework_id, f.roles, sorted(f.suppressed), f.active, f.priority, f.min_allocatable,
+                            f.shared_ok]
                            for f in self.frameworks.values()],
             "weights": dict(self.weights),
             "quotas": {r: [q.guarantees, q.limits] for r, q in self.quotas.items()},
@@ -165,8 +182,9 @@ class HierarchicalAllocator:
         for aid, total, active, _ in rec["agents"]:
             a.add_agent(aid, res(total))
             a.activate_agent(aid, active)
-        for fid, roles, suppressed, active, priority, min_alloc in rec["frameworks"]:
-            a.add_framework(fid, roles, suppressed, active, min_alloc, priority)
+        for fid, roles, suppressed, active, priority, min_alloc, *rest in rec["frameworks"]:
+            # shared_ok was added with shared volumes: a record written before has none (see decode_snapshot)
+            a.add_framework(fid, roles, suppressed, active, min_alloc, priority, shared_ok=bool(rest and rest[0]))
         for aid, _, _, allocated in rec["agents"]:
             for fid, role, r in allocated:
                 a.allocate(fid, role, aid, res(r))
@@ -183,7 +201,8 @@ class HierarchicalAllocator:
     def add_agent(self, agent_id: str, total: Resources, used: Iterable[tuple[str, str, Resources]] = ()) -> None:
         if agent_id in self.agents:
             raise ValueError(f"agent {agent_id} is already known")
-        agent = Agent(agent_id, total, total, has_reservations=any(r.role != UNRESERVED for r in total))
+        agent = Agent(agent_id, total, total)
+        agent.set_flags()
         self.agents[agent_id] = agent
         q_iadd(self.totals, total.quantities())
         self._set_totals()
@@ -197,8 +216,13 @@ class HierarchicalAllocator:
     def remove_agent(self, agent_id: str) -> None:
         agent = self.agents.pop(agent_id)
         for (fid, role), res in list(agent.allocated.items()):
-            agent.allocated.pop((fid, role))
-            self._untrack(fid, role, res)
+            if res.has_shared():
+                before = _holders(agent, fid, role, res)
+                agent.allocated.pop((fid, role))
+                self._untrack(fid, role, res, _counted(agent, fid, role, res, before))
+            else:
+                agent.allocated.pop((fid, role))
+                self._untrack(fid, role, res)
         q_iadd(self.totals, agent.total.quantities(), -1.0)
         self._set_totals()
         for r in agent.total:
@@ -216,6 +240,11 @@ class HierarchicalAllocator:
         key = (framework_id, role)
         agent.total = agent.total - consumed + converted
         agent.allocated[key] = agent.allocated[key] - consumed + converted
+        if consumed.has_shared() or converted.has_shared():
+            # A shared volume is available while allocated: CREATE makes it so, DESTROY ends it. The holder has
+            # the one copy there is (DESTROY is refused while tasks use it, and the other offers holding it are
+            # rescinded first), so the sorters' counts (one per holder, see `_counted`) do not move either.
+            agent.available = agent.available - consumed.shared() + converted.shared()
         for res, sign in ((consumed, -1.0), (converted, 1.0)):
             for r in res:
                 if r.type != "SCALAR":
@@ -227,7 +256,7 @@ class HierarchicalAllocator:
                     q_iadd(self.reserved_by_top.setdefault(top_level(r.role), {}), q, sign)
                     q_iadd(self.reserved_total, q, sign)
                     q_iadd(self.reserved_alloc_total, q, sign)
-        agent.has_reservations = any(r.role != UNRESERVED for r in agent.total)
+        agent.set_flags()
 
     def convert_unallocated(self, agent_id: str, consumed: Resources, converted: Resources) -> None:
         """An operator's operation turned unallocated `consumed` on the agent into `converted` (same quantities):
@@ -241,7 +270,7 @@ class HierarchicalAllocator:
                     q = {r.name: r.scalar}
                     q_iadd(self.reserved_by_top.setdefault(top_level(r.role), {}), q, sign)
                     q_iadd(self.reserved_total, q, sign)
-        agent.has_reservations = any(r.role != UNRESERVED for r in agent.total)
+        agent.set_flags()
 
     def activate_agent(self, agent_id: str, active: bool = True) -> None:
         self.agents[agent_id].active = active
@@ -253,21 +282,25 @@ class HierarchicalAllocator:
 
     # ---- frameworks -----------------------------------------------------------------------------------
     def add_framework(self, framework_id: str, roles: list[str], suppressed: Iterable[str] = (), active: bool = True,
-                      min_allocatable: dict[str, list[Q]] | None = None, priority: float = 0.0) -> None:
+                      min_allocatable: dict[str, list[Q]] | None = None, priority: float = 0.0,
+                      shared_ok: bool = False) -> None:
         if framework_id in self.frameworks:
             raise ValueError(f"framework {framework_id} is already known")
-        fw = Framework(framework_id, list(roles), set(suppressed), active, priority, dict(min_allocatable or {}))
+        fw = Framework(framework_id, list(roles), set(suppressed), active, priority, dict(min_allocatable or {}),
+                       shared_ok)
         self.frameworks[framework_id] = fw
         for role in fw.roles:
             self._track(framework_id, role)
         self._refresh_activity(fw)
 
     def update_framework(self, framework_id: str, roles: list[str], suppressed: Iterable[str] = (),
-                         min_allocatable: dict[str, list[Q]] | None = None) -> None:
+                         min_allocatable: dict[str, list[Q]] | None = None, shared_ok: bool | None = None) -> None:
         fw = self.frameworks[framework_id]
         old = set(fw.roles)
         fw.roles, fw.suppressed = list(roles), set(suppressed)
         fw.min_allocatable = dict(min_allocatable or {})
+        if shared_ok is not None:
+            fw.shared_ok = shared_ok
         for role in fw.roles:
             if role not in old:
                 self._track(framework_id, role)
@@ -373,17 +406,26 @@ class HierarchicalAllocator:
             self.quotas[role] = Quota(dict(guarantees), dict(limits))
 
     # ---- allocations -------------------------------------------------------------------------------------
-    def allocate(self, framework_id: str, role: str, agent_id: str, res: Resources) -> None:
-        """Track resources offered (or in use) on an agent by (framework, role)."""
+    def allocate(self, framework_id: str, role: str, agent_id: str, res: Resources, count: bool = True) -> None:
+        """Track resources offered (or in use) on an agent by (framework, role). `count`: one more allocation
+        for the sorters' tie-break (not for the extra copies of shared volumes an ACCEPT's tasks take: Mesos
+        adds those by a conversion, `updateAllocation`, which counts none)."""
         agent = self.agents[agent_id]
         key = (framework_id, role)
+        before = _holders(agent, framework_id, role, res) if res.has_shared() else None
         prev = agent.allocated.get(key)
         agent.allocated[key] = res if prev is None else prev + res
         _take(agent, res)
         self._track(framework_id, role)
-        self._count_alloc(framework_id, role, res, +1.0)
-        self.role_sorter.allocated(role, res.quantities_view())
-        self.fw_sorters[role].allocated(framework_id, res.quantities_view())
+        if before is None:
+            self._count_alloc(framework_id, role, res, +1.0)
+            self.role_sorter.allocated(role, res.quantities_view(), count)
+            self.fw_sorters[role].allocated(framework_id, res.quantities_view(), count)
+            return
+        by_fw, by_role, on_agent = _counted(agent, framework_id, role, res, before)
+        self._count_alloc(framework_id, role, on_agent, +1.0)
+        self.role_sorter.allocated(role, by_role.quantities_view(), count)
+        self.fw_sorters[role].allocated(framework_id, by_fw.quantities_view(), count)
 
     def recover(self, framework_id: str, role: str, agent_id: str, res: Resources,
                 refuse_seconds: float | None = None, now: float = 0.0) -> None:
@@ -404,6 +446,7 @@ class HierarchicalAllocator:
     def _recover_tracked(self, agent: Agent, framework_id: str, role: str, res: Resources) -> None:
         key = (framework_id, role)
         held = agent.allocated[key]
+        before = _holders(agent, framework_id, role, res) if res.has_shared() else None
         # Fast paths for the common case at scale, a declined offer of a whole idle agent: all that is held comes
         # back, to an agent with nothing available (no range arithmetic; Resources values are never mutated).
         left = None if held is res or held == res else held - res
@@ -414,24 +457,43 @@ class HierarchicalAllocator:
         if agent.overcommitted:
             agent.available = agent.exact_available()
         else:
-            agent.available = res if not agent.available else agent.available + res
-        self._untrack(framework_id, role, res)
+            back = res if before is None and not agent.has_volumes else _as_available(agent, res)
+            agent.available = back if not agent.available else agent.available + back
+        if before is None:
+            self._untrack(framework_id, role, res)
+        else:
+            self._untrack(framework_id, role, res, _counted(agent, framework_id, role, res, before))
 
-    def _untrack(self, framework_id: str, role: str, res: Resources) -> None:
-        self._count_alloc(framework_id, role, res, -1.0)
-        q = res.quantities_view()
-        self.role_sorter.unallocated(role, q)
-        self.fw_sorters[role].unallocated(framework_id, q)
+    def _untrack(self, framework_id: str, role: str, res: Resources,
+                 counted: tuple[Resources, Resources, Resources] | None = None) -> None:
+        """`res` is no longer held by (framework, role); `counted`: what that changes at the framework's, the role's
+        and the agent's level when `res` holds shared volumes (`_counted`), else `res` at each."""
+        if counted is None:
+            self._count_alloc(framework_id, role, res, -1.0)
+            q = res.quantities_view()
+            self.role_sorter.unallocated(role, q)
+            self.fw_sorters[role].unallocated(framework_id, q)
+        else:
+            by_fw, by_role, on_agent = counted
+            self._count_alloc(framework_id, role, on_agent, -1.0)
+            self.role_sorter.unallocated(role, by_role.quantities_view())
+            self.fw_sorters[role].unallocated(framework_id, by_fw.quantities_view())
         self._maybe_untrack(framework_id, role)
 
     def _count_alloc(self, framework_id: str, role: str, res: Resources, sign: float) -> None:
         q = res.quantities_view()
         q_iadd(self.alloc_total, q, sign)
+        unres: Q
+        resv: Q | None
         if all(r.role == UNRESERVED for r in res):
             unres, resv = q, None
         else:
-            unres = {r.name: r.scalar for r in res if r.type == "SCALAR" and r.role == UNRESERVED}
-            resv = {r.name: r.scalar for r in res if r.type == "SCALAR" and r.role != UNRESERVED}
+            # summed per name: one allocation may hold several reserved records of a name (a role's and its
+            # ancestor's reservations, reserved disk and the volumes made of it)
+            unres, resv = {}, {}
+            for r in res:
+                if r.type == "SCALAR":
+                    q_iadd(unres if r.role == UNRESERVED else resv, {r.name: r.scalar})
         if unres:
             q_iadd(self.unreserved_alloc_by_top.setdefault(top_level(role), {}), unres, sign)
         if resv:
@@ -547,6 +609,10 @@ class HierarchicalAllocator:
             s.begin_tentative()
         role_sorter, fw_sorters = self.role_sorter, self.fw_sorters
 
+        # Shared volumes offered in this run, per agent: each is offered at most once per run (Mesos
+        # hierarchical.cpp `offeredSharedResources`), though it stays available while offered or in use.
+        offered_shared: dict[str, Resources] = {}
+
         def offer(fid: str, role: str, agent_id: str, res: Resources) -> None:
             # What `allocate` does to the agent and the sorters (the framework is tracked in the role already:
             # it came out of the role's sorter).
@@ -555,12 +621,20 @@ class HierarchicalAllocator:
                 saved[agent_id] = (agent.available, agent.allocated, agent.overcommitted)
                 agent.allocated = dict(agent.allocated)
             pair = (fid, role)
+            shared = res.shared() if agent.has_shared else None
+            before = _holders(agent, fid, role, res) if shared is not None and shared else None
             prev = agent.allocated.get(pair)
             agent.allocated[pair] = res if prev is None else prev + res
             _take(agent, res)
-            q = res.quantities_view()
-            role_sorter.tentatively_allocated(role, q)
-            fw_sorters[role].tentatively_allocated(fid, q)
+            if before is None:
+                q_fw = q_role = res.quantities_view()
+            else:
+                by_fw, by_role, _ = _counted(agent, fid, role, res, before)
+                q_fw, q_role = by_fw.quantities_view(), by_role.quantities_view()
+                assert shared is not None
+                offered_shared[agent_id] = offered_shared.get(agent_id, _NOTHING) + shared
+            role_sorter.tentatively_allocated(role, q_role)
+            fw_sorters[role].tentatively_allocated(fid, q_fw)
             key = (fid, role, agent_id)
             offers[key] = res if key not in offers else offers[key] + res
 
@@ -594,12 +668,16 @@ class HierarchicalAllocator:
                             if explain:  # recorded before the exhaustion check: the audit shows who was next
                                 trace.order.append(self._explain(fid, role))
                             available = agent.available.allocatable_to(role)
+                            if agent.has_shared:
+                                available = _not_offered(available, offered_shared.get(agent_id))
                             if not available:
                                 break
                             fw = self.frameworks[fid]
                             if not self._allocatable(available, role, fw):
                                 trace.skipped.append((fid, "below min_allocatable_resources"))
                                 continue
+                            if agent.has_shared and not fw.shared_ok:
+                                available = available.non_shared()
                             quota_res = unreserved_scalars(available)
                             guarantee_part = shrink(quota_res, unsatisfied, limits=False)
                             if not guarantee_part:
@@ -645,12 +723,16 @@ class HierarchicalAllocator:
                             trace.order.append(self._explain(fid, role))
                         available = agent.available.allocatable_to(role) if agent.has_reservations \
                             else agent.available
+                        if agent.has_shared:
+                            available = _not_offered(available, offered_shared.get(agent_id))
                         if not available:
                             break
                         fw = self.frameworks[fid]
                         if not self._allocatable(available, role, fw):
                             trace.skipped.append((fid, "below min_allocatable_resources"))
                             continue
+                        if agent.has_shared and not fw.shared_ok:
+                            available = available.non_shared()  # Mesos `stripIncapableResources`
                         if agent.has_reservations or limits or required:
                             to_offer = reserved_or_nonscalar(available)
                             extra = unreserved_scalars(available)
@@ -696,8 +778,10 @@ _NOTHING = Resources()
 
 
 def _take(agent: Agent, res: Resources) -> None:
-    """`res` (already in `agent.allocated`) leaves the agent's available resources."""
+    """`res` (already in `agent.allocated`) leaves the agent's available resources (its shared volumes stay)."""
     available = agent.available
+    if agent.has_shared:
+        res = res.non_shared()
     if agent.overcommitted:
         agent.available = agent.exact_available()
     elif res == available:  # the whole of it (an offer of all an agent has; exactly `available - res`)
@@ -706,6 +790,75 @@ def _take(agent: Agent, res: Resources) -> None:
         agent.available = available - res
     else:
         agent.available = agent.exact_available()
+
+
+def _as_available(agent: Agent, res: Resources) -> Resources:
+    """What of `res`, coming back, goes into `available`: not its shared volumes (always there), and its other
+    volumes as the agent's total has them (a task may mount a volume at its own path or read-only; the offers
+    show the volume itself, as Mesos's available = total - allocated does)."""
+    if not res.has_volumes():
+        return res
+    out = []
+    for r in res:
+        if r.shared:
+            continue
+        if r.persistence is not None:
+            r = next((t for t in agent.total.volumes() if key_of(t) == key_of(r)), r)
+        out.append(r)
+    return Resources(out)
+
+
+def _not_offered(available: Resources, offered: Resources | None) -> Resources:
+    """`available` without the shared volumes already offered in this run."""
+    if not offered:
+        return available
+    keys = {key_of(r) for r in offered}
+    return Resources(r for r in available if not (r.shared and key_of(r) in keys))
+
+
+# Holders of shared volumes, and what they count for.
+#
+# Mesos's sorters count a shared volume's quantity in a client's allocation once per agent, whatever the copies held
+# (sorter.hpp `Allocation::add/subtract`: a shared resource adds its quantity only when the client's allocation on
+# that agent does not hold it yet, and subtracts it when the last copy goes). Drover does the same at each level it
+# keeps: a framework in a role (the framework sorters), a role (the role sorter) and the agent as a whole (the quota
+# and headroom totals, `_count_alloc`: a volume held by three tasks uses its disk once). One deviation: Drover's role
+# sorter adds a role's counts up to its ancestors, so a shared volume held under two sub-roles of its reservation
+# role counts twice in the parent (Mesos keeps each node's allocation per agent and counts it once there).
+
+def _holders(agent: Agent, fid: str, role: str, res: Resources) -> list[tuple[int, int, int]]:
+    """For each shared volume in `res`, in its order: the copies held on the agent by (framework, role), by
+    the role, and by anyone."""
+    keys = [key_of(r) for r in res if r.shared]
+    out = []
+    for k in keys:
+        mine = in_role = anyone = 0
+        for (f, ro), held in agent.allocated.items():
+            rec = held.get(k)
+            if rec is None:
+                continue
+            anyone += rec.copies
+            if ro == role:
+                in_role += rec.copies
+                if f == fid:
+                    mine += rec.copies
+        out.append((mine, in_role, anyone))
+    return out
+
+
+def _counted(agent: Agent, fid: str, role: str, res: Resources,
+             before: list[tuple[int, int, int]]) -> tuple[Resources, Resources, Resources]:
+    """What `res` (holding shared volumes), just added to or taken from (framework, role)'s allocation on the agent,
+    changes in the counts of the framework, of the role and of the agent: its other resources, and each shared
+    volume only where its first copy came or its last went (`before`: `_holders` before the change)."""
+    after = _holders(agent, fid, role, res)
+    plain = res.non_shared()
+    shared = [r for r in res if r.shared]
+    levels = []
+    for i in range(3):
+        flipped = [r for r, b, a in zip(shared, before, after, strict=True) if (b[i] == 0) != (a[i] == 0)]
+        levels.append(plain + Resources(flipped) if flipped else plain)
+    return levels[0], levels[1], levels[2]
 
 
 def q_sub_limits(limits: Q, consumed: Q) -> Q:

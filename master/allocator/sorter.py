@@ -225,9 +225,10 @@ class DRFSorter:
         self.root.active_leaves += delta
 
     # ---- allocations -------------------------------------------------------------------------------
-    def allocated(self, client: str, q: dict[str, float]) -> None:
-        """Track an allocation to `client` (quantities by name); counts one more allocation."""
-        self._propagate(self.clients[client], q, 1.0, 1)
+    def allocated(self, client: str, q: dict[str, float], count: bool = True) -> None:
+        """Track an allocation to `client` (quantities by name); counts one more allocation (unless not `count`:
+        more of what it holds, as Mesos's `update` of an allocation)."""
+        self._propagate(self.clients[client], q, 1.0, 1 if count else 0)
 
     def uncount(self, client: str) -> None:
         """Take back one allocation count (undoing a tentative allocation)."""

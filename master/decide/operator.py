@@ -220,10 +220,14 @@ def decide_agent_operation(state: State, call: AgentOperation, now: float, confi
         return Decision.refuse(403, why)
     consumed, _ = conversion(kind, res)
     free = free_now.available
-    rescind: list[str] = []
+    # A shared volume is free while offers hold it (the allocator keeps it available): destroying it rescinds every
+    # offer holding it, as a framework's DESTROY does (Mesos's greedy rescinds below would leave the others).
+    rescind = vol.offers_holding(state, call.agent_id, consumed.shared()) if consumed.has_shared() else []
     if not free.contains(consumed):
         for offer in sorted((o for o in state.offers.values() if o.agent_id == call.agent_id),
                             key=lambda o: o.offer_id):
+            if offer.offer_id in rescind:
+                continue
             rescind.append(offer.offer_id)
             free = free + Resources(offer.resources)
             if free.contains(consumed):

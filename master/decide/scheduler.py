@@ -498,6 +498,10 @@ def decide_accept(state: State, call: Accept, now: float, config: DecideConfig) 
 
     agent_id, role = valid[0].agent_id, valid[0].role
     remaining = Resources(r for o in valid for r in o.resources)
+    # The offered shared volumes: tasks are judged against `remaining`'s other resources plus these, which they do
+    # not use up (Mesos master.cpp, LAUNCH: several tasks on one offered copy; the fold allocates the copies beyond
+    # it). CREATE and DESTROY reset it to what `remaining` holds, as Mesos's `remainingSharedResources`.
+    shared = remaining.shared()
     checkpointed = Resources(state.agents[agent_id].dynamic)  # this ACCEPT's operations applied as they go
     actor = vol.Actor(fw.info.principal, role, "SHARED_RESOURCES" in fw.info.capabilities)
     operations: list[ev.ResourceOperation] = []
@@ -529,9 +533,12 @@ def decide_accept(state: State, call: Accept, now: float, config: DecideConfig) 
             remaining = remaining - consumed + converted
             checkpointed = checkpointed - consumed.reserved() + converted.reserved()
             operations.append(ev.ResourceOperation(kind=op.kind, resources=op.resources.to_list()))
+            if op.kind in ("CREATE", "DESTROY"):
+                shared = remaining.shared()
             if op.kind == "DESTROY":
-                # Other frameworks' offers of a shared volume being destroyed go (Mesos master.cpp, DESTROY).
-                rescinds += vol.offers_holding(state, agent_id, op.resources, skip_framework=fid)
+                # Every other offer of a shared volume being destroyed goes, this framework's own too (Mesos
+                # master.cpp, DESTROY: all the agent's offers but those being accepted).
+                rescinds += vol.offers_holding(state, agent_id, op.resources, skip=call.offer_ids)
         elif isinstance(op, Launch):
             if op.operation_id is not None:
                 rejected += [_rejection(t.task_id, "The `id` field cannot be set on LAUNCH operations")
@@ -555,8 +562,9 @@ def decide_accept(state: State, call: Accept, now: float, config: DecideConfig) 
                                                    f"'{codec.clip(user)}'", Reason.TASK_UNAUTHORIZED))
                         continue
                     need = Resources(t.spec.resources)
-                    if not remaining.contains(need):
-                        why = f"Task uses more resources {need.format()} than available {remaining.format()}"
+                    available = remaining.non_shared() + shared if shared else remaining
+                    if not available.contains(need):
+                        why = f"Task uses more resources {need.format()} than available {available.format()}"
                 if why is not None:
                     rejected.append(_rejection(t.task_id, why))
                     continue
@@ -566,7 +574,8 @@ def decide_accept(state: State, call: Accept, now: float, config: DecideConfig) 
                 tasks.append(msgspec.structs.replace(t.spec, role=role))
         elif isinstance(op, LaunchGroup):
             in_use = _executors_in_use(state, fid) if in_use is None else in_use
-            group, why, reason = _launch_group(state, fw, op, agent_id, remaining, seen, executors, in_use, config)
+            available = remaining.non_shared() + shared if shared else remaining
+            group, why, reason = _launch_group(state, fw, op, agent_id, available, seen, executors, in_use, config)
             if why is not None:  # atomic: the whole group is refused, every task with the same status
                 rejected += [_rejection(tid, why, reason) for tid in op.task_ids]
                 continue
@@ -609,7 +618,7 @@ def _executors_in_use(state: State, fid: str) -> dict[str, str]:
     return out
 
 
-def _launch_group(state: State, fw: Framework, op: LaunchGroup, agent_id: str, remaining: Resources,
+def _launch_group(state: State, fw: Framework, op: LaunchGroup, agent_id: str, available: Resources,
                   seen: set[str], executors: set[str], in_use: dict[str, str], config: DecideConfig,
                   ) -> tuple[list[ev.TaskSpec], str | None, str]:
     """A LAUNCH_GROUP, as Mesos's Master::accept and validation.cpp (task::group::validate) judge it, in their order:
@@ -660,6 +669,11 @@ def _launch_group(state: State, fw: Framework, op: LaunchGroup, agent_id: str, r
     if ex.executor_id in in_group or ex.executor_id in seen:
         return [], f"{name} has the ID of a task launched with it", TASK_GROUP_INVALID
     ex_res = Resources(ex.resources)
+    if ex_res.has_shared():
+        # Mesos refuses them in a command task's executor (validation.cpp, "for simplicity"); Drover in a task
+        # group's executor too: a group's tasks may share a volume, its executor holds none.
+        return [], (f"Executor resources {ex_res.format()} should not contain any shared resources"), \
+            TASK_GROUP_INVALID
     cpus, mem = ex_res.scalar("cpus"), ex_res.scalar("mem")
     if cpus < MIN_EXECUTOR_CPUS:
         return [], f"{name} uses less CPUs ({cpus:g}) than the minimum required ({MIN_EXECUTOR_CPUS:g})", \
@@ -671,14 +685,28 @@ def _launch_group(state: State, fw: Framework, op: LaunchGroup, agent_id: str, r
         return [], f"{name} uses no disk", TASK_GROUP_INVALID
     executor = msgspec.structs.replace(ex, task_ids=[t.task_id for t in op.tasks])
     group = [msgspec.structs.replace(t.spec, executor=executor) for t in op.tasks if t.spec is not None]
+    pids: set[tuple[str, str]] = set()
+    for r in [*ex.resources, *(r for t in group for r in t.resources)]:
+        if r.persistence is not None and not r.shared:  # one task of the group may use a (non-shared) volume
+            if (r.role, r.persistence.id) in pids:
+                return [], (f"Task group and executor use duplicate persistence ID: Persistence ID "
+                            f"'{r.persistence.id}' is not unique"), TASK_GROUP_INVALID
+            pids.add((r.role, r.persistence.id))
     total = _group_total(group)
-    if not remaining.contains(total):
+    if not available.contains(_one_copy(total)):
         return [], (f"Total resources {total.format()} required by task group and its executor are more than "
-                    f"available {remaining.format()}"), TASK_GROUP_INVALID
+                    f"available {available.format()}"), TASK_GROUP_INVALID
     mapped = ((m.host_port, m.protocol) for m in ex.port_mappings)
     if (why := host_ports_problem(list(total), mapped)) is not None:
         return [], f"{name} is invalid: {why.replace('Task maps', 'its container maps')}", TASK_GROUP_INVALID
     return group, None, ""
+
+
+def _one_copy(res: Resources) -> Resources:
+    """`res` with one copy of each shared volume: the tasks of a group may share one, as tasks of a LAUNCH do."""
+    if not res.has_shared():
+        return res
+    return Resources(msgspec.structs.replace(r, copies=1) if r.shared else r for r in res)
 
 
 def _task_problem(state: State, framework_id: str, t: TaskRequest, agent_id: str, seen: set[str]) -> str | None:

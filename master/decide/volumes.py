@@ -12,6 +12,7 @@ Pure: the state and the call in, a reason or None out.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Iterable
 
 from drover.security.acls import ACLs, authorized
 from eventstore.resources import UNRESERVED, Resources, key_of
@@ -127,13 +128,14 @@ def volumes_in_use(state: State, agent_id: str, volumes: Resources) -> bool:
     return False
 
 
-def offers_holding(state: State, agent_id: str, res: Resources, skip_framework: str | None = None) -> list[str]:
-    """Ids of live offers on the agent holding any record of a key `res` needs (sorted: decisions are
-    deterministic)."""
+def offers_holding(state: State, agent_id: str, res: Resources, skip: Iterable[str] = ()) -> list[str]:
+    """Ids of live offers on the agent holding any record of a key `res` needs, but those in `skip` (sorted:
+    decisions are deterministic)."""
     keys = {key_of(r) for r in res}
+    skipped = set(skip)
     out = []
     for o in state.offers.values():
-        if o.agent_id != agent_id or o.framework_id == skip_framework:
+        if o.agent_id != agent_id or o.offer_id in skipped:
             continue
         if any(key_of(r) in keys for r in o.resources):
             out.append(o.offer_id)
