@@ -171,11 +171,11 @@ def test_destroy_is_refused_while_tasks_use_it_and_rescinds_every_other_offer_of
                launch("t2", volume("pv1", shared=True)))
     log(ev.RolesRevived(framework_id="DB", roles=[]))
     assert refusal(log, "DB", destroy(volume("pv1", shared=True))) == \
-        "Invalid DESTROY Operation: Persistent volumes in use"
+        "Persistent volumes in use"
     finish(log, "DB", "t1")
     log(ev.RolesRevived(framework_id="DB", roles=[]))
     assert refusal(log, "DB", destroy(volume("pv1", shared=True))) == \
-        "Invalid DESTROY Operation: Persistent volumes in use"
+        "Persistent volumes in use"
     finish(log, "DB", "t2")
     # All users gone. Three offers hold the volume: DB's (everything), then the volume alone to DB2 and to DB
     # (both take any disk, so the volume alone is allocatable to them)

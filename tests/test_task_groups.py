@@ -56,10 +56,12 @@ def test_the_group_goes_to_its_agent_as_one_launch_group():
     assert [t["task_id"] for t in lg["tasks"]] == ["a", "b"] and lg["framework_id"] == "F1"
     # after a failover, an agent that did not report the group gets it again, once
     apply(log.state, env)
+    # (first, always, what the agent must have checkpointed: here nothing)
     resync = fx.resync_agent(log.state, "A1", [])
-    assert [m["type"] for m in resync] == ["LAUNCH_GROUP", "LAUNCH"]
+    assert [m["type"] for m in resync] == ["CHECKPOINT_RESOURCES", "LAUNCH_GROUP", "LAUNCH"]
+    assert resync[0]["checkpoint_resources"] == {"resources": []}
     reported = [ev.TaskReport(framework_id="F1", task_id=t, state="TASK_STARTING") for t in ("a", "b", "solo")]
-    assert fx.resync_agent(log.state, "A1", reported) == []
+    assert [m["type"] for m in fx.resync_agent(log.state, "A1", reported)] == ["CHECKPOINT_RESOURCES"]
 
 
 def status(log, tid: str, state: str, uuid: str | None = None) -> None:
