@@ -232,3 +232,53 @@ async def test_a_task_writing_past_its_volume_is_killed_with_the_disk_reason(clu
     finally:
         await sched.call("TEARDOWN")
         await sched.close()
+
+
+async def test_two_tasks_share_a_shared_volume(cluster, http):
+    agent = cluster.layout["agents"][0]
+    agent_id = cluster.agent_id(agent["id"])
+    vid = f"shared-{uuid.uuid4().hex[:6]}"
+    shared = dict(volume(vid, 8, "team"), shared={})
+    assert (await operator(http, cluster, "RESERVE_RESOURCES", agent_id, "resources", [disk(8, "team")])).status == 202
+    assert (await operator(http, cluster, "CREATE_VOLUMES", agent_id, "volumes", [shared])).status == 202
+    sched = await Scheduler(http, cluster.master_http(cluster.wait_leader()), name="sharers", roles=["team"],
+                            capabilities=[{"type": "MULTI_ROLE"}, {"type": "SHARED_RESOURCES"}]).subscribe()
+    try:
+        offers = (await sched.expect(lambda e: e.get("type") == "OFFERS" and any(
+            r.get("disk", {}).get("persistence", {}).get("id") == vid
+            for o in e["offers"]["offers"] for r in o["resources"])))["offers"]["offers"]
+        offer = next(o for o in offers if o["agent_id"]["value"] == agent_id)
+        vol = next(r for r in offer["resources"] if r.get("disk", {}).get("persistence", {}).get("id") == vid)
+        assert vol["shared"] == {}
+        writer, reader = f"w-{uuid.uuid4().hex[:6]}", f"r-{uuid.uuid4().hex[:6]}"
+        # Both at once on the one offered copy: the writer leaves a file, the reader waits for it.
+        ro = dict(vol, disk=dict(vol["disk"], volume={"container_path": "shared", "mode": "RO"}))
+        r = await sched.call("ACCEPT", {"offer_ids": [offer["id"]], "operations": [{"type": "LAUNCH", "launch": {
+            "task_infos": [task_info(writer, agent_id, "echo hi > data/note && sleep 30", vol),
+                           task_info(reader, agent_id, "for i in $(seq 60); do test -f shared/note && exit 0; "
+                                                       "sleep 0.5; done; exit 1", ro)]}}]})
+        assert r.status == 202, r
+        final = {}
+        while reader not in final:
+            st = await acked_update(sched, reader)
+            if st["state"] not in ("TASK_STARTING", "TASK_RUNNING"):
+                final[reader] = st
+        assert final[reader]["state"] == "TASK_FINISHED", final[reader]
+        # the writer still runs on it: DESTROY is refused
+        r = await operator(http, cluster, "DESTROY_VOLUMES", agent_id, "volumes", [shared])
+        assert r.status == 400 and "in use" in r.text, r
+        await sched.call("KILL", {"task_id": {"value": writer}, "agent_id": {"value": agent_id}})
+        st = await acked_update(sched, writer)
+        while st["state"] in ("TASK_STARTING", "TASK_RUNNING", "TASK_KILLING"):
+            st = await acked_update(sched, writer)
+        assert st["state"] == "TASK_KILLED", st
+    finally:
+        await sched.call("TEARDOWN")
+        await sched.close()
+    deadline = time.time() + 20
+    while True:
+        r = await operator(http, cluster, "DESTROY_VOLUMES", agent_id, "volumes", [shared])
+        if r.status == 202 or time.time() > deadline:
+            break
+        await asyncio.sleep(0.5)
+    assert r.status == 202, r
