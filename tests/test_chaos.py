@@ -7,12 +7,14 @@ A run spends most of its time waiting (faults are held, then the harness waits f
 again): it uses about half a core. So the runs of the selected tests go two at a time in the background (the
 longest first, then in the tests' order); each test waits for its own run's report and checks it. Each run
 has its own cluster, data dir, ports, network namespaces (netns.Network tags keep concurrent runs apart) and
-Podman service, as two operators' runs on one host would.
+Podman service, and offers task ports of its own (--task-ports: every container shares the host's network, so
+two runs' service tasks would otherwise take the same port), as two operators' runs on one host would.
 """
 
 from __future__ import annotations
 
 import json
+import queue
 import subprocess
 import sys
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -25,6 +27,8 @@ from drover.chaos.faults import SCENARIOS
 
 REPO_CMD = [sys.executable, "-m", "drover.cli", "chaos"]
 CONCURRENT_RUNS = 2
+# One task port range per concurrent run (inside the agents' default 31000-32000).
+TASK_PORTS = ["31000-31499", "31500-31999"]
 
 
 def chaos_run(data_dir: Path, scenario: str, *extra: str, duration: int = 20, seed: int = 7) -> dict:
@@ -59,12 +63,23 @@ def runs(request: pytest.FixtureRequest, tmp_path_factory) -> Iterator[dict[str,
     names = [item.name for item in request.session.items
              if item.module is request.module and item.name in RUNS]
     names.sort(key=lambda name: -RUNS[name][1].get("duration", 20))
+    ranges: queue.Queue[str] = queue.Queue()
+    for r in TASK_PORTS[:CONCURRENT_RUNS]:
+        ranges.put(r)
+
+    def run(data_dir: Path, args: tuple, kwargs: dict) -> dict:
+        ports = ranges.get()  # one is free: there are as many as runs at a time
+        try:
+            return chaos_run(data_dir, *args, "--task-ports", ports, **kwargs)
+        finally:
+            ranges.put(ports)
+
     pool = ThreadPoolExecutor(max_workers=CONCURRENT_RUNS, thread_name_prefix="chaos")
     started: dict[str, tuple[Path, Future]] = {}
     for name in names:
         args, kwargs = RUNS[name]
         d = tmp_path_factory.mktemp("chaos")
-        started[name] = (d, pool.submit(chaos_run, d, *args, **kwargs))
+        started[name] = (d, pool.submit(run, d, args, kwargs))
     try:
         yield started
     finally:
@@ -122,6 +137,7 @@ def test_partition_without_namespaces_is_a_paused_process(chaos):
     (["run", "--scenario", "nope"], "invalid choice: 'nope'"),
     (["run", "--scenario", "leader-kill", "--duration", "3"], "a run needs at least 10 s"),
     (["run", "--scenario", "leader-kill", "--agents", "0"], "--agents must be at least 1"),
+    (["run", "--scenario", "leader-kill", "--task-ports", "32000-31000"], "expected LOW-HIGH"),
 ])
 def test_usage_errors_are_one_line(args, message):
     proc = subprocess.run([*REPO_CMD, *args], capture_output=True, text=True, timeout=60)
