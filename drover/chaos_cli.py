@@ -24,6 +24,17 @@ def _seconds(value: str) -> float:
     return v
 
 
+def _port_range(value: str) -> tuple[int, int]:
+    low, sep, high = value.partition("-")
+    try:
+        lo, hi = int(low), int(high)
+    except ValueError:
+        lo = hi = 0
+    if not sep or not 1 <= lo <= hi <= 65535:
+        raise argparse.ArgumentTypeError(f"expected LOW-HIGH within 1-65535, got {value!r}")
+    return lo, hi
+
+
 def add_commands(sub: argparse._SubParsersAction) -> None:
     from drover.chaos.faults import SCENARIOS
 
@@ -43,6 +54,9 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     r.add_argument("--data-dir", type=Path, default=Path("var/chaos"), help="the run's cluster, logs and history "
                    "(emptied first; default var/chaos)")
     r.add_argument("--agents", type=int, default=2)
+    r.add_argument("--task-ports", type=_port_range, default=(31000, 32000), metavar="LOW-HIGH",
+                   help="the ports the agents offer (default 31000-32000). Tasks run on this host's network, so "
+                        "runs at the same time on one host need ranges that do not overlap")
     net = r.add_mutually_exclusive_group()
     net.add_argument("--netns", dest="netns", action="store_true", default=None,
                      help="masters and agents in network namespaces, partitions drop packets (needs root; the "
@@ -76,6 +90,7 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(f"--agents must be at least 1, got {args.agents}")
     chaos = ChaosRun(scenario=args.scenario, seed=args.seed, duration=args.duration, data_dir=args.data_dir.resolve(),
                      use_netns=args.netns, agents=args.agents, secure=args.secure, tls=args.tls,
+                     task_ports=args.task_ports,
                      out=sys.stderr if args.json else sys.stdout)
     try:
         report = chaos.execute()

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import base64
 import json
-from typing import Any
+from typing import Any, Sequence
 
 import msgspec
 from hypothesis import HealthCheck, given, settings
@@ -47,6 +47,7 @@ HOSTILE_NUMBERS = [float("nan"), float("inf"), -1.0, 1e306, 2**70, "Infinity", "
 HOSTILE_IDS = ["..", ".", "a/b", "", " x", "a\nb", "\x1b[2J", "x" * 300, "a\\b"]
 ROLES = ["*", "web", "db", "web/a"]
 STATES = ["TASK_STARTING", "TASK_RUNNING", "TASK_FINISHED", "TASK_FAILED", "TASK_KILLED", "TASK_LOST"]
+HOSTILE_STATUS_VALUES = [1e300, -5.0, "SOURCE_MASTER", "AAAA", float("nan")]
 
 
 def jdump(obj: Any) -> bytes:
@@ -88,30 +89,50 @@ class Master:
         self.commit(list(d.events))
 
 
+_SAMPLED: dict[tuple, st.SearchStrategy] = {}
+
+
+def sampled_from(values: Sequence[Any]) -> st.SearchStrategy:
+    """`st.sampled_from(values)`, made once per distinct sequence of values (each value keyed with its type, so
+    1, 1.0 and True stay apart) and reused. Hypothesis neither caches sampled_from nor the validation of a new
+    strategy on its first draw; building and validating one per draw took about a third of this module's time.
+    The draws, and so what a run explores, are the same. Values that cannot be hashed get a new strategy."""
+    try:
+        key = tuple((type(v), v) for v in values)
+        return _SAMPLED[key]
+    except KeyError:
+        if len(_SAMPLED) > 10_000:  # keys made of a run's ids: keep the memo bounded
+            _SAMPLED.clear()
+        strategy = _SAMPLED[key] = st.sampled_from(values)
+        return strategy
+    except TypeError:
+        return st.sampled_from(values)
+
+
 # ---- the steps -------------------------------------------------------------------------------------------
 
 
 def rarely(data: st.DataObject, one_in: int) -> bool:
     """True about one time in `one_in` (hypothesis favours the low end of integers, so not integers(...) == 0)."""
-    return bool(data.draw(st.sampled_from([False] * (one_in - 1) + [True])))
+    return bool(data.draw(sampled_from([False] * (one_in - 1) + [True])))
 
 
 def pick(data: st.DataObject, normal: list[Any], hostile: list[Any], one_in: int = 10) -> Any:
     """Mostly a normal value; about one time in `one_in` a hostile one. (Hostile values come last: hypothesis
     favours the first elements of sampled_from and the low ends of integers.)"""
     if rarely(data, one_in):
-        return data.draw(st.sampled_from(hostile))
-    return data.draw(st.sampled_from(normal))
+        return data.draw(sampled_from(hostile))
+    return data.draw(sampled_from(normal))
 
 
 def agent_resources(data: st.DataObject) -> list[dict]:
-    res = [{"name": "cpus", "type": "SCALAR", "scalar": data.draw(st.sampled_from([1.0, 2.0, 4.0]))},
-           {"name": "mem", "type": "SCALAR", "scalar": data.draw(st.sampled_from([512.0, 2048.0]))},
+    res = [{"name": "cpus", "type": "SCALAR", "scalar": data.draw(sampled_from([1.0, 2.0, 4.0]))},
+           {"name": "mem", "type": "SCALAR", "scalar": data.draw(sampled_from([512.0, 2048.0]))},
            {"name": "ports", "type": "RANGES", "ranges": [[31000, 31009]]}]
     if data.draw(st.booleans()):
-        res.append({"name": "cpus", "type": "SCALAR", "scalar": 1.0, "role": data.draw(st.sampled_from(ROLES))})
+        res.append({"name": "cpus", "type": "SCALAR", "scalar": 1.0, "role": data.draw(sampled_from(ROLES))})
     if rarely(data, 10):  # hostile
-        res.append(data.draw(st.sampled_from([
+        res.append(data.draw(sampled_from([
             {"name": "cpus", "type": "RANGES", "ranges": [[1, 2]]},
             {"name": "mem", "type": "SCALAR", "scalar": 1e306},
             {"name": "ports", "type": "RANGES", "ranges": [[9, 1]]},
@@ -124,18 +145,18 @@ def agent_resources(data: st.DataObject) -> list[dict]:
 
 def step_agent_subscribe(m: Master, data: st.DataObject) -> None:
     known = list(m.state.agents) + list(m.state.unreachable_agents)
-    sub: dict[str, Any] = {"hostname": "h", "http": data.draw(st.sampled_from(["h:5051"] * 6 + ["nohost", "h:x"])),
+    sub: dict[str, Any] = {"hostname": "h", "http": data.draw(sampled_from(["h:5051"] * 6 + ["nohost", "h:x"])),
                            "resources": agent_resources(data)}
     choice = pick(data, ["new", "new", "known"], ["hostile"], 6)
     if choice == "known" and known:
-        aid = data.draw(st.sampled_from(known))
+        aid = data.draw(sampled_from(known))
         sub["agent_id"] = aid
         tasks = [t for t in m.state.all_tasks() if t.agent_id == aid]
         sub["tasks"] = [{"framework_id": t.framework_id, "task_id": t.task_id,
-                         "state": data.draw(st.sampled_from(["TASK_RUNNING", "TASK_FINISHED"])),
+                         "state": data.draw(sampled_from(["TASK_RUNNING", "TASK_FINISHED"])),
                          "spec": msgspec.to_builtins(t.spec)} for t in tasks if data.draw(st.booleans())]
     elif choice == "hostile":
-        sub["agent_id"] = data.draw(st.sampled_from(HOSTILE_IDS + ["c-S99"]))
+        sub["agent_id"] = data.draw(sampled_from(HOSTILE_IDS + ["c-S99"]))
     try:
         call = AGENT_CALL.decode(jdump({"type": "SUBSCRIBE", "subscribe": sub}))
     except msgspec.DecodeError:
@@ -152,24 +173,24 @@ def step_agent_subscribe(m: Master, data: st.DataObject) -> None:
 
 
 def framework_info(data: st.DataObject) -> dict:
-    info: dict[str, Any] = {"user": "u", "name": "fw", "failover_timeout": data.draw(st.sampled_from([0, 3, 60]))}
+    info: dict[str, Any] = {"user": "u", "name": "fw", "failover_timeout": data.draw(sampled_from([0, 3, 60]))}
     if data.draw(st.booleans()):
-        info["roles"] = data.draw(st.lists(st.sampled_from(ROLES[1:]), min_size=1, max_size=2, unique=True))
+        info["roles"] = data.draw(st.lists(sampled_from(ROLES[1:]), min_size=1, max_size=2, unique=True))
         info["capabilities"] = [{"type": "MULTI_ROLE"}, {"type": "PARTITION_AWARE"}]
     if rarely(data, 8):
-        info[data.draw(st.sampled_from(["failover_timeout", "role", "name"]))] = data.draw(
-            st.sampled_from(HOSTILE_NUMBERS + HOSTILE_IDS))
+        info[data.draw(sampled_from(["failover_timeout", "role", "name"]))] = data.draw(
+            sampled_from(HOSTILE_NUMBERS + HOSTILE_IDS))
     return info
 
 
 def step_subscribe(m: Master, data: st.DataObject) -> None:
     call: dict[str, Any] = {"type": "SUBSCRIBE", "subscribe": {"framework_info": framework_info(data)}}
-    pick = data.draw(st.sampled_from(["new", "again", "hostile"]))
+    pick = data.draw(sampled_from(["new", "again", "hostile"]))
     fid = None
     if pick == "again" and m.state.frameworks:
-        fid = data.draw(st.sampled_from(sorted(m.state.frameworks)))
+        fid = data.draw(sampled_from(sorted(m.state.frameworks)))
     elif pick == "hostile":
-        fid = data.draw(st.sampled_from(HOSTILE_IDS))
+        fid = data.draw(sampled_from(HOSTILE_IDS))
     if fid is not None:
         call["framework_id"] = {"value": fid}
         call["subscribe"]["framework_info"]["id"] = {"value": fid}
@@ -185,14 +206,14 @@ def scheduler_call(m: Master, data: st.DataObject, fid: str) -> dict:
     f = {"value": fid}
     offers = [o for o in m.state.offers.values() if o.framework_id == fid]
     tasks = list(m.state.tasks.get(fid, {}).values())
-    kind = data.draw(st.sampled_from(["ACCEPT"] * 4 + ["DECLINE", "KILL", "ACKNOWLEDGE", "RECONCILE", "REVIVE",
+    kind = data.draw(sampled_from(["ACCEPT"] * 4 + ["DECLINE", "KILL", "ACKNOWLEDGE", "RECONCILE", "REVIVE",
                                                        "SUPPRESS", "TEARDOWN", "SHUTDOWN", "UPDATE_FRAMEWORK"]))
     if kind == "ACCEPT":
         chosen = offers[:1] if offers and not rarely(data, 6) else []
-        ids = [{"value": o.offer_id} for o in chosen] or [{"value": data.draw(st.sampled_from(["o-x", "..", ""]))}]
+        ids = [{"value": o.offer_id} for o in chosen] or [{"value": data.draw(sampled_from(["o-x", "..", ""]))}]
         agent = chosen[0].agent_id if chosen else "c-S0"
         infos = []
-        for i in range(data.draw(st.sampled_from([1, 2, 1, 3, 0]))):
+        for i in range(data.draw(sampled_from([1, 2, 1, 3, 0]))):
             tid = pick(data, [f"t{len(m.payloads)}-{i}", f"t{i}", "t0"], ["..", "a b", "x" * 300, ""])
             cpus: Any = pick(data, [0.1, 0.5, 1.0], [100.0, "NaN", -1, "Infinity", 1e300])
             res = [{"name": "cpus", "type": "SCALAR", "scalar": {"value": cpus}},
@@ -203,8 +224,8 @@ def scheduler_call(m: Master, data: st.DataObject, fid: str) -> dict:
             ti: dict[str, Any] = {"name": "t", "task_id": {"value": tid}, "agent_id": {"value": agent},
                                   "resources": res, "command": {"value": "true"}}
             if rarely(data, 13):
-                ti[data.draw(st.sampled_from(["health_check", "kill_policy"]))] = {
-                    "grace_period": {"nanoseconds": data.draw(st.sampled_from([5, "Infinity", -3]))}}
+                ti[data.draw(sampled_from(["health_check", "kill_policy"]))] = {
+                    "grace_period": {"nanoseconds": data.draw(sampled_from([5, "Infinity", -3]))}}
             if rarely(data, 7):  # a bridge network forwarding host ports: given, not given, out of range, malformed
                 ti["container"] = {"type": "DOCKER", "docker": {
                     "image": "i", "network": pick(data, ["BRIDGE"], ["HOST", "USER"]),
@@ -217,15 +238,15 @@ def scheduler_call(m: Master, data: st.DataObject, fid: str) -> dict:
                 {"name": "cpus", "type": "SCALAR", "scalar": {"value": 0.5},
                  "reservations": [{"type": "DYNAMIC", "role": chosen[0].role if chosen[0].role != "*" else "web"}]}]}})
         if rarely(data, 20):
-            ops.append({"type": data.draw(st.sampled_from(["CREATE", "LAUNCH_GROUP", "DESTROY"]))})
+            ops.append({"type": data.draw(sampled_from(["CREATE", "LAUNCH_GROUP", "DESTROY"]))})
         return {"type": "ACCEPT", "framework_id": f, "accept": {
             "offer_ids": ids, "operations": ops,
             "filters": {"refuse_seconds": pick(data, [0, 1, 5], [1e12, "Infinity", -1])}}}
     if kind == "DECLINE":
         return {"type": "DECLINE", "framework_id": f, "decline": {
             "offer_ids": [{"value": o.offer_id} for o in offers] or [{"value": "o-x"}],
-            "filters": {"refuse_seconds": data.draw(st.sampled_from([0, 2, "NaN"]))}}}
-    task_id = data.draw(st.sampled_from([t.task_id for t in tasks])) if tasks else "t0"
+            "filters": {"refuse_seconds": data.draw(sampled_from([0, 2, "NaN"]))}}}
+    task_id = data.draw(sampled_from([t.task_id for t in tasks])) if tasks else "t0"
     agent_id = next((t.agent_id for t in tasks if t.task_id == task_id), "c-S0")
     if kind in ("KILL", "SHUTDOWN"):
         if kind == "SHUTDOWN":
@@ -233,10 +254,10 @@ def scheduler_call(m: Master, data: st.DataObject, fid: str) -> dict:
                                                                         "agent_id": {"value": agent_id}}}
         return {"type": "KILL", "framework_id": f, "kill": {
             "task_id": {"value": task_id}, "kill_policy": {"grace_period": {"nanoseconds": data.draw(
-                st.sampled_from([1_000_000_000, "Infinity", -1]))}}}}
+                sampled_from([1_000_000_000, "Infinity", -1]))}}}}
     if kind == "ACKNOWLEDGE":
         pending = [t for t in tasks if t.pending is not None and t.pending.uuid]
-        t = data.draw(st.sampled_from(pending)) if pending else None
+        t = data.draw(sampled_from(pending)) if pending else None
         uuid = t.pending.uuid if t is not None and t.pending is not None else "AAAAAAAAAAAAAAAAAAAAAA=="
         return {"type": "ACKNOWLEDGE", "framework_id": f, "acknowledge": {
             "agent_id": {"value": t.agent_id if t else agent_id}, "task_id": {"value": t.task_id if t else task_id},
@@ -246,7 +267,7 @@ def scheduler_call(m: Master, data: st.DataObject, fid: str) -> dict:
             {"task_id": {"value": task_id}, "agent_id": {"value": agent_id}}] if data.draw(st.booleans()) else []}}
     if kind in ("REVIVE", "SUPPRESS"):
         return {"type": kind, "framework_id": f, kind.lower(): {"roles": data.draw(
-            st.lists(st.sampled_from(ROLES), max_size=2))}}
+            st.lists(sampled_from(ROLES), max_size=2))}}
     if kind == "UPDATE_FRAMEWORK":
         info = framework_info(data)
         info["id"] = f
@@ -256,7 +277,7 @@ def scheduler_call(m: Master, data: st.DataObject, fid: str) -> dict:
 
 def step_scheduler(m: Master, data: st.DataObject) -> None:
     connected = sorted(fid for fid, fw in m.state.frameworks.items() if fw.connected)
-    fid = data.draw(st.sampled_from(connected)) if connected else "c-0000"
+    fid = data.draw(sampled_from(connected)) if connected else "c-0000"
     call = scheduler_call(m, data, fid)
     if call["type"] == "TEARDOWN" and not rarely(data, 4):
         return  # keep frameworks around most of the time
@@ -272,13 +293,13 @@ def step_agent_update(m: Master, data: st.DataObject) -> None:
     tasks = [t for t in m.state.all_tasks() if t.agent_id in m.state.agents]
     if not tasks:
         return
-    t = data.draw(st.sampled_from(tasks))
+    t = data.draw(sampled_from(tasks))
     uuid = base64.b64encode(data.draw(st.binary(min_size=16, max_size=16))).decode()
-    status: dict[str, Any] = {"state": data.draw(st.sampled_from(STATES)), "source": "SOURCE_EXECUTOR",
+    status: dict[str, Any] = {"state": data.draw(sampled_from(STATES)), "source": "SOURCE_EXECUTOR",
                               "timestamp": m.now, "uuid": uuid}
     if rarely(data, 8):
-        status[data.draw(st.sampled_from(["unreachable_time", "timestamp", "source", "uuid"]))] = data.draw(
-            st.sampled_from([1e300, -5.0, "SOURCE_MASTER", "AAAA", float("nan")]))
+        status[data.draw(sampled_from(["unreachable_time", "timestamp", "source", "uuid"]))] = data.draw(
+            sampled_from(HOSTILE_STATUS_VALUES))
     body = {"type": "UPDATE", "agent_id": t.agent_id,
             "update": {"framework_id": t.framework_id, "task_id": t.task_id, "status": status}}
     try:
@@ -292,8 +313,8 @@ def step_agent_update(m: Master, data: st.DataObject) -> None:
 
 
 def step_operator(m: Master, data: st.DataObject) -> None:
-    role = data.draw(st.sampled_from(ROLES + ["web/a", "-x", ""]))
-    value = data.draw(st.sampled_from([0.5, 2.0, 4.0] + HOSTILE_NUMBERS))
+    role = data.draw(sampled_from(ROLES + ["web/a", "-x", ""]))
+    value = data.draw(sampled_from([0.5, 2.0, 4.0] + HOSTILE_NUMBERS))
     try:
         if data.draw(st.booleans()):
             call = parse_update_weights({"weight_infos": [{"role": role, "weight": value}]}, CONFIG.limits)
@@ -309,7 +330,7 @@ def step_operator(m: Master, data: st.DataObject) -> None:
 
 
 def step_clock(m: Master, data: st.DataObject) -> None:
-    m.now += data.draw(st.sampled_from([0.5, 1.0, 3.0, 10.0, 40.0]))
+    m.now += data.draw(sampled_from([0.5, 1.0, 3.0, 10.0, 40.0]))
     for aid in m.state.agents:  # most agents keep pinging; some fall silent
         if not rarely(data, 4):
             m.agent_seen[aid] = m.now
@@ -324,9 +345,9 @@ def step_allocate(m: Master, data: st.DataObject) -> None:
 
 def step_disconnect(m: Master, data: st.DataObject) -> None:
     if data.draw(st.booleans()) and m.state.frameworks:
-        m.take(decide_disconnect(m.state, framework_id=data.draw(st.sampled_from(sorted(m.state.frameworks)))))
+        m.take(decide_disconnect(m.state, framework_id=data.draw(sampled_from(sorted(m.state.frameworks)))))
     elif m.state.agents:
-        m.take(decide_disconnect(m.state, agent_id=data.draw(st.sampled_from(sorted(m.state.agents)))))
+        m.take(decide_disconnect(m.state, agent_id=data.draw(sampled_from(sorted(m.state.agents)))))
 
 
 def step_leader_change(m: Master, data: st.DataObject) -> None:
@@ -341,7 +362,7 @@ RARE_STEPS = [step_leader_change]  # drawn one step in 40
 
 
 def next_step(data: st.DataObject) -> Any:
-    return data.draw(st.sampled_from(RARE_STEPS if rarely(data, 40) else STEPS))
+    return data.draw(sampled_from(RARE_STEPS if rarely(data, 40) else STEPS))
 
 
 def check_replay_and_audit(m: Master) -> None:

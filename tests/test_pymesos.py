@@ -1,38 +1,53 @@
-"""End to end with an unmodified pymesos scheduler: real master replicas, agents and Podman containers."""
+"""End to end with an unmodified pymesos scheduler: real master replicas, agents and Podman containers.
+
+The tests that only run frameworks share one cluster (`shared`; each looks only at its own framework's tasks and
+sandboxes); the test that kills the leader has a cluster of its own (`cluster`)."""
 
 from __future__ import annotations
 
 import sqlite3
 import time
 from pathlib import Path
+from typing import Iterator
 
 import pytest
 
 from master.state import state_hash
 from replay.reader import replay_store
-from tests.cluster import run_framework, start_framework
+from tests.cluster import Cluster, run_framework, running_cluster, start_framework
 
 pytestmark = pytest.mark.integration
 
 
-def test_five_echo_tasks_finish(cluster):
+@pytest.fixture(scope="module")
+def shared(tmp_path_factory) -> Iterator[Cluster]:
+    """tests.cluster's `cluster`, started once for the tests that kill nothing."""
+    with running_cluster(tmp_path_factory.mktemp("pymesos") / "cluster") as c:
+        yield c
+
+
+def test_five_echo_tasks_finish(shared):
+    cluster = shared
     out = run_framework("pymesos_echo.py", "--master", cluster.leader_endpoint(), "--tasks", "5")
     assert len(out["final"]) == 5
     assert set(out["final"].values()) == {"TASK_FINISHED"}
     for states in out["history"].values():
         assert states == ["TASK_STARTING", "TASK_RUNNING", "TASK_FINISHED"]
-    # Each task really ran in its own container and wrote its sandbox stdout.
-    outputs = sorted(p.read_text().strip() for p in cluster.data_dir.glob("a*/sandboxes/*/*/stdout"))
+    # Each task really ran in its own container and wrote its sandbox stdout (and this framework ran no other).
+    outputs = sorted(p.read_text().strip()
+                     for p in cluster.data_dir.glob(f"a*/sandboxes/{out['framework_id']}/*/stdout"))
     assert outputs == sorted(f"hello from {tid}" for tid in out["final"])
 
 
-def test_client_pointed_at_a_follower_follows_the_redirect(cluster):
+def test_client_pointed_at_a_follower_follows_the_redirect(shared):
+    cluster = shared
     follower = cluster.follower()
     out = run_framework("pymesos_echo.py", "--master", cluster.master_http(follower), "--tasks", "2")
     assert set(out["final"].values()) == {"TASK_FINISHED"}
 
 
-def test_kill_a_long_task_and_reconcile(cluster):
+def test_kill_a_long_task_and_reconcile(shared):
+    cluster = shared
     out = run_framework("pymesos_echo.py", "--master", cluster.leader_endpoint(), "--kill-reconcile")
     victim, survivor = sorted(out["final"])
     assert out["history"][victim] == ["TASK_STARTING", "TASK_RUNNING", "TASK_KILLED"]
@@ -77,7 +92,8 @@ def _rows(path: Path) -> list[tuple]:
         db.close()
 
 
-def test_replicas_hold_identical_stores_and_replay_to_live_state(cluster):
+def test_replicas_hold_identical_stores_and_replay_to_live_state(shared):
+    cluster = shared
     run_framework("pymesos_echo.py", "--master", cluster.leader_endpoint(), "--tasks", "4")
     statuses = cluster.wait_converged()
     leader = cluster.wait_leader()

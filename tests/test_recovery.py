@@ -16,13 +16,13 @@ import subprocess
 import time
 import uuid
 from pathlib import Path
-from typing import Any, AsyncIterator, Callable
+from typing import Any, AsyncIterator, Callable, Iterator
 
 import aiohttp
 import pytest
 
 from agent.images import podman_env
-from tests.cluster import Cluster
+from tests.cluster import Cluster, running_cluster
 from tests.v1client import API, JSON, WAIT, Scheduler
 
 pytestmark = pytest.mark.integration
@@ -259,7 +259,16 @@ async def test_unacknowledged_update_is_redelivered_after_agent_restart(cluster:
 # ---- 3. framework failover -------------------------------------------------------------------------------------
 
 
-async def test_framework_resubscribes_within_failover_timeout_and_keeps_its_tasks(cluster: Cluster, http):
+@pytest.fixture(scope="module")
+def failover_cluster(tmp_path_factory) -> Iterator[Cluster]:
+    """One cluster for the framework failover tests: they kill no process, and each launches, kills and
+    acknowledges only its own framework's tasks (the agents' and podman's tests above and below get a new one)."""
+    with running_cluster(tmp_path_factory.mktemp("failover") / "cluster") as c:
+        yield c
+
+
+async def test_framework_resubscribes_within_failover_timeout_and_keeps_its_tasks(failover_cluster: Cluster, http):
+    cluster = failover_cluster
     a1 = agent_id(cluster, "a1")
     fw = await Framework(http, cluster.leader_endpoint(), failover_timeout=30.0).subscribe()
     tid = unique("kept")
@@ -286,7 +295,8 @@ async def test_framework_resubscribes_within_failover_timeout_and_keeps_its_task
     await fw2.close()
 
 
-async def test_second_scheduler_instance_takes_over(cluster: Cluster, http):
+async def test_second_scheduler_instance_takes_over(failover_cluster: Cluster, http):
+    cluster = failover_cluster
     a1 = agent_id(cluster, "a1")
     first = await Framework(http, cluster.leader_endpoint(), failover_timeout=30.0).subscribe()
     tid = unique("handed-over")
@@ -313,7 +323,8 @@ async def test_second_scheduler_instance_takes_over(cluster: Cluster, http):
     await second.close()
 
 
-async def test_framework_past_its_failover_timeout_is_torn_down(cluster: Cluster, http):
+async def test_framework_past_its_failover_timeout_is_torn_down(failover_cluster: Cluster, http):
+    cluster = failover_cluster
     a1 = agent_id(cluster, "a1")
     fw = await Framework(http, cluster.leader_endpoint(), failover_timeout=1.0).subscribe()
     tid = unique("orphan")

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import re
 import shutil
 import signal
 import statistics
@@ -82,6 +83,9 @@ class ChaosRun:
     agents: int = 2
     secure: bool = False  # authentication and ACLs on every port (drover local --secure)
     tls: bool = False  # HTTPS on every port of the cluster (LocalCluster.tls); the workload verifies its CA
+    # The ports the agents offer. Every container shares this host's network (the workload's service task
+    # serves on one of them), so runs at the same time on one host need ranges of their own.
+    task_ports: tuple[int, int] = (31000, 32000)
     out: object = sys.stdout
     cluster: ChaosCluster | None = None
     faults: list[Fault] = field(default_factory=list)
@@ -200,6 +204,9 @@ class ChaosRun:
             raise RuntimeError("network namespaces need root, ip and iptables (run without --netns)")
         self.cluster = ChaosCluster(data_dir=self.data_dir / "cluster", agents=self.agents,
                                     master_args=list(MASTER_ARGS), secure=self.secure, tls=self.tls)
+        low, high = self.task_ports
+        self.cluster.agent_resources = re.sub(r"ports:\[[^]]*\]", f"ports:[{low}-{high}]",
+                                              self.cluster.agent_resources)
         if use:
             self.cluster.network = netns.Network.for_this_process()
             self.cluster.network.up()
