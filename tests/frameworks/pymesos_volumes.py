@@ -3,8 +3,8 @@
 Phases (one per run; the test injects failures between runs):
   --phase write    RESERVE disk for the role, CREATE volume ID, LAUNCH a task writing DATA into it (one ACCEPT)
   --phase read     wait for an offer holding volume ID; LAUNCH a task that checks the file holds DATA
-  --phase destroy  wait for an offer holding volume ID; DESTROY it and UNRESERVE its disk (one ACCEPT), then
-                   wait for an offer of the role without it
+  --phase destroy  wait for an offer holding volume ID; DESTROY it; in the next offer its disk is reserved disk
+                   again: UNRESERVE it; then wait for an offer with no reserved disk
 Prints one JSON object with what it saw, then exits 0; exits 1 on timeout.
 """
 
@@ -71,12 +71,16 @@ class Volumes(Scheduler):
                     ops = [{"type": "LAUNCH", "launch": {"task_infos": [self.task(
                         offer, f"test \"$(cat data/file)\" = '{self.args.data}'")]}}]
                 elif phase == "destroy" and not self.destroyed and mine:
-                    ops = [{"type": "DESTROY", "destroy": {"volumes": [mine[0]]}},
-                           {"type": "UNRESERVE", "unreserve": {"resources": [self.reserved_disk()]}}]
+                    ops = [{"type": "DESTROY", "destroy": {"volumes": [mine[0]]}}]
                     self.destroyed = True
-                elif phase == "destroy" and self.destroyed and not mine:
+                elif phase == "destroy" and self.destroyed and not mine and "after_destroy" not in self.result:
+                    # the volume's disk is back in the reservation: release it too
                     self.result["after_destroy"] = {"volumes": [v["disk"]["persistence"]["id"] for v in vols],
                                                     "reserved_disk": scalar(offer, "disk", self.role)}
+                    if self.result["after_destroy"]["reserved_disk"] >= self.size:
+                        ops = [{"type": "UNRESERVE", "unreserve": {"resources": [self.reserved_disk()]}}]
+                elif phase == "destroy" and "after_destroy" in self.result and scalar(offer, "disk", self.role) == 0:
+                    self.result["after_unreserve"] = {"reserved_disk": 0}
                     self.done.set()
                 if ops is not None:
                     self.launched = self.launched or any(op["type"] == "LAUNCH" for op in ops)
