@@ -308,3 +308,25 @@ def test_create_then_two_tasks_in_one_accept():
     e = the_accept(d)
     assert [op.kind for op in e.operations] == ["DESTROY"] and [r.task_id for r in e.rejected] == ["t4"]
     check(log)
+
+
+def test_a_destroy_after_a_launch_on_the_volume_in_the_same_accept_is_refused():
+    """Two offers each holding a copy of a shared volume: LAUNCH a task on it, then DESTROY it, in one ACCEPT. The
+    fold applies operations before tasks, so the DESTROY must be refused (Mesos: the launched task uses it)."""
+    from master import codec
+    from master.decide import scheduler as sd
+    from tests.test_volumes import CFG, destroy, launch, the_accept
+
+    log = shared_volume()
+    first = log.offers()["DB"]
+    log.accept("DB", first, launch("t0"))
+    a = log.offers()["DB"]
+    finish(log, "DB", "t0")
+    b = log.offers()["DB"]
+    c = codec.parse_scheduler_call({"type": "ACCEPT", "framework_id": {"value": "DB"}, "accept": {
+        "offer_ids": [{"value": a.offer_id}, {"value": b.offer_id}], "filters": {"refuse_seconds": 0},
+        "operations": [launch("t1", volume("pv1", shared=True)),
+                       destroy(volume("pv1", shared=True))]}})
+    d = sd.decide(log.state, c, log.ts, CFG)
+    e = the_accept(d)
+    assert [t.task_id for t in e.tasks] == ["t1"] and e.operations == []  # the DESTROY was dropped

@@ -22,7 +22,7 @@ ACKNOWLEDGE_OPERATION_STATUS (Drover sends no operation status that needs one).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Literal, Union, get_args
+from typing import Callable, Literal, Sequence, Union, get_args
 
 import msgspec
 
@@ -522,7 +522,7 @@ def decide_accept(state: State, call: Accept, now: float, config: DecideConfig) 
                 why = f"Operation attempted with invalid resources: {why}"
             elif op.resources is not None:
                 why = _resource_op_problem(state, op.kind, op.resources, actor, agent_id, remaining, checkpointed,
-                                           config)
+                                           config, tasks)
             if why is not None:
                 # Dropped, as Mesos drops an invalid operation (OPERATION_ERROR when it has an id).
                 if op.operation_id is not None:
@@ -768,11 +768,15 @@ def _unsupported_operations(fid: str, call: Accept, valid: list[Offer], kinds: l
 
 
 def _resource_op_problem(state: State, kind: str, res: Resources, actor: vol.Actor, agent_id: str,
-                         remaining: Resources, checkpointed: Resources, config: DecideConfig) -> str | None:
+                         remaining: Resources, checkpointed: Resources, config: DecideConfig,
+                         launched: Sequence[ev.TaskSpec] = ()) -> str | None:
     """Why a framework's RESERVE / UNRESERVE / CREATE / DESTROY in an ACCEPT is dropped, or None (Mesos's
-    validation order: the operation, then the ACL, then that the offers hold what it consumes)."""
+    validation order: the operation, then the ACL, then that the offers hold what it consumes). `launched`: the
+    tasks this ACCEPT launched before it (a DESTROY of a volume one of them uses is refused, as Mesos, which adds
+    them to the agent's used resources as it goes: the fold applies operations before tasks)."""
     why = vol.validation_problem(kind, res, actor, checkpointed)
-    if why is None and kind == "DESTROY" and vol.volumes_in_use(state, agent_id, res):
+    if why is None and kind == "DESTROY" and (vol.volumes_in_use(state, agent_id, res)
+                                              or vol.specs_use(launched, res)):
         why = "Persistent volumes in use"
     if why is None:
         why = vol.acl_problem(kind, res, actor.principal, config.acls)

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Iterable
 
 from drover.security.acls import ACLs, authorized
+from eventstore import events as ev
 from eventstore.resources import UNRESERVED, Resources, key_of
 from master.state import State, tasks_on_agent
 
@@ -118,11 +119,14 @@ def acl_problem(kind: str, res: Resources, principal: str | None, acls: ACLs) ->
 def volumes_in_use(state: State, agent_id: str, volumes: Resources) -> bool:
     """Does a task on the agent that is not terminal (unreachable ones too: they may come back) use one of
     `volumes`? Mesos: "Persistent volumes in use"."""
+    return specs_use([t.spec for t in tasks_on_agent(state, agent_id) if not t.terminal], volumes)
+
+
+def specs_use(specs: Iterable[ev.TaskSpec], volumes: Resources) -> bool:
+    """Does one of these tasks (or its task group's executor) use one of `volumes`?"""
     keys = {key_of(r)[:3] for r in volumes}
-    for t in tasks_on_agent(state, agent_id):
-        if t.terminal:
-            continue
-        res = list(t.spec.resources) + (list(t.spec.executor.resources) if t.spec.executor is not None else [])
+    for spec in specs:
+        res = list(spec.resources) + (list(spec.executor.resources) if spec.executor is not None else [])
         if any(r.persistence is not None and key_of(r)[:3] in keys for r in res):
             return True
     return False
