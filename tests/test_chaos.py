@@ -118,13 +118,13 @@ def test_scenario(chaos, scenario):
 def test_mixed_on_a_secure_cluster(chaos):
     # Every fault kind, with authentication and ACLs on every port: the workload, the agents and the harness
     # authenticate, and failovers do not lose anyone's credentials. (Its run: "mixed", "--secure", 40 s, seed 3.)
-    _, data = chaos()
+    data_dir, data = chaos()
     assert data["secure"] is True
     assert len({f["kind"] for f in data["faults"]}) >= 3
     # The stateful writers' volume (created with the workload's principal) kept every finished write.
     stateful = next(c for c in data["checks"] if c["name"] == "stateful")
     assert stateful["ok"], stateful
-    history = [json.loads(line) for line in (tmp_path / "run" / "history.jsonl").read_text().splitlines()]
+    history = [json.loads(line) for line in (data_dir / "run" / "history.jsonl").read_text().splitlines()]
     writers = {r["stateful"] for r in history if r["type"] == "invoke" and r.get("stateful")}
     assert len(writers) >= 2 and any(r["type"] == "event" and r.get("task_id") in writers
                                      and r["state"] == "TASK_FINISHED" for r in history)

@@ -389,3 +389,40 @@ def test_agent_operations_fold_only_what_is_unallocated():
         ev.ResourceOperation("RESERVE", Resources.parse("disk(db):10").to_list())]))
     assert log.state.agents["A1"].dynamic == [] and state_hash(log.state) != before  # only the index moved
     consistent(log)
+
+
+# ---- agents re-registering --------------------------------------------------------------------------------------
+
+from master.decide.agents import AgentSubscribe, decide_agent_subscribe  # noqa: E402
+
+
+def test_an_adopted_task_on_a_volume_takes_it_out_of_offers():
+    """A re-registering agent reports a task the log never saw, on a volume an offer holds: the offer is rescinded
+    in the same decision, else the volume would go to another task while this one writes to it."""
+    log = Log()
+    log.subscribe("DB", "db")
+    operator(log, "RESERVE_RESOURCES", disk(400))
+    operator(log, "CREATE_VOLUMES", volume("pv2", 50, principal="ops"))
+    offer = log.offers()["DB"]
+    spec = ev.TaskSpec(task_id="ghost", name="g", agent_id="A1", role="db", command=ev.CommandSpec(value="true"),
+                       resources=list(codec.parse_resources([volume("pv2", 50)], "r")))
+    sub = AgentSubscribe(hostname="a", http="a:1", resources=Resources.parse(FLAGS).to_list(), agent_id="A1",
+                         tasks=[ev.TaskReport(framework_id="DB", task_id="ghost", state="TASK_RUNNING", spec=spec)])
+    d = decide_agent_subscribe(log.state, sub, log.ts, CFG)
+    assert [type(e).__name__ for e in d.events] == ["OffersRescinded", "AgentReregistered"]
+    assert d.events[0].offer_ids == [offer.offer_id]
+    for e in d.events:
+        log(e)
+    consistent(log)
+    assert all("pv2" not in Resources(o.resources).format() for o in log.offers().values())
+
+
+def test_a_known_agent_whose_resources_no_longer_hold_its_volumes_is_refused():
+    log = Log()
+    operator(log, "RESERVE_RESOURCES", disk(800))
+    operator(log, "CREATE_VOLUMES", volume("pv1", 100, principal="ops"))
+    small = AgentSubscribe(hostname="a", http="a:1", resources=Resources.parse("cpus:4;mem:1024;disk:500").to_list(),
+                           agent_id="A1")
+    d = decide_agent_subscribe(log.state, small, log.ts, CFG)
+    assert d.refusal is not None and d.refusal.status == 400
+    assert "no longer hold the reservations and persistent volumes" in d.refusal.message

@@ -22,13 +22,14 @@ import msgspec
 
 from drover.security.acls import authorized
 from eventstore import events as ev
-from eventstore.resources import Resource, resources_problem
+from eventstore.resources import Resource, Resources, resources_problem
 from eventstore.values import (MAX_NAME_LENGTH, MAX_SECONDS, MAX_TEXT_LENGTH, MAX_TIMESTAMP, Address, id_problem,
                                number_problem, role_problem, user_problem)
 from eventstore.vocab import Source, TaskState
 from master import effects as fx
 from master.decide import DecideConfig, Decision
 from master.decide.gate import events_problem
+from master.decide.volumes import offers_holding
 from master.state import State
 
 # ---- the calls, as an agent sends them (decoded with msgspec at the edge) ----------------------------------
@@ -306,16 +307,31 @@ def decide_agent_subscribe(state: State, sub: AgentSubscribe, now: float, config
         return Decision.refuse(403, f"Agent refused: the cluster already has {_agent_count(state)} agents, the "
                                     f"limit (max_agents)")
     event: ev.Event
+    rescind: list[str] = []
     if aid is not None and (known or _issued_here(state, aid)):
+        held = state.agents.get(aid) or state.unreachable_agents.get(aid)
+        dynamic = Resources(held.dynamic) if held is not None else Resources()
+        if dynamic and not Resources(sub.resources).contains(dynamic.as_unreserved()):
+            # Its data would be offered as free disk (and its reservations lost): loud, as Mesos's agent is.
+            return Decision.refuse(400, f"Agent {aid}'s resources ({Resources(sub.resources).format()}) no longer "
+                                        f"hold the reservations and persistent volumes the log made on it "
+                                        f"({dynamic.format()}): restart it with resources that hold them")
         event = ev.AgentReregistered(agent_id=aid, hostname=sub.hostname, http=sub.http, resources=sub.resources,
                                      attributes=sub.attributes, tasks=sub.tasks, principal=principal)
+        # A task the log never saw is adopted with its resources: offers holding a volume it uses go first (they
+        # would hand it to another task while this one writes to it).
+        adopted = Resources(r for t in sub.tasks if t.spec is not None and state.task(t.framework_id, t.task_id)
+                            is None for r in t.spec.resources if r.persistence is not None)
+        if adopted and aid in state.agents:
+            rescind = offers_holding(state, aid, adopted)
     else:
         aid = new_agent_id(state)
         event = ev.AgentRegistered(agent_id=aid, hostname=sub.hostname, http=sub.http, resources=sub.resources,
                                    attributes=sub.attributes, principal=principal, checkpointed=sub.checkpointed)
     if (why := events_problem([event])) is not None:
         return Decision.refuse(400, f"Invalid agent subscription: {why}")
-    return Decision(events=[event], reply=aid)
+    pre: list[ev.Event] = [ev.OffersRescinded(offer_ids=rescind, reason="volume_adopted")] if rescind else []
+    return Decision(events=[*pre, event], reply=aid)
 
 
 def decide_agent_update(state: State, agent_id: str, upd: AgentUpdate, now: float, config: DecideConfig) -> Decision:
