@@ -35,7 +35,7 @@ class Volumes(Scheduler):
         self.size = args.size
         self.task_id = f"{args.phase}-{uuid.uuid4().hex[:6]}"
         self.launched = False
-        self.destroyed = False
+        self.destroyed = None  # the agent the volume was destroyed on
         self.result = {"phase": args.phase, "task_id": self.task_id, "states": [], "offered_volumes": []}
         self.done = threading.Event()
         self.lock = threading.Lock()
@@ -72,7 +72,9 @@ class Volumes(Scheduler):
                         offer, f"test \"$(cat data/file)\" = '{self.args.data}'")]}}]
                 elif phase == "destroy" and not self.destroyed and mine:
                     ops = [{"type": "DESTROY", "destroy": {"volumes": [mine[0]]}}]
-                    self.destroyed = True
+                    self.destroyed = offer["agent_id"]["value"]
+                elif phase == "destroy" and offer["agent_id"]["value"] != self.destroyed:
+                    pass  # another agent's offer: it never held the volume
                 elif phase == "destroy" and self.destroyed and not mine and "after_destroy" not in self.result:
                     # the volume's disk is back in the reservation: release it too
                     self.result["after_destroy"] = {"volumes": [v["disk"]["persistence"]["id"] for v in vols],
