@@ -25,7 +25,7 @@ import structlog
 from aiohttp import web
 
 from drover.security import http as security
-from drover.security.acls import authorized
+from drover.security.acls import authorized, authorized_for_all
 from master import state_json
 from master.api.agent import AgentAPI
 from master.api.audit import add_audit_routes
@@ -42,7 +42,16 @@ log = structlog.get_logger("drover.http")
 
 LEADER_ONLY_POST = {"/api/v1/scheduler", "/master/api/v1/scheduler", "/api/drover/agent", "/api/v1",
                     "/master/api/v1"}
-LEADER_ONLY_GET = {"/state", "/master/state", "/state.json", "/master/state.json"}
+STATE_PATHS = ("/state", "/master/state", "/state.json", "/master/state.json")
+# Mesos's smaller read endpoints (master/state_json.py), each at these four paths.
+MESOS_READS = ("slaves", "frameworks", "tasks", "roles", "state-summary")
+
+
+def read_paths(name: str) -> tuple[str, ...]:
+    return (f"/{name}", f"/{name}.json", f"/master/{name}", f"/master/{name}.json")
+
+
+LEADER_ONLY_GET = {*STATE_PATHS, *(p for name in MESOS_READS for p in read_paths(name))}
 
 # listen(2) backlog of the HTTP sites. After a failover every agent and framework reconnects to the new leader
 # within a second or two; with aiohttp's default (128) the accept queue overflows at a few thousand agents and
@@ -52,6 +61,38 @@ LISTEN_BACKLOG = 4096
 # JSONP: a callback is a plain JavaScript identifier path (`cb`, `angular.callbacks._0`), never code a page could
 # smuggle in. (The answer itself needs authentication, which a cross-site <script> cannot supply.)
 _JSONP_CALLBACK = re.compile(r"[A-Za-z_$][A-Za-z0-9_$]{0,63}(\.[A-Za-z_$][A-Za-z0-9_$]{0,63}){0,7}")
+
+
+class _BadQuery(Exception):
+    """A read endpoint's query parameters it cannot serve: a 400 with this text."""
+
+
+def _int_param(query, name: str, default: int, hi: int) -> int | str:
+    """A non-negative integer query parameter (at most `hi`), or the 400's text."""
+    raw = query.get(name)
+    if raw is None:
+        return default
+    if not (raw.isascii() and raw.isdigit() and len(raw) <= 12) or int(raw) > hi:
+        return f"'{name}' must be an integer from 0 to {hi}, not '{raw[:32]}'"
+    return int(raw)
+
+
+MAX_TASKS_OFFSET = 1_000_000_000
+
+
+def tasks_answer(state, query) -> dict | str:
+    """/tasks for these query parameters (others are ignored, as Mesos does), or the 400's text."""
+    limit = _int_param(query, "limit", state_json.TASK_LIMIT, 2**31 - 1)  # beyond MAX_TASK_LIMIT: served as it
+    offset = _int_param(query, "offset", 0, MAX_TASKS_OFFSET)
+    order = query.get("order", "desc")
+    for v in (limit, offset):
+        if isinstance(v, str):
+            return v
+    if order not in ("asc", "desc"):
+        return f"'order' must be 'asc' or 'desc', not '{order[:32]}'"
+    assert isinstance(limit, int) and isinstance(offset, int)
+    return state_json.tasks(state, framework_id=query.get("framework_id"), task_id=query.get("task_id"),
+                            limit=limit, offset=offset, order=order)
 
 
 def viewer(core: MasterServer, request: web.Request) -> Viewer:
@@ -119,6 +160,21 @@ def build_app(core: MasterServer) -> web.Application:
     async def redirect_loop(request: web.Request) -> web.Response:
         return web.Response(status=404)
 
+    def jsonp_problem(request: web.Request) -> web.Response | None:
+        cb = request.query.get("jsonp") or None
+        if cb is not None and core.config.credentials is not None:
+            # A browser attaches cached Basic credentials to a cross-site <script>: any page would read the state.
+            return web.Response(status=400, text="'jsonp' is not served by a master with --credentials")
+        if cb is not None and not _JSONP_CALLBACK.fullmatch(cb):
+            return web.Response(status=400, text="'jsonp' must be a JavaScript identifier (letters, digits, _ $ .)")
+        return None
+
+    def answer(request: web.Request, body: bytes, index: int) -> web.Response:
+        headers = {"Drover-State-Index": str(index)}
+        if cb := request.query.get("jsonp"):
+            return web.Response(text=f"{cb}({body.decode()});", content_type="text/javascript", headers=headers)
+        return web.Response(body=body, content_type="application/json", charset="utf-8", headers=headers)
+
     async def state(request: web.Request) -> web.Response:
         leader_http, elected_at = core.leader_http(), core.elected_at
 
@@ -133,20 +189,61 @@ def build_app(core: MasterServer) -> web.Application:
                 version=core.config.version, start_time=core.started_at, elected_time=elected_at,
                 flags=flags)).encode()
 
-        cb = request.query.get("jsonp") or None
-        if cb is not None and core.config.credentials is not None:
-            # A browser attaches cached Basic credentials to a cross-site <script>: any page would read the state.
-            return web.Response(status=400, text="'jsonp' is not served by a master with --credentials")
-        if cb is not None and not _JSONP_CALLBACK.fullmatch(cb):
-            return web.Response(status=400, text="'jsonp' must be a JavaScript identifier (letters, digits, _ $ .)")
+        if (problem := jsonp_problem(request)) is not None:
+            return problem
         who = viewer(core, request)
         # The filtered view is built only when the cached answer is out of date (it walks every task).
         body, index = reads.get("/master/state" + who.key, core.state,
                                 lambda: build(visible_state(core.state, who), who), extra=(leader_http, elected_at))
-        headers = {"Drover-State-Index": str(index)}
-        if cb:
-            return web.Response(text=f"{cb}({body.decode()});", content_type="text/javascript", headers=headers)
-        return web.Response(body=body, content_type="application/json", charset="utf-8", headers=headers)
+        return answer(request, body, index)
+
+    def mesos_read(name: str, build, *, cacheable=lambda q: not q, key=lambda who: who.key):
+        """A handler for one of Mesos's read endpoints: `build(state, who, query)` -> the answer (a dict) for the
+        state as `who` may see it (master/views.py), or a 400's text for query parameters it cannot serve.
+        Answers without parameters (`cacheable`) are built once per state version and viewer; the others,
+        whose parameters are the client's to choose, are built for the request (each builder's work is
+        bounded by the state's size)."""
+
+        async def handle(request: web.Request) -> web.Response:
+            if (problem := jsonp_problem(request)) is not None:
+                return problem
+            query = {k: v for k, v in request.query.items() if k != "jsonp"}
+            who = viewer(core, request)
+
+            def body() -> bytes:
+                out = build(visible_state(core.state, who), who, query)
+                if isinstance(out, str):
+                    raise _BadQuery(out)
+                return json.dumps(out).encode()
+
+            try:
+                if cacheable(query):
+                    data, index = reads.get(f"/master/{name}{key(who)}", core.state, body)
+                else:
+                    data, index = body(), core.state.index
+            except _BadQuery as e:
+                return web.Response(status=400, text=str(e))
+            return answer(request, data, index)
+
+        return handle
+
+    def may_view_role(who: Viewer):
+        return lambda role: authorized(core.config.acls, "view_roles", who.principal, role)
+
+    def roles_key(who: Viewer) -> str:
+        sees_roles = authorized_for_all(core.config.acls, "view_roles", who.principal)
+        return who.key if sees_roles else f"principal:{who.principal}"
+
+    mesos_reads = {
+        "slaves": mesos_read("slaves", lambda s, who, q: state_json.slaves(s, core.config.version,
+                                                                          q.get("slave_id"))),
+        "frameworks": mesos_read("frameworks", lambda s, who, q: state_json.frameworks(s, q.get("framework_id"))),
+        "tasks": mesos_read("tasks", lambda s, who, q: tasks_answer(s, q), cacheable=lambda q: not q),
+        "roles": mesos_read("roles", lambda s, who, q: state_json.roles(s, may_view_role(who)), key=roles_key,
+                            cacheable=lambda q: True),
+        "state-summary": mesos_read("state-summary", lambda s, who, q: state_json.state_summary(
+            s, http=core.config.http, version=core.config.version), cacheable=lambda q: True),
+    }
 
     async def status(request: web.Request) -> web.Response:
         # The hash is computed at most once per index (0.6 s at 10,000 agents), and always at the index shown:
@@ -179,8 +276,11 @@ def build_app(core: MasterServer) -> web.Application:
     for p in ("/redirect", "/master/redirect"):
         app.router.add_get(p, redirect)
         app.router.add_get(p + "/{tail:.*}", redirect_loop)
-    for p in LEADER_ONLY_GET:
+    for p in STATE_PATHS:
         app.router.add_get(p, state)
+    for name, handler in mesos_reads.items():
+        for p in read_paths(name):
+            app.router.add_get(p, handler)
     app.router.add_get("/drover/status", status)
     # Read-only, from this replica's own store; the whole history, so only for readers who may see everything.
     add_audit_routes(app, core.store.path, lambda request: viewer(core, request).sees_all)

@@ -94,7 +94,8 @@ def test_every_port_refuses_calls_without_valid_credentials(secure):
                                                                   "resources": []}}),
         ("/api/drover/agent", {"type": "PING", "agent_id": a1}),
         ("/master/state", None), ("/state.json", None), ("/api/v1/events?follow=false", None),
-        ("/api/drover/audit/tasks", None), ("/drover/status", None),
+        ("/api/drover/audit/tasks", None), ("/drover/status", None), ("/slaves", None), ("/master/frameworks", None),
+        ("/tasks.json?limit=5", None), ("/master/roles.json", None), ("/state-summary", None),
     ]
     bad = [None, good.principal and Credential("drover", "not-the-secret").basic_header(),
            Credential("nobody-at-all", "x").basic_header(), "Basic %%%", "Bearer token"]
@@ -209,6 +210,15 @@ def test_a_framework_cannot_be_seen_taken_over_or_torn_down_by_another_principal
         st, _, text = http(lead, "/master/state", who=mallory)
         assert st == 200 and fid not in text and json.loads(text)["frameworks"] == []
         assert fid in http(lead, "/master/state", who=good)[2]
+        for path in ("/frameworks", "/master/tasks", "/state-summary.json", f"/tasks?framework_id={fid}"):
+            st, _, text = http(lead, path, who=mallory)  # Mesos's read endpoints, filtered as /master/state is
+            assert st == 200 and fid not in text, path
+            st, _, text = http(lead, path, who=good)
+            assert st == 200 and fid in text, path
+        st, _, text = http(lead, "/slaves", who=mallory)  # agents are shown to every authenticated reader
+        assert st == 200 and len(json.loads(text)["slaves"]) == 2
+        assert http(lead, "/tasks?limit=many", who=good)[:3:2] == (400, "'limit' must be an integer from 0 to "
+                                                                       "2147483647, not 'many'")
         assert http(lead, "/api/v1/events?follow=false", who=mallory)[0] == 403
         assert http(lead, "/api/drover/audit/tasks", who=mallory)[0] == 403
         assert http(lead, "/api/drover/audit/tasks", who=good)[0] == 200
