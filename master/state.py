@@ -26,7 +26,10 @@ from master.allocator.hierarchical import HierarchicalAllocator
 # Not terminal, but its resources are no longer allocated (recovered when its agent became unreachable).
 UNREACHABLE = TaskState.UNREACHABLE
 MAX_COMPLETED_TASKS = 1000
-MAX_COMPLETED_FRAMEWORKS = 1000
+MAX_COMPLETED_FRAMEWORKS = 1000  # removed framework ids remembered (a removed id may never subscribe again)
+# Torn-down frameworks whose record (info, times) is kept for /master/state's `completed_frameworks`: Mesos's
+# --max_completed_frameworks default. Their completed tasks are those of `State.completed_tasks`.
+MAX_COMPLETED_FRAMEWORK_RECORDS = 50
 
 
 class Framework(msgspec.Struct, omit_defaults=True):
@@ -145,6 +148,9 @@ class State(msgspec.Struct, omit_defaults=True, dict=True):
     next_offer: int = 0
     frameworks: dict[str, Framework] = msgspec.field(default_factory=dict)
     removed_frameworks: dict[str, float] = msgspec.field(default_factory=dict)  # id -> removed_at
+    # The last MAX_COMPLETED_FRAMEWORK_RECORDS removed frameworks, oldest first, as they were when removed (inactive,
+    # disconnected, `disconnected_at` = removal time). Added after snapshots without it: those decode to {}.
+    completed_frameworks: dict[str, Framework] = msgspec.field(default_factory=dict)
     agents: dict[str, Agent] = msgspec.field(default_factory=dict)
     # Agents marked unreachable (AGENT_UNREACHABLE): not offered, not in the allocator, until they re-register.
     unreachable_agents: dict[str, Agent] = msgspec.field(default_factory=dict)
@@ -358,6 +364,13 @@ def _framework_removed(s: State, e: ev.FrameworkRemoved, ts: float) -> None:
     s.removed_frameworks[e.framework_id] = ts
     while len(s.removed_frameworks) > MAX_COMPLETED_FRAMEWORKS:
         del s.removed_frameworks[next(iter(s.removed_frameworks))]
+    fw.connected = fw.active = False
+    fw.disconnected_at = ts
+    fw.disconnected_by_failover = False
+    fw.suppressed_roles = []
+    s.completed_frameworks[e.framework_id] = fw
+    while len(s.completed_frameworks) > MAX_COMPLETED_FRAMEWORK_RECORDS:
+        del s.completed_frameworks[next(iter(s.completed_frameworks))]
 
 
 def _drop_offers(s: State, offers: list[Offer], refuse: float = 0.0, ts: float = 0.0) -> None:

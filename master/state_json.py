@@ -157,7 +157,7 @@ def slave_full(g: _Grouped, a: Agent, version: str) -> dict:
 
 def completed_frameworks(g: _Grouped) -> list[dict]:
     """The torn-down frameworks the fold keeps a record of, oldest first, with their completed tasks."""
-    return []
+    return [framework(g, fw, completed=True) for fw in g.state.completed_frameworks.values()]
 
 
 def render(state: State, *, master_id: str, http: str, leader_http: str | None, version: str, start_time: float,

@@ -52,10 +52,13 @@ def visible_state(state: State, viewer: Viewer) -> State:
     if viewer.sees_all:
         return state
     infos = {fid: fw.info for fid, fw in state.frameworks.items() if viewer.sees_framework(fw.info)}
+    # A torn-down framework's completed tasks are judged by its kept record (Mesos's completed frameworks).
+    gone = {fid: fw.info for fid, fw in state.completed_frameworks.items()
+            if fid not in infos and viewer.sees_framework(fw.info)}
     users: dict[str, bool] = {}  # a task's user -> may the viewer see it (judged once per user)
 
     def sees(t: Task) -> bool:
-        info = infos.get(t.framework_id)
+        info = infos.get(t.framework_id) or gone.get(t.framework_id)
         if info is None:
             return False
         user = task_user(t.spec, info)
@@ -73,6 +76,7 @@ def visible_state(state: State, viewer: Viewer) -> State:
     return msgspec.structs.replace(
         state,
         frameworks={fid: fw for fid, fw in state.frameworks.items() if fid in infos},
+        completed_frameworks={fid: fw for fid, fw in state.completed_frameworks.items() if fid in gone},
         tasks=tasks,
         completed_tasks=[t for t in state.completed_tasks if sees(t)],
         offers={oid: o for oid, o in state.offers.items() if o.framework_id in infos},

@@ -125,7 +125,7 @@ def diff_states(a: State, b: State) -> dict:
         va, vb = to_plain(getattr(a, name)), to_plain(getattr(b, name))
         if va == vb:
             continue
-        if isinstance(va, dict) and isinstance(vb, dict) and name == "removed_frameworks":
+        if isinstance(va, dict) and isinstance(vb, dict) and name in ("removed_frameworks", "completed_frameworks"):
             other[name] = {"added": sorted(set(vb) - set(va)), "dropped": sorted(set(va) - set(vb))}
         else:
             other[name] = [va, vb]

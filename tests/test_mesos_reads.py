@@ -8,15 +8,18 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
+import msgspec
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
 from eventstore import events as ev
 from master import state_json
 from master.http import build_app, read_paths
-from tests.test_fold import info
+from master.state import MAX_COMPLETED_FRAMEWORK_RECORDS, decode_snapshot, encode_snapshot, state_hash
+from master.views import Viewer, visible_state
+from tests.test_fold import Log, base, info
 from tests.test_readcache import VERSION, FakeCore, busy_state
-from tests.test_security import acls
+from tests.test_security import acls, rule
 
 SUMMARY_COUNTS = {"TASK_STAGING", "TASK_STARTING", "TASK_RUNNING", "TASK_KILLING", "TASK_FINISHED", "TASK_KILLED",
                   "TASK_FAILED", "TASK_LOST", "TASK_ERROR", "TASK_UNREACHABLE"}
@@ -189,3 +192,75 @@ async def test_followers_redirect_to_the_leader(client):
         assert r.status == 307 and r.headers["Location"] == f"//{core.config.http}/master/{name}?limit=1"
 
 
+
+
+# ---- completed frameworks (torn down, with their completed tasks) -------------------------------------------
+
+
+def torn_down() -> Log:
+    """busy_state, then F1 is torn down: t0 had finished, t2 (unreachable) is killed by the removal."""
+    log = busy_state()
+    log(ev.FrameworkRemoved(framework_id="F1", reason="teardown"), ts=300.0)
+    return log
+
+
+def test_a_torn_down_framework_is_a_completed_framework_with_its_completed_tasks():
+    s = torn_down().state
+    assert "F1" not in s.frameworks and list(s.completed_frameworks) == ["F1"]
+    full = render_state(s)
+    assert [f["id"] for f in full["frameworks"]] == ["F2"]
+    (done,) = full["completed_frameworks"]
+    assert FRAMEWORK_FIELDS <= set(done)
+    assert done["id"] == "F1" and done["name"] == "fw" and done["user"] == "u" and done["role"] == "*"
+    assert (done["active"], done["connected"], done["unregistered_time"]) == (False, False, 300.0)
+    assert done["tasks"] == done["offers"] == done["unreachable_tasks"] == []
+    assert done["used_resources"]["cpus"] == done["offered_resources"]["cpus"] == 0.0
+    assert {t["id"]: t["state"] for t in done["completed_tasks"]} == {"t0": "TASK_FINISHED", "t2": "TASK_KILLED"}
+    assert state_json.frameworks(s) == {"frameworks": full["frameworks"],
+                                        "completed_frameworks": full["completed_frameworks"],
+                                        "unregistered_frameworks": []}
+    assert state_json.frameworks(s, "F1")["completed_frameworks"] == [done]
+    assert {t["id"] for t in state_json.tasks(s, framework_id="F1")["tasks"]} == {"t0", "t2"}
+    # /state-summary shows registered frameworks only, as Mesos does.
+    assert [f["id"] for f in state_json.state_summary(s, http="m1:5050", version=VERSION)["frameworks"]] == ["F2"]
+
+
+def test_completed_frameworks_are_bounded_oldest_first_and_round_trip_snapshots():
+    log = base()
+    n = MAX_COMPLETED_FRAMEWORK_RECORDS + 5
+    for i in range(n):
+        log(ev.FrameworkSubscribed(framework_id=f"F{i}", info=info(f"fw{i}")))
+        log(ev.FrameworkRemoved(framework_id=f"F{i}", reason="teardown"))
+    s = log.state
+    assert list(s.completed_frameworks) == [f"F{i}" for i in range(5, n)]
+    assert len(render_state(s)["completed_frameworks"]) == MAX_COMPLETED_FRAMEWORK_RECORDS
+    back = decode_snapshot(encode_snapshot(s))
+    assert back.completed_frameworks == s.completed_frameworks and state_hash(back) == state_hash(s)
+    # A snapshot written before the field existed (no such key) decodes, with no records; a state without records
+    # encodes (and hashes) as before.
+    raw = msgspec.msgpack.decode(encode_snapshot(s))
+    del raw["state"]["completed_frameworks"]
+    old = decode_snapshot(msgspec.msgpack.encode(raw))
+    assert old.completed_frameworks == {} and old.removed_frameworks == s.removed_frameworks
+    assert b"completed_frameworks" not in encode_snapshot(busy_state().state)
+
+
+def test_completed_frameworks_are_shown_to_whoever_may_see_them():
+    s = torn_down().state
+    hidden = Viewer("web", acls(view_frameworks=[rule(["web"], "NONE", "users")]))
+    seen = visible_state(s, hidden)
+    assert seen.completed_frameworks == {} and not [t for t in seen.completed_tasks if t.framework_id == "F1"]
+    allowed = Viewer("web", acls(view_frameworks=[rule(["web"], ["u"], "users"), rule(["web"], "NONE", "users")],
+                                 view_tasks=[rule(["web"], "ANY", "users")]))
+    seen = visible_state(s, allowed)
+    assert not allowed.sees_all and list(seen.completed_frameworks) == ["F1"]
+    assert {t.task_id for t in seen.completed_tasks if t.framework_id == "F1"} == {"t0", "t2"}
+
+
+async def test_completed_frameworks_over_http(tmp_path: Path):
+    log = torn_down()
+    core = FakeCore(tmp_path, log.state)
+    async with TestClient(TestServer(build_app(core))) as c:
+        for path in ("/master/state", "/frameworks"):
+            body = await (await c.get(path)).json()
+            assert [f["id"] for f in body["completed_frameworks"]] == ["F1"], path

@@ -234,6 +234,13 @@ def test_a_framework_cannot_be_seen_taken_over_or_torn_down_by_another_principal
         proc.wait()
         st, _, text = http(lead, "/api/v1", teardown, good)
         assert st == 200, text
+        # Torn down: a completed framework with its (killed) task, shown only to whoever may see it.
+        st, _, text = http(lead, f"/frameworks?framework_id={fid}", who=good)
+        (done,) = json.loads(text)["completed_frameworks"]
+        assert done["id"] == fid and not done["active"] and [t["state"] for t in done["completed_tasks"]] == \
+            ["TASK_KILLED"]
+        assert fid in [f["id"] for f in json.loads(http(lead, "/master/state", who=good)[2])["completed_frameworks"]]
+        assert json.loads(http(lead, "/frameworks", who=mallory)[2])["completed_frameworks"] == []
         assert fid not in frameworks(c, good)
     finally:
         if proc.poll() is None:
