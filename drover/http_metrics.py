@@ -5,6 +5,10 @@ from __future__ import annotations
 import asyncio
 
 from aiohttp import web
+from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
+
+# The classic text format every Prometheus (and promtool) reads; our names need none of 1.0.0's escaping.
+CONTENT_TYPE = CONTENT_TYPE_PLAIN_0_0_4
 
 _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"})
 

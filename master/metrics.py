@@ -23,8 +23,8 @@ from typing import TYPE_CHECKING, Iterable, Iterator
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily, Metric
-from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
 
+from drover.http_metrics import CONTENT_TYPE  # noqa: F401 (master/http.py serves with it)
 from eventstore import events as ev
 from eventstore.resources import Resources
 from eventstore.vocab import TaskState
@@ -33,8 +33,6 @@ from master.state import State, holdings
 if TYPE_CHECKING:
     from master.replica import MasterServer
 
-# The classic text format every Prometheus (and promtool) reads; the names here need none of 1.0.0's escaping.
-CONTENT_TYPE = CONTENT_TYPE_PLAIN_0_0_4
 MB = 1024 * 1024  # Mesos counts mem and disk in MB; Prometheus in bytes
 # Buckets (seconds): an allocation run takes ~1 ms on a small cluster and ~1 s at 10,000 agents; a Raft commit
 # (one round trip and an fsync) a few ms on loopback and tens of ms across hosts.

@@ -189,3 +189,40 @@ async def test_metrics_need_credentials_on_a_secure_master(tmp_path: Path) -> No
     finally:
         await core.stop()
         await server.close()
+
+
+# ---- agents ------------------------------------------------------------------------------------------------------
+
+
+def test_agent_exposition_and_snapshot() -> None:
+    from agent import metrics as agent_metrics
+
+    def rec(state: str, container_id: str | None, refused: bool = False) -> SimpleNamespace:
+        return SimpleNamespace(state=state, container_id=container_id, refused=refused)
+
+    registered = asyncio.Event()
+    registered.set()
+    agent = SimpleNamespace(registered=registered, tasks={
+        ("F1", "t1"): rec("TASK_RUNNING", "c1"), ("F1", "t2"): rec("TASK_RUNNING", "c2"),
+        ("F1", "t3"): rec("TASK_STAGING", None), ("F1", "t4"): rec("TASK_FINISHED", "c4"),
+        ("F1", "t5"): rec("TASK_FAILED", None, refused=True)})
+    m = agent_metrics.AgentMetrics()
+    m.bind(agent)  # type: ignore[arg-type]
+    m.launch_seconds.observe(0.4)
+    m.health_checks.labels("healthy").inc()
+    m.podman_error("kill")
+    s = samples(m.exposition().decode())
+    assert s[("drover_agent_registered", ())] == 1
+    assert s[("drover_agent_containers_running", ())] == 2
+    assert s[("drover_agent_tasks", (("state", "TASK_RUNNING"),))] == 2
+    assert s[("drover_agent_tasks", (("state", "TASK_STARTING"),))] == 0
+    assert s[("drover_agent_tasks", (("state", "TASK_FINISHED"),))] == 1
+    assert s[("drover_agent_task_launch_duration_seconds_count", ())] == 1
+    assert s[("drover_agent_task_launch_duration_seconds_bucket", (("le", "0.5"),))] == 1
+    assert s[("drover_agent_health_checks_total", (("outcome", "healthy"),))] == 1
+    assert s[("drover_agent_health_checks_total", (("outcome", "unhealthy"),))] == 0
+    assert s[("drover_agent_podman_errors_total", (("operation", "kill"),))] == 1
+    assert s[("drover_agent_podman_errors_total", (("operation", "launch"),))] == 0
+    snap = agent_metrics.snapshot(agent, m)  # type: ignore[arg-type]
+    assert snap["slave/registered"] == 1 and snap["slave/tasks_running"] == 2 and snap["slave/tasks_staging"] == 1
+    assert snap["slave/uptime_secs"] >= 0
