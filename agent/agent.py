@@ -22,6 +22,7 @@ import math
 import os
 import re
 import signal
+from functools import partial
 import socket
 import ssl
 import time
@@ -38,6 +39,10 @@ from agent import checks, disk, disk_limits, fetcher, probes, rules
 from agent.volumes import VolumeError, VolumeStore, compatible_problem
 from agent.checkpoint import CheckpointStore, TaskRecord
 from agent.http_api import AgentAPI
+from agent import metrics as agent_metrics
+from agent.metrics import AgentMetrics
+from drover import http_metrics as metrics_http
+from drover.http_metrics import request_counter
 from agent.gc import GarbageCollector, GCConfig, remove_tree, set_aside
 from drover.recordio import RecordIODecoder
 from drover.security import http as security
@@ -133,6 +138,8 @@ class Agent:
         self._framework_probe_slots: dict[str, asyncio.Semaphore] = {}
         self._killed_by_us: set[tuple[str, str]] = set()
         self._stopping: dict[tuple[str, str], asyncio.Task] = {}
+        self.metrics = AgentMetrics()  # counted at the IO edges below, read from `tasks` at scrape (agent/metrics.py)
+        self.metrics.bind(self)
         self._sigkill_by: dict[tuple[str, str], float] = {}  # loop time by which a stopping task gets SIGKILL
         self._resend_all = False
         self._silence_timeout = 60.0  # until REGISTERED tells us the master's heartbeat interval
@@ -221,9 +228,22 @@ class Agent:
         async def health(request):
             return web.Response(status=200)
 
-        app = web.Application(middlewares=[security.middleware(self.config.credentials, security.agent_realm)])
+        # The request counter outermost: a 401 is counted too.
+        app = web.Application(middlewares=[request_counter(self.metrics.http_requests),
+                                           security.middleware(self.config.credentials, security.agent_realm)])
         app.router.add_get("/health", health)
         AgentAPI(self).add_routes(app)  # state, files, statistics, /api/v1
+
+        async def prometheus(request):
+            return web.Response(body=self.metrics.exposition(), headers={"Content-Type": metrics_http.CONTENT_TYPE})
+
+        async def metrics_snapshot(request):
+            return web.json_response(agent_metrics.snapshot(self, self.metrics))
+
+        # Authenticated in the read-only realm (drover/security/http.py: agent_realm), as Mesos's agent endpoints.
+        app.router.add_get("/metrics", prometheus)
+        for path in ("/metrics/snapshot", "/slave(1)/metrics/snapshot"):
+            app.router.add_get(path, metrics_snapshot)
         runner = web.AppRunner(app, handle_signals=False)
         await runner.setup()
         host, _, port = self.config.http.rpartition(":")
@@ -477,6 +497,7 @@ class Agent:
             self._spawn(self._kill_strays(rec.framework_id, rec.spec.task_id, self._grace(rec)))
 
     async def _launch_task(self, rec: TaskRecord) -> None:
+        launched = time.monotonic()
         if rec.kill_requested:
             self._killed_before_launch(rec)
             return
@@ -563,6 +584,7 @@ class Agent:
                 cid = await self.containerizer.launch(spec)
                 break
             except Exception as e:
+                self.metrics.podman_error("launch")
                 # The podman service is down (killed, restarting): the task is not at fault, so wait for the
                 # service rather than fail it; a relaunch is idempotent (the container name is the task's).
                 # A connection error (requests' are OSErrors) is the service's too, even if it answers again by
@@ -586,6 +608,7 @@ class Agent:
         self.checkpoint()
         if rec.kill_requested:
             self._stop(rec, self._grace(rec))
+        self.metrics.launch_seconds.observe(time.monotonic() - launched)
         self._status(rec, TaskState.RUNNING, source=Source.EXECUTOR, container_id=cid)
         self._watch(rec)
         self._start_checks(rec)
@@ -600,7 +623,8 @@ class Agent:
         try:
             # While the podman service is down or restarting the container (run by conmon) lives on: keep asking.
             _, st = await _with_backoff(lambda: self.containerizer.wait(rec.container_id),
-                                        "cannot wait for a container yet", rec.spec.task_id)
+                                        "cannot wait for a container yet", rec.spec.task_id,
+                                        on_error=partial(self.metrics.podman_error, "wait"))
         finally:
             self._watchers.pop(key, None)
         out = rules.exit_outcome(st, killed=rec.kill_requested or key in self._killed_by_us
@@ -675,11 +699,13 @@ class Agent:
         await asyncio.sleep(grace)
         if not rec.terminal_sent:
             await _with_backoff(lambda: self.containerizer.kill(rec.container_id, 0.0), "kill failed; retrying",
-                                rec.spec.task_id, go_on=lambda: not rec.terminal_sent)
+                                rec.spec.task_id, go_on=lambda: not rec.terminal_sent,
+                                on_error=partial(self.metrics.podman_error, "kill"))
 
     async def _stop_container(self, rec: TaskRecord, grace: float) -> None:
         await _with_backoff(lambda: self.containerizer.kill(rec.container_id, grace), "kill failed; retrying",
-                            rec.spec.task_id, go_on=lambda: not rec.terminal_sent)
+                            rec.spec.task_id, go_on=lambda: not rec.terminal_sent,
+                            on_error=partial(self.metrics.podman_error, "kill"))
 
     async def _kill_strays(self, framework_id: str, task_id: str, grace: float) -> None:
         async def kill_running() -> None:
@@ -687,7 +713,8 @@ class Agent:
                 if c.status == "running":
                     await self.containerizer.kill(c.container_id, grace)
 
-        await _with_backoff(kill_running, "cannot check for a stray container yet", task_id, attempts=20)
+        await _with_backoff(kill_running, "cannot check for a stray container yet", task_id, attempts=20,
+                            on_error=partial(self.metrics.podman_error, "kill"))
 
     # ---- task groups (LAUNCH_GROUP): one Podman pod per executor ----------------------------------------------------
     @staticmethod
@@ -791,7 +818,7 @@ class Agent:
         pod = self._pod_name(recs[0])
         done, _ = await _with_backoff(lambda: self.containerizer.remove_pod(pod),
                                       "cannot remove a failed task group's pod yet", recs[0].spec.task_id,
-                                      attempts=20)
+                                      attempts=20, on_error=partial(self.metrics.podman_error, "remove"))
         if not done:  # tried again when its last task is forgotten (_forget)
             log.warning("a failed task group's pod not removed", pod=pod)
 
@@ -835,6 +862,7 @@ class Agent:
     async def _launch_group_tasks(self, recs: list[TaskRecord]) -> None:
         """The pod first (the group's network namespace, and its ports), then every task's container created in it,
         then all of them started: no task of the group starts before every one of them could be created."""
+        launched = time.monotonic()
         # Nothing of this launch exists yet (a launch resumed after an agent restart announced TASK_STARTING before
         # it made anything): its executor sandbox, if there is one, is an earlier group's.
         fresh = all(r.state == TaskState.STAGING for r in recs)
@@ -936,6 +964,7 @@ class Agent:
                 cids = [await self.containerizer.launch(cs, start=False) for cs in specs]
                 break
             except Exception as e:
+                self.metrics.podman_error("launch_group")
                 if time.monotonic() < deadline and not any(r.kill_requested for r in recs) \
                         and not await self.containerizer.available():
                     log.warning("podman service unavailable; group launch retried", executor=ex.executor_id,
@@ -962,6 +991,7 @@ class Agent:
             try:
                 await self.containerizer.start_container(cid)
             except Exception as e:
+                self.metrics.podman_error("start")
                 if any(r.kill_requested for r in recs):
                     self._kill_starting_group(recs)
                 else:
@@ -970,6 +1000,7 @@ class Agent:
         if any(r.kill_requested for r in recs):
             self._kill_starting_group(recs)
             return
+        self.metrics.launch_seconds.observe(time.monotonic() - launched)  # the group's, once
         for r in recs:
             self._status(r, TaskState.RUNNING, source=Source.EXECUTOR, container_id=r.container_id)
             self._watch(r)
@@ -1066,6 +1097,9 @@ class Agent:
             if not self._checking(rec):
                 return
             step = checks.health_step(spec, state, result, loop.time() - started)
+            self.metrics.health_checks.labels(
+                "transient" if result.transient else "unhealthy" if step.failure is not None
+                else "healthy" if checks.failure_of(spec, result) is None else "grace_period").inc()
             if step.failure is not None:
                 log.info("health check failed", task=rec.spec.task_id[:64], failures=step.state.failures,
                          why=step.failure[:200])
@@ -1342,7 +1376,8 @@ def _private_dir(path: Path) -> None:
     path.chmod(0o700)  # one made by an earlier version, or before the umask
 
 
-async def _with_backoff(op, warning: str, task_id: str, *, go_on=lambda: True, attempts: int | None = None):
+async def _with_backoff(op, warning: str, task_id: str, *, go_on=lambda: True, attempts: int | None = None,
+                        on_error=lambda: None):
     """Run `op()` until it succeeds (podman calls fail while its service restarts), backing off 0.5 s to 5 s,
     while `go_on()` holds and for at most `attempts` tries. Returns (True, result), or (False, None) on giving up."""
     backoff, tries = 0.5, 0
@@ -1353,6 +1388,7 @@ async def _with_backoff(op, warning: str, task_id: str, *, go_on=lambda: True, a
         except asyncio.CancelledError:
             raise
         except Exception as e:
+            on_error()
             log.warning(warning, task=task_id, error=str(e))
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, 5.0)

@@ -24,6 +24,7 @@ import ssl
 import structlog
 from aiohttp import web
 
+from drover.http_metrics import request_counter
 from drover.security import http as security
 from drover.security.acls import authorized, authorized_for_all
 from master import state_json
@@ -33,6 +34,7 @@ from master.api.events import EventsAPI
 from master.api.operator import OperatorAPI
 from master.replica import MasterConfig, MasterServer
 from master.api.scheduler import SchedulerAPI
+from master import metrics as master_metrics
 from master.readcache import ReadCache
 from master.state import state_hash
 from master.views import Viewer, visible_state
@@ -260,8 +262,16 @@ def build_app(core: MasterServer) -> web.Application:
             "raft_tick_lag": core.raft.tick_lag(),
         })
 
+    async def prometheus(request: web.Request) -> web.Response:
+        return web.Response(body=core.metrics.exposition(), headers={"Content-Type": master_metrics.CONTENT_TYPE})
+
+    async def metrics_snapshot(request: web.Request) -> web.Response:
+        return web.json_response(master_metrics.snapshot(core, core.metrics))
+
     authenticate = security.middleware(core.config.credentials, security.master_realm)
-    app = web.Application(middlewares=[authenticate, too_deep, leader_only],
+    # Outermost: counts every answer, a 401 of the authentication or a 307 of a follower included.
+    counted = request_counter(core.metrics.http_requests)
+    app = web.Application(middlewares=[counted, authenticate, too_deep, leader_only],
                           client_max_size=core.config.limits.max_body_bytes)
     for p in ("/api/v1/scheduler", "/master/api/v1/scheduler"):
         app.router.add_route("*", p, scheduler.handle)
@@ -282,6 +292,11 @@ def build_app(core: MasterServer) -> web.Application:
         for p in read_paths(name):
             app.router.add_get(p, handler)
     app.router.add_get("/drover/status", status)
+    # Every replica answers (not leader-only); authenticated in the read-only realm, as Mesos's /metrics/snapshot
+    # with --authenticate_http_readonly (drover/security/http.py: master_realm).
+    app.router.add_get("/metrics", prometheus)
+    for p in ("/metrics/snapshot", "/master/metrics/snapshot"):
+        app.router.add_get(p, metrics_snapshot)
     # Read-only, from this replica's own store; the whole history, so only for readers who may see everything.
     add_audit_routes(app, core.store.path, lambda request: viewer(core, request).sees_all)
     return app

@@ -64,6 +64,7 @@ class Group:
 
     proposal: str
     decisions: list[Staged]
+    proposed_at: float = 0.0  # time.monotonic() when proposed (the commit latency metric), 0 if not timed
 
     @property
     def first(self) -> int:

@@ -35,6 +35,7 @@ from master.allocator import AllocatorConfig
 from master.decide import DecideConfig
 from master.decide.timers import TimersReply, decide_disconnect, decide_timers
 from master.limits import Limits
+from master.metrics import MasterMetrics
 from master.pipeline import Group, Staged, take_group
 from master.state import State, apply, decode_snapshot, encode_snapshot, state_hash
 
@@ -166,6 +167,10 @@ class MasterServer:
         self.started_at = time.time()
         self.elected_at: float | None = None
         self.failed: str | None = None  # why this replica stopped applying (its /health then answers 503)
+        # Counted at this class's IO edges (committed batches, the commit path, allocation runs) and read from it
+        # at scrape time (master/metrics.py); the fold and the deciders know nothing of them.
+        self.metrics = MasterMetrics()
+        self.metrics.bind(self)
 
     # ---- lifecycle --------------------------------------------------------------------------
     async def start(self) -> None:
@@ -269,6 +274,7 @@ class MasterServer:
             apply(self.state, env)
         self.committed_index = self.state.index
         self._notify_listeners(envs)  # right after the fold, no await in between: see _notify_listeners
+        self.metrics.observe_committed(envs)
         await self._after_commit()
 
     async def _apply_own(self, first: int, count: int, group: Group) -> None:
@@ -286,6 +292,9 @@ class MasterServer:
             self._inflight_space.set()
         self.committed_index = group.last
         self._notify_listeners(group.envs)
+        self.metrics.observe_committed(group.envs)
+        if group.proposed_at:
+            self.metrics.commit_seconds.observe(time.monotonic() - group.proposed_at)
         counts = self.pipeline_counts
         counts["entries"] += 1
         counts["decisions"] += len(group.decisions)
@@ -466,7 +475,7 @@ class MasterServer:
                 self._inflight_space.clear()
                 await self._inflight_space.wait()
                 continue
-            group = Group(proposal=uuid.uuid4().hex, decisions=take_group(self._staged))
+            group = Group(proposal=uuid.uuid4().hex, decisions=take_group(self._staged), proposed_at=time.monotonic())
             self._inflight.append(group)
             self._inflight_ids.add(group.proposal)
             proposed = self.raft.propose_entry(group.entry(self.serving_term, self.serving_epoch), self.serving_term)
@@ -655,7 +664,9 @@ class MasterServer:
                 link.close("unreachable")
         # The allocation run sees the timers' events (staged): no wait for their commit.
         now = self.now()
+        started = time.perf_counter()
         offers = decide_offers(self.state, now, trigger, agents)
+        self.metrics.allocation_seconds.observe(time.perf_counter() - started)
         if offers is not None:
             try:
                 staged.append(self.stage([offers], ts=now))

@@ -53,7 +53,7 @@ fi
 # Re-run `pip install -e` only when pyproject.toml changed (it takes seconds even with nothing to do).
 STAMP="$VENV/.drover-setup-stamp"
 WANT=$(sha256sum "$ROOT/pyproject.toml" | cut -d' ' -f1)
-if [ "$(cat "$STAMP" 2>/dev/null)" != "$WANT" ] || ! "$VENV/bin/python" -c 'import podman, pytest, agent' 2>/dev/null; then
+if [ "$(cat "$STAMP" 2>/dev/null)" != "$WANT" ] || ! "$VENV/bin/python" -c 'import podman, prometheus_client, pytest, agent' 2>/dev/null; then
   say "pip install -e '$ROOT[test]'"
   "$VENV/bin/python" -m pip install -q --disable-pip-version-check -e "$ROOT[test]"
   echo "$WANT" > "$STAMP"

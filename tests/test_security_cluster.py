@@ -149,6 +149,56 @@ def test_pymesos_with_principal_and_secret_launches_tasks_and_without_is_refused
     assert "Failed with HTTP 401" in proc.stderr and '"ok": true' not in proc.stdout
 
 
+def scrape(addr: str, path: str, who: Credential | None) -> tuple[int, dict]:
+    """GET /metrics (Prometheus text, as {(name, sorted labels): value}) or /metrics/snapshot (JSON)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    st, _, text = http(addr, path, who=who)
+    if st != 200:
+        return st, {}
+    if path.endswith("snapshot"):
+        return st, json.loads(text)
+    return st, {(smp.name, tuple(sorted(smp.labels.items()))): smp.value
+                for fam in text_string_to_metric_families(text) for smp in fam.samples}
+
+
+def test_metrics_need_credentials_and_agree_with_the_cluster(secure):
+    c = secure
+    good = creds(c)["drover"]
+    out = run_framework("pymesos_echo.py", "--master", c.layout["leader"], "--tasks", "1",
+                        "--principal", good.principal, "--secret", good.secret)
+    assert out["ok"], out
+    c.wait_converged()
+    masters = [m["http"] for m in c.layout["masters"]]
+    agents = [a["http"] for a in c.layout["agents"]]
+    for addr in masters + agents:
+        for path in ("/metrics", "/metrics/snapshot"):
+            assert scrape(addr, path, None)[0] == 401, (addr, path)
+            assert scrape(addr, path, Credential("drover", "wrong"))[0] == 401, (addr, path)
+    scraped = {addr: scrape(addr, "/metrics", good)[1] for addr in masters}
+    assert sorted(s[("drover_master_elected", ())] for s in scraped.values()) == [0, 0, 1]
+    lead = next(a for a, s in scraped.items() if s[("drover_master_elected", ())] == 1)
+    assert lead == leader(c)
+    for s in scraped.values():  # every replica folds the same log
+        assert s[("drover_master_agents", (("state", "connected"),))] == 2
+        assert s[("drover_master_applied_index", ())] > 0
+    s = scraped[lead]
+    assert sum(v for (name, labels), v in s.items() if name == "drover_master_task_status_updates_total"
+               and ("state", "TASK_FINISHED") in labels) >= 1
+    assert s[("drover_master_offers_made_total", ())] >= 1 and s[("drover_master_offers_accepted_total", ())] >= 1
+    assert s[("drover_master_raft_commit_duration_seconds_count", ())] >= 1
+    assert s[("drover_master_allocation_run_duration_seconds_count", ())] >= 1
+    assert s[("drover_master_cpus", (("kind", "total"),))] > 0
+    assert s[("drover_master_http_requests_total", (("code", "401"), ("method", "GET"), ("route", "/metrics")))] >= 2
+    snap = scrape(lead, "/metrics/snapshot", good)[1]
+    assert snap["master/elected"] == 1 and snap["master/slaves_active"] == snap["master/slaves_connected"] == 2
+    assert snap["master/tasks_finished"] >= 1 and snap["master/cpus_total"] > 0
+    per_agent = [scrape(a, "/metrics", good)[1] for a in agents]
+    assert all(s[("drover_agent_registered", ())] == 1 for s in per_agent)
+    assert sum(s[("drover_agent_task_launch_duration_seconds_count", ())] for s in per_agent) >= 1
+    assert all(scrape(a, "/metrics/snapshot", good)[1]["slave/registered"] == 1 for a in agents)
+
+
 def _stream_error(text: str) -> str | None:
     try:
         rec = json.loads(text)
