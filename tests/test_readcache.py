@@ -184,6 +184,10 @@ class FakeCore:
         self.store = SimpleNamespace(path=tmp / "events.sqlite")
         self.on_serving_change = None
         self.event_listeners: set = set()
+        from master.metrics import MasterMetrics
+
+        self.metrics = MasterMetrics()  # as MasterServer has, read at scrape time
+        self.metrics.bind(self)  # type: ignore[arg-type]
 
     def leader_http(self) -> str:
         return self.config.http
