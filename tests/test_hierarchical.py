@@ -2,7 +2,7 @@
 property test over random operation sequences."""
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from eventstore.resources import UNRESERVED, Resources
@@ -1051,8 +1051,20 @@ def execute(ops, check: bool) -> list:
     return decisions
 
 
+# Found by this test in a CI run: f1 leaves role a/b while an offer of ports alone (no scalar, so not in the
+# sorters) is held under it; recovering it looked for a/b's sorter client.
+PORTS_ONLY_AFTER_LEAVING_THE_ROLE = [
+    ('add_agent', 'ag0', 0, 0, False, None, 0, 0, False), ('add_agent', 'ag1', 0.5, 0, False, None, 0, 0, False),
+    ('add_agent', 'ag2', 0, 64, True, None, 0, 0, False), ('add_framework', 'f0', ['a'], []),
+    ('add_framework', 'f1', ['a', 'a/b'], []), ('decide', 1, None, False), ('recover', 1, 'unreserved', None),
+    ('decide', 0, [], False), ('add_framework', 'f0', ['a'], []), ('decide', 0, [], False),
+    ('update_framework', 'f1', ['a'], []), ('decide', 0, None, False), ('decide', 0, None, False), ('tick', 0.5),
+    ('decide', 0, None, False), ('recover', 8, 'all', None), ('decide', 0, None, False)]
+
+
 @settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(sequence_st)
+@example(PORTS_ONLY_AFTER_LEAVING_THE_ROLE)
 def test_random_operation_sequences_keep_the_invariants(ops):
     first = execute(ops, check=True)
     assert execute(ops, check=False) == first

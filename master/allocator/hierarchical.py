@@ -468,16 +468,21 @@ class HierarchicalAllocator:
                  counted: tuple[Resources, Resources, Resources] | None = None) -> None:
         """`res` is no longer held by (framework, role); `counted`: what that changes at the framework's, the role's
         and the agent's level when `res` holds shared volumes (`_counted`), else `res` at each."""
+        # An allocation with no scalar (ports alone) does not keep its role tracked (`_maybe_untrack` asks the
+        # sorters): after the framework left the role there is then no sorter client to take nothing back from.
+        tracked = role in self.fw_sorters and framework_id in self.fw_sorters[role]
         if counted is None:
             self._count_alloc(framework_id, role, res, -1.0)
             q = res.quantities_view()
-            self.role_sorter.unallocated(role, q)
-            self.fw_sorters[role].unallocated(framework_id, q)
+            if tracked:
+                self.role_sorter.unallocated(role, q)
+                self.fw_sorters[role].unallocated(framework_id, q)
         else:
             by_fw, by_role, on_agent = counted
             self._count_alloc(framework_id, role, on_agent, -1.0)
-            self.role_sorter.unallocated(role, by_role.quantities_view())
-            self.fw_sorters[role].unallocated(framework_id, by_fw.quantities_view())
+            if tracked:
+                self.role_sorter.unallocated(role, by_role.quantities_view())
+                self.fw_sorters[role].unallocated(framework_id, by_fw.quantities_view())
         self._maybe_untrack(framework_id, role)
 
     def _count_alloc(self, framework_id: str, role: str, res: Resources, sign: float) -> None:
