@@ -134,8 +134,14 @@ def test_files_read_browse_download(env):
     q = urllib.parse.quote
     st, body = http(agent, f"/files/browse.json?path={q(box)}", good)
     assert st == 200 and {"stdout", "stderr"} <= {e["path"].rsplit("/", 1)[1] for e in json.loads(body)}
-    st, body = http(agent, f"/files/read.json?path={q(box + '/stdout')}&offset=-1", good)
-    size = json.loads(body)["offset"]
+    # The task prints as it runs: it may not have yet when this test starts (TASK_RUNNING comes first)
+    deadline = time.time() + 30
+    while True:
+        st, body = http(agent, f"/files/read.json?path={q(box + '/stdout')}&offset=-1", good)
+        size = json.loads(body)["offset"] if st == 200 else 0
+        if size > 0 or time.time() > deadline:
+            break
+        time.sleep(0.2)
     assert st == 200 and size > 0
     st, body = http(agent, f"/files/read.json?path={q(box + '/stdout')}&offset=0&length=4", good)
     assert (st, json.loads(body)["data"], json.loads(body)["offset"]) == (200, "out0", 0)
