@@ -309,6 +309,10 @@ class FakeCore:
         self.sent: list = []
         self.disconnected: list = []
         self.event_listeners: set = set()
+        self.started_at = 100.0
+        self.elected_at: float | None = 150.0
+        from master.metrics import MasterMetrics
+        self.metrics = MasterMetrics()
 
     @property
     def state(self):

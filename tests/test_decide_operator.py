@@ -243,3 +243,47 @@ def test_any_operator_write_is_decided_and_what_is_accepted_folds(calls):
             assert ev.decode_event(ev.encode_event(e)) == e
             log(e, ts=500.0)
         decide_offers(log.state, 501.0, "t")  # the allocator takes whatever was accepted
+
+
+# ---- the read calls of the operator API that answer from the replica, not the folded state -----------------------
+
+async def test_get_master_metrics_logging_and_maintenance(tmp_path):
+    core = FakeCore(two_agents(), tmp_path)
+    headers = {"Content-Type": "application/json"}
+
+    async def post(body: dict):
+        r = await client.post("/api/v1", headers=headers, data=json.dumps(body).encode())
+        return r.status, (await r.json() if r.status == 200 else await r.text())
+
+    async with client_for(core) as client:
+        st, got = await post({"type": "GET_MASTER"})
+        assert st == 200 and got["type"] == "GET_MASTER"
+        gm = got["get_master"]
+        assert gm["start_time"] == 100.0 and gm["elected_time"] == 150.0
+        assert gm["master_info"]["port"] == 1 and gm["master_info"]["hostname"] == "127.0.0.1"
+        assert gm["master_info"]["version"] == core.config.version
+        core.elected_at = None  # Mesos leaves elected_time out when it has none
+        assert "elected_time" not in (await post({"type": "GET_MASTER"}))[1]["get_master"]
+
+        st, got = await post({"type": "GET_METRICS", "get_metrics": {"timeout": {"nanoseconds": 5000000}}})
+        assert st == 200 and got["type"] == "GET_METRICS"
+        metrics = {m["name"]: m["value"] for m in got["get_metrics"]["metrics"]}
+        assert metrics["master/cpus_total"] == 6.5 and metrics["master/slaves_active"] == 2.0
+        assert metrics["master/elected"] == 1.0
+        assert all(isinstance(m["value"], float) for m in got["get_metrics"]["metrics"])
+
+        assert await post({"type": "GET_LOGGING_LEVEL"}) == (200, {"type": "GET_LOGGING_LEVEL",
+                                                                  "get_logging_level": {"level": 0}})
+        st, text = await post({"type": "SET_LOGGING_LEVEL", "set_logging_level": {
+            "level": 1, "duration": {"nanoseconds": 60000000000}}})
+        assert st == 501 and "not supported" in text
+
+        st, got = await post({"type": "GET_MAINTENANCE_STATUS"})
+        assert st == 200 and got["get_maintenance_status"] == {"status": {"draining_machines": [],
+                                                                          "down_machines": []}}
+        st, got = await post({"type": "GET_MAINTENANCE_SCHEDULE"})
+        assert st == 200 and got["get_maintenance_schedule"] == {"schedule": {"windows": []}}
+
+        st, text = await post({"type": "GET_METRICS", "get_metrics": "soon"})
+        assert st == 400
+    assert core.recorded == []

@@ -230,7 +230,9 @@ def scheduler_calls(fid: str) -> list[dict]:
 OPERATOR_CALLS = [
     {"type": "GET_STATE"}, {"type": "GET_TASKS"}, {"type": "GET_FRAMEWORKS"}, {"type": "GET_AGENTS"},
     {"type": "GET_HEALTH"}, {"type": "GET_VERSION"}, {"type": "GET_FLAGS"}, {"type": "GET_WEIGHTS"},
-    {"type": "GET_QUOTA"}, {"type": "GET_ROLES"}, {"type": "GET_EXECUTORS"},
+    {"type": "GET_QUOTA"}, {"type": "GET_ROLES"}, {"type": "GET_EXECUTORS"}, {"type": "GET_MASTER"},
+    {"type": "GET_METRICS", "get_metrics": {"timeout": {"nanoseconds": 1000}}}, {"type": "GET_LOGGING_LEVEL"},
+    {"type": "GET_MAINTENANCE_STATUS"}, {"type": "GET_MAINTENANCE_SCHEDULE"},
     {"type": "UPDATE_WEIGHTS", "update_weights": {"weight_infos": [{"role": "r", "weight": 2.0}]}},
     {"type": "UPDATE_QUOTA", "update_quota": {"force": True, "quota_configs": [
         {"role": "r", "guarantees": {"cpus": {"value": 1}}, "limits": {"cpus": {"value": 2}}}]}},

@@ -19,6 +19,7 @@ from aiohttp import web
 from eventstore import events as ev
 from eventstore.resources import Resources
 from master import codec, operator_json
+from master import metrics as master_metrics
 from master.decide import Decision
 from master.decide.operator import (MAX_QUOTA_NAMES, AgentOperation, QuotaConfig, TeardownFramework, UpdateQuota,
                                     UpdateWeights, WeightInfo, decide_agent_operation, decide_teardown_framework,
@@ -145,7 +146,10 @@ class OperatorAPI:
                 "GET_QUOTA": self._get_quota, "UPDATE_QUOTA": self._update_quota, "GET_ROLES": self._get_roles,
                 "TEARDOWN": self._teardown, "RESERVE_RESOURCES": self._agent_operation,
                 "UNRESERVE_RESOURCES": self._agent_operation, "CREATE_VOLUMES": self._agent_operation,
-                "DESTROY_VOLUMES": self._agent_operation}
+                "DESTROY_VOLUMES": self._agent_operation, "GET_MASTER": self._get_master,
+                "GET_METRICS": self._get_metrics, "GET_LOGGING_LEVEL": self._get_logging_level,
+                "SET_LOGGING_LEVEL": self._set_logging_level, "GET_MAINTENANCE_STATUS": self._get_maintenance_status,
+                "GET_MAINTENANCE_SCHEDULE": self._get_maintenance_schedule}
 
     async def _commit(self, decide, call) -> web.Response:
         """Decide and stage (one synchronous step), answer 200 once committed (or the refusal)."""
@@ -269,6 +273,39 @@ class OperatorAPI:
                  "role_sorter": cfg.allocator.role_sorter, "framework_sorter": cfg.allocator.framework_sorter,
                  "fair_sharing_excluded_resource_names": ",".join(cfg.allocator.fair_sharing_excluded)}
         return _ok(t, {"flags": [{"name": k, "value": v} for k, v in sorted(flags.items())]})
+
+    async def _get_master(self, t: str, body: dict, who: Viewer) -> web.Response:
+        """This (leading) replica's MasterInfo and times; no ACL, as Mesos (authentication only)."""
+        core = self.core
+        out: dict = {"master_info": codec.master_info(core.state.cluster_id or "", core.config.http,
+                                                      core.config.version),
+                     "start_time": float(core.started_at)}
+        if core.elected_at is not None:
+            out["elected_time"] = float(core.elected_at)
+        return _ok(t, out)
+
+    async def _get_metrics(self, t: str, body: dict, who: Viewer) -> web.Response:
+        """The `/metrics/snapshot` values (master/metrics.py), as Mesos's GetMetrics; no ACL, as Mesos. The optional
+        `timeout` is accepted and unused: the snapshot is computed at once."""
+        snap = master_metrics.snapshot(self.core, self.core.metrics)
+        return _ok(t, {"metrics": [{"name": k, "value": v} for k, v in snap.items()]})
+
+    async def _get_logging_level(self, t: str, body: dict, who: Viewer) -> web.Response:
+        # Mesos answers glog's verbosity (FLAGS_v). Drover has no verbose-logging levels (its level is set at
+        # start by --log-level / DROVER_LOG_LEVEL), so the verbosity is 0, glog's default.
+        return _ok(t, {"level": 0})
+
+    async def _set_logging_level(self, t: str, body: dict, who: Viewer) -> web.Response:
+        return _text(501, "SET_LOGGING_LEVEL is not supported: Drover's log level is fixed when the master starts "
+                          "(--log-level or DROVER_LOG_LEVEL) and cannot be changed at run time")
+
+    async def _get_maintenance_status(self, t: str, body: dict, who: Viewer) -> web.Response:
+        # No maintenance in this version: no machine is draining or down (Mesos's empty ClusterStatus).
+        return _ok(t, {"status": {"draining_machines": [], "down_machines": []}})
+
+    async def _get_maintenance_schedule(self, t: str, body: dict, who: Viewer) -> web.Response:
+        # No maintenance in this version: the schedule has no windows.
+        return _ok(t, {"schedule": {"windows": []}})
 
     async def _get_weights(self, t: str, body: dict, who: Viewer) -> web.Response:
         return _ok(t, {"weight_infos": [{"role": r, "weight": float(w)}
