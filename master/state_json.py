@@ -46,6 +46,10 @@ def _status(s: TaskStatus) -> dict:
         d["healthy"] = s.healthy
     if s.check_status is not None:
         d["check_status"] = check_status_out(s.check_status)
+    if s.container_id:
+        # as the v1 API's TaskStatus (codec.status_out): Mesos's /master/state has it too (network_infos: Drover's
+        # agents report no container addresses)
+        d["container_status"] = {"container_id": {"value": s.container_id}}
     return d
 
 

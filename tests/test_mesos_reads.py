@@ -264,3 +264,17 @@ async def test_completed_frameworks_over_http(tmp_path: Path):
         for path in ("/master/state", "/frameworks"):
             body = await (await c.get(path)).json()
             assert [f["id"] for f in body["completed_frameworks"]] == ["F1"], path
+
+
+def test_task_statuses_carry_their_container_status():
+    """As Mesos's /master/state (and the v1 API's TaskStatus): the container the agent reported, when it did."""
+    from eventstore.vocab import TaskState
+    from master.state import Task
+
+    with_id = ev.TaskStatus(state=TaskState.RUNNING, source="SOURCE_EXECUTOR", timestamp=1.0, container_id="c-1")
+    without = ev.TaskStatus(state=TaskState.STARTING, source="SOURCE_EXECUTOR", timestamp=0.5)
+    spec = ev.TaskSpec(task_id="t", name="t", agent_id="A1", resources=[], command=ev.CommandSpec())
+    out = state_json._task(Task(framework_id="F", spec=spec, launched_at=0.0, state=TaskState.RUNNING,
+                                statuses=[without, with_id]))
+    assert "container_status" not in out["statuses"][0]
+    assert out["statuses"][1]["container_status"] == {"container_id": {"value": "c-1"}}
