@@ -16,6 +16,7 @@ import pytest
 from tests.cluster import Cluster, running_cluster
 from tests.netutil import fetch, free_port
 from tests.v1client import Scheduler
+from tests.v1client import acked_update as _update
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(240)]
 
@@ -61,15 +62,6 @@ async def _launch(s: Scheduler, offer: dict, *tasks: dict) -> None:
                                 "operations": [{"type": "LAUNCH", "launch": {"task_infos": list(tasks)}}],
                                 "filters": {"refuse_seconds": 0.5}})
     assert r.status == 202, r
-
-
-async def _update(s: Scheduler, tid: str) -> dict:
-    """The task's next status update, acknowledged (the agent sends the next one only then)."""
-    st = await s.update(tid)
-    if "uuid" in st:
-        r = await s.call("ACKNOWLEDGE", {"agent_id": st["agent_id"], "task_id": st["task_id"], "uuid": st["uuid"]})
-        assert r.status == 202, r
-    return st
 
 
 async def _until(s: Scheduler, tid: str, state: str) -> list[str]:

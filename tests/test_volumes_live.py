@@ -15,7 +15,7 @@ import pytest
 
 from tests.cluster import Cluster, run_framework, running_cluster
 from tests.test_replay import cli as replay_cli
-from tests.v1client import Scheduler, request
+from tests.v1client import Scheduler, acked_update, request
 
 pytestmark = pytest.mark.integration
 
@@ -188,15 +188,6 @@ async def test_operator_reserves_creates_destroys_and_unreserves(cluster, http):
     while time.time() < deadline and path.exists():
         await asyncio.sleep(0.2)
     assert not path.exists()
-
-
-async def acked_update(s: Scheduler, tid: str) -> dict:
-    """The task's next status update, acknowledged (the agent sends the next one only then)."""
-    st = await s.update(tid)
-    if "uuid" in st:
-        r = await s.call("ACKNOWLEDGE", {"agent_id": st["agent_id"], "task_id": st["task_id"], "uuid": st["uuid"]})
-        assert r.status == 202, r
-    return st
 
 
 def task_info(tid: str, agent_id: str, command: str, *resources: dict) -> dict:

@@ -144,3 +144,12 @@ class Scheduler:
 
 # ---- malformed calls: answered before anything is decided ----------------------------------------------
 
+
+
+async def acked_update(s: Scheduler, tid: str) -> dict:
+    """The task's next status update, acknowledged (the agent sends the next one only then)."""
+    st = await s.update(tid)
+    if "uuid" in st:
+        r = await s.call("ACKNOWLEDGE", {"agent_id": st["agent_id"], "task_id": st["task_id"], "uuid": st["uuid"]})
+        assert r.status == 202, r
+    return st
