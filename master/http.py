@@ -31,12 +31,14 @@ from master import state_json
 from master.api.agent import AgentAPI
 from master.api.audit import add_audit_routes
 from master.api.events import EventsAPI
+from master.api.history import add_history_routes
 from master.api.operator import OperatorAPI
 from master.replica import MasterConfig, MasterServer
 from master.api.scheduler import SchedulerAPI
 from master import metrics as master_metrics
 from master.readcache import ReadCache
 from master.state import state_hash
+from master.ui import add_ui_routes
 from master.views import Viewer, visible_state
 from drover.security.tls import server_context
 
@@ -299,6 +301,26 @@ def build_app(core: MasterServer) -> web.Application:
         app.router.add_get(p, metrics_snapshot)
     # Read-only, from this replica's own store; the whole history, so only for readers who may see everything.
     add_audit_routes(app, core.store.path, lambda request: viewer(core, request).sees_all)
+
+    def past_state(request: web.Request):
+        # Called on the event loop: what the rendering (in a worker thread) needs of the replica, read now.
+        leader_http, elected_at = core.leader_http(), core.elected_at
+        flags = {"allocation_interval": f"{core.config.allocator.allocation_interval}secs",
+                 "offer_timeout": str(core.config.allocator.offer_timeout or ""),
+                 "heartbeat_interval": f"{core.config.heartbeat_interval}secs"}
+
+        def render(s):
+            return state_json.render(s, master_id=core.config.id, http=core.config.http, leader_http=leader_http,
+                                     version=core.config.version, start_time=core.started_at,
+                                     elected_time=elected_at, flags=flags)
+
+        render.key = (leader_http, elected_at)  # type: ignore[attr-defined]
+        return render
+
+    # The cluster at a past index (the UI's time travel), from this replica's own store, like the audit.
+    add_history_routes(app, core.store.path, lambda request: viewer(core, request).sees_all, past_state)
+    # The web UI at / (master/ui): static files; authenticated in the read-only realm like any unknown path.
+    add_ui_routes(app)
     return app
 
 
