@@ -35,6 +35,7 @@ from aiohttp import web
 from eventstore import events as ev
 from eventstore.events import UnknownEvent
 from eventstore.store import StoreCorrupt
+from master import state_json
 from master.state import State, holdings
 from replay import audit
 from replay.reader import ReplayError, fold_range, open_store, state_at
@@ -215,7 +216,11 @@ class History:
             key = (index, getattr(render, "key", None))
             if (hit := self._cached(self.states, key)) is not None:
                 return hit
-            body = json.dumps(render(state_at(store, index))).encode()
+            past = state_at(store, index)
+            out = render(past)
+            # /master/state's shape, and Mesos's /roles (weights, quota, allocations) for the UI's overview.
+            out.setdefault("roles", state_json.roles(past, lambda role: True)["roles"])
+            body = json.dumps(out).encode()
         finally:
             store.close()
         with self.lock:
@@ -258,8 +263,6 @@ def add_history_routes(app: web.Application, store_path: str | Path,
     history = History(store_path)
 
     def default_render(request: web.Request) -> Callable[[State], dict]:
-        from master import state_json
-
         return lambda s: state_json.render(s, master_id="", http="", leader_http=None, version="", start_time=0.0,
                                            elected_time=None, flags={})
 
