@@ -159,10 +159,15 @@ def task_timeline(path: Path, framework_id: str, task_id: str) -> dict[str, Any]
             if rec.get("offer_ids") else []
     finally:
         store.close()
+    prefix = framework_id.rpartition("-")[0] + "-"  # the cluster id: ids are shown without it (O3, S1)
+
+    def short(id_: str) -> str:
+        return id_.removeprefix(prefix) if prefix != "-" else id_
+
     steps: list[dict[str, Any]] = []
     for o in offers:
         steps.append({"step": "offered", "index": o["index"], "time": o["time"],
-                      "detail": f"offer {o['offer_id']} on {o['agent_id']} (role {o['role']})"})
+                      "detail": f"offer {short(o['offer_id'])} on agent {short(o['agent_id'])} (role {o['role']})"})
     if rec.get("launched_index") is not None:
         what = {"accept": "accepted: launched", "adopted": "adopted from a re-registering agent",
                 "rejected": "rejected in the accept"}.get(rec.get("origin") or "", rec.get("origin") or "")

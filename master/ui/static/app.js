@@ -354,7 +354,7 @@ function showTick() {
   const conn = $("conn");
   if (!cluster.live) {
     conn.className = "conn past";
-    conn.textContent = `⏸ index ${cluster.at} of ${cluster.last}`;
+    conn.textContent = `time travel · index ${cluster.at} of ${cluster.last}`;
   } else if (cluster.connected) {
     conn.className = "conn live";
     conn.textContent = `● live · index ${cluster.last}`;
