@@ -391,10 +391,13 @@ $("goto").addEventListener("keydown", (e) => {
 });
 $("live").addEventListener("click", () => travel(null));
 window.addEventListener("hashchange", () => {
+  // A link to another page keeps the index the pages show (only the Live button and the scrubber change it).
   const at = parseHash().params.get("at");
-  const want = at && /^\d+$/.test(at) ? Number(at) : null;
-  if (want !== cluster.at) cluster.travel(want);
-  else render();
+  if (at && /^\d+$/.test(at) && Number(at) !== cluster.at) cluster.travel(Number(at));
+  else {
+    if (!at && !cluster.live) setHashAt(cluster.at);
+    render();
+  }
 });
 cluster.addEventListener("tick", showTick);
 cluster.addEventListener("change", () => { showTick(); render(); });
