@@ -17,9 +17,10 @@ fi
 # catatonit and netavark are referenced by deploy/containers.conf (init_path, network_backend) but are only
 # Recommends of podman, so they are listed explicitly. docker-registry (a distribution v2 registry,
 # /usr/bin/docker-registry) is only for the tests of image pulls (tests/conftest_registry.py starts one on loopback);
-# its systemd unit is not needed and is not started here.
+# its systemd unit is not needed and is not started here. chromium is for the web UI's browser test
+# (tests/test_ui_browser.py drives Debian's Chromium with Playwright; no browser is downloaded).
 PKGS=(podman runc conmon catatonit netavark busybox-static uidmap iptables
-      python3 python3-venv python3-dev gcc ca-certificates docker-registry)
+      python3 python3-venv python3-dev gcc ca-certificates docker-registry chromium)
 missing=()
 for p in "${PKGS[@]}"; do
   # `dpkg -s` also succeeds for removed-but-not-purged packages: require the "installed" status
@@ -53,7 +54,7 @@ fi
 # Re-run `pip install -e` only when pyproject.toml changed (it takes seconds even with nothing to do).
 STAMP="$VENV/.drover-setup-stamp"
 WANT=$(sha256sum "$ROOT/pyproject.toml" | cut -d' ' -f1)
-if [ "$(cat "$STAMP" 2>/dev/null)" != "$WANT" ] || ! "$VENV/bin/python" -c 'import podman, prometheus_client, pytest, agent' 2>/dev/null; then
+if [ "$(cat "$STAMP" 2>/dev/null)" != "$WANT" ] || ! "$VENV/bin/python" -c 'import podman, prometheus_client, pytest, playwright, agent' 2>/dev/null; then
   say "pip install -e '$ROOT[test]'"
   "$VENV/bin/python" -m pip install -q --disable-pip-version-check -e "$ROOT[test]"
   echo "$WANT" > "$STAMP"

@@ -68,7 +68,7 @@ def test_the_ui_follows_the_cluster_travels_in_time_and_asks_why(cluster: Cluste
     addr = cluster.master_http(leader)
     base = f"http://{addr}"
     errors: list[str] = []
-    client = None
+    client = batch = None
     with sync_api.sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         try:
@@ -80,11 +80,10 @@ def test_the_ui_follows_the_cluster_travels_in_time_and_asks_why(cluster: Cluste
             before = last_index(addr)  # the task does not exist at this index
             assert TASK not in page.locator("main").inner_text()
 
-            # A real client launches a task; the page shows it without a reload.
-            client = subprocess.Popen(
-                [sys.executable, "-m", "drover.cli", "execute", "--master", cluster.leader_endpoint(), "--command",
-                 "sleep 600", "--name", FRAMEWORK, "--cpus", "0.5"], cwd=REPO,
-                stdout=open(tmp_path / "execute.log", "w"), stderr=subprocess.STDOUT)
+            # Real clients launch tasks (a long one, and a short batch job for the chart); the page shows them
+            # without a reload.
+            client = execute(cluster, tmp_path, "sleep 600", FRAMEWORK, "--cpus", "0.5")
+            batch = execute(cluster, tmp_path, "sleep 2", "batch", "--cpus", "0.3", "--instances", "3")
             row = page.locator("main tr", has_text=TASK)
             expect(row).to_contain_text("RUNNING", timeout=WAIT_MS)
             expect(page.locator("main")).to_contain_text(FRAMEWORK)
@@ -137,11 +136,16 @@ def test_the_ui_follows_the_cluster_travels_in_time_and_asks_why(cluster: Cluste
                 expect(panel.locator("p.answer")).not_to_be_empty(timeout=WAIT_MS)
                 expect(panel.locator("details")).to_be_attached()
 
-            # The allocation chart: cpus held per role against the log index.
+            # The allocation chart: cpus held per role, then per framework, against the log index.
+            assert batch.wait(timeout=120) == 0, (tmp_path / "batch.log").read_text()
             page.locator("#nav a", has_text="Allocation").click()
             chart = page.locator("svg.chart")
             expect(chart).to_be_visible(timeout=WAIT_MS)
-            expect(chart.locator("path.series").first).to_be_attached(timeout=WAIT_MS)
+            expect(chart.locator("path.series")).to_have_count(1, timeout=WAIT_MS)  # role *
+            page.select_option("#alloc-by", "framework")
+            expect(chart.locator("path.series")).to_have_count(2, timeout=WAIT_MS)
+            expect(page.locator(".legend")).to_contain_text(FRAMEWORK)
+            expect(page.locator(".legend")).to_contain_text("batch")
             page.screenshot(path=str(shots / "ui-allocation.png"), full_page=True)
 
             # A follower serves the same UI from its own store.
@@ -151,10 +155,17 @@ def test_the_ui_follows_the_cluster_travels_in_time_and_asks_why(cluster: Cluste
             expect(page.locator("#source")).to_contain_text("this replica's store")
         finally:
             browser.close()
-            if client is not None:
-                client.terminate()
-                client.wait(timeout=30)
+            for proc in (client, batch):
+                if proc is not None and proc.poll() is None:
+                    proc.terminate()
+                    proc.wait(timeout=30)
     assert errors == [], errors
+
+
+def execute(cluster: Cluster, tmp_path: Path, command: str, name: str, *args: str) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "drover.cli", "execute", "--master", cluster.leader_endpoint(),
+                             "--command", command, "--name", name, *args], cwd=REPO,
+                            stdout=open(tmp_path / f"{name}.log", "w"), stderr=subprocess.STDOUT)
 
 
 def _has_why_route(base: str) -> bool:

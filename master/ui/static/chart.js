@@ -66,7 +66,11 @@ export function allocationChart(data, { marker = null, onPick = null, width = 92
     svg.append(s("line", { x1: x(marker), x2: x(marker), y1: m.t, y2: m.t + H, class: "marker" }),
       s("text", { x: x(marker) + 4, y: m.t + 12, class: "tick marker-label" }, `@${marker}`));
   }
-  svg.append(s("line", { x1: m.l, x2: m.l + W, y1: m.t + H, y2: m.t + H, class: "axis" }));
+  svg.append(s("line", { x1: m.l, x2: m.l + W, y1: m.t + H, y2: m.t + H, class: "axis" }),
+    s("text", { x: m.l + 4, y: m.t + 10, class: "tick axis-label" }, data.resource));
+  const first = samples[0];
+  const last = samples[samples.length - 1];
+  const when = (p) => (p && p.ts ? new Date(p.ts * 1000).toISOString().slice(11, 19) : "?");
   if (onPick) {
     const hit = s("rect", { x: m.l, y: m.t, width: W, height: H, class: "hit" });
     hit.addEventListener("click", (e) => {
@@ -76,12 +80,14 @@ export function allocationChart(data, { marker = null, onPick = null, width = 92
     });
     svg.append(hit);
   }
+  const caption = h("div", { class: "caption" }, `log index ${first.index} (${when(first)} UTC) → `,
+    `${last.index} (${when(last)} UTC), ${samples.length} samples`);
   const legend = h("div", { class: "legend" },
     data.series.map((x, n) => h("span", { class: "key" },
-      swatch(PALETTE[n % PALETTE.length]), x.name === x.key ? x.key : `${x.name} (${x.key})`)),
+      swatch(PALETTE[n % PALETTE.length]), x.name === x.key ? x.key : `${x.name} (${x.key.split("-").pop()})`)),
     h("span", { class: "key" }, swatch("#cbd5e1"), "offered"),
     h("span", { class: "key" }, swatch("#111827", true), "total of the agents"));
-  return h("div", { class: "chart-box" }, svg, legend);
+  return h("div", { class: "chart-box" }, svg, caption, legend);
 }
 
 function swatch(color, line = false) {
