@@ -242,3 +242,12 @@ async def test_with_credentials_the_ui_and_history_ask_for_them(tmp_path):
         auth = {"Authorization": "Basic " + base64.b64encode(f"ops:{secret}".encode()).decode()}
         assert (await c.get("/", headers=auth)).status == 200
         assert (await c.get(f"{H}/state?index=3", headers=auth)).status == 200
+
+
+def test_the_pages_never_parse_cluster_data_as_html():
+    from master.ui import STATIC
+
+    for js in STATIC.glob("*.js"):
+        text = js.read_text()
+        for sink in ("innerHTML", "outerHTML", "insertAdjacentHTML", "document.write", "eval(", "new Function"):
+            assert sink not in text, (js.name, sink)

@@ -148,11 +148,24 @@ export class Cluster extends EventTarget {
           this._schedule();
         }
       } catch (e) {
+        if (e instanceof HttpError && e.status === 403) return this._poll(); // the log is for readers of all
         this.error = `event stream: ${e.message}`;
       }
       this.connected = false;
       this._emit("tick");
       await new Promise((res) => setTimeout(res, 2000)); // then resume where it stopped (from=last+1)
+    }
+  }
+
+  // A principal that may not read the whole log (the event stream's 403) still gets /master/state, as the ACLs
+  // filter it: fetched every few seconds instead of on events.
+  async _poll() {
+    this.connected = false;
+    this.polling = true;
+    this._emit("tick");
+    for (;;) {
+      await new Promise((res) => setTimeout(res, 5000));
+      if (this.live) await this.refresh();
     }
   }
 

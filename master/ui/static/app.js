@@ -358,6 +358,9 @@ function showTick() {
   } else if (cluster.connected) {
     conn.className = "conn live";
     conn.textContent = `● live · index ${cluster.last}`;
+  } else if (cluster.polling) {
+    conn.className = "conn live";
+    conn.textContent = "● live · refreshed every 5 s";
   } else {
     conn.className = "conn down";
     conn.textContent = "○ reconnecting…";
