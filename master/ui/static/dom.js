@@ -1,5 +1,5 @@
 // Building the DOM safely: every string from the cluster (ids, names, labels: user-controlled) goes through
-// textContent or setAttribute, never innerHTML.
+// textContent or setAttribute, never parsed as HTML.
 
 const SVG_NS = "http://www.w3.org/2000/svg";
 
