@@ -34,6 +34,7 @@ from master.api.events import EventsAPI
 from master.api.operator import OperatorAPI
 from master.replica import MasterConfig, MasterServer
 from master.api.scheduler import SchedulerAPI
+from master.api.why import add_why_routes
 from master import metrics as master_metrics
 from master.readcache import ReadCache
 from master.state import state_hash
@@ -299,6 +300,7 @@ def build_app(core: MasterServer) -> web.Application:
         app.router.add_get(p, metrics_snapshot)
     # Read-only, from this replica's own store; the whole history, so only for readers who may see everything.
     add_audit_routes(app, core.store.path, lambda request: viewer(core, request).sees_all)
+    add_why_routes(app, core.store.path, lambda request: viewer(core, request).sees_all)
     return app
 
 
