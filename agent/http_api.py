@@ -174,8 +174,8 @@ class AgentAPI:
         done = rec.state in TERMINAL_STATES
         tid = rec.spec.task_id
         return {"id": tid, "name": rules.command_executor_name(tid, rec.spec.command), "source": tid,
-                "type": "COMMAND", "container": rec.container_id or "", "directory": self.sandbox(rec), "role": rec.spec.role,
-                "resources": self.resources_model(Resources(rec.spec.resources)),
+                "type": "COMMAND", "container": rec.container_id or "", "directory": self.sandbox(rec),
+                "role": rec.spec.role, "resources": self.resources_model(Resources(rec.spec.resources)),
                 "tasks": [task] if task is not None and not done else [], "queued_tasks": [],
                 "completed_tasks": [task] if task is not None and done else []}
 

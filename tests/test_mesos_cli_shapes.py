@@ -49,13 +49,11 @@ def need(obj: Any, path: str, kind: type | tuple[type, ...]) -> Any:
             assert isinstance(cur, list) and cur, f"{path}: {part} of {cur!r}"
             cur = cur[int(part[1:-1])]
         else:
-            assert isinstance(cur, dict) and part in cur, f"{path}: no {part!r} in {sorted(cur) if isinstance(cur, dict) else cur!r}"
+            assert isinstance(cur, dict) and part in cur, f"{path}: no {part!r} in {cur!r}"
             cur = cur[part]
     kinds = kind if isinstance(kind, tuple) else (kind,)
-    # JSON numbers: an int is a fine float, a bool is not a number
-    ok = isinstance(cur, kinds) and not (isinstance(cur, bool) and bool not in kinds)
-    assert ok or (float in kinds and isinstance(cur, int) and not isinstance(cur, bool)), \
-        f"{path}: {cur!r} is not {kinds}"
+    # (a JSON true is not a number, though Python's bool is an int)
+    assert isinstance(cur, kinds) and (bool in kinds or not isinstance(cur, bool)), f"{path}: {cur!r} is not {kinds}"
     return cur
 
 
