@@ -2,9 +2,11 @@
 list`, `mesos framework list -a` and `mesos task list -a` (Mesos's src/python/cli_new), and the old CLI's `mesos
 state`, `mesos frameworks -i` and `mesos ps` (mesosphere's mesos-cli, PyPI `mesos.cli`).
 
-Neither client can run here: the current one is not published (it lives in the Mesos source tree only), and
-`mesos.cli` 0.1.5 installs from PyPI but is Python 2 code (`import urlparse`, `itertools.ifilter`; its first import
-already fails on Python 3 with `NameError: name 'cfg_name' is not defined`, a class-scope comprehension in cfg.py).
+Neither client can be a test dependency: the current one is not published (it lives in the Mesos source tree only),
+and `mesos.cli` 0.1.5 installs from PyPI but is Python 2 code (its first import fails on Python 3 with `NameError:
+name 'cfg_name' is not defined`; then `import urlparse`, `itertools.ifilter`, a tuple-parameter lambda, protobuf
+2.6.1). (Run by hand outside the repository, the current CLI from a Mesos checkout, and the old one with those
+Python 2 spots shimmed, both print the tables the functions below build, against `drover local`.)
 So each command is written out below as the reads it makes: the same requests (paths and query parameters), the
 same fields taken from the answers, with the types its code relies on, and its table's rows built as it builds
 them. Every field a command reads is checked present with that type on a real cluster: an active framework with a
