@@ -91,6 +91,7 @@ class Finding(msgspec.Struct, omit_defaults=True):
     share: float | None = None  # this framework's DRF share in its role (outranked)
     role_share: float | None = None
     offers: list[str] = msgspec.field(default_factory=list)  # offered: the offer ids
+    free: dict[str, float] = msgspec.field(default_factory=dict)  # what the agents concerned had free, summed
 
 
 class RunDiagnosis(msgspec.Struct, omit_defaults=True):
@@ -241,9 +242,16 @@ def diagnose(state: State, framework_id: str, offers: Sequence[ev.OfferRecord],
     required = _required(a)
     spare = q_sub(_headroom(a), required) if required else None
 
-    def note(reason: str, aid: str, r: str) -> None:
+    free_by: dict[str, Q] = {}  # per reason: what those agents had free (the framework's needs are its own)
+
+    def note(reason: str, aid: str, r: str, free: Resources | None = None) -> None:
         agents_by.setdefault(reason, set()).add(aid)
         roles_by.setdefault(reason, set()).add(r)
+        if free is not None and aid not in seen_free.setdefault(reason, set()):
+            seen_free[reason].add(aid)
+            free_by[reason] = q_add(free_by.get(reason, {}), free.quantities())
+
+    seen_free: dict[str, set[str]] = {}
 
     for aid in active:
         agent = a.agents[aid]
@@ -253,7 +261,7 @@ def diagnose(state: State, framework_id: str, offers: Sequence[ev.OfferRecord],
                 note(NO_FREE_RESOURCES, aid, r)
                 continue
             if a._filtered(framework_id, r, aid, free, time):
-                note(FILTERED, aid, r)
+                note(FILTERED, aid, r, free)
                 until = max(until, _filter_until(a, framework_id, r, aid, free, time))
                 continue
             free_q = unreserved_scalars(free).quantities()
@@ -269,13 +277,13 @@ def diagnose(state: State, framework_id: str, offers: Sequence[ev.OfferRecord],
                 note(QUOTA_HEADROOM, aid, r)
                 continue
             if not a._allocatable(free, r, afw):
-                note(TOO_SMALL, aid, r)
+                note(TOO_SMALL, aid, r, free)
                 wants[r] = _min_text(afw, a, r)
                 cpus = free.quantities().get("cpus", 0.0)
                 if r not in largest_free or cpus > largest_free[r][0]:
                     largest_free[r] = (cpus, aid, free.format())
                 continue
-            note(OUTRANKED, aid, r)
+            note(OUTRANKED, aid, r, free)
             for o in taken.get(aid, []):
                 if o.framework_id != framework_id:
                     rivals.setdefault((o.framework_id, o.role), set()).add(aid)
@@ -287,6 +295,12 @@ def diagnose(state: State, framework_id: str, offers: Sequence[ev.OfferRecord],
 
     def roles_of(reason: str) -> list[str]:
         return sorted(roles_by.get(reason, ()))
+
+    def free_text(reason: str) -> str:
+        """What the agents had free, and the cluster's resources none of them had any of (often the answer)."""
+        free = free_by.get(reason, {})
+        none = sorted(k for k, v in a.totals.items() if v > 0 and k not in free and k != "ports")
+        return fmt_q(free) + (f"; none of {', '.join(none)}" if none else "")
 
     n = len(active)
     if NO_FREE_RESOURCES in agents_by:
@@ -303,8 +317,9 @@ def diagnose(state: State, framework_id: str, offers: Sequence[ev.OfferRecord],
                                 holders=holders))
     if FILTERED in agents_by:
         ids = agents_of(FILTERED)
-        findings.append(Finding(FILTERED, f"its decline filters covered what {len(ids)} agent(s) had free",
-                                agents=ids, roles=roles_of(FILTERED), until=until))
+        findings.append(Finding(FILTERED, f"its decline filters covered what {len(ids)} agent(s) had free "
+                                          f"({free_text(FILTERED)})",
+                                agents=ids, roles=roles_of(FILTERED), until=until, free=free_by.get(FILTERED, {})))
     if QUOTA_LIMIT in agents_by:
         text = "; ".join(f"role {r} at its quota limit for {fmt_q(q)}" for r, q in sorted(at_limit.items()))
         findings.append(Finding(QUOTA_LIMIT, text, agents=agents_of(QUOTA_LIMIT), roles=roles_of(QUOTA_LIMIT)))
@@ -318,7 +333,8 @@ def diagnose(state: State, framework_id: str, offers: Sequence[ev.OfferRecord],
         for r in roles_of(TOO_SMALL):
             _, aid, res = largest_free[r]
             parts.append(f"role {r} asks for at least {wants[r]}; the most any agent had free was {res} ({aid})")
-        findings.append(Finding(TOO_SMALL, "; ".join(parts), agents=agents_of(TOO_SMALL), roles=roles_of(TOO_SMALL)))
+        findings.append(Finding(TOO_SMALL, "; ".join(parts), agents=agents_of(TOO_SMALL), roles=roles_of(TOO_SMALL),
+                                free=free_by.get(TOO_SMALL, {})))
     if OUTRANKED in agents_by:
         ids = agents_of(OUTRANKED)
         r0 = roles_of(OUTRANKED)[0]
@@ -328,7 +344,7 @@ def diagnose(state: State, framework_id: str, offers: Sequence[ev.OfferRecord],
             them = seen.get((fid, r))
             s, rs = (them.share, them.role_share) if them is not None else _share(a, fid, r)
             rv.append(Rival(fid, r, s, rs, sorted(where)))
-        text = f"on {len(ids)} agent(s) with free resources, others were served first"
+        text = f"on {len(ids)} agent(s) with free resources ({free_text(OUTRANKED)}), others were served first"
         if rv:
             text += ": " + ", ".join(f"{x.framework_id} ({x.role}, share {_fmt_share(x.share)}, role share "
                                      f"{_fmt_share(x.role_share)})" for x in rv[:3])
@@ -337,7 +353,7 @@ def diagnose(state: State, framework_id: str, offers: Sequence[ev.OfferRecord],
         if not rv:
             text += "; the run ended before its turn"
         findings.append(Finding(OUTRANKED, text, agents=ids, roles=roles_of(OUTRANKED), rivals=rv, share=share,
-                                role_share=role_share))
+                                role_share=role_share, free=free_by.get(OUTRANKED, {})))
     return done(*findings)
 
 

@@ -293,20 +293,29 @@ def _summarise(fid: str, diagnoses: list[diag.RunDiagnosis], now: diag.RunDiagno
               for r in sorted(counts, key=lambda r: (-counts[r], order.get(r, 99)))]
     nxt = [_finding_dict(f, None, "next run") for f in now.findings]
     changes: list[str] = []
+    done: set[str] = set()
     for f in (*now.findings, *(latest[r] for r in sorted(counts, key=lambda r: -counts[r]))):
-        if f.reason == diag.OFFERED:
-            continue
+        if f.reason == diag.OFFERED or f.reason in done:
+            continue  # one remedy per reason: the next run's when it has one
+        done.add(f.reason)
         text = diag.remedy(f, iso(f.until) if f.until else None)
         if text and text not in changes:
             changes.append(text)
     return nxt + window, changes
 
 
+def _span(store: EventStore, start: int, end: int) -> str:
+    """'indexes a-b (time to time)': the window as the log has it."""
+    rows = dict(store.db.execute("SELECT idx, ts FROM events WHERE idx IN (?, ?)", (start, end)).fetchall())
+    if start > end or start not in rows:
+        return f"the empty window ending at index {end}"
+    return f"indexes {start}-{end} ({_fmt_time(rows[start])} to {_fmt_time(rows.get(end))})"
+
+
 def _framework_answer(fid: str, name: str, offers: int, runs: int, analysed: list[diag.RunDiagnosis],
-                      now: diag.RunDiagnosis, t0: float | None, t1: float | None, start: int, end: int) -> str:
-    window = f"between {_fmt_time(t0) if t0 else 'the start'} and {_fmt_time(t1) if t1 else 'index ' + str(end)}" \
-             f" (indexes {start}-{end})"
-    text = f"Framework {fid}{f' ({name})' if name else ''} got {offers} offer(s) in {runs} allocation run(s) {window}."
+                      now: diag.RunDiagnosis, window: str) -> str:
+    text = f"Framework {fid}{f' ({name})' if name else ''} got {offers} offer(s) in {runs} allocation run(s) in " \
+           f"{window}."
     missed = [d for d in analysed if not d.offered]
     if missed:
         counts: dict[str, int] = {}
@@ -329,12 +338,22 @@ def _framework_info(state: State, fid: str) -> tuple[str, list[str]]:
     return (fw.info.name, list(fw.info.roles)) if fw is not None else ("", [])
 
 
-def _known_framework(store: EventStore, framework_id: str, upto: int) -> str:
-    cluster = _cluster_id(store)
-    names = _names(framework_id, cluster)
+def _subscriptions(store: EventStore, upto: int) -> dict[str, int]:
+    """Every framework subscribed up to `upto`, with the index it first subscribed at."""
+    first: dict[str, int] = {}
     for env in iter_envelopes(store, 1, upto):
-        if isinstance(env.event, ev.FrameworkSubscribed) and env.event.framework_id in names:
-            return env.event.framework_id
+        if isinstance(env.event, ev.FrameworkSubscribed):
+            first.setdefault(env.event.framework_id, env.index)
+    return first
+
+
+def _known_framework(store: EventStore, framework_id: str, upto: int) -> tuple[str, int]:
+    """The framework's full id and the index it first subscribed at."""
+    names = _names(framework_id, _cluster_id(store))
+    subscribed = _subscriptions(store, upto)
+    for name in names:
+        if name in subscribed:
+            return name, subscribed[name]
     raise WhyError("framework_id", f"no framework {framework_id!r} subscribed in the log up to index {upto}",
                    status=404)
 
@@ -343,8 +362,9 @@ def why_framework(store: EventStore, framework_id: str, since: str | float | Non
                   until: str | float | None = None, at: int | None = None, role: str | None = None
                   ) -> dict[str, Any]:
     upto = _upto(store, at)
-    fid = _known_framework(store, framework_id, upto)
+    fid, subscribed = _known_framework(store, framework_id, upto)
     start, end, t0, t1 = _window(store, since, until, upto)
+    start = max(start, subscribed)  # the runs before it existed say nothing about it
     runs, offers, _ = _runs(store, start, end, {fid}, role) if start <= end else ([], 0, {})
     per, now, state = _diagnose_window(store, [fid], end, runs, t1, role)
     name, roles = _framework_info(state, fid)
@@ -353,11 +373,12 @@ def why_framework(store: EventStore, framework_id: str, since: str | float | Non
     reasons, changes = _summarise(fid, per[fid], now[fid])
     question = (f"Why did framework {fid} get no offers" if offers == 0 else
                 f"Why did framework {fid} get only {offers} offer(s)") + (f" for role {role}" if role else "") + \
-        (f" between {iso(t0) or 'the start'} and {iso(t1) or 'index ' + str(end)}?")
+        (f" between {iso(t0)} and {iso(t1) or 'index ' + str(end)}?" if t0 else
+         f" up to {iso(t1) or 'index ' + str(end)}?")
     return {"question": question, "kind": "framework", "index": end, "framework_id": fid, "name": name,
             "roles": roles, "role": role, "since": iso(t0), "until": iso(t1), "from_index": start, "to_index": end,
             "allocation_runs": len(runs), "runs_analysed": len(per[fid]), "offers_received": offers,
-            "answer": _framework_answer(fid, name, offers, len(runs), per[fid], now[fid], t0, t1, start, end),
+            "answer": _framework_answer(fid, name, offers, len(runs), per[fid], now[fid], _span(store, start, end)),
             "reasons": reasons, "changes": changes, "next_run": msgspec.to_builtins(now[fid]),
             "runs": [msgspec.to_builtins(d) for d in per[fid]]}
 
@@ -370,6 +391,8 @@ def why_role(store: EventStore, role: str, since: str | float | None = None, unt
     fids = sorted(f for f, fw in head.frameworks.items() if role in fw.info.roles)
     if not fids:
         raise WhyError("role", f"no registered framework is subscribed to role {role!r} at index {end}", status=404)
+    subscribed = _subscriptions(store, end)
+    start = max(start, min(subscribed.get(f, start) for f in fids))
     runs, offers, got = _runs(store, start, end, set(fids), role) if start <= end else ([], 0, {})
     per, now, state = _diagnose_window(store, fids, end, runs, t1, role)
     quota = state.quotas.get(role)
@@ -387,7 +410,8 @@ def why_role(store: EventStore, role: str, since: str | float | None = None, unt
                            "next_run": msgspec.to_builtins(now[f])})
     starved = [f for f in fids if got.get(f, 0) == 0]
     answer = (f"Role {role} (weight {weight:g}{', quota ' + _quota_text(quota) if quota else ''}) got {offers} "
-              f"offer(s) in {len(runs)} allocation run(s) (indexes {start}-{end}) for {len(fids)} framework(s)")
+              f"offer(s) in {len(runs)} allocation run(s) in {_span(store, start, end)} for {len(fids)} "
+              f"framework(s)")
     answer += f"; {len(starved)} got none: {', '.join(starved)}." if starved else "."
     nexts = [f"{f}: " + "; ".join(x.detail for x in now[f].findings) for f in fids if not now[f].offered]
     if nexts:
@@ -416,13 +440,16 @@ def ask(path: str | Path, kind: str, **params: Any) -> dict[str, Any]:
     store = EventStore(path)
     try:
         if kind == "task":
-            return why_task(store, params["framework_id"], params["task_id"], params.get("at"))
-        if kind == "framework":
-            return why_framework(store, params["framework_id"], params.get("since"), params.get("until"),
-                                 params.get("at"), params.get("role"))
-        if kind == "role":
-            return why_role(store, params["role"], params.get("since"), params.get("until"), params.get("at"))
-        raise WhyError("kind", f"unknown question {kind!r} (expected one of {', '.join(KINDS)})")
+            answer = why_task(store, params["framework_id"], params["task_id"], params.get("at"))
+        elif kind == "framework":
+            answer = why_framework(store, params["framework_id"], params.get("since"), params.get("until"),
+                                   params.get("at"), params.get("role"))
+        elif kind == "role":
+            answer = why_role(store, params["role"], params.get("since"), params.get("until"), params.get("at"))
+        else:
+            raise WhyError("kind", f"unknown question {kind!r} (expected one of {', '.join(KINDS)})")
+        answer["cluster_id"] = _cluster_id(store)
+        return answer
     finally:
         store.close()
 
@@ -436,7 +463,26 @@ def _table(rows: Iterable[list[str]], headers: list[str]) -> list[str]:
 
 
 def render(answer: dict[str, Any]) -> str:
-    """The answer as readable text: the question, the answer, the reasons and the changes as tables."""
+    """The answer as readable text: the question, the answer, the reasons and the changes as tables. Ids are
+    shown without the cluster prefix, as the audit shows them (the JSON has the full ids)."""
+    cluster = answer.get("cluster_id")
+    if not cluster:
+        return _render(answer)
+    prefix = f"{cluster}-"
+
+    def short(v: Any) -> Any:
+        if isinstance(v, str):
+            return v.replace(prefix, "")
+        if isinstance(v, list):
+            return [short(x) for x in v]
+        if isinstance(v, dict):
+            return {k: short(x) for k, x in v.items()}
+        return v
+
+    return _render(short(answer)) + f"\n(ids are shown without the cluster prefix {cluster!r})\n"
+
+
+def _render(answer: dict[str, Any]) -> str:
     out = [printable(answer["question"]), "", *_wrap(answer["answer"]), ""]
     if answer.get("kind") == "task":
         if answer.get("candidates"):
