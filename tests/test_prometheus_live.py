@@ -1,4 +1,5 @@
 """A real Prometheus against a real cluster: deploy/prometheus/alerts.yml and a scrape config pass `promtool check`,
+the rules their unit tests (`promtool test rules deploy/prometheus/alerts_test.yml`),
 every master's and agent's /metrics passes `promtool check metrics` (Prometheus's own lint of names, types and
 help texts), and a Prometheus (Debian's package, installed by scripts/setup.sh) started on a free loopback port
 scrapes 3 replicas and 2 agents every second, evaluates the alert rules, and answers queries with the cluster's
@@ -10,6 +11,7 @@ a temp dir, and stops it at the end."""
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -27,6 +29,7 @@ from tests.cluster import REPO, Cluster, running_cluster
 pytestmark = pytest.mark.integration
 
 ALERTS = REPO / "deploy" / "prometheus" / "alerts.yml"
+ALERTS_TEST = REPO / "deploy" / "prometheus" / "alerts_test.yml"
 SAMPLE_CONFIG = REPO / "deploy" / "prometheus" / "prometheus.yml"
 TIMEOUT = 90.0  # generous: polled, never a measured duration
 
@@ -84,6 +87,9 @@ def test_alert_rules_and_scrape_configs_pass_promtool(tmp_path: Path) -> None:
     r = promtool("check", "rules", str(ALERTS))
     assert r.returncode == 0, r.stdout.decode() + r.stderr.decode()
     assert b"SUCCESS" in r.stdout
+    # deploy/prometheus/alerts_test.yml: the rules on made-up series (which fire, which do not)
+    r = promtool("test", "rules", str(ALERTS_TEST))
+    assert r.returncode == 0, r.stdout.decode() + r.stderr.decode()
     r = promtool("check", "config", str(SAMPLE_CONFIG))
     assert r.returncode == 0, r.stdout.decode() + r.stderr.decode()
     fake = Cluster(data_dir=tmp_path / "unused")
@@ -110,6 +116,7 @@ def live(tmp_path_factory) -> Iterator[Cluster]:
 
 
 def test_metrics_pass_promtool_check_metrics(live: Cluster) -> None:
+    served: set[str] = set()
     for addr in [m["http"] for m in live.layout["masters"]] + [a["http"] for a in live.layout["agents"]]:
         text = get(f"http://{addr}/metrics")
         assert b"drover_" in text
@@ -117,6 +124,10 @@ def test_metrics_pass_promtool_check_metrics(live: Cluster) -> None:
         # promtool prints its findings (errors and lint warnings alike) and exits non-zero on any
         assert r.returncode == 0 and not r.stdout.strip() and not r.stderr.strip(), \
             f"{addr}: {r.stdout.decode()}{r.stderr.decode()}"
+        served |= set(re.findall(r"^(drover_\w+?)(?:\{| )", text.decode(), re.M))
+    # the alert rules use only series the cluster serves
+    used = set(re.findall(r"\bdrover_\w+", ALERTS.read_text()))
+    assert used and used <= served, sorted(used - served)
 
 
 def start_prometheus(config: Path, tmp_path: Path) -> tuple[subprocess.Popen, str]:
