@@ -173,9 +173,9 @@ class AgentAPI:
     def executor_model(self, rec: TaskRecord, task: dict | None) -> dict:
         done = rec.state in TERMINAL_STATES
         tid = rec.spec.task_id
-        return {"id": tid, "name": f"Command Executor (Task: {tid})", "source": tid, "type": "COMMAND",
-                "container": rec.container_id or "", "directory": self.sandbox(rec), "role": rec.spec.role,
-                "resources": self.resources_model(Resources(rec.spec.resources)),
+        return {"id": tid, "name": rules.command_executor_name(tid, rec.spec.command), "source": tid,
+                "type": "COMMAND", "container": rec.container_id or "", "directory": self.sandbox(rec),
+                "role": rec.spec.role, "resources": self.resources_model(Resources(rec.spec.resources)),
                 "tasks": [task] if task is not None and not done else [], "queued_tasks": [],
                 "completed_tasks": [task] if task is not None and done else []}
 
@@ -354,7 +354,8 @@ class AgentAPI:
         for r in recs:
             if (s := stats.get(r.container_id or "")) is not None:
                 out.append({"framework_id": r.framework_id, "executor_id": r.spec.task_id,
-                            "executor_name": f"Command Executor (Task: {r.spec.task_id})", "source": r.spec.task_id,
+                            "executor_name": rules.command_executor_name(r.spec.task_id, r.spec.command),
+                            "source": r.spec.task_id,
                             "container_id": r.container_id, "statistics": s})
         return web.json_response(out)
 
@@ -423,7 +424,7 @@ class AgentAPI:
                 active.add(rec.framework_id)
             ex = {"executor_info": {"executor_id": {"value": rec.spec.task_id},
                                     "framework_id": {"value": rec.framework_id}, "source": rec.spec.task_id,
-                                    "name": f"Command Executor (Task: {rec.spec.task_id})"}}
+                                    "name": rules.command_executor_name(rec.spec.task_id, rec.spec.command)}}
             group = rec.spec.executor
             if group is not None:  # a task group's default executor, listed once (live while a task of it is)
                 ex = {"executor_info": {"executor_id": {"value": group.executor_id}, "type": "DEFAULT",
@@ -452,7 +453,7 @@ class AgentAPI:
         out = []
         for r in recs:
             c: dict[str, Any] = {"framework_id": {"value": r.framework_id}, "executor_id": {"value": r.spec.task_id},
-                                 "executor_name": f"Command Executor (Task: {r.spec.task_id})",
+                                 "executor_name": rules.command_executor_name(r.spec.task_id, r.spec.command),
                                  "container_id": {"value": r.container_id}}
             if (s := stats.get(r.container_id or "")) is not None:
                 c["resource_statistics"] = s

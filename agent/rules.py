@@ -67,6 +67,24 @@ class UnsafePath(ValueError):
     """A path built from ids would not be a directory of its own inside the agent's work dir."""
 
 
+def command_executor_name(task_id: str, command: Any) -> str:
+    """The name Mesos gives a task's command executor (slave.cpp, getExecutorInfo): the task and its command, cut
+    to 12 characters and "..." when longer than 15 (tools parse it, e.g. the old `mesos ps` reads "(Command: X)").
+    `command`: the task's CommandSpec (shell, value, arguments)."""
+    value = getattr(command, "value", None)
+    if getattr(command, "shell", True):
+        if not value:
+            what = "NO COMMAND"
+        else:
+            what = "sh -c '" + (value[:12] + "..." if len(value) > 15 else value) + "'"
+    elif not value:
+        what = "NO EXECUTABLE"
+    else:
+        args = value + ", " + ", ".join(getattr(command, "arguments", None) or [])
+        what = "[" + (args[:12] + "..." if len(args) > 15 else args) + "]"
+    return f"Command Executor (Task: {task_id}) (Command: {what})"
+
+
 def launch_problem(framework_id: object, task_id: object, task_agent_id: object, own_agent_id: object) -> str | None:
     """Why the agent refuses a LAUNCH outright (TASK_ERROR, REASON_TASK_INVALID), or None."""
     return (id_problem(framework_id, "Framework ID") or id_problem(task_id, "Task ID")

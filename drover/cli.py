@@ -19,7 +19,7 @@ from pathlib import Path
 from drover import logs
 
 
-from drover import audit_cli, chaos_cli, replay_cli, task_cli
+from drover import audit_cli, chaos_cli, replay_cli, task_cli, why_cli
 from drover.errors import UsageError
 
 
@@ -227,6 +227,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     replay_cli.add_commands(sub)
     audit_cli.add_commands(sub)
+    why_cli.add_commands(sub)
     chaos_cli.add_commands(sub)
     task_cli.add_commands(sub)
 

@@ -35,6 +35,7 @@ from master.api.history import add_history_routes
 from master.api.operator import OperatorAPI
 from master.replica import MasterConfig, MasterServer
 from master.api.scheduler import SchedulerAPI
+from master.api.why import add_why_routes
 from master import metrics as master_metrics
 from master.readcache import ReadCache
 from master.state import state_hash
@@ -47,12 +48,13 @@ log = structlog.get_logger("drover.http")
 LEADER_ONLY_POST = {"/api/v1/scheduler", "/master/api/v1/scheduler", "/api/drover/agent", "/api/v1",
                     "/master/api/v1"}
 STATE_PATHS = ("/state", "/master/state", "/state.json", "/master/state.json")
-# Mesos's smaller read endpoints (master/state_json.py), each at these four paths.
+# Mesos's smaller read endpoints (master/state_json.py), each at these paths: libprocess drops a trailing '/'
+# before it looks up a handler, and the Mesos CLI asks for `master/frameworks/` (src/python/cli_new/lib/cli/mesos.py).
 MESOS_READS = ("slaves", "frameworks", "tasks", "roles", "state-summary")
 
 
 def read_paths(name: str) -> tuple[str, ...]:
-    return (f"/{name}", f"/{name}.json", f"/master/{name}", f"/master/{name}.json")
+    return (f"/{name}", f"/{name}.json", f"/master/{name}", f"/master/{name}.json", f"/{name}/", f"/master/{name}/")
 
 
 LEADER_ONLY_GET = {*STATE_PATHS, *(p for name in MESOS_READS for p in read_paths(name))}
@@ -71,11 +73,14 @@ class _BadQuery(Exception):
     """A read endpoint's query parameters it cannot serve: a 400 with this text."""
 
 
-def _int_param(query, name: str, default: int, hi: int) -> int | str:
-    """A non-negative integer query parameter (at most `hi`), or the 400's text."""
+def _int_param(query, name: str, default: int, hi: int, *, negative: int | None = None) -> int | str:
+    """A non-negative integer query parameter (at most `hi`), or the 400's text; with `negative`, a negative
+    integer is read as that value."""
     raw = query.get(name)
     if raw is None:
         return default
+    if negative is not None and raw[:1] == "-" and raw[1:].isascii() and raw[1:].isdigit() and len(raw) <= 12:
+        return negative
     if not (raw.isascii() and raw.isdigit() and len(raw) <= 12) or int(raw) > hi:
         return f"'{name}' must be an integer from 0 to {hi}, not '{raw[:32]}'"
     return int(raw)
@@ -86,7 +91,9 @@ MAX_TASKS_OFFSET = 1_000_000_000
 
 def tasks_answer(state, query) -> dict | str:
     """/tasks for these query parameters (others are ignored, as Mesos does), or the 400's text."""
-    limit = _int_param(query, "limit", state_json.TASK_LIMIT, 2**31 - 1)  # beyond MAX_TASK_LIMIT: served as it
+    # Beyond MAX_TASK_LIMIT: served as it. A negative limit too: Mesos reads it into a size_t (-1 is "all of them",
+    # which the Mesos CLI's `task list` asks for: src/python/cli_new/lib/cli/mesos.py, get_tasks).
+    limit = _int_param(query, "limit", state_json.TASK_LIMIT, 2**31 - 1, negative=state_json.MAX_TASK_LIMIT)
     offset = _int_param(query, "offset", 0, MAX_TASKS_OFFSET)
     order = query.get("order", "desc")
     for v in (limit, offset):
@@ -301,6 +308,7 @@ def build_app(core: MasterServer) -> web.Application:
         app.router.add_get(p, metrics_snapshot)
     # Read-only, from this replica's own store; the whole history, so only for readers who may see everything.
     add_audit_routes(app, core.store.path, lambda request: viewer(core, request).sees_all)
+    add_why_routes(app, core.store.path, lambda request: viewer(core, request).sees_all)
 
     def past_state(request: web.Request):
         # Called on the event loop: what the rendering (in a worker thread) needs of the replica, read now.

@@ -4,7 +4,9 @@ Collected only at the IO edges or derived from the folded state at scrape time; 
 nothing of them (docs/operating.md lists every metric):
 
 * counters of committed events, observed where the replica takes a committed batch (MasterServer._apply_batch and
-  _apply_own: every replica counts the same events, each since its own start);
+  _apply_own: every replica counts the same events, each since its own start). Task state transitions need the
+  task's state before the event: `transition` reads it just before the fold (in _apply_batch, and in `stage` on the
+  leader, whose events are folded when staged); they are counted once committed;
 * histograms timed around the leader's allocation run (`decide_offers`) and around the commit of a Raft entry
   (proposed -> committed and stored);
 * HTTP requests, by route template (never the raw path) and status code: an aiohttp middleware (master/http.py);
@@ -58,6 +60,11 @@ class MasterMetrics:
         self.task_status_updates = Counter(
             "drover_master_task_status_updates", "Task status updates committed, by the state and reason they "
             "carry (reason \"\" when none).", ["state", "reason"], registry=r)
+        self.task_transitions = Counter(
+            "drover_master_task_state_transitions", "Task state transitions committed: status updates that changed "
+            "the task's state (repeats, such as a running task's health updates, are not counted), by the state "
+            "before, the state after and the update's reason (\"\" when none).", ["from_state", "to_state", "reason"],
+            registry=r)
         self.allocation_seconds = Histogram(
             "drover_master_allocation_run_duration_seconds", "Time of one allocation run (decide_offers) on the "
             "leader.", registry=r, buckets=ALLOCATION_BUCKETS)
@@ -75,8 +82,11 @@ class MasterMetrics:
         self.registry.register(_StateCollector(core))
 
     # ---- the edges ---------------------------------------------------------------------------------------------
-    def observe_committed(self, envs: Iterable[ev.Envelope]) -> None:
-        """Count what committed events say (called once per committed batch, by every replica)."""
+    def observe_committed(self, envs: Iterable[ev.Envelope], transitions: Iterable[Transition] = ()) -> None:
+        """Count what committed events say (called once per committed batch, by every replica), and the task state
+        transitions `transition` found in them before their fold."""
+        for from_state, to_state, reason in transitions:
+            self.task_transitions.labels(from_state, to_state, reason).inc()
         for env in envs:
             e = env.event
             if isinstance(e, ev.OffersMade):
@@ -96,6 +106,21 @@ class MasterMetrics:
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)
+
+
+Transition = tuple[str, str, str]  # (from_state, to_state, reason)
+
+
+def transition(state: State, event: ev.Event) -> Transition | None:
+    """The task state transition `event` makes when folded into `state`, read before the fold (pure): a status
+    update of a known task that changes its state. As in the fold, a terminal task's state never changes and an
+    update of an unknown task changes nothing."""
+    if not isinstance(event, ev.StatusUpdated):
+        return None
+    task = state.task(event.framework_id, event.task_id)
+    if task is None or task.terminal or task.state == event.status.state:
+        return None
+    return str(task.state), str(event.status.state), str(event.status.reason or "")
 
 
 def framework_states(state: State) -> Tally[str]:

@@ -44,6 +44,9 @@ class Staged:
     messages: list[fx.Effect]  # the decider's own messages; sent after the effects
     done: asyncio.Future  # the index of the first event, or NotLeader
     then: list[Callable[[], None]] = field(default_factory=list)  # run once committed, after the messages
+    # Task state transitions its events make (master.metrics.transition, read before each fold), counted once
+    # committed.
+    transitions: list[tuple[str, str, str]] = field(default_factory=list)
 
     @property
     def first(self) -> int:
@@ -81,6 +84,10 @@ class Group:
     @property
     def payloads(self) -> list[bytes]:
         return [p for d in self.decisions for p in d.payloads]
+
+    @property
+    def transitions(self) -> list[tuple[str, str, str]]:
+        return [t for d in self.decisions for t in d.transitions]
 
     def entry(self, term: int, epoch: int) -> bytes:
         parts = [(d.envs[0].ts, len(d.envs)) for d in self.decisions]

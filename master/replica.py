@@ -35,7 +35,7 @@ from master.allocator import AllocatorConfig
 from master.decide import DecideConfig
 from master.decide.timers import TimersReply, decide_disconnect, decide_timers
 from master.limits import Limits
-from master.metrics import MasterMetrics
+from master.metrics import MasterMetrics, transition
 from master.pipeline import Group, Staged, take_group
 from master.state import State, apply, decode_snapshot, encode_snapshot, state_hash
 
@@ -270,11 +270,14 @@ class MasterServer:
             return
         # The bytes stored are the bytes folded: the Raft entry's own event payloads (one codec, no re-encoding).
         await self.store.append(envs, batch.payloads[skip:] if batch.payloads else None)
+        transitions = []
         for env in envs:
+            if (t := transition(self.state, env.event)) is not None:  # the task's state before the fold
+                transitions.append(t)
             apply(self.state, env)
         self.committed_index = self.state.index
         self._notify_listeners(envs)  # right after the fold, no await in between: see _notify_listeners
-        self.metrics.observe_committed(envs)
+        self.metrics.observe_committed(envs, transitions)
         await self._after_commit()
 
     async def _apply_own(self, first: int, count: int, group: Group) -> None:
@@ -292,7 +295,7 @@ class MasterServer:
             self._inflight_space.set()
         self.committed_index = group.last
         self._notify_listeners(group.envs)
-        self.metrics.observe_committed(group.envs)
+        self.metrics.observe_committed(group.envs, group.transitions)
         if group.proposed_at:
             self.metrics.commit_seconds.observe(time.monotonic() - group.proposed_at)
         counts = self.pipeline_counts
@@ -429,6 +432,8 @@ class MasterServer:
             for e in events:
                 env = ev.Envelope(index=self.state.index + 1, term=self.serving_term, ts=ts, event=e)
                 d.effects += fx.plan(self.state, env)
+                if (t := transition(self.state, e)) is not None:  # the task's state before the fold (a metric)
+                    d.transitions.append(t)
                 apply(self.state, env)
                 d.envs.append(env)
                 self._after_fold(env)

@@ -17,10 +17,12 @@ fi
 # catatonit and netavark are referenced by deploy/containers.conf (init_path, network_backend) but are only
 # Recommends of podman, so they are listed explicitly. docker-registry (a distribution v2 registry,
 # /usr/bin/docker-registry) is only for the tests of image pulls (tests/conftest_registry.py starts one on loopback);
-# its systemd unit is not needed and is not started here. chromium is for the web UI's browser test
-# (tests/test_ui_browser.py drives Debian's Chromium with Playwright; no browser is downloaded).
+# its systemd unit is not needed and is not started here. prometheus (/usr/bin/prometheus and promtool) is only for
+# tests/test_prometheus_live.py, which checks deploy/prometheus/ and starts its own prometheus on loopback; the
+# package's systemd service is not used either. chromium is for the web UI's browser test (tests/test_ui_browser.py
+# drives Debian's Chromium with Playwright; no browser is downloaded).
 PKGS=(podman runc conmon catatonit netavark busybox-static uidmap iptables
-      python3 python3-venv python3-dev gcc ca-certificates docker-registry chromium)
+      python3 python3-venv python3-dev gcc ca-certificates docker-registry prometheus chromium)
 missing=()
 for p in "${PKGS[@]}"; do
   # `dpkg -s` also succeeds for removed-but-not-purged packages: require the "installed" status

@@ -589,3 +589,19 @@ async def test_a_task_over_its_disk_is_killed_and_fails_with_the_limitation_afte
                                                             "REASON_CONTAINER_LIMITATION_DISK", message)
     for t in list(again._bg) + list(again._watchers.values()) + list(again._stopping.values()):
         t.cancel()
+
+
+def test_command_executor_names_are_mesoss():
+    """As Mesos's slave.cpp names a command executor; the old `mesos ps` shows the "(Command: X)" part."""
+    from eventstore.events import CommandSpec
+
+    name = rules.command_executor_name
+    assert name("t1", CommandSpec(value="sleep 10")) == "Command Executor (Task: t1) (Command: sh -c 'sleep 10')"
+    assert name("t1", CommandSpec(value="echo hello world")) == \
+        "Command Executor (Task: t1) (Command: sh -c 'echo hello w...')"
+    assert name("t1", CommandSpec()) == "Command Executor (Task: t1) (Command: NO COMMAND)"
+    assert name("t1", CommandSpec(shell=False)) == "Command Executor (Task: t1) (Command: NO EXECUTABLE)"
+    assert name("t1", CommandSpec(shell=False, value="ls", arguments=["ls", "-l"])) == \
+        "Command Executor (Task: t1) (Command: [ls, ls, -l])"
+    assert name("t1", CommandSpec(shell=False, value="/bin/ls", arguments=["ls", "-l", "/tmp"])) == \
+        "Command Executor (Task: t1) (Command: [/bin/ls, ls,...])"

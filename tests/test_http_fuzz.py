@@ -302,10 +302,12 @@ async def test_read_endpoints_fuzz(replica: Replica) -> None:
             "/api/v1/events", "/master/api/v1/events", "/master/state", "/state.json", "/drover/status", "/health",
             "/version", "/redirect", "/master/redirect/x", "/api/drover/audit/offers", "/api/drover/audit/tasks",
             "/api/drover/audit/allocations", "/api/drover/audit/frameworks", "/api/drover/audit/nope", "/slaves",
-            "/master/frameworks.json", "/tasks", "/master/tasks.json", "/roles", "/state-summary"]))
+            "/master/frameworks.json", "/tasks", "/master/tasks.json", "/roles", "/state-summary",
+            "/api/drover/why/framework", "/api/drover/why/task", "/api/drover/why/role", "/api/drover/why/x"]))
         params = data.draw(st.lists(st.tuples(
             st.sampled_from(["from", "type", "framework", "agent", "follow", "jsonp", "since", "until", "limit",
-                             "format", "x", "offset", "order", "framework_id", "task_id", "slave_id"]),
+                             "format", "x", "offset", "order", "framework_id", "task_id", "slave_id", "index",
+                             "role"]),
             st.sampled_from(QUERY_VALUES)), max_size=3))
         query = "&".join(f"{k}={v}" for k, v in params)
         if "events" in path:

@@ -161,7 +161,8 @@ async def test_tasks_query_parameters_and_their_refusals(client):
     assert r.status == 200 and [t["id"] for t in (await r.json())["tasks"]] == ["t3"]
     r = await c.get("/tasks.json", params={"task_id": "t0", "framework_id": "F1", "other": "ignored"})
     assert [t["id"] for t in (await r.json())["tasks"]] == ["t0"]
-    for params, words in [({"limit": "x"}, "'limit' must be an integer"), ({"limit": "-1"}, "'limit'"),
+    for params, words in [({"limit": "x"}, "'limit' must be an integer"), ({"limit": "-"}, "'limit'"),
+                          ({"limit": "-1.5"}, "'limit'"), ({"offset": "-1"}, "'offset'"),
                           ({"offset": "1e3"}, "'offset' must be an integer"), ({"offset": "99999999999"}, "'offset'"),
                           ({"limit": "9" * 5000}, "'limit'"), ({"order": "sideways"}, "'order' must be 'asc' or"),
                           ({"limit": "١"}, "'limit'")]:
@@ -169,6 +170,18 @@ async def test_tasks_query_parameters_and_their_refusals(client):
         assert r.status == 400 and words in await r.text(), params
     r = await c.get("/tasks", params={"limit": "100000"})  # beyond the bound: served as it
     assert r.status == 200 and len((await r.json())["tasks"]) == 4
+    # A negative limit is Mesos's size_t: every task (served as the bound); the Mesos CLI's `task list` asks so.
+    r = await c.get("/tasks", params={"order": "asc", "limit": "-1"})
+    assert r.status == 200 and [t["id"] for t in (await r.json())["tasks"]] == \
+        [t["id"] for t in reversed(state_json.tasks(core.state)["tasks"])]
+
+
+async def test_read_endpoints_take_a_trailing_slash(client):
+    """libprocess drops it; the Mesos CLI's `framework list` asks for `/master/frameworks/`."""
+    c, core, log = client
+    for name in ("frameworks", "slaves", "tasks"):
+        assert await (await c.get(f"/master/{name}/")).read() == await (await c.get(f"/master/{name}")).read()
+        assert (await c.get(f"/{name}/")).status == 200
 
 
 async def test_readers_see_only_what_their_acls_allow(tmp_path: Path):

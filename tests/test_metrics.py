@@ -88,6 +88,50 @@ def test_committed_events_are_counted_and_state_gauges_read_at_scrape(tmp_path: 
             assert not any(v in ("A1", "F1", "t1", "O1") for v in smp.labels.values()), smp
 
 
+def test_task_state_transitions_count_only_changes_of_state(tmp_path: Path) -> None:
+    """drover_master_task_state_transitions_total counts a status update only when it changes the task's state (read
+    before the fold, as the replica does), by from_state, to_state and reason; repeats (health updates of a running
+    task), updates of unknown tasks and updates after a terminal state are not transitions."""
+    from eventstore.vocab import Reason
+    from master.metrics import transition
+    from master.state import apply
+
+    log = with_fw_and_agent()
+    log(ev.OffersMade(offers=[offer("O1")], trigger="periodic"))
+    log(ev.OffersAccepted(framework_id="F1", offer_ids=["O1"], tasks=[task("t1"), task("t2")], refuse_seconds=0.0))
+    first = len(log.envelopes)
+    healthy = ev.TaskStatus(state="TASK_RUNNING", source="SOURCE_EXECUTOR", timestamp=0.0,
+                            reason=Reason.TASK_HEALTH_CHECK_STATUS_UPDATED, healthy=True)
+    failed = ev.TaskStatus(state="TASK_FAILED", source="SOURCE_AGENT", timestamp=0.0,
+                           reason=Reason.COMMAND_EXECUTOR_FAILED)
+    for tid, st in (("t1", status("TASK_STARTING")), ("t1", status("TASK_RUNNING")), ("t1", healthy),
+                    ("t1", healthy), ("t1", failed), ("t1", status("TASK_LOST")), ("nope", status("TASK_RUNNING")),
+                    ("t2", status("TASK_RUNNING"))):
+        log(ev.StatusUpdated(framework_id="F1", task_id=tid, agent_id="A1", status=st))
+    # What the replica does: read each event's transition on the state just before its fold.
+    from master.state import State
+    state, found = State(), []
+    for env in log.envelopes:
+        if env.index > first and (t := transition(state, env.event)) is not None:
+            found.append(t)
+        apply(state, env)
+    assert found == [("TASK_STAGING", "TASK_STARTING", ""), ("TASK_STARTING", "TASK_RUNNING", ""),
+                     ("TASK_RUNNING", "TASK_FAILED", Reason.COMMAND_EXECUTOR_FAILED),
+                     ("TASK_STAGING", "TASK_RUNNING", "")]
+    m = MasterMetrics()
+    m.observe_committed(log.envelopes[first:], found)
+    s = samples(m.exposition().decode())
+    trans = {k[1]: v for k, v in s.items() if k[0] == "drover_master_task_state_transitions_total"}
+    assert trans == {
+        (("from_state", "TASK_STAGING"), ("reason", ""), ("to_state", "TASK_STARTING")): 1,
+        (("from_state", "TASK_STARTING"), ("reason", ""), ("to_state", "TASK_RUNNING")): 1,
+        (("from_state", "TASK_RUNNING"), ("reason", Reason.COMMAND_EXECUTOR_FAILED), ("to_state", "TASK_FAILED")): 1,
+        (("from_state", "TASK_STAGING"), ("reason", ""), ("to_state", "TASK_RUNNING")): 1}
+    # while every committed update is still counted by the state it carries
+    assert s[("drover_master_task_status_updates_total",
+              (("reason", Reason.TASK_HEALTH_CHECK_STATUS_UPDATED), ("state", "TASK_RUNNING")))] == 2
+
+
 def test_two_replicas_in_one_process_have_their_own_registries(tmp_path: Path) -> None:
     a, b = MasterMetrics(), MasterMetrics()
     a.offers_made.inc(3)
