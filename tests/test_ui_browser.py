@@ -87,7 +87,7 @@ def test_the_ui_follows_the_cluster_travels_in_time_and_asks_why(cluster: Cluste
             row = page.locator("main tr", has_text=TASK)
             expect(row).to_contain_text("RUNNING", timeout=WAIT_MS)
             expect(page.locator("main")).to_contain_text(FRAMEWORK)
-            page.screenshot(path=str(shots / "ui-overview.png"), full_page=True)
+            shot(page, shots / "ui-overview.png")
 
             # The task's page: its timeline, each step with its log index.
             row.get_by_role("link", name=TASK).click()
@@ -96,7 +96,7 @@ def test_the_ui_follows_the_cluster_travels_in_time_and_asks_why(cluster: Cluste
             expect(timeline.locator("li.step.running")).to_be_visible(timeout=WAIT_MS)
             for step in ("offered", "accepted", "starting"):
                 expect(timeline.locator(f"li.step.{step} .index")).to_have_text(re.compile(r"^#\d+$"))
-            page.screenshot(path=str(shots / "ui-task.png"), full_page=True)
+            shot(page, shots / "ui-task.png")
 
             # Time travel: the scrubber back to before the task existed redraws the pages without it.
             page.locator("#scrub").fill(str(before))
@@ -119,7 +119,11 @@ def test_the_ui_follows_the_cluster_travels_in_time_and_asks_why(cluster: Cluste
             expect(page.locator("#conn")).to_contain_text(f"index {at} of", timeout=WAIT_MS)
             expect(page.locator("main h1 .badge")).to_have_text("STARTING", timeout=WAIT_MS)
             expect(timeline.locator("li.step.running")).to_have_class(re.compile(r"\bfuture\b"))
-            page.screenshot(path=str(shots / "ui-time-travel.png"), full_page=True)
+            shot(page, shots / "ui-time-travel.png")
+            if _has_why_route(base):  # time-travelling, the why panel asks as of the index shown
+                page.locator("section.why[data-kind=task] button.why-btn").click()
+                expect(page.locator("section.why[data-kind=task] p.question")).to_contain_text(
+                    f"(at log index {at})", timeout=WAIT_MS)
 
             # Back to live: the pages follow the event stream again.
             page.locator("#live").click()
@@ -135,6 +139,11 @@ def test_the_ui_follows_the_cluster_travels_in_time_and_asks_why(cluster: Cluste
             else:
                 expect(panel.locator("p.answer")).not_to_be_empty(timeout=WAIT_MS)
                 expect(panel.locator("details")).to_be_attached()
+                expect(panel.locator("table")).to_be_visible()
+                expect(panel).not_to_contain_text("[object")  # every part built as elements
+                panel.locator("details summary").click()
+                expect(panel.locator("details pre")).to_contain_text('"kind"')
+                shot(page, shots / "ui-why.png")
 
             # The allocation chart: cpus held per role, then per framework, against the log index.
             assert batch.wait(timeout=120) == 0, (tmp_path / "batch.log").read_text()
@@ -146,7 +155,7 @@ def test_the_ui_follows_the_cluster_travels_in_time_and_asks_why(cluster: Cluste
             expect(chart.locator("path.series")).to_have_count(2, timeout=WAIT_MS)
             expect(page.locator(".legend")).to_contain_text(FRAMEWORK)
             expect(page.locator(".legend")).to_contain_text("batch")
-            page.screenshot(path=str(shots / "ui-allocation.png"), full_page=True)
+            shot(page, shots / "ui-allocation.png")
 
             # A follower serves the same UI from its own store.
             follower = cluster.master_http(cluster.follower())
@@ -160,6 +169,11 @@ def test_the_ui_follows_the_cluster_travels_in_time_and_asks_why(cluster: Cluste
                     proc.terminate()
                     proc.wait(timeout=30)
     assert errors == [], errors
+
+
+def shot(page, path: Path) -> None:
+    page.evaluate("window.scrollTo(0, 0)")  # the scrubber's bar is sticky: a scrolled page shows it mid-way
+    page.screenshot(path=str(path), full_page=True)
 
 
 def execute(cluster: Cluster, tmp_path: Path, command: str, name: str, *args: str) -> subprocess.Popen:

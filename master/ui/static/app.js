@@ -50,6 +50,7 @@ const agentLink = (d, id) => h("a", { href: `#/agents/${enc(id)}` },
 const taskLink = (t) => h("a", { href: `#/tasks/${enc(t.framework_id)}/${enc(t.id)}` }, t.id);
 const res = (r) => `${fmtNum(r?.cpus || 0)} cpus · ${fmtMem(r?.mem || 0)}`;
 const isLive = (t) => !t.completed;
+const roleLink = (name) => h("a", { href: `#/roles/${enc(name)}` }, name);
 
 function card(label, value, extra) {
   return h("div", { class: "card" }, h("div", { class: "label" }, label), h("div", { class: "value" }, value),
@@ -91,7 +92,7 @@ function overview(d) {
     h("h2", {}, "Roles"),
     table(["Role", "Weight", "Frameworks", "Allocated", "Offered", "Dominant share", "Quota guarantee",
       "Quota limit"],
-    d.roles.map((r) => [r.name, fmtNum(r.weight), String(r.frameworks?.length || 0),
+    d.roles.map((r) => [roleLink(r.name), fmtNum(r.weight), String(r.frameworks?.length || 0),
       `${fmtNum(r.allocated?.cpus || 0)} cpus · ${fmtMem(r.allocated?.mem || 0)}`,
       `${fmtNum(r.offered?.cpus || 0)} cpus · ${fmtMem(r.offered?.mem || 0)}`,
       bar(share(r), 1, `${fmtNum(share(r) * 100, 1)} %`), quota(r.quota?.guarantee), quota(r.quota?.limit)]),
@@ -222,6 +223,22 @@ function timelineView(fid, tid, t) {
   h("div", { class: "detail" }, s.detail || ""))));
 }
 
+function rolePage(d, name) {
+  const r = d.roles.find((x) => x.name === name);
+  if (!r) return notHere("Role", name);
+  const q = (m) => Object.entries(m || {}).map(([k, v]) => `${k}:${fmtNum(v)}`).join(" ") || "-";
+  return [
+    h("h1", {}, "Role ", h("span", { class: "id" }, r.name)),
+    h("dl", { class: "facts" },
+      fact("Weight", fmtNum(r.weight)), fact("Allocated", q(r.allocated)), fact("Offered", q(r.offered)),
+      fact("Reserved", q(r.reserved)), fact("Quota guarantee", q(r.quota?.guarantee)),
+      fact("Quota limit", q(r.quota?.limit)), fact("Quota consumed", q(r.quota?.consumed))),
+    whyPanel("role", { role: name }, `Why did role ${name} get the offers it got?`),
+    h("h2", {}, "Frameworks"),
+    table(["Framework", "Id"], (r.frameworks || []).map((id) => [fwLink(d, id), h("code", {}, id)]), "none"),
+  ];
+}
+
 function tasksPage(d) {
   return [h("h1", {}, "Tasks"),
     h("h2", {}, "Active"), table(TASK_HEAD, taskRows(d, d.tasks.filter(isLive)), "no active tasks"),
@@ -287,13 +304,14 @@ function whyPanel(kind, params, label) {
   else if (got.error) box.append(h("p", { class: "error why-error" }, `The why endpoint answered ${got.error}`));
   else {
     const { question, index, answer, reasons, changes, ...rest } = got.data;
-    box.append(h("p", { class: "question" }, question || "", index ? ` (at log index ${index})` : ""),
+    box.append(h("div", { class: "why-body" },
+      h("p", { class: "question" }, question || "", index ? ` (at log index ${index})` : ""),
       h("p", { class: "answer" }, answer || ""),
       table(["Reason", "Detail", "Count"], (reasons || []).map((r) => [r.reason, r.detail || "",
         r.count === null || r.count === undefined ? "-" : String(r.count)]), "no reasons given"),
       changes?.length ? [h("h3", {}, "What would change it"), h("ul", {}, changes.map((c) => h("li", {}, c)))] : null,
       h("details", {}, h("summary", {}, "Everything the endpoint answered"),
-        h("pre", {}, JSON.stringify(rest, null, 2))));
+        h("pre", {}, JSON.stringify(rest, null, 2)))));
   }
   return box;
 }
@@ -322,6 +340,7 @@ function page(d, parts) {
   if (p === "frameworks") return a ? frameworkPage(d, a) : [h("h1", {}, "Frameworks"), frameworksTable(d)];
   if (p === "tasks") return a && b ? taskPage(d, a, b) : tasksPage(d);
   if (p === "allocation") return allocationPage();
+  if (p === "roles" && a) return rolePage(d, a);
   return h("p", {}, "No such page.");
 }
 
