@@ -64,6 +64,11 @@ async def test_state_at_an_index_is_master_states_shape_replayed(built):
                 assert got == json.loads(json.dumps(render(state_at(store, idx))))
                 want = [] if idx == 1 else ["web"] if idx == ix["removed"] else ["batch", "web"]  # B removed last
                 assert [x["name"] for x in roles] == want
+            # backwards and forwards again: from the store, or folded on from the last state (the same answer)
+            for idx in (ix["removed"] - 1, 3, ix["decline"], 2, 5):
+                got = await (await c.get(f"{H}/state?index={idx}")).json()
+                got.pop("roles")
+                assert got == json.loads(json.dumps(render(state_at(store, idx)))), idx
         finally:
             store.close()
         before = await (await c.get(f"{H}/state?index={ix['accept'] - 1}")).json()

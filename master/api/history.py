@@ -182,6 +182,13 @@ def task_timeline(path: Path, framework_id: str, task_id: str) -> dict[str, Any]
     return {"framework_id": framework_id, "task_id": task_id, "steps": steps, "offers": offers, "task": rec}
 
 
+def _snapshot_index(store, idx: int) -> int | None:
+    """The index of the nearest snapshot at or before `idx` (None: none)."""
+    if not getattr(store, "has_snapshots", True):
+        return None
+    return store.db.execute("SELECT MAX(idx) FROM snapshots WHERE idx <= ?", (idx,)).fetchone()[0]
+
+
 class History:
     """The endpoints' state: small caches shared by the worker threads (each request opens its own connection)."""
 
@@ -190,6 +197,8 @@ class History:
         self.lock = threading.Lock()
         self.states: collections.OrderedDict[tuple, bytes] = collections.OrderedDict()
         self.series: collections.OrderedDict[tuple, bytes] = collections.OrderedDict()
+        self.fold_lock = threading.Lock()  # one fold at a time over `folded`, which it changes in place
+        self.folded: State | None = None
 
     @staticmethod
     def _remember(cache: collections.OrderedDict, key: tuple, value: bytes, size: int) -> None:
@@ -221,10 +230,20 @@ class History:
             key = (index, getattr(render, "key", None))
             if (hit := self._cached(self.states, key)) is not None:
                 return hit
-            past = state_at(store, index)
-            out = render(past)
-            # /master/state's shape, and Mesos's /roles (weights, quota, allocations) for the UI's overview.
-            out.setdefault("roles", state_json.roles(past, lambda role: True)["roles"])
+            with self.fold_lock:
+                # The last state folded, folded on to `index` when that is ahead of it and nearer than the nearest
+                # snapshot (a live follower's pages, a scrubber moved forward); else from the nearest snapshot.
+                cur = self.folded
+                self.folded = None  # until folded and rendered: an exception part-way leaves no half-folded state
+                snap = _snapshot_index(store, index)
+                if cur is None or cur.index > index or (snap is not None and snap > cur.index):
+                    cur = state_at(store, index)
+                else:
+                    fold_range(cur, store, index)
+                out = render(cur)
+                # /master/state's shape, and Mesos's /roles (weights, quota, allocations) for the UI's overview.
+                out.setdefault("roles", state_json.roles(cur, lambda role: True)["roles"])
+                self.folded = cur
             body = json.dumps(out).encode()
         finally:
             store.close()
