@@ -303,11 +303,13 @@ async def test_read_endpoints_fuzz(replica: Replica) -> None:
             "/version", "/redirect", "/master/redirect/x", "/api/drover/audit/offers", "/api/drover/audit/tasks",
             "/api/drover/audit/allocations", "/api/drover/audit/frameworks", "/api/drover/audit/nope", "/slaves",
             "/master/frameworks.json", "/tasks", "/master/tasks.json", "/roles", "/state-summary",
-            "/api/drover/why/framework", "/api/drover/why/task", "/api/drover/why/role", "/api/drover/why/x"]))
+            "/api/drover/why/framework", "/api/drover/why/task", "/api/drover/why/role", "/api/drover/why/x",
+            "/api/drover/history/range", "/api/drover/history/state", "/api/drover/history/allocation",
+            "/api/drover/history/task", "/api/drover/history/x", "/", "/ui/app.js", "/ui/x"]))
         params = data.draw(st.lists(st.tuples(
             st.sampled_from(["from", "type", "framework", "agent", "follow", "jsonp", "since", "until", "limit",
                              "format", "x", "offset", "order", "framework_id", "task_id", "slave_id", "index",
-                             "role"]),
+                             "role", "by", "resource", "points", "to"]),
             st.sampled_from(QUERY_VALUES)), max_size=3))
         query = "&".join(f"{k}={v}" for k, v in params)
         if "events" in path:

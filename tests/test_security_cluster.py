@@ -96,7 +96,8 @@ def test_every_port_refuses_calls_without_valid_credentials(secure):
         ("/master/state", None), ("/state.json", None), ("/api/v1/events?follow=false", None),
         ("/api/drover/audit/tasks", None), ("/drover/status", None), ("/slaves", None), ("/master/frameworks", None),
         ("/tasks.json?limit=5", None), ("/master/roles.json", None), ("/state-summary", None),
-        ("/api/drover/why/role?role=*", None),
+        ("/api/drover/why/role?role=*", None), ("/", None), ("/ui/app.js", None),
+        ("/api/drover/history/range", None), ("/api/drover/history/state?index=1", None),
     ]
     bad = [None, good.principal and Credential("drover", "not-the-secret").basic_header(),
            Credential("nobody-at-all", "x").basic_header(), "Basic %%%", "Bearer token"]
@@ -276,6 +277,9 @@ def test_a_framework_cannot_be_seen_taken_over_or_torn_down_by_another_principal
         assert http(lead, f"/api/drover/why/framework?framework_id={fid}", who=mallory)[0] == 403
         st, _, text = http(lead, f"/api/drover/why/framework?framework_id={fid}", who=good)
         assert st == 200 and json.loads(text)["framework_id"] == fid
+        assert http(lead, "/api/drover/history/state?index=1", who=mallory)[0] == 403  # the UI's time travel
+        assert http(lead, "/api/drover/history/state?index=1", who=good)[0] == 200
+        assert http(lead, "/", who=mallory)[0] == 200  # the UI's page itself: any authenticated reader
 
         # The owner is untouched: still connected, its task still running.
         fw = frameworks(c, good)[fid]
