@@ -256,3 +256,25 @@ def test_the_pages_never_parse_cluster_data_as_html():
         text = js.read_text()
         for sink in ("innerHTML", "outerHTML", "insertAdjacentHTML", "document.write", "eval(", "new Function"):
             assert sink not in text, (js.name, sink)
+
+
+async def test_states_from_a_snapshot_and_folded_on_are_the_replay_from_zero(built):
+    from master.state import encode_snapshot, state_hash
+
+    path, ix = built
+    store = EventStore(path)
+    snap = state_at(store, 10, use_snapshots=False)
+    store.write_snapshot(10, state_hash(snap), encode_snapshot(snap))
+    store.close()
+    c = await client(path)
+    try:
+        ro = open_store(path)
+        try:
+            for idx in (5, 12, 13, 9, 10, ix["removed"]):  # from 0; past the snapshot; folded on; back; ...
+                got = await (await c.get(f"{H}/state?index={idx}")).json()
+                got.pop("roles")
+                assert got == json.loads(json.dumps(render(state_at(ro, idx, use_snapshots=False)))), idx
+        finally:
+            ro.close()
+    finally:
+        await c.close()

@@ -15,7 +15,8 @@ otherwise): the history shows everything that ever ran.
   nearest snapshot before A; answers are cached per (store's last index, parameters).
 - `task?framework_id=F&task_id=T`: one task's timeline: the offer(s) it was launched from (the `OFFERS_MADE`
   index), the accept (the launch), and each status update, each with its log index and leader time; built on the
-  audit's `tasks` query (replay/audit.py) and its record is included as `task`.
+  audit's `tasks` query (replay/audit.py) and its record is included as `task`; cached per (the store's last index,
+  task).
 
 A bad, unknown or repeated parameter is a 400 naming it; an index the store does not hold is a 404.
 """
@@ -197,6 +198,7 @@ class History:
         self.lock = threading.Lock()
         self.states: collections.OrderedDict[tuple, bytes] = collections.OrderedDict()
         self.series: collections.OrderedDict[tuple, bytes] = collections.OrderedDict()
+        self.timelines: collections.OrderedDict[tuple, bytes] = collections.OrderedDict()
         self.fold_lock = threading.Lock()  # one fold at a time over `folded`, which it changes in place
         self.folded: State | None = None
 
@@ -272,10 +274,21 @@ class History:
         return body
 
     def task(self, framework_id: str, task_id: str) -> bytes:
+        store = open_store(self.path)
+        try:
+            last = store.last_index()
+        finally:
+            store.close()
+        key = (last, framework_id, task_id)
+        if (hit := self._cached(self.timelines, key)) is not None:
+            return hit
         out = task_timeline(self.path, framework_id, task_id)
         if out is None:
             raise BadParam(f"no task {task_id!r} of framework {framework_id!r} in this replica's store", 404)
-        return json.dumps(out).encode()
+        body = json.dumps(out).encode()
+        with self.lock:
+            self._remember(self.timelines, key, body, SERIES_CACHE)
+        return body
 
 
 def add_history_routes(app: web.Application, store_path: str | Path,
