@@ -126,7 +126,7 @@ function agentPage(d, id) {
   if (!a) return notHere("Agent", id);
   const [host] = String(a.pid || "").replace(/^slave\(1\)@/, "").split("/");
   return [
-    h("h1", {}, "Agent ", h("span", { class: "id" }, a.hostname)),
+    h("h1", {}, "Agent ", h("span", { class: "id" }, `${a.hostname} (${short(a.id)})`)),
     h("dl", { class: "facts" },
       fact("Id", h("code", {}, a.id)), fact("Address", host),
       fact("Status", a.active ? "connected" : "disconnected"), fact("Registered", fmtTime(a.registered_time)),
@@ -152,7 +152,7 @@ function frameworkPage(d, id) {
         "disconnected"),
       fact("Registered", fmtTime(f.registered_time)), fact("Principal", f.principal || "-"),
       fact("Used", res(f.used_resources)), fact("Offered", res(f.offered_resources))),
-    whyPanel("framework", { framework_id: id }, `Why does framework ${f.name} have what it has?`),
+    whyPanel("framework", { framework_id: id }, `Why did framework ${f.name} get the offers it got?`),
     h("h2", {}, "Tasks"),
     table(TASK_HEAD, taskRows(d, d.tasks.filter((t) => t.framework_id === id)), "no tasks"),
     h("h2", {}, "Outstanding offers"),
