@@ -155,6 +155,10 @@ def test_the_ui_follows_the_cluster_travels_in_time_and_asks_why(cluster: Cluste
             expect(chart.locator("path.series")).to_have_count(2, timeout=WAIT_MS)
             expect(page.locator(".legend")).to_contain_text(FRAMEWORK)
             expect(page.locator(".legend")).to_contain_text("batch")
+            page.select_option("#alloc-span", "last 200 events")
+            expect(page.locator(".caption")).to_contain_text("log index 1 ", timeout=WAIT_MS)  # < 200 events yet
+            page.select_option("#alloc-span", "whole log")
+            expect(chart.locator("path.series")).to_have_count(2, timeout=WAIT_MS)
             shot(page, shots / "ui-allocation.png")
 
             # A follower serves the same UI from its own store.

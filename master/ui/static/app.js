@@ -247,15 +247,27 @@ function tasksPage(d) {
 
 // ---- the allocation chart ----------------------------------------------------------------------------------------
 
-const alloc = { by: "role", resource: "cpus", data: null, key: "", fetchedAt: 0, last: 0, loading: false, error: null };
+const alloc = { by: "role", resource: "cpus", span: "whole log", data: null, key: "", fetchedAt: 0, last: 0,
+  loading: false, error: null };
+const SPANS = ["whole log", "last 200 events", "200 events around the index shown"];
+
+// The indexes the chart covers: every event (sampled), or 200 of them, one sample each.
+function allocRange() {
+  const end = cluster.live ? cluster.last : cluster.at;
+  if (alloc.span === "whole log" || cluster.last < 1) return "";
+  const [lo, hi] = alloc.span === "last 200 events" ? [cluster.last - 199, cluster.last] : [end - 100, end + 99];
+  return `&from=${Math.max(cluster.first, lo)}&to=${Math.max(cluster.first, Math.min(cluster.last, hi))}`;
+}
 
 function allocationPage() {
-  const key = `${alloc.by}/${alloc.resource}`;
+  const range = allocRange();
+  // Live, the chart is fetched again when the log has grown (at most every 5 s); in the past, when its range moves.
+  const key = `${alloc.by}/${alloc.resource}/${alloc.span}${cluster.live ? "" : range}`;
   const stale = alloc.key !== key || (cluster.last !== alloc.last && Date.now() - alloc.fetchedAt > 5000);
   if (stale && !alloc.loading) {
     alloc.loading = true;
     const want = { key, last: cluster.last };
-    getJSON(`/api/drover/history/allocation?by=${alloc.by}&resource=${alloc.resource}&points=200`)
+    getJSON(`/api/drover/history/allocation?by=${alloc.by}&resource=${alloc.resource}&points=200${range}`)
       .then((data) => { alloc.data = data; alloc.error = null; })
       .catch((e) => { alloc.error = e.message; })
       .finally(() => { Object.assign(alloc, want, { loading: false, fetchedAt: Date.now() }); render(); });
@@ -270,9 +282,9 @@ function allocationPage() {
     h("p", { class: "muted" }, "What tasks held, per ", alloc.by, ", at up to 200 log indexes of this replica's ",
       "store; the line is the agents' total, grey what was on offer. Click the chart to travel to that index."),
     h("div", { class: "controls" }, select("by", ["role", "framework"]),
-      select("resource", ["cpus", "mem", "disk", "gpus"])),
+      select("resource", ["cpus", "mem", "disk", "gpus"]), select("span", SPANS)),
     alloc.error ? h("p", { class: "error" }, `Chart unavailable: ${alloc.error}`) :
-      !alloc.data || alloc.data.by !== alloc.by || alloc.data.resource !== alloc.resource ?
+      !alloc.data || alloc.key !== key ?
         h("p", { class: "muted" }, "Loading…") :
         allocationChart(alloc.data, { marker: cluster.live ? null : cluster.at, onPick: travel }),
   ];
