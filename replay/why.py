@@ -226,9 +226,14 @@ def why_task(store: EventStore, framework_id: str, task_id: str, at: int | None 
         if nxt:
             n = nxt[0]
             answer += f"; next in line was {n['framework_id']} (share {n['share']:.3f})"
-            out["changes"].append(f"{n['framework_id']} would have been offered this agent first had its share in "
-                                  f"role {n['role']} been below {pos['share']:.3f} (DRF serves the lowest share "
-                                  f"first), e.g. with a higher weight for its role")
+            if n["role"] == pos["role"]:
+                order = (f"{n['framework_id']} (share {n['share']:.3f}) came after it in role {n['role']}: DRF serves "
+                         f"the lowest share first (ties: fewer allocations, then the id)")
+            else:
+                order = (f"{n['framework_id']}'s role {n['role']} (role share {n['role_share']:.3f}) came after role "
+                         f"{pos['role']} (role share {pos['role_share']:.3f}): roles are served lowest weighted share "
+                         f"first; a higher weight for {n['role']} (UPDATE_WEIGHTS) moves it up")
+            out["changes"].append(order)
     answer += (f". The framework chose to launch the task with it at index {launch.index} (frameworks pick among "
                f"their offers; the master picks whom to offer each agent to).")
     if rejected is not None:
