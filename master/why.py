@@ -18,8 +18,7 @@ import msgspec
 from eventstore import events as ev
 from eventstore.resources import Resources
 from master.allocation import allocator_of
-from master.allocator.hierarchical import Framework as AllocFramework, HierarchicalAllocator, top_level
-from master.allocator.hierarchical import q_sub_limits
+from master.allocator.hierarchical import Framework as AllocFramework, HierarchicalAllocator, q_sub_limits
 from master.allocator.quantities import Q, q_add, q_sub, reserved_or_nonscalar, shrink, unreserved_scalars
 from master.state import State
 
