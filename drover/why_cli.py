@@ -12,6 +12,7 @@ With --store, read a replica's data dir or events.sqlite directly; with --master
 from __future__ import annotations
 
 import argparse
+import http.client
 import json
 import os
 import sqlite3
@@ -74,7 +75,8 @@ def _local(args: argparse.Namespace) -> str:
     try:
         answer = why.ask(resolve_store_path(args.store), args.why_kind, **params)
     except why.WhyError as e:
-        flag = {"index": "--index", "since": "--since", "until": "--until", "role": "--role"}.get(e.param, e.param)
+        flag = {"index": "--index", "since": "--since", "until": "--until", "role": "--role", "task_id": "TASK",
+                "framework_id": "FRAMEWORK"}.get(e.param, e.param)
         raise UsageError(f"{flag}: {str(e).partition(': ')[2]}") from None
     except AuditError as e:
         raise UsageError(f"--{e}") from None
@@ -105,10 +107,13 @@ def _remote(args: argparse.Namespace) -> str:
     except urllib.error.HTTPError as e:
         text = e.read().decode("utf-8", "replace").strip()
         raise UsageError(f"{args.master}: {e.code}: {text[:500]}") from None
-    except (OSError, urllib.error.URLError) as e:
+    except (OSError, urllib.error.URLError, http.client.HTTPException) as e:
         raise UsageError(f"cannot reach {args.master}: {getattr(e, 'reason', e)}") from None
     if args.format == "json":
-        return json.dumps(json.loads(body), indent=2) + "\n"
+        try:
+            return json.dumps(json.loads(body), indent=2) + "\n"
+        except ValueError:
+            raise UsageError(f"{args.master}: the answer is not JSON: {body[:200]!r}") from None
     return body
 
 

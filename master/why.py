@@ -18,8 +18,8 @@ import msgspec
 from eventstore import events as ev
 from eventstore.resources import Resources
 from master.allocation import allocator_of
-from master.allocator.hierarchical import Framework as AllocFramework, HierarchicalAllocator, top_level
-from master.allocator.quantities import Q, q_add, q_sub, unreserved_scalars
+from master.allocator.hierarchical import Framework as AllocFramework, HierarchicalAllocator, q_sub_limits
+from master.allocator.quantities import Q, q_add, q_sub, reserved_or_nonscalar, shrink, unreserved_scalars
 from master.state import State
 
 # The vocabulary of reasons, in the order the allocator checks them.
@@ -165,15 +165,14 @@ def _headroom(a: HierarchicalAllocator) -> Q:
 
 
 def _at_limit(a: HierarchicalAllocator, role: str, free: Q) -> Q:
-    """The limited names of the role's quota with nothing left under the limit, among those on offer."""
-    top = top_level(role)
-    quota = a.quotas.get(top)
+    """The limited names of the role's quota with nothing left under the limit, among those on offer. The quota is
+    looked up by the role's own name, as `decide` does (a sub-role is not held to its top-level role's limit
+    there)."""
+    quota = a.quotas.get(role)
     if quota is None or not quota.limits:
         return {}
-    consumed = q_add(a.reserved_by_top.get(top, {}), a.unreserved_alloc_by_top.get(top, {}))
-    spent = {k: v for k, v in quota.limits.items() if k in free and consumed.get(k, 0.0) >= v}
-    # Only when every unreserved scalar on offer is at its limit does the role get nothing.
-    return spent if spent and all(k in spent for k in free) else {}
+    consumed = q_add(a.reserved_by_top.get(role, {}), a.unreserved_alloc_by_top.get(role, {}))
+    return {k: v for k, v in quota.limits.items() if k in free and consumed.get(k, 0.0) >= v}
 
 
 def _filter_until(a: HierarchicalAllocator, fid: str, role: str, aid: str, res: Resources, now: float) -> float:
@@ -253,28 +252,15 @@ def diagnose(state: State, framework_id: str, offers: Sequence[ev.OfferRecord],
 
     seen_free: dict[str, set[str]] = {}
 
+    consumed_by: dict[str, Q] = {r: q_add(a.reserved_by_top.get(r, {}), a.unreserved_alloc_by_top.get(r, {}))
+                                 for r in a.quotas}
     for aid in active:
         agent = a.agents[aid]
         for r in live_roles:
+            # What stage 2 of `decide` would put in an offer to (framework, r) on this agent, step by step.
             free = agent.available.allocatable_to(r)
             if not free:
                 note(NO_FREE_RESOURCES, aid, r)
-                continue
-            if a._filtered(framework_id, r, aid, free, time):
-                note(FILTERED, aid, r, free)
-                until = max(until, _filter_until(a, framework_id, r, aid, free, time))
-                continue
-            free_q = unreserved_scalars(free).quantities()
-            spent = _at_limit(a, r, free_q)
-            if spent:
-                note(QUOTA_LIMIT, aid, r)
-                at_limit[r] = spent
-                continue
-            reserved_here = free - unreserved_scalars(free)
-            own_guarantee = (q := a.quotas.get(top_level(r))) is not None and bool(q.guarantees)
-            if spare is not None and not own_guarantee and not reserved_here and \
-                    not any(spare.get(k, 0.0) > 0 for k in free_q):
-                note(QUOTA_HEADROOM, aid, r)
                 continue
             if not a._allocatable(free, r, afw):
                 note(TOO_SMALL, aid, r, free)
@@ -282,6 +268,31 @@ def diagnose(state: State, framework_id: str, offers: Sequence[ev.OfferRecord],
                 cpus = free.quantities().get("cpus", 0.0)
                 if r not in largest_free or cpus > largest_free[r][0]:
                     largest_free[r] = (cpus, aid, free.format())
+                continue
+            if agent.has_shared and not afw.shared_ok:
+                free = free.non_shared()
+            quota = a.quotas.get(r)
+            limits = quota.limits if quota is not None else {}
+            to_offer, cut_by = free, None
+            if agent.has_reservations or limits or required:
+                extra = unreserved_scalars(free)
+                if limits:
+                    limited = shrink(extra, q_sub_limits(limits, consumed_by.get(r, {})), limits=True)
+                    if limited != extra:
+                        cut_by, extra = QUOTA_LIMIT, limited
+                if required and extra:
+                    held = shrink(extra, spare or {}, limits=False)
+                    if held != extra:
+                        cut_by, extra = cut_by or QUOTA_HEADROOM, held
+                to_offer = reserved_or_nonscalar(free) + extra
+            if cut_by is not None and not a._allocatable(to_offer, r, afw):
+                note(cut_by, aid, r)
+                if cut_by == QUOTA_LIMIT:
+                    at_limit[r] = _at_limit(a, r, unreserved_scalars(free).quantities()) or dict(limits)
+                continue
+            if a._filtered(framework_id, r, aid, to_offer, time):
+                note(FILTERED, aid, r, free)
+                until = max(until, _filter_until(a, framework_id, r, aid, to_offer, time))
                 continue
             note(OUTRANKED, aid, r, free)
             for o in taken.get(aid, []):

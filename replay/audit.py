@@ -94,7 +94,11 @@ def parse_time(text: str, param: str = "since") -> float:
                                 f"got {text!r}") from None
     if dt.tzinfo is None:
         dt = dt.replace(tzinfo=timezone.utc)
-    return dt.timestamp()
+    v = dt.timestamp()
+    # An offset can carry a time out of years 1..9999 in UTC (0001-01-01T00:00+01:00): rendering it would fail.
+    if not -62_135_596_800.0 <= v <= 253_402_300_799.0:
+        raise AuditError(param, f"expected a time in years 1 to 9999 (UTC), got {printable(str(text))[:64]!r}")
+    return v
 
 
 def iso(ts: float | None) -> str | None:

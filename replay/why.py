@@ -19,7 +19,7 @@ the end of the window, with what would change it. The answers are JSON-ready dic
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Iterator
 
 import msgspec
 
@@ -30,7 +30,7 @@ from master import allocation
 from master import why as diag
 from master.state import State, apply
 from replay.audit import _explain, iso, parse_time
-from replay.reader import iter_envelopes, state_at
+from replay.reader import decode_payload, iter_envelopes, open_store, resolve_store_path, state_at
 from replay.state_view import printable
 
 # Allocation runs re-derived per question (the latest ones of the window): each is one allocator run with
@@ -84,6 +84,26 @@ def _index_at_or_before(store: EventStore, ts: float, upto: int) -> int:
     return int(row[0]) if row and row[0] is not None else 0
 
 
+def _tag(cls: type) -> str:
+    return str(cls.__struct_config__.tag)  # type: ignore[attr-defined]
+
+
+def _matching(store: EventStore, types: list[type], start: int, end: int, needle: str | None = None,
+              newest_first: bool = False) -> Iterator[ev.Envelope]:
+    """The events of these types in start..end that mention `needle` (an id, as a JSON string): selected by the
+    store's `type` column and a substring test in SQLite, so only those are decoded (the rest of a long log is
+    never read into Python)."""
+    q = f"SELECT idx, term, ts, payload FROM events WHERE idx BETWEEN ? AND ? AND type IN " \
+        f"({', '.join('?' * len(types))})"
+    args: list[Any] = [start, end, *(_tag(t) for t in types)]
+    if needle is not None:
+        q += " AND instr(payload, ?) > 0"
+        args.append(msgspec.json.encode(needle))
+    q += " ORDER BY idx DESC" if newest_first else " ORDER BY idx"
+    for idx, term, ts, payload in store.db.execute(q, args):
+        yield ev.Envelope(index=idx, term=term, ts=ts, event=decode_payload(idx, payload))
+
+
 def _fmt_time(ts: float | None) -> str:
     return iso(ts) or "-"
 
@@ -97,18 +117,21 @@ def why_task(store: EventStore, framework_id: str, task_id: str, at: int | None 
     fids = set(_names(framework_id, cluster))
     launch: ev.Envelope | None = None
     adopted: ev.Envelope | None = None
-    made: dict[str, ev.Envelope] = {}  # this framework's offers -> the run that made them
     steps: list[dict[str, Any]] = []
     fid = framework_id
-    for env in iter_envelopes(store, 1, upto):
+    kinds = [ev.OffersAccepted, ev.AgentReregistered, ev.StatusUpdated, ev.TaskKillRequested]
+    for env in _matching(store, kinds, 1, upto, task_id):
         e = env.event
-        if isinstance(e, ev.OffersMade):
-            for o in e.offers:
-                if o.framework_id in fids:
-                    made[o.offer_id] = env
-        elif isinstance(e, ev.OffersAccepted) and e.framework_id in fids:
-            if any(t.task_id == task_id for t in e.tasks) or any(r.task_id == task_id for r in e.rejected):
+        if isinstance(e, ev.OffersAccepted) and e.framework_id in fids:
+            if any(t.task_id == task_id for t in e.tasks) or (
+                    launch is None and adopted is None and any(r.task_id == task_id for r in e.rejected)):
                 launch, adopted, fid, steps = env, None, e.framework_id, []  # a reused task id: the latest launch
+            elif launch is not None or adopted is not None:
+                # A launch rejected while the task id was in use (or after it) does not replace the task's history.
+                for r in e.rejected:
+                    if r.task_id == task_id:
+                        steps.append({"step": "REJECTED", "index": env.index, "time": iso(env.ts), "reason": r.reason,
+                                      "message": r.message, "source": "SOURCE_MASTER"})
         elif isinstance(e, ev.AgentReregistered):
             for rep in e.tasks:
                 if rep.framework_id in fids and rep.task_id == task_id and launch is None and adopted is None:
@@ -122,7 +145,9 @@ def why_task(store: EventStore, framework_id: str, task_id: str, at: int | None 
                 and (launch is not None or adopted is not None):
             steps.append({"step": "KILL_REQUESTED", "index": env.index, "time": iso(env.ts), "reason": None,
                           "message": None, "source": "SOURCE_MASTER"})
-    question = f"Why did task {task_id} of framework {framework_id} run where it ran?"
+    question = f"Why did task {task_id} of framework {framework_id} run where it ran?" if launch is None or \
+        any(t.task_id == task_id for t in getattr(launch.event, "tasks", [])) else \
+        f"What happened to task {task_id} of framework {framework_id}?"
     if launch is None and adopted is None:
         raise WhyError("task_id", f"no task {task_id!r} of framework {framework_id!r} in the log up to index {upto}",
                        status=404)
@@ -141,8 +166,13 @@ def why_task(store: EventStore, framework_id: str, task_id: str, at: int | None 
     acc = launch.event
     spec = next((t for t in acc.tasks if t.task_id == task_id), None)
     rejected = next((r for r in acc.rejected if r.task_id == task_id), None)
-    run = next((made[o] for o in acc.offer_ids if o in made), None)
-    offer_id = next((o for o in acc.offer_ids if o in made), None)
+    run, offer_id = None, None
+    for oid in acc.offer_ids:  # the run that made the (first) offer it was launched with
+        run = next((m for m in _matching(store, [ev.OffersMade], 1, launch.index, oid, newest_first=True)
+                    if any(o.offer_id == oid for o in m.event.offers)), None)  # type: ignore[attr-defined]
+        if run is not None:
+            offer_id = oid
+            break
     record = None
     if run is not None:
         assert isinstance(run.event, ev.OffersMade)
@@ -196,9 +226,14 @@ def why_task(store: EventStore, framework_id: str, task_id: str, at: int | None 
         if nxt:
             n = nxt[0]
             answer += f"; next in line was {n['framework_id']} (share {n['share']:.3f})"
-            out["changes"].append(f"{n['framework_id']} would have been offered this agent first had its share in "
-                                  f"role {n['role']} been below {pos['share']:.3f} (DRF serves the lowest share "
-                                  f"first), e.g. with a higher weight for its role")
+            if n["role"] == pos["role"]:
+                order = (f"{n['framework_id']} (share {n['share']:.3f}) came after it in role {n['role']}: DRF serves "
+                         f"the lowest share first (ties: fewer allocations, then the id)")
+            else:
+                order = (f"{n['framework_id']}'s role {n['role']} (role share {n['role_share']:.3f}) came after role "
+                         f"{pos['role']} (role share {pos['role_share']:.3f}): roles are served lowest weighted share "
+                         f"first; a higher weight for {n['role']} (UPDATE_WEIGHTS) moves it up")
+            out["changes"].append(order)
     answer += (f". The framework chose to launch the task with it at index {launch.index} (frameworks pick among "
                f"their offers; the master picks whom to offer each agent to).")
     if rejected is not None:
@@ -217,15 +252,15 @@ def _runs(store: EventStore, start: int, end: int, fids: set[str], role: str | N
           ) -> tuple[list[int], int, dict[str, int]]:
     """The allocation runs in start..end (indexes), how many offers went to the frameworks (in `role`), and
     per framework the offers received."""
-    runs: list[int] = []
+    runs = [int(r[0]) for r in store.db.execute("SELECT idx FROM events WHERE idx BETWEEN ? AND ? AND type = ? "
+                                                  "ORDER BY idx", (start, end, _tag(ev.OffersMade)))]
     got: dict[str, int] = {}
-    for env in iter_envelopes(store, start, end):
-        e = env.event
-        if isinstance(e, ev.OffersMade):
-            runs.append(env.index)
-            for o in e.offers:
-                if o.framework_id in fids and (role is None or o.role == role):
-                    got[o.framework_id] = got.get(o.framework_id, 0) + 1
+    for fid in sorted(fids):
+        for env in _matching(store, [ev.OffersMade], start, end, fid):
+            assert isinstance(env.event, ev.OffersMade)
+            n = sum(1 for o in env.event.offers if o.framework_id == fid and (role is None or o.role == role))
+            if n:
+                got[fid] = got.get(fid, 0) + n
     return runs, sum(got.values()), got
 
 
@@ -341,10 +376,22 @@ def _framework_info(state: State, fid: str) -> tuple[str, list[str]]:
 def _subscriptions(store: EventStore, upto: int) -> dict[str, int]:
     """Every framework subscribed up to `upto`, with the index it first subscribed at."""
     first: dict[str, int] = {}
-    for env in iter_envelopes(store, 1, upto):
-        if isinstance(env.event, ev.FrameworkSubscribed):
-            first.setdefault(env.event.framework_id, env.index)
+    for env in _matching(store, [ev.FrameworkSubscribed], 1, upto):
+        assert isinstance(env.event, ev.FrameworkSubscribed)
+        first.setdefault(env.event.framework_id, env.index)
     return first
+
+
+def _role_frameworks(store: EventStore, role: str, upto: int) -> list[str]:
+    """The frameworks subscribed to `role` (as of their latest subscription) and not removed, at `upto`."""
+    roles: dict[str, list[str]] = {}
+    for env in _matching(store, [ev.FrameworkSubscribed, ev.FrameworkRemoved], 1, upto):
+        e = env.event
+        if isinstance(e, ev.FrameworkSubscribed):
+            roles[e.framework_id] = list(e.info.roles)
+        elif isinstance(e, ev.FrameworkRemoved):
+            roles.pop(e.framework_id, None)
+    return sorted(f for f, rs in roles.items() if role in rs)
 
 
 def _known_framework(store: EventStore, framework_id: str, upto: int) -> tuple[str, int]:
@@ -387,8 +434,7 @@ def why_role(store: EventStore, role: str, since: str | float | None = None, unt
              at: int | None = None) -> dict[str, Any]:
     upto = _upto(store, at)
     start, end, t0, t1 = _window(store, since, until, upto)
-    head = state_at(store, end)
-    fids = sorted(f for f, fw in head.frameworks.items() if role in fw.info.roles)
+    fids = _role_frameworks(store, role, end)
     if not fids:
         raise WhyError("role", f"no registered framework is subscribed to role {role!r} at index {end}", status=404)
     subscribed = _subscriptions(store, end)
@@ -437,7 +483,7 @@ def _quota_text(q: Any) -> str:
 
 def ask(path: str | Path, kind: str, **params: Any) -> dict[str, Any]:
     """Open the store at `path` with its own connection, answer one question, close it."""
-    store = EventStore(path)
+    store = open_store(resolve_store_path(path))  # read-only: a question never writes to a replica's store
     try:
         if kind == "task":
             answer = why_task(store, params["framework_id"], params["task_id"], params.get("at"))

@@ -251,6 +251,66 @@ def test_bad_questions(tmp_path):
     assert e.value.param == "role"
 
 
+def test_quota_limit_on_an_agent_with_disk(tmp_path):
+    """Real agents have disk, which a limit on cpus and mem leaves out: the allocator shrinks the offer to the
+    disk alone, below the minimum, and skips the framework. That is the quota limit, not being outranked."""
+    log = Log()
+    log.agent(0, "cpus:4;mem:4096;disk:8192")
+    log.emit(ev.QuotaUpdated(role="q", limits={"cpus": 1.0, "mem": 1024.0}))
+    b = log.framework(2, roles=("q",))
+    log.run()
+    log.launch(b, "cpus:1;mem:1024")
+    log.decline(b, 0.0)
+    assert log.run() == []
+    answer = why.why_framework(log.store(tmp_path), b)
+    assert reasons(answer, "next run") == [diag.QUOTA_LIMIT]
+    assert "role q at its quota limit" in answer["reasons"][0]["detail"]
+
+
+def test_headroom_applies_to_a_role_whose_own_guarantee_is_satisfied(tmp_path):
+    """Stage 2 keeps the headroom other roles' unsatisfied guarantees need from every role, one with a satisfied
+    guarantee of its own included."""
+    log = Log()
+    log.agent(0, "cpus:4;mem:4096")
+    log.emit(ev.QuotaUpdated(role="g", guarantees={"cpus": 3.0, "mem": 3072.0}))  # no framework in g
+    log.emit(ev.QuotaUpdated(role="a", guarantees={"cpus": 1.0, "mem": 1024.0}))
+    fa = log.framework(1, roles=("a",))
+    assert [o.framework_id for o in log.run()] == [fa]
+    log.launch(fa, "cpus:1;mem:1024")
+    assert log.run() == []
+    answer = why.why_framework(log.store(tmp_path), fa)
+    assert reasons(answer, "next run") == [diag.QUOTA_HEADROOM]
+
+
+def test_filter_on_a_limit_shrunk_offer(tmp_path):
+    """Under a limit the allocator checks the decline filter against the shrunk offer, not all that is free."""
+    log = Log()
+    log.agent(0, "cpus:4;mem:4096")
+    log.emit(ev.QuotaUpdated(role="q", limits={"cpus": 1.0, "mem": 1024.0}))
+    b = log.framework(2, roles=("q",))
+    assert [o.framework_id for o in log.run()] == [b]
+    log.decline(b, 3600.0)
+    assert log.run() == []
+    answer = why.why_framework(log.store(tmp_path), b)
+    assert reasons(answer, "next run") == [diag.FILTERED]
+
+
+def test_a_rejected_duplicate_launch_keeps_the_running_task(tmp_path):
+    log = Log()
+    log.agent(0, "cpus:4;mem:4096")
+    log.agent(1, "cpus:4;mem:4096")
+    a = log.framework(1)
+    log.run()
+    log.launch(a, "cpus:1;mem:128", task_id="web")
+    o = log.offer_of(a)
+    log.emit(ev.OffersAccepted(framework_id=a, offer_ids=[o.offer_id], tasks=[], refuse_seconds=0.0,
+                               rejected=[ev.Rejection(task_id="web", state="TASK_ERROR", reason="REASON_TASK_INVALID",
+                                                      message="task id web is in use")]))
+    answer = why.why_task(log.store(tmp_path), a, "web")
+    assert [s["step"] for s in answer["timeline"]] == ["OFFERED", "ACCEPTED", "TASK_RUNNING", "REJECTED"]
+    assert "rejected it" not in answer["answer"]
+
+
 # ---- the CLI and HTTP ------------------------------------------------------------------------------
 
 
@@ -285,6 +345,8 @@ def test_cli(tmp_path):
     assert bad.returncode == 2 and "--store" in bad.stderr
     bad = drover("role", "*", "--store", str(path), "--since", "yesterday")
     assert bad.returncode == 2 and "--since" in bad.stderr
+    bad = drover("framework", b, "--store", str(path), "--since", "0001-01-01T00:00:00+01:00")  # year 0 in UTC
+    assert bad.returncode == 2 and "--since" in bad.stderr and "Traceback" not in bad.stderr
 
 
 async def test_http(tmp_path):
@@ -306,6 +368,7 @@ async def test_http(tmp_path):
         for params, status, name in [({"framework_id": b, "index": "x"}, 400, "index"),
                                      ({"framework_id": b, "index": "99999"}, 400, "index"),
                                      ({"framework_id": b, "since": "soon"}, 400, "since"),
+                                     ({"framework_id": b, "until": "9999-12-31T23:59:59-01:00"}, 400, "until"),
                                      ({"framework_id": b, "limit": "1"}, 400, "limit"),
                                      ({}, 400, "framework_id"),
                                      ({"framework_id": "nope"}, 404, "framework_id")]:
