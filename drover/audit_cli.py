@@ -10,9 +10,7 @@ The queries are in `replay/audit.py`; docs/audit.md explains what each answers.
 from __future__ import annotations
 
 import argparse
-import os
 import sqlite3
-import sys
 
 from drover.errors import UsageError
 
@@ -65,10 +63,7 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(f"--store: {args.store} is not a readable event store ({e})") from None
     except (StoreCorrupt, UnknownEvent, ReplayError) as e:  # a gap, an undecodable payload, a fold error
         raise UsageError(f"--store: {e}") from None
-    text = audit.render(args.query, records, args.format, cluster)
-    try:
-        sys.stdout.write(text)
-        sys.stdout.flush()
-    except BrokenPipeError:  # `drover audit ... | head`
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    from drover.cli import write_out
+
+    write_out(audit.render(args.query, records, args.format, cluster))
     return 0

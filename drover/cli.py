@@ -65,6 +65,27 @@ def _positive(value: str) -> float:
     return v
 
 
+def client_auth_flags(p: argparse.ArgumentParser, client: str) -> None:
+    """A client command's --credentials / --principal / --secret (read by `client_credential`) and its TLS flags."""
+    p.add_argument("--credentials", type=Path, default=None, metavar="FILE",
+                   help="authenticate as the first principal of this credentials file (or a {principal, secret} "
+                        "file; mode 0600)")
+    p.add_argument("--principal", default=None, help="authenticate as this principal (with --secret)")
+    p.add_argument("--secret", default=None,
+                   help="the principal's secret (visible to other local users in the process list: prefer "
+                        "--credentials)")
+    _tls_flags(p, server=False, client=client)
+
+
+def write_out(text: str) -> None:
+    """Print a command's answer; a reader that stops early (`| head`) is not an error."""
+    try:
+        sys.stdout.write(text)
+        sys.stdout.flush()
+    except BrokenPipeError:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+
+
 def _tls_flags(p: argparse.ArgumentParser, server: bool, client: str | None) -> None:
     """The TLS flags (docs/tls.md): a server's certificate and key, and the CA a client verifies masters with."""
     if server:
@@ -241,14 +262,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--name", default="drover-execute")
     e.add_argument("--timeout", type=_positive, default=300.0)
     e.add_argument("--user", default="root", help="the user the tasks run as (the framework's user; '' = the image's)")
-    e.add_argument("--credentials", type=Path, default=None, metavar="FILE",
-                   help="authenticate as the first principal of this credentials file (or a {principal, secret} "
-                        "file; mode 0600)")
-    e.add_argument("--principal", default=None, help="authenticate as this principal (with --secret)")
-    e.add_argument("--secret", default=None,
-                   help="the principal's secret (visible to other local users in the process list: prefer "
-                        "--credentials)")
-    _tls_flags(e, server=False, client="talk to the master")
+    client_auth_flags(e, "talk to the master")
     return p
 
 

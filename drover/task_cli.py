@@ -20,7 +20,6 @@ import ssl
 import sys
 import uuid
 from dataclasses import dataclass
-from pathlib import Path
 
 import aiohttp
 
@@ -34,7 +33,7 @@ RUNNING = ("TASK_STAGING", "TASK_STARTING", "TASK_RUNNING", "TASK_KILLING")
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
-    from drover.cli import _addr, _tls_flags
+    from drover.cli import _addr, client_auth_flags
 
     t = sub.add_parser("task", help="a task's logs, or a command in its container")
     tsub = t.add_subparsers(dest="task_cmd", required=True)
@@ -44,11 +43,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         p.add_argument("task", metavar="TASK", help="the task id")
         p.add_argument("--framework", metavar="FID", default=None, help="the task's framework (when ids clash)")
         p.add_argument("--master", type=_addr, default="127.0.0.1:5050", help="a master (default 127.0.0.1:5050)")
-        p.add_argument("--credentials", type=Path, default=None, metavar="FILE",
-                       help="authenticate as the first principal of this credentials file (mode 0600)")
-        p.add_argument("--principal", default=None, help="authenticate as this principal (with --secret)")
-        p.add_argument("--secret", default=None, help="the principal's secret (prefer --credentials)")
-        _tls_flags(p, server=False, client="talk to the master and the agent")
+        client_auth_flags(p, "talk to the master and the agent")
         p.set_defaults(run=run)
     lg.add_argument("--stream", choices=("stdout", "stderr"), default="stdout")
     lg.add_argument("--follow", "-f", action="store_true",

@@ -14,19 +14,16 @@ from __future__ import annotations
 import argparse
 import http.client
 import json
-import os
 import sqlite3
-import sys
 import urllib.error
 import urllib.parse
 import urllib.request
-from pathlib import Path
 
 from drover.errors import UsageError
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
-    from drover.cli import _addr, _tls_flags
+    from drover.cli import _addr, client_auth_flags
 
     p = sub.add_parser("why", help="why a task ran where it ran; why a framework or role got no offers",
                        description="Answers from the event log alone, for any index in history (docs/why.md).")
@@ -48,11 +45,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         q.add_argument("--master", type=_addr, metavar="HOST:PORT", help="ask this master over HTTP instead")
         q.add_argument("--index", type=int, metavar="N", help="answer as of this log index (default: the latest)")
         q.add_argument("--format", default="table", choices=("table", "json"), help="table (default) or json")
-        q.add_argument("--credentials", type=Path, default=None, metavar="FILE",
-                       help="with --master: authenticate as the first principal of this credentials file")
-        q.add_argument("--principal", default=None, help="with --master: authenticate as this principal")
-        q.add_argument("--secret", default=None, help="the principal's secret (prefer --credentials)")
-        _tls_flags(q, server=False, client="talk to the master")
+        client_auth_flags(q, "talk to the master (with --master)")
         q.set_defaults(run=run)
 
 
@@ -120,10 +113,7 @@ def _remote(args: argparse.Namespace) -> str:
 def run(args: argparse.Namespace) -> int:
     if bool(args.store) == bool(args.master):
         raise UsageError("give one of --store PATH (a replica's data dir) or --master HOST:PORT")
-    text = _local(args) if args.store else _remote(args)
-    try:
-        sys.stdout.write(text)
-        sys.stdout.flush()
-    except BrokenPipeError:  # `drover why ... | head`
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    from drover.cli import write_out
+
+    write_out(_local(args) if args.store else _remote(args))
     return 0
