@@ -233,7 +233,9 @@ def build_parser() -> argparse.ArgumentParser:
     l.add_argument("--masters", type=int, default=3, choices=(1, 3, 5))
     l.add_argument("--agents", type=int, default=2)
     l.add_argument("--base-port", type=int, default=5050,
-                   help="leader endpoint on BASE, replicas on BASE+1.., agents on BASE+11.., Raft on BASE+100..")
+                   help="leader endpoint on BASE, replicas on BASE+1.., agents on BASE+11.., Raft on BASE+100.. "
+                        "(so a second cluster on this machine needs a BASE at least 110 away: BASE+100 is taken; "
+                        "deploy/prometheus/prometheus.yml is written for the default 5050)")
     l.add_argument("--demo", action="store_true", help="run a demo job once the cluster is up, then keep running")
     l.add_argument("--secure", action="store_true",
                    help="authentication and ACLs on every port: credentials in DATA_DIR/credentials.json (the first "
@@ -256,11 +258,13 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--master", required=True, type=_addr)
     e.add_argument("--command", required=True)
     e.add_argument("--image", default=None)
-    e.add_argument("--cpus", type=_positive, default=0.1)
-    e.add_argument("--mem", type=_positive, default=32.0)
+    e.add_argument("--cpus", type=_positive, default=0.1, help="per task (default: 0.1)")
+    e.add_argument("--mem", type=_positive, default=32.0, help="MB per task (default: 32)")
     e.add_argument("--instances", type=int, default=1)
     e.add_argument("--name", default="drover-execute")
-    e.add_argument("--timeout", type=_positive, default=300.0)
+    e.add_argument("--timeout", type=_positive, default=300.0,
+                   help="seconds before giving up: the framework is torn down and tasks still running are killed "
+                        "(default: 300; a long job needs a longer one)")
     e.add_argument("--user", default="root", help="the user the tasks run as (the framework's user; '' = the image's)")
     client_auth_flags(e, "talk to the master")
     return p

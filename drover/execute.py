@@ -31,6 +31,7 @@ async def execute(master: str, command: str, *, image: str | None = None, cpus: 
                   ssl_context: ssl.SSLContext | None = None) -> int:
     finals: dict[str, str] = {}
     launched = 0
+    told_waiting = False
     info = {"user": user, "name": name, "failover_timeout": 0.0, "capabilities": [{"type": "TASK_KILLING_STATE"}]}
     async with SchedulerSession(master, info, credential=credential, ssl_context=ssl_context) as s:
         try:
@@ -39,7 +40,7 @@ async def execute(master: str, command: str, *, image: str | None = None, cpus: 
             raise ExecuteError(str(e)) from None
 
         async def run() -> None:
-            nonlocal launched
+            nonlocal launched, told_waiting
             async for e in s.events():
                 t = e["type"]
                 if t == "SUBSCRIBED":
@@ -66,6 +67,12 @@ async def execute(master: str, command: str, *, image: str | None = None, cpus: 
                                 "operations": [{"type": "LAUNCH", "launch": {"task_infos": tasks}}],
                                 "filters": {"refuse_seconds": 1.0}}})
                         else:
+                            if launched < instances and not told_waiting:
+                                # Otherwise nothing is printed until --timeout: say what it waits for, once.
+                                told_waiting = True
+                                print(f"waiting for an offer of cpus:{cpus:g};mem:{mem:g} (declined one of cpus:{c:g};"
+                                      f"mem:{m:g}); why: drover why framework {s.framework_id} --master {master}",
+                                      file=out)
                             await s.call({"type": "DECLINE", "decline": {"offer_ids": [offer["id"]],
                                                                           "filters": {"refuse_seconds": 60.0}}})
                 elif t == "UPDATE":

@@ -38,7 +38,11 @@ def free_port() -> int:
 
 
 def port_free(port: int) -> bool:
+    # SO_REUSEADDR as the servers bind (aiohttp's reuse_address, pysyncobj's listener): without it a port whose
+    # connections are in TIME_WAIT (a cluster just stopped with Ctrl-C) reads as taken for a minute, although
+    # the servers could bind it; a port something listens on is still refused.
     with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             s.bind((HOST, port))
         except OSError:

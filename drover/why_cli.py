@@ -99,6 +99,9 @@ def _remote(args: argparse.Namespace) -> str:
             body = resp.read().decode("utf-8", "replace")
     except urllib.error.HTTPError as e:
         text = e.read().decode("utf-8", "replace").strip()
+        if e.code == 401:  # the body is only "401 Unauthorized.": say what to pass, as `drover task` does
+            raise UsageError(f"{args.master}: not authenticated (401): pass --credentials FILE (a --secure "
+                             f"`drover local` writes DATA_DIR/credentials.json) or --principal/--secret") from None
         raise UsageError(f"{args.master}: {e.code}: {text[:500]}") from None
     except (OSError, urllib.error.URLError, http.client.HTTPException) as e:
         raise UsageError(f"cannot reach {args.master}: {getattr(e, 'reason', e)}") from None

@@ -484,6 +484,10 @@ class RaftLog:
             # on the next 50 ms tick. A single replica ticks often instead (measured: 50 ms -> ~1 ms).
             autoTickPeriod=0.05 if peers else 0.002,
             password=tuning.secret,  # authenticates (and encrypts) every Raft frame: "peer authentication" above
+            # Listen where --raft says, as --http does: without bindAddress pysyncobj binds 0.0.0.0 (transport.py,
+            # _createServer), so `--raft 127.0.0.1:P` (drover local) or `--raft 10.0.0.11:5150` was open on every
+            # interface, past a firewall rule written for the address given.
+            bindAddress=self_addr,
         )
         if tuning.secret is not None and not pysyncobj.encryptor.HAS_CRYPTO:
             raise ImportError("a Raft secret needs the 'cryptography' package (a dependency of drover)")

@@ -328,9 +328,16 @@ def diagnose(state: State, framework_id: str, offers: Sequence[ev.OfferRecord],
                                 holders=holders))
     if FILTERED in agents_by:
         ids = agents_of(FILTERED)
-        findings.append(Finding(FILTERED, f"its decline filters covered what {len(ids)} agent(s) had free "
-                                          f"({free_text(FILTERED)})",
-                                agents=ids, roles=roles_of(FILTERED), until=until, free=free_by.get(FILTERED, {})))
+        text = f"its decline filters covered what {len(ids)} agent(s) had free ({free_text(FILTERED)})"
+        # When the agents had none of a resource the cluster has (often what the framework waits for), a REVIVE
+        # only brings back offers without it: name who holds it, as no_free_resources does.
+        missing = [k for k, v in a.totals.items() if v > 0 and k not in free_by.get(FILTERED, {}) and k != "ports"]
+        holders = _holders(state, a, ids) if missing else []
+        if holders:
+            text += f"; the {', '.join(sorted(missing))} are held by " + ", ".join(
+                f"{h.framework_id} ({h.role}: {h.resources}{', in offers' if h.offers else ''})" for h in holders[:3])
+        findings.append(Finding(FILTERED, text, agents=ids, roles=roles_of(FILTERED), until=until,
+                                holders=holders, free=free_by.get(FILTERED, {})))
     if QUOTA_LIMIT in agents_by:
         text = "; ".join(f"role {r} at its quota limit for {fmt_q(q)}" for r, q in sorted(at_limit.items()))
         findings.append(Finding(QUOTA_LIMIT, text, agents=agents_of(QUOTA_LIMIT), roles=roles_of(QUOTA_LIMIT)))
@@ -373,6 +380,8 @@ def remedy(finding: Finding, until: str | None = None) -> str:
     text = REMEDIES.get(finding.reason, "")
     if finding.reason == FILTERED and until is not None:
         text = f"the decline filters expire at {until}; a REVIVE clears them now"
+        if finding.holders:
+            text += " (but the offers would still lack what the holders hold: " + REMEDIES[NO_FREE_RESOURCES] + ")"
     elif finding.reason == OUTRANKED and finding.rivals:
         r = finding.rivals[0]
         if finding.share is not None and r.share is not None and r.role in finding.roles:

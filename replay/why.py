@@ -271,6 +271,10 @@ def _window(store: EventStore, since: str | float | None, until: str | float | N
     if t0 is not None and t1 is not None and t1 < t0:
         raise WhyError("until", f"{iso(t1)} is before since ({iso(t0)})")
     start = 1 if t0 is None else _index_at_or_after(store, t0, upto)
+    if start > upto:
+        last = store.db.execute("SELECT ts FROM events WHERE idx = ?", (upto,)).fetchone()
+        raise WhyError("since", f"{iso(t0)} is after the last event asked about (index {upto}, "
+                                f"{_fmt_time(last[0] if last else None)})")
     end = upto if t1 is None else _index_at_or_before(store, t1, upto)
     return start, end, t0, t1
 
@@ -332,6 +336,8 @@ def _summarise(fid: str, diagnoses: list[diag.RunDiagnosis], now: diag.RunDiagno
     for f in (*now.findings, *(latest[r] for r in sorted(counts, key=lambda r: -counts[r]))):
         if f.reason == diag.OFFERED or f.reason in done:
             continue  # one remedy per reason: the next run's when it has one
+        if f.reason == diag.NOT_REGISTERED and not any(g.reason == diag.NOT_REGISTERED for g in now.findings):
+            continue  # runs before it subscribed: it is registered now, so "must SUBSCRIBE" would mislead
         done.add(f.reason)
         text = diag.remedy(f, iso(f.until) if f.until else None)
         if text and text not in changes:
@@ -451,7 +457,8 @@ def why_role(store: EventStore, role: str, since: str | float | None = None, unt
         for x in r:
             x["framework_id"] = f
         reasons.extend(r)
-        changes.extend(t for t in c if t not in changes)
+        # Several frameworks: say whose remedy each one is (two "filters expire at ..." lines are otherwise a puzzle).
+        changes.extend(t for t in (f"{f}: {x}" if len(fids) > 1 else x for x in c) if t not in changes)
         frameworks.append({"framework_id": f, "offers_received": got.get(f, 0),
                            "next_run": msgspec.to_builtins(now[f])})
     starved = [f for f in fids if got.get(f, 0) == 0]

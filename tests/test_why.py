@@ -295,6 +295,25 @@ def test_filter_on_a_limit_shrunk_offer(tmp_path):
     assert reasons(answer, "next run") == [diag.FILTERED]
 
 
+def test_filtered_but_what_it_waits_for_is_held_by_another(tmp_path):
+    """The leftovers of an agent (no cpus) are offered and declined with a filter: the filter is the next run's
+    reason, but a REVIVE alone would only bring back offers without cpus: who holds them is said too."""
+    log = Log()
+    log.agent(0, "cpus:2;mem:2048")
+    hog = log.framework(1)
+    log.run()
+    log.launch(hog, "cpus:2;mem:1024")
+    b = log.framework(2)
+    assert [o.framework_id for o in log.run()] == [b]  # mem:1024 and no cpus
+    log.decline(b, 60.0)
+    answer = why.why_framework(log.store(tmp_path), b)
+    nxt = [r for r in answer["reasons"] if r["when"] == "next run"]
+    assert [r["reason"] for r in nxt] == [diag.FILTERED]
+    assert "none of cpus" in nxt[0]["detail"] and hog in nxt[0]["detail"]
+    assert [h["framework_id"] for h in nxt[0]["holders"]] == [hog]
+    assert any("REVIVE" in c and "holders" in c for c in answer["changes"])
+
+
 def test_a_rejected_duplicate_launch_keeps_the_running_task(tmp_path):
     log = Log()
     log.agent(0, "cpus:4;mem:4096")
@@ -369,6 +388,7 @@ async def test_http(tmp_path):
                                      ({"framework_id": b, "index": "99999"}, 400, "index"),
                                      ({"framework_id": b, "since": "soon"}, 400, "since"),
                                      ({"framework_id": b, "until": "9999-12-31T23:59:59-01:00"}, 400, "until"),
+                                     ({"framework_id": b, "since": "2999-01-01"}, 400, "since"),
                                      ({"framework_id": b, "limit": "1"}, 400, "limit"),
                                      ({}, 400, "framework_id"),
                                      ({"framework_id": "nope"}, 404, "framework_id")]:

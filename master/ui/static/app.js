@@ -88,7 +88,8 @@ function overview(d) {
         `${fmtNum(d.used.cpus)} used · ${fmtNum(d.offered.cpus)} offered`)),
       card("Memory", `${fmtMem(d.used.mem)} / ${fmtMem(d.total.mem)}`, bar(d.used.mem, d.total.mem,
         `${fmtMem(d.used.mem)} used · ${fmtMem(d.offered.mem)} offered`)),
-      card("Disk", `${fmtMem(d.used.disk)} / ${fmtMem(d.total.disk)}`, bar(d.used.disk, d.total.disk))),
+      card("Disk", `${fmtMem(d.used.disk)} / ${fmtMem(d.total.disk)}`, bar(d.used.disk, d.total.disk,
+        `${fmtMem(d.used.disk)} used · ${fmtMem(d.offered.disk)} offered`))),
     h("h2", {}, "Roles"),
     table(["Role", "Weight", "Frameworks", "Allocated", "Offered", "Dominant share", "Quota guarantee",
       "Quota limit"],
@@ -319,7 +320,10 @@ function whyPanel(kind, params, label) {
     box.append(h("div", { class: "why-body" },
       h("p", { class: "question" }, question || "", index ? ` (at log index ${index})` : ""),
       h("p", { class: "answer" }, answer || ""),
-      table(["Reason", "Detail", "Count"], (reasons || []).map((r) => [r.reason, r.detail || "",
+      // A role's answer mixes the reasons of several frameworks, and each reason is about the next run or the
+      // window: show both, as `drover why` does (WHEN, FRAMEWORK), or same-looking rows cannot be told apart.
+      table(["When", "Framework", "Reason", "Detail", "Runs"], (reasons || []).map((r) => [r.when || "",
+        r.framework_id ? short(r.framework_id) : "", r.reason, r.detail || "",
         r.count === null || r.count === undefined ? "-" : String(r.count)]), "no reasons given"),
       changes?.length ? [h("h3", {}, "What would change it"), h("ul", {}, changes.map((c) => h("li", {}, c)))] : null,
       h("details", {}, h("summary", {}, "Everything the endpoint answered"),
@@ -396,8 +400,12 @@ function showTick() {
     conn.className = "conn down";
     conn.textContent = "○ reconnecting…";
   }
-  $("at").textContent = cluster.live ? "following the event stream" :
-    `the cluster as it was at log index ${cluster.at}`;
+  // A principal that may not read the whole log gets 403s from the event stream and the history: it cannot time
+  // travel, and the page is not following the stream. Say so instead of a scrubber stuck at index 1.
+  $("scrub").disabled = $("goto").disabled = Boolean(cluster.polling);
+  $("at").textContent = cluster.polling ? "time travel needs a principal that may view every framework and task" :
+    cluster.live ? "following the event stream" : `the cluster as it was at log index ${cluster.at}`;
+  if (cluster.live && document.activeElement !== $("goto")) $("goto").value = "";
   $("live").disabled = cluster.live;
 }
 
