@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Iterator
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily, Metric
 
+from eventstore.resources import Resources
 from eventstore.vocab import TERMINAL_STATES, TaskState
 
 if TYPE_CHECKING:
@@ -89,11 +90,32 @@ class _AgentCollector:
         yield g
 
 
+def used(agent: "Agent") -> dict[str, float]:
+    """What the agent's tasks that have not ended hold (a task group's executor once), by scalar name."""
+    held = Resources()
+    executors: set[tuple[str, str]] = set()
+    for r in agent.tasks.values():
+        if r.refused or r.state in TERMINAL_STATES:
+            continue
+        held = held + Resources(r.spec.resources)
+        ex = r.spec.executor
+        if ex is not None and (r.framework_id, ex.executor_id) not in executors:
+            executors.add((r.framework_id, ex.executor_id))
+            held = held + Resources(ex.resources)
+    return held.quantities()
+
+
 def snapshot(agent: "Agent", metrics: AgentMetrics) -> dict[str, float]:
-    """Mesos's agent /metrics/snapshot, for the metrics that map."""
+    """Mesos's agent /metrics/snapshot, for the metrics that map: registration, uptime, tasks by state, and
+    `slave/<cpus|mem|disk|gpus>_<total|used|percent>` (mem and disk in MB, percent as a fraction, as Mesos)."""
     states = task_states(agent)
     out = {"slave/registered": 1.0 if agent.registered.is_set() else 0.0,
            "slave/uptime_secs": max(0.0, time.time() - metrics.started_at)}
     for st in (TaskState.STAGING, TaskState.STARTING, TaskState.RUNNING, TaskState.KILLING):
         out["slave/tasks_" + st.removeprefix("TASK_").lower()] = float(states.get(st, 0))
+    total, held = agent.config.resources.quantities(), used(agent)
+    for name in ("cpus", "mem", "disk", "gpus"):
+        t, u = total.get(name, 0.0), held.get(name, 0.0)
+        out[f"slave/{name}_total"], out[f"slave/{name}_used"] = t, u
+        out[f"slave/{name}_percent"] = u / t if t > 0 else 0.0
     return dict(sorted(out.items()))

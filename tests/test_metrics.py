@@ -241,13 +241,22 @@ async def test_metrics_need_credentials_on_a_secure_master(tmp_path: Path) -> No
 def test_agent_exposition_and_snapshot() -> None:
     from agent import metrics as agent_metrics
 
-    def rec(state: str, container_id: str | None, refused: bool = False) -> SimpleNamespace:
-        return SimpleNamespace(state=state, container_id=container_id, refused=refused)
+    from eventstore import events as ev
+    from eventstore.resources import Resources
+
+    group_executor = ev.ExecutorSpec(executor_id="e1", resources=Resources.parse("cpus:0.1;mem:32").to_list(),
+                                     task_ids=["t1", "t2"])
+
+    def rec(state: str, container_id: str | None, refused: bool = False, executor=None) -> SimpleNamespace:
+        spec = SimpleNamespace(resources=Resources.parse("cpus:0.5;mem:128").to_list(), executor=executor)
+        return SimpleNamespace(state=state, container_id=container_id, refused=refused, spec=spec, framework_id="F1")
 
     registered = asyncio.Event()
     registered.set()
-    agent = SimpleNamespace(registered=registered, tasks={
-        ("F1", "t1"): rec("TASK_RUNNING", "c1"), ("F1", "t2"): rec("TASK_RUNNING", "c2"),
+    agent = SimpleNamespace(registered=registered, config=SimpleNamespace(
+        resources=Resources.parse("cpus:4;mem:1024;disk:2048")), tasks={
+        ("F1", "t1"): rec("TASK_RUNNING", "c1", executor=group_executor),
+        ("F1", "t2"): rec("TASK_RUNNING", "c2", executor=group_executor),
         ("F1", "t3"): rec("TASK_STAGING", None), ("F1", "t4"): rec("TASK_FINISHED", "c4"),
         ("F1", "t5"): rec("TASK_FAILED", None, refused=True)})
     m = agent_metrics.AgentMetrics()
@@ -270,3 +279,8 @@ def test_agent_exposition_and_snapshot() -> None:
     snap = agent_metrics.snapshot(agent, m)  # type: ignore[arg-type]
     assert snap["slave/registered"] == 1 and snap["slave/tasks_running"] == 2 and snap["slave/tasks_staging"] == 1
     assert snap["slave/uptime_secs"] >= 0
+    # Three tasks not ended (t1, t2, t3) of 0.5 cpus and 128 MB, and t1/t2's group executor once.
+    assert snap["slave/cpus_total"] == 4 and snap["slave/cpus_used"] == pytest.approx(1.6)
+    assert snap["slave/cpus_percent"] == pytest.approx(0.4)
+    assert snap["slave/mem_used"] == 416 and snap["slave/disk_total"] == 2048 and snap["slave/disk_percent"] == 0
+    assert snap["slave/gpus_total"] == 0 and snap["slave/gpus_percent"] == 0
