@@ -39,6 +39,7 @@ from master.decide.timers import decide_disconnect, decide_timers
 from master.limits import Limits
 from master.state import State, apply, decode_snapshot, encode_snapshot, state_hash
 from replay import audit
+from replay.invariants import capacity_problems
 
 CONFIG = DecideConfig(allocation_interval=1.0, framework_failover_grace=5.0, agent_unreachable_after=20.0,
                       agent_reregister_timeout=30.0, limits=Limits(max_frameworks=6, max_agents=6))
@@ -78,6 +79,8 @@ class Master:
         for i, (e, p) in enumerate(zip(batch.events, batch.payloads, strict=True)):
             apply(self.state, ev.Envelope(index=first + i, term=batch.term, ts=batch.ts, event=e))
             self.payloads.append((first + i, batch.term, batch.ts, p))
+        # Whatever the calls, nothing is offered twice or beyond an agent's capacity (replay/invariants.py).
+        assert not (problems := capacity_problems(self.state)), problems
 
     def take(self, d: Decision) -> None:
         if d.refusal is not None:
