@@ -159,7 +159,7 @@ class MasterServer:
         self._leader_tasks: list[asyncio.Task] = []
         self._alloc_wakeup = asyncio.Event()
         self._last_snapshot = 0
-        self._pending_triggers: list[str] = []
+        self._pending_triggers: list[tuple[str, str | None]] = []
         self.on_serving_change = None  # callback(serving: bool), set by the HTTP layer
         # Live readers of the committed history (GET /api/v1/events, operator SUBSCRIBE): each bounded queue
         # gets every batch this replica folds, as a list of Envelopes. See _notify_listeners.
@@ -605,6 +605,9 @@ class MasterServer:
             return False
         self.serving = False
         self._fail_pipeline(f"stopped leading: {why}")
+        # Allocation triggers belong to this serving period (a next one starts with a fresh periodic run).
+        self._pending_triggers.clear()
+        self._alloc_wakeup.clear()
         log.info("stopped serving", replica=self.config.id, why=why)
         for t in self._leader_tasks:
             t.cancel()
@@ -658,7 +661,24 @@ class MasterServer:
         assert isinstance(reply, TimersReply)
         for why in reply.skipped:
             log.error("a timer's event would be refused by the commit gate; left out", why=why)
-        staged = [self.stage(decision.events, ts=now)] if decision.events else []
+        staged = []
+        if decision.events:
+            try:
+                staged.append(self.stage(decision.events, ts=now))
+            except ev.InvalidEvent:
+                # A bug, never an input (decide_timers checks the gate's rules across fields, not every value
+                # rule). Stage what the gate takes and leave out the rest, loudly; the allocation run still happens
+                # (otherwise the same events come back every tick and no offer is made until the leader changes).
+                good = []
+                for event in decision.events:
+                    try:
+                        ev.encode_event(event)
+                        good.append(event)
+                    except ev.InvalidEvent as e:
+                        log.error("a timer's event is refused by the commit gate; left out",
+                                  event_type=ev.event_type(event), error=str(e))
+                if good:
+                    staged.append(self.stage(good, ts=now))
         for agent_id in reply.unreachable:
             log.warning("agent unreachable", agent_id=agent_id,
                         silent_for=round(now - self._agent_last_seen(agent_id), 3))

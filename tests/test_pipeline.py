@@ -374,3 +374,31 @@ async def test_an_old_stream_ending_during_a_resubscription_does_not_disconnect_
     assert core.state.frameworks[fid].connected, "the framework was recorded as disconnected"
     assert not any(isinstance(e.event, (ev.FrameworkDisconnected, ev.FrameworkRemoved))
                    and e.event.framework_id == fid for e in stored(replica))
+
+
+async def test_a_timer_event_the_gate_refuses_is_left_out_and_allocation_still_runs(
+        replica: Replica, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: F811
+    """A decider bug, never an input: a timer decision with an event the commit gate refuses. The events the gate
+    takes are committed, the other is left out, and the tick's allocation run still happens (it used to raise
+    before the run, every tick, until the leader changed)."""
+    from master import replica as replica_mod
+    from master.decide import Decision
+    from master.decide.timers import TimersReply
+
+    core = replica.core
+    bad = ev.WeightsUpdated(weights={"bad": float("nan")})  # constructed, not decoded: only the gate checks it
+    monkeypatch.setattr(replica_mod, "decide_timers",
+                        lambda *a, **k: Decision(events=[weights("good-timer"), bad], reply=TimersReply()))
+    runs = []
+    monkeypatch.setattr(replica_mod, "decide_offers", lambda *a, **k: runs.append(a[2]))
+    await core.run_timers_and_allocate("periodic")
+    assert runs == ["periodic"]
+    assert "good-timer" in core.state.weights and "bad" not in core.state.weights
+    assert core.serving and core.failed is None
+
+
+async def test_allocation_triggers_do_not_outlive_a_serving_period(replica: Replica) -> None:  # noqa: F811
+    core = replica.core
+    core.request_allocation("agent_added", "c-S9")
+    await core._step_down("test")
+    assert core._pending_triggers == [] and not core._alloc_wakeup.is_set()
