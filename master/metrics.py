@@ -5,8 +5,8 @@ nothing of them (docs/operating.md lists every metric):
 
 * counters of committed events, observed where the replica takes a committed batch (MasterServer._apply_batch and
   _apply_own: every replica counts the same events, each since its own start). Task state transitions need the
-  task's state before the event: `transition` reads it just before the fold (in _apply_batch, and in `stage` on the
-  leader, whose events are folded when staged); they are counted once committed;
+  task's state before the event: `transition` (master/state.py) reads it just before the fold (in _apply_batch,
+  and in `stage` on the leader, whose events are folded when staged); they are counted once committed;
 * histograms timed around the leader's allocation run (`decide_offers`) and around the commit of a Raft entry
   (proposed -> committed and stored);
 * HTTP requests, by route template (never the raw path) and status code: an aiohttp middleware (master/http.py);
@@ -30,7 +30,7 @@ from drover.http_metrics import CONTENT_TYPE  # noqa: F401 (master/http.py serve
 from eventstore import events as ev
 from eventstore.resources import Resources
 from eventstore.vocab import TaskState
-from master.state import State, holdings
+from master.state import State, Transition, holdings, transition  # noqa: F401 (transition: re-exported)
 
 if TYPE_CHECKING:
     from master.replica import MasterServer
@@ -106,21 +106,6 @@ class MasterMetrics:
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)
-
-
-Transition = tuple[str, str, str]  # (from_state, to_state, reason)
-
-
-def transition(state: State, event: ev.Event) -> Transition | None:
-    """The task state transition `event` makes when folded into `state`, read before the fold (pure): a status
-    update of a known task that changes its state. As in the fold, a terminal task's state never changes and an
-    update of an unknown task changes nothing."""
-    if not isinstance(event, ev.StatusUpdated):
-        return None
-    task = state.task(event.framework_id, event.task_id)
-    if task is None or task.terminal or task.state == event.status.state:
-        return None
-    return str(task.state), str(event.status.state), str(event.status.reason or "")
 
 
 def framework_states(state: State) -> Tally[str]:

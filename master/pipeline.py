@@ -21,10 +21,9 @@ This module holds the values and the grouping rule; MasterServer does the IO.
 
 from __future__ import annotations
 
-import asyncio
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Any, Callable
 
 from eventstore import events as ev
 from master import effects as fx
@@ -42,9 +41,11 @@ class Staged:
     payloads: list[bytes]
     effects: list[fx.Effect]  # planned from the state before each event; run once committed
     messages: list[fx.Effect]  # the decider's own messages; sent after the effects
-    done: asyncio.Future  # the index of the first event, or NotLeader
+    # The shell's completion handle (MasterServer: an asyncio.Future resolved with the index of the first event, or
+    # NotLeader); this module never reads it, so the values here stay free of IO (a simulator supplies its own).
+    done: Any
     then: list[Callable[[], None]] = field(default_factory=list)  # run once committed, after the messages
-    # Task state transitions its events make (master.metrics.transition, read before each fold), counted once
+    # Task state transitions its events make (master.state.transition, read before each fold), counted once
     # committed.
     transitions: list[tuple[str, str, str]] = field(default_factory=list)
 

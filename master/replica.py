@@ -35,9 +35,9 @@ from master.allocator import AllocatorConfig
 from master.decide import DecideConfig
 from master.decide.timers import TimersReply, decide_disconnect, decide_timers
 from master.limits import Limits
-from master.metrics import MasterMetrics, transition
+from master.metrics import MasterMetrics
 from master.pipeline import Group, Staged, take_group
-from master.state import State, apply, decode_snapshot, encode_snapshot, state_hash
+from master.state import State, apply, decode_snapshot, encode_snapshot, state_hash, transition
 
 log = structlog.get_logger("drover.master")
 

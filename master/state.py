@@ -192,6 +192,22 @@ def executor_key(task: Task) -> tuple[str, str, str] | None:
     return None if ex is None else (task.framework_id, task.agent_id, ex.executor_id)
 
 
+Transition = tuple[str, str, str]  # (from_state, to_state, reason)
+
+
+def transition(state: State, event: ev.Event) -> Transition | None:
+    """The task state transition `event` makes when folded into `state`, read before the fold: a status update of a
+    known task that changes its state. As in the fold, a terminal task's state never changes and an update of an
+    unknown task changes nothing. (The fold does not count it: master/metrics.py does, from what the leader's
+    staging and a follower's applier read here.)"""
+    if not isinstance(event, ev.StatusUpdated):
+        return None
+    task = state.task(event.framework_id, event.task_id)
+    if task is None or task.terminal or task.state == event.status.state:
+        return None
+    return str(task.state), str(event.status.state), str(event.status.reason or "")
+
+
 def holdings(tasks: Iterable[Task]) -> list[tuple[Task, list[Resource]]]:
     """What each of these tasks holds in the allocator, in their order: its own resources, and for the first holding
     task of each task group its executor's too (an executor holds its resources while any task of its group does)."""

@@ -16,7 +16,7 @@ PURE_ROOTS = [
     "eventstore.values", "eventstore.vocab", "eventstore.events", "eventstore.resources",
     "master.state", "master.allocation", "master.effects", "master.limits", "master.allocator", "master.decide",
     "master.views", "drover.security.acls", "drover.security.credentials", "agent.checks",
-    "agent.disk_limits", "master.why",
+    "agent.disk_limits", "master.why", "master.pipeline",
 ]
 IO_MODULES = {
     "asyncio", "aiohttp", "aiosqlite", "sqlite3", "pysyncobj", "podman", "socket", "subprocess", "os", "time",

@@ -23,7 +23,7 @@ PURE_CORE = [
     "eventstore/values.py", "eventstore/vocab.py", "eventstore/events.py", "eventstore/resources.py",
     "master/state.py", "master/limits.py", "master/allocation.py", "master/allocator", "master/decide",
     "master/views.py", "drover/security/acls.py", "drover/security/credentials.py", "agent/checks.py",
-    "agent/disk_limits.py", "master/why.py",
+    "agent/disk_limits.py", "master/why.py", "master/pipeline.py",
 ]
 
 
