@@ -31,6 +31,7 @@ from eventstore.raftproc import RaftProcess
 from eventstore.store import STORE_FILE, AsyncEventStore
 from master import effects as fx
 from master.allocation import decide_offers
+from master.core import ReplicaCore
 from master.allocator import AllocatorConfig
 from master.decide import DecideConfig
 from master.decide.timers import TimersReply, decide_disconnect, decide_timers
@@ -111,10 +112,24 @@ def _retrieved(f: asyncio.Future) -> None:
         f.exception()
 
 
+def _in_core(name: str) -> property:
+    """A MasterServer attribute kept in its ReplicaCore (master/core.py), read and written through."""
+    return property(lambda self: getattr(self.rc, name), lambda self, value: setattr(self.rc, name, value),
+                    doc=f"ReplicaCore.{name}")
+
+
 class MasterServer:
+    state = _in_core("state")
+    committed_index = _in_core("committed_index")
+    serving = _in_core("serving")
+    serving_term = _in_core("serving_term")
+    serving_epoch = _in_core("serving_epoch")
+    agent_seen = _in_core("agent_seen")
+    link_generation = _in_core("link_generation")
+
     def __init__(self, config: MasterConfig):
         self.config = config
-        self.state = State()
+        self.rc = ReplicaCore()  # the sans-IO core (master/core.py); the attributes below delegate to it
         self.store = AsyncEventStore(config.data_dir / STORE_FILE, durable=config.raft_tuning.fsync_journal)
         # pysyncobj in a process of its own by default (eventstore/raftproc.py: the master's GIL starved its ticks).
         self.raft: RaftLog | RaftProcess
@@ -129,12 +144,8 @@ class MasterServer:
         self._queue: asyncio.Queue = asyncio.Queue()
         self._applied = asyncio.Condition()
         self._decide_lock = asyncio.Lock()  # leadership transitions only; decisions need no lock (pipeline.py)
-        self.serving = False  # leader, and our LeaderElected is folded
-        self.serving_term = 0
-        self.serving_epoch = 0  # the log index of our LeaderElected while serving (fencing: raftlog._Log)
         # The pipeline. On the leader `state` runs ahead of the log by what is staged or in flight; everywhere
-        # `committed_index` is the last committed event folded here (and stored).
-        self.committed_index = 0
+        # `committed_index` is the last committed event folded here (and stored): both in `rc`.
         self._staged: deque[Staged] = deque()
         self._inflight: deque[Group] = deque()
         self._inflight_ids: set[str] = set()  # their proposal ids: the Raft process skips decoding these
@@ -148,13 +159,6 @@ class MasterServer:
         self.pipeline_counts = {"entries": 0, "decisions": 0, "events": 0}
         self.framework_streams: dict = {}  # framework_id -> RecordStream
         self.agent_links: dict = {}  # agent_id -> RecordStream
-        # Leader's memory, not history: when each agent was last heard from (any agent call: SUBSCRIBE, PING,
-        # UPDATE) or its link broke. An agent absent here counts from this leader's election.
-        self.agent_seen: dict[str, float] = {}
-        # How many subscriptions of each peer ("framework"|"agent", id) were staged: a stream whose client goes away
-        # records a disconnection only if no newer subscription of its peer was staged meanwhile (that one's link is
-        # registered only once it is committed, and must not be recorded as disconnected by the old stream's end).
-        self.link_generation: dict[tuple[str, str], int] = {}
         self._tasks: list[asyncio.Task] = []
         self._leader_tasks: list[asyncio.Task] = []
         self._alloc_wakeup = asyncio.Event()
@@ -410,8 +414,7 @@ class MasterServer:
 
     # ---- deciding ---------------------------------------------------------------------------------
     def now(self) -> float:
-        # Never behind the log: a new leader whose clock lags must not make time run backwards.
-        return max(time.time(), self.state.ts)
+        return self.rc.now(time.time())
 
     def stage(self, events: list[ev.Event], *, ts: float | None = None, messages: Iterable[fx.Effect] = (),
               then: Callable[[], None] | None = None) -> Staged:
@@ -522,17 +525,13 @@ class MasterServer:
         return first
 
     def new_link(self, kind: str, peer_id: str) -> int:
-        """A subscription of a peer was staged: its generation (see link_generation)."""
-        gen = self.link_generation.get((kind, peer_id), 0) + 1
-        self.link_generation[(kind, peer_id)] = gen
-        return gen
+        return self.rc.new_link(kind, peer_id)
 
     def latest_link(self, kind: str, peer_id: str, gen: int) -> bool:
-        return self.link_generation.get((kind, peer_id)) == gen
+        return self.rc.latest_link(kind, peer_id, gen)
 
     def agent_heard(self, agent_id: str) -> None:
-        """A sign of life from an agent (it called us); chatter, so kept in memory only."""
-        self.agent_seen[agent_id] = self.now()
+        self.rc.agent_heard(agent_id, time.time())
 
     async def record_disconnect(self, *, framework_id: str | None = None, agent_id: str | None = None) -> None:
         """A framework's stream or an agent's link broke: rescind what was offered through it and record it
@@ -704,4 +703,4 @@ class MasterServer:
             await self.committed(d)
 
     def _agent_last_seen(self, agent_id: str) -> float:
-        return max(self.agent_seen.get(agent_id, 0.0), self.state.elected_at or 0.0)
+        return self.rc.agent_last_seen(agent_id)

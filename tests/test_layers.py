@@ -17,6 +17,7 @@ PURE_ROOTS = [
     "master.state", "master.allocation", "master.effects", "master.limits", "master.allocator", "master.decide",
     "master.views", "drover.security.acls", "drover.security.credentials", "agent.checks",
     "agent.disk_limits", "master.why", "master.pipeline",
+    "master.core",
 ]
 IO_MODULES = {
     "asyncio", "aiohttp", "aiosqlite", "sqlite3", "pysyncobj", "podman", "socket", "subprocess", "os", "time",

@@ -24,6 +24,7 @@ PURE_CORE = [
     "master/state.py", "master/limits.py", "master/allocation.py", "master/allocator", "master/decide",
     "master/views.py", "drover/security/acls.py", "drover/security/credentials.py", "agent/checks.py",
     "agent/disk_limits.py", "master/why.py", "master/pipeline.py",
+    "master/core.py",
 ]
 
 
