@@ -56,6 +56,7 @@ from eventstore.values import MAX_TEXT_LENGTH, is_valid_id
 from eventstore.vocab import TERMINAL_STATES, Reason, Source, TaskState
 
 log = structlog.get_logger("drover.agent")
+MAX_REDIRECTS = 3  # 307s followed in a row when looking for the leader
 
 TASK_GROUP_INVALID = "REASON_TASK_GROUP_INVALID"  # Mesos's reason for a refused task group
 
@@ -287,7 +288,7 @@ class Agent:
     def _api_url(self, master: str) -> str:
         return f"{self._scheme}://{master}/api/drover/agent"
 
-    async def _link(self, target: str) -> None:
+    async def _link(self, target: str, hops: int = 0) -> None:
         url = self._api_url(target)
         async with self._session.post(url, data=self._subscribe_body(), allow_redirects=False,
                                       headers={"Content-Type": "application/json"}) as resp:
@@ -295,7 +296,11 @@ class Agent:
                 loc = resp.headers.get("Location", "")
                 leader = loc.lstrip("/").split("/", 1)[0]
                 if leader and leader != target:
-                    await self._link(leader)
+                    # Bounded, as the chaos workload's: two replicas with stale views naming each other would
+                    # otherwise bounce the agent until Python's recursion limit.
+                    if hops >= MAX_REDIRECTS:
+                        raise RuntimeError(f"more than {MAX_REDIRECTS} redirects from {target} (last: {leader})")
+                    await self._link(leader, hops + 1)
                 return
             if resp.status in (401, 403):
                 # Not a transient failure: say so where the operator looks (the agent keeps retrying), once per

@@ -155,3 +155,35 @@ async def test_reused_task_id(live_agent):
         await asyncio.sleep(0.05)
     assert ids == [a.tasks[("F", "t1")].container_id] and ids != [rec.container_id]
     assert out.read_text() == "first\nthird\n"
+
+
+async def test_redirects_between_masters_are_bounded(tmp_path: Path) -> None:
+    """Two masters with stale views naming each other (here: one server under two names) must not bounce an agent
+    looking for the leader until the recursion limit: it gives up after a few 307s and tries again later."""
+    import aiohttp
+    from aiohttp import web
+    from aiohttp.test_utils import TestServer
+
+    hits: list[str] = []
+
+    async def redirect(request: web.Request) -> web.Response:
+        hits.append(request.host)
+        other = "localhost" if request.host.startswith("127.0.0.1") else "127.0.0.1"
+        return web.Response(status=307, headers={"Location": f"//{other}:{request.url.port}/api/drover/agent"})
+
+    app = web.Application()
+    app.router.add_post("/api/drover/agent", redirect)
+    server = TestServer(app, host="127.0.0.1")
+    await server.start_server()
+    cfg = AgentConfig(masters=[f"127.0.0.1:{server.port}"], http="127.0.0.1:0", work_dir=tmp_path / "work",
+                      resources=Resources.parse("cpus:1;mem:128"), podman_socket=tmp_path / "none.sock",
+                      start_podman_service=False)
+    a = Agent(cfg)
+    a._session = aiohttp.ClientSession()
+    try:
+        with pytest.raises(RuntimeError, match="more than 3 redirects"):
+            await a._link(f"127.0.0.1:{server.port}")
+        assert len(hits) == 4
+    finally:
+        await a._session.close()
+        await server.close()
