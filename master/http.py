@@ -311,18 +311,26 @@ def build_app(core: MasterServer) -> web.Application:
     add_why_routes(app, core.store.path, lambda request: viewer(core, request).sees_all)
 
     def past_state(request: web.Request):
-        # Called on the event loop: what the rendering (in a worker thread) needs of the replica, read now.
+        # Called on the event loop: what the rendering (in a worker thread) needs of the replica, read now. The
+        # history needs a viewer of every framework and task, but flags and roles have ACLs of their own
+        # (view_flags, view_roles): filtered as /master/state and /roles filter them.
         leader_http, elected_at = core.leader_http(), core.elected_at
+        who = viewer(core, request)
         flags = {"allocation_interval": f"{core.config.allocator.allocation_interval}secs",
                  "offer_timeout": str(core.config.allocator.offer_timeout or ""),
                  "heartbeat_interval": f"{core.config.heartbeat_interval}secs"}
+        if not authorized(core.config.acls, "view_flags", who.principal, None):
+            flags = {}
+        sees_role = may_view_role(who)
 
         def render(s):
-            return state_json.render(s, master_id=core.config.id, http=core.config.http, leader_http=leader_http,
-                                     version=core.config.version, start_time=core.started_at,
-                                     elected_time=elected_at, flags=flags)
+            out = state_json.render(s, master_id=core.config.id, http=core.config.http, leader_http=leader_http,
+                                    version=core.config.version, start_time=core.started_at,
+                                    elected_time=elected_at, flags=flags)
+            out["roles"] = state_json.roles(s, sees_role)["roles"]
+            return out
 
-        render.key = (leader_http, elected_at)  # type: ignore[attr-defined]
+        render.key = (leader_http, elected_at, bool(flags), roles_key(who))  # type: ignore[attr-defined]
         return render
 
     # The cluster at a past index (the UI's time travel), from this replica's own store, like the audit.

@@ -12,6 +12,7 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
+from drover.security import acls
 from drover.security import credentials as creds
 from drover.security import http as security
 from eventstore import events as ev
@@ -23,6 +24,8 @@ from master.ui import CSP
 from replay.reader import open_store, state_at
 from tests.test_audit import A, B, S0, Log, scenario
 from tests.test_readcache import FakeCore
+
+REVIEW_SECRET = "s" * 24
 
 H = "/api/drover/history"
 
@@ -276,5 +279,71 @@ async def test_states_from_a_snapshot_and_folded_on_are_the_replay_from_zero(bui
                 assert got == json.loads(json.dumps(render(state_at(ro, idx, use_snapshots=False)))), idx
         finally:
             ro.close()
+    finally:
+        await c.close()
+
+
+# ---- from the second read of the UI (stop 20) ------------------------------------------------------------
+
+
+async def test_history_state_keeps_view_flags_and_view_roles(tmp_path: Path):
+    """A principal that may view every framework and task, but no flags and only role 'web': the live endpoints
+    hide the flags and role 'batch'; the history's state must not show them either."""
+    cred = creds.parse(json.dumps({"credentials": [{"principal": "p", "secret": REVIEW_SECRET}]}).encode())
+    core = _core(tmp_path, cred)
+    core.config.acls = acls.parse(json.dumps({
+        "view_flags": [{"principals": {"values": ["p"]}, "flags": {"type": "NONE"}}],
+        "view_roles": [{"principals": {"values": ["p"]}, "roles": {"values": ["web"]}},
+                       {"principals": {"values": ["p"]}, "roles": {"type": "NONE"}}],
+    }))
+    async with TestClient(TestServer(build_app(core))) as c:
+        live = await (await c.get("/master/state", headers=_review_auth("p"))).json()
+        assert live["flags"] == {}
+        live_roles = [r["name"] for r in (await (await c.get("/roles", headers=_review_auth("p"))).json())["roles"]]
+        assert "batch" not in live_roles
+        r = await c.get(f"{H}/state?index=20", headers=_review_auth("p"))
+        assert r.status == 200
+        past = await r.json()
+        assert "batch" not in [x["name"] for x in past["roles"]], [x["name"] for x in past["roles"]]
+        assert past["flags"] == {}, past["flags"]
+
+
+def test_allocation_series_counts_a_shared_volume_once_per_role():
+    """Two tasks of role db use one shared volume (100 MB): the role holds 100 MB of disk (as /roles and the agent's
+    used_resources say, and as Mesos's sorters count it), not 200."""
+    from master import state_json
+    from master.api.history import sample
+    from tests.test_shared_volumes import shared_volume
+    from tests.test_volumes import launch, volume
+
+    log = shared_volume()
+    log.accept("DB", log.offers()["DB"], launch("t1", volume("pv1", shared=True)),
+               launch("t2", volume("pv1", path="ro", mode="RO", shared=True)))
+    roles = {r["name"]: r["allocated"] for r in state_json.roles(log.state, lambda r: True)["roles"]}
+    got = sample(log.state, "role", "disk", {})
+    assert got["allocated"]["db"] == roles["db"]["disk"] == 100.0, (got, roles)
+
+
+def _review_auth(p: str) -> dict:
+    return {"Authorization": "Basic " + base64.b64encode(f"{p}:{REVIEW_SECRET}".encode()).decode()}
+
+
+async def test_too_many_waiting_history_requests_get_a_503(built, monkeypatch) -> None:
+    """History requests fold the log in a pool of their own; beyond MAX_WAITING waiting, a 503 with Retry-After
+    rather than an unbounded queue of folds."""
+    from master.api import history
+
+    path, _ = built
+    monkeypatch.setattr(history, "MAX_WAITING", 0)
+    c = await client(path)
+    try:
+        r = await c.get(f"{H}/range")
+        assert r.status == 503 and r.headers["Retry-After"] == "1"
+    finally:
+        await c.close()
+    monkeypatch.setattr(history, "MAX_WAITING", 16)
+    c = await client(path)
+    try:
+        assert (await c.get(f"{H}/range")).status == 200
     finally:
         await c.close()

@@ -34,6 +34,7 @@ from typing import Any, Callable
 from aiohttp import web
 
 from eventstore import events as ev
+from eventstore.resources import Resources
 from eventstore.events import UnknownEvent
 from eventstore.store import StoreCorrupt
 from master import state_json
@@ -46,6 +47,10 @@ MAX_POINTS = 200
 RESOURCES = ("cpus", "mem", "disk", "gpus")
 STATE_CACHE = 32  # renderings of past states kept (a scrubber asks for neighbouring indexes)
 SERIES_CACHE = 8
+CACHE_BYTES = 64 << 20  # the renderings kept, in bytes (a state of 5,000 agents renders to ~10 MB)
+MAX_WORKERS = 2  # history requests worked on at once (each folds the log: CPU and the GIL, off the event loop)
+MAX_WAITING = 16  # more waiting than this: a 503 (a page, or a cross-site image with cached credentials, cannot
+#                   queue unbounded folds)
 PARAMS = {
     "range": (),
     "state": ("index",),
@@ -83,22 +88,28 @@ def _in_store(name: str, idx: int, first: int, last: int) -> None:
 # ---- the work, in a worker thread -------------------------------------------------------------------------------
 
 
-def _scalar(resources, name: str) -> float:
-    return sum(r.scalar for r in resources if r.name == name and r.type == "SCALAR" and r.scalar is not None)
+def _scalar(by_agent: dict[str, list], name: str) -> float:
+    """The quantity of `name` in these resources (agent -> records). Summed through one Resources bag per agent: a
+    shared volume held by several tasks (or offered twice) counts once, as /roles, an agent's used_resources and
+    Mesos's sorters count it; volumes of different agents (whose persistence ids may be the same) are not merged."""
+    return sum(float(Resources(res).quantities_view().get(name, 0.0)) for res in by_agent.values())
 
 
 def sample(state: State, by: str, resource: str, names: dict[str, str]) -> dict[str, Any]:
     """What tasks held of `resource` per role (or framework) in `state`, with the agents' total and the offered."""
-    held: dict[str, float] = {}
+    held: dict[str, dict[str, list]] = {}
     for t, res in holdings(state.all_tasks()):
-        key = t.spec.role if by == "role" else t.framework_id
-        held[key] = held.get(key, 0.0) + _scalar(res, resource)
+        held.setdefault(t.spec.role if by == "role" else t.framework_id, {}).setdefault(t.agent_id, []).extend(res)
+    offered: dict[str, list] = {}
+    for o in state.offers.values():
+        offered.setdefault(o.agent_id, []).extend(o.resources)
     for fid, fw in (*state.completed_frameworks.items(), *state.frameworks.items()):
         names[fid] = fw.info.name
+    amounts = {k: _scalar(v, resource) for k, v in sorted(held.items())}
     return {"index": state.index,
-            "total": round(sum(_scalar(a.resources, resource) for a in state.agents.values()), 6),
-            "offered": round(sum(_scalar(o.resources, resource) for o in state.offers.values()), 6),
-            "allocated": {k: round(v, 6) for k, v in sorted(held.items()) if v > 0}}
+            "total": round(_scalar({aid: a.resources for aid, a in state.agents.items()}, resource), 6),
+            "offered": round(_scalar(offered, resource), 6),
+            "allocated": {k: round(v, 6) for k, v in amounts.items() if v > 0}}
 
 
 def spread(lo: int, hi: int, points: int) -> list[int]:
@@ -206,7 +217,7 @@ class History:
     def _remember(cache: collections.OrderedDict, key: tuple, value: bytes, size: int) -> None:
         cache[key] = value
         cache.move_to_end(key)
-        while len(cache) > size:
+        while len(cache) > size or (len(cache) > 1 and sum(map(len, cache.values())) > CACHE_BYTES):
             cache.popitem(last=False)
 
     def _cached(self, cache: collections.OrderedDict, key: tuple) -> bytes | None:
@@ -298,6 +309,16 @@ def add_history_routes(app: web.Application, store_path: str | Path,
     others). `render(request)`, called on the event loop, gives the function (run in the worker thread) that turns a
     State into the `/master/state` JSON; an optional `key` attribute of it is part of the cache key."""
     history = History(store_path)
+    from concurrent.futures import ThreadPoolExecutor
+
+    # Its own few threads: never the loop's default executor (getaddrinfo, the audit, why), never more folds at once.
+    pool = ThreadPoolExecutor(max_workers=MAX_WORKERS, thread_name_prefix="history")
+    waiting = [0]
+
+    async def shutdown(app: web.Application) -> None:
+        pool.shutdown(wait=False, cancel_futures=True)
+
+    app.on_cleanup.append(shutdown)
 
     def default_render(request: web.Request) -> Callable[[State], dict]:
         return lambda s: state_json.render(s, master_id="", http="", leader_http=None, version="", start_time=0.0,
@@ -350,7 +371,14 @@ def add_history_routes(app: web.Application, store_path: str | Path,
                     if len(v) > 256:
                         raise BadParam(f"parameter {name!r} is longer than 256 characters")
                 work = lambda: history.task(fid, tid)  # noqa: E731
-            body = await asyncio.to_thread(work)
+            if waiting[0] >= MAX_WAITING:
+                return web.Response(status=503, headers={"Retry-After": "1"},
+                                    text="this replica is answering too many history requests; try again\n")
+            waiting[0] += 1
+            try:
+                body = await asyncio.get_running_loop().run_in_executor(pool, work)
+            finally:
+                waiting[0] -= 1
         except BadParam as e:
             return web.Response(status=e.status, text=f"{e}\n")
         except FileNotFoundError:
