@@ -48,7 +48,7 @@ from eventstore.resources import Resource, Resources, conversion
 from eventstore.store import EventStore, StoreCorrupt
 from master.allocation import allocator_of, explanation
 from master.state import TERMINAL_STATES, Framework, Offer, State, Task, apply, net_reservations, tasks_on_agent
-from replay.reader import FoldError, _no_gc, decode_payload
+from replay.reader import FoldError, StoreError, _no_gc, decode_payload, open_store, resolve_store_path
 from replay.state_view import printable
 
 QUERIES = ("offers", "allocations", "tasks", "frameworks", "reservations", "volumes")
@@ -1023,7 +1023,12 @@ def cluster_id(store: EventStore) -> str | None:
 def run_query(path: str | Path, kind: str, filters: Filters | None = None) -> tuple[list[dict], str | None]:
     """Open the store at `path` (a data dir or the SQLite file) with its own connection, run one query,
     close it. Returns the records and the cluster id. Raises FileNotFoundError for a missing store."""
-    store = EventStore(path)
+    try:
+        store = open_store(resolve_store_path(path))  # read-only: a query never writes to a replica's store
+    except StoreError as e:
+        if "no such file" in str(e) or "no event store in" in str(e):
+            raise FileNotFoundError(str(e)) from None
+        raise
     try:
         return query(store, kind, filters), cluster_id(store)
     finally:

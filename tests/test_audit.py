@@ -446,7 +446,7 @@ def test_cli(store_path, capsys):
     (["bids", "--store", "STORE"], "unknown query 'bids'"),
     (["offers"], "--store PATH is required"),
     ([], "name a query"),
-    (["offers", "--store", "NOTASTORE"], "is not a readable event store"),
+    (["offers", "--store", "NOTASTORE"], "is not a valid event store: file is not a database"),
 ])
 def test_cli_usage_errors(store_path, capsys, args, message):
     junk = store_path.parent / "junk.txt"
