@@ -681,11 +681,19 @@ class MasterServer:
         for agent_id in reply.unreachable:
             log.warning("agent unreachable", agent_id=agent_id,
                         silent_for=round(now - self._agent_last_seen(agent_id), 3))
-            # Drop its link: if it is alive after all, it sees the stream end and re-registers.
             self.agent_seen.pop(agent_id, None)
-            link = self.agent_links.pop(agent_id, None)
-            if link is not None:
-                link.close("unreachable")
+
+            def unlink(agent_id: str = agent_id) -> None:
+                # Drop its link: if it is alive after all, it sees the stream end and re-registers. Once its
+                # AGENT_UNREACHABLE is committed, as every effect of a decision (nothing leaves the leader earlier).
+                link = self.agent_links.pop(agent_id, None)
+                if link is not None:
+                    link.close("unreachable")
+
+            if staged:
+                staged[0].then.append(unlink)
+            else:
+                unlink()
         # The allocation run sees the timers' events (staged): no wait for their commit.
         now = self.now()
         started = time.perf_counter()

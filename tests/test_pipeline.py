@@ -402,3 +402,48 @@ async def test_allocation_triggers_do_not_outlive_a_serving_period(replica: Repl
     core.request_allocation("agent_added", "c-S9")
     await core._step_down("test")
     assert core._pending_triggers == [] and not core._alloc_wakeup.is_set()
+
+
+async def test_an_agent_subscription_the_gate_refuses_is_an_error_on_its_stream(
+        replica: Replica, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: F811
+    """A decider bug, never an input: the agent's SUBSCRIBE decided an event the commit gate refuses. The agent gets
+    an ERROR record (as the scheduler's handler answers a 400), nothing is staged, and the replica keeps serving."""
+    from master.api import agent as agent_api
+    from master.decide import Decision
+
+    core = replica.core
+    before = core.state.index
+    bad = ev.WeightsUpdated(weights={"bad": float("nan")})
+    monkeypatch.setattr(agent_api, "decide_agent_subscribe", lambda *a, **k: Decision(events=[bad], reply="c-S9"))
+    body = json.dumps({"type": "SUBSCRIBE", "subscribe": {"hostname": "h", "http": "127.0.0.1:9", "resources": [
+        {"name": "cpus", "type": "SCALAR", "scalar": 1.0}]}}).encode()
+    assert await replica.post("/api/drover/agent", body) == 200
+    record = json.loads(replica.answers[-1][3])
+    assert record["type"] == "ERROR" and "invalid event" in record["error"]["message"]
+    assert core.state.index == before and core.serving and core.failed is None
+    assert "c-S9" not in core.agent_links
+
+
+async def test_an_unreachable_agents_link_is_closed_once_its_event_is_committed(
+        replica: Replica, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: F811
+    """Nothing leaves the leader before the decision is committed: the link of an agent the timers mark unreachable
+    is closed when AGENT_UNREACHABLE commits, not when it is staged."""
+    from master import replica as replica_mod
+    from master.decide import Decision
+    from master.decide.timers import TimersReply
+
+    core = replica.core
+    body = json.dumps({"type": "SUBSCRIBE", "subscribe": {"hostname": "h", "http": "127.0.0.1:9", "resources": [
+        {"name": "cpus", "type": "SCALAR", "scalar": 1.0}]}}).encode()
+    assert await replica.post("/api/drover/agent", body) == 200
+    agent_id = json.loads(replica.answers[-1][3])["registered"]["agent_id"]
+    link = core.agent_links[agent_id]
+    monkeypatch.setattr(replica_mod, "decide_timers", lambda *a, **k: Decision(
+        events=[ev.AgentUnreachable(agent_id=agent_id, unreachable_time=core.now())],
+        reply=TimersReply(unreachable=[agent_id])))
+    tick = asyncio.create_task(core.run_timers_and_allocate("periodic"))
+    await asyncio.sleep(0)  # staged, not yet committed (the commit needs a Raft round trip)
+    assert agent_id in core.state.unreachable_agents and core.committed_index < core.state.index
+    assert core.agent_links.get(agent_id) is link and link.close_reason is None
+    await tick
+    assert agent_id not in core.agent_links and link.close_reason == "unreachable"

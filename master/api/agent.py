@@ -18,6 +18,7 @@ import msgspec
 import structlog
 from aiohttp import web
 
+from eventstore import events as ev
 from eventstore.resources import Resources
 from master import effects as fx
 from drover.security.http import principal_of
@@ -81,13 +82,23 @@ class AgentAPI:
         agent_id, gen = None, 0
         try:
             decision = decide_agent_subscribe(core.state, sub, core.now(), config, principal_of(request))
-            if decision.refusal is not None:
-                log.warning("agent subscription refused", hostname=sub.hostname, why=decision.refusal.message)
-                stream.close("refused", {"type": "ERROR", "error": {"message": decision.refusal.message}})
+            staged = None
+            if decision.refusal is None:
+                try:
+                    staged = core.stage(decision.events, messages=decision.messages)
+                except ev.InvalidEvent as e:
+                    # A bug, never an input (the decider gates its events itself): refused on the stream, as the
+                    # scheduler's handler refuses such a call, and nothing is staged.
+                    log.error("a decider produced an event the commit gate refuses", call="agent SUBSCRIBE",
+                              error=str(e))
+            if decision.refusal is not None or staged is None:
+                why = decision.refusal.message if decision.refusal is not None else \
+                    "The subscription was refused: it would record an invalid event (see the master's log)"
+                log.warning("agent subscription refused", hostname=sub.hostname, why=why)
+                stream.close("refused", {"type": "ERROR", "error": {"message": why}})
             else:
                 assert isinstance(decision.reply, str)
                 agent_id = decision.reply
-                staged = core.stage(decision.events)
                 gen = core.new_link("agent", agent_id)
                 # A sign of life now, with the decision: the timers decide on the staged state at once, and must
                 # not find this (re-)registered agent silent since the election while its commit is in flight.
