@@ -42,6 +42,9 @@ async def agent_without_master(tmp_path: Path, podman_socket: Path, **config):
         await asyncio.gather(*pending, return_exceptions=True)
         with contextlib.suppress(Exception):
             await a.containerizer.remove_all({"drover.agent": a.cp.agent_id})
+        with contextlib.suppress(Exception):  # and its task groups' pods (their infra containers ran on otherwise)
+            for pod in await a.containerizer.list_pods({"drover.agent": a.cp.agent_id}):
+                await a.containerizer.remove_pod(pod.name)
         await a.containerizer.stop()
 
 
