@@ -29,7 +29,7 @@ from eventstore.store import EventStore
 from master import allocation
 from master import why as diag
 from master.state import State, apply
-from replay.audit import _explain, iso, parse_time
+from replay.audit import _explain, cluster_id, iso, parse_time
 from replay.reader import decode_payload, iter_envelopes, open_store, resolve_store_path, state_at
 from replay.state_view import printable
 
@@ -48,13 +48,6 @@ class WhyError(ValueError):
 
 
 # ---- finding things in the log ------------------------------------------------------------------------
-
-
-def _cluster_id(store: EventStore) -> str | None:
-    for env in iter_envelopes(store, 1, min(10, store.last_index())):
-        if isinstance(env.event, ev.ClusterCreated):
-            return env.event.cluster_id
-    return None
 
 
 def _names(value: str, cluster: str | None) -> list[str]:
@@ -113,7 +106,7 @@ def _fmt_time(ts: float | None) -> str:
 
 def why_task(store: EventStore, framework_id: str, task_id: str, at: int | None = None) -> dict[str, Any]:
     upto = _upto(store, at)
-    cluster = _cluster_id(store)
+    cluster = cluster_id(store)
     fids = set(_names(framework_id, cluster))
     launch: ev.Envelope | None = None
     adopted: ev.Envelope | None = None
@@ -402,7 +395,7 @@ def _role_frameworks(store: EventStore, role: str, upto: int) -> list[str]:
 
 def _known_framework(store: EventStore, framework_id: str, upto: int) -> tuple[str, int]:
     """The framework's full id and the index it first subscribed at."""
-    names = _names(framework_id, _cluster_id(store))
+    names = _names(framework_id, cluster_id(store))
     subscribed = _subscriptions(store, upto)
     for name in names:
         if name in subscribed:
@@ -501,7 +494,7 @@ def ask(path: str | Path, kind: str, **params: Any) -> dict[str, Any]:
             answer = why_role(store, params["role"], params.get("since"), params.get("until"), params.get("at"))
         else:
             raise WhyError("kind", f"unknown question {kind!r} (expected one of {', '.join(KINDS)})")
-        answer["cluster_id"] = _cluster_id(store)
+        answer["cluster_id"] = cluster_id(store)
         return answer
     finally:
         store.close()
